@@ -1,0 +1,41 @@
+# callscribe: `make run` serves on http://localhost:5001, `make test` runs lint and the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(shell command -v uv 2>/dev/null)
+PORT ?= 5001
+
+.PHONY: setup run test lint format simulate clean
+
+setup: $(VENV)/.synced
+
+# uv builds .venv from uv.lock exactly; pip installs uv first on a machine that has only Python.
+$(VENV)/.synced: pyproject.toml uv.lock
+ifeq ($(UV),)
+	$(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet --break-system-packages uv || $(PYTHON) -m pip install --quiet uv
+	$(PYTHON) -m uv sync --frozen --python $(PYTHON)
+else
+	$(UV) sync --frozen --python $(PYTHON)
+endif
+	touch $@
+
+run: setup
+	$(BIN)/hypercorn --bind 0.0.0.0:$(PORT) --graceful-timeout 25 'service.asgi:create()'
+
+lint: setup
+	$(BIN)/ruff check service tests
+	$(BIN)/ruff format --check service tests
+	$(BIN)/mypy --strict service
+
+test: setup lint
+	$(BIN)/pytest
+
+format: setup
+	$(BIN)/ruff format service tests
+	$(BIN)/ruff check --fix service tests
+
+simulate: setup
+	$(BIN)/python -m service simulate service/samples/hello.wav --url http://localhost:$(PORT)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

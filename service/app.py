@@ -1,0 +1,208 @@
+"""Wiring layer: the Quart app. Routes validate and hand over; `session.py` does the work.
+
+`create_app(settings)` builds everything a process needs (no module-level state), so tests build apps with
+their own settings. `asgi_app(settings)` adds Hypercorn's ProxyFixMiddleware, trusting one proxy hop
+(Heroku's router, ngrok) for X-Forwarded-Proto/-Host so the URLs we build and check are the public ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any, cast
+
+import structlog
+from hypercorn.middleware import ProxyFixMiddleware
+from hypercorn.typing import ASGIFramework
+from quart import Quart, Response, request, websocket
+
+from service import close_codes
+from service.deepgram_protocol import ignored_options
+from service.session import CallSession, Transcript
+from service.settings import Settings
+from service.signatures import refusal, stream_url, webhook_url
+from service.stt import SttClient
+from service.twiml import stream_parameters, voice_response
+
+log = structlog.get_logger("callscribe.app")
+
+
+class Calls:
+    """The calls this process is transcribing; MAX_CALLS bounds them (per Hypercorn worker)."""
+
+    def __init__(self, max_calls: int) -> None:
+        self.max_calls = max_calls
+        self.sessions: set[CallSession] = set()
+        self.accepting = True
+
+    @property
+    def full(self) -> bool:
+        return len(self.sessions) >= self.max_calls
+
+    def add(self, session: CallSession) -> None:
+        self.sessions.add(session)
+
+    async def forget_when_finished(self, session: CallSession) -> None:
+        await session.wait_finished()
+        self.sessions.discard(session)
+
+    async def drain(self, timeout_s: float) -> int:
+        """End every open stream and wait (bounded) for Deepgram's last results; returns calls left unfinished."""
+        self.accepting = False
+        for session in list(self.sessions):
+            session.shut_down()
+        pending = [asyncio.ensure_future(session.wait_finished()) for session in self.sessions]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=timeout_s)
+            for waiter in still:
+                waiter.cancel()
+            return len(still)
+        return 0
+
+
+def log_transcript(transcript: Transcript) -> None:
+    """The transcript sink of this release: one log line per interim or final result."""
+    log.info(
+        "transcript",
+        call_sid=transcript.call_sid,
+        stream_sid=transcript.stream_sid,
+        track=transcript.track,
+        is_final=transcript.is_final,
+        speech_final=transcript.speech_final,
+        text=transcript.text,
+        start=transcript.start,
+        end=transcript.end,
+        confidence=round(transcript.confidence, 3),
+    )
+
+
+class Service:
+    """What one process needs to take calls: settings, the Deepgram client, the open calls, the sink."""
+
+    def __init__(self, settings: Settings, sink: Callable[[Transcript], None]) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.calls = Calls(settings.max_calls)
+        self.stt = SttClient(settings)
+        self._token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
+        self._background: set[asyncio.Future[None]] = set()
+
+    def twilio_refusal(self, url: str, params: dict[str, str], signature: str | None) -> str | None:
+        if self._token is None and self.settings.callscribe_insecure_dev:
+            log.warning("signature.unchecked", why="CALLSCRIBE_INSECURE_DEV=1 and no TWILIO_AUTH_TOKEN", url=url)
+            return None
+        return refusal(self._token, url, params, signature)
+
+    async def announce(self) -> None:
+        settings = self.settings
+        if self._token:
+            twilio_auth = "set"
+        elif settings.callscribe_insecure_dev:
+            twilio_auth = "MISSING (CALLSCRIBE_INSECURE_DEV=1: signatures unchecked)"
+        else:
+            twilio_auth = "MISSING (every Twilio request will be refused)"
+        log.info(
+            "service.ready",
+            deepgram_url=settings.deepgram_url,
+            model=settings.deepgram_model,
+            stream_track=settings.stream_track,
+            max_calls=settings.max_calls,
+            deepgram_key="set" if self.stt.configured else "MISSING (calls will not be transcribed)",
+            twilio_auth_token=twilio_auth,
+        )
+        for name in ignored_options(settings):
+            log.warning("settings.option_ignored", option=name, why="callscribe sets it itself")
+
+    async def voice(self) -> Response | tuple[str, int]:
+        """Twilio's voice webhook: answer TwiML that streams the call to /media, then the next verb."""
+        form = dict((await request.form).items()) if request.method == "POST" else {}
+        url = webhook_url(
+            self.settings,
+            scheme=request.scheme,
+            host_header=request.host,
+            path=request.path,
+            query=request.query_string.decode("latin-1"),
+        )
+        why = self.twilio_refusal(url, form, request.headers.get("X-Twilio-Signature"))
+        if why is not None:
+            log.warning("voice.refused", status=403, why=why)
+            return "Forbidden: request not signed by Twilio\n", 403
+        fields = form if request.method == "POST" else dict(request.args.items())
+        stream: str | None = stream_url(self.settings, request.host)
+        busy = self.busy_reason()
+        if busy is not None:
+            # The call goes on without a transcript rather than failing for the caller.
+            log.warning("voice.not_streaming", call_sid=fields.get("CallSid", ""), why=busy)
+            stream = None
+        twiml = voice_response(self.settings, stream_url=stream, parameters=stream_parameters(fields))
+        return Response(twiml, content_type="text/xml; charset=utf-8")
+
+    def busy_reason(self) -> str | None:
+        if not self.calls.accepting:
+            return "shutting down"
+        if self.calls.full:
+            return f"callscribe is at MAX_CALLS ({self.settings.max_calls})"
+        return None
+
+    async def media(self) -> tuple[str, int] | None:
+        """The WebSocket Twilio streams the call's audio to."""
+        why = self.twilio_refusal(
+            stream_url(self.settings, websocket.host), {}, websocket.headers.get("X-Twilio-Signature")
+        )
+        if why is not None:
+            log.warning("media.refused", status=403, why=why)
+            return "Forbidden: stream not signed by Twilio\n", 403  # before accept(): the upgrade fails
+        # The session closes the socket from its own tasks, so it needs the object behind Quart's proxy.
+        socket: Any = cast(Any, websocket)._get_current_object()
+        await socket.accept()
+        busy = self.busy_reason()
+        if busy is not None:
+            log.warning("media.refused", close_code=close_codes.TRY_AGAIN_LATER, why=busy)
+            await socket.close(close_codes.TRY_AGAIN_LATER, busy)
+            return None
+        await self._stream(socket)
+        return None
+
+    async def _stream(self, socket: Any) -> None:
+        async def close_twilio(code: int, reason: str) -> None:
+            with contextlib.suppress(RuntimeError):  # Quart raises if the socket is already closed
+                await socket.close(code, reason)
+
+        session = CallSession(settings=self.settings, stt=self.stt, emit=self.sink, close_twilio=close_twilio)
+        self.calls.add(session)
+        watcher = asyncio.ensure_future(self.calls.forget_when_finished(session))
+        self._background.add(watcher)
+        watcher.add_done_callback(self._background.discard)
+        try:
+            while True:
+                reject = session.on_message(await socket.receive())
+                if reject is not None:
+                    await socket.close(reject.code, reject.reason)
+                    return
+                if session.ended_by is not None:
+                    return  # after stop: Quart closes the socket normally
+        finally:
+            # Also on cancellation (Twilio hung up): the session's own tasks finish Deepgram's side.
+            session.twilio_ended()
+
+    async def shutdown(self) -> None:
+        left = await self.calls.drain(self.settings.deepgram_close_timeout_s + 1)
+        log.info("service.stopped", calls_unfinished=left)
+
+
+def create_app(settings: Settings, *, sink: Callable[[Transcript], None] = log_transcript) -> Quart:
+    """The Quart app for `settings`; everything it holds hangs off `app.extensions["callscribe"]`."""
+    app = Quart("callscribe")
+    service = Service(settings, sink)
+    app.extensions["callscribe"] = service
+    app.before_serving(service.announce)
+    app.after_serving(service.shutdown)
+    app.add_url_rule("/voice", view_func=service.voice, methods=["POST", "GET"])
+    app.add_websocket("/media", view_func=service.media)
+    return app
+
+
+def asgi_app(settings: Settings) -> ASGIFramework:
+    """The app as Hypercorn serves it, trusting one proxy hop for the scheme and host."""
+    return ProxyFixMiddleware(create_app(settings), mode="legacy", trusted_hops=1)

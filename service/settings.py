@@ -1,0 +1,147 @@
+"""Wiring layer: the one typed settings object, read from the environment and an optional `.env`.
+
+Every setting is documented in `.env.example`. Secrets are `SecretStr`, so they never appear in a repr,
+a log line or an error message. A bad value stops start-up with a message that names the variable and
+what it accepts (`describe_error`).
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+StreamTrack = Literal["inbound_track", "outbound_track", "both_tracks"]
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+# E.164 numbers, or SIP URIs / client identities, which <Dial> also takes.
+_DIAL_TARGET = re.compile(r"^(\+[1-9]\d{6,14}|sip:\S+|client:\S+)$")
+FRAME_MS = 20  # Twilio sends 20 ms of audio per media message.
+
+
+class Settings(BaseSettings):
+    """Everything callscribe can be told; field names are the environment variables, upper-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # --- Deepgram -----------------------------------------------------------------------------------
+    deepgram_api_key: SecretStr | None = None
+    deepgram_url: str = "https://api.deepgram.com"
+    deepgram_model: str = "nova-3"
+    deepgram_language: str = "en-US"
+    deepgram_interim_results: bool = True
+    deepgram_punctuate: bool = True
+    deepgram_smart_format: bool = True
+    deepgram_endpointing_ms: int = Field(default=300, ge=0)  # 0 turns endpointing off
+    deepgram_utterance_end_ms: int = Field(default=1000, ge=0)  # 0 turns UtteranceEnd off
+    deepgram_vad_events: bool = False
+    deepgram_keyterms: Annotated[tuple[str, ...], NoDecode] = ()
+    # Any other live option, as a query string: "diarize=true&redact=pci&tag=support".
+    deepgram_options: str = ""
+    deepgram_keepalive_s: float = Field(default=4.0, gt=0, le=8)  # Deepgram closes after 10 s of nothing
+    deepgram_close_timeout_s: float = Field(default=5.0, gt=0, le=25)
+    deepgram_connect_timeout_s: float = Field(default=10.0, gt=0, le=30)
+    # Frames are grouped into one send of this many ms; 20 sends each frame as it comes.
+    audio_batch_ms: int = Field(default=FRAME_MS, ge=FRAME_MS, le=100)
+    # Audio held for a track while Deepgram is slow or still connecting, in seconds.
+    audio_buffer_s: float = Field(default=30.0, gt=0, le=600)
+
+    # --- Twilio ---------------------------------------------------------------------------------------
+    twilio_auth_token: SecretStr | None = None
+    callscribe_insecure_dev: bool = False
+    public_url: str | None = None
+    forward_to: str | None = None
+    greeting: str = "This call is being transcribed."
+    pause_s: int = Field(default=3600, ge=1, le=14400)  # Twilio ends every call after 4 hours
+    stream_track: StreamTrack = "inbound_track"
+    max_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_calls: int = Field(default=100, ge=1)
+
+    # --- Serving and logs -----------------------------------------------------------------------------
+    port: int = Field(default=5001, ge=1, le=65535)
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "text"
+
+    @field_validator("deepgram_url")
+    @classmethod
+    def _deepgram_url(cls, value: str) -> str:
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in {"http", "https", "ws", "wss"} or not parts.netloc:
+            raise ValueError("must be an absolute http(s):// or ws(s):// URL such as https://api.deepgram.com")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query string or fragment")
+        return value.rstrip("/")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be the service's public https:// base URL, such as https://calls.example.com")
+        if parts.path not in {"", "/"} or parts.query or parts.fragment:
+            raise ValueError("must be a bare base URL with no path or query, such as https://calls.example.com")
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @field_validator("forward_to")
+    @classmethod
+    def _forward_to(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not _DIAL_TARGET.match(value):
+            raise ValueError("must be an E.164 number such as +14155550100, or a sip: or client: address")
+        return value
+
+    @field_validator("deepgram_keyterms", mode="before")
+    @classmethod
+    def _keyterms(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(term.strip() for term in value.split(",") if term.strip())
+        return value
+
+    @field_validator("deepgram_options")
+    @classmethod
+    def _options(cls, value: str) -> str:
+        try:
+            urllib.parse.parse_qsl(value, keep_blank_values=True, strict_parsing=bool(value))
+        except ValueError as exc:
+            raise ValueError("must be a query string such as diarize=true&redact=pci") from exc
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def deepgram_extra_options(self) -> list[tuple[str, str]]:
+        """The pass-through live options, in the order given."""
+        return urllib.parse.parse_qsl(self.deepgram_options, keep_blank_values=True)
+
+    @property
+    def deepgram_live_url(self) -> str:
+        """The live socket's base: the same host as DEEPGRAM_URL with ws/wss (the SDK appends /v1/listen)."""
+        parts = urllib.parse.urlsplit(self.deepgram_url)
+        scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+        return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, "", ""))
+
+    @property
+    def deepgram_rest_url(self) -> str:
+        """The REST base: the same host as DEEPGRAM_URL with http/https."""
+        parts = urllib.parse.urlsplit(self.deepgram_url)
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+        return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, "", ""))
+
+
+def describe_error(error: ValidationError) -> str:
+    """Turn a settings validation error into lines that name each variable and what it accepts."""
+    lines = ["callscribe cannot start: bad configuration"]
+    for problem in error.errors(include_input=False, include_url=False):
+        variable = str(problem["loc"][0]).upper() if problem["loc"] else "(settings)"
+        lines.append(f"  {variable}: {problem['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""Protocol layer (no I/O): the TwiML `/voice` answers, built with the `twilio` package's `VoiceResponse`.
+
+`<Start><Stream>` forks the call's audio to `/media` and Twilio goes straight on to the next verb, so one
+must follow: `<Dial>` to FORWARD_TO, or a `<Say>` greeting and a `<Pause>` long enough to talk
+(https://www.twilio.com/docs/voice/twiml/stream).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from twilio.twiml.voice_response import Start, VoiceResponse
+
+from service.settings import Settings
+
+STREAM_NAME = "callscribe"
+# What the transcript needs later, carried to /media as <Parameter>s (start.customParameters).
+FORWARDED_FIELDS = {"From": "from", "To": "to", "Direction": "direction"}
+
+
+def stream_parameters(form: Mapping[str, str]) -> dict[str, str]:
+    """The webhook's fields that ride along with the stream; Twilio caps name plus value under 500 characters."""
+    return {name: form[field][:400] for field, name in FORWARDED_FIELDS.items() if form.get(field)}
+
+
+def voice_response(settings: Settings, *, stream_url: str | None, parameters: Mapping[str, str]) -> str:
+    """The TwiML for one call. `stream_url` None answers without a stream (the call still goes on)."""
+    response = VoiceResponse()
+    if stream_url is not None:
+        start = Start()
+        stream = start.stream(url=stream_url, track=settings.stream_track, name=STREAM_NAME)
+        for name, value in parameters.items():
+            stream.parameter(name=name, value=value)
+        response.append(start)
+    if settings.forward_to:
+        response.dial(settings.forward_to)
+    else:
+        response.say(settings.greeting)
+        response.pause(length=settings.pause_s)
+    return str(response)

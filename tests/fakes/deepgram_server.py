@@ -1,0 +1,746 @@
+"""Test support: a protocol-faithful fake of Deepgram's live speech-to-text WebSocket (`/v1/listen`).
+
+Layer: test fake. The real `deepgram-sdk` client talks to it over a real socket on 127.0.0.1, port 0, so tests
+exercise the same handshake, frames and close codes the service meets in production (deepgram-live.md §8).
+
+Two parts, in the sans-I/O shape of python-websockets:
+
+* `TranscriptionSession` is pure: audio bytes and control messages in, the JSON messages Deepgram would
+  send out. "Transcription" is deterministic and derived from the audio itself, so a test can predict
+  every word (`expected_words`) and notice audio that went to the wrong call.
+* `FakeDeepgram` is the thin I/O adapter: a `websockets.asyncio.server` that authenticates, records
+  everything, drives a session per connection and injects the faults listed in `Faults`.
+
+Vendor behaviour mirrored here:
+https://developers.deepgram.com/docs/lower-level-websockets (message shapes),
+https://developers.deepgram.com/docs/finalize, https://developers.deepgram.com/docs/close-stream,
+https://developers.deepgram.com/docs/audio-keep-alive (NET-0001 after about 10 s without audio or text),
+https://developers.deepgram.com/docs/stt-troubleshooting-websocket-data-and-net-errors (NET-0000, NET-0001).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import http
+import json
+import logging
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ClassVar, NoReturn
+
+from deepgram import DeepgramClientEnvironment
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+__all__ = [
+    "FakeDeepgram",
+    "Faults",
+    "ListenOptions",
+    "RecordedConnection",
+    "TranscriptionSession",
+    "expected_words",
+    "is_silence",
+    "word_for",
+]
+
+Message = dict[str, Any]
+
+_logger = logging.getLogger(__name__)
+
+LISTEN_PATH = "/v1/listen"
+MULAW_SILENCE = frozenset({0xFF, 0x7F})  # mu-law encodes zero amplitude as 0xFF (and -0 as 0x7F)
+WORD_CONFIDENCE = 0.99
+MODEL_UUID = "1dbdfb4d-85b2-4659-8c1d-0e7ce4b5a8b5"  # fixed: real Deepgram reports one uuid per model build
+MODEL_VERSION = "2025-01-01.0"
+DEFAULT_SAMPLE_RATE = 8000  # Twilio's 8 kHz; also used when the client names no encoding
+SHUTDOWN_CLOSE_TIMEOUT_S = 1.0  # bound each close handshake so stopping the fake never hangs on a silent peer
+
+
+# ----------------------------------------------------------------------------------------------------
+# Deterministic "speech recognition"
+# ----------------------------------------------------------------------------------------------------
+
+
+def word_for(window: bytes) -> str:
+    """The deterministic "word" the fake hears in one window of audio (silence aside: see `is_silence`)."""
+    return "w" + hashlib.sha256(window).hexdigest()[:8]
+
+
+def is_silence(window: bytes) -> bool:
+    """True when every byte is mu-law silence; such a window yields no word."""
+    return all(byte in MULAW_SILENCE for byte in window)
+
+
+def expected_words(audio: bytes, window_bytes: int = 4000) -> list[str]:
+    """The words of every final for a stream of `audio` that ends with CloseStream, in order.
+
+    The trailing partial window counts too, because CloseStream flushes it.
+    """
+    windows = (audio[i : i + window_bytes] for i in range(0, len(audio), window_bytes))
+    return [word_for(window) for window in windows if not is_silence(window)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Options and the pure per-connection session
+# ----------------------------------------------------------------------------------------------------
+
+
+class BadRequestError(ValueError):
+    """A query Deepgram would answer with HTTP 400."""
+
+
+def _flag(query: dict[str, list[str]], name: str) -> bool:
+    # The SDK encodes bools as "true"/"false" (core/query_encoder.py); Deepgram also accepts any case.
+    return _first(query, name, "false").lower() == "true"
+
+
+def _first(query: dict[str, list[str]], name: str, default: str) -> str:
+    values = query.get(name)
+    return values[0] if values else default
+
+
+def _positive_int(query: dict[str, list[str]], name: str) -> int | None:
+    if name not in query:
+        return None
+    raw = query[name][0]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequestError(f"{name}={raw!r} is not an integer") from None
+    if value <= 0:
+        raise BadRequestError(f"{name}={raw!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListenOptions:
+    """The query parameters that change what the fake sends back."""
+
+    model: str = "nova-3"
+    encoding: str | None = None
+    sample_rate: int | None = None
+    channels: int = 1
+    interim_results: bool = False
+    vad_events: bool = False
+    utterance_end_ms: int | None = None
+
+    @classmethod
+    def from_query(cls, query: dict[str, list[str]]) -> ListenOptions:
+        """Parse a `/v1/listen` query; raise `BadRequestError` where Deepgram answers 400."""
+        options = cls(
+            model=_first(query, "model", "nova-3"),
+            encoding=_first(query, "encoding", "") or None,
+            sample_rate=_positive_int(query, "sample_rate"),
+            channels=_positive_int(query, "channels") or 1,
+            interim_results=_flag(query, "interim_results"),
+            vad_events=_flag(query, "vad_events"),
+            utterance_end_ms=_positive_int(query, "utterance_end_ms"),
+        )
+        if options.encoding is not None and options.sample_rate is None:
+            raise BadRequestError("sample_rate is required when encoding is set")
+        return options
+
+    @property
+    def bytes_per_second(self) -> int:
+        """Audio bytes per second of stream time: 8,000 for 8 kHz mu-law, 16,000 for 8 kHz linear16."""
+        sample_width = 2 if self.encoding == "linear16" else 1
+        return (self.sample_rate or DEFAULT_SAMPLE_RATE) * sample_width * self.channels
+
+
+@dataclass(frozen=True)
+class _Window:
+    start: int  # byte offsets into the connection's audio
+    end: int
+    word: str | None  # None for silence
+
+
+class TranscriptionSession:
+    """Sans-I/O model of one live transcription: audio and control messages in, Deepgram messages out.
+
+    Audio is cut into windows of `window_bytes`; each voiced window is one word. Every `words_per_final`
+    windows (silent ones included) become one final. `Finalize` and `CloseStream` also flush the partial
+    window, after which windowing restarts at the current byte offset.
+    """
+
+    def __init__(
+        self, options: ListenOptions, *, request_id: str, window_bytes: int = 4000, words_per_final: int = 4
+    ) -> None:
+        if window_bytes <= 0 or words_per_final <= 0:
+            raise ValueError("window_bytes and words_per_final must be positive")
+        self.options = options
+        self.request_id = request_id
+        self._window_bytes = window_bytes
+        self._words_per_final = words_per_final
+        self._bps = options.bytes_per_second
+        self._window = bytearray()  # the window being filled
+        self._window_start = 0  # its byte offset
+        self._pending: list[_Window] = []  # complete windows not yet in a final
+        self._speaking = False  # SpeechStarted already sent for the current segment
+        self._heard = 0
+        self._sha256 = hashlib.sha256()
+
+    @property
+    def bytes_heard(self) -> int:
+        """Audio bytes fed so far."""
+        return self._heard
+
+    def feed(self, audio: bytes) -> list[Message]:
+        """Take audio; return the SpeechStarted/interim/final/UtteranceEnd messages now due, in order."""
+        self._heard += len(audio)
+        self._sha256.update(audio)
+        out: list[Message] = []
+        offset = 0
+        while offset < len(audio):
+            take = self._window_bytes - len(self._window)
+            self._window += audio[offset : offset + take]
+            offset += take
+            if len(self._window) == self._window_bytes:
+                out += self._on_window_complete()
+        return out
+
+    def finalize(self) -> list[Message]:
+        """`Finalize`: all pending audio (partial window included) as one final, `from_finalize: true`."""
+        out = self._close_partial_window()
+        windows = self._take_pending()
+        out.append(self._results(windows, is_final=True, speech_final=False, from_finalize=True))
+        return out + self._utterance_end(windows)
+
+    def close_stream(self) -> list[Message]:
+        """`CloseStream` (or an empty binary frame): flush what is pending as a final, then `Metadata`."""
+        out = self._close_partial_window()
+        windows = self._take_pending()
+        if windows:
+            out.append(self._results(windows, is_final=True, speech_final=True, from_finalize=False))
+            out += self._utterance_end(windows)
+        out.append(self.metadata())
+        return out
+
+    def metadata(self) -> Message:
+        """The `Metadata` message Deepgram sends before closing with 1000."""
+        created = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+        return {
+            "type": "Metadata",
+            "transaction_key": "deprecated",
+            "request_id": self.request_id,
+            "sha256": self._sha256.hexdigest(),
+            "created": created.replace("+00:00", "Z"),
+            "duration": self._heard / self._bps,
+            "channels": self.options.channels,
+        }
+
+    def _on_window_complete(self) -> list[Message]:
+        out = self._add_window(bytes(self._window))
+        if self.options.interim_results:
+            out.append(self._results(self._pending, is_final=False, speech_final=False, from_finalize=False))
+        if len(self._pending) >= self._words_per_final:
+            windows = self._take_pending()
+            out.append(self._results(windows, is_final=True, speech_final=True, from_finalize=False))
+            out += self._utterance_end(windows)
+        return out
+
+    def _close_partial_window(self) -> list[Message]:
+        return self._add_window(bytes(self._window)) if self._window else []
+
+    def _add_window(self, audio: bytes) -> list[Message]:
+        word = None if is_silence(audio) else word_for(audio)
+        window = _Window(self._window_start, self._window_start + len(audio), word)
+        self._window.clear()
+        self._window_start = window.end
+        self._pending.append(window)
+        if word is None or self._speaking or not self.options.vad_events:
+            return []
+        self._speaking = True
+        return [{"type": "SpeechStarted", "channel": [0], "timestamp": window.start / self._bps}]
+
+    def _take_pending(self) -> list[_Window]:
+        windows, self._pending = self._pending, []
+        self._speaking = False  # the next voiced window starts a new segment
+        return windows
+
+    def _utterance_end(self, windows: list[_Window]) -> list[Message]:
+        # Deepgram only reports an utterance end after words, so a silent final has none.
+        voiced = [window for window in windows if window.word is not None]
+        if self.options.utterance_end_ms is None or not voiced:
+            return []
+        return [{"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": voiced[-1].end / self._bps}]
+
+    def _results(
+        self, windows: list[_Window], *, is_final: bool, speech_final: bool, from_finalize: bool
+    ) -> Message:
+        start = windows[0].start if windows else self._window_start
+        end = windows[-1].end if windows else start
+        words = [self._word(window) for window in windows if window.word is not None]
+        return {
+            "type": "Results",
+            "channel_index": [0, 1],
+            "duration": (end - start) / self._bps,
+            "start": start / self._bps,
+            "is_final": is_final,
+            "speech_final": speech_final,
+            "from_finalize": from_finalize,
+            "channel": {
+                "alternatives": [
+                    {
+                        "transcript": " ".join(word["word"] for word in words),
+                        "confidence": WORD_CONFIDENCE if words else 0.0,
+                        "words": words,
+                    }
+                ]
+            },
+            "metadata": {
+                "request_id": self.request_id,
+                "model_uuid": MODEL_UUID,
+                "model_info": {
+                    "name": f"general-{self.options.model}",
+                    "version": MODEL_VERSION,
+                    "arch": self.options.model,
+                },
+            },
+        }
+
+    def _word(self, window: _Window) -> Message:
+        return {
+            "word": window.word,
+            "start": window.start / self._bps,
+            "end": window.end / self._bps,
+            "confidence": WORD_CONFIDENCE,
+            "punctuated_word": window.word,
+        }
+
+
+# ----------------------------------------------------------------------------------------------------
+# What the tests configure and what they inspect
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Faults:
+    """Injectable misbehaviour; every field may be changed at runtime, between or within tests."""
+
+    reject_status: int | None = None  # answer the upgrade with this HTTP status (e.g. 401, 403, 503)...
+    reject_count: int | None = None  # ...for this many upgrades, then accept (None = always); counts down
+    hang_handshake: bool = False  # accept TCP, never answer the HTTP upgrade (held until the fake stops)
+    close_after_bytes: int | None = None  # after this many audio bytes on a connection, close with:
+    close_code: int = 1011
+    close_reason: str = "NET-0000"
+    drop_after_bytes: int | None = None  # after this many audio bytes, abort TCP with no close frame (1006)
+    silent: bool = False  # keep the socket open but never send anything (and never close on CloseStream)
+    idle_timeout_s: float = 10.0  # no audio or text for this long -> close 1011 "NET-0001"
+    send_garbage: bool = False  # also send one malformed JSON text frame and one {"type":"Mystery"} early
+
+
+@dataclass(kw_only=True)
+class RecordedConnection:
+    """Everything one accepted `/v1/listen` connection sent and received."""
+
+    query: dict[str, list[str]]  # parsed query string of /v1/listen
+    headers: dict[str, str]  # request headers, lower-case names
+    audio: bytearray = field(default_factory=bytearray)  # every binary frame's bytes, concatenated, in order
+    audio_frames: list[bytes] = field(default_factory=list)  # each binary frame as received
+    control: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # every text frame that parsed to a JSON object
+    sent: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # every JSON message the fake sent back, in order
+    request_id: str  # uuid4; also in the 101 response's dg-request-id, results' metadata and Metadata
+    close_code: int | None = None  # close code the fake sent (also an echo); None: TCP dropped or still open
+    close_reason: str | None = None
+    client_close_code: int | None = None  # close code the client sent, if it sent one
+    rejected_text: list[str] = field(default_factory=list)  # text frames that were not JSON objects
+    closed: asyncio.Event = field(
+        default_factory=asyncio.Event
+    )  # set when the connection ended for any reason
+
+    def option(self, name: str) -> str | None:
+        """First value of a query parameter, or None."""
+        values = self.query.get(name)
+        return values[0] if values else None
+
+    def messages(self, message_type: str) -> list[dict[str, Any]]:
+        """Messages of one `type` the fake sent, in order."""
+        return [message for message in self.sent if message.get("type") == message_type]
+
+    def finals(self) -> list[dict[str, Any]]:
+        """The final `Results` the fake sent, in order."""
+        return [message for message in self.messages("Results") if message["is_final"]]
+
+    def final_words(self) -> list[str]:
+        """Every word of every final, in order (compare with `expected_words`)."""
+        return [
+            word["word"] for final in self.finals() for word in final["channel"]["alternatives"][0]["words"]
+        ]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The I/O adapter
+# ----------------------------------------------------------------------------------------------------
+
+
+class _FakeServerConnection(ServerConnection):
+    """A server connection that carries its request id and options, and registers itself with its fake.
+
+    Registration lets `FakeDeepgram.__aexit__` abort connections still in the HTTP handshake (a hung upgrade
+    or a client that never sent a request), which `websockets` would otherwise wait on forever with no open
+    timeout.
+    """
+
+    registry: ClassVar[set[_FakeServerConnection]] = set()  # replaced by a per-fake subclass
+    request_id: str
+    options: ListenOptions
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.request_id = str(uuid.uuid4())
+        self.options = ListenOptions()
+        self.registry.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.registry.discard(self)
+        super().connection_lost(exc)
+
+
+def _connection_class(registry: set[_FakeServerConnection]) -> type[_FakeServerConnection]:
+    class _Registered(_FakeServerConnection):
+        pass
+
+    _Registered.registry = registry
+    return _Registered
+
+
+def _json_response(status: int, body: Message, request_id: str) -> Response:
+    data = json.dumps(body).encode()
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:  # a status the standard library does not name, e.g. from a Faults experiment
+        phrase = "Error"
+    headers = Headers(
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            ("Connection", "close"),
+            ("dg-request-id", request_id),
+        ]
+    )
+    return Response(status, phrase, headers, data)
+
+
+def _error_response(status: int, code: str, message: str, request_id: str) -> Response:
+    # The shape of Deepgram's REST and handshake errors.
+    body = {"err_code": code, "err_msg": message, "request_id": request_id}
+    response = _json_response(status, body, request_id)
+    response.headers["dg-error"] = message
+    return response
+
+
+class _Stop(Exception):
+    """The connection handler is done: the fake closed or dropped the connection."""
+
+
+class _ConnectionHandler:
+    """Drives one accepted connection: records frames, feeds the session, applies faults, sends replies."""
+
+    def __init__(self, fake: FakeDeepgram, ws: _FakeServerConnection, record: RecordedConnection) -> None:
+        self._fake = fake
+        self._ws = ws
+        self._record = record
+        self._session = TranscriptionSession(
+            ws.options,
+            request_id=record.request_id,
+            window_bytes=fake.window_bytes,
+            words_per_final=fake.words_per_final,
+        )
+        loop = asyncio.get_running_loop()
+        self._last_input = loop.time()  # opening counts as the first "input" for the audio-start deadline
+        self._audio_started = False
+
+    async def run(self) -> None:
+        """Serve until the client or the fake ends the connection."""
+        if self._fake.faults.send_garbage:
+            await self._send_garbage()
+        with contextlib.suppress(_Stop):
+            while True:
+                await self._receive_one()
+
+    async def _receive_one(self) -> None:
+        deadline = self._last_input + self._fake.faults.idle_timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                frame = await self._ws.recv()  # recv() is cancellation-safe in websockets' asyncio API
+        except TimeoutError:
+            await self._close(1011, "NET-0001")
+        if isinstance(frame, bytes):
+            await self._on_audio(frame)
+        else:
+            await self._on_text(frame)
+
+    async def _on_audio(self, frame: bytes) -> None:
+        before = len(self._record.audio)
+        self._record.audio_frames.append(frame)
+        self._record.audio += frame
+        self._audio_started = True
+        self._last_input = asyncio.get_running_loop().time()
+        if not frame:  # an empty binary frame is Deepgram's deprecated close signal
+            await self._close_stream()
+            return
+        faults = self._fake.faults
+        close_at = _threshold(faults.close_after_bytes, before, len(frame))
+        drop_at = _threshold(faults.drop_after_bytes, before, len(frame))
+        cut = min((at for at in (close_at, drop_at) if at is not None), default=len(frame))
+        await self._send(self._session.feed(frame[:cut]))
+        if drop_at is not None and drop_at == cut:
+            await self._drop()
+        if close_at is not None:
+            await self._close(faults.close_code, faults.close_reason)
+
+    async def _on_text(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            self._record.rejected_text.append(text)
+            await self._send_schema_error(text, "Failed to deserialize text message: not a JSON object.")
+            return
+        self._record.control.append(message)
+        if self._audio_started:  # before the first audio only audio resets the idle timer (docs: keep-alive)
+            self._last_input = asyncio.get_running_loop().time()
+        await self._on_control(message, text)
+
+    async def _on_control(self, message: Message, text: str) -> None:
+        kind = message.get("type")
+        if kind == "KeepAlive":
+            return
+        if kind == "Finalize":
+            await self._send(self._session.finalize())
+        elif kind == "CloseStream":
+            await self._close_stream()
+        else:
+            await self._send_schema_error(text, f"Unknown message type: {kind!r}.")
+
+    async def _close_stream(self) -> None:
+        if self._fake.faults.silent:  # a silent Deepgram never answers, not even with a close
+            return
+        await self._send(self._session.close_stream())
+        await self._close(1000, "")
+
+    async def _send_schema_error(self, text: str, description: str) -> None:
+        await self._send(
+            [{"type": "Error", "variant": "SchemaError", "description": description, "message": text}]
+        )
+
+    async def _send_garbage(self) -> None:
+        if self._fake.faults.silent:
+            return
+        await self._ws.send('{"type": "Results", "channel_index": [0, 1')  # truncated JSON, not recorded
+        await self._send([{"type": "Mystery", "request_id": self._record.request_id}])
+
+    async def _send(self, messages: list[Message]) -> None:
+        if self._fake.faults.silent:
+            return
+        for message in messages:
+            self._record.sent.append(message)
+            await self._ws.send(json.dumps(message))
+
+    async def _close(self, code: int, reason: str) -> NoReturn:
+        await self._ws.close(code, reason)
+        raise _Stop
+
+    async def _drop(self) -> NoReturn:
+        # abort() discards the write buffer and sends no close frame: the client sees 1006.
+        self._ws.transport.abort()
+        await self._ws.wait_closed()
+        raise _Stop
+
+
+def _threshold(limit: int | None, before: int, size: int) -> int | None:
+    """How many bytes of this frame to hear before `limit` total bytes is reached; None if not reached."""
+    if limit is None or before + size < limit:
+        return None
+    return max(0, limit - before)
+
+
+class FakeDeepgram:
+    """A fake Deepgram live STT server on 127.0.0.1 (OS-chosen port), used as an async context manager."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "test-key",
+        window_bytes: int = 4000,
+        words_per_final: int = 4,
+        faults: Faults | None = None,
+    ) -> None:
+        if window_bytes <= 0 or words_per_final <= 0:
+            raise ValueError("window_bytes and words_per_final must be positive")
+        self.api_key = api_key
+        self.window_bytes = window_bytes
+        self.words_per_final = words_per_final
+        self.faults = faults if faults is not None else Faults()
+        self.connections: list[RecordedConnection] = []  # accepted connections, in accept order
+        self.upgrade_attempts = 0  # every HTTP upgrade request, rejected ones included
+        self._live: set[_FakeServerConnection] = set()
+        self._stopping = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._server: Server | None = None
+        self._port: int | None = None
+
+    async def __aenter__(self) -> FakeDeepgram:
+        self._server = await serve(
+            self._handle,
+            "127.0.0.1",
+            0,
+            process_request=self._process_request,
+            process_response=self._process_response,
+            create_connection=_connection_class(self._live),
+            open_timeout=None,  # hang_handshake must last until stop; __aexit__ aborts what is still pending
+            close_timeout=SHUTDOWN_CLOSE_TIMEOUT_S,
+            compression=None,  # Deepgram does not negotiate permessage-deflate
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop listening, close open connections with 1001, abort pending handshakes; idempotent."""
+        if self._server is None:
+            return
+        self._stopping.set()  # releases hung handshakes
+        for connection in list(self._live):
+            if connection.state is State.CONNECTING:
+                connection.transport.abort()
+        self._server.close()
+        await self._server.wait_closed()
+        self._server = None
+
+    @property
+    def port(self) -> int:
+        """The TCP port the OS picked."""
+        if self._port is None:
+            raise RuntimeError("FakeDeepgram is not started; use `async with FakeDeepgram() as fake`")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:PORT`: what the app's DEEPGRAM_URL setting takes."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """`ws://127.0.0.1:PORT`: the live-socket base (the SDK appends /v1/listen)."""
+        return f"ws://127.0.0.1:{self.port}"
+
+    def environment(self) -> DeepgramClientEnvironment:
+        """An SDK environment pointing every base at this fake."""
+        return DeepgramClientEnvironment(
+            base=self.url, production=self.ws_url, agent=self.ws_url, agent_rest=self.url
+        )
+
+    async def wait_for_connections(
+        self,
+        n: int,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the signature other tests call
+    ) -> None:
+        """Wait until at least `n` connections have been accepted; raise TimeoutError otherwise."""
+        async with asyncio.timeout(timeout):
+            while len(self.connections) < n:
+                self._connected.clear()
+                await self._connected.wait()
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        assert isinstance(connection, _FakeServerConnection)
+        self.upgrade_attempts += 1
+        request_id = connection.request_id
+        if self.faults.hang_handshake:
+            return await self._hang(connection)
+        rejected = self._take_rejection()
+        if rejected is not None:
+            return _error_response(
+                rejected, "INJECTED_FAULT", "Rejected by Faults.reject_status.", request_id
+            )
+        url = urllib.parse.urlsplit(request.path)
+        if url.path != LISTEN_PATH:
+            return _error_response(404, "NOT_FOUND", f"No such endpoint: {url.path}", request_id)
+        if not self._authorized(request.headers.get("Authorization")):
+            return _error_response(401, "INVALID_AUTH", "Invalid credentials.", request_id)
+        try:
+            connection.options = ListenOptions.from_query(urllib.parse.parse_qs(url.query))
+        except BadRequestError as exc:
+            return _error_response(400, "Bad Request", str(exc), request_id)
+        return None
+
+    def _process_response(self, connection: ServerConnection, request: Request, response: Response) -> None:
+        # Real Deepgram names the request id on the 101 response too; clients log it for support tickets.
+        if response.status_code == http.HTTPStatus.SWITCHING_PROTOCOLS:
+            assert isinstance(connection, _FakeServerConnection)
+            response.headers["dg-request-id"] = connection.request_id
+
+    async def _hang(self, connection: _FakeServerConnection) -> Response:
+        await self._stopping.wait()
+        # Never answer: drop the TCP connection. websockets still wants a response, but it cannot be sent on
+        # an aborted transport; a rejection (not None, which would accept) keeps the handler from running.
+        connection.transport.abort()
+        return _error_response(503, "SHUTTING_DOWN", "The fake is stopping.", connection.request_id)
+
+    def _take_rejection(self) -> int | None:
+        faults = self.faults
+        if faults.reject_status is None or faults.reject_count == 0:
+            return None
+        if faults.reject_count is not None:
+            faults.reject_count -= 1
+        return faults.reject_status
+
+    def _authorized(self, authorization: str | None) -> bool:
+        scheme, _, credential = (authorization or "").partition(" ")
+        return scheme.lower() in {"token", "bearer"} and credential == self.api_key
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        assert isinstance(connection, _FakeServerConnection)
+        assert connection.request is not None
+        record = RecordedConnection(
+            query=urllib.parse.parse_qs(urllib.parse.urlsplit(connection.request.path).query),
+            headers={name.lower(): value for name, value in connection.request.headers.raw_items()},
+            request_id=connection.request_id,
+        )
+        self.connections.append(record)
+        self._connected.set()
+        _logger.debug("fake deepgram: connection %s opened", record.request_id)
+        try:
+            await _ConnectionHandler(self, connection, record).run()
+        except ConnectionClosed:
+            pass  # the client closed or vanished; nothing left to answer
+        except Exception:
+            # Whatever a client sends, the fake answers like a server with a bug: 1011, never a crash.
+            _logger.exception("fake deepgram: connection handler failed")
+            await connection.close(1011, "internal error")
+        finally:
+            _finish(record, connection)
+
+    def __repr__(self) -> str:
+        return f"FakeDeepgram(port={self._port}, connections={len(self.connections)})"
+
+
+def _finish(record: RecordedConnection, connection: ServerConnection) -> None:
+    protocol = connection.protocol
+    if protocol.close_sent is not None:
+        record.close_code = protocol.close_sent.code
+        record.close_reason = protocol.close_sent.reason
+    if protocol.close_rcvd is not None:
+        record.client_close_code = protocol.close_rcvd.code
+    record.closed.set()
+    _logger.debug("fake deepgram: connection %s closed (%s)", record.request_id, record.close_code)

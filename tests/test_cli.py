@@ -1,0 +1,52 @@
+"""The command line: `python -m service simulate` calls a running service the way Twilio does."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from service.audio import wav_to_mulaw
+from tests.conftest import TWILIO_TOKEN, LogLines, make_settings, running_service
+from tests.fakes.deepgram_server import FakeDeepgram, expected_words
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "service" / "samples" / "hello.wav"
+
+
+async def test_simulate_command_places_a_whole_call(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
+    """The shipped simulator, as a separate process with the sample WAV, produces the call's full transcript."""
+    async with running_service(make_settings(deepgram)) as service:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service", "simulate", str(SAMPLE), "--url", service.url, "--speed", "0",
+            "--auth-token", TWILIO_TOKEN,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+        summary = await log_lines.wait_for("call.ended")
+    assert process.returncode == 0, stderr.decode()
+    assert summary["ended_by"] == "stop"
+    audio = wav_to_mulaw(SAMPLE.read_bytes())
+    [connection] = deepgram.connections
+    assert bytes(connection.audio[: len(audio)]) == audio
+    words = [w for line in log_lines.events("transcript", is_final=True) for w in line["text"].split()]
+    assert words == expected_words(bytes(connection.audio))
+    assert summary["call_sid"] in stdout.decode()
+
+
+async def test_simulate_command_reports_a_refused_call(deepgram: FakeDeepgram) -> None:
+    """A wrong auth token makes /voice answer 403, and the simulator exits non-zero saying so."""
+    async with running_service(make_settings(deepgram)) as service:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service", "simulate", str(SAMPLE), "--url", service.url, "--speed", "0",
+            "--auth-token", "wrong-token",
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode != 0
+    assert "403" in stderr.decode()
+    assert deepgram.upgrade_attempts == 0

@@ -1,0 +1,128 @@
+"""Settings: read from the environment, validated, secrets masked, bad values named at start-up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.deepgram_protocol import ignored_options, live_options
+from service.settings import Settings, describe_error
+from service.stt import environment_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_match_the_documented_ones() -> None:
+    """Without any variable: Deepgram's cloud, nova-3, en-US, inbound track, text logs."""
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.deepgram_url == "https://api.deepgram.com"
+    assert settings.deepgram_model == "nova-3"
+    assert settings.deepgram_language == "en-US"
+    assert settings.stream_track == "inbound_track"
+    assert settings.log_format == "text"
+    assert settings.deepgram_api_key is None
+
+
+def test_reads_the_environment_and_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Variables are read by name; the key and token never show in a repr."""
+    monkeypatch.setenv("DEEPGRAM_API_KEY", "dg-secret-value")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "tw-secret-value")
+    monkeypatch.setenv("DEEPGRAM_KEYTERMS", "callscribe, Twilio ,,nova")
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.deepgram_api_key is not None
+    assert settings.deepgram_api_key.get_secret_value() == "dg-secret-value"
+    assert settings.deepgram_keyterms == ("callscribe", "Twilio", "nova")
+    assert settings.log_level == "DEBUG"
+    assert "secret-value" not in repr(settings)
+    assert "secret-value" not in str(settings.model_dump())
+
+
+def test_reads_a_dotenv_file(tmp_path: Path) -> None:
+    """An optional .env in the working directory is read too."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("DEEPGRAM_MODEL=nova-2-phonecall\nMAX_CALLS=7\n")
+    settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    assert settings.deepgram_model == "nova-2-phonecall"
+    assert settings.max_calls == 7
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("STREAM_TRACK", "left_track", "STREAM_TRACK"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT"),
+        ("MAX_CALLS", "zero", "MAX_CALLS"),
+        ("MAX_CALLS", "0", "MAX_CALLS"),
+        ("DEEPGRAM_URL", "api.deepgram.com", "http(s):// or ws(s)://"),
+        ("PUBLIC_URL", "https://x.example.com/voice", "bare base URL"),
+        ("FORWARD_TO", "555-0100", "E.164"),
+        ("AUDIO_BATCH_MS", "500", "AUDIO_BATCH_MS"),
+        ("DEEPGRAM_OPTIONS", "diarize", "query string"),
+    ],
+)
+def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, says: str) -> None:
+    """Each bad value fails validation with a message naming the variable and what it accepts."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    message = describe_error(caught.value)
+    assert variable in message
+    assert says in message
+
+
+def test_start_up_with_a_bad_value_exits_with_the_message(tmp_path: Path) -> None:
+    """The real entry point refuses to start and says which variable is wrong, without printing secrets."""
+    env = {"PATH": "/usr/bin:/bin", "STREAM_TRACK": "sideways", "DEEPGRAM_API_KEY": "dg-secret-value"}
+    result = subprocess.run(
+        [sys.executable, "-c", "from service.asgi import create; create()"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "STREAM_TRACK" in result.stderr
+    assert "inbound_track" in result.stderr
+    assert "dg-secret-value" not in result.stderr + result.stdout
+
+
+def test_deepgram_url_gives_the_live_and_rest_hosts() -> None:
+    """DEEPGRAM_URL https://host becomes wss://host for the live socket and stays https for REST."""
+    settings = Settings(_env_file=None, deepgram_url="https://dg.internal:8443/")  # type: ignore[call-arg]
+    environment = environment_for(settings)
+    assert environment.production == "wss://dg.internal:8443"
+    assert environment.base == "https://dg.internal:8443"
+    local = Settings(_env_file=None, deepgram_url="http://127.0.0.1:8080")  # type: ignore[call-arg]
+    assert environment_for(local).production == "ws://127.0.0.1:8080"
+
+
+def test_live_options_carry_the_settings_and_twilio_audio_format() -> None:
+    """The SDK's connect() kwargs: mu-law 8 kHz mono plus every configured option."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        deepgram_keyterms="Acme,Zed",
+        deepgram_endpointing_ms=0,
+        deepgram_options="diarize=true&redact=pci&redact=ssn&encoding=linear16&model=x",
+    )
+    options = live_options(settings)
+    assert options["encoding"] == "mulaw"
+    assert options["sample_rate"] == 8000
+    assert options["channels"] == 1
+    assert options["endpointing"] is False
+    assert options["utterance_end_ms"] == 1000
+    assert options["keyterm"] == ["Acme", "Zed"]
+    assert options["request_options"] == {"additional_query_parameters": {"diarize": "true", "redact": ["pci", "ssn"]}}
+    assert ignored_options(settings) == ["encoding", "model"]
+
+
+def test_utterance_end_is_left_out_without_interim_results() -> None:
+    """Deepgram needs interim results for UtteranceEnd, so it is not asked for without them."""
+    settings = Settings(_env_file=None, deepgram_interim_results=False)  # type: ignore[call-arg]
+    assert "utterance_end_ms" not in live_options(settings)
