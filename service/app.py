@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import structlog
 from hypercorn.middleware import ProxyFixMiddleware
-from hypercorn.typing import ASGIFramework
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 from quart import Quart, Response, request, websocket
 
 from service import close_codes
@@ -203,6 +203,22 @@ def create_app(settings: Settings, *, sink: Callable[[Transcript], None] = log_t
     return app
 
 
+class WebsocketSchemeFix:
+    """Proxies say `X-Forwarded-Proto: https` for a wss:// connection, and ProxyFix copies that into the
+    WebSocket scope; Werkzeug's routing then refuses the upgrade (400). Map it back to ws/wss."""
+
+    _SCHEMES: Final = {"http": "ws", "https": "wss"}
+
+    def __init__(self, app: ASGIFramework) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] == "websocket" and scope["scheme"] in self._SCHEMES:
+            scope = {**scope, "scheme": self._SCHEMES[scope["scheme"]]}
+        await self.app(scope, receive, send)
+
+
 def asgi_app(settings: Settings) -> ASGIFramework:
     """The app as Hypercorn serves it, trusting one proxy hop for the scheme and host."""
-    return ProxyFixMiddleware(create_app(settings), mode="legacy", trusted_hops=1)
+    quart_app = cast(ASGIFramework, create_app(settings))
+    return ProxyFixMiddleware(WebsocketSchemeFix(quart_app), mode="legacy", trusted_hops=1)

@@ -41,7 +41,7 @@ def wav_to_mulaw(wav: bytes) -> bytes:
 
 
 def frames(mulaw: bytes, frame_bytes: int = FRAME_BYTES) -> list[bytes]:
-    """`mulaw` cut into frames of `frame_bytes`; the last one padded with silence, as Twilio's are all full."""
+    """`mulaw` in frames of `frame_bytes`; the last one padded with silence, as Twilio's are all full."""
     if frame_bytes <= 0:
         raise ValueError(f"frame_bytes must be positive, got {frame_bytes}")
     cut = [mulaw[i : i + frame_bytes] for i in range(0, len(mulaw), frame_bytes)]
@@ -63,8 +63,8 @@ def _read_pcm(wav: bytes) -> tuple[int, int, int, bytes]:
         with wave.open(io.BytesIO(_plain_pcm_header(wav)), "rb") as reader:
             channels, width, rate = reader.getnchannels(), reader.getsampwidth(), reader.getframerate()
             pcm = reader.readframes(reader.getnframes())
-    except (wave.Error, EOFError) as exc:
-        raise AudioFormatError(f"not a PCM WAV file: {exc or 'truncated header'}") from exc
+    except (wave.Error, EOFError, RuntimeError) as exc:  # wave raises a bare RuntimeError on a bad chunk size
+        raise AudioFormatError(f"not a PCM WAV file ({str(exc) or 'cut short'})") from exc
     if channels not in (1, 2):
         raise AudioFormatError(f"{channels} channels: only mono and stereo WAVs are supported")
     if width not in (1, 2, 3, 4):

@@ -23,7 +23,7 @@ from service.app import asgi_app
 from service.settings import Settings
 from tests.fakes.deepgram_server import FakeDeepgram
 
-TWILIO_TOKEN = "twilio-test-token"  # noqa: S105 - a test credential
+TWILIO_TOKEN = "twilio-test-token"
 DEEPGRAM_KEY = "test-key"
 
 
@@ -45,9 +45,7 @@ class LogLines:
 
     def events(self, name: str, **match: Any) -> list[dict[str, Any]]:
         return [
-            line
-            for line in self.all()
-            if line.get("event") == name and all(line.get(k) == v for k, v in match.items())
+            line for line in self.all() if line.get("event") == name and all(line.get(k) == v for k, v in match.items())
         ]
 
     def text(self) -> str:
@@ -110,7 +108,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
     listener.setblocking(False)
     port = listener.getsockname()[1]
     config = Config()
-    config.bind = [f"fd://{listener.fileno()}"]
+    config.bind = [f"fd://{listener.detach()}"]  # Hypercorn owns (and closes) the socket from here
     config.graceful_timeout = 5
     config.accesslog = None
     app = asgi_app(settings)
@@ -122,7 +120,6 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
     finally:
         stop.set()
         await asyncio.wait_for(server, timeout=15)
-        listener.close()
 
 
 async def _wait_until_listening(port: int) -> None:

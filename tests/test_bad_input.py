@@ -53,7 +53,11 @@ BAD_STREAMS = {
         1008,
         "track 'outbound'",
     ),
-    "a counter that is not a number": ([CONNECTED, START, _edit(FIRST_MEDIA, "sequenceNumber", value="x")], 1007, "'sequenceNumber'"),
+    "a counter that is not a number": (
+        [CONNECTED, START, _edit(FIRST_MEDIA, "sequenceNumber", value="x")],
+        1007,
+        "'sequenceNumber'",
+    ),
 }
 
 
@@ -144,9 +148,7 @@ async def test_max_calls_refuses_extra_streams_and_voice_skips_the_stream(
     assert len(deepgram.connections) == 1
 
 
-async def test_a_missing_deepgram_key_is_said_once_and_never_tried(
-    deepgram: FakeDeepgram, log_lines: LogLines
-) -> None:
+async def test_a_missing_deepgram_key_is_said_once_and_never_tried(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
     """No DEEPGRAM_API_KEY: the stream closes 1011 saying exactly that, and Deepgram is never called."""
     settings = make_settings(deepgram, deepgram_api_key=None, stream_track="both_tracks")
     async with running_service(settings) as service:
@@ -191,7 +193,8 @@ async def test_deepgram_dropping_the_call_is_reported(deepgram: FakeDeepgram, lo
     [failure] = log_lines.events("deepgram.failed")
     assert "NET-0000" in failure["why"]
     [summary] = log_lines.events("call.ended", call_sid=spec.call_sid)
-    assert summary["frames_untranscribed"] > 0
+    assert "NET-0000" in summary["deepgram_error"]
+    assert summary["ended_by"].startswith("deepgram failed")
 
 
 async def test_secrets_never_reach_the_logs(deepgram: FakeDeepgram, log_lines: LogLines) -> None:

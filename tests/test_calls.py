@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from service.simulator import CallSpec, CallResult, simulate_call
+from service.simulator import CallResult, CallSpec, simulate_call
 from tests.conftest import DEEPGRAM_KEY, TWILIO_TOKEN, LogLines, make_settings, running_service
 from tests.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.twilio_stream import streaming
@@ -36,7 +36,7 @@ async def test_a_call_becomes_a_live_transcript(deepgram: FakeDeepgram, log_line
     async with running_service(make_settings(deepgram)) as service:
         spec = CallSpec(inbound=audio, speed=0)
         result = await place_call(service.url, spec)
-        await log_lines.wait_for(log_lines, "call.ended", call_sid=spec.call_sid)
+        await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
 
     assert result.close_code == 1000
     [connection] = deepgram.connections
@@ -81,7 +81,7 @@ async def test_twenty_simultaneous_calls_keep_their_own_words(deepgram: FakeDeep
         specs = [CallSpec(inbound=audio, speed=4) for audio in audios]
         results = await asyncio.gather(*(place_call(service.url, spec) for spec in specs))
         for spec in specs:
-            await log_lines.wait_for(log_lines, "call.ended", call_sid=spec.call_sid)
+            await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
 
     assert sorted(bytes(c.audio) for c in deepgram.connections) == sorted(audios)
     for audio, spec, result in zip(audios, specs, results, strict=True):
@@ -97,7 +97,7 @@ async def test_a_call_that_hangs_up_without_stop_still_gets_its_last_words(
     async with running_service(make_settings(deepgram)) as service:
         spec = CallSpec(inbound=audio, speed=0, send_stop=False)
         await place_call(service.url, spec)
-        await log_lines.wait_for(log_lines, "call.ended", call_sid=spec.call_sid)
+        await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
 
     [connection] = deepgram.connections
     assert bytes(connection.audio) == audio
@@ -114,7 +114,7 @@ async def test_both_tracks_are_transcribed_separately(deepgram: FakeDeepgram, lo
     async with running_service(settings) as service:
         spec = CallSpec(inbound=caller, outbound=agent, speed=0)
         await place_call(service.url, spec)
-        await log_lines.wait_for(log_lines, "call.ended", call_sid=spec.call_sid)
+        await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
 
     assert sorted(bytes(c.audio) for c in deepgram.connections) == sorted([caller, agent])
     assert final_words(log_lines, spec.call_sid, "inbound") == expected_words(caller)
@@ -132,13 +132,9 @@ async def test_keepalive_is_sent_while_no_audio_flows(deepgram: FakeDeepgram, lo
             await stream.send_media(frames=25)
             await asyncio.sleep(3.0)  # longer than the fake's idle timeout
             await stream.send_media()
-        await log_lines.wait_for(log_lines, "call.ended", call_sid=spec.call_sid)
+        await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
 
     [connection] = deepgram.connections
     assert {"type": "KeepAlive"} in connection.control
     assert connection.close_code == 1000
     assert final_words(log_lines, spec.call_sid) == expected_words(audio)
-
-
-
-

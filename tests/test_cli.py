@@ -18,8 +18,17 @@ async def test_simulate_command_places_a_whole_call(deepgram: FakeDeepgram, log_
     """The shipped simulator, as a separate process with the sample WAV, produces the call's full transcript."""
     async with running_service(make_settings(deepgram)) as service:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "service", "simulate", str(SAMPLE), "--url", service.url, "--speed", "0",
-            "--auth-token", TWILIO_TOKEN,
+            sys.executable,
+            "-m",
+            "service",
+            "simulate",
+            str(SAMPLE),
+            "--url",
+            service.url,
+            "--speed",
+            "0",
+            "--auth-token",
+            TWILIO_TOKEN,
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -40,8 +49,17 @@ async def test_simulate_command_reports_a_refused_call(deepgram: FakeDeepgram) -
     """A wrong auth token makes /voice answer 403, and the simulator exits non-zero saying so."""
     async with running_service(make_settings(deepgram)) as service:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "service", "simulate", str(SAMPLE), "--url", service.url, "--speed", "0",
-            "--auth-token", "wrong-token",
+            sys.executable,
+            "-m",
+            "service",
+            "simulate",
+            str(SAMPLE),
+            "--url",
+            service.url,
+            "--speed",
+            "0",
+            "--auth-token",
+            "wrong-token",
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -15,7 +15,9 @@ from tests.twilio_stream import open_media
 FORM = {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "1" * 32, "From": "+15005550006", "To": "+15005550001"}
 
 
-async def _post_voice(url: str, signed_url: str, token: str | None, headers: dict[str, str] | None = None) -> httpx.Response:
+async def _post_voice(
+    url: str, signed_url: str, token: str | None, headers: dict[str, str] | None = None
+) -> httpx.Response:
     sent = dict(headers or {})
     if token is not None:
         sent["X-Twilio-Signature"] = twilio_signature(token, signed_url, FORM)

@@ -53,7 +53,11 @@ async def test_voice_streams_then_says_and_pauses() -> None:
     assert [child.tag for child in root] == ["Start", "Say", "Pause"]
     stream = root.find("Start/Stream")
     assert stream is not None
-    assert stream.attrib == {"url": "wss://callscribe.example.com/media", "track": "inbound_track", "name": "callscribe"}
+    assert stream.attrib == {
+        "url": "wss://callscribe.example.com/media",
+        "track": "inbound_track",
+        "name": "callscribe",
+    }
     params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
     assert params == {"from": "+15005550006", "to": "+15005550001", "direction": "inbound"}
     assert root.findtext("Say") == "Hello there."

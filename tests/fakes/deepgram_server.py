@@ -54,6 +54,11 @@ __all__ = [
 Message = dict[str, Any]
 
 _logger = logging.getLogger(__name__)
+# The fake's websockets traffic gets its own logger, kept at WARNING: the service's tests capture every log
+# line, and the fake's "connection open"/"server listening" lines would read like the service's. Lower it
+# to debug the fake.
+_server_logger = logging.getLogger(f"{__name__}.websockets")
+_server_logger.setLevel(logging.WARNING)
 
 LISTEN_PATH = "/v1/listen"
 MULAW_SILENCE = frozenset({0xFF, 0x7F})  # mu-law encodes zero amplitude as 0xFF (and -0 as 0x7F)
@@ -272,9 +277,7 @@ class TranscriptionSession:
             return []
         return [{"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": voiced[-1].end / self._bps}]
 
-    def _results(
-        self, windows: list[_Window], *, is_final: bool, speech_final: bool, from_finalize: bool
-    ) -> Message:
+    def _results(self, windows: list[_Window], *, is_final: bool, speech_final: bool, from_finalize: bool) -> Message:
         start = windows[0].start if windows else self._window_start
         end = windows[-1].end if windows else start
         words = [self._word(window) for window in windows if window.word is not None]
@@ -345,20 +348,14 @@ class RecordedConnection:
     headers: dict[str, str]  # request headers, lower-case names
     audio: bytearray = field(default_factory=bytearray)  # every binary frame's bytes, concatenated, in order
     audio_frames: list[bytes] = field(default_factory=list)  # each binary frame as received
-    control: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # every text frame that parsed to a JSON object
-    sent: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # every JSON message the fake sent back, in order
+    control: list[dict[str, Any]] = field(default_factory=list)  # every text frame that parsed to a JSON object
+    sent: list[dict[str, Any]] = field(default_factory=list)  # every JSON message the fake sent back, in order
     request_id: str  # uuid4; also in the 101 response's dg-request-id, results' metadata and Metadata
     close_code: int | None = None  # close code the fake sent (also an echo); None: TCP dropped or still open
     close_reason: str | None = None
     client_close_code: int | None = None  # close code the client sent, if it sent one
     rejected_text: list[str] = field(default_factory=list)  # text frames that were not JSON objects
-    closed: asyncio.Event = field(
-        default_factory=asyncio.Event
-    )  # set when the connection ended for any reason
+    closed: asyncio.Event = field(default_factory=asyncio.Event)  # set when the connection ended for any reason
 
     def option(self, name: str) -> str | None:
         """First value of a query parameter, or None."""
@@ -375,9 +372,7 @@ class RecordedConnection:
 
     def final_words(self) -> list[str]:
         """Every word of every final, in order (compare with `expected_words`)."""
-        return [
-            word["word"] for final in self.finals() for word in final["channel"]["alternatives"][0]["words"]
-        ]
+        return [word["word"] for final in self.finals() for word in final["channel"]["alternatives"][0]["words"]]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -504,7 +499,7 @@ class _ConnectionHandler:
     async def _on_text(self, text: str) -> None:
         try:
             message = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             message = None
         if not isinstance(message, dict):
             self._record.rejected_text.append(text)
@@ -533,9 +528,7 @@ class _ConnectionHandler:
         await self._close(1000, "")
 
     async def _send_schema_error(self, text: str, description: str) -> None:
-        await self._send(
-            [{"type": "Error", "variant": "SchemaError", "description": description, "message": text}]
-        )
+        await self._send([{"type": "Error", "variant": "SchemaError", "description": description, "message": text}])
 
     async def _send_garbage(self) -> None:
         if self._fake.faults.silent:
@@ -594,6 +587,9 @@ class FakeDeepgram:
         self._port: int | None = None
 
     async def __aenter__(self) -> FakeDeepgram:
+        if self._server is not None:
+            raise RuntimeError("FakeDeepgram is already running")
+        self._stopping.clear()
         self._server = await serve(
             self._handle,
             "127.0.0.1",
@@ -604,6 +600,7 @@ class FakeDeepgram:
             open_timeout=None,  # hang_handshake must last until stop; __aexit__ aborts what is still pending
             close_timeout=SHUTDOWN_CLOSE_TIMEOUT_S,
             compression=None,  # Deepgram does not negotiate permessage-deflate
+            logger=_server_logger,
         )
         self._port = self._server.sockets[0].getsockname()[1]
         return self
@@ -647,14 +644,12 @@ class FakeDeepgram:
 
     def environment(self) -> DeepgramClientEnvironment:
         """An SDK environment pointing every base at this fake."""
-        return DeepgramClientEnvironment(
-            base=self.url, production=self.ws_url, agent=self.ws_url, agent_rest=self.url
-        )
+        return DeepgramClientEnvironment(base=self.url, production=self.ws_url, agent=self.ws_url, agent_rest=self.url)
 
     async def wait_for_connections(
         self,
         n: int,
-        timeout: float = 5.0,  # noqa: ASYNC109 - the signature other tests call
+        timeout: float = 5.0,
     ) -> None:
         """Wait until at least `n` connections have been accepted; raise TimeoutError otherwise."""
         async with asyncio.timeout(timeout):
@@ -670,13 +665,11 @@ class FakeDeepgram:
             return await self._hang(connection)
         rejected = self._take_rejection()
         if rejected is not None:
-            return _error_response(
-                rejected, "INJECTED_FAULT", "Rejected by Faults.reject_status.", request_id
-            )
+            return _error_response(rejected, "INJECTED_FAULT", "Rejected by Faults.reject_status.", request_id)
         url = urllib.parse.urlsplit(request.path)
         if url.path != LISTEN_PATH:
             return _error_response(404, "NOT_FOUND", f"No such endpoint: {url.path}", request_id)
-        if not self._authorized(request.headers.get("Authorization")):
+        if not self._authorized(request.headers.get_all("Authorization")):
             return _error_response(401, "INVALID_AUTH", "Invalid credentials.", request_id)
         try:
             connection.options = ListenOptions.from_query(urllib.parse.parse_qs(url.query))
@@ -705,8 +698,10 @@ class FakeDeepgram:
             faults.reject_count -= 1
         return faults.reject_status
 
-    def _authorized(self, authorization: str | None) -> bool:
-        scheme, _, credential = (authorization or "").partition(" ")
+    def _authorized(self, authorization: list[str]) -> bool:
+        if len(authorization) != 1:  # none, or ambiguous repeats
+            return False
+        scheme, _, credential = authorization[0].partition(" ")
         return scheme.lower() in {"token", "bearer"} and credential == self.api_key
 
     async def _handle(self, connection: ServerConnection) -> None:
