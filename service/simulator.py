@@ -241,9 +241,7 @@ def plan_messages(
             if slot < len(framed[track]):  # the shorter track just ends: Twilio sends nothing more for it
                 sequence += 1
                 payload = framed[track][slot]
-                media = _media(
-                    stream_sid, track, sequence, chunk=slot + 1, timestamp_ms=slot * 20, payload=payload
-                )
+                media = _media(stream_sid, track, sequence, chunk=slot + 1, timestamp_ms=slot * 20, payload=payload)
                 planned.append(Outgoing(_json(media), slot=slot, track=track, payload=payload))
     if spec.send_stop:
         planned.append(Outgoing(_json(_stop(spec, stream_sid, sequence + 1)), slot=slots))
@@ -258,11 +256,7 @@ def track_audio(spec: CallSpec, track: str) -> bytes:
     if track == "inbound":
         return spec.inbound
     if track == "outbound":
-        return (
-            spec.outbound
-            if spec.outbound is not None
-            else mulaw_silence(len(spec.inbound) / MULAW_SAMPLE_RATE)
-        )
+        return spec.outbound if spec.outbound is not None else mulaw_silence(len(spec.inbound) / MULAW_SAMPLE_RATE)
     raise ValueError(f"unknown track {track!r}: Twilio's tracks are 'inbound' and 'outbound'")
 
 
@@ -424,9 +418,7 @@ async def _stream(
         raise SimulatorError(f"WebSocket {url} failed to open: {exc!r}") from exc
     progress = _Progress(result.sent, result.frames_sent)
     try:
-        result.closed_by = await _run_stream(
-            socket, planned, spec.speed, progress, stop_planned=spec.send_stop
-        )
+        result.closed_by = await _run_stream(socket, planned, spec.speed, progress, stop_planned=spec.send_stop)
     finally:
         await socket.close()
     result.all_sent = progress.all_sent
@@ -463,9 +455,7 @@ async def _run_stream(
         await asyncio.wait({sender, closed})
 
 
-async def _send_all(
-    socket: ClientConnection, planned: list[Outgoing], speed: float, progress: _Progress
-) -> None:
+async def _send_all(socket: ClientConnection, planned: list[Outgoing], speed: float, progress: _Progress) -> None:
     """Send each prepared message at its slot on an absolute clock, so sleep overshoot never accumulates."""
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -496,15 +486,9 @@ async def _until_closed(socket: ClientConnection) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `python -m service simulate`."""
-    parser.add_argument(
-        "audio", type=Path, help="the caller's audio: a PCM WAV file (any rate, mono or stereo)"
-    )
-    parser.add_argument(
-        "--url", default="http://localhost:5001", help="the service (default http://localhost:5001)"
-    )
-    parser.add_argument(
-        "--outbound", type=Path, help="the other party's audio (a WAV), for both_tracks/outbound_track"
-    )
+    parser.add_argument("audio", type=Path, help="the caller's audio: a PCM WAV file (any rate, mono or stereo)")
+    parser.add_argument("--url", default="http://localhost:5001", help="the service (default http://localhost:5001)")
+    parser.add_argument("--outbound", type=Path, help="the other party's audio (a WAV), for both_tracks/outbound_track")
     parser.add_argument(
         "--speed", type=float, default=1.0, help="1 = real time (default), 4 = 4x faster, 0 = no pacing"
     )
@@ -520,9 +504,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the webhook URL as configured in Twilio, which is signed (default URL/voice)",
     )
-    parser.add_argument(
-        "--no-stop", action="store_true", help="hang up without a stop message, as when Twilio drops"
-    )
+    parser.add_argument("--no-stop", action="store_true", help="hang up without a stop message, as when Twilio drops")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -534,15 +516,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     token = args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN") or None
     if token is None:
-        sys.stderr.write(
-            "simulate: no --auth-token and no TWILIO_AUTH_TOKEN: sending no X-Twilio-Signature\n"
-        )
+        sys.stderr.write("simulate: no --auth-token and no TWILIO_AUTH_TOKEN: sending no X-Twilio-Signature\n")
     started = time.monotonic()
     try:
         result = asyncio.run(simulate_call(args.url, spec, auth_token=token, voice_url=args.voice_url))
     except SimulatorError as exc:
         sys.stderr.write(f"simulate: {exc}\n")
         return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("simulate: interrupted\n")
+        return 130  # the shell's code for SIGINT
     sys.stdout.write(summarize(result, time.monotonic() - started, spec.speed) + "\n")
     if spec.outbound is not None and result.stream_url is not None and "outbound" not in result.sent:
         sys.stderr.write(f"simulate: --outbound not sent: the TwiML asked for {result.track_setting}\n")
@@ -587,13 +570,9 @@ def summarize(result: CallResult, elapsed_s: float, speed: float) -> str:
     if result.stream_url is not None:
         params = ", ".join(sorted(result.stream_params)) or "none"  # names only: values may be tokens
         track = result.track_setting or f"{DEFAULT_TRACK_SETTING} (default)"
-        lines.append(
-            f"stream    {result.stream_sid}  {result.stream_url}  track={track}  parameters: {params}"
-        )
+        lines.append(f"stream    {result.stream_sid}  {result.stream_url}  track={track}  parameters: {params}")
     for track, count in result.frames_sent.items():
-        lines.append(
-            f"sent      {track}: {count} frame{'' if count == 1 else 's'} ({count * FRAME_S:.2f} s of audio)"
-        )
+        lines.append(f"sent      {track}: {count} frame{'' if count == 1 else 's'} ({count * FRAME_S:.2f} s of audio)")
     lines.append(f"duration  {elapsed_s:.2f} s wall clock at speed {speed:g}")
     lines.append(f"closed    {_describe_close(result)}")
     return "\n".join(lines)

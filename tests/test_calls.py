@@ -138,3 +138,22 @@ async def test_keepalive_is_sent_while_no_audio_flows(deepgram: FakeDeepgram, lo
     assert {"type": "KeepAlive"} in connection.control
     assert connection.close_code == 1000
     assert final_words(log_lines, spec.call_sid) == expected_words(audio)
+
+
+async def test_audio_batching_groups_frames_without_changing_the_bytes(
+    deepgram: FakeDeepgram, log_lines: LogLines
+) -> None:
+    """AUDIO_BATCH_MS=100 sends 800-byte chunks (five Twilio frames), the same bytes in the same order."""
+    audio = call_audio(51, 2.0)
+    settings = make_settings(deepgram, audio_batch_ms=100)
+    async with running_service(settings) as service:
+        spec = CallSpec(inbound=audio, speed=2)
+        await place_call(service.url, spec)
+        await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
+
+    [connection] = deepgram.connections
+    assert bytes(connection.audio) == audio
+    sizes = [len(frame) for frame in connection.audio_frames]
+    assert max(sizes) == 800
+    assert len(sizes) <= len(audio) // 800 + 2  # at real-time-like pace frames wait for their batch
+    assert final_words(log_lines, spec.call_sid) == expected_words(audio)
