@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from dotenv import dotenv_values
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
@@ -507,6 +508,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-stop", action="store_true", help="hang up without a stop message, as when Twilio drops")
 
 
+def _configured_token() -> str | None:
+    """TWILIO_AUTH_TOKEN as the service reads it (environment, then .env), so `make simulate` signs like Twilio."""
+    token = os.environ.get("TWILIO_AUTH_TOKEN")
+    if token:
+        return token
+    env_file = Path(".env")
+    if env_file.is_file():
+        value = dotenv_values(env_file).get("TWILIO_AUTH_TOKEN")
+        return value or None
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Place one simulated call and print a summary. Exit 0: completed; 1: the call failed; 2: bad input."""
     try:
@@ -514,7 +527,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, AudioFormatError, ValueError) as exc:
         sys.stderr.write(f"simulate: {exc}\n")
         return 2
-    token = args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN") or None
+    token = args.auth_token or _configured_token()
     if token is None:
         sys.stderr.write("simulate: no --auth-token and no TWILIO_AUTH_TOKEN: sending no X-Twilio-Signature\n")
     started = time.monotonic()

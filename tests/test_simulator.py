@@ -335,6 +335,7 @@ class FakeService:
     close_after: int | None = None  # close 1008 after this many messages
     forms: list[dict[str, str]] = field(default_factory=list)
     received: list[str] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each received message
     upgrades: int = 0
 
     def twiml(self) -> str:
@@ -369,6 +370,7 @@ def fake_app(fake: FakeService) -> Quart:
             message = await websocket.receive()
             assert isinstance(message, str)
             fake.received.append(message)
+            fake.arrivals.append(time.monotonic())
             if len(fake.received) == fake.close_after:
                 await websocket.close(1008, "not today")
                 return None
@@ -436,11 +438,13 @@ async def test_a_call_streams_both_tracks_signed_as_twilio_does() -> None:
 
 
 async def test_frames_are_paced_by_speed() -> None:
-    """At speed 2, 0.4 s of audio takes at least 0.2 s: frames go out on the clock, not all at once."""
-    started = time.monotonic()
-    result = await _call(FakeService(track="inbound_track"), CallSpec(inbound=_audio(3200), speed=2))
-    assert time.monotonic() - started >= 0.2
+    """At speed 2, frame n goes out n * 10 ms after the first: 0.4 s of audio spans at least 190 ms."""
+    fake = FakeService(track="inbound_track")
+    result = await _call(fake, CallSpec(inbound=_audio(3200), speed=2))
     assert result.frames_sent == {"inbound": 20}
+    first_media, last_media = fake.arrivals[2], fake.arrivals[-2]  # after connected, start; before stop
+    assert last_media - first_media >= 0.19 - 0.005  # less only by clock granularity, never by skipped pacing
+    assert fake.arrivals[-1] - first_media >= 0.2 - 0.005  # stop comes when the audio has been played
 
 
 async def test_an_early_close_stops_the_sending_and_is_recorded() -> None:
