@@ -74,6 +74,7 @@ def log_transcript(transcript: Transcript) -> None:
         start=transcript.start,
         end=transcript.end,
         confidence=round(transcript.confidence, 3),
+        batch=transcript.batch,
     )
 
 

@@ -63,6 +63,7 @@ class Transcript:
     confidence: float
     words: tuple[Word, ...] = field(repr=False)
     request_id: str | None
+    batch: bool = False  # transcribed later from the spool, through the pre-recorded API
 
 
 TranscriptSink = Callable[[Transcript], None]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -47,8 +48,18 @@ class Settings(BaseSettings):
     deepgram_connect_timeout_s: float = Field(default=10.0, gt=0, le=30)
     # Frames are grouped into one send of this many ms; 20 sends each frame as it comes.
     audio_batch_ms: int = Field(default=FRAME_MS, ge=FRAME_MS, le=100)
-    # Audio held for a track while Deepgram is slow or still connecting, in seconds.
+    # Audio held for a track while Deepgram is slow, connecting or reconnecting (not yet final), in seconds.
     audio_buffer_s: float = Field(default=30.0, gt=0, le=600)
+    # Reconnect backoff (full jitter) and how long Deepgram may stay unreachable before audio goes to the spool.
+    deepgram_backoff_initial_s: float = Field(default=0.25, gt=0, le=10)
+    deepgram_backoff_max_s: float = Field(default=8.0, gt=0, le=120)
+    deepgram_outage_s: float = Field(default=20.0, gt=0, le=600)
+    # Pre-recorded (batch) API for spooled audio; defaults to DEEPGRAM_URL's host.
+    deepgram_batch_url: str | None = None
+
+    # --- Spool: audio live transcription could not cover, transcribed later in batch -----------------------
+    spool_dir: Path = Path("spool")
+    spool_retry_s: float = Field(default=30.0, gt=0, le=3600)
 
     # --- Twilio ---------------------------------------------------------------------------------------
     twilio_auth_token: SecretStr | None = None
@@ -74,6 +85,16 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s):// or ws(s):// URL such as https://api.deepgram.com")
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query string or fragment")
+        return value.rstrip("/")
+
+    @field_validator("deepgram_batch_url")
+    @classmethod
+    def _batch_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("must be an absolute http(s):// base URL such as https://api.deepgram.com")
         return value.rstrip("/")
 
     @field_validator("public_url")
@@ -132,7 +153,9 @@ class Settings(BaseSettings):
 
     @property
     def deepgram_rest_url(self) -> str:
-        """The REST base: the same host as DEEPGRAM_URL with http/https."""
+        """The REST base (pre-recorded API): DEEPGRAM_BATCH_URL, else DEEPGRAM_URL's host with http/https."""
+        if self.deepgram_batch_url:
+            return self.deepgram_batch_url
         parts = urllib.parse.urlsplit(self.deepgram_url)
         scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
         return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, "", ""))
