@@ -20,7 +20,7 @@ endif
 	touch $@
 
 run: setup
-	$(BIN)/hypercorn --bind 0.0.0.0:$(PORT) --graceful-timeout 25 --log-config json:service/hypercorn_logging.json 'service.asgi:create()'
+	$(BIN)/python -m service serve --port $(PORT)
 
 lint: setup
 	$(BIN)/ruff check service tests

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
+import signal
 from collections.abc import Callable
 from typing import Any, Final, cast
 
@@ -18,11 +20,14 @@ from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallabl
 from quart import Quart, Response, request, websocket
 
 from service import close_codes
+from service.batch import BatchWorker
 from service.deepgram_protocol import ignored_options
-from service.session import CallSession, Transcript
+from service.session import CallSession
 from service.settings import Settings
 from service.signatures import refusal, stream_url, webhook_url
+from service.spool import Spool
 from service.stt import SttClient
+from service.track import Transcript
 from service.twiml import stream_parameters, voice_response
 
 log = structlog.get_logger("callscribe.app")
@@ -48,17 +53,19 @@ class Calls:
         self.sessions.discard(session)
 
     async def drain(self, timeout_s: float) -> int:
-        """End every open stream and wait (bounded) for Deepgram's last results; returns calls left unfinished."""
+        """Close every stream, wait (bounded) for Deepgram's last finals, spool the rest; returns calls spooled."""
         self.accepting = False
-        for session in list(self.sessions):
-            session.shut_down()
-        pending = [asyncio.ensure_future(session.wait_finished()) for session in self.sessions]
-        if pending:
-            _, still = await asyncio.wait(pending, timeout=timeout_s)
-            for waiter in still:
-                waiter.cancel()
-            return len(still)
-        return 0
+        sessions = list(self.sessions)
+        if not sessions:
+            return 0
+        await asyncio.gather(*(session.shut_down() for session in sessions))
+        waiters = {asyncio.ensure_future(session.wait_finished()): session for session in sessions}
+        _, late = await asyncio.wait(waiters, timeout=timeout_s)
+        for waiter in late:
+            waiters[waiter].abandon()
+        if late:
+            await asyncio.wait(late, timeout=1.0)
+        return len(late)
 
 
 def log_transcript(transcript: Transcript) -> None:
@@ -81,11 +88,16 @@ def log_transcript(transcript: Transcript) -> None:
 class Service:
     """What one process needs to take calls: settings, the Deepgram client, the open calls, the sink."""
 
-    def __init__(self, settings: Settings, sink: Callable[[Transcript], None]) -> None:
+    def __init__(self, settings: Settings, sink: Callable[[Transcript], None], *, handle_sigterm: bool) -> None:
         self.settings = settings
         self.sink = sink
         self.calls = Calls(settings.max_calls)
         self.stt = SttClient(settings)
+        self.spool = Spool(settings.spool_dir)
+        self.batch = BatchWorker(settings, self.spool, sink)
+        self._handle_sigterm = handle_sigterm
+        self._stopping = False
+        self._draining: asyncio.Future[None] | None = None
         self._token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
         self._background: set[asyncio.Future[None]] = set()
 
@@ -114,6 +126,32 @@ class Service:
         )
         for name in ignored_options(settings):
             log.warning("settings.option_ignored", option=name, why="callscribe sets it itself")
+        recovered = self.spool.recover()
+        if recovered:
+            log.warning("spool.recovered", entries=len(recovered), why="audio left by a process that crashed")
+        self._keep(asyncio.ensure_future(self.batch.run_forever()))
+        if self._handle_sigterm:
+            # Installed after Hypercorn's own handlers (it sets them before the lifespan starts): on SIGTERM we
+            # first finish every call, then let Hypercorn's graceful shutdown run.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self) -> None:
+        if not self._stopping:
+            self._stopping = True
+            log.info("service.stopping", signal="SIGTERM", calls=len(self.calls.sessions))
+            self._keep(asyncio.ensure_future(self._stop_then_exit()))
+
+    async def _stop_then_exit(self) -> None:
+        await self.finish_calls()
+        if multiprocessing.parent_process() is None:
+            # Hypercorn serving in this process (no worker processes): its SIGINT handler is still ours to use.
+            signal.raise_signal(signal.SIGINT)
+        # A spawned worker stops when Hypercorn's parent, which got the dyno's SIGTERM too, tells it to.
+
+    def _keep(self, task: asyncio.Future[None]) -> None:
+        # asyncio keeps only weak references to tasks; these must live until they finish.
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def voice(self) -> Response | tuple[str, int]:
         """Twilio's voice webhook: answer TwiML that streams the call to /media, then the next verb."""
@@ -170,11 +208,11 @@ class Service:
             with contextlib.suppress(RuntimeError):  # Quart raises if the socket is already closed
                 await socket.close(code, reason)
 
-        session = CallSession(settings=self.settings, stt=self.stt, emit=self.sink, close_twilio=close_twilio)
+        session = CallSession(
+            settings=self.settings, stt=self.stt, spool=self.spool, emit=self.sink, close_twilio=close_twilio
+        )
         self.calls.add(session)
-        watcher = asyncio.ensure_future(self.calls.forget_when_finished(session))
-        self._background.add(watcher)
-        watcher.add_done_callback(self._background.discard)
+        self._keep(asyncio.ensure_future(self.calls.forget_when_finished(session)))
         try:
             while True:
                 reject = session.on_message(await socket.receive())
@@ -187,15 +225,33 @@ class Service:
             # Also on cancellation (Twilio hung up): the session's own tasks finish Deepgram's side.
             session.twilio_ended()
 
+    async def finish_calls(self) -> None:
+        """Finish every call within SHUTDOWN_TIMEOUT_S (Heroku allows 30 s after SIGTERM), spooling the rest.
+
+        SIGTERM and Hypercorn's lifespan shutdown both call this, in either order: both wait for one drain.
+        """
+        if self._draining is None:
+            self._draining = asyncio.ensure_future(self._drain())
+        await asyncio.shield(self._draining)
+
+    async def _drain(self) -> None:
+        calls = len(self.calls.sessions)
+        spooled = await self.calls.drain(self.settings.shutdown_timeout_s)
+        log.info("service.stopped", calls=calls, calls_spooled=spooled, spool_waiting=len(self.spool.entries()))
+
     async def shutdown(self) -> None:
-        left = await self.calls.drain(self.settings.deepgram_close_timeout_s + 1)
-        log.info("service.stopped", calls_unfinished=left)
+        await self.finish_calls()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
 
 
-def create_app(settings: Settings, *, sink: Callable[[Transcript], None] = log_transcript) -> Quart:
+def create_app(
+    settings: Settings, *, sink: Callable[[Transcript], None] = log_transcript, handle_sigterm: bool = False
+) -> Quart:
     """The Quart app for `settings`; everything it holds hangs off `app.extensions["callscribe"]`."""
     app = Quart("callscribe")
-    service = Service(settings, sink)
+    service = Service(settings, sink, handle_sigterm=handle_sigterm)
     app.extensions["callscribe"] = service
     app.before_serving(service.announce)
     app.after_serving(service.shutdown)
@@ -219,7 +275,7 @@ class WebsocketSchemeFix:
         await self.app(scope, receive, send)
 
 
-def asgi_app(settings: Settings) -> ASGIFramework:
+def asgi_app(settings: Settings, *, handle_sigterm: bool = False) -> ASGIFramework:
     """The app as Hypercorn serves it, trusting one proxy hop for the scheme and host."""
-    quart_app = cast(ASGIFramework, create_app(settings))
+    quart_app = cast(ASGIFramework, create_app(settings, handle_sigterm=handle_sigterm))
     return ProxyFixMiddleware(WebsocketSchemeFix(quart_app), mode="legacy", trusted_hops=1)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from service import logs
 from service.settings import Settings, describe_error
+
+
+# Routes Hypercorn's own log lines through the root logger, so they share the service's format.
+HYPERCORN_LOGGING = Path(__file__).resolve().parent / "hypercorn_logging.json"
 
 
 def load_settings() -> Settings:
@@ -22,21 +28,21 @@ def load_settings() -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import asyncio  # noqa: PLC0415 - imported where used: `simulate` does not need the server's imports
+    """Hypercorn with the app, as the Procfile and `make run` start it."""
+    from hypercorn.config import Config  # noqa: PLC0415 - imported where used: `simulate` does not need it
+    from hypercorn.run import run  # noqa: PLC0415
 
-    from hypercorn.asyncio import serve as hypercorn_serve  # noqa: PLC0415
-    from hypercorn.config import Config  # noqa: PLC0415
-
-    from service.app import asgi_app  # noqa: PLC0415
-
-    settings = load_settings()
-    logs.configure(settings.log_level, settings.log_format)
+    settings = load_settings()  # a bad setting stops here, with its message, before any worker starts
     config = Config()
+    config.application_path = "service.asgi:create()"
     config.bind = [f"{args.host}:{args.port or settings.port}"]
+    # Hypercorn's own default is one spawned worker process; WEB_CONCURRENCY is Heroku's name for the count.
+    config.workers = args.workers
+    # Heroku sends SIGKILL 30 s after SIGTERM; calls get SHUTDOWN_TIMEOUT_S of that to finish.
+    config.graceful_timeout = min(25.0, settings.shutdown_timeout_s + 5)
     config.websocket_max_message_size = settings.max_message_bytes * 2
-    config.graceful_timeout = settings.deepgram_close_timeout_s + 5
-    asyncio.run(hypercorn_serve(asgi_app(settings), config))
-    return 0
+    config.logconfig = f"json:{HYPERCORN_LOGGING}"
+    return run(config)
 
 
 def simulate(args: argparse.Namespace) -> int:
@@ -49,6 +55,12 @@ def add_commands(commands: Any) -> None:
     serve_parser = commands.add_parser("serve", help="serve /voice and /media (Hypercorn)")
     serve_parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")  # noqa: S104
     serve_parser.add_argument("--port", type=int, default=None, help="port (default $PORT, else 5001)")
+    serve_parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WEB_CONCURRENCY", "1")),
+        help="Hypercorn worker processes (default $WEB_CONCURRENCY, else 1); MAX_CALLS applies to each",
+    )
     serve_parser.set_defaults(handler=serve)
 
     simulate_parser = commands.add_parser("simulate", help="call a running callscribe the way Twilio does")

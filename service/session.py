@@ -10,26 +10,19 @@ last finals and Metadata. Nothing here is module-level: every piece of call stat
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from service import close_codes
-from service.deepgram_protocol import (
-    MULAW_BYTES_PER_SECOND,
-    SttMetadata,
-    SttResult,
-    SttServerError,
-    Word,
-    live_options,
-)
-from service.errors import InvalidState, SttError, SttRejected, SttUnavailable, TwilioProtocolError
-from service.settings import FRAME_MS, Settings
-from service.stt import LiveConnection, SttClient
+from service.deepgram_protocol import MULAW_BYTES_PER_SECOND
+from service.errors import InvalidState, SttError, TwilioProtocolError
+from service.settings import Settings
+from service.stt import SttClient
+from service.track import CallInfo, Spool, TrackStream, TranscriptSink
 from service.twilio_protocol import (
     Connected,
     Dtmf,
@@ -44,31 +37,6 @@ from service.twilio_protocol import (
     transition,
 )
 
-FRAMES_PER_SECOND = 1000 // FRAME_MS
-
-
-@dataclass(frozen=True, slots=True)
-class Transcript:
-    """One interim or final result, placed on the call's timeline (seconds from the start of the stream)."""
-
-    call_sid: str
-    stream_sid: str
-    track: str
-    is_final: bool
-    speech_final: bool
-    from_finalize: bool
-    text: str
-    start: float
-    end: float
-    confidence: float
-    words: tuple[Word, ...] = field(repr=False)
-    request_id: str | None
-    batch: bool = False  # transcribed later from the spool, through the pre-recorded API
-
-
-TranscriptSink = Callable[[Transcript], None]
-CloseTwilio = Callable[[int, str], Awaitable[None]]
-
 
 @dataclass(frozen=True, slots=True)
 class Reject:
@@ -78,232 +46,7 @@ class Reject:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class CallInfo:
-    call_sid: str
-    stream_sid: str
-    account_sid: str
-    tracks: tuple[str, ...]
-    custom_parameters: dict[str, str]
-
-
-@dataclass(slots=True)
-class TrackCounters:
-    frames_in: int = 0
-    bytes_sent: int = 0
-    frames_dropped: int = 0  # forced out of a full buffer
-    frames_untranscribed: int = 0  # arrived after Deepgram failed for good
-    chunks_missing: int = 0  # gaps in Twilio's own chunk numbers
-    interims: int = 0
-    finals: int = 0
-    keepalives: int = 0
-    request_ids: list[str] = field(default_factory=list)
-
-
-class TrackStream:
-    """One track of a call on its own Deepgram live connection."""
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        call: CallInfo,
-        settings: Settings,
-        stt: SttClient,
-        emit: TranscriptSink,
-        on_failure: Callable[[TrackStream, SttError], Awaitable[None]],
-        log: Any,
-    ) -> None:
-        self.name = name
-        self.counters = TrackCounters()
-        self.failure: SttError | None = None
-        self._call = call
-        self._settings = settings
-        self._stt = stt
-        self._emit = emit
-        self._on_failure = on_failure
-        self._log = log
-        self._frames: collections.deque[bytes] = collections.deque()
-        self._max_frames = max(1, int(settings.audio_buffer_s * FRAMES_PER_SECOND))
-        self._batch_frames = max(1, settings.audio_batch_ms // FRAME_MS)
-        self._batch_wait_s = (settings.audio_batch_ms - FRAME_MS) / 1000
-        self._oldest_at = 0.0
-        self._wakeup = asyncio.Event()
-        self._ended = False
-        self._last_chunk = 0
-        # Deepgram's timestamps count from its connection's first byte; this puts them on the call's timeline.
-        self._offset_s = 0.0
-
-    # --- Twilio side (synchronous, never blocks) --------------------------------------------------------
-
-    def push(self, media: Media) -> None:
-        counters = self.counters
-        counters.frames_in += 1
-        if self._last_chunk and media.chunk > self._last_chunk + 1:
-            counters.chunks_missing += media.chunk - self._last_chunk - 1
-        self._last_chunk = media.chunk
-        if self.failure is not None or self._ended:
-            counters.frames_untranscribed += 1
-            return
-        frames = self._frames
-        if len(frames) >= self._max_frames:
-            frames.popleft()
-            counters.frames_dropped += 1
-            if counters.frames_dropped == 1:
-                self._log.warning(
-                    "audio.dropped",
-                    track=self.name,
-                    why=f"Deepgram is behind by more than AUDIO_BUFFER_S ({self._settings.audio_buffer_s:g} s)",
-                )
-        elif not frames:
-            self._oldest_at = time.monotonic()
-        frames.append(media.payload)
-        self._wakeup.set()
-
-    def end(self) -> None:
-        """No more audio will come: flush what is buffered, then CloseStream."""
-        self._ended = True
-        self._wakeup.set()
-
-    @property
-    def buffered_frames(self) -> int:
-        return len(self._frames)
-
-    # --- Deepgram side ----------------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        try:
-            async with self._stt.connect(live_options(self._settings)) as live:
-                self._log.info("deepgram.connected", track=self.name)
-                await self._stream(live)
-        except SttError as exc:
-            await self._fail(exc)
-        except Exception as exc:  # noqa: BLE001 - the per-track top level: a bug ends this call only, and says so
-            self._log.exception("call.internal_error", track=self.name)
-            await self._fail(SttUnavailable(f"internal error: {type(exc).__name__}"))
-        finally:
-            self._frames.clear()
-
-    async def _fail(self, error: SttError) -> None:
-        self.failure = error
-        self.counters.frames_untranscribed += len(self._frames)
-        self._frames.clear()
-        await self._on_failure(self, error)
-
-    async def _stream(self, live: LiveConnection) -> None:
-        sender = asyncio.create_task(self._send(live), name=f"send-{self.name}")
-        receiver = asyncio.create_task(self._receive(live), name=f"receive-{self.name}")
-        try:
-            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            if sender not in done:
-                receiver.result()  # raises the SttError that ended it, if any
-                raise SttUnavailable("Deepgram closed the connection before the call ended", close_code=1000)
-            sender.result()
-            await self._await_last_results(receiver)
-        finally:
-            for task in (sender, receiver):
-                task.cancel()
-            await asyncio.gather(sender, receiver, return_exceptions=True)
-
-    async def _await_last_results(self, receiver: asyncio.Task[None]) -> None:
-        timeout = self._settings.deepgram_close_timeout_s
-        try:
-            async with asyncio.timeout(timeout):
-                await receiver
-        except TimeoutError:
-            self._log.warning(
-                "deepgram.close_timeout",
-                track=self.name,
-                why=f"no Metadata within DEEPGRAM_CLOSE_TIMEOUT_S ({timeout:g} s) after CloseStream",
-            )
-
-    async def _send(self, live: LiveConnection) -> None:
-        """Buffer to Deepgram; KeepAlive when no audio has gone for DEEPGRAM_KEEPALIVE_S; CloseStream at the end."""
-        loop = asyncio.get_running_loop()
-        keepalive_s = self._settings.deepgram_keepalive_s
-        last_sent = loop.time()
-        frames = self._frames
-        while True:
-            wait_s = self._batch_due_in() if frames else None
-            if frames and (wait_s is None or wait_s <= 0):
-                chunk = self._take_batch()
-                await live.send_audio(chunk)
-                self.counters.bytes_sent += len(chunk)
-                last_sent = loop.time()
-                continue
-            if self._ended and not frames:
-                await live.close_stream()
-                return
-            idle_s = keepalive_s - (loop.time() - last_sent)
-            if idle_s <= 0:
-                await live.keep_alive()
-                self.counters.keepalives += 1
-                last_sent = loop.time()
-                continue
-            self._wakeup.clear()
-            try:
-                async with asyncio.timeout(min(idle_s, wait_s) if wait_s is not None else idle_s):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                pass
-
-    def _batch_due_in(self) -> float | None:
-        """Seconds until the buffered frames should go out; None means now."""
-        if self._ended or len(self._frames) >= self._batch_frames:
-            return None
-        return self._batch_wait_s - (time.monotonic() - self._oldest_at)
-
-    def _take_batch(self) -> bytes:
-        frames = self._frames
-        if self._batch_frames == 1 or len(frames) == 1:
-            chunk = frames.popleft()
-        else:
-            count = min(len(frames), self._batch_frames)
-            chunk = b"".join([frames.popleft() for _ in range(count)])
-        if frames:
-            self._oldest_at = time.monotonic()
-        return chunk
-
-    async def _receive(self, live: LiveConnection) -> None:
-        async for event in live.events():
-            if isinstance(event, SttResult):
-                self._on_result(event)
-            elif isinstance(event, SttMetadata):
-                self._remember_request(event.request_id)
-                self._log.debug("deepgram.metadata", track=self.name, audio_s=event.duration)
-            elif isinstance(event, SttServerError):
-                self._log.warning("deepgram.error_message", track=self.name, description=event.description)
-
-    def _on_result(self, result: SttResult) -> None:
-        if result.request_id:
-            self._remember_request(result.request_id)
-        if result.is_final:
-            self.counters.finals += 1
-        else:
-            self.counters.interims += 1
-        if not result.text:
-            return  # Deepgram's results for silence: nothing to show or keep
-        offset = self._offset_s
-        self._emit(
-            Transcript(
-                call_sid=self._call.call_sid,
-                stream_sid=self._call.stream_sid,
-                track=self.name,
-                is_final=result.is_final,
-                speech_final=result.speech_final,
-                from_finalize=result.from_finalize,
-                text=result.text,
-                start=round(result.start + offset, 3),
-                end=round(result.end + offset, 3),
-                confidence=result.confidence,
-                words=result.words,
-                request_id=result.request_id,
-            )
-        )
-
-    def _remember_request(self, request_id: str) -> None:
-        if request_id not in self.counters.request_ids:
-            self.counters.request_ids.append(request_id)
+CloseTwilio = Callable[[int, str], Awaitable[None]]
 
 
 class CallSession:
@@ -314,6 +57,7 @@ class CallSession:
         *,
         settings: Settings,
         stt: SttClient,
+        spool: Spool,
         emit: TranscriptSink,
         close_twilio: CloseTwilio,
     ) -> None:
@@ -324,6 +68,7 @@ class CallSession:
         self.finished = asyncio.Event()
         self._settings = settings
         self._stt = stt
+        self._spool = spool
         self._emit = emit
         self._close_twilio = close_twilio
         self._twilio_open = True
@@ -331,6 +76,7 @@ class CallSession:
         self._unknown_events: set[str] = set()
         self._failure: SttError | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._track_tasks: list[asyncio.Task[None]] = []
         self._log: Any = structlog.get_logger("callscribe.call")
 
     # --- Twilio side ------------------------------------------------------------------------------------
@@ -353,7 +99,7 @@ class CallSession:
             track = self.tracks.get(event.track)
             if track is None:
                 return self._reject(close_codes.POLICY_VIOLATION, f"media for track '{event.track}' not in start")
-            track.push(event)
+            track.push(event.chunk, event.payload)
             return None
         return self._on_control(event)
 
@@ -392,22 +138,19 @@ class CallSession:
             tracks=",".join(start.tracks),
             **{key: value for key, value in start.custom_parameters.items() if key in {"from", "to", "direction"}},
         )
-        if not self._stt.configured:
-            self._failure = SttRejected("DEEPGRAM_API_KEY is not set")
-            self._log.error("deepgram.failed", why=self._failure.reason, action="call not transcribed")
-            return self._reject(close_codes.INTERNAL_ERROR, self._failure.reason)
         for name in start.tracks:
             self.tracks[name] = TrackStream(
                 name=name,
                 call=self.call,
                 settings=self._settings,
                 stt=self._stt,
+                spool=self._spool,
                 emit=self._emit,
                 on_failure=self._on_track_failure,
                 log=self._log,
             )
-        track_tasks = [self._spawn(track.run(), name=f"track-{track.name}") for track in self.tracks.values()]
-        self._spawn(self._finish(track_tasks), name="finish")
+        self._track_tasks = [self._spawn(track.run(), name=f"track-{track.name}") for track in self.tracks.values()]
+        self._spawn(self._finish(self._track_tasks), name="finish")
         return None
 
     def twilio_ended(self) -> None:
@@ -419,9 +162,19 @@ class CallSession:
         if not self._tasks:  # never started Deepgram: nothing left to finish
             self.finished.set()
 
-    def shut_down(self) -> None:
-        """The process is stopping: treat the stream as ended so Deepgram's last finals still arrive."""
+    async def shut_down(self) -> None:
+        """The process is stopping: close Twilio's stream, then let Deepgram's last finals arrive."""
+        if self._twilio_open:
+            self._twilio_open = False
+            await self._close_twilio(close_codes.GOING_AWAY, "callscribe is restarting")
         self._end("shutdown")
+
+    def abandon(self) -> None:
+        """Shutdown ran out of time: spool whatever Deepgram has not made final, and stop waiting for it."""
+        for track in self.tracks.values():
+            track.abandon()
+        for task in self._track_tasks:
+            task.cancel()
 
     def _end(self, why: str) -> None:
         if self.ended_by is None:
@@ -444,13 +197,8 @@ class CallSession:
         if self._failure is not None:
             return  # said once per call
         self._failure = error
-        self._log.error("deepgram.failed", track=track.name, why=error.reason, action="call not transcribed")
-        if self.ended_by is None:
-            self.ended_by = f"deepgram failed: {error.reason}"
-        self._end(self.ended_by)
-        if self._twilio_open:
-            self._twilio_open = False
-            await self._close_twilio(close_codes.INTERNAL_ERROR, error.reason.encode()[:123].decode(errors="ignore"))
+        # The stream stays open: the audio goes to the spool and is transcribed in batch later.
+        self._log.error("deepgram.failed", track=track.name, why=error.reason, action="spooling for batch")
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
         # The session keeps its tasks referenced (asyncio holds only weak references to running tasks).
@@ -461,7 +209,7 @@ class CallSession:
 
     async def _finish(self, track_tasks: list[asyncio.Task[None]]) -> None:
         try:
-            await asyncio.gather(*track_tasks)
+            await asyncio.gather(*track_tasks, return_exceptions=True)
         finally:
             self._log_summary()
             self.finished.set()
@@ -476,8 +224,10 @@ class CallSession:
             frames_in=sum(c.frames_in for c in counters),
             finals=sum(c.finals for c in counters),
             interims=sum(c.interims for c in counters),
-            frames_dropped=sum(c.frames_dropped for c in counters),
-            frames_untranscribed=sum(c.frames_untranscribed for c in counters),
+            audio_s_spooled=round(sum(c.bytes_spooled for c in counters) / MULAW_BYTES_PER_SECOND, 2),
+            spool_entries=",".join(entry for c in counters for entry in c.spool_entries),
+            reconnects=sum(c.reconnects for c in counters),
+            finals_repeated=sum(c.finals_repeated for c in counters),
             chunks_missing=sum(c.chunks_missing for c in counters),
             keepalives=sum(c.keepalives for c in counters),
             deepgram_request_ids=",".join(rid for c in counters for rid in c.request_ids),

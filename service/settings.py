@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     deepgram_keepalive_s: float = Field(default=4.0, gt=0, le=8)  # Deepgram closes after 10 s of nothing
     deepgram_close_timeout_s: float = Field(default=5.0, gt=0, le=25)
     deepgram_connect_timeout_s: float = Field(default=10.0, gt=0, le=30)
+    # Deepgram silent this long while audio waits for results: treat the connection as dead and reconnect.
+    deepgram_result_timeout_s: float = Field(default=15.0, gt=0, le=120)
     # Frames are grouped into one send of this many ms; 20 sends each frame as it comes.
     audio_batch_ms: int = Field(default=FRAME_MS, ge=FRAME_MS, le=100)
     # Audio held for a track while Deepgram is slow, connecting or reconnecting (not yet final), in seconds.
@@ -56,6 +58,9 @@ class Settings(BaseSettings):
     deepgram_outage_s: float = Field(default=20.0, gt=0, le=600)
     # Pre-recorded (batch) API for spooled audio; defaults to DEEPGRAM_URL's host.
     deepgram_batch_url: str | None = None
+
+    # Bound on finishing calls after SIGTERM; Heroku kills the process 30 s after it.
+    shutdown_timeout_s: float = Field(default=20.0, gt=0, le=120)
 
     # --- Spool: audio live transcription could not cover, transcribed later in batch -----------------------
     spool_dir: Path = Path("spool")
@@ -76,6 +81,12 @@ class Settings(BaseSettings):
     port: int = Field(default=5001, ge=1, le=65535)
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"
+
+    @field_validator("deepgram_api_key", "twilio_auth_token", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: object) -> object:
+        # `DEEPGRAM_API_KEY=` in a .env means "not set", not "a key that Deepgram will refuse".
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("deepgram_url")
     @classmethod

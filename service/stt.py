@@ -2,7 +2,7 @@
 
 The SDK 7.x live client has no reconnect and no KeepAlive of its own (deepgram-live.md §6); this adapter
 only opens, sends, reads and translates errors once, into `SttRejected` / `SttUnavailable`. Policy (when to
-KeepAlive, when to close) lives in `session.py`.
+KeepAlive, when to reconnect or close) lives in `track.py`.
 """
 
 from __future__ import annotations

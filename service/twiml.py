@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from twilio.twiml.voice_response import Start, VoiceResponse
+from twilio.twiml.voice_response import Dial, Start, VoiceResponse
 
 from service.settings import Settings
 
@@ -33,8 +33,21 @@ def voice_response(settings: Settings, *, stream_url: str | None, parameters: Ma
             stream.parameter(name=name, value=value)
         response.append(start)
     if settings.forward_to:
-        response.dial(settings.forward_to)
+        response.append(_dial(settings.forward_to))
     else:
         response.say(settings.greeting)
         response.pause(length=settings.pause_s)
     return str(response)
+
+
+def _dial(target: str) -> Dial:
+    """<Dial> a number as its text; SIP and client targets are nested nouns (<Sip>, <Client>) in TwiML."""
+    if target.startswith("sip:"):
+        dial = Dial()
+        dial.sip(target)
+        return dial
+    if target.startswith("client:"):
+        dial = Dial()
+        dial.client(target.removeprefix("client:"))
+        return dial
+    return Dial(target)

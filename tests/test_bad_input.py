@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from service.spool import Spool
+from service.wav import read_mulaw_wav
 from websockets.exceptions import ConnectionClosed
 
 from service.simulator import CallSpec, build_messages, simulate_call, twilio_signature
@@ -148,53 +150,25 @@ async def test_max_calls_refuses_extra_streams_and_voice_skips_the_stream(
     assert len(deepgram.connections) == 1
 
 
-async def test_a_missing_deepgram_key_is_said_once_and_never_tried(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
-    """No DEEPGRAM_API_KEY: the stream closes 1011 saying exactly that, and Deepgram is never called."""
-    settings = make_settings(deepgram, deepgram_api_key=None, stream_track="both_tracks")
-    async with running_service(settings) as service:
-        socket = await open_media(service.url)
-        await socket.send(CONNECTED)
-        await socket.send(_edit(START, "start", "tracks", value=["inbound", "outbound"]))
-        await socket.wait_closed()
-    assert socket.close_code == 1011
-    assert socket.close_reason == "DEEPGRAM_API_KEY is not set"
-    assert len(log_lines.events("deepgram.failed")) == 1
-    assert deepgram.upgrade_attempts == 0
-
-
-async def test_a_rejected_deepgram_key_is_said_once_and_not_retried(
-    deepgram: FakeDeepgram, log_lines: LogLines
+async def test_a_missing_deepgram_key_is_said_once_and_the_call_spooled(
+    deepgram: FakeDeepgram, log_lines: LogLines, tmp_path: Any
 ) -> None:
-    """Deepgram answering 401: one log line per call naming it, close 1011, and no second attempt."""
-    settings = make_settings(deepgram, deepgram_api_key="wrong-key", stream_track="both_tracks")
-    spec = CallSpec(inbound=call_audio(3, 1.0), outbound=call_audio(4, 1.0), speed=1)
+    """No DEEPGRAM_API_KEY: said once per call, Deepgram never called, both tracks wait whole in the spool."""
+    settings = make_settings(deepgram, deepgram_api_key=None, stream_track="both_tracks", spool_dir=tmp_path)
+    spec = CallSpec(inbound=call_audio(3, 1.0), outbound=call_audio(4, 1.0), speed=0)
     async with running_service(settings) as service:
         result = await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
         await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
-    assert result.close_code == 1011
-    assert "API key (HTTP 401)" in (result.close_reason or "")
+    assert result.close_code == 1000
     [failure] = log_lines.events("deepgram.failed")
-    assert failure["call_sid"] == spec.call_sid
-    assert deepgram.upgrade_attempts == 2  # one per track, neither retried
+    assert failure["why"] == "DEEPGRAM_API_KEY is not set"
+    assert deepgram.upgrade_attempts == 0
+    spooled = {entry.track: entry for entry in Spool(tmp_path).entries()}
+    assert sorted(spooled) == ["inbound", "outbound"]
+    assert read_mulaw_wav(spooled["inbound"].wav_path.read_bytes()) == spec.inbound
     [summary] = log_lines.events("call.ended", call_sid=spec.call_sid)
-    assert summary["deepgram_error"] == "Deepgram rejected the API key (HTTP 401)"
-    assert "wrong-key" not in log_lines.text()
-
-
-async def test_deepgram_dropping_the_call_is_reported(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
-    """Deepgram closing 1011 mid-call closes the stream 1011 with Deepgram's reason, logged once."""
-    deepgram.faults.close_after_bytes = 4000
-    spec = CallSpec(inbound=call_audio(8, 2.0), speed=4)
-    async with running_service(make_settings(deepgram)) as service:
-        result = await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
-        await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
-    assert result.close_code == 1011
-    assert "1011 NET-0000" in (result.close_reason or "")
-    [failure] = log_lines.events("deepgram.failed")
-    assert "NET-0000" in failure["why"]
-    [summary] = log_lines.events("call.ended", call_sid=spec.call_sid)
-    assert "NET-0000" in summary["deepgram_error"]
-    assert summary["ended_by"].startswith("deepgram failed")
+    assert summary["deepgram_error"] == "DEEPGRAM_API_KEY is not set"
+    assert summary["audio_s_spooled"] == 2.0
 
 
 async def test_secrets_never_reach_the_logs(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
@@ -205,7 +179,7 @@ async def test_secrets_never_reach_the_logs(deepgram: FakeDeepgram, log_lines: L
         await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
     text = log_lines.text()
     signature = twilio_signature(TWILIO_TOKEN, service.url.replace("http", "wss") + "/media", {})
-    assert "test-key" not in text
+    assert "test-key" not in text  # the Deepgram key
     assert TWILIO_TOKEN not in text
     assert signature not in text
     assert base64.b64encode(spec.inbound[:160]).decode() not in text

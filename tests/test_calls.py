@@ -71,7 +71,7 @@ async def test_a_call_becomes_a_live_transcript(deepgram: FakeDeepgram, log_line
     assert summary["audio_s_sent"] == 3.0
     assert summary["finals"] == len(finals)
     assert summary["deepgram_request_ids"] == connection.request_id
-    assert summary["frames_dropped"] == 0
+    assert (summary["audio_s_spooled"], summary["reconnects"]) == (0, 0)
 
 
 async def test_twenty_simultaneous_calls_keep_their_own_words(deepgram: FakeDeepgram, log_lines: LogLines) -> None:

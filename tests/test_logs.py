@@ -12,7 +12,7 @@ import structlog
 
 from service import logs
 from service.app import log_transcript
-from service.session import Transcript
+from service.track import Transcript
 
 
 @pytest.fixture

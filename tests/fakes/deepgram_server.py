@@ -338,6 +338,9 @@ class Faults:
     silent: bool = False  # keep the socket open but never send anything (and never close on CloseStream)
     idle_timeout_s: float = 10.0  # no audio or text for this long -> close 1011 "NET-0001"
     send_garbage: bool = False  # also send one malformed JSON text frame and one {"type":"Mystery"} early
+    # close_after_bytes, drop_after_bytes and silent apply to this many connections (in accept order), then
+    # the fake behaves again: a Deepgram that drops once and is fine on reconnect. None: every connection.
+    fault_connections: int | None = None
 
 
 @dataclass(kw_only=True)
@@ -487,8 +490,9 @@ class _ConnectionHandler:
             await self._close_stream()
             return
         faults = self._fake.faults
-        close_at = _threshold(faults.close_after_bytes, before, len(frame))
-        drop_at = _threshold(faults.drop_after_bytes, before, len(frame))
+        faulty = self._faulty()
+        close_at = _threshold(faults.close_after_bytes if faulty else None, before, len(frame))
+        drop_at = _threshold(faults.drop_after_bytes if faulty else None, before, len(frame))
         cut = min((at for at in (close_at, drop_at) if at is not None), default=len(frame))
         await self._send(self._session.feed(frame[:cut]))
         if drop_at is not None and drop_at == cut:
@@ -522,7 +526,7 @@ class _ConnectionHandler:
             await self._send_schema_error(text, f"Unknown message type: {kind!r}.")
 
     async def _close_stream(self) -> None:
-        if self._fake.faults.silent:  # a silent Deepgram never answers, not even with a close
+        if self._silent():  # a silent Deepgram never answers, not even with a close
             return
         await self._send(self._session.close_stream())
         await self._close(1000, "")
@@ -531,13 +535,21 @@ class _ConnectionHandler:
         await self._send([{"type": "Error", "variant": "SchemaError", "description": description, "message": text}])
 
     async def _send_garbage(self) -> None:
-        if self._fake.faults.silent:
+        if self._silent():
             return
         await self._ws.send('{"type": "Results", "channel_index": [0, 1')  # truncated JSON, not recorded
         await self._send([{"type": "Mystery", "request_id": self._record.request_id}])
 
+    def _faulty(self) -> bool:
+        """Whether this connection is one the fault fields apply to (see Faults.fault_connections)."""
+        limit = self._fake.faults.fault_connections
+        return limit is None or self._fake.connections.index(self._record) < limit
+
+    def _silent(self) -> bool:
+        return self._fake.faults.silent and self._faulty()
+
     async def _send(self, messages: list[Message]) -> None:
-        if self._fake.faults.silent:
+        if self._silent():
             return
         for message in messages:
             self._record.sent.append(message)

@@ -1,0 +1,46 @@
+"""Protocol layer (no I/O): when to reconnect to Deepgram, and how long to wait first.
+
+Full-jitter exponential backoff (https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/):
+the n-th retry waits a uniform random time in [0, min(cap, base * 2**n)], so many calls that lost Deepgram at
+the same moment do not come back at the same moment. The random source is injected so tests are exact.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+# A connection must live this long, or return a final, before its failure stops counting against the
+# backoff: a broken endpoint that accepts and then drops at once must not become a tight loop.
+HEALTHY_AFTER_S = 5.0
+
+
+def backoff(attempt: int, *, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Seconds to wait before retry number `attempt` (1 for the first retry)."""
+    ceiling = min(cap_s, base_s * 2 ** min(max(attempt - 1, 0), 30))
+    return rng.uniform(0.0, ceiling)
+
+
+@dataclass
+class Outage:
+    """Failures of one track's Deepgram connection since it last worked; decides when to give up."""
+
+    limit_s: float
+    attempts: int = 0
+    started_at: float | None = None
+
+    def connection_ended(self, *, opened_at: float, now: float, produced_results: bool) -> None:
+        """A connection failed; one that was healthy first starts a fresh outage."""
+        if produced_results or now - opened_at >= HEALTHY_AFTER_S:
+            self.attempts = 0
+            self.started_at = None
+        self.failed(now)
+
+    def failed(self, now: float) -> None:
+        self.attempts += 1
+        if self.started_at is None:
+            self.started_at = now
+
+    def exhausted(self, now: float) -> bool:
+        """True when Deepgram has been out for longer than the limit: spool instead of retrying."""
+        return self.started_at is not None and now - self.started_at >= self.limit_s

@@ -1,0 +1,423 @@
+"""Orchestration: one track of a call on Deepgram live, reconnecting until every byte is final or spooled.
+
+`push` runs on the Twilio side and never waits: audio goes into the track's ledger (bounded by
+AUDIO_BUFFER_S) or, once live transcription cannot cover it, straight into a spool segment. `run` owns the
+Deepgram side: connect, send (paced to 1.25x real time while replaying), read results concurrently,
+KeepAlive when idle, CloseStream at the end; on a retryable failure reconnect with full-jitter backoff and
+replay what was not yet final; on a fatal one, or an outage longer than DEEPGRAM_OUTAGE_S, spool the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from service.deepgram_protocol import (
+    MULAW_BYTES_PER_SECOND,
+    SttMetadata,
+    SttResult,
+    SttServerError,
+    Word,
+    live_options,
+)
+from service.errors import SttError, SttRejected, SttUnavailable
+from service.ledger import AudioLedger
+from service.retry import Outage, backoff
+from service.settings import FRAME_MS, Settings
+from service.stt import LiveConnection, SttClient
+
+# Deepgram accepts replayed audio at up to 1.25x real time; a short burst covers what queued while connecting.
+REPLAY_RATE = 1.25 * MULAW_BYTES_PER_SECOND
+REPLAY_BURST_BYTES = MULAW_BYTES_PER_SECOND // 2
+FRAME_BYTES = MULAW_BYTES_PER_SECOND * FRAME_MS // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """One interim or final result, placed on the call's timeline (seconds from the start of the stream)."""
+
+    call_sid: str
+    stream_sid: str
+    track: str
+    is_final: bool
+    speech_final: bool
+    from_finalize: bool
+    text: str
+    start: float
+    end: float
+    confidence: float
+    words: tuple[Word, ...] = field(repr=False)
+    request_id: str | None
+    batch: bool = False  # transcribed later from the spool, through the pre-recorded API
+
+
+TranscriptSink = Callable[[Transcript], None]
+
+
+class SpoolSegment(Protocol):
+    def write(self, mulaw: bytes) -> None: ...
+    def close(self) -> Any: ...
+
+
+class Spool(Protocol):
+    def open_segment(
+        self, *, call_sid: str, stream_sid: str, track: str, start_s: float, reason: str
+    ) -> SpoolSegment: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    call_sid: str
+    stream_sid: str
+    account_sid: str
+    tracks: tuple[str, ...]
+    custom_parameters: dict[str, str]
+
+
+@dataclass(slots=True)
+class TrackCounters:
+    frames_in: int = 0
+    bytes_sent: int = 0  # to Deepgram, replays included
+    bytes_spooled: int = 0
+    chunks_missing: int = 0  # gaps in Twilio's own chunk numbers
+    interims: int = 0
+    finals: int = 0
+    finals_repeated: int = 0  # finals for audio already final, not emitted again
+    keepalives: int = 0
+    reconnects: int = 0
+    request_ids: list[str] = field(default_factory=list)
+    spool_entries: list[str] = field(default_factory=list)
+
+
+class TrackStream:
+    """One track of a call: the ledger of its audio and its Deepgram connection(s)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        call: CallInfo,
+        settings: Settings,
+        stt: SttClient,
+        spool: Spool,
+        emit: TranscriptSink,
+        on_failure: Callable[[TrackStream, SttError], Awaitable[None]],
+        log: Any,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.counters = TrackCounters()
+        self.failure: SttError | None = None
+        self._call = call
+        self._settings = settings
+        self._stt = stt
+        self._spool = spool
+        self._emit = emit
+        self._on_failure = on_failure
+        self._log = log
+        self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
+        self._ledger = AudioLedger()
+        self._max_bytes = max(FRAME_MS * 8, int(settings.audio_buffer_s * MULAW_BYTES_PER_SECOND))
+        self._batch_chunks = max(1, settings.audio_batch_ms // FRAME_MS)
+        self._batch_wait_s = (settings.audio_batch_ms - FRAME_MS) / 1000
+        self._oldest_at = 0.0
+        self._wakeup = asyncio.Event()
+        self._twilio_done = asyncio.Event()
+        self._live_input_ended = False  # no more audio for Deepgram: flush, CloseStream, wait for finals
+        self._segment: SpoolSegment | None = None
+        self._spool_reason = ""
+        self._last_chunk = 0
+        self._last_final_end_s = 0.0
+        self._connection_results = False
+        self._last_heard_at = 0.0
+
+    # --- Twilio side (synchronous, never blocks) --------------------------------------------------------
+
+    def push(self, chunk: int, payload: bytes) -> None:
+        counters = self.counters
+        counters.frames_in += 1
+        if self._last_chunk and chunk > self._last_chunk + 1:
+            counters.chunks_missing += chunk - self._last_chunk - 1
+        self._last_chunk = chunk
+        if self._segment is None and self._ledger.waiting_bytes + len(payload) > self._max_bytes:
+            # Deepgram is too far behind: live keeps what it holds, the rest of the track goes to the spool.
+            self._start_spooling(
+                self._ledger.received / MULAW_BYTES_PER_SECOND,
+                f"more than AUDIO_BUFFER_S ({self._settings.audio_buffer_s:g} s) of audio waiting for Deepgram",
+            )
+            self._end_live_input()
+        if self._segment is not None:
+            self._segment.write(payload)
+            counters.bytes_spooled += len(payload)
+            self._ledger.skip(len(payload))
+            return
+        if not self._ledger.pending_chunks:
+            self._oldest_at = time.monotonic()
+        self._ledger.receive(payload)
+        self._wakeup.set()
+
+    def end(self) -> None:
+        """Twilio's stream ended: flush what is held, CloseStream, and close any spool segment."""
+        self._twilio_done.set()
+        self._end_live_input()
+
+    def _end_live_input(self) -> None:
+        self._live_input_ended = True
+        self._wakeup.set()
+
+    @property
+    def waiting_bytes(self) -> int:
+        return self._ledger.waiting_bytes
+
+    # --- Deepgram side ----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            if not self._stt.configured:
+                await self._give_up(SttRejected("DEEPGRAM_API_KEY is not set"))
+            else:
+                await self._transcribe_live()
+            await self._twilio_done.wait()  # a spool segment takes audio until the stream ends
+        except Exception as exc:  # noqa: BLE001 - the per-track top level: a bug ends this track only, and says so
+            self._log.exception("call.internal_error", track=self.name)
+            await self._give_up(SttUnavailable(f"internal error: {type(exc).__name__}"))
+        finally:
+            self._close_segment()
+
+    async def _transcribe_live(self) -> None:
+        settings = self._settings
+        outage = Outage(limit_s=settings.deepgram_outage_s)
+        loop = asyncio.get_running_loop()
+        while True:
+            opened_at = loop.time()
+            self._connection_results = False
+            try:
+                async with self._stt.connect(live_options(settings)) as live:
+                    opened_at = loop.time()
+                    self._ledger.restart()
+                    self._log.info("deepgram.connected", track=self.name, replaying_s=self._replay_seconds())
+                    await self._stream(live)
+            except SttRejected as exc:
+                await self._give_up(exc)
+                return
+            except SttUnavailable as exc:
+                outage.connection_ended(opened_at=opened_at, now=loop.time(), produced_results=self._connection_results)
+                if not await self._wait_to_retry(exc, outage):
+                    return
+            else:
+                return
+
+    async def _wait_to_retry(self, error: SttUnavailable, outage: Outage) -> bool:
+        """Back off before the next attempt; False when there is nothing to retry or the outage is too long."""
+        settings = self._settings
+        if self._nothing_left():
+            return False
+        if outage.exhausted(asyncio.get_running_loop().time()):
+            await self._give_up(error, outage_s=settings.deepgram_outage_s)
+            return False
+        delay = backoff(
+            outage.attempts,
+            base_s=settings.deepgram_backoff_initial_s,
+            cap_s=settings.deepgram_backoff_max_s,
+            rng=self._rng,
+        )
+        self.counters.reconnects += 1
+        self._log.warning(
+            "deepgram.reconnecting", track=self.name, why=error.reason, attempt=outage.attempts, in_s=round(delay, 3)
+        )
+        await asyncio.sleep(delay)
+        return True
+
+    def _nothing_left(self) -> bool:
+        return self._live_input_ended and self._ledger.waiting_bytes == 0
+
+    def _replay_seconds(self) -> float:
+        return round(self._ledger.waiting_bytes / MULAW_BYTES_PER_SECOND, 2)
+
+    async def _stream(self, live: LiveConnection) -> None:
+        sender = asyncio.create_task(self._send(live), name=f"send-{self.name}")
+        receiver = asyncio.create_task(self._receive(live), name=f"receive-{self.name}")
+        try:
+            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if sender not in done:
+                receiver.result()  # raises the SttError that ended it, if any
+                raise SttUnavailable("Deepgram closed the connection before the call ended", close_code=1000)
+            sender.result()
+            await self._await_last_results(receiver)
+        finally:
+            for task in (sender, receiver):
+                task.cancel()
+            await asyncio.gather(sender, receiver, return_exceptions=True)
+
+    async def _await_last_results(self, receiver: asyncio.Task[None]) -> None:
+        timeout = self._settings.deepgram_close_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                await receiver
+        except TimeoutError as exc:
+            raise SttUnavailable(
+                f"no final results within DEEPGRAM_CLOSE_TIMEOUT_S ({timeout:g} s) of CloseStream"
+            ) from exc
+        if self._ledger.unacknowledged_bytes > FRAME_BYTES:  # timestamps are rounded; a frame is noise
+            raise SttUnavailable("Deepgram closed without final results for all the audio")
+
+    async def _send(self, live: LiveConnection) -> None:
+        """Ledger to Deepgram, paced while replaying; KeepAlive when idle; CloseStream when input ends."""
+        loop = asyncio.get_running_loop()
+        settings = self._settings
+        ledger = self._ledger
+        started = last_sent = self._last_heard_at = loop.time()
+        while True:
+            now = loop.time()
+            self._check_deepgram_alive(now)
+            wait_s = self._batch_due_in() if ledger.pending_chunks else None
+            if ledger.pending_chunks and (wait_s is None or wait_s <= 0):
+                ahead_s = (ledger.connection_sent - REPLAY_BURST_BYTES) / REPLAY_RATE - (now - started)
+                if ahead_s > 0:  # replaying faster than Deepgram allows
+                    await asyncio.sleep(ahead_s)
+                    continue
+                chunk = ledger.take(self._batch_chunks)
+                await live.send_audio(chunk)
+                self.counters.bytes_sent += len(chunk)
+                last_sent = loop.time()
+                if ledger.pending_chunks:
+                    self._oldest_at = time.monotonic()
+                continue
+            if self._live_input_ended and not ledger.pending_chunks:
+                await live.close_stream()
+                return
+            idle_s = settings.deepgram_keepalive_s - (now - last_sent)
+            if idle_s <= 0:
+                await live.keep_alive()
+                self.counters.keepalives += 1
+                last_sent = loop.time()
+                continue
+            await self._sleep_until_woken(min(idle_s, wait_s) if wait_s is not None else idle_s)
+
+    def _check_deepgram_alive(self, now: float) -> None:
+        limit = self._settings.deepgram_result_timeout_s
+        if self._ledger.unacknowledged_bytes and now - self._last_heard_at > limit:
+            raise SttUnavailable(f"Deepgram sent nothing for DEEPGRAM_RESULT_TIMEOUT_S ({limit:g} s)")
+
+    async def _sleep_until_woken(self, timeout_s: float) -> None:
+        self._wakeup.clear()
+        if self._ledger.unacknowledged_bytes:
+            timeout_s = min(timeout_s, self._settings.deepgram_result_timeout_s)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._wakeup.wait()
+        except TimeoutError:
+            pass
+
+    def _batch_due_in(self) -> float | None:
+        """Seconds until the pending audio should go out; None means now."""
+        if self._live_input_ended or self._ledger.pending_chunks >= self._batch_chunks:
+            return None
+        return self._batch_wait_s - (time.monotonic() - self._oldest_at)
+
+    async def _receive(self, live: LiveConnection) -> None:
+        loop = asyncio.get_running_loop()
+        async for event in live.events():
+            self._last_heard_at = loop.time()
+            if isinstance(event, SttResult):
+                self._on_result(event)
+            elif isinstance(event, SttMetadata):
+                # Deepgram's last word on a stream: it has processed this much audio, finals included.
+                self._ledger.acknowledge(event.duration)
+                self._remember_request(event.request_id)
+            elif isinstance(event, SttServerError):
+                self._log.warning("deepgram.error_message", track=self.name, description=event.description)
+
+    def _on_result(self, result: SttResult) -> None:
+        if result.request_id:
+            self._remember_request(result.request_id)
+        start, end = self._ledger.call_time(result.start), self._ledger.call_time(result.end)
+        if result.is_final:
+            self._connection_results = True
+            self._ledger.acknowledge(result.end)
+            self.counters.finals += 1
+            if end <= self._last_final_end_s and result.duration > 0:
+                self.counters.finals_repeated += 1  # a stretch already final before a reconnect
+                return
+            self._last_final_end_s = max(self._last_final_end_s, end)
+        else:
+            self.counters.interims += 1
+        if not result.text:
+            return  # Deepgram's results for silence: nothing to show or keep
+        self._emit(
+            Transcript(
+                call_sid=self._call.call_sid,
+                stream_sid=self._call.stream_sid,
+                track=self.name,
+                is_final=result.is_final,
+                speech_final=result.speech_final,
+                from_finalize=result.from_finalize,
+                text=result.text,
+                start=round(start, 3),
+                end=round(end, 3),
+                confidence=result.confidence,
+                words=result.words,
+                request_id=result.request_id,
+            )
+        )
+
+    def _remember_request(self, request_id: str) -> None:
+        if request_id not in self.counters.request_ids:
+            self.counters.request_ids.append(request_id)
+
+    # --- Spool --------------------------------------------------------------------------------------------
+
+    async def _give_up(self, error: SttError, *, outage_s: float | None = None) -> None:
+        """Live transcription cannot cover this track any more: what is not final, and what comes, is spooled."""
+        self.failure = error
+        reason = error.reason if outage_s is None else f"Deepgram unavailable for {outage_s:g} s: {error.reason}"
+        start_s, audio = self._ledger.release()
+        if self._segment is None:
+            self._start_spooling(start_s, reason).write(audio)
+        elif audio:
+            # Already spooling newer audio: this older stretch gets its own entry.
+            self._spool_stretch(start_s, audio, reason)
+        self.counters.bytes_spooled += len(audio)
+        self._end_live_input()
+        await self._on_failure(self, error)
+
+    def _start_spooling(self, start_s: float, reason: str) -> SpoolSegment:
+        self._spool_reason = reason
+        segment = self._spool.open_segment(
+            call_sid=self._call.call_sid, stream_sid=self._call.stream_sid, track=self.name,
+            start_s=start_s, reason=reason,
+        )  # fmt: skip
+        self._segment = segment
+        self._log.warning("audio.spooling", track=self.name, from_s=round(start_s, 2), why=reason)
+        return segment
+
+    def _close_segment(self) -> None:
+        if self._segment is not None:
+            self._record_entry(self._segment.close())
+            self._segment = None
+
+    def _record_entry(self, entry: Any) -> None:
+        if entry is not None:
+            self.counters.spool_entries.append(str(getattr(entry, "id", entry)))
+
+    def _spool_stretch(self, start_s: float, audio: bytes, reason: str) -> None:
+        """One closed spool entry for a stretch of audio."""
+        segment = self._spool.open_segment(
+            call_sid=self._call.call_sid, stream_sid=self._call.stream_sid, track=self.name,
+            start_s=start_s, reason=reason,
+        )  # fmt: skip
+        segment.write(audio)
+        self._record_entry(segment.close())
+        self._log.warning("audio.spooling", track=self.name, from_s=round(start_s, 2), why=reason)
+
+    def abandon(self) -> None:
+        """The process is stopping and Deepgram did not finish in time: spool what is not yet final."""
+        start_s, audio = self._ledger.release()
+        if audio:
+            self._spool_stretch(start_s, audio, "callscribe stopped before Deepgram's final results")
+            self.counters.bytes_spooled += len(audio)
+        self._close_segment()
