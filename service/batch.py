@@ -10,7 +10,8 @@ next pass (every SPOOL_RETRY_S).
 Delivery is at least once. Emitting an entry's transcripts and removing it run with no `await` in between, so
 nothing in this process can come between them; only a crash of the process in that window (a few synchronous
 log writes and two unlinks) can deliver an entry again after a restart. Each batch transcript has a stable key,
-`batch_key(entry, index)`, logged in the `batch.delivered` line, so a consumer can drop such a repeat.
+`batch_key(entry, index)`, bound into its own log line (`batch_key`) and listed in the entry's `batch.delivered`
+line, so a consumer can drop such a repeat.
 """
 
 from __future__ import annotations
@@ -180,6 +181,8 @@ def _translated() -> Iterator[None]:
         raise SttUnavailable(f"Deepgram did not answer in time ({type(exc).__name__})") from exc
     except (httpx.TransportError, OSError) as exc:
         raise SttUnavailable(f"cannot reach Deepgram: {type(exc).__name__}") from exc
+    except httpx.HTTPError as exc:  # a broken answer (bad encoding, redirects): may pass, like a 5xx
+        raise SttUnavailable(f"Deepgram's answer could not be read: {type(exc).__name__}") from exc
 
 
 def _from_status(status: int | None, body: object) -> SttError:
@@ -274,8 +277,11 @@ class BatchWorker:
     def _deliver(self, entry: SpoolEntry, transcripts: list[Transcript]) -> bool:
         # Synchronous from the first transcript to the removal: see the module docstring on repeats.
         try:
-            for transcript in transcripts:
-                self._sink(transcript)
+            for index, transcript in enumerate(transcripts):
+                # Bound for the sink's call, so the transcript's own log line carries its key (log_transcript
+                # logs through structlog, whose contextvars merge into every line).
+                with structlog.contextvars.bound_contextvars(batch_key=batch_key(entry, index)):
+                    self._sink(transcript)
         except Exception as exc:  # the sink is not ours; the entry stays and is tried again
             log.exception("batch.sink_failed", spool_id=entry.id)
             self._failed(entry, f"transcript sink failed: {type(exc).__name__}")

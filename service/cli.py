@@ -10,9 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service import logs
 from service.settings import Settings, describe_error
-
 
 # Routes Hypercorn's own log lines through the root logger, so they share the service's format.
 HYPERCORN_LOGGING = Path(__file__).resolve().parent / "hypercorn_logging.json"
@@ -68,3 +66,7 @@ def add_commands(commands: Any) -> None:
 
     simulator.add_arguments(simulate_parser)
     simulate_parser.set_defaults(handler=simulate)
+
+    from service import spool_cli  # noqa: PLC0415 - `spool list` needs neither the SDK nor the app
+
+    spool_cli.add_commands(commands)

@@ -225,6 +225,7 @@ class CallSession:
             finals=sum(c.finals for c in counters),
             interims=sum(c.interims for c in counters),
             audio_s_spooled=round(sum(c.bytes_spooled for c in counters) / MULAW_BYTES_PER_SECOND, 2),
+            audio_s_lost=round(sum(c.bytes_lost for c in counters) / MULAW_BYTES_PER_SECOND, 2),
             spool_entries=",".join(entry for c in counters for entry in c.spool_entries),
             reconnects=sum(c.reconnects for c in counters),
             finals_repeated=sum(c.finals_repeated for c in counters),

@@ -8,11 +8,11 @@ One entry per stretch of one track, named by a stem `<created>-<call_sid>-<track
     <stem>.json           the sidecar, written last: its presence is what makes an entry complete
     <stem>.*.tmp          temporaries of atomic writes (write, fsync, os.replace); never read
 
-Crash safety (process death: SIGKILL, OOM, a dyno restart). Audio reaches the kernel on every `write` (the file is
-unbuffered), so a crash loses none of it; `recover()` finishes any segment no live process holds. Every step that
-makes or ends an entry is one `os.replace` or `os.unlink`, ordered so that a crash between two steps leaves either
-the old state or the new one, which `entries()` and `recover()` tell apart: a sidecar means complete; a sidecar
-without audio never exists (the WAV goes first, and is removed last).
+Crash safety (process death: SIGKILL, OOM, a dyno restart). Audio reaches the kernel on every `write` (`os.write`,
+no buffer in the process), so a crash loses none of it; `recover()` finishes any segment no live process holds.
+Every step that makes or ends an entry is one `os.replace` or `os.unlink`, ordered so that a crash between two
+steps leaves either the old state or the new one, which `entries()` and `recover()` tell apart: a sidecar means
+complete; a sidecar without audio never exists (the WAV goes first, and is removed last).
 
 Several processes may share the directory (Hypercorn workers, `python -m service spool retry`). Whoever writes,
 recovers, delivers or removes an entry holds an exclusive `flock` on its audio file's inode (the same inode from
@@ -117,7 +117,7 @@ class Spool:
         """Give the audio file under `fd` its real header, rename it to .wav, then write the sidecar."""
         os.pwrite(fd, mulaw_wav_header(data_bytes), 0)
         size = os.fstat(fd).st_size
-        if size > HEADER_BYTES + data_bytes:  # recovered after a crash inside an earlier _finish
+        if size > HEADER_BYTES + data_bytes:  # a pad from a crashed earlier _finish, or a write that failed partway
             os.ftruncate(fd, HEADER_BYTES + data_bytes)
         if data_bytes % 2:
             os.pwrite(fd, PAD_BYTE, HEADER_BYTES + data_bytes)

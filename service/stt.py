@@ -1,4 +1,4 @@
-"""I/O adapter: the only module that imports deepgram-sdk. One live connection per track of a call.
+"""I/O adapter: deepgram-sdk's live client (batch.py has its pre-recorded one). One connection per track.
 
 The SDK 7.x live client has no reconnect and no KeepAlive of its own (deepgram-live.md §6); this adapter
 only opens, sends, reads and translates errors once, into `SttRejected` / `SttUnavailable`. Policy (when to

@@ -10,6 +10,7 @@ replay what was not yet final; on a fatal one, or an outage longer than DEEPGRAM
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,43 @@ class Spool(Protocol):
     ) -> SpoolSegment: ...
 
 
+class GuardedSegment:
+    """A spool segment whose disk errors are counted and said once, instead of ending the call."""
+
+    def __init__(self, open_segment: Callable[[], SpoolSegment], counters: TrackCounters, log: Any) -> None:
+        self._counters = counters
+        self._log = log
+        self._segment: SpoolSegment | None = None
+        try:
+            self._segment = open_segment()
+        except OSError as exc:
+            self._lost(exc)
+
+    def write(self, mulaw: bytes) -> None:
+        if self._segment is not None:
+            try:
+                self._segment.write(mulaw)
+            except OSError as exc:
+                self._lost(exc)
+            else:
+                self._counters.bytes_spooled += len(mulaw)
+                return
+        self._counters.bytes_lost += len(mulaw)
+
+    def close(self) -> Any:
+        if self._segment is None:
+            return None
+        try:
+            return self._segment.close()
+        except OSError as exc:
+            self._lost(exc)
+            return None
+
+    def _lost(self, error: OSError) -> None:
+        self._segment = None
+        self._log.error("audio.lost", why=f"cannot write the spool: {error.strerror or error}")
+
+
 @dataclass(frozen=True, slots=True)
 class CallInfo:
     call_sid: str
@@ -83,6 +121,7 @@ class TrackCounters:
     frames_in: int = 0
     bytes_sent: int = 0  # to Deepgram, replays included
     bytes_spooled: int = 0
+    bytes_lost: int = 0  # could not be spooled either (disk full, spool not writable)
     chunks_missing: int = 0  # gaps in Twilio's own chunk numbers
     interims: int = 0
     finals: int = 0
@@ -128,7 +167,7 @@ class TrackStream:
         self._wakeup = asyncio.Event()
         self._twilio_done = asyncio.Event()
         self._live_input_ended = False  # no more audio for Deepgram: flush, CloseStream, wait for finals
-        self._segment: SpoolSegment | None = None
+        self._segment: GuardedSegment | None = None
         self._spool_reason = ""
         self._last_chunk = 0
         self._last_final_end_s = 0.0
@@ -152,7 +191,6 @@ class TrackStream:
             self._end_live_input()
         if self._segment is not None:
             self._segment.write(payload)
-            counters.bytes_spooled += len(payload)
             self._ledger.skip(len(payload))
             return
         if not self._ledger.pending_chunks:
@@ -360,9 +398,18 @@ class TrackStream:
                 start=round(start, 3),
                 end=round(end, 3),
                 confidence=result.confidence,
-                words=result.words,
+                words=self._on_call_timeline(result.words),
                 request_id=result.request_id,
             )
+        )
+
+    def _on_call_timeline(self, words: tuple[Word, ...]) -> tuple[Word, ...]:
+        offset = self._ledger.call_time(0.0)
+        if not offset:
+            return words
+        return tuple(
+            dataclasses.replace(word, start=round(word.start + offset, 3), end=round(word.end + offset, 3))
+            for word in words
         )
 
     def _remember_request(self, request_id: str) -> None:
@@ -381,16 +428,22 @@ class TrackStream:
         elif audio:
             # Already spooling newer audio: this older stretch gets its own entry.
             self._spool_stretch(start_s, audio, reason)
-        self.counters.bytes_spooled += len(audio)
         self._end_live_input()
         await self._on_failure(self, error)
 
-    def _start_spooling(self, start_s: float, reason: str) -> SpoolSegment:
-        self._spool_reason = reason
-        segment = self._spool.open_segment(
-            call_sid=self._call.call_sid, stream_sid=self._call.stream_sid, track=self.name,
-            start_s=start_s, reason=reason,
+    def _open_segment(self, start_s: float, reason: str) -> GuardedSegment:
+        return GuardedSegment(
+            lambda: self._spool.open_segment(
+                call_sid=self._call.call_sid, stream_sid=self._call.stream_sid, track=self.name,
+                start_s=start_s, reason=reason,
+            ),
+            self.counters,
+            self._log.bind(track=self.name),
         )  # fmt: skip
+
+    def _start_spooling(self, start_s: float, reason: str) -> GuardedSegment:
+        self._spool_reason = reason
+        segment = self._open_segment(start_s, reason)
         self._segment = segment
         self._log.warning("audio.spooling", track=self.name, from_s=round(start_s, 2), why=reason)
         return segment
@@ -406,10 +459,7 @@ class TrackStream:
 
     def _spool_stretch(self, start_s: float, audio: bytes, reason: str) -> None:
         """One closed spool entry for a stretch of audio."""
-        segment = self._spool.open_segment(
-            call_sid=self._call.call_sid, stream_sid=self._call.stream_sid, track=self.name,
-            start_s=start_s, reason=reason,
-        )  # fmt: skip
+        segment = self._open_segment(start_s, reason)
         segment.write(audio)
         self._record_entry(segment.close())
         self._log.warning("audio.spooling", track=self.name, from_s=round(start_s, 2), why=reason)
@@ -419,5 +469,4 @@ class TrackStream:
         start_s, audio = self._ledger.release()
         if audio:
             self._spool_stretch(start_s, audio, "callscribe stopped before Deepgram's final results")
-            self.counters.bytes_spooled += len(audio)
         self._close_segment()

@@ -15,6 +15,7 @@ import pytest
 from deepgram.core.unchecked_base_model import construct_type
 from deepgram.types.listen_v1response import ListenV1Response
 
+from service.app import log_transcript
 from service.batch import BatchWorker, batch_key, batch_options, to_transcripts, transcribe
 from service.errors import SttRejected, SttUnavailable
 from service.settings import Settings
@@ -238,6 +239,18 @@ async def test_audio_that_is_not_a_wav_is_refused_as_a_bad_request(
     assert await worker.run_once() == 0
     [waiting] = Spool(tmp_path).entries()
     assert "HTTP 400" in (waiting.last_error or "")
+
+
+async def test_each_transcript_line_carries_its_key(
+    batch_api: FakeDeepgramBatch, tmp_path: Path, log_lines: LogLines
+) -> None:
+    """With the service's own log sink, every batch transcript line names its idempotency key."""
+    entry = spool_audio(tmp_path, SPEECH, start_s=0.0)
+    assert await BatchWorker(settings_for(batch_api, tmp_path), Spool(tmp_path), log_transcript).run_once() == 1
+    lines = log_lines.events("transcript", batch=True)
+    assert [line["batch_key"] for line in lines] == [batch_key(entry, 0), batch_key(entry, 1)]
+    assert [w for line in lines for w in line["text"].split()] == expected_words(SPEECH)
+    assert "batch_key" not in log_lines.events("batch.delivered")[0]  # bound only around the sink
 
 
 def test_without_utterances_each_channel_is_one_transcript(tmp_path: Path) -> None:

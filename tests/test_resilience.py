@@ -12,11 +12,11 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from service.simulator import CallSpec, simulate_call
 from service.spool import Spool
 from service.wav import read_mulaw_wav
-
-from service.simulator import CallSpec, simulate_call
-from tests.conftest import TWILIO_TOKEN, LogLines, make_settings, running_service
+from tests.conftest import DEEPGRAM_KEY, TWILIO_TOKEN, LogLines, make_settings, running_service
+from tests.fakes.deepgram_batch import FakeDeepgramBatch
 from tests.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.test_calls import call_audio, final_words
 
@@ -196,3 +196,45 @@ async def test_memory_is_bounded_when_deepgram_falls_behind(
     assert pieces[1][0] == 1.0  # bounded: live held exactly one second
     assert summary["audio_s_spooled"] == 3.0
     assert len(log_lines.events("audio.spooling")) == 2
+
+
+async def test_an_unwritable_spool_is_counted_and_said_not_a_crash(
+    deepgram: FakeDeepgram, log_lines: LogLines, tmp_path: Path
+) -> None:
+    """If the spool cannot be written (a file where the folder should be), the loss is logged and counted."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    spec = CallSpec(inbound=call_audio(210, 1.0), speed=0)
+    summary = await run_call(deepgram, log_lines, spec, deepgram_api_key="wrong-key", spool_dir=blocker)
+    assert summary["audio_s_lost"] == 1.0
+    assert summary["audio_s_spooled"] == 0
+    assert log_lines.events("audio.lost")
+
+
+async def test_spooled_audio_comes_back_as_batch_transcripts_after_a_restart(
+    deepgram: FakeDeepgram, log_lines: LogLines, tmp_path: Path
+) -> None:
+    """Live down and batch failing: the call is spooled; after a restart the worker delivers it exactly once."""
+    deepgram.faults.reject_status = 503  # live Deepgram stays down
+    spec = CallSpec(inbound=call_audio(211, 3.0), speed=0)
+    async with FakeDeepgramBatch(api_key=DEEPGRAM_KEY) as batch:
+        batch.fail_status = 503  # and so does batch, for the first process's lifetime
+        settings: dict[str, Any] = {
+            "spool_dir": tmp_path, "deepgram_batch_url": batch.url, "deepgram_outage_s": 0.3,
+            "deepgram_backoff_initial_s": 0.05, "spool_retry_s": 0.2,
+        }  # fmt: skip
+        async with running_service(make_settings(deepgram, **settings)) as service:
+            await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
+            await log_lines.wait_for("batch.failed", timeout=10, call_sid=spec.call_sid)
+        assert [entry.call_sid for entry in Spool(tmp_path).entries()] == [spec.call_sid]
+        assert not log_lines.events("transcript", call_sid=spec.call_sid, is_final=True)
+
+        batch.fail_status = None  # Deepgram's batch API is back; a new process starts
+        async with running_service(make_settings(deepgram, **settings)):
+            await log_lines.wait_for("batch.delivered", timeout=10)
+            await asyncio.sleep(0.5)  # more worker passes: nothing may be delivered twice
+
+    finals = log_lines.events("transcript", call_sid=spec.call_sid, is_final=True)
+    assert all(line["batch"] for line in finals)
+    assert final_words(log_lines, spec.call_sid) == expected_words(padded(spec.inbound))
+    assert Spool(tmp_path).entries() == []

@@ -66,6 +66,7 @@ async def test_retry_delivers_everything_and_exits_zero(batch_api: FakeDeepgramB
     transcripts = [line for line in lines if line["event"] == "transcript"]
     assert [w for line in transcripts for w in line["text"].split()] == expected_words(SPEECH)
     assert all(line["batch"] and line["is_final"] for line in transcripts)
+    assert [line["batch_key"] for line in transcripts] == [f"{entry.id}#0", f"{entry.id}#1"]
     assert transcripts[0]["start"] == 4.0
     assert stdout.splitlines()[-1] == "delivered 1, failed 0"
     assert await run_spool("list", spool_dir) == (0, "spool is empty\n")
