@@ -293,11 +293,7 @@ class BatchWorker:
             log.exception("batch.not_removed", spool_id=entry.id, error=f"{type(exc).__name__}: {exc.strerror or exc}")
         log.info(
             "batch.delivered",
-            call_sid=entry.call_sid,
-            stream_sid=entry.stream_sid,
-            track=entry.track,
-            spool_id=entry.id,
-            why=entry.reason,
+            **_about(entry),
             audio_s=round(entry.duration_s, 2),
             attempts=entry.attempts + 1,
             transcripts=len(transcripts),
@@ -309,11 +305,18 @@ class BatchWorker:
         updated = self._spool.record_failure(entry, error)
         log.warning(
             "batch.failed",
-            call_sid=entry.call_sid,
-            stream_sid=entry.stream_sid,
-            track=entry.track,
-            spool_id=entry.id,
-            why=entry.reason,
+            **_about(entry),
             error=error,
             attempts=updated.attempts,
         )
+
+
+def _about(entry: SpoolEntry) -> dict[str, str]:
+    """The fields every log line about a spool entry carries."""
+    return {
+        "call_sid": entry.call_sid,
+        "stream_sid": entry.stream_sid,
+        "track": entry.track,
+        "spool_id": entry.id,
+        "why": entry.reason,
+    }
