@@ -10,11 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-from service.spool import Spool
-from service.wav import read_mulaw_wav
 from websockets.exceptions import ConnectionClosed
 
 from service.simulator import CallSpec, build_messages, simulate_call, twilio_signature
+from service.spool import Spool
+from service.wav import read_mulaw_wav
 from tests.conftest import TWILIO_TOKEN, LogLines, make_settings, running_service
 from tests.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.test_calls import call_audio, final_words
