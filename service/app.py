@@ -121,7 +121,7 @@ class Service:
             model=settings.deepgram_model,
             stream_track=settings.stream_track,
             max_calls=settings.max_calls,
-            deepgram_key="set" if self.stt.configured else "MISSING (calls will not be transcribed)",
+            deepgram_key="set" if self.stt.configured else "MISSING (calls go to the spool, not to live transcription)",
             twilio_auth_token=twilio_auth,
         )
         for name in ignored_options(settings):

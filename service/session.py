@@ -74,6 +74,8 @@ class CallSession:
         self._twilio_open = True
         self._started_at = time.monotonic()
         self._unknown_events: set[str] = set()
+        self._last_sequence = 0
+        self._messages_missing = 0
         self._failure: SttError | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._track_tasks: list[asyncio.Task[None]] = []
@@ -96,6 +98,7 @@ class CallSession:
         except InvalidState as exc:
             return self._reject(close_codes.POLICY_VIOLATION, str(exc))
         if isinstance(event, Media):  # the hot path: 50 a second per track
+            self._count_sequence(event.sequence_number)
             track = self.tracks.get(event.track)
             if track is None:
                 return self._reject(close_codes.POLICY_VIOLATION, f"media for track '{event.track}' not in start")
@@ -103,8 +106,15 @@ class CallSession:
             return None
         return self._on_control(event)
 
+    def _count_sequence(self, number: int) -> None:
+        """Twilio numbers every message after `connected`; a jump means messages it never delivered."""
+        if self._last_sequence and number > self._last_sequence + 1:
+            self._messages_missing += number - self._last_sequence - 1
+        self._last_sequence = max(self._last_sequence, number)
+
     def _on_control(self, event: TwilioEvent) -> Reject | None:
         if isinstance(event, Start):
+            self._last_sequence = event.sequence_number
             return self._on_start(event)
         if isinstance(event, Stop):
             self._end("stop")
@@ -230,6 +240,8 @@ class CallSession:
             reconnects=sum(c.reconnects for c in counters),
             finals_repeated=sum(c.finals_repeated for c in counters),
             chunks_missing=sum(c.chunks_missing for c in counters),
+            messages_missing=self._messages_missing,
+            buffer_peak_s=round(max((c.peak_waiting_bytes for c in counters), default=0) / MULAW_BYTES_PER_SECOND, 2),
             keepalives=sum(c.keepalives for c in counters),
             deepgram_request_ids=",".join(rid for c in counters for rid in c.request_ids),
             deepgram_error=self._failure.reason if self._failure else None,

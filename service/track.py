@@ -122,6 +122,7 @@ class TrackCounters:
     bytes_sent: int = 0  # to Deepgram, replays included
     bytes_spooled: int = 0
     bytes_lost: int = 0  # could not be spooled either (disk full, spool not writable)
+    peak_waiting_bytes: int = 0  # most audio held in memory for Deepgram at once (bounded by AUDIO_BUFFER_S)
     chunks_missing: int = 0  # gaps in Twilio's own chunk numbers
     interims: int = 0
     finals: int = 0
@@ -196,6 +197,7 @@ class TrackStream:
         if not self._ledger.pending_chunks:
             self._oldest_at = time.monotonic()
         self._ledger.receive(payload)
+        counters.peak_waiting_bytes = max(counters.peak_waiting_bytes, self._ledger.waiting_bytes)
         self._wakeup.set()
 
     def end(self) -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import random
 
-from service.simulator import CallResult, CallSpec, simulate_call
+from service.simulator import CallResult, CallSpec, build_messages, simulate_call
 from tests.conftest import DEEPGRAM_KEY, TWILIO_TOKEN, LogLines, make_settings, running_service
 from tests.fakes.deepgram_server import FakeDeepgram, expected_words
-from tests.twilio_stream import streaming
+from tests.twilio_stream import open_media, streaming
 
 
 def call_audio(seed: int, seconds: float) -> bytes:
@@ -157,3 +157,18 @@ async def test_audio_batching_groups_frames_without_changing_the_bytes(
     assert max(sizes) == 800
     assert len(sizes) <= len(audio) // 800 + 2  # at real-time-like pace frames wait for their batch
     assert final_words(log_lines, spec.call_sid) == expected_words(audio)
+
+
+async def test_twilios_own_gaps_are_counted_in_the_summary(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
+    """Media messages Twilio never delivered show up as missing chunks and sequence numbers in call.ended."""
+    spec = CallSpec(inbound=call_audio(71, 1.0), speed=0)
+    messages = build_messages(spec, "MZ" + spec.call_sid[2:], ["inbound"], {})
+    delivered = messages[:10] + messages[13:]  # three media messages lost on Twilio's side
+    async with running_service(make_settings(deepgram)) as service:
+        socket = await open_media(service.url)
+        for message in delivered:
+            await socket.send(message)
+        await socket.wait_closed()
+        summary = await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
+    assert (summary["chunks_missing"], summary["messages_missing"]) == (3, 3)
+    assert summary["frames_in"] == 47

@@ -195,6 +195,7 @@ async def test_memory_is_bounded_when_deepgram_falls_behind(
     assert "AUDIO_BUFFER_S (1 s)" in pieces[1][2]
     assert pieces[1][0] == 1.0  # bounded: live held exactly one second
     assert summary["audio_s_spooled"] == 3.0
+    assert summary["buffer_peak_s"] <= 1.0
     assert len(log_lines.events("audio.spooling")) == 2
 
 
