@@ -77,16 +77,48 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=64 * 1024, ge=1024)
     max_calls: int = Field(default=100, ge=1)
 
+    # --- Transcripts as data ----------------------------------------------------------------------------
+    # SQLite file by default; Heroku's postgres:// URLs are accepted as they are.
+    database_url: str = "sqlite+aiosqlite:///callscribe.sqlite3"
+    # Writes wait here (in memory) while the database is slow or down; past it they go to the journal file.
+    db_queue_max: int = Field(default=10_000, ge=10)
+    db_journal_path: Path = Path("callscribe-journal.jsonl")
+    retention_days: int | None = Field(default=None, ge=1)
+    speaker_inbound: str = Field(default="caller", min_length=1, max_length=64)
+    speaker_outbound: str = Field(default="agent", min_length=1, max_length=64)
+    # The /api bearer token; without it the API answers 503 saying it is off.
+    api_token: SecretStr | None = None
+    transcript_webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+
     # --- Serving and logs -----------------------------------------------------------------------------
     port: int = Field(default=5001, ge=1, le=65535)
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"
 
-    @field_validator("deepgram_api_key", "twilio_auth_token", mode="before")
+    @field_validator("deepgram_api_key", "twilio_auth_token", "api_token", "webhook_secret", mode="before")
     @classmethod
     def _blank_secret_is_unset(cls, value: object) -> object:
         # `DEEPGRAM_API_KEY=` in a .env means "not set", not "a key that Deepgram will refuse".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme.split("+", 1)[0] not in {"sqlite", "postgres", "postgresql"}:
+            raise ValueError("must be a sqlite:/// or postgres:// URL, such as postgres://user:pass@host:5432/db")
+        return value
+
+    @field_validator("transcript_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an absolute http(s):// URL")
+        return value
 
     @field_validator("deepgram_url")
     @classmethod

@@ -54,6 +54,7 @@ class Transcript:
     words: tuple[Word, ...] = field(repr=False)
     request_id: str | None
     batch: bool = False  # transcribed later from the spool, through the pre-recorded API
+    speaker: str = ""  # SPEAKER_INBOUND / SPEAKER_OUTBOUND for the track ("caller", "agent")
 
 
 TranscriptSink = Callable[[Transcript], None]

@@ -1,0 +1,119 @@
+"""Storage layer: the database schema (SQLAlchemy 2) and the async engine for DATABASE_URL.
+
+SQLite (aiosqlite) in the working directory by default, so `make run` needs nothing else; PostgreSQL
+(asyncpg) when DATABASE_URL says so, including Heroku's `postgres://` form. The schema is managed by the
+Alembic migrations in `service/migrations/`; `metadata` here is what they are checked against.
+
+Every row has a natural, idempotent key, so writing the same call or utterance twice (a retry, a journal
+replay, a batch delivery after a crash) never makes two rows.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///callscribe.sqlite3"
+
+# Constraint names are fixed so migrations can name them on every backend.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, list[dict[str, Any]]: JSON}
+
+
+class Call(Base):
+    """One call's stream: who, when, how it ended, and the counts from its summary line."""
+
+    __tablename__ = "calls"
+
+    call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    stream_sid: Mapped[str] = mapped_column(String(64))
+    account_sid: Mapped[str] = mapped_column(String(64), default="")
+    from_number: Mapped[str] = mapped_column(String(64), default="", index=True)
+    to_number: Mapped[str] = mapped_column(String(64), default="", index=True)
+    direction: Mapped[str] = mapped_column(String(32), default="")
+    custom_parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tracks: Mapped[list[str]] = mapped_column(default=list)
+    started_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ended_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    status: Mapped[str] = mapped_column(String(16), default="active", index=True)  # active | completed
+    ended_by: Mapped[str | None] = mapped_column(Text, default=None)
+    deepgram_request_ids: Mapped[list[str]] = mapped_column(default=list)
+    audio_s_inbound: Mapped[float] = mapped_column(Float, default=0.0)
+    audio_s_outbound: Mapped[float] = mapped_column(Float, default=0.0)
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Utterance(Base):
+    """One final result: a stretch of one track, with its speaker, words and where it came from."""
+
+    __tablename__ = "utterances"
+    __table_args__ = (Index("ix_utterances_call_start", "call_sid", "start"),)
+
+    # call/track/start in milliseconds: one final per stretch of audio, whichever path delivered it.
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), ForeignKey("calls.call_sid", ondelete="CASCADE"))
+    track: Mapped[str] = mapped_column(String(16))
+    speaker: Mapped[str] = mapped_column(String(64))
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    text: Mapped[str] = mapped_column(Text)
+    confidence: Mapped[float] = mapped_column(Float, default=0.0)
+    words: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
+    source: Mapped[str] = mapped_column(String(8), default="live")  # live | batch
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookDelivery(Base):
+    """One event for TRANSCRIPT_WEBHOOK_URL, kept until the receiver has it (survives restarts)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)  # idempotent: one per event
+    event_type: Mapped[str] = mapped_column(String(32))  # utterance.final | call.completed
+    call_sid: Mapped[str] = mapped_column(String(64), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+def async_url(url: str) -> str:
+    """DATABASE_URL as SQLAlchemy's async driver URL: Heroku's postgres:// included."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url.removeprefix("sqlite://")
+    return url
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """The process's engine; SQLite gets foreign keys on (for ON DELETE CASCADE) on every connection."""
+    engine = create_async_engine(async_url(url), pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        from sqlalchemy import event  # noqa: PLC0415 - only SQLite needs the hook
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _foreign_keys(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+    return engine
