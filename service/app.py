@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
 
 import structlog
@@ -22,6 +22,7 @@ from quart import Quart, Response, request, websocket
 from service import close_codes
 from service.batch import BatchWorker
 from service.deepgram_protocol import ignored_options
+from service.events import CallEnded, CallObserver, CallStarted
 from service.session import CallSession
 from service.settings import Settings
 from service.signatures import refusal, stream_url, webhook_url
@@ -68,6 +69,45 @@ class Calls:
         return len(late)
 
 
+class LogObserver:
+    """Transcripts as log lines; the session logs call.started and call.ended itself."""
+
+    def call_started(self, event: CallStarted) -> None:
+        pass
+
+    def transcript(self, transcript: Transcript) -> None:
+        log_transcript(transcript)
+
+    def call_ended(self, event: CallEnded) -> None:
+        pass
+
+
+class Fanout:
+    """Every call event to every observer; one observer's bug never reaches the call or the others."""
+
+    def __init__(self, observers: Sequence[CallObserver]) -> None:
+        self._observers = tuple(observers)
+
+    def call_started(self, event: CallStarted) -> None:
+        for observer in self._observers:
+            self._guarded(observer.call_started, event)
+
+    def transcript(self, transcript: Transcript) -> None:
+        for observer in self._observers:
+            self._guarded(observer.transcript, transcript)
+
+    def call_ended(self, event: CallEnded) -> None:
+        for observer in self._observers:
+            self._guarded(observer.call_ended, event)
+
+    @staticmethod
+    def _guarded(method: Callable[[Any], None], event: object) -> None:
+        try:
+            method(event)
+        except Exception:
+            log.exception("observer.failed", observer=type(getattr(method, "__self__", method)).__name__)
+
+
 def log_transcript(transcript: Transcript) -> None:
     """The transcript sink of this release: one log line per interim or final result."""
     log.info(
@@ -81,6 +121,7 @@ def log_transcript(transcript: Transcript) -> None:
         start=transcript.start,
         end=transcript.end,
         confidence=round(transcript.confidence, 3),
+        speaker=transcript.speaker,
         batch=transcript.batch,
     )
 
@@ -88,13 +129,13 @@ def log_transcript(transcript: Transcript) -> None:
 class Service:
     """What one process needs to take calls: settings, the Deepgram client, the open calls, the sink."""
 
-    def __init__(self, settings: Settings, sink: Callable[[Transcript], None], *, handle_sigterm: bool) -> None:
+    def __init__(self, settings: Settings, observers: Sequence[CallObserver], *, handle_sigterm: bool) -> None:
         self.settings = settings
-        self.sink = sink
+        self.observer = Fanout(observers)
         self.calls = Calls(settings.max_calls)
         self.stt = SttClient(settings)
         self.spool = Spool(settings.spool_dir)
-        self.batch = BatchWorker(settings, self.spool, sink)
+        self.batch = BatchWorker(settings, self.spool, self.observer.transcript)
         self._handle_sigterm = handle_sigterm
         self._stopping = False
         self._draining: asyncio.Future[None] | None = None
@@ -209,7 +250,7 @@ class Service:
                 await socket.close(code, reason)
 
         session = CallSession(
-            settings=self.settings, stt=self.stt, spool=self.spool, emit=self.sink, close_twilio=close_twilio
+            settings=self.settings, stt=self.stt, spool=self.spool, observer=self.observer, close_twilio=close_twilio
         )
         self.calls.add(session)
         self._keep(asyncio.ensure_future(self.calls.forget_when_finished(session)))
@@ -247,11 +288,11 @@ class Service:
 
 
 def create_app(
-    settings: Settings, *, sink: Callable[[Transcript], None] = log_transcript, handle_sigterm: bool = False
+    settings: Settings, *, observers: Sequence[CallObserver] | None = None, handle_sigterm: bool = False
 ) -> Quart:
     """The Quart app for `settings`; everything it holds hangs off `app.extensions["callscribe"]`."""
     app = Quart("callscribe")
-    service = Service(settings, sink, handle_sigterm=handle_sigterm)
+    service = Service(settings, observers or [LogObserver()], handle_sigterm=handle_sigterm)
     app.extensions["callscribe"] = service
     app.before_serving(service.announce)
     app.after_serving(service.shutdown)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,7 @@ from service.errors import SttError, SttRejected, SttUnavailable
 from service.settings import Settings
 from service.spool import Spool, SpoolEntry
 from service.stt import environment_for
-from service.track import Transcript, TranscriptSink
+from service.track import Transcript, TranscriptSink, speaker_for
 
 log: Any = structlog.get_logger("callscribe.batch")
 
@@ -281,7 +282,7 @@ class BatchWorker:
                 # Bound for the sink's call, so the transcript's own log line carries its key (log_transcript
                 # logs through structlog, whose contextvars merge into every line).
                 with structlog.contextvars.bound_contextvars(batch_key=batch_key(entry, index)):
-                    self._sink(transcript)
+                    self._sink(dataclasses.replace(transcript, speaker=speaker_for(self._settings, transcript.track)))
         except Exception as exc:  # the sink is not ours; the entry stays and is tried again
             log.exception("batch.sink_failed", spool_id=entry.id)
             self._failed(entry, f"transcript sink failed: {type(exc).__name__}")

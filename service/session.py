@@ -10,6 +10,7 @@ last finals and Metadata. Nothing here is module-level: every piece of call stat
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -20,9 +21,10 @@ import structlog
 from service import close_codes
 from service.deepgram_protocol import MULAW_BYTES_PER_SECOND
 from service.errors import InvalidState, SttError, TwilioProtocolError
+from service.events import CallEnded, CallObserver, CallStarted
 from service.settings import Settings
 from service.stt import SttClient
-from service.track import CallInfo, Spool, TrackStream, TranscriptSink
+from service.track import CallInfo, Spool, TrackCounters, TrackStream
 from service.twilio_protocol import (
     Connected,
     Dtmf,
@@ -58,7 +60,7 @@ class CallSession:
         settings: Settings,
         stt: SttClient,
         spool: Spool,
-        emit: TranscriptSink,
+        observer: CallObserver,
         close_twilio: CloseTwilio,
     ) -> None:
         self.state = StreamState.AWAITING_CONNECTED
@@ -69,7 +71,7 @@ class CallSession:
         self._settings = settings
         self._stt = stt
         self._spool = spool
-        self._emit = emit
+        self._observer = observer
         self._close_twilio = close_twilio
         self._twilio_open = True
         self._started_at = time.monotonic()
@@ -143,6 +145,20 @@ class CallSession:
             tracks=start.tracks,
             custom_parameters=dict(start.custom_parameters),
         )
+        params = start.custom_parameters
+        self._observer.call_started(
+            CallStarted(
+                call_sid=start.call_sid,
+                stream_sid=start.stream_sid,
+                account_sid=start.account_sid,
+                from_number=params.get("from", ""),
+                to_number=params.get("to", ""),
+                direction=params.get("direction", ""),
+                tracks=start.tracks,
+                custom_parameters=dict(params),
+                started_at=datetime.datetime.now(datetime.UTC),
+            )
+        )
         self._log.info(
             "call.started",
             tracks=",".join(start.tracks),
@@ -155,7 +171,7 @@ class CallSession:
                 settings=self._settings,
                 stt=self._stt,
                 spool=self._spool,
-                emit=self._emit,
+                emit=self._observer.transcript,
                 on_failure=self._on_track_failure,
                 log=self._log,
             )
@@ -226,8 +242,26 @@ class CallSession:
 
     def _log_summary(self) -> None:
         counters = [track.counters for track in self.tracks.values()]
-        self._log.info(
-            "call.ended",
+        summary = self._summary(counters)
+        self._log.info("call.ended", **summary)
+        if self.call is not None:
+            self._observer.call_ended(
+                CallEnded(
+                    call_sid=self.call.call_sid,
+                    stream_sid=self.call.stream_sid,
+                    ended_at=datetime.datetime.now(datetime.UTC),
+                    ended_by=summary["ended_by"],
+                    deepgram_request_ids=tuple(rid for c in counters for rid in c.request_ids),
+                    audio_s_by_track={
+                        name: round(track.counters.bytes_received / MULAW_BYTES_PER_SECOND, 2)
+                        for name, track in self.tracks.items()
+                    },
+                    summary=summary,
+                )
+            )
+
+    def _summary(self, counters: list[TrackCounters]) -> dict[str, Any]:
+        return dict(  # noqa: C408 - keyword form: these are the call.ended line's field names
             ended_by=self.ended_by or "unknown",
             duration_s=round(time.monotonic() - self._started_at, 2),
             audio_s_sent=round(sum(c.bytes_sent for c in counters) / MULAW_BYTES_PER_SECOND, 2),

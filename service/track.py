@@ -60,6 +60,11 @@ class Transcript:
 TranscriptSink = Callable[[Transcript], None]
 
 
+def speaker_for(settings: Settings, track: str) -> str:
+    """Who speaks on a track: Twilio's inbound track is the caller, outbound the other party."""
+    return settings.speaker_inbound if track == "inbound" else settings.speaker_outbound
+
+
 class SpoolSegment(Protocol):
     def write(self, mulaw: bytes) -> None: ...
     def close(self) -> Any: ...
@@ -120,6 +125,7 @@ class CallInfo:
 @dataclass(slots=True)
 class TrackCounters:
     frames_in: int = 0
+    bytes_received: int = 0  # from Twilio
     bytes_sent: int = 0  # to Deepgram, replays included
     bytes_spooled: int = 0
     bytes_lost: int = 0  # could not be spooled either (disk full, spool not writable)
@@ -162,6 +168,7 @@ class TrackStream:
         self._log = log
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._ledger = AudioLedger()
+        self._speaker = speaker_for(settings, name)
         self._max_bytes = max(FRAME_MS * 8, int(settings.audio_buffer_s * MULAW_BYTES_PER_SECOND))
         self._batch_chunks = max(1, settings.audio_batch_ms // FRAME_MS)
         self._batch_wait_s = (settings.audio_batch_ms - FRAME_MS) / 1000
@@ -181,6 +188,7 @@ class TrackStream:
     def push(self, chunk: int, payload: bytes) -> None:
         counters = self.counters
         counters.frames_in += 1
+        counters.bytes_received += len(payload)
         if self._last_chunk and chunk > self._last_chunk + 1:
             counters.chunks_missing += chunk - self._last_chunk - 1
         self._last_chunk = chunk
@@ -403,6 +411,7 @@ class TrackStream:
                 confidence=result.confidence,
                 words=self._on_call_timeline(result.words),
                 request_id=result.request_id,
+                speaker=self._speaker,
             )
         )
 

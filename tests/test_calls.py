@@ -61,6 +61,7 @@ async def test_a_call_becomes_a_live_transcript(deepgram: FakeDeepgram, log_line
     finals = log_lines.events("transcript", call_sid=call_sid, is_final=True)
     assert [line["start"] for line in finals] == sorted(line["start"] for line in finals)
     assert all(line["stream_sid"] == result.stream_sid and line["track"] == "inbound" for line in finals)
+    assert {line["speaker"] for line in finals} == {"caller"}
     assert finals[0]["start"] == 0.0
     assert finals[-1]["end"] == 3.0
     assert log_lines.events("transcript", call_sid=call_sid, is_final=False), "interim results are logged too"
@@ -119,6 +120,8 @@ async def test_both_tracks_are_transcribed_separately(deepgram: FakeDeepgram, lo
     assert sorted(bytes(c.audio) for c in deepgram.connections) == sorted([caller, agent])
     assert final_words(log_lines, spec.call_sid, "inbound") == expected_words(caller)
     assert final_words(log_lines, spec.call_sid, "outbound") == expected_words(agent)
+    speakers = {(line["track"], line["speaker"]) for line in log_lines.events("transcript", call_sid=spec.call_sid)}
+    assert speakers == {("inbound", "caller"), ("outbound", "agent")}
 
 
 async def test_keepalive_is_sent_while_no_audio_flows(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
