@@ -1,0 +1,61 @@
+"""Protocol layer (no I/O): the events TRANSCRIPT_WEBHOOK_URL receives, built from what the database stores.
+
+Each event has a stable id derived from what it describes (an utterance's key, a call's SID), so the
+outbox row, a retry and the receiver's own dedupe all agree on what "the same event" is.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+UTTERANCE_FINAL = "utterance.final"
+CALL_COMPLETED = "call.completed"
+
+
+def _iso(value: datetime.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def utterance_event(utterance: Mapping[str, Any], created_at: datetime.datetime) -> dict[str, Any]:
+    """`utterance.final`: one final result, with its speaker and place on the call's timeline."""
+    return {
+        "id": f"{UTTERANCE_FINAL}:{utterance['key']}",
+        "type": UTTERANCE_FINAL,
+        "created_at": _iso(created_at),
+        "data": {
+            "call_sid": utterance["call_sid"],
+            "track": utterance["track"],
+            "speaker": utterance["speaker"],
+            "start": utterance["start"],
+            "end": utterance["end"],
+            "text": utterance["text"],
+            "confidence": utterance["confidence"],
+            "source": utterance["source"],
+        },
+    }
+
+
+def call_completed_event(
+    call: Mapping[str, Any], utterances: Sequence[Mapping[str, Any]], created_at: datetime.datetime
+) -> dict[str, Any]:
+    """`call.completed`: the call and its whole transcript as stored when the stream ended."""
+    return {
+        "id": f"{CALL_COMPLETED}:{call['call_sid']}",
+        "type": CALL_COMPLETED,
+        "created_at": _iso(created_at),
+        "data": {
+            "call_sid": call["call_sid"],
+            "from": call.get("from_number", ""),
+            "to": call.get("to_number", ""),
+            "direction": call.get("direction", ""),
+            "started_at": _iso(call.get("started_at")),
+            "ended_at": _iso(call.get("ended_at")),
+            "ended_by": call.get("ended_by"),
+            "transcript": [
+                {key: utterance[key] for key in ("track", "speaker", "start", "end", "text", "source")}
+                for utterance in sorted(utterances, key=lambda u: (u["start"], u["track"]))
+            ],
+        },
+    }
