@@ -72,7 +72,18 @@ class SttServerError:
 SttEvent = SttResult | SttMetadata | SttUtteranceEnd | SttSpeechStarted | SttServerError
 
 
-def live_options(settings: Settings, *, channels: int = 1) -> dict[str, Any]:
+def speaker_runs(words: tuple[Word, ...]) -> list[tuple[int | None, tuple[Word, ...]]]:
+    """Consecutive words by the same diarized speaker, in order: [(speaker, words), ...]."""
+    runs: list[tuple[int | None, list[Word]]] = []
+    for word in words:
+        if runs and runs[-1][0] == word.speaker:
+            runs[-1][1].append(word)
+        else:
+            runs.append((word.speaker, [word]))
+    return [(speaker, tuple(run)) for speaker, run in runs]
+
+
+def live_options(settings: Settings, *, channels: int = 1, diarize: bool = False) -> dict[str, Any]:
     """The keyword arguments for the SDK's `listen.v1.connect`, for Twilio's mu-law 8 kHz audio.
 
     Audio goes to Deepgram as Twilio sent it (no transcoding), so encoding and rate are fixed. Options the
@@ -95,6 +106,8 @@ def live_options(settings: Settings, *, channels: int = 1) -> dict[str, Any]:
         options["utterance_end_ms"] = settings.deepgram_utterance_end_ms
     if settings.deepgram_vad_events:
         options["vad_events"] = True
+    if diarize:
+        options["diarize"] = True
     if settings.deepgram_keyterms:
         options["keyterm"] = list(settings.deepgram_keyterms)
     extra = pass_through_options(settings.deepgram_extra_options, reserved=options.keys())

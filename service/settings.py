@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     deepgram_endpointing_ms: int = Field(default=300, ge=0)  # 0 turns endpointing off
     deepgram_utterance_end_ms: int = Field(default=1000, ge=0)  # 0 turns UtteranceEnd off
     deepgram_vad_events: bool = False
+    # Deepgram diarization on single-track calls: finals are split per voice, labelled "speaker 1", "speaker 2"...
+    deepgram_diarize: bool = False
     deepgram_keyterms: Annotated[tuple[str, ...], NoDecode] = ()
     # Any other live option, as a query string: "diarize=true&redact=pci&tag=support".
     deepgram_options: str = ""

@@ -24,6 +24,7 @@ from service.deepgram_protocol import (
     SttServerError,
     Word,
     live_options,
+    speaker_runs,
 )
 from service.errors import SttError, SttRejected, SttUnavailable
 from service.ledger import AudioLedger
@@ -63,6 +64,25 @@ TranscriptSink = Callable[[Transcript], None]
 def speaker_for(settings: Settings, track: str) -> str:
     """Who speaks on a track: Twilio's inbound track is the caller, outbound the other party."""
     return settings.speaker_inbound if track == "inbound" else settings.speaker_outbound
+
+
+def by_speaker(transcript: Transcript) -> list[Transcript]:
+    """A diarized final as one transcript per run of one voice, labelled "speaker 1", "speaker 2", ..."""
+    runs = speaker_runs(transcript.words)
+    if len(runs) <= 1 and (not runs or runs[0][0] is None):
+        return [transcript]
+    return [
+        dataclasses.replace(
+            transcript,
+            text=" ".join(word.punctuated_word or word.word for word in words),
+            start=words[0].start,
+            end=words[-1].end,
+            confidence=round(sum(word.confidence for word in words) / len(words), 3),
+            words=words,
+            speaker=f"speaker {speaker + 1}" if speaker is not None else transcript.speaker,
+        )
+        for speaker, words in runs
+    ]
 
 
 class SpoolSegment(Protocol):
@@ -169,6 +189,8 @@ class TrackStream:
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._ledger = AudioLedger()
         self._speaker = speaker_for(settings, name)
+        # Diarization separates voices sharing one track; with both tracks, each track is already one side.
+        self._diarize = settings.deepgram_diarize and len(call.tracks) == 1
         self._max_bytes = max(FRAME_MS * 8, int(settings.audio_buffer_s * MULAW_BYTES_PER_SECOND))
         self._batch_chunks = max(1, settings.audio_batch_ms // FRAME_MS)
         self._batch_wait_s = (settings.audio_batch_ms - FRAME_MS) / 1000
@@ -245,7 +267,7 @@ class TrackStream:
             opened_at = loop.time()
             self._connection_results = False
             try:
-                async with self._stt.connect(live_options(settings)) as live:
+                async with self._stt.connect(live_options(settings, diarize=self._diarize)) as live:
                     opened_at = loop.time()
                     self._ledger.restart()
                     self._log.info("deepgram.connected", track=self.name, replaying_s=self._replay_seconds())
@@ -397,23 +419,26 @@ class TrackStream:
             self.counters.interims += 1
         if not result.text:
             return  # Deepgram's results for silence: nothing to show or keep
-        self._emit(
-            Transcript(
-                call_sid=self._call.call_sid,
-                stream_sid=self._call.stream_sid,
-                track=self.name,
-                is_final=result.is_final,
-                speech_final=result.speech_final,
-                from_finalize=result.from_finalize,
-                text=result.text,
-                start=round(start, 3),
-                end=round(end, 3),
-                confidence=result.confidence,
-                words=self._on_call_timeline(result.words),
-                request_id=result.request_id,
-                speaker=self._speaker,
-            )
+        transcript = Transcript(
+            call_sid=self._call.call_sid,
+            stream_sid=self._call.stream_sid,
+            track=self.name,
+            is_final=result.is_final,
+            speech_final=result.speech_final,
+            from_finalize=result.from_finalize,
+            text=result.text,
+            start=round(start, 3),
+            end=round(end, 3),
+            confidence=result.confidence,
+            words=self._on_call_timeline(result.words),
+            request_id=result.request_id,
+            speaker=self._speaker,
         )
+        if self._diarize and result.is_final:
+            for part in by_speaker(transcript):
+                self._emit(part)
+        else:
+            self._emit(transcript)
 
     def _on_call_timeline(self, words: tuple[Word, ...]) -> tuple[Word, ...]:
         offset = self._ledger.call_time(0.0)

@@ -175,3 +175,50 @@ async def test_twilios_own_gaps_are_counted_in_the_summary(deepgram: FakeDeepgra
         summary = await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
     assert (summary["chunks_missing"], summary["messages_missing"]) == (3, 3)
     assert summary["frames_in"] == 47
+
+
+async def test_diarization_splits_a_single_track_call_by_voice(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
+    """DEEPGRAM_DIARIZE on a one-track call: finals are split per voice and labelled speaker 1, speaker 2."""
+    audio = call_audio(81, 3.0)  # six windows: three per voice
+    async with running_service(make_settings(deepgram, deepgram_diarize=True)) as service:
+        spec = CallSpec(inbound=audio, speed=0)
+        await place_call(service.url, spec)
+        await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
+    assert deepgram.connections[0].option("diarize") == "true"
+    finals = log_lines.events("transcript", call_sid=spec.call_sid, is_final=True)
+    labelled = [(line["speaker"], line["text"]) for line in finals]
+    words = expected_words(audio)
+    assert labelled == [
+        ("speaker 1", " ".join(words[0:3])),
+        ("speaker 2", words[3]),
+        ("speaker 2", " ".join(words[4:6])),
+    ]
+
+
+async def test_diarization_is_not_asked_for_when_both_sides_have_their_own_track(
+    deepgram: FakeDeepgram, log_lines: LogLines
+) -> None:
+    """With both_tracks each track is one side already: no diarize option, speakers are caller and agent."""
+    settings = make_settings(deepgram, deepgram_diarize=True, stream_track="both_tracks")
+    async with running_service(settings) as service:
+        spec = CallSpec(inbound=call_audio(82, 1.0), outbound=call_audio(83, 1.0), speed=0)
+        await place_call(service.url, spec)
+        await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
+    assert {c.option("diarize") for c in deepgram.connections} == {None}
+    assert {line["speaker"] for line in log_lines.events("transcript", is_final=True)} == {"caller", "agent"}
+
+
+async def test_a_silent_track_does_not_hold_back_the_other(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
+    """both_tracks with no outbound audio at all: the caller's finals arrive while the call is still going."""
+    spec = CallSpec(inbound=call_audio(84, 2.5), speed=0)
+    messages = build_messages(spec, "MZ" + spec.call_sid[2:], ["inbound", "outbound"], {})
+    async with running_service(make_settings(deepgram, stream_track="both_tracks")) as service:
+        socket = await open_media(service.url)
+        for message in messages[:-1]:  # everything but stop, and no outbound media ever
+            if '"track": "outbound"' not in message and '"track":"outbound"' not in message:
+                await socket.send(message)
+        first_final = await log_lines.wait_for("transcript", timeout=5, call_sid=spec.call_sid, is_final=True)
+        await socket.send(messages[-1])
+        await socket.wait_closed()
+    assert first_final["track"] == "inbound"
+    assert first_final["text"].split() == expected_words(spec.inbound)[:4]

@@ -84,6 +84,11 @@ def is_silence(window: bytes) -> bool:
     return all(byte in MULAW_SILENCE for byte in window)
 
 
+def speaker_for_window(index: int) -> int:
+    """With diarize=true the fake hears two voices taking turns: windows 0-2 speaker 0, 3-5 speaker 1, ..."""
+    return (index // 3) % 2
+
+
 def expected_words(audio: bytes, window_bytes: int = 4000) -> list[str]:
     """The words of every final for a stream of `audio` that ends with CloseStream, in order.
 
@@ -136,6 +141,7 @@ class ListenOptions:
     interim_results: bool = False
     vad_events: bool = False
     utterance_end_ms: int | None = None
+    diarize: bool = False
 
     @classmethod
     def from_query(cls, query: dict[str, list[str]]) -> ListenOptions:
@@ -148,6 +154,7 @@ class ListenOptions:
             interim_results=_flag(query, "interim_results"),
             vad_events=_flag(query, "vad_events"),
             utterance_end_ms=_positive_int(query, "utterance_end_ms"),
+            diarize=_flag(query, "diarize"),
         )
         if options.encoding is not None and options.sample_rate is None:
             raise BadRequestError("sample_rate is required when encoding is set")
@@ -310,13 +317,16 @@ class TranscriptionSession:
         }
 
     def _word(self, window: _Window) -> Message:
-        return {
+        word: Message = {
             "word": window.word,
             "start": window.start / self._bps,
             "end": window.end / self._bps,
             "confidence": WORD_CONFIDENCE,
             "punctuated_word": window.word,
         }
+        if self.options.diarize:
+            word["speaker"] = speaker_for_window(window.start // self._window_bytes)
+        return word
 
 
 # ----------------------------------------------------------------------------------------------------
