@@ -19,8 +19,9 @@ else
 endif
 	touch $@
 
+# Migrations first: the default database is a SQLite file here, which the upgrade creates.
 run: setup
-	$(BIN)/python -m service serve --port $(PORT)
+	$(BIN)/python -m service db upgrade && $(BIN)/python -m service serve --port $(PORT)
 
 lint: setup
 	$(BIN)/ruff check service tests

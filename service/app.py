@@ -20,6 +20,7 @@ from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallabl
 from quart import Quart, Response, request, websocket
 
 from service import close_codes
+from service.api import api_blueprint
 from service.batch import BatchWorker
 from service.deepgram_protocol import ignored_options
 from service.events import CallEnded, CallObserver, CallStarted
@@ -27,11 +28,14 @@ from service.session import CallSession
 from service.settings import Settings
 from service.signatures import refusal, stream_url, webhook_url
 from service.spool import Spool
+from service.store import TranscriptStore
 from service.stt import SttClient
 from service.track import Transcript
 from service.twiml import stream_parameters, voice_response
+from service.webhooks import WebhookSender
 
 log = structlog.get_logger("callscribe.app")
+STORE_STOP_TIMEOUT_S = 3.0  # for the database to take the last writes at shutdown; the rest goes to the journal
 
 
 class Calls:
@@ -131,7 +135,8 @@ class Service:
 
     def __init__(self, settings: Settings, observers: Sequence[CallObserver], *, handle_sigterm: bool) -> None:
         self.settings = settings
-        self.observer = Fanout(observers)
+        self.store = TranscriptStore(settings)
+        self.observer = Fanout([*observers, self.store])
         self.calls = Calls(settings.max_calls)
         self.stt = SttClient(settings)
         self.spool = Spool(settings.spool_dir)
@@ -167,6 +172,9 @@ class Service:
         )
         for name in ignored_options(settings):
             log.warning("settings.option_ignored", option=name, why="callscribe sets it itself")
+        await self.store.start()  # replays a journal an earlier process left; never waits for the database
+        if settings.transcript_webhook_url is not None:
+            self._keep(asyncio.ensure_future(WebhookSender(settings, lambda: self.store.engine).run_forever()))
         recovered = self.spool.recover()
         if recovered:
             log.warning("spool.recovered", entries=len(recovered), why="audio left by a process that crashed")
@@ -278,6 +286,9 @@ class Service:
     async def _drain(self) -> None:
         calls = len(self.calls.sessions)
         spooled = await self.calls.drain(self.settings.shutdown_timeout_s)
+        # The calls' last writes (call_ended, late finals) are queued now; what the database cannot take in time
+        # goes to the journal. Inside Hypercorn's graceful_timeout (SHUTDOWN_TIMEOUT_S + 5 s).
+        await self.store.stop(STORE_STOP_TIMEOUT_S)
         log.info("service.stopped", calls=calls, calls_spooled=spooled, spool_waiting=len(self.spool.entries()))
 
     async def shutdown(self) -> None:
@@ -298,6 +309,8 @@ def create_app(
     app.after_serving(service.shutdown)
     app.add_url_rule("/voice", view_func=service.voice, methods=["POST", "GET"])
     app.add_websocket("/media", view_func=service.media)
+    # The engine is made at startup (before_serving), so the API asks for it per request.
+    app.register_blueprint(api_blueprint(settings, lambda: service.store.engine))
     return app
 
 

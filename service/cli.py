@@ -70,3 +70,11 @@ def add_commands(commands: Any) -> None:
     from service import spool_cli  # noqa: PLC0415 - `spool list` needs neither the SDK nor the app
 
     spool_cli.add_commands(commands)
+
+    from service import calls_cli  # noqa: PLC0415 - `calls` reads the database; it needs neither the SDK nor the app
+
+    calls_cli.add_commands(commands)
+
+    from service import db_cli  # noqa: PLC0415 - `db upgrade` (the release phase) needs neither the SDK nor the app
+
+    db_cli.add_commands(commands)

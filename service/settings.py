@@ -12,7 +12,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 StreamTrack = Literal["inbound_track", "outbound_track", "both_tracks"]
@@ -121,6 +121,14 @@ class Settings(BaseSettings):
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise ValueError("must be an absolute http(s):// URL")
         return value
+
+    @model_validator(mode="after")
+    def _webhook_needs_a_secret(self) -> Settings:
+        if self.transcript_webhook_url and self.webhook_secret is None:
+            raise ValueError(
+                "WEBHOOK_SECRET is required with TRANSCRIPT_WEBHOOK_URL, so receivers can verify deliveries"
+            )
+        return self
 
     @field_validator("deepgram_url")
     @classmethod

@@ -44,6 +44,9 @@ async def start_web(deepgram: FakeDeepgram, spool_dir: Path) -> tuple[asyncio.su
         "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
         "LOG_FORMAT": "json",
         "SPOOL_DIR": str(spool_dir),
+        # The process runs in the checkout: its database and journal go to the test's directory instead.
+        "DATABASE_URL": f"sqlite:///{spool_dir / 'callscribe.sqlite3'}",
+        "DB_JOURNAL_PATH": str(spool_dir / "callscribe-journal.jsonl"),
     }
     process = await asyncio.create_subprocess_exec(
         "bash", "-c", f"exec {web_command()}", cwd=ROOT, env=env,

@@ -8,7 +8,7 @@ import datetime
 import json
 import random
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +34,21 @@ class Clock:
     def __call__(self) -> datetime.datetime:
         return self.now
 
+    @staticmethod
+    def real() -> Callable[[], datetime.datetime]:
+        return lambda: datetime.datetime.now(datetime.UTC)
+
 
 class Receiver:
     """A real HTTP receiver: verifies every signature, fails the first `failures` requests, records the rest."""
 
-    def __init__(self, clock: Clock, failures: int = 0) -> None:
+    def __init__(self, clock: Callable[[], datetime.datetime], failures: int = 0) -> None:
         self.clock = clock
         self.failures = failures
         self.accepted: list[dict[str, Any]] = []
         self.refused: list[str] = []
         self.requests = 0
+        self.arrived = asyncio.Event()
         self.app = Quart("receiver")
         self.app.add_url_rule("/hook", view_func=self.hook, methods=["POST"])
 
@@ -64,7 +69,15 @@ class Receiver:
             self.failures -= 1
             return "try later", 503
         self.accepted.append(json.loads(body))
+        self.arrived.set()
         return "", 204
+
+    async def wait_for(self, event_type: str, timeout: float = 10.0) -> None:
+        """Until an event of `event_type` has been accepted."""
+        async with asyncio.timeout(timeout):
+            while not any(event["type"] == event_type for event in self.accepted):
+                self.arrived.clear()
+                await self.arrived.wait()
 
 
 @contextlib.asynccontextmanager

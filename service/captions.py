@@ -1,0 +1,129 @@
+"""Format layer (pure, no I/O): a call's utterances as plain text, SRT, WebVTT or JSON.
+
+The API and `python -m service calls show` both render through here, so a transcript reads the same
+whichever way it is fetched. Utterances come in spoken order (`queries.get_utterances`: by start, then
+track); each becomes one line or one cue, overlapping ones included, since both parties may talk at once.
+
+- SRT through `srt` (https://github.com/cdown/srt), the maintained SubRip library.
+- WebVTT through `webvtt-py` (https://github.com/glut23/webvtt-py), which renders to a string
+  (`WebVTT.content`) without touching a file. Cue text is escaped here, because webvtt-py writes it as
+  given: `&`, `<` and `>` are markup in WebVTT (https://www.w3.org/TR/webvtt1/#cue-text). The speaker
+  is a voice span, `<v caller>` (https://www.w3.org/TR/webvtt1/#webvtt-cue-voice-span).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Sequence
+from typing import Any, Final, Literal
+
+import srt  # type: ignore[import-untyped]  # srt ships no type information; we call two functions
+import webvtt
+
+from service.queries import UtteranceRecord
+
+Format = Literal["json", "text", "srt", "vtt"]
+FORMATS: Final[tuple[Format, ...]] = ("json", "text", "srt", "vtt")
+CONTENT_TYPES: Final[dict[Format, str]] = {
+    "json": "application/json",
+    "text": "text/plain; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "vtt": "text/vtt; charset=utf-8",
+}
+
+
+def render(utterances: Sequence[UtteranceRecord], fmt: Format) -> str:
+    """The transcript in `fmt`."""
+    return _RENDERERS[fmt](utterances)
+
+
+def to_text(utterances: Sequence[UtteranceRecord]) -> str:
+    """One line per utterance, `[00:01.50] caller: words`; hours appear once the call passes one."""
+    return "".join(
+        f"[{_clock(utterance.start)}] {utterance.speaker}: {_one_line(utterance.text)}\n" for utterance in utterances
+    )
+
+
+def to_srt(utterances: Sequence[UtteranceRecord]) -> str:
+    """SubRip: one numbered cue per utterance, `caller: words`, in spoken order."""
+    subtitles = [
+        srt.Subtitle(
+            index=index,
+            start=datetime.timedelta(milliseconds=_ms(utterance.start)),
+            end=datetime.timedelta(milliseconds=_end_ms(utterance)),
+            content=f"{utterance.speaker}: {_one_line(utterance.text)}",
+        )
+        for index, utterance in enumerate(utterances, start=1)
+    ]
+    # reindex=False: srt would re-sort by (start, end) and drop empty cues; our order (start, track) stands.
+    result: str = srt.compose(subtitles, reindex=False)
+    return result
+
+
+def to_vtt(utterances: Sequence[UtteranceRecord]) -> str:
+    """WebVTT: one cue per utterance with the speaker as a voice span, `<v caller>words`."""
+    captions = [
+        webvtt.Caption(
+            start=_vtt_time(_ms(utterance.start)),
+            end=_vtt_time(_end_ms(utterance)),
+            text=f"<v {_escape(utterance.speaker)}>{_escape(_one_line(utterance.text))}",
+        )
+        for utterance in utterances
+    ]
+    return webvtt.WebVTT(captions=captions).content
+
+
+def to_json(utterances: Sequence[UtteranceRecord]) -> str:
+    """A JSON array of utterances: speaker, track, start, end, text, confidence, words, source."""
+    return json.dumps([utterance_json(utterance) for utterance in utterances], ensure_ascii=False, indent=2) + "\n"
+
+
+def utterance_json(utterance: UtteranceRecord) -> dict[str, Any]:
+    """One utterance as the JSON object the API and the CLI give."""
+    return {
+        "speaker": utterance.speaker,
+        "track": utterance.track,
+        "start": utterance.start,
+        "end": utterance.end,
+        "text": utterance.text,
+        "confidence": utterance.confidence,
+        "words": list(utterance.words),
+        "source": utterance.source,
+    }
+
+
+def _clock(seconds: float) -> str:
+    # Whole centiseconds first, so 59.999 s reads 01:00.00 rather than 00:60.00.
+    centiseconds = round(max(seconds, 0.0) * 100)
+    minutes, centiseconds = divmod(centiseconds, 6000)
+    hours, minutes = divmod(minutes, 60)
+    clock = f"{minutes:02d}:{centiseconds // 100:02d}.{centiseconds % 100:02d}"
+    return f"{hours:02d}:{clock}" if hours else clock
+
+
+def _ms(seconds: float) -> int:
+    return round(max(seconds, 0.0) * 1000)
+
+
+def _end_ms(utterance: UtteranceRecord) -> int:
+    # A cue may not end before it starts (both formats' players reject it); clamp rather than drop words.
+    return max(_ms(utterance.end), _ms(utterance.start))
+
+
+def _vtt_time(milliseconds: int) -> str:
+    minutes, milliseconds = divmod(milliseconds, 60_000)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:02d}:{minutes:02d}:{milliseconds // 1000:02d}.{milliseconds % 1000:03d}"
+
+
+def _one_line(text: str) -> str:
+    # A line break or a blank line inside a cue ends it in SRT and WebVTT; a transcript line is one line.
+    return " ".join(text.split())
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_RENDERERS: Final = {"json": to_json, "text": to_text, "srt": to_srt, "vtt": to_vtt}
