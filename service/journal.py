@@ -15,13 +15,13 @@ first free slot and adopts what dead processes left in the others.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from service.files import fsync_directory, write_all
 from service.writes import JournalError, Write, decode, encode
 
 SLOTS = 64  # worker processes that can journal at once; Heroku's biggest dynos run far fewer
@@ -80,12 +80,12 @@ class Journal:
         created = not self.path.exists()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            _write_all(fd, b"".join(encode(write) for write in writes))
+            write_all(fd, b"".join(encode(write) for write in writes))
             os.fsync(fd)
         finally:
             os.close(fd)
         if created:
-            _fsync_directory(self.path.parent)
+            fsync_directory(self.path.parent)
 
     def read(self, offset: int, limit: int) -> tuple[list[Write], int, int]:
         """Up to `limit` writes from byte `offset`: (writes, the offset after them, unreadable lines skipped)."""
@@ -130,19 +130,19 @@ class Journal:
         temporary = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            _write_all(fd, b"".join(encode(write) for write in head))
+            write_all(fd, b"".join(encode(write) for write in head))
             for chunk in self._chunks_from(offset):
-                _write_all(fd, chunk)
-            _write_all(fd, b"".join(encode(write) for write in tail))
+                write_all(fd, chunk)
+            write_all(fd, b"".join(encode(write) for write in tail))
             os.fsync(fd)
         finally:
             os.close(fd)
         temporary.replace(self.path)
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
 
     def _append_from(self, other: Journal) -> int:
         created = not self.path.exists()
@@ -150,13 +150,13 @@ class Journal:
         moved = 0
         try:
             for chunk in other._chunks_from(0):
-                _write_all(fd, chunk)
+                write_all(fd, chunk)
                 moved += len(chunk)
             os.fsync(fd)
         finally:
             os.close(fd)
         if created:
-            _fsync_directory(self.path.parent)
+            fsync_directory(self.path.parent)
         return moved
 
     def _chunks_from(self, offset: int) -> Iterator[bytes]:
@@ -198,20 +198,3 @@ def _complete_length(fd: int, size: int) -> int:
             return start + newline + 1
         end = start
     return 0
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes a creation, rename or removal durable; some filesystems refuse to sync a directory: only durability lost.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

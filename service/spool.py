@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from service.files import fsync_directory, write_all
 from service.wav import HEADER_BYTES, PAD_BYTE, UNKNOWN_SIZE, WavFormatError, header_data_size, mulaw_wav_header
 
 SIDECAR_VERSION = 1
@@ -110,7 +111,7 @@ class Spool:
             except FileExistsError:
                 continue  # another process (or an earlier run) has this stem: take the next number
             fcntl.flock(fd, fcntl.LOCK_EX)  # new file, nobody else holds it: does not block
-            _write_all(fd, mulaw_wav_header(UNKNOWN_SIZE))
+            write_all(fd, mulaw_wav_header(UNKNOWN_SIZE))
             return stem, fd
 
     def _finish(self, stem: str, meta: dict[str, Any], fd: int, data_bytes: int) -> SpoolEntry:
@@ -132,7 +133,7 @@ class Spool:
             "created_at": meta["created_at"], "attempts": 0, "last_error": None,
         }  # fmt: skip
         _write_atomically(self._path(stem, _SIDECAR), sidecar)
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
         # Last: until here a crash leaves the segment to recover(), which finds the sidecar and only tidies up.
         self._path(stem, _SEGMENT).unlink(missing_ok=True)
         entry = self._read_entry(stem)
@@ -280,7 +281,7 @@ class SpoolSegment:
         """Append μ-law audio; it survives a crash of this process from the moment this returns."""
         if self._fd is None:
             raise ValueError(f"spool segment {self.id} is closed")
-        _write_all(self._fd, mulaw)
+        write_all(self._fd, mulaw)
         self._bytes += len(mulaw)
 
     def close(self) -> SpoolEntry | None:
@@ -304,13 +305,6 @@ class SpoolSegment:
 def _safe(name: str) -> str:
     """`name` fit for a file name: Twilio's SIDs and track names pass unchanged; nothing can climb out of the dir."""
     return _UNSAFE.sub("_", name)[:64] or "unknown"
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _sidecar(entry: SpoolEntry) -> dict[str, Any]:
@@ -337,16 +331,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the renames durable too; some filesystems refuse to open or sync a directory: that only costs durability.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _recorded_bytes(audio: Path) -> int | None:

@@ -197,7 +197,7 @@ if crash_at == "writing-the-sidecar":  # WAV renamed, sidecar half written
         die()
     spool_module._write_atomically = half_write
 if crash_at == "tidying-up":  # sidecar written, segment metadata not yet removed
-    spool_module._fsync_directory = die
+    spool_module.fsync_directory = die
 
 segment = spool_module.Spool(directory).open_segment(
     call_sid="CAcrash", stream_sid="MZcrash", track="inbound", start_s=1.5, reason="Deepgram unavailable for 20 s"
