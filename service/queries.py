@@ -22,6 +22,7 @@ from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.db import Call, Utterance, WebhookDelivery
+from service.times import as_utc
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -119,9 +120,9 @@ def _filtered(
     if number is not None:
         statement = statement.where(or_(Call.from_number == number, Call.to_number == number))
     if since is not None:
-        statement = statement.where(Call.started_at >= _utc(since))
+        statement = statement.where(Call.started_at >= as_utc(since))
     if until is not None:
-        statement = statement.where(Call.started_at < _utc(until))
+        statement = statement.where(Call.started_at < as_utc(until))
     if active is not None:
         statement = statement.where(Call.status == ACTIVE if active else Call.status != ACTIVE)
     return statement
@@ -174,14 +175,7 @@ def decode_cursor(cursor: str) -> tuple[datetime.datetime, str]:
         raise CursorError("not a cursor this API issued; start again without one") from exc
     if not isinstance(call_sid, str) or started_at.tzinfo is None:
         raise CursorError("not a cursor this API issued; start again without one")
-    return _utc(started_at), call_sid
-
-
-def _utc(moment: datetime.datetime) -> datetime.datetime:
-    # SQLite keeps no offset and hands back naive datetimes; every time we write or compare is UTC.
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=datetime.UTC)
-    return moment.astimezone(datetime.UTC)
+    return as_utc(started_at), call_sid
 
 
 def _call_record(call: Call) -> CallRecord:
@@ -194,8 +188,8 @@ def _call_record(call: Call) -> CallRecord:
         direction=call.direction,
         custom_parameters=dict(call.custom_parameters or {}),
         tracks=tuple(call.tracks or ()),
-        started_at=_utc(call.started_at),
-        ended_at=None if call.ended_at is None else _utc(call.ended_at),
+        started_at=as_utc(call.started_at),
+        ended_at=None if call.ended_at is None else as_utc(call.ended_at),
         status=call.status,
         ended_by=call.ended_by,
         deepgram_request_ids=tuple(call.deepgram_request_ids or ()),

@@ -253,7 +253,7 @@ class CallSession:
                     ended_by=summary["ended_by"],
                     deepgram_request_ids=tuple(rid for c in counters for rid in c.request_ids),
                     audio_s_by_track={
-                        name: round(track.counters.bytes_received / MULAW_BYTES_PER_SECOND, 2)
+                        name: round(track.received_bytes / MULAW_BYTES_PER_SECOND, 2)
                         for name, track in self.tracks.items()
                     },
                     summary=summary,

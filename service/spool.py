@@ -35,11 +35,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from service.deepgram_protocol import MULAW_BYTES_PER_SECOND  # the spool holds Twilio's 8 kHz mono μ-law
 from service.files import fsync_directory, write_all
+from service.times import utc_now
 from service.wav import HEADER_BYTES, PAD_BYTE, UNKNOWN_SIZE, WavFormatError, header_data_size, mulaw_wav_header
 
 SIDECAR_VERSION = 1
-MULAW_BYTES_PER_SECOND = 8000  # the spool holds Twilio's 8 kHz mono μ-law
 RECOVERED = "recovered after a crash"
 ORPHAN_AGE_S = 3600.0  # a .wav.part without metadata this old belongs to no live process
 
@@ -67,14 +68,10 @@ class SpoolEntry:
     meta_path: Path
 
 
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 class Spool:
     """The spool directory: open segments, list complete entries, record failures, remove, recover after a crash."""
 
-    def __init__(self, directory: Path, *, clock: Clock = _now) -> None:
+    def __init__(self, directory: Path, *, clock: Clock = utc_now) -> None:
         self.directory = Path(directory)
         self._clock = clock
         self._numbers: collections.Counter[tuple[str, str]] = collections.Counter()

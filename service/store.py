@@ -38,6 +38,7 @@ from service.journal import Journal
 from service.outbox import add_webhook_event
 from service.retry import backoff
 from service.settings import Settings
+from service.times import as_utc, utc_now
 from service.track import Transcript, speaker_for
 from service.writes import (
     CALLS,
@@ -48,7 +49,6 @@ from service.writes import (
     describe,
     is_permanent,
     statements,
-    utc,
     utterance_write,
 )
 
@@ -62,10 +62,6 @@ RETRY_CAP_S = 30.0  # a database that is down for hours is tried about twice a m
 PURGE_INTERVAL_S = 3600.0
 
 WEBHOOK_DELIVERIES: Table = cast(Table, WebhookDelivery.__table__)
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclass
@@ -99,7 +95,7 @@ class TranscriptStore:
         retry_cap_s: float = RETRY_CAP_S,
         purge_interval_s: float = PURGE_INTERVAL_S,
         batch_max: int = BATCH_MAX,
-        clock: Clock = _now,
+        clock: Clock = utc_now,
     ) -> None:
         self.settings = settings
         self.counters = StoreCounters()
@@ -441,7 +437,7 @@ async def purge(settings: Settings, *, now: datetime.datetime | None = None) -> 
         raise ValueError("RETENTION_DAYS is not set: nothing to purge by")
     engine = create_engine(settings.database_url)
     try:
-        return await purge_older_than(engine, settings.retention_days, now or _now())
+        return await purge_older_than(engine, settings.retention_days, now or utc_now())
     finally:
         await engine.dispose()
 
@@ -449,7 +445,7 @@ async def purge(settings: Settings, *, now: datetime.datetime | None = None) -> 
 async def purge_older_than(engine: AsyncEngine, days: int, now: datetime.datetime) -> int:
     """One transaction; returns the calls deleted. Children go explicitly: SQLite enforces no CASCADE without
     its foreign-key pragma, and webhook deliveries have no foreign key at all."""
-    cutoff = utc(now) - datetime.timedelta(days=days)
+    cutoff = as_utc(now) - datetime.timedelta(days=days)
     old = select(CALLS.c.call_sid).where(CALLS.c.started_at < cutoff)
     async with engine.begin() as connection:
         await _delete_children(connection, old)

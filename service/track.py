@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from service.audio import FRAME_BYTES
 from service.deepgram_protocol import (
     MULAW_BYTES_PER_SECOND,
     SttMetadata,
@@ -35,7 +36,6 @@ from service.stt import LiveConnection, SttClient
 # Deepgram accepts replayed audio at up to 1.25x real time; a short burst covers what queued while connecting.
 REPLAY_RATE = 1.25 * MULAW_BYTES_PER_SECOND
 REPLAY_BURST_BYTES = MULAW_BYTES_PER_SECOND // 2
-FRAME_BYTES = MULAW_BYTES_PER_SECOND * FRAME_MS // 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +145,6 @@ class CallInfo:
 @dataclass(slots=True)
 class TrackCounters:
     frames_in: int = 0
-    bytes_received: int = 0  # from Twilio
     bytes_sent: int = 0  # to Deepgram, replays included
     bytes_spooled: int = 0
     bytes_lost: int = 0  # could not be spooled either (disk full, spool not writable)
@@ -191,7 +190,7 @@ class TrackStream:
         self._speaker = speaker_for(settings, name)
         # Diarization separates voices sharing one track; with both tracks, each track is already one side.
         self._diarize = settings.deepgram_diarize and len(call.tracks) == 1
-        self._max_bytes = max(FRAME_MS * 8, int(settings.audio_buffer_s * MULAW_BYTES_PER_SECOND))
+        self._max_bytes = max(FRAME_BYTES, int(settings.audio_buffer_s * MULAW_BYTES_PER_SECOND))
         self._batch_chunks = max(1, settings.audio_batch_ms // FRAME_MS)
         self._batch_wait_s = (settings.audio_batch_ms - FRAME_MS) / 1000
         self._oldest_at = 0.0
@@ -199,7 +198,6 @@ class TrackStream:
         self._twilio_done = asyncio.Event()
         self._live_input_ended = False  # no more audio for Deepgram: flush, CloseStream, wait for finals
         self._segment: GuardedSegment | None = None
-        self._spool_reason = ""
         self._last_chunk = 0
         self._last_final_end_s = 0.0
         self._connection_results = False
@@ -210,7 +208,6 @@ class TrackStream:
     def push(self, chunk: int, payload: bytes) -> None:
         counters = self.counters
         counters.frames_in += 1
-        counters.bytes_received += len(payload)
         if self._last_chunk and chunk > self._last_chunk + 1:
             counters.chunks_missing += chunk - self._last_chunk - 1
         self._last_chunk = chunk
@@ -225,8 +222,8 @@ class TrackStream:
             self._segment.write(payload)
             self._ledger.skip(len(payload))
             return
-        if not self._ledger.pending_chunks:
-            self._oldest_at = time.monotonic()
+        if self._batch_chunks > 1 and not self._ledger.pending_chunks:
+            self._oldest_at = time.monotonic()  # when this batch started waiting; unused when every frame goes alone
         self._ledger.receive(payload)
         counters.peak_waiting_bytes = max(counters.peak_waiting_bytes, self._ledger.waiting_bytes)
         self._wakeup.set()
@@ -243,6 +240,11 @@ class TrackStream:
     @property
     def waiting_bytes(self) -> int:
         return self._ledger.waiting_bytes
+
+    @property
+    def received_bytes(self) -> int:
+        """Audio Twilio delivered on this track, spooled or not."""
+        return self._ledger.received
 
     # --- Deepgram side ----------------------------------------------------------------------------------
 
@@ -355,7 +357,7 @@ class TrackStream:
                 await live.send_audio(chunk)
                 self.counters.bytes_sent += len(chunk)
                 last_sent = loop.time()
-                if ledger.pending_chunks:
+                if self._batch_chunks > 1 and ledger.pending_chunks:
                     self._oldest_at = time.monotonic()
                 continue
             if self._live_input_ended and not ledger.pending_chunks:
@@ -460,8 +462,8 @@ class TrackStream:
         self.failure = error
         reason = error.reason if outage_s is None else f"Deepgram unavailable for {outage_s:g} s: {error.reason}"
         start_s, audio = self._ledger.release()
-        if self._segment is None:
-            self._start_spooling(start_s, reason).write(audio)
+        if self._segment is None and (audio or not self._twilio_done.is_set()):
+            self._start_spooling(start_s, reason).write(audio)  # and what Twilio still sends
         elif audio:
             # Already spooling newer audio: this older stretch gets its own entry.
             self._spool_stretch(start_s, audio, reason)
@@ -479,7 +481,6 @@ class TrackStream:
         )  # fmt: skip
 
     def _start_spooling(self, start_s: float, reason: str) -> GuardedSegment:
-        self._spool_reason = reason
         segment = self._open_segment(start_s, reason)
         self._segment = segment
         self._log.warning("audio.spooling", track=self.name, from_s=round(start_s, 2), why=reason)

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.db import WebhookDelivery
 from service.retry import backoff
 from service.settings import Settings
+from service.times import utc_now
 from service.webhook_signing import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 log = structlog.get_logger("callscribe.webhooks")
@@ -39,10 +40,6 @@ CLAIM_LEASE_S = 60.0  # a claimed row stays out of other senders' way this long,
 REQUEST_TIMEOUT_S = 10.0
 BATCH = 50
 Clock = Callable[[], datetime.datetime]
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +64,7 @@ class WebhookSender:
         settings: Settings,
         engine: Callable[[], AsyncEngine],
         *,
-        clock: Clock = _now,
+        clock: Clock = utc_now,
         rng: random.Random | None = None,
         poll_s: float = 1.0,
     ) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy.sql import Executable
 
 from service.db import Call, Utterance
 from service.events import CallEnded, CallStarted
+from service.times import as_utc
 from service.track import Transcript
 
 Kind = Literal["call_started", "utterance", "call_ended"]
@@ -69,14 +70,14 @@ def call_started_write(event: CallStarted) -> Write:
         "call_sid": event.call_sid, "stream_sid": event.stream_sid, "account_sid": event.account_sid,
         "from_number": event.from_number, "to_number": event.to_number, "direction": event.direction,
         "custom_parameters": _jsonable(event.custom_parameters), "tracks": list(event.tracks),
-        "started_at": utc(event.started_at), "status": "active",
+        "started_at": as_utc(event.started_at), "status": "active",
     }  # fmt: skip
     return Write("call_started", row, event.stream_sid)
 
 
 def call_ended_write(event: CallEnded) -> Write:
     row = {
-        "call_sid": event.call_sid, "stream_sid": event.stream_sid, "ended_at": utc(event.ended_at),
+        "call_sid": event.call_sid, "stream_sid": event.stream_sid, "ended_at": as_utc(event.ended_at),
         "status": "completed", "ended_by": event.ended_by, "deepgram_request_ids": list(event.deepgram_request_ids),
         "audio_s_inbound": float(event.audio_s_by_track.get("inbound", 0.0)),
         "audio_s_outbound": float(event.audio_s_by_track.get("outbound", 0.0)),
@@ -98,7 +99,7 @@ def utterance_write(transcript: Transcript, *, speaker: str, created_at: datetim
         "call_sid": transcript.call_sid, "track": transcript.track, "speaker": transcript.speaker or speaker,
         "start": transcript.start, "end": transcript.end, "text": transcript.text,
         "confidence": transcript.confidence, "words": words, "source": "batch" if transcript.batch else "live",
-        "created_at": utc(created_at),
+        "created_at": as_utc(created_at),
     }  # fmt: skip
     return Write("utterance", row, transcript.stream_sid)
 
@@ -125,11 +126,6 @@ def decode(line: bytes) -> Write:
         return Write(record["kind"], row, str(record["stream_sid"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise JournalError(f"unreadable journal line: {type(exc).__name__}") from exc
-
-
-def utc(moment: datetime.datetime) -> datetime.datetime:
-    # SQLite keeps datetimes as text without a zone: every one we write is UTC, so they compare as text too.
-    return moment.replace(tzinfo=datetime.UTC) if moment.tzinfo is None else moment.astimezone(datetime.UTC)
 
 
 def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +173,7 @@ def _call_ended(dialect: str, row: dict[str, Any]) -> Executable:
 
 def _stand_in_call(dialect: str, write: Write, now: datetime.datetime) -> Executable:
     """A minimal call row, if there is none yet, so the utterance's foreign key holds (call_started fills it in)."""
-    row = {"call_sid": write.call_sid, "stream_sid": write.stream_sid, "started_at": utc(now), "status": "active"}
+    row = {"call_sid": write.call_sid, "stream_sid": write.stream_sid, "started_at": as_utc(now), "status": "active"}
     return _insert(dialect, CALLS).values(row).on_conflict_do_nothing(index_elements=["call_sid"])
 
 

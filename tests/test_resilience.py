@@ -12,6 +12,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from service.audio import frames
 from service.simulator import CallSpec, simulate_call
 from service.spool import Spool
 from service.wav import read_mulaw_wav
@@ -25,7 +26,7 @@ SECOND = 8000
 
 def padded(audio: bytes) -> bytes:
     """What the simulator sends: the audio with its last 20 ms frame filled up with mu-law silence."""
-    return audio + b"\xff" * (-len(audio) % 160)
+    return b"".join(frames(audio))
 
 
 async def run_call(deepgram: FakeDeepgram, log_lines: LogLines, spec: CallSpec, **settings: Any) -> dict[str, Any]:
