@@ -282,7 +282,17 @@ class TrackStream:
                 if not await self._wait_to_retry(exc, outage):
                     return
             else:
+                self._spool_stragglers()
                 return
+
+    def _spool_stragglers(self) -> None:
+        """Audio that arrived after CloseStream went out (a message Twilio sent as the stream was closing)."""
+        if not self._ledger.pending_chunks:
+            return
+        # The connection closed cleanly, so what it carried is final; only the unsent audio is left to keep.
+        self._ledger.acknowledge(self._ledger.connection_sent / MULAW_BYTES_PER_SECOND)
+        start_s, audio = self._ledger.release()
+        self._spool_stretch(start_s, audio, "arrived after the stream to Deepgram was closed")
 
     async def _wait_to_retry(self, error: SttUnavailable, outage: Outage) -> bool:
         """Back off before the next attempt; False when there is nothing to retry or the outage is too long."""
