@@ -99,15 +99,7 @@ class _Api:
 
     async def authenticate(self) -> Response | None:
         """Before every route: 503 while API_TOKEN is unset, 401 without the right bearer token."""
-        if self._token is None:
-            return refuse(503, "api_disabled", "set API_TOKEN to turn the API on")
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            return refuse(401, "unauthorized", "send Authorization: Bearer <API_TOKEN>", challenge="Bearer")
-        # Constant time, so response timing does not tell how much of a guessed token was right.
-        if not hmac.compare_digest(given.strip().encode(), self._token):
-            return refuse(401, "unauthorized", "wrong bearer token", challenge='Bearer error="invalid_token"')
-        return None
+        return bearer_refusal(self._token, "API_TOKEN", disabled="set API_TOKEN to turn the API on")
 
     async def list_calls(self) -> Response:
         try:
@@ -283,6 +275,19 @@ def call_json(call: CallRecord) -> dict[str, Any]:
 
 def _timestamp(moment: datetime.datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
+
+
+def bearer_refusal(token: bytes | None, setting: str, *, disabled: str) -> Response | None:
+    """503 while `token` is unset, 401 without the right `Authorization: Bearer` token; None lets it through."""
+    if token is None:
+        return refuse(503, "api_disabled", disabled)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return refuse(401, "unauthorized", f"send Authorization: Bearer <{setting}>", challenge="Bearer")
+    # Constant time, so response timing does not tell how much of a guessed token was right.
+    if not hmac.compare_digest(given.strip().encode(), token):
+        return refuse(401, "unauthorized", "wrong bearer token", challenge='Bearer error="invalid_token"')
+    return None
 
 
 def json_response(body: object, status: int = 200) -> Response:

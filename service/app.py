@@ -24,6 +24,8 @@ from service.api import api_blueprint
 from service.batch import BatchWorker
 from service.deepgram_protocol import ignored_options
 from service.events import CallEnded, CallObserver, CallStarted
+from service.metrics import SAMPLE_INTERVAL_S, CallMeter, worker_stopped
+from service.ops import Readiness, database_check, ops_blueprint
 from service.session import CallSession
 from service.settings import Settings
 from service.signatures import refusal, stream_url, webhook_url
@@ -45,6 +47,7 @@ class Calls:
         self.max_calls = max_calls
         self.sessions: set[CallSession] = set()
         self.accepting = True
+        self.meter = CallMeter()
 
     @property
     def full(self) -> bool:
@@ -52,10 +55,18 @@ class Calls:
 
     def add(self, session: CallSession) -> None:
         self.sessions.add(session)
+        self.meter.started()
 
     async def forget_when_finished(self, session: CallSession) -> None:
         await session.wait_finished()
         self.sessions.discard(session)
+        self.meter.finished(session)
+
+    async def meter_forever(self) -> None:
+        """The calls' counters into /metrics once a second (never per frame)."""
+        while True:
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+            self.meter.sample(self.sessions)
 
     async def drain(self, timeout_s: float) -> int:
         """Close every stream, wait (bounded) for Deepgram's last finals, spool the rest; returns calls spooled."""
@@ -179,6 +190,7 @@ class Service:
         if recovered:
             log.warning("spool.recovered", entries=len(recovered), why="audio left by a process that crashed")
         self._keep(asyncio.ensure_future(self.batch.run_forever()))
+        self._keep(asyncio.ensure_future(self.calls.meter_forever()))
         if self._handle_sigterm:
             # Installed after Hypercorn's own handlers (it sets them before the lifespan starts): on SIGTERM we
             # first finish every call, then let Hypercorn's graceful shutdown run.
@@ -225,6 +237,17 @@ class Service:
             stream = None
         twiml = voice_response(self.settings, stream_url=stream, parameters=stream_parameters(fields))
         return Response(twiml, content_type="text/xml; charset=utf-8")
+
+    async def readiness(self) -> Readiness:
+        """Can this process take calls now? Each check says "ok" or what is wrong."""
+        busy = self.busy_reason()
+        checks = {
+            "calls": busy or "ok",
+            "twilio_auth_token": "ok" if self._token or self.settings.callscribe_insecure_dev else "not set",
+            "deepgram_api_key": "ok" if self.stt.configured else "not set",
+            "database": await database_check(lambda: self.store.engine),
+        }
+        return Readiness(checks)
 
     def busy_reason(self) -> str | None:
         if not self.calls.accepting:
@@ -296,6 +319,7 @@ class Service:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        worker_stopped()
 
 
 def create_app(
@@ -311,6 +335,7 @@ def create_app(
     app.add_websocket("/media", view_func=service.media)
     # The engine is made at startup (before_serving), so the API asks for it per request.
     app.register_blueprint(api_blueprint(settings, lambda: service.store.engine))
+    app.register_blueprint(ops_blueprint(settings, service.readiness))
     return app
 
 

@@ -31,6 +31,10 @@ def serve(args: argparse.Namespace) -> int:
     from hypercorn.run import run  # noqa: PLC0415
 
     settings = load_settings()  # a bad setting stops here, with its message, before any worker starts
+    from service.metrics import prepare_multiprocess_dir  # noqa: PLC0415
+
+    # Before the workers start: they inherit the directory and add up each other's metrics through it.
+    prepare_multiprocess_dir()
     config = Config()
     config.application_path = "service.asgi:create()"
     config.bind = [f"{args.host}:{args.port or settings.port}"]

@@ -26,11 +26,25 @@ class InvalidState(CallscribeError):
 class SttError(CallscribeError):
     """Deepgram could not transcribe: `reason` is what Deepgram (or the network) said, safe to log."""
 
-    def __init__(self, reason: str, *, status: int | None = None, close_code: int | None = None) -> None:
+    def __init__(
+        self, reason: str, *, status: int | None = None, close_code: int | None = None, kind: str = ""
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
         self.close_code = close_code
+        self._kind = kind
+
+    @property
+    def kind(self) -> str:
+        """A short, fixed label for metrics (`http_503`, `close_1011`, `silent`...): never the free-text reason."""
+        if self._kind:
+            return self._kind
+        if self.status is not None:
+            return f"http_{self.status}"
+        if self.close_code is not None:
+            return f"close_{self.close_code}"
+        return "other"
 
 
 class SttRejected(SttError):

@@ -77,6 +77,7 @@ class CallSession:
         self._started_at = time.monotonic()
         self._unknown_events: set[str] = set()
         self._last_sequence = 0
+        self.messages_in = 0  # every message Twilio sent on this stream (for /metrics)
         self._messages_missing = 0
         self._failure: SttError | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -87,6 +88,7 @@ class CallSession:
 
     def on_message(self, data: str | bytes) -> Reject | None:
         """Handle one message from Twilio; a Reject means: close the stream with that code and reason."""
+        self.messages_in += 1
         if len(data) > self._settings.max_message_bytes:
             return self._reject(
                 close_codes.MESSAGE_TOO_BIG,

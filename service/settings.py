@@ -92,13 +92,18 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     transcript_webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
+    # /metrics takes this bearer token, so a scraper need not hold API_TOKEN (which reads transcripts);
+    # unset, /metrics takes API_TOKEN.
+    metrics_token: SecretStr | None = None
 
     # --- Serving and logs -----------------------------------------------------------------------------
     port: int = Field(default=5001, ge=1, le=65535)
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "text"
 
-    @field_validator("deepgram_api_key", "twilio_auth_token", "api_token", "webhook_secret", mode="before")
+    @field_validator(
+        "deepgram_api_key", "twilio_auth_token", "api_token", "webhook_secret", "metrics_token", mode="before"
+    )
     @classmethod
     def _blank_secret_is_unset(cls, value: object) -> object:
         # `DEEPGRAM_API_KEY=` in a .env means "not set", not "a key that Deepgram will refuse".

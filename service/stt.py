@@ -98,21 +98,24 @@ class SttClient:
     async def connect(self, options: dict[str, Any]) -> AsyncIterator[LiveConnection]:
         """Open a live connection with `options` (see `deepgram_protocol.live_options`)."""
         if self._client is None:
-            raise SttRejected("DEEPGRAM_API_KEY is not set")
+            raise SttRejected("DEEPGRAM_API_KEY is not set", kind="no_key")
         async with contextlib.AsyncExitStack() as stack:
             try:
                 async with asyncio.timeout(self._settings.deepgram_connect_timeout_s):
                     socket = await stack.enter_async_context(self._client.listen.v1.connect(**options))
             except TimeoutError as exc:
                 raise SttUnavailable(
-                    f"Deepgram did not open the connection within {self._settings.deepgram_connect_timeout_s:g} s"
+                    f"Deepgram did not open the connection within {self._settings.deepgram_connect_timeout_s:g} s",
+                    kind="connect_timeout",
                 ) from exc
             except ApiError as exc:
                 raise _from_status(exc.status_code) from exc
             except OSError as exc:
-                raise SttUnavailable(f"cannot reach Deepgram: {type(exc).__name__}: {exc.strerror or exc}") from exc
+                raise SttUnavailable(
+                    f"cannot reach Deepgram: {type(exc).__name__}: {exc.strerror or exc}", kind="unreachable"
+                ) from exc
             except websockets.exceptions.WebSocketException as exc:
-                raise SttUnavailable(f"Deepgram handshake failed: {type(exc).__name__}") from exc
+                raise SttUnavailable(f"Deepgram handshake failed: {type(exc).__name__}", kind="handshake") from exc
             yield LiveConnection(socket)
 
 
@@ -140,7 +143,7 @@ def _translated(doing: str) -> Iterator[None]:
         error_type = SttRejected if is_fatal_close(code) else SttUnavailable
         raise error_type(f"Deepgram {said} while {doing}", close_code=code or 1006) from exc
     except OSError as exc:
-        raise SttUnavailable(f"network error while {doing}: {type(exc).__name__}") from exc
+        raise SttUnavailable(f"network error while {doing}: {type(exc).__name__}", kind="network") from exc
 
 
 def _code(exc: websockets.exceptions.ConnectionClosed) -> int | None:

@@ -29,6 +29,7 @@ from service.deepgram_protocol import (
 )
 from service.errors import SttError, SttRejected, SttUnavailable
 from service.ledger import AudioLedger
+from service.metrics import DEEPGRAM_CONNECTS, DEEPGRAM_FAILURES, DEEPGRAM_RECONNECTS, RESULT_LATENCY
 from service.retry import Outage, backoff
 from service.settings import FRAME_MS, Settings
 from service.stt import LiveConnection, SttClient
@@ -146,6 +147,7 @@ class CallInfo:
 class TrackCounters:
     frames_in: int = 0
     bytes_sent: int = 0  # to Deepgram, replays included
+    messages_sent: int = 0  # audio messages to Deepgram (one per frame, or per batch with AUDIO_BATCH_MS)
     bytes_spooled: int = 0
     bytes_lost: int = 0  # could not be spooled either (disk full, spool not writable)
     peak_waiting_bytes: int = 0  # most audio held in memory for Deepgram at once (bounded by AUDIO_BUFFER_S)
@@ -251,13 +253,13 @@ class TrackStream:
     async def run(self) -> None:
         try:
             if not self._stt.configured:
-                await self._give_up(SttRejected("DEEPGRAM_API_KEY is not set"))
+                await self._give_up(SttRejected("DEEPGRAM_API_KEY is not set", kind="no_key"))
             else:
                 await self._transcribe_live()
             await self._twilio_done.wait()  # a spool segment takes audio until the stream ends
         except Exception as exc:  # noqa: BLE001 - the per-track top level: a bug ends this track only, and says so
             self._log.exception("call.internal_error", track=self.name)
-            await self._give_up(SttUnavailable(f"internal error: {type(exc).__name__}"))
+            await self._give_up(SttUnavailable(f"internal error: {type(exc).__name__}", kind="internal"))
         finally:
             self._close_segment()
 
@@ -271,6 +273,7 @@ class TrackStream:
             try:
                 async with self._stt.connect(live_options(settings, diarize=self._diarize)) as live:
                     opened_at = loop.time()
+                    DEEPGRAM_CONNECTS.inc()
                     self._ledger.restart()
                     self._log.info("deepgram.connected", track=self.name, replaying_s=self._replay_seconds())
                     await self._stream(live)
@@ -309,6 +312,7 @@ class TrackStream:
             rng=self._rng,
         )
         self.counters.reconnects += 1
+        DEEPGRAM_RECONNECTS.labels(reason=error.kind).inc()
         self._log.warning(
             "deepgram.reconnecting", track=self.name, why=error.reason, attempt=outage.attempts, in_s=round(delay, 3)
         )
@@ -343,10 +347,10 @@ class TrackStream:
                 await receiver
         except TimeoutError as exc:
             raise SttUnavailable(
-                f"no final results within DEEPGRAM_CLOSE_TIMEOUT_S ({timeout:g} s) of CloseStream"
+                f"no final results within DEEPGRAM_CLOSE_TIMEOUT_S ({timeout:g} s) of CloseStream", kind="close_timeout"
             ) from exc
         if self._ledger.unacknowledged_bytes > FRAME_BYTES:  # timestamps are rounded; a frame is noise
-            raise SttUnavailable("Deepgram closed without final results for all the audio")
+            raise SttUnavailable("Deepgram closed without final results for all the audio", kind="missing_finals")
 
     async def _send(self, live: LiveConnection) -> None:
         """Ledger to Deepgram, paced while replaying; KeepAlive when idle; CloseStream when input ends."""
@@ -366,6 +370,7 @@ class TrackStream:
                 chunk = ledger.take(self._batch_chunks)
                 await live.send_audio(chunk)
                 self.counters.bytes_sent += len(chunk)
+                self.counters.messages_sent += 1
                 last_sent = loop.time()
                 if self._batch_chunks > 1 and ledger.pending_chunks:
                     self._oldest_at = time.monotonic()
@@ -384,7 +389,7 @@ class TrackStream:
     def _check_deepgram_alive(self, now: float) -> None:
         limit = self._settings.deepgram_result_timeout_s
         if self._ledger.unacknowledged_bytes and now - self._last_heard_at > limit:
-            raise SttUnavailable(f"Deepgram sent nothing for DEEPGRAM_RESULT_TIMEOUT_S ({limit:g} s)")
+            raise SttUnavailable(f"Deepgram sent nothing for DEEPGRAM_RESULT_TIMEOUT_S ({limit:g} s)", kind="silent")
 
     async def _sleep_until_woken(self, timeout_s: float) -> None:
         self._wakeup.clear()
@@ -405,9 +410,10 @@ class TrackStream:
     async def _receive(self, live: LiveConnection) -> None:
         loop = asyncio.get_running_loop()
         async for event in live.events():
-            self._last_heard_at = loop.time()
+            heard_at = self._last_heard_at = loop.time()
             if isinstance(event, SttResult):
-                self._on_result(event)
+                if self._on_result(event):
+                    RESULT_LATENCY.observe(loop.time() - heard_at)
             elif isinstance(event, SttMetadata):
                 # Deepgram's last word on a stream: it has processed this much audio, finals included.
                 self._ledger.acknowledge(event.duration)
@@ -415,7 +421,8 @@ class TrackStream:
             elif isinstance(event, SttServerError):
                 self._log.warning("deepgram.error_message", track=self.name, description=event.description)
 
-    def _on_result(self, result: SttResult) -> None:
+    def _on_result(self, result: SttResult) -> bool:
+        """Count the result and emit its transcript; True when a transcript went to the sinks."""
         if result.request_id:
             self._remember_request(result.request_id)
         start, end = self._ledger.call_time(result.start), self._ledger.call_time(result.end)
@@ -425,12 +432,12 @@ class TrackStream:
             self.counters.finals += 1
             if end <= self._last_final_end_s and result.duration > 0:
                 self.counters.finals_repeated += 1  # a stretch already final before a reconnect
-                return
+                return False
             self._last_final_end_s = max(self._last_final_end_s, end)
         else:
             self.counters.interims += 1
         if not result.text:
-            return  # Deepgram's results for silence: nothing to show or keep
+            return False  # Deepgram's results for silence: nothing to show or keep
         transcript = Transcript(
             call_sid=self._call.call_sid,
             stream_sid=self._call.stream_sid,
@@ -451,6 +458,7 @@ class TrackStream:
                 self._emit(part)
         else:
             self._emit(transcript)
+        return True
 
     def _on_call_timeline(self, words: tuple[Word, ...]) -> tuple[Word, ...]:
         offset = self._ledger.call_time(0.0)
@@ -470,6 +478,7 @@ class TrackStream:
     async def _give_up(self, error: SttError, *, outage_s: float | None = None) -> None:
         """Live transcription cannot cover this track any more: what is not final, and what comes, is spooled."""
         self.failure = error
+        DEEPGRAM_FAILURES.labels(reason=error.kind).inc()
         reason = error.reason if outage_s is None else f"Deepgram unavailable for {outage_s:g} s: {error.reason}"
         start_s, audio = self._ledger.release()
         if self._segment is None and (audio or not self._twilio_done.is_set()):

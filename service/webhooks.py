@@ -26,6 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import WebhookDelivery
+from service.metrics import WEBHOOK_DELIVERIES, WEBHOOK_FAILURES
 from service.retry import backoff
 from service.settings import Settings
 from service.times import utc_now
@@ -127,11 +128,13 @@ class WebhookSender:
         attempts = row.attempts + 1
         if error is None:
             self.delivered += 1
+            WEBHOOK_DELIVERIES.inc()
             await self._update(row, {"status": "delivered", "attempts": attempts, "delivered_at": self._clock()})
             log.debug("webhooks.delivered", event_id=row.event_id, call_sid=row.call_sid, attempts=attempts)
             return True
         self.failed_attempts += 1
         gave_up = attempts >= MAX_ATTEMPTS
+        WEBHOOK_FAILURES.labels(outcome="gave_up" if gave_up else "retrying").inc()
         delay = backoff(attempts, base_s=BACKOFF_BASE_S, cap_s=BACKOFF_CAP_S, rng=self._rng)
         await self._update(
             row,

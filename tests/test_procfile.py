@@ -32,8 +32,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def start_web(deepgram: FakeDeepgram, spool_dir: Path) -> tuple[asyncio.subprocess.Process, str]:
-    """The Procfile's web line as a real process; returns it and its URL once /voice answers."""
+async def start_web(
+    deepgram: FakeDeepgram, spool_dir: Path, **extra_env: str
+) -> tuple[asyncio.subprocess.Process, str]:
+    """The Procfile's web line as a real process (`extra_env` added); returns it and its URL once /voice answers."""
     port = free_port()
     env = {
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -47,6 +49,7 @@ async def start_web(deepgram: FakeDeepgram, spool_dir: Path) -> tuple[asyncio.su
         # The process runs in the checkout: its database and journal go to the test's directory instead.
         "DATABASE_URL": f"sqlite:///{spool_dir / 'callscribe.sqlite3'}",
         "DB_JOURNAL_PATH": str(spool_dir / "callscribe-journal.jsonl"),
+        **extra_env,
     }
     process = await asyncio.create_subprocess_exec(
         "bash", "-c", f"exec {web_command()}", cwd=ROOT, env=env,
