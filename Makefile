@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null)
 PORT ?= 5001
 
-.PHONY: setup run test lint format simulate clean
+.PHONY: setup run test lint format simulate bench clean
 
 setup: $(VENV)/.synced
 
@@ -24,19 +24,25 @@ run: setup
 	$(BIN)/python -m service db upgrade && $(BIN)/python -m service serve --port $(PORT)
 
 lint: setup
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
+	$(BIN)/ruff check service tests benchmarks
+	$(BIN)/ruff format --check service tests benchmarks
 	$(BIN)/mypy --strict service
+	$(BIN)/mypy --strict benchmarks
 
 test: setup lint
 	$(BIN)/pytest
 
 format: setup
-	$(BIN)/ruff format service tests
-	$(BIN)/ruff check --fix service tests
+	$(BIN)/ruff format service tests benchmarks
+	$(BIN)/ruff check --fix service tests benchmarks
 
 simulate: setup
 	$(BIN)/python -m service simulate service/samples/hello.wav --url http://localhost:$(PORT)
+
+# The benchmark harness (benchmarks/run.py): N calls through a fresh service; writes docs/benchmarks.{json,md}.
+# BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="--quick" or "--env AUDIO_BATCH_MS=100 --label batch100".
+bench: setup
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -197,6 +197,7 @@ class TrackStream:
         self._batch_wait_s = (settings.audio_batch_ms - FRAME_MS) / 1000
         self._oldest_at = 0.0
         self._wakeup = asyncio.Event()
+        self._alarm: asyncio.TimerHandle | None = None  # the sender's next timed wake-up (see _sleep_until_woken)
         self._twilio_done = asyncio.Event()
         self._live_input_ended = False  # no more audio for Deepgram: flush, CloseStream, wait for finals
         self._segment: GuardedSegment | None = None
@@ -339,6 +340,7 @@ class TrackStream:
             for task in (sender, receiver):
                 task.cancel()
             await asyncio.gather(sender, receiver, return_exceptions=True)
+            self._cancel_alarm()
 
     async def _await_last_results(self, receiver: asyncio.Task[None]) -> None:
         timeout = self._settings.deepgram_close_timeout_s
@@ -392,14 +394,31 @@ class TrackStream:
             raise SttUnavailable(f"Deepgram sent nothing for DEEPGRAM_RESULT_TIMEOUT_S ({limit:g} s)", kind="silent")
 
     async def _sleep_until_woken(self, timeout_s: float) -> None:
+        """Until `push`/`end` wakes the sender, or `timeout_s` passes (the sender re-checks either way).
+
+        Called once per frame, so it does not make a timer per call: one alarm stays set, and is moved only
+        when it is due later than needed. An alarm that rings early (audio kept coming) just wakes the sender
+        once per KeepAlive period to find nothing to do.
+        """
         self._wakeup.clear()
         if self._ledger.unacknowledged_bytes:
             timeout_s = min(timeout_s, self._settings.deepgram_result_timeout_s)
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._wakeup.wait()
-        except TimeoutError:
-            pass
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        if self._alarm is None or self._alarm.when() > deadline:
+            if self._alarm is not None:
+                self._alarm.cancel()
+            self._alarm = loop.call_at(deadline, self._ring)
+        await self._wakeup.wait()
+
+    def _ring(self) -> None:
+        self._alarm = None
+        self._wakeup.set()
+
+    def _cancel_alarm(self) -> None:
+        if self._alarm is not None:
+            self._alarm.cancel()
+            self._alarm = None
 
     def _batch_due_in(self) -> float | None:
         """Seconds until the pending audio should go out; None means now."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from service.errors import InvalidState, TwilioProtocolError
 
@@ -99,7 +100,7 @@ TwilioEvent = Connected | Start | Media | Stop | Dtmf | Mark | Unknown
 def parse(text: str | bytes) -> TwilioEvent:
     """Parse one WebSocket message from Twilio. Raises TwilioProtocolError, and nothing else."""
     try:
-        message = json.loads(text)
+        message = orjson.loads(text)
     except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise TwilioProtocolError(f"malformed JSON: {_short(exc)}") from exc
     if not isinstance(message, dict):

@@ -1,0 +1,182 @@
+"""The benchmark harness's pure parts: percentiles, rate accounting, medians, frame tags and the run analysis."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import analysis, report, stats, tagging
+
+MS = 1_000_000
+S = 1_000_000_000
+
+
+def test_percentile_interpolates_between_closest_ranks() -> None:
+    """Odd and even lengths give numpy's linear-interpolation percentiles."""
+    assert stats.percentile([1, 2, 3, 4, 5], 50) == 3.0
+    assert stats.percentile([1, 2, 3, 4], 50) == 2.5
+    assert stats.percentile([1, 2, 3, 4], 25) == pytest.approx(1.75)
+    assert stats.percentile(list(range(1, 101)), 99) == pytest.approx(99.01)
+    assert stats.percentile([10, 20], 99) == pytest.approx(19.9)
+
+
+def test_percentile_ends_and_single_value() -> None:
+    """q=0 is the minimum, q=100 the maximum, and one value is every percentile."""
+    values = [7, 3, 9, 1]
+    assert stats.percentile(values, 0) == 1.0
+    assert stats.percentile(values, 100) == 9.0
+    assert stats.percentile([42], 0) == stats.percentile([42], 99) == stats.percentile([42], 100) == 42.0
+
+
+def test_percentile_sorts_its_input() -> None:
+    """Unsorted input gives the same answer as sorted input, and the input is left as it was."""
+    values = [5, 1, 4, 2, 3]
+    assert stats.percentile(values, 50) == 3.0
+    assert stats.percentile(values, 75) == 4.0
+    assert values == [5, 1, 4, 2, 3]
+
+
+def test_percentile_refuses_empty_input_and_bad_q() -> None:
+    """No values, or q outside 0..100, is a ValueError."""
+    with pytest.raises(ValueError, match="no values"):
+        stats.percentile([], 50)
+    with pytest.raises(ValueError, match=r"0\.\.100"):
+        stats.percentile([1], 101)
+
+
+def test_summary_is_in_milliseconds_from_nanoseconds() -> None:
+    """summary() takes ns and reports n, p50, p99 and max in ms; empty input gives None percentiles."""
+    result = stats.summary([1 * MS, 2 * MS, 3 * MS, 4 * MS, 100 * MS])
+    assert result["n"] == 5
+    assert result["p50"] == 3.0
+    assert result["p99"] == pytest.approx(4 + 0.96 * 96)
+    assert result["max"] == 100.0
+    assert stats.summary([]) == {"n": 0, "p50": None, "p99": None, "max": None}
+
+
+def test_cpu_accounting_uses_delivered_audio() -> None:
+    """1.5 CPU s over 1,500 frames (30 track-seconds) is 50 ms per track-second: 20 calls per core."""
+    audio_s = stats.track_seconds(1500)
+    assert audio_s == pytest.approx(30.0)
+    cpu_ms = stats.cpu_ms_per_call_second(1.5, audio_s)
+    assert cpu_ms == pytest.approx(50.0)
+    assert stats.calls_per_core(cpu_ms) == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="no audio"):
+        stats.cpu_ms_per_call_second(1.0, 0.0)
+    with pytest.raises(ValueError, match="positive"):
+        stats.calls_per_core(0.0)
+
+
+def test_memory_per_call() -> None:
+    """RSS growth over idle, shared by the calls, in MiB."""
+    idle = 100 * stats.MIB
+    assert stats.memory_per_call_mib(idle + 50 * stats.MIB, idle, 25) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="positive"):
+        stats.memory_per_call_mib(idle, idle, 0)
+
+
+def test_median_of_runs_per_metric() -> None:
+    """Each metric's median across runs; missing or None values are left out."""
+    runs: list[dict[str, float | int | None]] = [
+        {"p99": 3.0, "lost": 0, "cpu": None},
+        {"p99": 1.0, "lost": 2, "cpu": 5.0},
+        {"p99": 2.0, "lost": 1},
+    ]
+    assert stats.median_of_runs(runs) == {"p99": 2.0, "lost": 1, "cpu": 5.0}
+    assert stats.median_of_runs([{"a": 1.0}, {"a": 2.0}]) == {"a": 1.5}
+    assert stats.median_of_runs([{"a": None}]) == {"a": None}
+
+
+def test_tag_round_trip() -> None:
+    """A packed frame is 160 bytes of silence behind its tag, and unpacks to the same numbers."""
+    frame = tagging.pack_frame(65535, 1, 123_456)
+    assert len(frame) == tagging.FRAME_BYTES
+    assert frame[tagging.TAG_BYTES :] == b"\xff" * (tagging.FRAME_BYTES - tagging.TAG_BYTES)
+    assert tagging.unpack_frame(frame) == (65535, 1, 123_456)
+    assert tagging.unpack_frame(b"\xff" * 160) is None
+
+
+def test_tags_of_concatenated_frames() -> None:
+    """A batched send (several whole frames back to back) yields each frame's key in order; untagged ones b""."""
+    frames = [tagging.pack_frame(3, 0, seq) for seq in range(5)]
+    keys = list(tagging.frame_keys(b"".join(frames) + b"\xff" * 160))
+    assert [tagging.key_fields(key) for key in keys[:5]] == [(3, 0, seq) for seq in range(5)]
+    assert keys[5] == b""
+
+
+def test_steady_window_and_its_fallbacks() -> None:
+    """[last start + 2 s, first stop - 1 s] when it lasts a second, else wider, flagged."""
+    assert analysis.steady_window([0, 1 * S], [10 * S, 11 * S]) == analysis.Window(3 * S, 9 * S, fallback=False)
+    assert analysis.steady_window([0], [3 * S]) == analysis.Window(0, 3 * S, fallback=True)
+    assert analysis.steady_window([0, 5 * S], [3 * S, 8 * S]) == analysis.Window(0, 8 * S, fallback=True)
+
+
+def _loadgen(sent_ns: list[list[int]], start_ns: int = 0) -> dict[str, object]:
+    call = {"index": 0, "start_ns": start_ns, "frames_planned": len(sent_ns[0]), "sent_ns": sent_ns}
+    return {"frame_ns": 20 * MS, "calls": [call]}
+
+
+def test_join_frames_counts_latency_loss_and_lag() -> None:
+    """Forward latency per steady frame, the first frame apart, lost frames counted, lag against the plan."""
+    sent = [[0 * MS + 1 * MS, 20 * MS, 40 * MS, 60 * MS]]
+    receipts = {"call": [0, 0, 0], "track": [0, 0, 0], "seq": [0, 1, 3], "ns": [31 * MS, 22 * MS, 65 * MS]}
+    window = analysis.Window(10 * MS, 100 * MS, fallback=False)
+    join = analysis.join_frames(_loadgen(sent), receipts, window)
+    assert (join.sent, join.received) == (4, 3)
+    assert join.first_ns == [30 * MS]
+    assert join.forward_ns == [2 * MS, 5 * MS]
+    assert join.send_lag_ns == [1 * MS, 0, 0, 0]
+
+
+def test_resource_metrics_account_cpu_to_audio_in_the_sampled_interval() -> None:
+    """CPU between the ticks around the window, over the audio sent between those ticks."""
+    ticks = [
+        analysis.Tick(0, 1.0, 100 * stats.MIB, 0.0, 0.0),
+        analysis.Tick(1 * S, 1.1, 110 * stats.MIB, 0.1, 0.1),
+        analysis.Tick(2 * S, 1.3, 120 * stats.MIB, 0.2, 0.2),
+    ]
+    sends = [[1 * MS + t * 20 * MS for t in range(100)] for _ in range(2)]  # 2 tracks x 2 s: 200 frames
+    join = analysis.join_frames(
+        _loadgen(sends), {"call": [], "track": [], "seq": [], "ns": []}, analysis.Window(0, 0, False)
+    )
+    metrics = analysis.resource_metrics(ticks, analysis.Window(0, 2 * S, False), join, 100 * stats.MIB, calls=2)
+    assert metrics["window_track_seconds"] == pytest.approx(4.0)
+    assert metrics["cpu_ms_per_track_second"] == pytest.approx(75.0)  # 0.3 CPU s / 4 track-s
+    assert metrics["service_cpu_pct"] == pytest.approx(15.0)
+    assert metrics["mib_per_call"] == pytest.approx(10.0)
+    assert metrics["harness_cpu_pct"] == pytest.approx(20.0)
+
+
+def test_result_latency_from_log_lines() -> None:
+    """The service's transcript timestamp minus the stand-in's embedded send time; other lines are skipped."""
+    sent = analysis.iso_to_ns("2025-11-24T10:00:00.000000Z")
+    lines = [
+        json.dumps({"event": "transcript", "text": f"t{sent}", "timestamp": "2025-11-24T10:00:00.002500Z"}),
+        json.dumps({"event": "call.started", "timestamp": "2025-11-24T10:00:00Z"}),
+        json.dumps({"event": "transcript", "text": "hello", "timestamp": "2025-11-24T10:00:00Z"}),
+        'not json, but mentions "transcript"',
+    ]
+    assert analysis.result_latencies(lines, None) == [2_500_000]
+    assert analysis.result_latencies(lines, (sent + 1, sent + 2)) == []
+
+
+def test_limits_name_what_gave_out() -> None:
+    """The report names lost frames, a slow p99, a saturated service and a saturated harness."""
+    assert analysis.limits({"frames_lost": 0, "forward_p99_ms": 5.0}) == []
+    found = analysis.limits(
+        {"frames_lost": 3, "forward_p99_ms": 500.0, "service_cpu_pct": 99.0, "send_lag_p99_ms": 50.0}
+    )
+    assert found[0] == "frames lost"
+    assert len(found) == 4
+
+
+def test_markdown_block_replaces_only_between_markers() -> None:
+    """The table goes between the bench markers; text around them is kept; no markers: None."""
+    document = f"intro\n{report.START_MARKER}\nold\n{report.END_MARKER}\noutro\n"
+    assert report.replace_block(document, "new") == f"intro\n{report.START_MARKER}\nnew\n{report.END_MARKER}\noutro\n"
+    assert report.replace_block("no markers", "new") is None
+    scenario = {"name": "1 calls x 1 track, together", "median": {"forward_p50_ms": 1.234, "frames_lost": 0}}
+    lines = report.table([scenario]).splitlines()
+    assert lines[0].startswith("| scenario |")
+    assert lines[2].startswith("| 1 calls x 1 track, together | 1.23 |")
