@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import heapq
 import json
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from benchmarks.records import own_cpu_seconds, write_atomically
 from benchmarks.tagging import FRAME_BYTES, pack_frame
 from service.simulator import CallSpec, new_stream_sid, plan_messages, twilio_signature
 
@@ -228,12 +228,6 @@ async def play(calls: list[Call], url: str, token: str, timeout_s: float) -> Non
             raise RuntimeError("a load generator task failed") from task.exception()
 
 
-def cpu_seconds() -> float:
-    """This process's CPU time so far, user plus system."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def main(argv: list[str] | None = None) -> int:
     """Prepare, play, write the record file."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.loadgen", description=__doc__)
@@ -253,14 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     offsets = start_offsets_ns(args.calls, args.start, args.stagger_s)
     prepared = [prepare_call(index, args.tracks, frames, 0) for index in range(args.calls)]
     prepare_s = time.monotonic() - started
-    prepare_cpu_s = cpu_seconds()
+    prepare_cpu_s = own_cpu_seconds()
     t0 = time.monotonic_ns() + int((START_MARGIN_S + CONNECT_LEAD_S) * 1e9)
     for call, offset in zip(prepared, offsets, strict=True):
         call.start_ns = t0 + offset
     timeout_s = START_MARGIN_S + CONNECT_LEAD_S + max(offsets) / 1e9 + args.duration_s + OPEN_TIMEOUT_S + CLOSE_WAIT_S
     asyncio.run(play(prepared, args.url, args.token, timeout_s))
     record = {
-        "cpu_s": cpu_seconds(),
+        "cpu_s": own_cpu_seconds(),
         "wall_s": time.monotonic() - started,
         "prepare_s": prepare_s,
         "prepare_cpu_s": prepare_cpu_s,  # spent before the first socket opened: not part of playing
@@ -269,9 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         "tracks": args.tracks,
         "calls": [call.record() for call in prepared],
     }
-    partial = args.out.with_suffix(".partial")
-    partial.write_text(json.dumps(record, separators=(",", ":")))
-    partial.replace(args.out)
+    write_atomically(args.out, json.dumps(record, separators=(",", ":")))
     return 0
 
 

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import datetime
 import json
-import resource
 import signal
 import time
 import urllib.parse
@@ -32,6 +31,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from benchmarks.records import own_cpu_seconds, write_atomically
 from benchmarks.tagging import frame_keys, key_fields
 
 LISTEN_PATH = "/v1/listen"
@@ -208,16 +208,8 @@ async def serve_until_stopped(port: int, ready_file: Path, recorder: Recorder) -
         max_size=MAX_MESSAGE_BYTES,
     ) as server:
         bound = server.sockets[0].getsockname()[1]
-        partial = ready_file.with_suffix(".partial")
-        partial.write_text(f"{bound}\n")
-        partial.replace(ready_file)  # atomic: the runner never reads half a port number
+        write_atomically(ready_file, f"{bound}\n")
         await stop.wait()
-
-
-def cpu_seconds() -> float:
-    """This process's CPU time so far, user plus system."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,10 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     recorder = Recorder()
     started = time.monotonic()
     asyncio.run(serve_until_stopped(args.port, args.ready_file, recorder))
-    record = recorder.to_json(cpu_seconds(), time.monotonic() - started)
-    partial = args.record_file.with_suffix(".partial")
-    partial.write_text(json.dumps(record, separators=(",", ":")))
-    partial.replace(args.record_file)
+    record = recorder.to_json(own_cpu_seconds(), time.monotonic() - started)
+    write_atomically(args.record_file, json.dumps(record, separators=(",", ":")))
     return 0
 
 

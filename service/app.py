@@ -66,7 +66,11 @@ class Calls:
         """The calls' counters into /metrics once a second (never per frame)."""
         while True:
             await asyncio.sleep(SAMPLE_INTERVAL_S)
-            self.meter.sample(self.sessions)
+            try:
+                self.meter.sample(self.sessions)
+            except Exception:
+                # A bug here must not stop the metrics for good, nor reach a call.
+                log.exception("metrics.sample_failed")
 
     async def drain(self, timeout_s: float) -> int:
         """Close every stream, wait (bounded) for Deepgram's last finals, spool the rest; returns calls spooled."""

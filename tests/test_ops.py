@@ -75,9 +75,9 @@ async def test_readyz_says_what_is_missing_without_secrets_or_urls() -> None:
 async def test_readyz_is_not_ready_while_shutting_down_or_full(deepgram: FakeDeepgram) -> None:
     async with running_service(make_settings(deepgram, max_calls=1)) as service, httpx.AsyncClient() as client:
         calls = service.app.app.app.extensions["callscribe"].calls
-        calls.sessions.add(object())  # a call in progress: the process is at MAX_CALLS
+        calls.max_calls = 0  # as if MAX_CALLS calls were in progress
         full = await client.get(f"{service.url}/readyz")
-        calls.sessions.clear()
+        calls.max_calls = 1
         calls.accepting = False
         stopping = await client.get(f"{service.url}/readyz")
         calls.accepting = True
@@ -144,11 +144,19 @@ async def test_metrics_count_reconnects_and_failures_by_reason(deepgram: FakeDee
     deepgram.faults.reject_status = 401
     settings = make_settings(deepgram, metrics_token=METRICS_TOKEN)
     spec = CallSpec(inbound=call_audio(73, 0.5), speed=0)
+    retried = CallSpec(inbound=call_audio(75, 0.5), speed=0)
     async with running_service(settings) as service:
         before = await scrape(service.url)
         await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
         await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
+        deepgram.faults.reject_status, deepgram.faults.reject_count = 503, 1  # refused once, then accepted
+        await simulate_call(service.url, retried, auth_token=TWILIO_TOKEN)
+        await log_lines.wait_for("call.ended", call_sid=retried.call_sid)
         after = await scrape(service.url)
+    reconnects = value(after, "callscribe_deepgram_reconnects_total", reason="http_503") - value(
+        before, "callscribe_deepgram_reconnects_total", reason="http_503"
+    )
+    assert reconnects == 1
     failures = value(after, "callscribe_deepgram_failures_total", reason="http_401") - value(
         before, "callscribe_deepgram_failures_total", reason="http_401"
     )
