@@ -8,7 +8,6 @@ their own settings. `asgi_app(settings)` adds Hypercorn's ProxyFixMiddleware, tr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import signal
 from collections.abc import Callable, Sequence
@@ -17,13 +16,14 @@ from typing import Any, Final, cast
 import structlog
 from hypercorn.middleware import ProxyFixMiddleware
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
-from quart import Quart, Response, request, websocket
+from quart import Quart, Response, request
 
 from service import close_codes
 from service.api import api_blueprint
 from service.batch import BatchWorker
 from service.deepgram_protocol import ignored_options
 from service.events import CallEnded, CallObserver, CallStarted
+from service.media_socket import MediaRoute, TwilioSocket
 from service.metrics import SAMPLE_INTERVAL_S, CallMeter, worker_stopped
 from service.ops import Readiness, database_check, ops_blueprint
 from service.session import CallSession
@@ -260,45 +260,43 @@ class Service:
             return f"callscribe is at MAX_CALLS ({self.settings.max_calls})"
         return None
 
-    async def media(self) -> tuple[str, int] | None:
-        """The WebSocket Twilio streams the call's audio to."""
-        why = self.twilio_refusal(
-            stream_url(self.settings, websocket.host), {}, websocket.headers.get("X-Twilio-Signature")
-        )
+    async def media(self, socket: TwilioSocket) -> None:
+        """The WebSocket Twilio streams the call's audio to (plain ASGI: see media_socket.py)."""
+        why = self.twilio_refusal(stream_url(self.settings, socket.host), {}, socket.header("X-Twilio-Signature"))
         if why is not None:
             log.warning("media.refused", status=403, why=why)
-            return "Forbidden: stream not signed by Twilio\n", 403  # before accept(): the upgrade fails
-        # The session closes the socket from its own tasks, so it needs the object behind Quart's proxy.
-        socket: Any = cast(Any, websocket)._get_current_object()
+            await socket.refuse(403, "Forbidden: stream not signed by Twilio\n")  # the upgrade fails
+            return
         await socket.accept()
         busy = self.busy_reason()
         if busy is not None:
             log.warning("media.refused", close_code=close_codes.TRY_AGAIN_LATER, why=busy)
             await socket.close(close_codes.TRY_AGAIN_LATER, busy)
-            return None
-        await self._stream(socket)
-        return None
+            return
+        try:
+            await self._stream(socket)
+        except Exception:
+            # A bug in one call's handling ends that call only, and says so (the process and other calls go on).
+            log.exception("media.internal_error")
+            await socket.close(close_codes.INTERNAL_ERROR, "callscribe internal error")
 
-    async def _stream(self, socket: Any) -> None:
-        async def close_twilio(code: int, reason: str) -> None:
-            with contextlib.suppress(RuntimeError):  # Quart raises if the socket is already closed
-                await socket.close(code, reason)
-
+    async def _stream(self, socket: TwilioSocket) -> None:
         session = CallSession(
-            settings=self.settings, stt=self.stt, spool=self.spool, observer=self.observer, close_twilio=close_twilio
+            settings=self.settings, stt=self.stt, spool=self.spool, observer=self.observer, close_twilio=socket.close
         )
         self.calls.add(session)
         self._keep(asyncio.ensure_future(self.calls.forget_when_finished(session)))
         try:
-            while True:
-                reject = session.on_message(await socket.receive())
+            while (message := await socket.receive()) is not None:
+                reject = session.on_message(message)
                 if reject is not None:
                     await socket.close(reject.code, reject.reason)
                     return
                 if session.ended_by is not None:
-                    return  # after stop: Quart closes the socket normally
+                    await socket.close(close_codes.NORMAL, "stream stopped")
+                    return
         finally:
-            # Also on cancellation (Twilio hung up): the session's own tasks finish Deepgram's side.
+            # Also when Twilio hung up or the handler was cancelled: the session's own tasks finish Deepgram's side.
             session.twilio_ended()
 
     async def finish_calls(self) -> None:
@@ -336,7 +334,6 @@ def create_app(
     app.before_serving(service.announce)
     app.after_serving(service.shutdown)
     app.add_url_rule("/voice", view_func=service.voice, methods=["POST", "GET"])
-    app.add_websocket("/media", view_func=service.media)
     # The engine is made at startup (before_serving), so the API asks for it per request.
     app.register_blueprint(api_blueprint(settings, lambda: service.store.engine))
     app.register_blueprint(ops_blueprint(settings, service.readiness))
@@ -360,5 +357,7 @@ class WebsocketSchemeFix:
 
 def asgi_app(settings: Settings, *, handle_sigterm: bool = False) -> ASGIFramework:
     """The app as Hypercorn serves it, trusting one proxy hop for the scheme and host."""
-    quart_app = cast(ASGIFramework, create_app(settings, handle_sigterm=handle_sigterm))
-    return ProxyFixMiddleware(WebsocketSchemeFix(quart_app), mode="legacy", trusted_hops=1)
+    quart_app = create_app(settings, handle_sigterm=handle_sigterm)
+    service: Service = quart_app.extensions["callscribe"]
+    routed = MediaRoute(WebsocketSchemeFix(cast(ASGIFramework, quart_app)), service.media)
+    return ProxyFixMiddleware(routed, mode="legacy", trusted_hops=1)

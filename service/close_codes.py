@@ -7,3 +7,4 @@ INVALID_PAYLOAD = 1007  # malformed JSON, a bad field, bad base64
 POLICY_VIOLATION = 1008  # a message the stream's state forbids (media before start, a second start)
 MESSAGE_TOO_BIG = 1009  # over MAX_MESSAGE_BYTES
 TRY_AGAIN_LATER = 1013  # MAX_CALLS streams already open
+INTERNAL_ERROR = 1011  # a bug in callscribe while handling this stream (it ends that call only)

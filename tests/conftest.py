@@ -97,6 +97,11 @@ class RunningService:
     port: int
     app: Any
 
+    @property
+    def service(self) -> Any:
+        """The app's `Service` (ProxyFix -> MediaRoute, whose handler is `Service.media`)."""
+        return self.app.app.handler.__self__
+
 
 @contextlib.asynccontextmanager
 async def running_service(settings: Settings) -> AsyncIterator[RunningService]:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from service.session import CallSession
 from service.simulator import CallSpec, build_messages, simulate_call, twilio_signature
 from service.spool import Spool
 from service.wav import read_mulaw_wav
@@ -183,3 +184,29 @@ async def test_secrets_never_reach_the_logs(deepgram: FakeDeepgram, log_lines: L
     assert TWILIO_TOKEN not in text
     assert signature not in text
     assert base64.b64encode(spec.inbound[:160]).decode() not in text
+
+
+async def test_a_bug_in_one_stream_closes_it_1011_and_spares_the_others(
+    service_with_bystander: tuple[str, asyncio.Task[Any], CallSpec],
+    log_lines: LogLines,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An exception escaping a stream's handling is logged with its traceback and closes only that stream, 1011."""
+    url, bystander, spec = service_with_bystander
+    on_message = CallSession.on_message
+
+    def buggy_on_message(session: CallSession, data: str | bytes) -> Any:
+        if "bug-trigger" in str(data):  # only this test's stream: the bystander's messages never carry it
+            raise RuntimeError("a bug")
+        return on_message(session, data)
+
+    monkeypatch.setattr(CallSession, "on_message", buggy_on_message)
+    socket = await open_media(url)
+    with pytest.raises(ConnectionClosed):
+        await socket.send(CONNECTED)
+        await socket.send(json.dumps({"event": "bug-trigger", "streamSid": STREAM_SID}))
+        await asyncio.wait_for(socket.recv(), timeout=5)
+    assert socket.close_code == 1011
+    [error] = log_lines.events("media.internal_error")
+    assert "RuntimeError: a bug" in error["exception"]
+    await _assert_bystander_unharmed(bystander, spec, log_lines)

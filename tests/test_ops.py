@@ -74,7 +74,7 @@ async def test_readyz_says_what_is_missing_without_secrets_or_urls() -> None:
 
 async def test_readyz_is_not_ready_while_shutting_down_or_full(deepgram: FakeDeepgram) -> None:
     async with running_service(make_settings(deepgram, max_calls=1)) as service, httpx.AsyncClient() as client:
-        calls = service.app.app.app.extensions["callscribe"].calls
+        calls = service.service.calls
         calls.max_calls = 0  # as if MAX_CALLS calls were in progress
         full = await client.get(f"{service.url}/readyz")
         calls.max_calls = 1
