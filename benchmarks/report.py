@@ -59,7 +59,8 @@ def markdown_block(report: Mapping[str, Any]) -> str:
         f"Run {report['date']} at `{report['git_revision']}` ({report['label']}) on {machine['cpu_model']}, "
         f"{machine['cpu_count']} CPUs, Python {machine['python']}; service pinned to its own core: "
         f"{'yes' if report['pinned'] else 'no'}. Audio {report['duration_s']:g} s per call, median of "
-        f"{report['repeats']} run(s). Env overrides: {', '.join(report['env']) or 'none'}.",
+        f"{report['repeats']} run(s). Env overrides: {', '.join(report['env']) or 'none'}."
+        + (" Served: `benchmarks/floor.py` (the stack alone), not callscribe." if report.get("floor") else ""),
         "",
         table(scenarios),
         "",

@@ -75,6 +75,7 @@ class Options:
     repeats: int
     env: dict[str, str]
     wrapper: list[str]
+    floor: bool  # serve benchmarks/floor.py (the stack alone) instead of callscribe
     pin: bool
     workdir: Path
 
@@ -240,11 +241,11 @@ def start_service(
 ) -> tuple[subprocess.Popen[bytes], float, list[dict[str, Any]]]:
     """A fresh service on its own core; its start-up time (ms) and, once warmed up and settled, idle memory."""
     spawned_ns = time.monotonic_ns()
-    service = children.spawn(
-        [*options.wrapper, PYTHON, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=rundir, env=env, out=log,
-    )  # fmt: skip
+    if options.floor:
+        command = [PYTHON, "-m", "hypercorn", "--workers", "1", "--bind", f"127.0.0.1:{port}", "benchmarks.floor:app"]
+    else:
+        command = [PYTHON, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    service = children.spawn([*options.wrapper, *command], cwd=rundir, env=env, out=log)
     pin([service.pid], SERVICE_CPU, options)  # before Hypercorn spawns its worker, which inherits it
     wait_until_up(port, service, rundir / "service.log")
     startup_ms = (time.monotonic_ns() - spawned_ns) / stats.NS_PER_MS
@@ -470,6 +471,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--env", type=_env_pair, action="append", default=[], help="KEY=VALUE for the service")
     p.add_argument("--label", default="default", help="a name for this configuration in the report")
     p.add_argument("--service-wrapper", default="", help='prefix for the service command, e.g. "py-spy record -o x --"')
+    p.add_argument(
+        "--floor", action="store_true", help="serve benchmarks/floor.py (Hypercorn + SDK, nothing else) instead"
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--keep-workdir", action="store_true", help="keep the run directories (logs, records)")
     p.add_argument("--out-json", type=Path, default=REPO / "docs" / "benchmarks.json")
@@ -501,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         repeats=args.repeats,
         env=dict(args.env),
         wrapper=shlex.split(args.service_wrapper),
+        floor=args.floor,
         pin=pinning,
         workdir=workdir,
     )
@@ -534,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeats": options.repeats,
         "env": [f"{key}={value}" for key, value in options.env.items()],
         "service_wrapper": args.service_wrapper,
+        "floor": args.floor,
         "scenarios": results,
         "first_limit": first_limit(results),
     }

@@ -8,15 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 LATENCIES = ("forward", "first_audio", "result")
 
 
-def test_quick_benchmark_writes_a_well_formed_report(tmp_path: Path) -> None:
-    """Two scenarios run, every frame arrives, and each latency, CPU and memory figure is a sane number."""
+@pytest.mark.parametrize("served", ["callscribe", "floor"])
+def test_quick_benchmark_writes_a_well_formed_report(tmp_path: Path, served: str) -> None:
+    """Two scenarios run, every frame arrives, and each latency, CPU and memory figure is a sane number; for
+    callscribe and for the stack's floor (benchmarks/floor.py) that docs/benchmarks.md compares it with."""
     out_json, out_md = tmp_path / "x.json", tmp_path / "x.md"
+    outputs = ["--out-json", str(out_json), "--out-md", str(out_md)]
+    floor = ["--floor"] if served == "floor" else []
     completed = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--out-json", str(out_json), "--out-md", str(out_md)],
+        [sys.executable, "-m", "benchmarks.run", "--quick", *floor, *outputs],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -26,6 +32,7 @@ def test_quick_benchmark_writes_a_well_formed_report(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
     result = json.loads(out_json.read_text())
     output = completed.stdout + completed.stderr  # shown with any failure below
+    assert result["floor"] is (served == "floor")
     assert result["machine"]["cpu_count"] >= 1
     assert {"cpu_model", "platform", "python"} <= set(result["machine"])
     assert [(s["calls"], s["tracks"], s["start"]) for s in result["scenarios"]] == [

@@ -1,0 +1,87 @@
+"""The stack's floor: the least a Twilio-to-Deepgram bridge can do on Hypercorn and deepgram-sdk.
+
+`python -m benchmarks.run --floor` serves this ASGI app (`hypercorn benchmarks.floor:app`) instead of
+callscribe, under the same load and the same Deepgram stand-in. Per Twilio message it does only what any
+bridge must: parse the JSON (orjson), decode the base64, and await the SDK's `send_media` right there in the
+connection's read loop. Per Deepgram result: the SDK's parse and one JSON line on stdout (the line the
+benchmark reads result latency from). Nothing else: no signature check, no validation, no buffer, no
+reconnect, no spool, no database, no metrics, no error handling. It is not a product; it answers one
+question: how much of callscribe's cost is the stack's, and how much is callscribe's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime
+import os
+import sys
+from typing import Any
+
+import orjson
+from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
+from deepgram.listen.v1 import ListenV1Results
+from deepgram.listen.v1.socket_client import AsyncV1SocketClient
+
+ASGIReceive = Any
+ASGISend = Any
+
+# The stand-in's address, in the variable the benchmark sets for callscribe too (http://127.0.0.1:PORT).
+_REST_URL = os.environ.get("DEEPGRAM_URL", "http://127.0.0.1:1")
+_LIVE_URL = _REST_URL.replace("http", "ws", 1)
+CLIENT = AsyncDeepgramClient(
+    api_key=os.environ.get("DEEPGRAM_API_KEY", "floor"),
+    environment=DeepgramClientEnvironment(base=_REST_URL, production=_LIVE_URL, agent=_LIVE_URL, agent_rest=_REST_URL),
+)
+OPTIONS: dict[str, Any] = {"model": "nova-3", "encoding": "mulaw", "sample_rate": 8000, "channels": 1}
+
+
+async def app(scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
+    """/media bridges, every HTTP request answers 200 (the runner's /healthz), lifespan is acknowledged."""
+    if scope["type"] == "websocket":
+        await bridge(receive, send)
+    elif scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ok\n"})
+    elif scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+async def bridge(receive: ASGIReceive, send: ASGISend) -> None:
+    """One Twilio stream: a Deepgram connection per track, each payload sent as it comes."""
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    sockets: dict[str, AsyncV1SocketClient] = {}
+    readers: list[asyncio.Task[None]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        while (message := await receive())["type"] == "websocket.receive":
+            event = orjson.loads(message.get("text") or message["bytes"])
+            kind = event["event"]
+            if kind == "media":
+                media = event["media"]
+                await sockets[media["track"]].send_media(base64.b64decode(media["payload"]))
+            elif kind == "start":
+                for track in event["start"]["tracks"]:
+                    socket = await stack.enter_async_context(CLIENT.listen.v1.connect(**OPTIONS))
+                    sockets[track] = socket
+                    readers.append(asyncio.create_task(print_results(socket)))
+            elif kind == "stop":
+                for socket in sockets.values():
+                    await socket.send_close_stream()
+                await asyncio.gather(*readers)
+                await send({"type": "websocket.close", "code": 1000, "reason": ""})
+                return
+
+
+async def print_results(socket: AsyncV1SocketClient) -> None:
+    async for message in socket:
+        if isinstance(message, ListenV1Results) and message.channel.alternatives:
+            line = {
+                "event": "transcript",
+                "text": message.channel.alternatives[0].transcript,
+                "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
+            }
+            sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
