@@ -2,8 +2,11 @@
 
 The Twilio side is synchronous and cheap: `CallSession.on_message` parses a message, advances the stream's
 state and appends the audio to the track's bounded buffer; it never awaits, so the WebSocket from Twilio
-is always read promptly. Each track's task sends that buffer to Deepgram (KeepAlive when idle), reads
-Deepgram's results concurrently, and on the end of the stream sends CloseStream and waits (bounded) for the
+is always read promptly. Each track's task sends that buffer to Deepgram (KeepAlive when idle). When that
+task is idle, caught up on an open connection, `send_pushed` writes the new frame from the Twilio side
+instead of waking it (one task switch fewer per frame); that await returns at once unless Deepgram's socket
+is backed up, and by then the buffer's bound (unacknowledged audio counts) has moved the track to the
+spool. The track's task also reads Deepgram's results concurrently, and on the end of the stream sends CloseStream and waits (bounded) for the
 last finals and Metadata. Nothing here is module-level: every piece of call state hangs off its session.
 """
 
@@ -78,6 +81,7 @@ class CallSession:
         self._unknown_events: set[str] = set()
         self._last_sequence = 0
         self.messages_in = 0  # every message Twilio sent on this stream (for /metrics)
+        self._pushed: TrackStream | None = None  # the track the last message gave a frame to (see send_pushed)
         self._messages_missing = 0
         self._failure: SttError | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -107,8 +111,15 @@ class CallSession:
             if track is None:
                 return self._reject(close_codes.POLICY_VIOLATION, f"media for track '{event.track}' not in start")
             track.push(event.chunk, event.payload)
+            self._pushed = track
             return None
         return self._on_control(event)
+
+    async def send_pushed(self) -> None:
+        """After `on_message`: the frame it queued goes to Deepgram now if its track's sender is idle."""
+        track, self._pushed = self._pushed, None
+        if track is not None:
+            await track.send_now()
 
     def _count_sequence(self, number: int) -> None:
         """Twilio numbers every message after `connected`; a jump means messages it never delivered."""

@@ -198,6 +198,11 @@ class TrackStream:
         self._oldest_at = 0.0
         self._wakeup = asyncio.Event()
         self._alarm: asyncio.TimerHandle | None = None  # the sender's next timed wake-up (see _sleep_until_woken)
+        # Set while the sender task waits with nothing to send on an open connection: the Twilio side may then
+        # send a frame itself (`send_now`), saving a task switch per frame. None whenever the sender is busy.
+        self._idle_live: LiveConnection | None = None
+        self._last_sent_at = 0.0  # loop time of the last message to Deepgram (for KeepAlive)
+        self._pace_started = 0.0  # loop time the current connection started sending (for the replay pace)
         self._twilio_done = asyncio.Event()
         self._live_input_ended = False  # no more audio for Deepgram: flush, CloseStream, wait for finals
         self._segment: GuardedSegment | None = None
@@ -209,6 +214,7 @@ class TrackStream:
     # --- Twilio side (synchronous, never blocks) --------------------------------------------------------
 
     def push(self, chunk: int, payload: bytes) -> None:
+        """Take a frame from Twilio (never waits); the caller then awaits `send_now`."""
         counters = self.counters
         counters.frames_in += 1
         if self._last_chunk and chunk > self._last_chunk + 1:
@@ -229,7 +235,31 @@ class TrackStream:
             self._oldest_at = time.monotonic()  # when this batch started waiting; unused when every frame goes alone
         self._ledger.receive(payload)
         counters.peak_waiting_bytes = max(counters.peak_waiting_bytes, self._ledger.waiting_bytes)
-        self._wakeup.set()
+        if self._idle_live is None or self._batch_chunks > 1:
+            self._wakeup.set()
+
+    async def send_now(self) -> None:
+        """Called by the Twilio side right after `push`. When the sender is idle on an open connection, `push`
+        did not wake it: the frame goes to Deepgram from here, saving a task switch per frame.
+
+        The frame is written to the socket before the first await, so it keeps its place among the sender's
+        messages. A failed send is the sender's business: the frame is in the ledger as unacknowledged, so the
+        next connection replays it.
+        """
+        live = self._idle_live
+        if live is None or not self._ledger.pending_chunks or self._batch_chunks > 1:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._ahead_of_pace(now) > 0:
+            self._wakeup.set()
+            return
+        chunk = self._ledger.take(1)
+        try:
+            await live.send_audio(chunk)
+        except SttError:
+            self._wakeup.set()
+            return
+        self._sent(chunk, now)
 
     def end(self) -> None:
         """Twilio's stream ended: flush what is held, CloseStream, and close any spool segment."""
@@ -359,34 +389,45 @@ class TrackStream:
         loop = asyncio.get_running_loop()
         settings = self._settings
         ledger = self._ledger
-        started = last_sent = self._last_heard_at = loop.time()
+        self._pace_started = self._last_sent_at = self._last_heard_at = loop.time()
         while True:
             now = loop.time()
             self._check_deepgram_alive(now)
             wait_s = self._batch_due_in() if ledger.pending_chunks else None
             if ledger.pending_chunks and (wait_s is None or wait_s <= 0):
-                ahead_s = (ledger.connection_sent - REPLAY_BURST_BYTES) / REPLAY_RATE - (now - started)
+                ahead_s = self._ahead_of_pace(now)
                 if ahead_s > 0:  # replaying faster than Deepgram allows
                     await asyncio.sleep(ahead_s)
                     continue
                 chunk = ledger.take(self._batch_chunks)
                 await live.send_audio(chunk)
-                self.counters.bytes_sent += len(chunk)
-                self.counters.messages_sent += 1
-                last_sent = loop.time()
+                self._sent(chunk, loop.time())
                 if self._batch_chunks > 1 and ledger.pending_chunks:
                     self._oldest_at = time.monotonic()
                 continue
             if self._live_input_ended and not ledger.pending_chunks:
                 await live.close_stream()
                 return
-            idle_s = settings.deepgram_keepalive_s - (now - last_sent)
+            idle_s = settings.deepgram_keepalive_s - (now - self._last_sent_at)
             if idle_s <= 0:
                 await live.keep_alive()
                 self.counters.keepalives += 1
-                last_sent = loop.time()
+                self._last_sent_at = loop.time()
                 continue
-            await self._sleep_until_woken(min(idle_s, wait_s) if wait_s is not None else idle_s)
+            self._idle_live = live
+            try:
+                await self._sleep_until_woken(min(idle_s, wait_s) if wait_s is not None else idle_s)
+            finally:
+                self._idle_live = None
+
+    def _ahead_of_pace(self, now: float) -> float:
+        """Seconds the current connection's sending is ahead of the replay pace Deepgram allows (<= 0: not)."""
+        return (self._ledger.connection_sent - REPLAY_BURST_BYTES) / REPLAY_RATE - (now - self._pace_started)
+
+    def _sent(self, chunk: bytes, now: float) -> None:
+        self.counters.bytes_sent += len(chunk)
+        self.counters.messages_sent += 1
+        self._last_sent_at = now
 
     def _check_deepgram_alive(self, now: float) -> None:
         limit = self._settings.deepgram_result_timeout_s
