@@ -383,12 +383,17 @@ class TranscriptStore:
         assert self._engine is not None  # started
         now = self._clock()
         async with self._engine.begin() as connection:
-            for write in batch:
-                for statement in statements(connection.dialect.name, write, now):
-                    await connection.execute(statement)
+            dialect = connection.dialect.name
+            # Consecutive writes of one kind go together: one executemany per statement, in the batch's order.
+            for _, run in itertools.groupby(batch, key=lambda write: write.kind):
+                writes = list(run)
+                steps = [statements(dialect, write, now) for write in writes]
+                for index, (statement, _) in enumerate(steps[0]):
+                    await connection.execute(statement, [step[index][1] for step in steps])
                 if self._webhooks:
-                    # The outbox: the event is committed with the data it describes, or not at all.
-                    await add_webhook_event(connection, write, now)
+                    for write in writes:
+                        # The outbox: the event is committed with the data it describes, or not at all.
+                        await add_webhook_event(connection, write, now)
 
     async def _retry_later(self, error: Exception) -> None:
         self.counters.failures += 1

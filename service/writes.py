@@ -10,6 +10,7 @@ utterance whose call row is not there yet makes a stand-in one so its foreign ke
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
@@ -137,22 +138,33 @@ def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
 # --- Statements: idempotent upserts for SQLite and PostgreSQL ------------------------------------------------
 
 
-def statements(dialect: str, write: Write, now: datetime.datetime) -> list[Executable]:
-    """The upserts that apply `write`; applying them again, or out of order, leaves the same rows."""
+Step = tuple[Executable, dict[str, Any]]  # a statement and the parameters of one row
+
+
+def statements(dialect: str, write: Write, now: datetime.datetime) -> list[Step]:
+    """The upserts that apply `write`; applying them again, or out of order, leaves the same rows.
+
+    The statements are built once per dialect and take the row as parameters, so writes of one kind can go
+    to the database together (executemany) and nothing is rebuilt per write.
+    """
     if write.kind == "call_started":
-        return [_call_started(dialect, write.row)]
+        return [(_call_started(dialect), write.row)]
     if write.kind == "call_ended":
-        return [_call_ended(dialect, write.row)]
-    return [_stand_in_call(dialect, write, now), _utterance(dialect, write.row)]
+        return [(_call_ended(dialect), {**write.row, "started_at": write.row["ended_at"]})]
+    stand_in = {
+        "call_sid": write.call_sid, "stream_sid": write.stream_sid, "started_at": as_utc(now), "status": "active"
+    }  # fmt: skip
+    return [(_stand_in_call(dialect), stand_in), (_utterance(dialect), write.row)]
 
 
 def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
     return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
-def _call_started(dialect: str, row: dict[str, Any]) -> Executable:
+@functools.cache
+def _call_started(dialect: str) -> Executable:
     """Insert the call; on a row made first by an utterance or call_ended, fill in only what that row lacks."""
-    statement = _insert(dialect, CALLS).values(row)
+    statement = _insert(dialect, CALLS)
     new, old = statement.excluded, CALLS.c
     fill: dict[str, Any] = {name: func.coalesce(func.nullif(old[name], ""), new[name]) for name in _FILLED_TEXT}
     for name in _FILLED_JSON:
@@ -163,22 +175,24 @@ def _call_started(dialect: str, row: dict[str, Any]) -> Executable:
     return statement.on_conflict_do_update(index_elements=["call_sid"], set_=fill)
 
 
-def _call_ended(dialect: str, row: dict[str, Any]) -> Executable:
+@functools.cache
+def _call_ended(dialect: str) -> Executable:
     """Record how the call ended; if its call_started never arrived, the ending makes the row (starting then)."""
-    statement = _insert(dialect, CALLS).values({**row, "started_at": row["ended_at"]})
+    statement = _insert(dialect, CALLS)
     return statement.on_conflict_do_update(
         index_elements=["call_sid"], set_={name: statement.excluded[name] for name in _ENDED}
     )
 
 
-def _stand_in_call(dialect: str, write: Write, now: datetime.datetime) -> Executable:
+@functools.cache
+def _stand_in_call(dialect: str) -> Executable:
     """A minimal call row, if there is none yet, so the utterance's foreign key holds (call_started fills it in)."""
-    row = {"call_sid": write.call_sid, "stream_sid": write.stream_sid, "started_at": as_utc(now), "status": "active"}
-    return _insert(dialect, CALLS).values(row).on_conflict_do_nothing(index_elements=["call_sid"])
+    return _insert(dialect, CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
 
 
-def _utterance(dialect: str, row: dict[str, Any]) -> Executable:
-    statement = _insert(dialect, UTTERANCES).values(row)
+@functools.cache
+def _utterance(dialect: str) -> Executable:
+    statement = _insert(dialect, UTTERANCES)
     return statement.on_conflict_do_update(
         index_elements=["key"], set_={name: statement.excluded[name] for name in _UTTERANCE_CONTENT}
     )
