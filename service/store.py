@@ -384,16 +384,14 @@ class TranscriptStore:
         now = self._clock()
         async with self._engine.begin() as connection:
             dialect = connection.dialect.name
-            # Consecutive writes of one kind go together: one executemany per statement, in the batch's order.
-            for _, run in itertools.groupby(batch, key=lambda write: write.kind):
-                writes = list(run)
-                steps = [statements(dialect, write, now) for write in writes]
-                for index, (statement, _) in enumerate(steps[0]):
-                    await connection.execute(statement, [step[index][1] for step in steps])
+            # One execute per row, not one executemany per batch: each await lets the event loop forward
+            # audio, where a batch of 100 finals in one go held it for milliseconds (docs/benchmarks.md).
+            for write in batch:
+                for statement, parameters in statements(dialect, write, now):
+                    await connection.execute(statement, parameters)
                 if self._webhooks:
-                    for write in writes:
-                        # The outbox: the event is committed with the data it describes, or not at all.
-                        await add_webhook_event(connection, write, now)
+                    # The outbox: the event is committed with the data it describes, or not at all.
+                    await add_webhook_event(connection, write, now)
 
     async def _retry_later(self, error: Exception) -> None:
         self.counters.failures += 1

@@ -144,8 +144,7 @@ Step = tuple[Executable, dict[str, Any]]  # a statement and the parameters of on
 def statements(dialect: str, write: Write, now: datetime.datetime) -> list[Step]:
     """The upserts that apply `write`; applying them again, or out of order, leaves the same rows.
 
-    The statements are built once per dialect and take the row as parameters, so writes of one kind can go
-    to the database together (executemany) and nothing is rebuilt per write.
+    The statements are built once per dialect and take the row as parameters: nothing is rebuilt per write.
     """
     if write.kind == "call_started":
         return [(_call_started(dialect), write.row)]
