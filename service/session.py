@@ -4,9 +4,9 @@ The Twilio side is synchronous and cheap: `CallSession.on_message` parses a mess
 state and appends the audio to the track's bounded buffer; it never awaits, so the WebSocket from Twilio
 is always read promptly. Each track's task sends that buffer to Deepgram (KeepAlive when idle). When that
 task is idle, caught up on an open connection, `send_pushed` writes the new frame from the Twilio side
-instead of waking it (one task switch fewer per frame); that await returns at once unless Deepgram's socket
-is backed up, and by then the buffer's bound (unacknowledged audio counts) has moved the track to the
-spool. The track's task also reads Deepgram's results concurrently, and on the end of the stream sends
+instead of waking it (one task switch fewer per frame). That await returns at once unless Deepgram's
+socket is backed up, and long before that the buffer's bound (sent audio counts until it is final) moves
+the track to the spool. The track's task also reads Deepgram's results concurrently, and on the end of the stream sends
 CloseStream and waits (bounded) for the last finals and Metadata. Nothing here is module-level: every
 piece of call state hangs off its session.
 """
