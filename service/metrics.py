@@ -17,7 +17,6 @@ import os
 import pathlib
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -70,24 +69,24 @@ WEBHOOK_FAILURES = Counter(
 )
 
 
-@dataclass(slots=True)
-class _Reported:
-    """What has already been added to the metrics for one track."""
-
-    bytes_received: int = 0
-    bytes_sent: int = 0
-    messages_sent: int = 0
-    bytes_spooled: int = 0
-    bytes_lost: int = 0
-    interims: int = 0
-    finals: int = 0
+# What a track's own counters (`TrackCounters`) feed: field, metric, its labels, and the unit divisor (bytes
+# of audio are reported as seconds).
+_FROM_TRACK_COUNTERS: tuple[tuple[str, Counter, dict[str, str], int], ...] = (
+    ("bytes_sent", DEEPGRAM_SENT_BYTES, {}, 1),
+    ("messages_sent", DEEPGRAM_SENT_MESSAGES, {}, 1),
+    ("bytes_spooled", AUDIO_SPOOLED, {}, MULAW_BYTES_PER_SECOND),
+    ("bytes_lost", AUDIO_LOST, {}, MULAW_BYTES_PER_SECOND),
+    ("interims", DEEPGRAM_RESULTS, {"kind": "interim"}, 1),
+    ("finals", DEEPGRAM_RESULTS, {"kind": "final"}, 1),
+)
 
 
 class CallMeter:
     """Adds the calls' own counters to the metrics: `sample` once a second, `finished` at the end of a call."""
 
     def __init__(self) -> None:
-        self._tracks: dict[int, _Reported] = {}  # by id() of the track's counters, while its call is active
+        # What was already reported, by id() of the track's counters, while its call is active.
+        self._tracks: dict[int, dict[str, int]] = {}
         self._messages: dict[int, int] = {}  # by id() of the session
 
     def started(self) -> None:
@@ -118,24 +117,15 @@ class CallMeter:
             self._report_track(name, track)
 
     def _report_track(self, name: str, track: TrackStream) -> None:
-        counters, received = track.counters, track.received_bytes
-        reported = self._tracks.setdefault(id(counters), _Reported())
-        _add(AUDIO_RECEIVED.labels(track=name), (received - reported.bytes_received) / MULAW_BYTES_PER_SECOND)
-        _add(DEEPGRAM_SENT_BYTES, counters.bytes_sent - reported.bytes_sent)
-        _add(DEEPGRAM_SENT_MESSAGES, counters.messages_sent - reported.messages_sent)
-        _add(AUDIO_SPOOLED, (counters.bytes_spooled - reported.bytes_spooled) / MULAW_BYTES_PER_SECOND)
-        _add(AUDIO_LOST, (counters.bytes_lost - reported.bytes_lost) / MULAW_BYTES_PER_SECOND)
-        _add(DEEPGRAM_RESULTS.labels(kind="interim"), counters.interims - reported.interims)
-        _add(DEEPGRAM_RESULTS.labels(kind="final"), counters.finals - reported.finals)
-        self._tracks[id(counters)] = _Reported(
-            bytes_received=received,
-            bytes_sent=counters.bytes_sent,
-            messages_sent=counters.messages_sent,
-            bytes_spooled=counters.bytes_spooled,
-            bytes_lost=counters.bytes_lost,
-            interims=counters.interims,
-            finals=counters.finals,
-        )
+        counters = track.counters
+        now = {field: getattr(counters, field) for field, *_ in _FROM_TRACK_COUNTERS}
+        now["bytes_received"] = track.received_bytes
+        before = self._tracks.get(id(counters), {})
+        received = now["bytes_received"] - before.get("bytes_received", 0)
+        _add(AUDIO_RECEIVED.labels(track=name), received / MULAW_BYTES_PER_SECOND)
+        for field, metric, labels, divisor in _FROM_TRACK_COUNTERS:
+            _add(metric.labels(**labels) if labels else metric, (now[field] - before.get(field, 0)) / divisor)
+        self._tracks[id(counters)] = now
 
 
 def _add(counter: Counter, amount: float) -> None:
