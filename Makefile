@@ -37,7 +37,7 @@ format: setup
 	$(BIN)/ruff check --fix service tests benchmarks
 
 simulate: setup
-	$(BIN)/python -m service simulate service/samples/hello.wav --url http://localhost:$(PORT)
+	$(BIN)/python -m service simulate service/simulator/samples/hello.wav --url http://localhost:$(PORT)
 
 # The benchmark harness (benchmarks/run.py): N calls through a fresh service; writes docs/benchmarks.{json,md}.
 # BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="--quick" or "--env AUDIO_BATCH_MS=100 --label batch100".

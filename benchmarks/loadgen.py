@@ -34,7 +34,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from benchmarks.records import own_cpu_seconds, write_atomically
 from benchmarks.tagging import FRAME_BYTES, pack_frame
-from service.simulator import CallSpec, new_stream_sid, plan_messages, twilio_signature
+from service.simulator.messages import CallSpec, new_stream_sid, plan_messages, twilio_signature
 
 FRAME_NS = 20_000_000  # one media message per track every 20 ms
 TRACK_NAMES = ("inbound", "outbound")  # track index 0 and 1, in the order of Twilio's start.tracks

@@ -21,7 +21,7 @@ from typing import Any, Final, Literal
 import srt  # type: ignore[import-untyped]  # srt ships no type information; we call two functions
 import webvtt
 
-from service.queries import UtteranceRecord
+from service.storage.queries import UtteranceRecord
 
 Format = Literal["json", "text", "srt", "vtt"]
 FORMATS: Final[tuple[Format, ...]] = ("json", "text", "srt", "vtt")

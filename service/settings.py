@@ -8,6 +8,7 @@ what it accepts (`describe_error`).
 from __future__ import annotations
 
 import re
+import sys
 import urllib.parse
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,13 +16,14 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service import mulaw
+
 StreamTrack = Literal["inbound_track", "outbound_track", "both_tracks"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 # E.164 numbers, or SIP URIs / client identities, which <Dial> also takes.
 _DIAL_TARGET = re.compile(r"^(\+[1-9]\d{6,14}|sip:\S+|client:\S+)$")
-FRAME_MS = 20  # Twilio sends 20 ms of audio per media message.
 
 
 class Settings(BaseSettings):
@@ -51,7 +53,7 @@ class Settings(BaseSettings):
     # Deepgram silent this long while audio waits for results: treat the connection as dead and reconnect.
     deepgram_result_timeout_s: float = Field(default=15.0, gt=0, le=120)
     # Frames are grouped into one send of this many ms; 20 sends each frame as it comes.
-    audio_batch_ms: int = Field(default=FRAME_MS, ge=FRAME_MS, le=100)
+    audio_batch_ms: int = Field(default=mulaw.FRAME_MS, ge=mulaw.FRAME_MS, le=100)
     # Audio held for a track while Deepgram is slow, connecting or reconnecting (not yet final), in seconds.
     audio_buffer_s: float = Field(default=30.0, gt=0, le=600)
     # Reconnect backoff (full jitter) and how long Deepgram may stay unreachable before audio goes to the spool.
@@ -226,3 +228,12 @@ def describe_error(error: ValidationError) -> str:
         variable = str(problem["loc"][0]).upper() if problem["loc"] else "(settings)"
         lines.append(f"  {variable}: {problem['msg']}")
     return "\n".join(lines)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment and .env; a bad value exits 2 with a message naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        sys.stderr.write(describe_error(exc) + "\n")
+        raise SystemExit(2) from None

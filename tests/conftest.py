@@ -19,9 +19,9 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from service import logs
-from service.app import asgi_app
 from service.settings import Settings
-from tests.fakes.deepgram_server import FakeDeepgram
+from service.web.app import asgi_app
+from tests.helpers.fakes.deepgram_server import FakeDeepgram
 
 TWILIO_TOKEN = "twilio-test-token"
 DEEPGRAM_KEY = "test-key"

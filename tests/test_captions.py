@@ -10,7 +10,6 @@ import datetime
 import html
 import json
 import os
-from pathlib import Path
 
 import pytest
 import srt  # type: ignore[import-untyped]
@@ -18,10 +17,10 @@ import webvtt
 
 from service import captions
 from service.captions import Format
-from service.queries import UtteranceRecord
-from tests.callsdb import as_record, two_speaker_utterances
+from service.storage.queries import UtteranceRecord
+from tests.helpers.callsdb import as_record, two_speaker_utterances
+from tests.helpers.paths import GOLDEN
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
 EXTENSIONS: dict[Format, str] = {"text": "txt", "srt": "srt", "vtt": "vtt", "json": "json"}
 
 

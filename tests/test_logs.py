@@ -11,8 +11,8 @@ import pytest
 import structlog
 
 from service import logs
-from service.app import log_transcript
-from service.track import Transcript
+from service.calls.observers import log_transcript
+from service.calls.transcript import Transcript
 
 
 @pytest.fixture

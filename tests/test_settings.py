@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.deepgram_protocol import ignored_options, live_options
+from service.deepgram.live import environment_for
+from service.deepgram.protocol import ignored_options, live_options
 from service.settings import Settings, describe_error
-from service.stt import environment_for
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers.paths import ROOT
 
 
 def test_defaults_match_the_documented_ones() -> None:
@@ -79,7 +78,7 @@ def test_start_up_with_a_bad_value_exits_with_the_message(tmp_path: Path) -> Non
     """The real entry point refuses to start and says which variable is wrong, without printing secrets."""
     env = {"PATH": "/usr/bin:/bin", "STREAM_TRACK": "sideways", "DEEPGRAM_API_KEY": "dg-secret-value"}
     result = subprocess.run(
-        [sys.executable, "-c", "from service.asgi import create; create()"],
+        [sys.executable, "-c", "from service.web.asgi import create; create()"],
         cwd=tmp_path,
         env={**env, "PYTHONPATH": str(ROOT)},
         capture_output=True,

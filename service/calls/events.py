@@ -1,0 +1,44 @@
+"""Protocol layer (no I/O): what a call tells the rest of the service as it happens.
+
+A `CallSession` reports `CallStarted`, every `Transcript` (in `track.py`) and `CallEnded` to a
+`CallObserver`; the app fans them out to the log, the database writer and, later, webhooks. Observers are
+called on the audio path, so they must not block: they queue and return.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from service.calls.transcript import Transcript
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    call_sid: str
+    stream_sid: str
+    account_sid: str
+    from_number: str
+    to_number: str
+    direction: str
+    tracks: tuple[str, ...]
+    custom_parameters: dict[str, str]
+    started_at: datetime.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    call_sid: str
+    stream_sid: str
+    ended_at: datetime.datetime
+    ended_by: str
+    deepgram_request_ids: tuple[str, ...]
+    audio_s_by_track: dict[str, float]  # audio received from Twilio, per track
+    summary: dict[str, Any] = field(default_factory=dict)  # the call.ended line's counts
+
+
+class CallObserver(Protocol):
+    def call_started(self, event: CallStarted) -> None: ...
+    def transcript(self, transcript: Transcript) -> None: ...
+    def call_ended(self, event: CallEnded) -> None: ...

@@ -1,0 +1,303 @@
+"""Orchestration: one `CallSession` per Twilio stream, one `TrackStream` (one Deepgram connection) per track.
+
+The Twilio side is synchronous and cheap: `CallSession.on_message` parses a message, advances the stream's
+state and appends the audio to the track's bounded buffer; it never awaits, so the WebSocket from Twilio
+is always read promptly. Each track's task sends that buffer to Deepgram (KeepAlive when idle). When that
+task is idle, caught up on an open connection, `send_pushed` writes the new frame from the Twilio side
+instead of waking it (one task switch fewer per frame). That await returns at once unless Deepgram's
+socket is backed up, and long before that the buffer's bound (sent audio counts until it is final) moves
+the track to the spool. The track's task also reads Deepgram's results concurrently, and on the end of the stream sends
+CloseStream and waits (bounded) for the last finals and Metadata. Nothing here is module-level: every
+piece of call state hangs off its session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from service import mulaw
+from service.calls.events import CallEnded, CallObserver, CallStarted
+from service.calls.track import CallInfo, Spool, TrackCounters, TrackStream
+from service.deepgram.live import SttClient
+from service.errors import InvalidState, SttError, TwilioProtocolError
+from service.settings import Settings
+from service.twilio import close_codes
+from service.twilio.protocol import (
+    Connected,
+    Dtmf,
+    Mark,
+    Media,
+    Start,
+    Stop,
+    StreamState,
+    TwilioEvent,
+    Unknown,
+    parse,
+    transition,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Close Twilio's WebSocket with this code and reason."""
+
+    code: int
+    reason: str
+
+
+CloseTwilio = Callable[[int, str], Awaitable[None]]
+
+
+class CallSession:
+    """One Twilio stream: its state machine, its tracks, and the one summary line when it ends."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        stt: SttClient,
+        spool: Spool,
+        observer: CallObserver,
+        close_twilio: CloseTwilio,
+    ) -> None:
+        self.state = StreamState.AWAITING_CONNECTED
+        self.call: CallInfo | None = None
+        self.tracks: dict[str, TrackStream] = {}
+        self.ended_by: str | None = None
+        self.finished = asyncio.Event()
+        self._settings = settings
+        self._stt = stt
+        self._spool = spool
+        self._observer = observer
+        self._close_twilio = close_twilio
+        self._twilio_open = True
+        self._started_at = time.monotonic()
+        self._unknown_events: set[str] = set()
+        self._last_sequence = 0
+        self.messages_in = 0  # every message Twilio sent on this stream (for /metrics)
+        self._pushed: TrackStream | None = None  # the track the last message gave a frame to (see send_pushed)
+        self._messages_missing = 0
+        self._failure: SttError | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._track_tasks: list[asyncio.Task[None]] = []
+        self._log: Any = structlog.get_logger("callscribe.call")
+
+    # --- Twilio side ------------------------------------------------------------------------------------
+
+    def on_message(self, data: str | bytes) -> Reject | None:
+        """Handle one message from Twilio; a Reject means: close the stream with that code and reason."""
+        self.messages_in += 1
+        if len(data) > self._settings.max_message_bytes:
+            return self._reject(
+                close_codes.MESSAGE_TOO_BIG,
+                f"message of {len(data)} bytes is over MAX_MESSAGE_BYTES ({self._settings.max_message_bytes})",
+            )
+        try:
+            event = parse(data)
+            self.state = transition(self.state, event)
+        except TwilioProtocolError as exc:
+            return self._reject(close_codes.INVALID_PAYLOAD, f"bad message: {exc}")
+        except InvalidState as exc:
+            return self._reject(close_codes.POLICY_VIOLATION, str(exc))
+        if isinstance(event, Media):  # the hot path: 50 a second per track
+            self._count_sequence(event.sequence_number)
+            track = self.tracks.get(event.track)
+            if track is None:
+                return self._reject(close_codes.POLICY_VIOLATION, f"media for track '{event.track}' not in start")
+            track.push(event.chunk, event.payload)
+            self._pushed = track
+            return None
+        return self._on_control(event)
+
+    async def send_pushed(self) -> None:
+        """After `on_message`: the frame it queued goes to Deepgram now if its track's sender is idle."""
+        track, self._pushed = self._pushed, None
+        if track is not None:
+            await track.send_now()
+
+    def _count_sequence(self, number: int) -> None:
+        """Twilio numbers every message after `connected`; a jump means messages it never delivered."""
+        if self._last_sequence and number > self._last_sequence + 1:
+            self._messages_missing += number - self._last_sequence - 1
+        self._last_sequence = max(self._last_sequence, number)
+
+    def _on_control(self, event: TwilioEvent) -> Reject | None:
+        if isinstance(event, Start):
+            self._last_sequence = event.sequence_number
+            return self._on_start(event)
+        if isinstance(event, Stop):
+            self._end("stop")
+        elif isinstance(event, Connected):
+            self._log.debug("twilio.connected", protocol=event.protocol, version=event.version)
+        elif isinstance(event, Dtmf | Mark):
+            self._log.info(f"twilio.{type(event).__name__.lower()}", detail=repr(event))
+        elif isinstance(event, Unknown) and event.event not in self._unknown_events:
+            self._unknown_events.add(event.event)
+            self._log.warning("twilio.unknown_event", twilio_event=event.event, action="ignored")
+        return None
+
+    def _on_start(self, start: Start) -> Reject | None:
+        # Bound in this connection's own context: the tasks spawned below inherit it, other calls never see it.
+        structlog.contextvars.bind_contextvars(call_sid=start.call_sid, stream_sid=start.stream_sid)
+        fmt = start.media_format
+        if not fmt.is_mulaw_8k_mono:
+            return self._reject(
+                close_codes.UNSUPPORTED_DATA,
+                f"media format {fmt.encoding} {fmt.sample_rate} Hz x{fmt.channels} is not audio/x-mulaw 8000 Hz mono",
+            )
+        self.call = CallInfo(
+            call_sid=start.call_sid,
+            stream_sid=start.stream_sid,
+            account_sid=start.account_sid,
+            tracks=start.tracks,
+            custom_parameters=dict(start.custom_parameters),
+        )
+        params = start.custom_parameters
+        self._observer.call_started(
+            CallStarted(
+                call_sid=start.call_sid,
+                stream_sid=start.stream_sid,
+                account_sid=start.account_sid,
+                from_number=params.get("from", ""),
+                to_number=params.get("to", ""),
+                direction=params.get("direction", ""),
+                tracks=start.tracks,
+                custom_parameters=dict(params),
+                started_at=datetime.datetime.now(datetime.UTC),
+            )
+        )
+        self._log.info(
+            "call.started",
+            tracks=",".join(start.tracks),
+            **{key: value for key, value in start.custom_parameters.items() if key in {"from", "to", "direction"}},
+        )
+        for name in start.tracks:
+            self.tracks[name] = TrackStream(
+                name=name,
+                call=self.call,
+                settings=self._settings,
+                stt=self._stt,
+                spool=self._spool,
+                emit=self._observer.transcript,
+                on_failure=self._on_track_failure,
+                log=self._log,
+            )
+        self._track_tasks = [self._spawn(track.run(), name=f"track-{track.name}") for track in self.tracks.values()]
+        self._spawn(self._finish(self._track_tasks), name="finish")
+        return None
+
+    def twilio_ended(self) -> None:
+        """Twilio's WebSocket is gone (after stop, a close, or a drop): finish what Deepgram has."""
+        self._twilio_open = False
+        if self.state is StreamState.STREAMING and self.ended_by is None:
+            self._log.info("twilio.disconnected", why="socket closed without a stop message")
+            self._end("twilio_disconnected")
+        if not self._tasks:  # never started Deepgram: nothing left to finish
+            self.finished.set()
+
+    async def shut_down(self) -> None:
+        """The process is stopping: close Twilio's stream, then let Deepgram's last finals arrive."""
+        if self._twilio_open:
+            self._twilio_open = False
+            await self._close_twilio(close_codes.GOING_AWAY, "callscribe is restarting")
+        self._end("shutdown")
+
+    def abandon(self) -> None:
+        """Shutdown ran out of time: spool whatever Deepgram has not made final, and stop waiting for it."""
+        for track in self.tracks.values():
+            track.abandon()
+        for task in self._track_tasks:
+            task.cancel()
+
+    def _end(self, why: str) -> None:
+        if self.ended_by is None:
+            self.ended_by = why
+        for track in self.tracks.values():
+            track.end()
+
+    def _reject(self, code: int, reason: str) -> Reject:
+        self._log.warning("twilio.rejected", close_code=code, why=reason)
+        if self.ended_by is None:
+            self.ended_by = f"rejected: {reason}"
+        self._end(self.ended_by)
+        self._twilio_open = False
+        # A WebSocket close reason is at most 123 bytes.
+        return Reject(code, reason.encode()[:123].decode(errors="ignore"))
+
+    # --- Deepgram side ----------------------------------------------------------------------------------
+
+    async def _on_track_failure(self, track: TrackStream, error: SttError) -> None:
+        if self._failure is not None:
+            return  # said once per call
+        self._failure = error
+        # The stream stays open: the audio goes to the spool and is transcribed in batch later.
+        self._log.error("deepgram.failed", track=track.name, why=error.reason, action="spooling for batch")
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+        # The session keeps its tasks referenced (asyncio holds only weak references to running tasks).
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _finish(self, track_tasks: list[asyncio.Task[None]]) -> None:
+        try:
+            await asyncio.gather(*track_tasks, return_exceptions=True)
+        finally:
+            self._log_summary()
+            self.finished.set()
+
+    def _log_summary(self) -> None:
+        counters = [track.counters for track in self.tracks.values()]
+        summary = self._summary(counters)
+        self._log.info("call.ended", **summary)
+        if self.call is not None:
+            self._observer.call_ended(
+                CallEnded(
+                    call_sid=self.call.call_sid,
+                    stream_sid=self.call.stream_sid,
+                    ended_at=datetime.datetime.now(datetime.UTC),
+                    ended_by=summary["ended_by"],
+                    deepgram_request_ids=tuple(rid for c in counters for rid in c.request_ids),
+                    audio_s_by_track={
+                        name: round(track.received_bytes / mulaw.BYTES_PER_SECOND, 2)
+                        for name, track in self.tracks.items()
+                    },
+                    summary=summary,
+                )
+            )
+
+    def _summary(self, counters: list[TrackCounters]) -> dict[str, Any]:
+        return dict(  # noqa: C408 - keyword form: these are the call.ended line's field names
+            ended_by=self.ended_by or "unknown",
+            duration_s=round(time.monotonic() - self._started_at, 2),
+            audio_s_sent=round(sum(c.bytes_sent for c in counters) / mulaw.BYTES_PER_SECOND, 2),
+            frames_in=sum(c.frames_in for c in counters),
+            finals=sum(c.finals for c in counters),
+            interims=sum(c.interims for c in counters),
+            audio_s_spooled=round(sum(c.bytes_spooled for c in counters) / mulaw.BYTES_PER_SECOND, 2),
+            audio_s_lost=round(sum(c.bytes_lost for c in counters) / mulaw.BYTES_PER_SECOND, 2),
+            spool_entries=",".join(entry for c in counters for entry in c.spool_entries),
+            reconnects=sum(c.reconnects for c in counters),
+            finals_repeated=sum(c.finals_repeated for c in counters),
+            chunks_missing=sum(c.chunks_missing for c in counters),
+            messages_missing=self._messages_missing,
+            buffer_peak_s=round(max((c.peak_waiting_bytes for c in counters), default=0) / mulaw.BYTES_PER_SECOND, 2),
+            keepalives=sum(c.keepalives for c in counters),
+            deepgram_request_ids=",".join(rid for c in counters for rid in c.request_ids),
+            deepgram_error=self._failure.reason if self._failure else None,
+        )
+
+    async def wait_finished(self) -> None:
+        await self.finished.wait()
+
+    @property
+    def active(self) -> bool:
+        return not self.finished.is_set()

@@ -1,0 +1,74 @@
+"""The call's product (no I/O): a `Transcript` is one result placed on the call's timeline, with its speaker.
+
+Live results (`calls/track.py`) and batch results (`spool/worker.py`) both become `Transcript`s; the log, the
+database and the webhooks all take this one shape. Who speaks is decided here and nowhere else: Twilio's
+inbound track is the caller (SPEAKER_INBOUND), the outbound track the other party (SPEAKER_OUTBOUND), and a
+diarized single-track final is split into one transcript per voice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from service.deepgram.protocol import Word
+from service.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """One interim or final result, placed on the call's timeline (seconds from the start of the stream)."""
+
+    call_sid: str
+    stream_sid: str
+    track: str
+    is_final: bool
+    speech_final: bool
+    from_finalize: bool
+    text: str
+    start: float
+    end: float
+    confidence: float
+    words: tuple[Word, ...] = field(repr=False)
+    request_id: str | None
+    batch: bool = False  # transcribed later from the spool, through the pre-recorded API
+    speaker: str = ""  # SPEAKER_INBOUND / SPEAKER_OUTBOUND for the track ("caller", "agent")
+
+
+TranscriptSink = Callable[[Transcript], None]
+
+
+def speaker_for(settings: Settings, track: str) -> str:
+    """Who speaks on a track: Twilio's inbound track is the caller, outbound the other party."""
+    return settings.speaker_inbound if track == "inbound" else settings.speaker_outbound
+
+
+def by_speaker(transcript: Transcript) -> list[Transcript]:
+    """A diarized final as one transcript per run of one voice, labelled "speaker 1", "speaker 2", ..."""
+    runs = speaker_runs(transcript.words)
+    if len(runs) <= 1 and (not runs or runs[0][0] is None):
+        return [transcript]
+    return [
+        dataclasses.replace(
+            transcript,
+            text=" ".join(word.punctuated_word or word.word for word in words),
+            start=words[0].start,
+            end=words[-1].end,
+            confidence=round(sum(word.confidence for word in words) / len(words), 3),
+            words=words,
+            speaker=f"speaker {speaker + 1}" if speaker is not None else transcript.speaker,
+        )
+        for speaker, words in runs
+    ]
+
+
+def speaker_runs(words: tuple[Word, ...]) -> list[tuple[int | None, tuple[Word, ...]]]:
+    """Consecutive words by the same diarized speaker, in order: [(speaker, words), ...]."""
+    runs: list[tuple[int | None, list[Word]]] = []
+    for word in words:
+        if runs and runs[-1][0] == word.speaker:
+            runs[-1][1].append(word)
+        else:
+            runs.append((word.speaker, [word]))
+    return [(speaker, tuple(run)) for speaker, run in runs]

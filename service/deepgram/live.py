@@ -1,0 +1,197 @@
+"""I/O adapter: deepgram-sdk's live client (batch.py has its pre-recorded one). One connection per track.
+
+The SDK 7.x live client has no reconnect and no KeepAlive of its own (deepgram-live.md §6); this adapter
+only opens, sends, reads and translates errors once, into `SttRejected` / `SttUnavailable`. Policy (when to
+KeepAlive, when to reconnect or close) lives in `track.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import websockets.exceptions
+from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
+from deepgram.core.api_error import ApiError
+from deepgram.listen.v1 import (
+    ListenV1Error,
+    ListenV1Metadata,
+    ListenV1Results,
+    ListenV1SpeechStarted,
+    ListenV1UtteranceEnd,
+)
+from deepgram.listen.v1.socket_client import AsyncV1SocketClient
+
+from service.deepgram.protocol import (
+    SttEvent,
+    SttMetadata,
+    SttResult,
+    SttServerError,
+    SttSpeechStarted,
+    SttUtteranceEnd,
+    Word,
+    is_fatal_close,
+    is_fatal_status,
+)
+from service.errors import SttError, SttRejected, SttUnavailable
+from service.settings import Settings
+
+
+def environment_for(settings: Settings) -> DeepgramClientEnvironment:
+    """DEEPGRAM_URL as the SDK's environment: live STT uses `production` (ws/wss), REST uses `base`."""
+    live, rest = settings.deepgram_live_url, settings.deepgram_rest_url
+    return DeepgramClientEnvironment(base=rest, production=live, agent=live, agent_rest=rest)
+
+
+class LiveConnection:
+    """One open Deepgram live socket: send audio and control messages, iterate over its events."""
+
+    def __init__(self, socket: AsyncV1SocketClient) -> None:
+        self._socket = socket
+
+    async def send_audio(self, audio: bytes) -> None:
+        # Never send b"": Deepgram reads an empty frame as the deprecated close signal.
+        if audio:
+            with _translated("sending audio"):
+                await self._socket.send_media(audio)
+
+    async def keep_alive(self) -> None:
+        with _translated("sending KeepAlive"):
+            await self._socket.send_keep_alive()
+
+    async def finalize(self) -> None:
+        with _translated("sending Finalize"):
+            await self._socket.send_finalize()
+
+    async def close_stream(self) -> None:
+        with _translated("sending CloseStream"):
+            await self._socket.send_close_stream()
+
+    async def events(self) -> AsyncIterator[SttEvent]:
+        """Deepgram's messages until it closes normally; an abnormal close raises SttError."""
+        with _translated("reading results"):
+            async for message in self._socket:
+                event = to_event(message)
+                if event is not None:
+                    yield event
+
+
+class SttClient:
+    """Opens live connections. One per process: the SDK client is reused, not built per call."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        key = settings.deepgram_api_key
+        self._client = (
+            AsyncDeepgramClient(api_key=key.get_secret_value(), environment=environment_for(settings))
+            if key is not None
+            else None
+        )
+
+    @property
+    def configured(self) -> bool:
+        return self._client is not None
+
+    @contextlib.asynccontextmanager
+    async def connect(self, options: dict[str, Any]) -> AsyncIterator[LiveConnection]:
+        """Open a live connection with `options` (see `deepgram_protocol.live_options`)."""
+        if self._client is None:
+            raise SttRejected("DEEPGRAM_API_KEY is not set", kind="no_key")
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout(self._settings.deepgram_connect_timeout_s):
+                    socket = await stack.enter_async_context(self._client.listen.v1.connect(**options))
+            except TimeoutError as exc:
+                raise SttUnavailable(
+                    f"Deepgram did not open the connection within {self._settings.deepgram_connect_timeout_s:g} s",
+                    kind="connect_timeout",
+                ) from exc
+            except ApiError as exc:
+                raise _from_status(exc.status_code) from exc
+            except OSError as exc:
+                raise SttUnavailable(
+                    f"cannot reach Deepgram: {type(exc).__name__}: {exc.strerror or exc}", kind="unreachable"
+                ) from exc
+            except websockets.exceptions.WebSocketException as exc:
+                raise SttUnavailable(f"Deepgram handshake failed: {type(exc).__name__}", kind="handshake") from exc
+            yield LiveConnection(socket)
+
+
+def _from_status(status: int | None) -> SttError:
+    if status == 401:
+        return SttRejected("Deepgram rejected the API key (HTTP 401)", status=401)
+    if status == 403:
+        return SttRejected("Deepgram refused access for this API key (HTTP 403)", status=403)
+    if status is not None and is_fatal_status(status):
+        return SttRejected(f"Deepgram refused the request (HTTP {status}); check the DEEPGRAM_* options", status=status)
+    return SttUnavailable(f"Deepgram answered HTTP {status} at the upgrade", status=status)
+
+
+@contextlib.contextmanager
+def _translated(doing: str) -> Iterator[None]:
+    """Turn a websockets close into SttRejected/SttUnavailable with Deepgram's code and reason."""
+    try:
+        yield
+    except websockets.exceptions.ConnectionClosedOK as exc:
+        raise SttUnavailable(f"Deepgram closed the connection while {doing}", close_code=_code(exc)) from exc
+    except websockets.exceptions.ConnectionClosed as exc:
+        code = _code(exc)
+        reason = exc.rcvd.reason if exc.rcvd is not None else ""
+        said = f"close {code} {reason}".strip() if code is not None else "dropped the connection (no close frame)"
+        error_type = SttRejected if is_fatal_close(code) else SttUnavailable
+        raise error_type(f"Deepgram {said} while {doing}", close_code=code or 1006) from exc
+    except OSError as exc:
+        raise SttUnavailable(f"network error while {doing}: {type(exc).__name__}", kind="network") from exc
+
+
+def _code(exc: websockets.exceptions.ConnectionClosed) -> int | None:
+    return exc.rcvd.code if exc.rcvd is not None else None
+
+
+def to_event(message: object) -> SttEvent | None:
+    """Map one SDK message to our types; None for what we do not use (unknown types arrive as None)."""
+    if isinstance(message, ListenV1Results):
+        return _result(message)
+    if isinstance(message, ListenV1Metadata):
+        return SttMetadata(request_id=str(message.request_id), duration=float(message.duration or 0.0))
+    if isinstance(message, ListenV1UtteranceEnd):
+        return SttUtteranceEnd(last_word_end=float(message.last_word_end or 0.0))
+    if isinstance(message, ListenV1SpeechStarted):
+        return SttSpeechStarted(timestamp=float(message.timestamp or 0.0))
+    if isinstance(message, ListenV1Error):
+        return SttServerError(description=str(message.description or message.message or "unknown error"))
+    return None
+
+
+def _result(message: ListenV1Results) -> SttResult | None:
+    # Deepgram sends known types with missing fields unvalidated (None values): guard every access.
+    alternatives = message.channel.alternatives if message.channel is not None else None
+    if not alternatives:
+        return None
+    best = alternatives[0]
+    words = tuple(
+        Word(
+            word=str(w.word),
+            start=float(w.start),
+            end=float(w.end),
+            confidence=float(w.confidence),
+            punctuated_word=w.punctuated_word,
+            speaker=int(w.speaker) if w.speaker is not None else None,
+        )
+        for w in (best.words or ())
+    )
+    channel_index = message.channel_index or [0]
+    return SttResult(
+        is_final=bool(message.is_final),
+        speech_final=bool(message.speech_final),
+        from_finalize=bool(message.from_finalize),
+        start=float(message.start or 0.0),
+        duration=float(message.duration or 0.0),
+        text=str(best.transcript or ""),
+        confidence=float(best.confidence or 0.0),
+        words=words,
+        request_id=message.metadata.request_id if message.metadata is not None else None,
+        channel=int(channel_index[0]),
+    )

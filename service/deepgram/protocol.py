@@ -1,0 +1,146 @@
+"""Protocol layer (no I/O): what we ask Deepgram for, and what it sends back, as our own types.
+
+`stt.py` is the only module that imports the SDK; it maps the SDK's models onto these dataclasses so the
+rest of the service never depends on the SDK's shapes. Options: https://developers.deepgram.com/reference/speech-to-text-api/listen-streaming
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from service import mulaw
+from service.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    confidence: float
+    punctuated_word: str | None = None
+    speaker: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SttResult:
+    """One `Results` message: an interim (is_final False) or a final stretch of transcript."""
+
+    is_final: bool
+    speech_final: bool
+    from_finalize: bool
+    start: float
+    duration: float
+    text: str
+    confidence: float
+    words: tuple[Word, ...] = field(repr=False)
+    request_id: str | None
+    channel: int = 0
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
+@dataclass(frozen=True, slots=True)
+class SttMetadata:
+    """Deepgram's last message on a stream closed with CloseStream."""
+
+    request_id: str
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class SttUtteranceEnd:
+    last_word_end: float
+
+
+@dataclass(frozen=True, slots=True)
+class SttSpeechStarted:
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class SttServerError:
+    """Deepgram's `Error` message, for example a SchemaError for a control message it did not understand."""
+
+    description: str
+
+
+SttEvent = SttResult | SttMetadata | SttUtteranceEnd | SttSpeechStarted | SttServerError
+
+
+def live_options(settings: Settings, *, channels: int = 1, diarize: bool = False) -> dict[str, Any]:
+    """The keyword arguments for the SDK's `listen.v1.connect`, for Twilio's mu-law 8 kHz audio.
+
+    Audio goes to Deepgram as Twilio sent it (no transcoding), so encoding and rate are fixed. Options the
+    SDK does not model, and DEEPGRAM_OPTIONS, travel as additional query parameters.
+    """
+    options: dict[str, Any] = {
+        "model": settings.deepgram_model,
+        "language": settings.deepgram_language,
+        "encoding": "mulaw",
+        "sample_rate": mulaw.SAMPLE_RATE,
+        "channels": channels,
+        "interim_results": settings.deepgram_interim_results,
+        "punctuate": settings.deepgram_punctuate,
+        "smart_format": settings.deepgram_smart_format,
+        # Deepgram takes false to turn endpointing off, otherwise milliseconds of silence.
+        "endpointing": settings.deepgram_endpointing_ms or False,
+    }
+    # utterance_end_ms needs interim results (https://developers.deepgram.com/docs/utterance-end).
+    if settings.deepgram_utterance_end_ms and settings.deepgram_interim_results:
+        options["utterance_end_ms"] = settings.deepgram_utterance_end_ms
+    if settings.deepgram_vad_events:
+        options["vad_events"] = True
+    if diarize:
+        options["diarize"] = True
+    if settings.deepgram_keyterms:
+        options["keyterm"] = list(settings.deepgram_keyterms)
+    extra = pass_through_options(settings.deepgram_extra_options, reserved=options.keys())
+    if extra:
+        options["request_options"] = {"additional_query_parameters": extra}
+    return options
+
+
+def pass_through_options(pairs: list[tuple[str, str]], *, reserved: Any) -> dict[str, str | list[str]]:
+    """DEEPGRAM_OPTIONS as query parameters; a repeated name becomes a list (Deepgram's repeated keys).
+
+    Names that callscribe sets itself (encoding, sample_rate, ...) are ignored here so a stray option can
+    never make Deepgram misread Twilio's audio.
+    """
+    extra: dict[str, str | list[str]] = {}
+    for name, value in pairs:
+        if name in reserved or name in {"encoding", "sample_rate", "channels"}:
+            continue
+        previous = extra.get(name)
+        if previous is None:
+            extra[name] = value
+        elif isinstance(previous, list):
+            previous.append(value)
+        else:
+            extra[name] = [previous, value]
+    return extra
+
+
+def ignored_options(settings: Settings) -> list[str]:
+    """DEEPGRAM_OPTIONS names that `live_options` drops because callscribe sets them; for a start-up warning."""
+    fixed = set(live_options(settings.model_copy(update={"deepgram_options": ""})).keys())
+    fixed |= {"encoding", "sample_rate", "channels"}
+    return sorted({name for name, _ in settings.deepgram_extra_options if name in fixed})
+
+
+# Deepgram's reference reconnect loop treats these close codes as final; 1006/1011/1012/1013 may pass.
+# https://developers.deepgram.com/docs/recovering-from-connection-errors-and-timeouts-when-live-streaming-audio
+FATAL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008})
+
+
+def is_fatal_status(status: int) -> bool:
+    """An HTTP status at the upgrade that retrying cannot fix: 4xx except 408 and 429."""
+    return 400 <= status < 500 and status not in {408, 429}
+
+
+def is_fatal_close(code: int | None) -> bool:
+    """A close code from Deepgram that retrying cannot fix (bad audio format, bad request)."""
+    return code in FATAL_CLOSE_CODES

@@ -1,0 +1,85 @@
+"""Storage layer: the schema's Alembic migrations, run from code (`python -m service db upgrade`, the Procfile's
+`release:` line, `make run`).
+
+Alembic is configured here rather than in an alembic.ini: the script directory is `service/migrations/`, and
+each command runs on a connection from `service.db.create_engine` inside one transaction, so an upgrade that
+fails part-way on PostgreSQL leaves the schema as it was. Nothing here prints or logs the URL: it may carry a
+password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
+from service.storage.schema import create_engine
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration for our script directory, running on `connection` if one is given."""
+    alembic_config = Config()
+    alembic_config.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        alembic_config.attributes["connection"] = connection  # env.py runs the migrations on it
+    return alembic_config
+
+
+def head() -> str:
+    """The newest revision: what `upgrade` brings a database to."""
+    revision = ScriptDirectory.from_config(config()).get_current_head()
+    if revision is None:
+        raise RuntimeError(f"no migrations in {MIGRATIONS}")
+    return revision
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    """Apply every migration up to `revision`; a database already there is left alone."""
+    await _run(url, lambda connection: command.upgrade(config(connection), revision))
+
+
+async def downgrade(url: str, revision: str = "base") -> None:
+    """Undo migrations down to `revision` ("base": no tables left but Alembic's own)."""
+    await _run(url, lambda connection: command.downgrade(config(connection), revision))
+
+
+async def current_revision(url: str) -> str | None:
+    """The revision the database is at; None for a database no migration has touched."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+    finally:
+        await engine.dispose()
+
+
+async def is_at_head(url: str) -> bool:
+    return await current_revision(url) == head()
+
+
+def current(url: str) -> str | None:
+    """`current_revision`, for callers without an event loop (the command line)."""
+    return asyncio.run(current_revision(url))
+
+
+def check(url: str) -> bool:
+    """True when the database is at the newest revision, so the service can use it as it is."""
+    return asyncio.run(is_at_head(url))
+
+
+async def _run(url: str, action: Callable[[Connection], None]) -> None:
+    engine = create_engine(url)
+    try:
+        # One transaction: PostgreSQL's DDL is transactional, so a failed upgrade changes nothing.
+        async with engine.begin() as connection:
+            await connection.run_sync(action)
+    finally:
+        await engine.dispose()

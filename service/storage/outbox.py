@@ -1,0 +1,50 @@
+"""Storage layer: webhook events written into `webhook_deliveries` in the writer's own transaction.
+
+An `utterance.final` row goes in with its utterance, a `call.completed` row with the call's end (carrying
+the whole transcript stored by then). Event ids are stable, so writing the same utterance again (a retry, a
+journal replay) adds no second event. `webhooks.py` delivers what is here.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.storage.schema import Call, Utterance, WebhookDelivery
+from service.storage.webhook_events import call_completed_event, utterance_event
+from service.storage.writes import Write
+
+
+async def add_webhook_event(connection: AsyncConnection, write: Write, now: datetime.datetime) -> None:
+    """Queue the webhook event that `write` produces, if any, once."""
+    if write.kind == "utterance":
+        event = utterance_event(write.row, now)
+    elif write.kind == "call_ended":
+        event = await _call_completed(connection, write.call_sid, now)
+    else:
+        return
+    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(WebhookDelivery)
+    await connection.execute(
+        insert.values(
+            event_id=event["id"],
+            event_type=event["type"],
+            call_sid=event["data"]["call_sid"],
+            payload=event,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        ).on_conflict_do_nothing(index_elements=["event_id"])
+    )
+
+
+async def _call_completed(connection: AsyncConnection, call_sid: str, now: datetime.datetime) -> dict[str, Any]:
+    call = (await connection.execute(select(Call.__table__).where(Call.call_sid == call_sid))).mappings().one()
+    utterances = (
+        (await connection.execute(select(Utterance.__table__).where(Utterance.call_sid == call_sid))).mappings().all()
+    )
+    return call_completed_event(dict(call), [dict(utterance) for utterance in utterances], now)

@@ -1,0 +1,212 @@
+"""Storage layer, read side: calls and their utterances out of the database, as typed frozen records.
+
+No Quart here: `api.py` and `calls_cli.py` both read through these functions, so the API and the command
+line can never disagree about what a call holds. Writing is `store.py`'s job; `delete_call` is the one write,
+because deleting is something a reader of the API asks for.
+
+Listing is keyset-paginated on (started_at, call_sid), newest first: a page never repeats or skips a call
+when new calls arrive between requests, which offset pagination cannot promise. The cursor is opaque to
+clients (base64url of a small JSON object) so its shape can change without breaking them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from service.storage.schema import Call, Utterance, WebhookDelivery
+from service.times import as_utc
+
+MAX_LIMIT = 200
+DEFAULT_LIMIT = 50
+ACTIVE = "active"
+
+
+class CursorError(ValueError):
+    """A pagination cursor we did not issue (or one damaged on the way): the client should start over."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One call as stored: who, when, how it ended, and the counts from its summary line."""
+
+    call_sid: str
+    stream_sid: str
+    account_sid: str
+    from_number: str
+    to_number: str
+    direction: str
+    custom_parameters: dict[str, Any]
+    tracks: tuple[str, ...]
+    started_at: datetime.datetime
+    ended_at: datetime.datetime | None
+    status: str
+    ended_by: str | None
+    deepgram_request_ids: tuple[str, ...]
+    audio_s_inbound: float
+    audio_s_outbound: float
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceRecord:
+    """One final result of one track, on the call's timeline (seconds from the start of the stream)."""
+
+    track: str
+    speaker: str
+    start: float
+    end: float
+    text: str
+    confidence: float
+    words: tuple[dict[str, Any], ...]
+    source: str  # live | batch
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of calls, newest first; `next_cursor` is None on the last page."""
+
+    calls: tuple[CallRecord, ...]
+    next_cursor: str | None
+
+
+async def list_calls(
+    engine: AsyncEngine,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+    number: str | None = None,
+    since: datetime.datetime | None = None,
+    until: datetime.datetime | None = None,
+    active: bool | None = None,
+) -> Page:
+    """Calls newest first, `limit` at a time, after `cursor`; raises CursorError for a cursor we did not issue.
+
+    `number` matches the caller or the called number; `since` is inclusive and `until` exclusive on started_at;
+    `active` True keeps calls still streaming, False the ones that ended.
+    """
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be from 1 to {MAX_LIMIT}, not {limit}")
+    statement = _filtered(select(Call), number=number, since=since, until=until, active=active)
+    if cursor is not None:
+        after_started, after_sid = decode_cursor(cursor)
+        statement = statement.where(
+            or_(Call.started_at < after_started, and_(Call.started_at == after_started, Call.call_sid < after_sid))
+        )
+    # One row more than asked says whether another page exists without a second COUNT query.
+    statement = statement.order_by(Call.started_at.desc(), Call.call_sid.desc()).limit(limit + 1)
+    async with AsyncSession(engine) as session:
+        rows = [_call_record(row) for row in await session.scalars(statement)]
+    page = tuple(rows[:limit])
+    more = len(rows) > limit
+    return Page(calls=page, next_cursor=encode_cursor(page[-1]) if more else None)
+
+
+def _filtered(
+    statement: Select[Call],
+    *,
+    number: str | None,
+    since: datetime.datetime | None,
+    until: datetime.datetime | None,
+    active: bool | None,
+) -> Select[Call]:
+    if number is not None:
+        statement = statement.where(or_(Call.from_number == number, Call.to_number == number))
+    if since is not None:
+        statement = statement.where(Call.started_at >= as_utc(since))
+    if until is not None:
+        statement = statement.where(Call.started_at < as_utc(until))
+    if active is not None:
+        statement = statement.where(Call.status == ACTIVE if active else Call.status != ACTIVE)
+    return statement
+
+
+async def get_call(engine: AsyncEngine, call_sid: str) -> CallRecord | None:
+    """The call, or None when there is no such call."""
+    async with AsyncSession(engine) as session:
+        call = await session.get(Call, call_sid)
+        return None if call is None else _call_record(call)
+
+
+async def get_utterances(engine: AsyncEngine, call_sid: str) -> list[UtteranceRecord]:
+    """The call's final utterances in the order they were spoken: by start, then track (empty for no call)."""
+    statement = (
+        select(Utterance)
+        .where(Utterance.call_sid == call_sid)
+        # The key (call/track/start in ms) breaks the last ties, so the order never depends on the backend.
+        .order_by(Utterance.start, Utterance.track, Utterance.key)
+    )
+    async with AsyncSession(engine) as session:
+        return [_utterance_record(row) for row in await session.scalars(statement)]
+
+
+async def delete_call(engine: AsyncEngine, call_sid: str) -> bool:
+    """Delete the call, its utterances and its webhook deliveries in one transaction; False if there was none."""
+    async with AsyncSession(engine) as session, session.begin():
+        # Explicit deletes rather than ON DELETE CASCADE: deliveries have no foreign key, and an engine made
+        # without `db.create_engine` leaves SQLite's foreign keys off.
+        await session.execute(delete(WebhookDelivery).where(WebhookDelivery.call_sid == call_sid))
+        await session.execute(delete(Utterance).where(Utterance.call_sid == call_sid))
+        deleted = await session.execute(delete(Call).where(Call.call_sid == call_sid))
+        return bool(deleted.rowcount)  # type: ignore[attr-defined]  # a DML result is a CursorResult
+
+
+def encode_cursor(call: CallRecord) -> str:
+    """The opaque cursor that continues a listing after `call`."""
+    payload = json.dumps({"s": call.started_at.isoformat(), "c": call.call_sid}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime.datetime, str]:
+    """(started_at, call_sid) of the last call of the previous page; CursorError if we did not issue it."""
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        payload = json.loads(raw)
+        started_at = datetime.datetime.fromisoformat(payload["s"])
+        call_sid = payload["c"]
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+        raise CursorError("not a cursor this API issued; start again without one") from exc
+    if not isinstance(call_sid, str) or started_at.tzinfo is None:
+        raise CursorError("not a cursor this API issued; start again without one")
+    return as_utc(started_at), call_sid
+
+
+def _call_record(call: Call) -> CallRecord:
+    return CallRecord(
+        call_sid=call.call_sid,
+        stream_sid=call.stream_sid,
+        account_sid=call.account_sid,
+        from_number=call.from_number,
+        to_number=call.to_number,
+        direction=call.direction,
+        custom_parameters=dict(call.custom_parameters or {}),
+        tracks=tuple(call.tracks or ()),
+        started_at=as_utc(call.started_at),
+        ended_at=None if call.ended_at is None else as_utc(call.ended_at),
+        status=call.status,
+        ended_by=call.ended_by,
+        deepgram_request_ids=tuple(call.deepgram_request_ids or ()),
+        audio_s_inbound=call.audio_s_inbound,
+        audio_s_outbound=call.audio_s_outbound,
+        summary=dict(call.summary or {}),
+    )
+
+
+def _utterance_record(utterance: Utterance) -> UtteranceRecord:
+    return UtteranceRecord(
+        track=utterance.track,
+        speaker=utterance.speaker,
+        start=utterance.start,
+        end=utterance.end,
+        text=utterance.text,
+        confidence=utterance.confidence,
+        words=tuple(utterance.words or ()),
+        source=utterance.source,
+    )

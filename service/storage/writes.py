@@ -1,0 +1,224 @@
+"""Protocol layer (no I/O): a call's events as database writes, journal lines and idempotent upserts.
+
+A `Write` is one change (a call started, a final utterance, a call ended) as the row's values. The store
+queues it, `encode`/`decode` make it a journal line and back, and `statements` turns it into upserts for
+SQLite or PostgreSQL that give the same rows however often, and in whatever order, they are applied: calls are
+keyed by call SID, utterances by `utterance_key`; call_started never overwrites how a call ended, and an
+utterance whose call row is not there yet makes a stand-in one so its foreign key holds.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, cast, get_args
+
+from sqlalchemy import Table, Text, func
+from sqlalchemy import case as sql_case
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.sql import Executable
+
+from service.calls.events import CallEnded, CallStarted
+from service.calls.transcript import Transcript
+from service.storage.schema import Call, Utterance
+from service.times import as_utc
+
+Kind = Literal["call_started", "utterance", "call_ended"]
+JOURNAL_VERSION = 1
+
+CALLS: Table = cast(Table, Call.__table__)
+UTTERANCES: Table = cast(Table, Utterance.__table__)
+
+# What call_started may fill in on a row an utterance or call_ended created first; the rest is theirs to keep.
+_FILLED_TEXT = ("stream_sid", "account_sid", "from_number", "to_number", "direction")
+_FILLED_JSON = ("custom_parameters", "tracks")
+_ENDED = ("ended_at", "status", "ended_by", "deepgram_request_ids", "audio_s_inbound", "audio_s_outbound", "summary")
+# A later delivery of the same utterance (same call, track and start) replaces its content; created_at stays.
+_UTTERANCE_CONTENT = ("speaker", "end", "text", "confidence", "words", "source")
+_DATETIMES = frozenset({"started_at", "ended_at", "created_at"})
+_ROW_ERRORS = frozenset({"22", "23"})  # SQLSTATE classes: data exception, integrity constraint violation
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One change to the database: what the queue holds, what a journal line records, what a transaction applies."""
+
+    kind: Kind
+    row: dict[str, Any]  # the calls row (call_started, call_ended) or the utterances row; datetimes in UTC
+    stream_sid: str  # for the stand-in call row an utterance may need
+
+    @property
+    def call_sid(self) -> str:
+        return str(self.row["call_sid"])
+
+
+class JournalError(ValueError):
+    """A journal line this version cannot read: skipped, never guessed at."""
+
+
+def utterance_key(call_sid: str, track: str, start: float) -> str:
+    """One utterance per stretch of one track, whichever path (live or batch) delivered it."""
+    return f"{call_sid}/{track}/{round(start * 1000)}"
+
+
+def call_started_write(event: CallStarted) -> Write:
+    row = {
+        "call_sid": event.call_sid, "stream_sid": event.stream_sid, "account_sid": event.account_sid,
+        "from_number": event.from_number, "to_number": event.to_number, "direction": event.direction,
+        "custom_parameters": _jsonable(event.custom_parameters), "tracks": list(event.tracks),
+        "started_at": as_utc(event.started_at), "status": "active",
+    }  # fmt: skip
+    return Write("call_started", row, event.stream_sid)
+
+
+def call_ended_write(event: CallEnded) -> Write:
+    row = {
+        "call_sid": event.call_sid, "stream_sid": event.stream_sid, "ended_at": as_utc(event.ended_at),
+        "status": "completed", "ended_by": event.ended_by, "deepgram_request_ids": list(event.deepgram_request_ids),
+        "audio_s_inbound": float(event.audio_s_by_track.get("inbound", 0.0)),
+        "audio_s_outbound": float(event.audio_s_by_track.get("outbound", 0.0)),
+        "summary": _jsonable(event.summary),
+    }  # fmt: skip
+    return Write("call_ended", row, event.stream_sid)
+
+
+def utterance_write(transcript: Transcript, *, speaker: str, created_at: datetime.datetime) -> Write:
+    words = [
+        {
+            "word": word.word, "start": word.start, "end": word.end, "confidence": word.confidence,
+            "punctuated_word": word.punctuated_word, "speaker": word.speaker,
+        }
+        for word in transcript.words
+    ]  # fmt: skip
+    row = {
+        "key": utterance_key(transcript.call_sid, transcript.track, transcript.start),
+        "call_sid": transcript.call_sid, "track": transcript.track, "speaker": transcript.speaker or speaker,
+        "start": transcript.start, "end": transcript.end, "text": transcript.text,
+        "confidence": transcript.confidence, "words": words, "source": "batch" if transcript.batch else "live",
+        "created_at": as_utc(created_at),
+    }  # fmt: skip
+    return Write("utterance", row, transcript.stream_sid)
+
+
+def encode(write: Write) -> bytes:
+    """One journal line: everything needed to apply the write again, as ASCII JSON."""
+    row = {
+        name: value.isoformat() if isinstance(value, datetime.datetime) else value for name, value in write.row.items()
+    }
+    record = {"v": JOURNAL_VERSION, "kind": write.kind, "stream_sid": write.stream_sid, "row": row}
+    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes) -> Write:
+    """The write a journal line records; JournalError for a line this version did not write."""
+    try:
+        record = json.loads(line)
+        if record["v"] != JOURNAL_VERSION or record["kind"] not in get_args(Kind):
+            raise JournalError("not a journal line of this version")
+        row = {
+            name: datetime.datetime.fromisoformat(value) if name in _DATETIMES and isinstance(value, str) else value
+            for name, value in dict(record["row"]).items()
+        }
+        return Write(record["kind"], row, str(record["stream_sid"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise JournalError(f"unreadable journal line: {type(exc).__name__}") from exc
+
+
+def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
+    # Summary counts and custom parameters as JSON has them, so the journal and the database take them as they are.
+    result: dict[str, Any] = json.loads(json.dumps(value, default=str))
+    return result
+
+
+# --- Statements: idempotent upserts for SQLite and PostgreSQL ------------------------------------------------
+
+
+Step = tuple[Executable, dict[str, Any]]  # a statement and the parameters of one row
+
+
+def statements(dialect: str, write: Write, now: datetime.datetime) -> list[Step]:
+    """The upserts that apply `write`; applying them again, or out of order, leaves the same rows.
+
+    The statements are built once per dialect and take the row as parameters: nothing is rebuilt per write.
+    """
+    if write.kind == "call_started":
+        return [(_call_started(dialect), write.row)]
+    if write.kind == "call_ended":
+        return [(_call_ended(dialect), {**write.row, "started_at": write.row["ended_at"]})]
+    stand_in = {
+        "call_sid": write.call_sid, "stream_sid": write.stream_sid, "started_at": as_utc(now), "status": "active"
+    }  # fmt: skip
+    return [(_stand_in_call(dialect), stand_in), (_utterance(dialect), write.row)]
+
+
+def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+@functools.cache
+def _call_started(dialect: str) -> Executable:
+    """Insert the call; on a row made first by an utterance or call_ended, fill in only what that row lacks."""
+    statement = _insert(dialect, CALLS)
+    new, old = statement.excluded, CALLS.c
+    fill: dict[str, Any] = {name: func.coalesce(func.nullif(old[name], ""), new[name]) for name in _FILLED_TEXT}
+    for name in _FILLED_JSON:
+        # PostgreSQL's json type has no equality; its text is what we stored ("[]" or "{}" when empty).
+        fill[name] = sql_case((sql_cast(old[name], Text).in_(("[]", "{}", "null")), new[name]), else_=old[name])
+    # A stand-in row's start is when it was written, so the real one is earlier.
+    fill["started_at"] = sql_case((new.started_at < old.started_at, new.started_at), else_=old.started_at)
+    return statement.on_conflict_do_update(index_elements=["call_sid"], set_=fill)
+
+
+@functools.cache
+def _call_ended(dialect: str) -> Executable:
+    """Record how the call ended; if its call_started never arrived, the ending makes the row (starting then)."""
+    statement = _insert(dialect, CALLS)
+    return statement.on_conflict_do_update(
+        index_elements=["call_sid"], set_={name: statement.excluded[name] for name in _ENDED}
+    )
+
+
+@functools.cache
+def _stand_in_call(dialect: str) -> Executable:
+    """A minimal call row, if there is none yet, so the utterance's foreign key holds (call_started fills it in)."""
+    return _insert(dialect, CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
+
+
+@functools.cache
+def _utterance(dialect: str) -> Executable:
+    statement = _insert(dialect, UTTERANCES)
+    return statement.on_conflict_do_update(
+        index_elements=["key"], set_={name: statement.excluded[name] for name in _UTTERANCE_CONTENT}
+    )
+
+
+def is_permanent(error: BaseException) -> bool:
+    """A write that fails however often it is tried (the row itself is wrong), as opposed to an outage.
+
+    An outage is a connection that failed (OSError, a timeout, SQLAlchemy's pool) or a database error about the
+    database's state, a missing table included: someone can fix those, so the writes wait. asyncpg's errors reach
+    us as SQLAlchemy's generic DBAPIError, so PostgreSQL's SQLSTATE tells the row's faults apart: class 22 (data
+    exception, such as a value too long for its column) and 23 (integrity constraint violation). Anything else,
+    such as a value that cannot even be bound, would fail again on every try.
+    """
+    if isinstance(error, IntegrityError | DataError):
+        return True
+    if isinstance(error, DBAPIError):
+        return str(getattr(error.orig, "sqlstate", None) or "")[:2] in _ROW_ERRORS
+    return not isinstance(error, OSError | TimeoutError | PoolTimeoutError | DisconnectionError)
+
+
+def describe(error: BaseException) -> str:
+    """The error's type and its causes' types ("OperationalError <- ConnectionRefusedError"): never its text."""
+    names: list[str] = []
+    current: BaseException | None = error
+    while current is not None and len(names) < 4:
+        if type(current).__name__ not in names:
+            names.append(type(current).__name__)
+        current = current.__cause__ or current.__context__
+    return " <- ".join(names)

@@ -1,0 +1,292 @@
+"""Wiring layer: the read API under /api, a Quart Blueprint. Routes check, hand over and shape JSON.
+
+The reading is `queries.py`'s and the transcript formats are `captions.py`'s; this module only
+authenticates, turns query strings into typed arguments (or a 400 naming the parameter), and answers. Every
+answer under /api is JSON (transcripts aside, in the format asked for), errors included: unknown paths
+and wrong methods too, and they are authenticated first, so an unauthenticated client learns nothing.
+
+`service/openapi.json` documents every route, parameter and response; the tests hold real responses to it.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+from quart import Blueprint, Response, request
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from werkzeug.datastructures import MIMEAccept, MultiDict
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+
+from service import captions
+from service.captions import Format
+from service.settings import Settings
+from service.storage import queries
+from service.storage.queries import CallRecord, CursorError
+from service.web.responses import bearer_refusal, error_response, json_response, no_store, refuse
+
+log = structlog.get_logger("callscribe.api")
+
+PREFIX: Final = "/api"
+OPENAPI_PATH: Final = Path(__file__).with_name("openapi.json")
+LIST_PARAMETERS: Final = frozenset({"limit", "cursor", "number", "since", "until", "active"})
+# What `Accept` may name for a transcript, best first when the client does not mind (*/*).
+MEDIA_TYPES: Final[dict[str, Format]] = {
+    "application/json": "json",
+    "text/plain": "text",
+    "application/x-subrip": "srt",
+    "text/vtt": "vtt",
+}
+
+
+class BadParameter(ValueError):
+    """A query parameter we cannot use; the 400 names it and says what it accepts."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+        self.message = message
+
+
+class NotAcceptable(ValueError):
+    """The Accept header names no transcript format we give."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """`GET /api/calls`'s query string, checked and typed."""
+
+    limit: int = queries.DEFAULT_LIMIT
+    cursor: str | None = None
+    number: str | None = None
+    since: datetime.datetime | None = None
+    until: datetime.datetime | None = None
+    active: bool | None = None
+
+
+def api_blueprint(settings: Settings, engine_provider: Callable[[], AsyncEngine]) -> Blueprint:
+    """The /api blueprint; `engine_provider` is called per request because the app makes the engine at startup."""
+    api = _Api(settings, engine_provider)
+    blueprint = Blueprint("api", __name__, url_prefix=PREFIX)
+    blueprint.before_request(api.authenticate)
+    blueprint.after_request(no_store)
+    blueprint.add_url_rule("/calls", view_func=api.list_calls, methods=["GET"])
+    blueprint.add_url_rule("/calls/<call_sid>", view_func=api.get_call, methods=["GET"])
+    blueprint.add_url_rule("/calls/<call_sid>", view_func=api.delete_call, methods=["DELETE"])
+    blueprint.add_url_rule("/calls/<call_sid>/transcript", view_func=api.transcript, methods=["GET"])
+    blueprint.add_url_rule("/openapi.json", view_func=api.openapi, methods=["GET"])
+    blueprint.register_error_handler(SQLAlchemyError, api.database_error)
+    blueprint.register_error_handler(HTTPException, _http_error)
+    # Unknown paths and methods never reach a blueprint: only app-wide handlers see them. These answer for
+    # /api paths only and hand every other path's error back unchanged.
+    blueprint.app_errorhandler(NotFound)(api.unrouted)
+    blueprint.app_errorhandler(MethodNotAllowed)(api.unrouted)
+    return blueprint
+
+
+class _Api:
+    """The routes' state: the token, the engine provider and the OpenAPI document."""
+
+    def __init__(self, settings: Settings, engine_provider: Callable[[], AsyncEngine]) -> None:
+        self._token = settings.api_token.get_secret_value().encode() if settings.api_token else None
+        self._engine = engine_provider
+        self._openapi = OPENAPI_PATH.read_bytes()
+
+    async def authenticate(self) -> Response | None:
+        """Before every route: 503 while API_TOKEN is unset, 401 without the right bearer token."""
+        return bearer_refusal(self._token, "API_TOKEN", disabled="set API_TOKEN to turn the API on")
+
+    async def list_calls(self) -> Response:
+        try:
+            query = parse_list_query(request.args)
+        except BadParameter as exc:
+            return bad_parameter(exc)
+        page = await queries.list_calls(
+            self._engine(), limit=query.limit, cursor=query.cursor, number=query.number,
+            since=query.since, until=query.until, active=query.active,
+        )  # fmt: skip
+        return json_response({"calls": [call_json(call) for call in page.calls], "next_cursor": page.next_cursor})
+
+    async def get_call(self, call_sid: str) -> Response:
+        call = await queries.get_call(self._engine(), call_sid)
+        return json_response(call_json(call)) if call is not None else not_found(call_sid)
+
+    async def delete_call(self, call_sid: str) -> Response:
+        if not await queries.delete_call(self._engine(), call_sid):
+            return not_found(call_sid)
+        log.info("api.call_deleted", call_sid=call_sid)
+        response = Response(b"", status=204)
+        del response.headers["Content-Type"]  # Quart defaults to text/html; a 204 has no content to type
+        return response
+
+    async def transcript(self, call_sid: str) -> Response:
+        try:
+            fmt = choose_format(request.args, request.accept_mimetypes)
+        except BadParameter as exc:
+            return bad_parameter(exc)
+        except NotAcceptable as exc:
+            return refuse(406, "not_acceptable", str(exc))
+        engine = self._engine()
+        if await queries.get_call(engine, call_sid) is None:
+            return not_found(call_sid)
+        body = captions.render(await queries.get_utterances(engine, call_sid), fmt)
+        response = Response(body, content_type=captions.CONTENT_TYPES[fmt])
+        response.headers["Vary"] = "Accept"  # the same URL answers in several formats
+        return response
+
+    async def openapi(self) -> Response:
+        return Response(self._openapi, content_type="application/json")
+
+    async def database_error(self, error: SQLAlchemyError) -> Response:
+        log.error("api.database_error", method=request.method, path=request.path, exc_info=error)
+        return error_response(
+            503, "database_unavailable", "the database is unreachable or failed; the service log has the error"
+        )
+
+    async def unrouted(self, error: HTTPException) -> Response | HTTPException:
+        """404/405 for paths no route matched: JSON under /api (after authenticating), unchanged elsewhere."""
+        if request.path != PREFIX and not request.path.startswith(PREFIX + "/"):
+            return error
+        refused = await self.authenticate()
+        if refused is not None:
+            return refused
+        if isinstance(error, MethodNotAllowed):
+            response = refuse(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}")
+            response.headers["Allow"] = ", ".join(error.valid_methods or ())
+            return response
+        return refuse(404, "not_found", f"no such path: {request.path}")
+
+
+def parse_list_query(args: MultiDict[str, str]) -> ListQuery:
+    """`GET /api/calls`'s parameters, or BadParameter naming the first one that is wrong."""
+    for name in args:
+        if name not in LIST_PARAMETERS:
+            # A misspelt filter (`?activ=true`) would otherwise silently list every call.
+            raise BadParameter(name, f"unknown parameter; this route takes {', '.join(sorted(LIST_PARAMETERS))}")
+    query = ListQuery(
+        limit=_limit(_single(args, "limit")),
+        cursor=_cursor(_single(args, "cursor")),
+        number=_number(_single(args, "number")),
+        since=_moment(_single(args, "since"), "since"),
+        until=_moment(_single(args, "until"), "until"),
+        active=_active(_single(args, "active")),
+    )
+    if query.since is not None and query.until is not None and query.until <= query.since:
+        raise BadParameter("until", "must be later than since")
+    return query
+
+
+def choose_format(args: MultiDict[str, str], accept: MIMEAccept) -> Format:
+    """`?format=` when given, else the best match for `Accept`, else JSON."""
+    for name in args:
+        if name != "format":
+            raise BadParameter(name, "unknown parameter; this route takes format")
+    given = _single(args, "format")
+    if given is not None:
+        if given not in captions.FORMATS:
+            raise BadParameter("format", f"must be one of {', '.join(captions.FORMATS)}")
+        return given
+    if not accept:  # no Accept header (or an empty one): the client takes anything
+        return "json"
+    best = accept.best_match(MEDIA_TYPES)
+    if best is None:
+        raise NotAcceptable(f"Accept names none of {', '.join(MEDIA_TYPES)}; or ask with ?format=")
+    return MEDIA_TYPES[best]
+
+
+def _single(args: MultiDict[str, str], name: str) -> str | None:
+    values = args.getlist(name)
+    if len(values) > 1:
+        raise BadParameter(name, "given more than once")
+    return values[0] if values else None
+
+
+def _limit(value: str | None) -> int:
+    if value is None:
+        return queries.DEFAULT_LIMIT
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= queries.MAX_LIMIT:
+        raise BadParameter("limit", f"must be a whole number from 1 to {queries.MAX_LIMIT}")
+    return int(value)
+
+
+def _cursor(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            queries.decode_cursor(value)
+        except CursorError as exc:
+            raise BadParameter("cursor", str(exc)) from exc
+    return value
+
+
+def _number(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise BadParameter("number", "must not be empty; leave it out to list every number")
+    if value is not None and value != value.strip():
+        # `?number=+1415…` arrives as " 1415…" (a + in a query string is a space) and would match nothing.
+        raise BadParameter("number", "starts or ends with a space; send + as %2B, such as ?number=%2B14155550100")
+    return value
+
+
+def _moment(value: str | None, name: str) -> datetime.datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise BadParameter(name, "must be an ISO 8601 date or date-time, such as 2025-01-02T03:04:05Z") from exc
+    # Without an offset the time is UTC, the zone every stored time is in.
+    return moment.replace(tzinfo=datetime.UTC) if moment.tzinfo is None else moment
+
+
+def _active(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    if value not in {"true", "false"}:
+        raise BadParameter("active", "must be true or false")
+    return value == "true"
+
+
+def call_json(call: CallRecord) -> dict[str, Any]:
+    """One call as the API's JSON object (the `Call` schema in openapi.json)."""
+    return {
+        "call_sid": call.call_sid,
+        "stream_sid": call.stream_sid,
+        "account_sid": call.account_sid,
+        "from_number": call.from_number,
+        "to_number": call.to_number,
+        "direction": call.direction,
+        "custom_parameters": call.custom_parameters,
+        "tracks": list(call.tracks),
+        "started_at": _timestamp(call.started_at),
+        "ended_at": None if call.ended_at is None else _timestamp(call.ended_at),
+        "status": call.status,
+        "ended_by": call.ended_by,
+        "deepgram_request_ids": list(call.deepgram_request_ids),
+        "audio_s_inbound": call.audio_s_inbound,
+        "audio_s_outbound": call.audio_s_outbound,
+        "summary": call.summary,
+    }
+
+
+def _timestamp(moment: datetime.datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def bad_parameter(exc: BadParameter) -> Response:
+    return refuse(400, "bad_request", exc.message, parameter=exc.parameter)
+
+
+def not_found(call_sid: str) -> Response:
+    return refuse(404, "not_found", f"no call {call_sid}")
+
+
+async def _http_error(error: HTTPException) -> Response:
+    # Anything else Quart raises inside /api routes (a 500 when exceptions do not propagate, a 413) as JSON.
+    code = error.code or 500
+    name = (error.name or "error").lower().replace(" ", "_")
+    return error_response(code, name, error.description or error.name or "error")

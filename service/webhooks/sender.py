@@ -1,0 +1,168 @@
+"""I/O adapter: deliver transcript events to TRANSCRIPT_WEBHOOK_URL from the database's outbox.
+
+Events are rows of `webhook_deliveries`, written in the same transaction as the utterance or call they
+describe (see `store.py`), so an event exists exactly when its data does, and survives restarts. This
+sender POSTs each due row, signed (`webhook_signing.py`), and records the outcome: delivered, or retried
+later with full-jitter backoff, or given up after MAX_ATTEMPTS. It runs beside the calls and never slows
+them: a slow or failing receiver only delays its own deliveries.
+
+Several processes may run a sender against one database: a row is claimed by moving its
+`next_attempt_at` forward in a conditional UPDATE, which only one of them can win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.metrics import WEBHOOK_DELIVERIES, WEBHOOK_FAILURES
+from service.retry import backoff
+from service.settings import Settings
+from service.storage.schema import WebhookDelivery
+from service.times import utc_now
+from service.webhooks.signing import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+
+log = structlog.get_logger("callscribe.webhooks")
+
+MAX_ATTEMPTS = 15  # with the 10-minute cap, about two hours of trying
+BACKOFF_BASE_S = 2.0
+BACKOFF_CAP_S = 600.0
+CLAIM_LEASE_S = 60.0  # a claimed row stays out of other senders' way this long, even if this one dies
+REQUEST_TIMEOUT_S = 10.0
+BATCH = 50
+Clock = Callable[[], datetime.datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A delivery whose time has come, as read for one attempt."""
+
+    event_id: str
+    call_sid: str
+    payload: dict[str, Any]
+    attempts: int
+    next_attempt_at: datetime.datetime
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """The exact bytes that are signed and sent."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Callable[[], AsyncEngine],
+        *,
+        clock: Clock = utc_now,
+        rng: random.Random | None = None,
+        poll_s: float = 1.0,
+    ) -> None:
+        assert settings.transcript_webhook_url is not None
+        self._url = settings.transcript_webhook_url
+        self._secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+        self._engine = engine
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
+        self._poll_s = poll_s
+        self.delivered = 0
+        self.failed_attempts = 0
+
+    async def run_forever(self) -> None:
+        async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as client:
+            while True:
+                try:
+                    await self.run_once(client)
+                except Exception:
+                    log.exception("webhooks.pass_failed")
+                await asyncio.sleep(self._poll_s)
+
+    async def run_once(self, client: httpx.AsyncClient) -> int:
+        """Deliver every due event once; returns how many the receiver accepted."""
+        accepted = 0
+        for row in await self._due():
+            if await self._claim(row) and await self._deliver(client, row):
+                accepted += 1
+        return accepted
+
+    async def _due(self) -> list[Due]:
+        table = WebhookDelivery.__table__
+        query = (
+            select(table.c.event_id, table.c.call_sid, table.c.payload, table.c.attempts, table.c.next_attempt_at)
+            .where(table.c.status == "pending", table.c.next_attempt_at <= self._clock())
+            .order_by(table.c.created_at, table.c.event_id)
+            .limit(BATCH)
+        )
+        async with self._engine().connect() as connection:
+            return [Due(*row) for row in await connection.execute(query)]
+
+    async def _claim(self, row: Due) -> bool:
+        lease_until = self._clock() + datetime.timedelta(seconds=CLAIM_LEASE_S)
+        return await self._update(row, {"next_attempt_at": lease_until}, expected_next=row.next_attempt_at)
+
+    async def _deliver(self, client: httpx.AsyncClient, row: Due) -> bool:
+        body = encode(row.payload)
+        timestamp = int(self._clock().timestamp())
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(self._secret, timestamp, body),
+            EVENT_HEADER: row.event_id,
+        }
+        try:
+            response = await client.post(self._url, content=body, headers=headers)
+            error = None if response.is_success else f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}"
+        attempts = row.attempts + 1
+        if error is None:
+            self.delivered += 1
+            WEBHOOK_DELIVERIES.inc()
+            await self._update(row, {"status": "delivered", "attempts": attempts, "delivered_at": self._clock()})
+            log.debug("webhooks.delivered", event_id=row.event_id, call_sid=row.call_sid, attempts=attempts)
+            return True
+        self.failed_attempts += 1
+        gave_up = attempts >= MAX_ATTEMPTS
+        WEBHOOK_FAILURES.labels(outcome="gave_up" if gave_up else "retrying").inc()
+        delay = backoff(attempts, base_s=BACKOFF_BASE_S, cap_s=BACKOFF_CAP_S, rng=self._rng)
+        await self._update(
+            row,
+            {
+                "status": "failed" if gave_up else "pending",
+                "attempts": attempts,
+                "last_error": error,
+                "next_attempt_at": self._clock() + datetime.timedelta(seconds=delay),
+            },
+        )
+        log.warning(
+            "webhooks.failed" if gave_up else "webhooks.retrying",
+            event_id=row.event_id,
+            call_sid=row.call_sid,
+            error=error,
+            attempts=attempts,
+            retry_in_s=None if gave_up else round(delay, 1),
+        )
+        return False
+
+    async def _update(
+        self, row: Due, values: dict[str, Any], *, expected_next: datetime.datetime | None = None
+    ) -> bool:
+        statement = update(WebhookDelivery).where(WebhookDelivery.event_id == row.event_id).values(**values)
+        if expected_next is not None:
+            statement = statement.where(
+                WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at == expected_next
+            )
+        async with self._engine().begin() as connection:
+            result = await connection.execute(statement)
+        return bool(result.rowcount)

@@ -1,0 +1,98 @@
+"""The audio ledger: what was received, sent, made final, and what a new connection must replay."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.calls.ledger import AudioLedger
+
+FRAME = 160
+
+
+def frames(count: int, start: int = 0) -> list[bytes]:
+    return [bytes([(start + n) % 256]) * FRAME for n in range(count)]
+
+
+def test_a_reconnect_replays_from_the_first_byte_not_yet_final() -> None:
+    """After a final at 0.04 s, a new connection starts at byte 320 and its times are shifted by 0.04 s."""
+    ledger = AudioLedger()
+    for frame in frames(5):
+        ledger.receive(frame)
+    sent = [ledger.take(1) for _ in range(4)]
+    ledger.acknowledge(0.04)  # 320 bytes: the first two frames are final
+    assert ledger.unacknowledged_bytes == 2 * FRAME
+    ledger.restart()
+    assert ledger.connection_base == 320
+    assert ledger.call_time(0.5) == 0.54
+    replay = [ledger.take(1) for _ in range(3)]
+    assert replay == [*sent[2:], frames(5)[4]]
+
+
+def test_a_final_inside_a_chunk_cuts_the_replay_there() -> None:
+    """A final ending mid-chunk replays only the chunk's remainder: nothing twice, nothing skipped."""
+    ledger = AudioLedger()
+    for frame in frames(5):
+        ledger.receive(frame)
+    chunk = ledger.take(5)
+    ledger.acknowledge(0.05)  # 400 bytes: two and a half frames
+    ledger.restart()
+    assert ledger.take(5) == chunk[400:]
+
+
+def test_release_hands_over_everything_not_final_with_its_start() -> None:
+    """Giving up live: the unacknowledged and pending audio, in order, starting where finals stopped."""
+    ledger = AudioLedger()
+    audio = b"".join(frames(10))
+    for frame in frames(10):
+        ledger.receive(frame)
+    ledger.take(3)
+    ledger.acknowledge(0.02)
+    start_s, rest = ledger.release()
+    assert start_s == 0.02
+    assert rest == audio[160:]
+    assert ledger.waiting_bytes == 0
+
+
+def test_acknowledgements_never_go_past_what_was_sent() -> None:
+    """A final claiming more audio than this connection carried acknowledges only what it carried."""
+    ledger = AudioLedger()
+    for frame in frames(3):
+        ledger.receive(frame)
+    ledger.take(1)
+    ledger.acknowledge(9.0)
+    assert ledger.acknowledged == FRAME
+    assert ledger.waiting_bytes == 2 * FRAME
+
+
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("receive"), st.integers(1, 400)),
+        st.tuples(st.just("take"), st.integers(1, 6)),
+        st.tuples(st.just("ack"), st.floats(0, 1)),
+        st.tuples(st.just("restart"), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+@given(OPERATIONS)
+def test_final_audio_plus_released_audio_is_exactly_what_was_received(operations: list[tuple[str, float]]) -> None:
+    """Whatever happens, audio made final plus what release() returns is the received audio, in order."""
+    ledger = AudioLedger()
+    received = bytearray()
+    for name, value in operations:
+        if name == "receive":
+            payload = bytes([len(received) % 251]) * int(value)
+            received += payload
+            ledger.receive(payload)
+        elif name == "take" and ledger.pending_chunks:
+            ledger.take(int(value))
+        elif name == "ack":
+            ledger.acknowledge(value * ledger.connection_sent / 8000)
+        elif name == "restart":
+            ledger.restart()
+    final = ledger.acknowledged
+    start_s, rest = ledger.release()
+    assert start_s == final / 8000
+    assert bytes(received[:final]) + rest == bytes(received)

@@ -1,0 +1,51 @@
+"""One track on its own, against the fake Deepgram: what the call-level tests cannot time."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import structlog
+
+from service.calls.track import CallInfo, TrackStream
+from service.calls.transcript import Transcript
+from service.deepgram.live import SttClient
+from service.errors import SttError
+from service.spool.directory import Spool
+from service.spool.wav import read_mulaw_wav
+from tests.conftest import make_settings
+from tests.e2e.test_calls import call_audio
+from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
+
+CALL = CallInfo(call_sid="CA1", stream_sid="MZ1", account_sid="AC1", tracks=("inbound",), custom_parameters={})
+
+
+async def test_audio_arriving_after_close_stream_is_spooled_not_lost(deepgram: FakeDeepgram, tmp_path: Path) -> None:
+    """A frame Twilio sends as the stream closes, after CloseStream went out, waits in the spool at its time."""
+    settings = make_settings(deepgram, spool_dir=tmp_path)
+    audio, late = call_audio(1, 1.0), call_audio(2, 0.02)
+    heard: list[Transcript] = []
+
+    def emit(transcript: Transcript) -> None:
+        heard.append(transcript)
+        if transcript.is_final and transcript.end == 1.0:
+            # The last final comes after CloseStream went out: Twilio's last frame arrives just now.
+            assert {"type": "CloseStream"} in deepgram.connections[0].control
+            track.push(51, late)
+
+    async def on_failure(_track: TrackStream, error: SttError) -> None:
+        raise AssertionError(error.reason)
+
+    track = TrackStream(
+        name="inbound", call=CALL, settings=settings, stt=SttClient(settings), spool=Spool(tmp_path),
+        emit=emit, on_failure=on_failure, log=structlog.get_logger("test"),
+    )  # fmt: skip
+    running = asyncio.create_task(track.run())
+    for chunk, start in enumerate(range(0, len(audio), 160), start=1):
+        track.push(chunk, audio[start : start + 160])
+    track.end()
+    await asyncio.wait_for(running, timeout=5)
+
+    assert [w for t in heard if t.is_final for w in t.text.split()] == expected_words(audio)
+    [entry] = Spool(tmp_path).entries()
+    assert (entry.start_s, read_mulaw_wav(entry.wav_path.read_bytes())) == (1.0, late)

@@ -1,0 +1,118 @@
+"""The Deepgram adapter through the real SDK: errors become SttRejected/SttUnavailable once, with what Deepgram said."""
+
+from __future__ import annotations
+
+import re
+import socket
+
+import pytest
+
+from service.deepgram.live import SttClient
+from service.deepgram.protocol import SttMetadata, SttResult, is_fatal_close, is_fatal_status, live_options
+from service.errors import SttRejected, SttUnavailable
+from tests.conftest import make_settings
+from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
+
+AUDIO = bytes(range(0x7F)) * 64  # 8128 bytes: two whole 0.5 s windows and a partial one
+
+
+async def test_results_and_metadata_arrive_as_our_types(deepgram: FakeDeepgram) -> None:
+    """Audio in, our SttResult and SttMetadata out, words as the fake heard them, ending at close 1000."""
+    settings = make_settings(deepgram)
+    async with SttClient(settings).connect(live_options(settings)) as live:
+        await live.send_audio(AUDIO)
+        await live.send_audio(b"")  # never sent: an empty frame is Deepgram's deprecated close signal
+        await live.close_stream()
+        events = [event async for event in live.events()]
+    finals = [e for e in events if isinstance(e, SttResult) and e.is_final]
+    assert [w.word for f in finals for w in f.words] == expected_words(AUDIO)
+    assert isinstance(events[-1], SttMetadata)
+    assert events[-1].request_id == deepgram.connections[0].request_id
+    assert bytes(deepgram.connections[0].audio) == AUDIO
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "says"),
+    [
+        (401, SttRejected, "rejected the API key (HTTP 401)"),
+        (403, SttRejected, "HTTP 403"),
+        (400, SttRejected, "HTTP 400"),
+        (429, SttUnavailable, "HTTP 429"),
+        (503, SttUnavailable, "HTTP 503"),
+    ],
+)
+async def test_upgrade_statuses_are_classified(deepgram: FakeDeepgram, status: int, error: type, says: str) -> None:
+    """4xx at the upgrade is final (except 429); 5xx may pass."""
+    deepgram.faults.reject_status = status
+    settings = make_settings(deepgram)
+    with pytest.raises(error, match=re.escape(says)) as caught:
+        async with SttClient(settings).connect(live_options(settings)):
+            pass
+    assert caught.value.status == status
+
+
+async def test_a_wrong_key_is_rejected(deepgram: FakeDeepgram) -> None:
+    """The fake checks the key like Deepgram: a wrong one is HTTP 401, never retried by the adapter."""
+    settings = make_settings(deepgram, deepgram_api_key="not-the-key")
+    with pytest.raises(SttRejected, match="HTTP 401"):
+        async with SttClient(settings).connect(live_options(settings)):
+            pass
+    assert deepgram.upgrade_attempts == 1
+
+
+async def test_nothing_listening_is_unavailable() -> None:
+    """A refused TCP connection is SttUnavailable (it may pass), not a crash."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = make_settings(None, deepgram_url=f"http://127.0.0.1:{port}")
+    with pytest.raises(SttUnavailable, match="cannot reach Deepgram"):
+        async with SttClient(settings).connect(live_options(settings)):
+            pass
+
+
+async def test_a_handshake_that_never_finishes_times_out(deepgram: FakeDeepgram) -> None:
+    """TCP accepted but no HTTP answer: SttUnavailable after DEEPGRAM_CONNECT_TIMEOUT_S."""
+    deepgram.faults.hang_handshake = True
+    settings = make_settings(deepgram, deepgram_connect_timeout_s=0.3)
+    with pytest.raises(SttUnavailable, match=r"did not open the connection within 0\.3 s"):
+        async with SttClient(settings).connect(live_options(settings)):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "error"),
+    [(1011, "NET-0000", SttUnavailable), (1008, "DATA-0000", SttRejected)],
+)
+async def test_closes_mid_stream_carry_code_and_reason(
+    deepgram: FakeDeepgram, code: int, reason: str, error: type
+) -> None:
+    """Deepgram closing mid-stream raises with its code and reason; 1008 is final, 1011 may pass."""
+    deepgram.faults.close_after_bytes = 4000
+    deepgram.faults.close_code = code
+    deepgram.faults.close_reason = reason
+    settings = make_settings(deepgram)
+    with pytest.raises(error, match=f"{code} {reason}") as caught:
+        async with SttClient(settings).connect(live_options(settings)) as live:
+            await live.send_audio(AUDIO)
+            async for _ in live.events():
+                pass
+    assert caught.value.close_code == code
+
+
+async def test_a_dropped_connection_is_unavailable(deepgram: FakeDeepgram) -> None:
+    """A TCP drop with no close frame is reported as such (1006) and may pass."""
+    deepgram.faults.drop_after_bytes = 4000
+    settings = make_settings(deepgram)
+    with pytest.raises(SttUnavailable, match=r"no close frame") as caught:
+        async with SttClient(settings).connect(live_options(settings)) as live:
+            await live.send_audio(AUDIO)
+            async for _ in live.events():
+                pass
+    assert caught.value.close_code == 1006
+
+
+def test_fatal_classification() -> None:
+    """Statuses and close codes that retrying cannot fix, per Deepgram's reference reconnect loop."""
+    assert [s for s in (400, 401, 403, 404, 408, 429, 500, 503) if is_fatal_status(s)] == [400, 401, 403, 404]
+    assert [c for c in (1000, 1006, 1008, 1011, 1012, 1013) if is_fatal_close(c)] == [1008]

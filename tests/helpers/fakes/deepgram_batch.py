@@ -1,0 +1,267 @@
+"""Test support: a fake of Deepgram's pre-recorded API (`POST /v1/listen` with a WAV body).
+
+Layer: test fake. A small HTTP/1.1 server on plain asyncio streams, on 127.0.0.1 and a port the OS picks; the
+real deepgram-sdk (through httpx) talks to it, so tests exercise the same request, auth and error shapes as
+production. One request per connection (`Connection: close`), which httpx handles like any server's.
+
+"Transcription" is the live fake's (`deepgram_server.word_for`): each 4000-byte window of the WAV's μ-law
+samples is one word, silent windows none, so the words of an answer equal `expected_words(audio)`. With
+`utterances=true`, voiced windows in a row form one utterance; a silent window ends it.
+Response shape: https://developers.deepgram.com/reference/speech-to-text-api/listen (200 response).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import http
+import json
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from service.spool.wav import WavFormatError, parse_mulaw_wav
+from tests.helpers.fakes.deepgram_server import MODEL_UUID, MODEL_VERSION, WORD_CONFIDENCE, is_silence, word_for
+
+LISTEN_PATH = "/v1/listen"
+MAX_HEADER_LINES = 100
+
+Message = dict[str, Any]
+
+
+@dataclass(kw_only=True)
+class RecordedRequest:
+    """One HTTP request the fake answered."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-case names
+    body: bytes = field(repr=False)
+    status: int = 0  # what the fake answered
+
+    def option(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+
+def transcription(audio: bytes, *, bytes_per_second: int, window_bytes: int = 4000) -> list[list[Message]]:
+    """The words Deepgram would hear in `audio`, as runs of voiced windows (each run one utterance)."""
+    runs: list[list[Message]] = [[]]
+    for offset in range(0, len(audio), window_bytes):
+        window = audio[offset : offset + window_bytes]
+        if is_silence(window):
+            runs.append([])
+            continue
+        word = word_for(window)
+        runs[-1].append(
+            {
+                "word": word,
+                "start": offset / bytes_per_second,
+                "end": (offset + len(window)) / bytes_per_second,
+                "confidence": WORD_CONFIDENCE,
+                "punctuated_word": word,
+            }
+        )
+    return [run for run in runs if run]
+
+
+def listen_response(
+    audio: bytes, *, sample_rate: int, channels: int, query: dict[str, list[str]], request_id: str
+) -> Message:
+    """The 200 body Deepgram's pre-recorded API answers for a WAV holding `audio`."""
+    runs = transcription(audio, bytes_per_second=sample_rate * channels)
+    words = [word for run in runs for word in run]
+    model = (query.get("model") or ["nova-3"])[0]
+    results: Message = {
+        "channels": [
+            {
+                "alternatives": [
+                    {
+                        "transcript": " ".join(word["word"] for word in words),
+                        "confidence": WORD_CONFIDENCE if words else 0.0,
+                        "words": words,
+                    }
+                ]
+            }
+        ]
+    }
+    if (query.get("utterances") or ["false"])[0].lower() == "true":
+        results["utterances"] = [_utterance(run) for run in runs]
+    created = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {
+        "metadata": {
+            "transaction_key": "deprecated",
+            "request_id": request_id,
+            "sha256": hashlib.sha256(audio).hexdigest(),
+            "created": created,
+            "duration": len(audio) / (sample_rate * channels),
+            "channels": channels,
+            "models": [MODEL_UUID],
+            "model_info": {MODEL_UUID: {"name": f"general-{model}", "version": MODEL_VERSION, "arch": model}},
+        },
+        "results": results,
+    }
+
+
+def _utterance(run: list[Message]) -> Message:
+    return {
+        "start": run[0]["start"],
+        "end": run[-1]["end"],
+        "confidence": WORD_CONFIDENCE,
+        "channel": 0,
+        "transcript": " ".join(word["word"] for word in run),
+        "words": [{**word, "speaker": 0} for word in run],
+        "speaker": 0,
+        "id": str(uuid.uuid4()),
+    }
+
+
+class _BadRequest(Exception):
+    """The request could not be parsed as HTTP/1.1."""
+
+
+class FakeDeepgramBatch:
+    """A fake pre-recorded API on 127.0.0.1 (OS-chosen port), used as an async context manager."""
+
+    def __init__(self, *, api_key: str = "test-key") -> None:
+        self.api_key = api_key
+        self.fail_status: int | None = None  # answer this status instead of transcribing...
+        self.fail_count: int | None = None  # ...this many times, then transcribe (None = always); counts down
+        self.requests: list[RecordedRequest] = []  # every request, in order
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def request_count(self) -> int:
+        return len(self.requests)
+
+    async def __aenter__(self) -> FakeDeepgramBatch:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        await self._server.wait_closed()
+        self._server = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FakeDeepgramBatch is not started; use `async with FakeDeepgramBatch() as fake`")
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:PORT`: what the DEEPGRAM_BATCH_URL setting takes."""
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            try:
+                request = await _read_request(reader)
+            except (_BadRequest, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                await _respond(writer, 400, _error("Bad Request", "Malformed HTTP request."), str(uuid.uuid4()))
+                return
+            self.requests.append(request)
+            request_id = str(uuid.uuid4())
+            request.status, body = self._answer(request, request_id)
+            await _respond(writer, request.status, body, request_id)
+        except ConnectionError:
+            pass  # the client went away; nothing to answer
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    def _answer(self, request: RecordedRequest, request_id: str) -> tuple[int, Message]:
+        failure = self._take_failure()
+        if failure is not None:
+            return failure, _error("INJECTED_FAULT", "Failed by FakeDeepgramBatch.fail_status.")
+        if request.path != LISTEN_PATH:
+            return 404, _error("NOT_FOUND", f"No such endpoint: {request.path}")
+        if request.method != "POST":
+            return 405, _error("METHOD_NOT_ALLOWED", f"{request.method} is not allowed here.")
+        if not self._authorized(request.headers.get("authorization")):
+            return 401, _error("INVALID_AUTH", "Invalid credentials.")
+        try:
+            wav = parse_mulaw_wav(request.body)
+        except WavFormatError as exc:
+            return 400, _error("Bad Request", f"failed to process audio: corrupt or unsupported data ({exc})")
+        return 200, listen_response(
+            wav.samples, sample_rate=wav.sample_rate, channels=wav.channels, query=request.query, request_id=request_id
+        )
+
+    def _take_failure(self) -> int | None:
+        if self.fail_status is None or self.fail_count == 0:
+            return None
+        if self.fail_count is not None:
+            self.fail_count -= 1
+        return self.fail_status
+
+    def _authorized(self, authorization: str | None) -> bool:
+        if authorization is None or "\n" in authorization:  # none, or ambiguous repeats (joined below)
+            return False
+        scheme, _, credential = authorization.partition(" ")
+        return scheme.lower() in {"token", "bearer"} and credential == self.api_key
+
+
+def _error(code: str, message: str) -> Message:
+    # The shape of Deepgram's REST errors (request_id is added when answering).
+    return {"err_code": code, "err_msg": message}
+
+
+async def _read_request(reader: asyncio.StreamReader) -> RecordedRequest:
+    line = (await reader.readuntil(b"\r\n")).decode("latin-1").rstrip("\r\n")
+    method, target, version = [*line.split(" "), "", ""][:3]
+    if not version.startswith("HTTP/1."):
+        raise _BadRequest(line)
+    headers: dict[str, str] = {}
+    for _ in range(MAX_HEADER_LINES):
+        header = (await reader.readuntil(b"\r\n")).decode("latin-1").rstrip("\r\n")
+        if not header:
+            break
+        name, _, value = header.partition(":")
+        key = name.strip().lower()
+        # A repeated header is kept with its values on separate lines, so an auth check can refuse it.
+        headers[key] = f"{headers[key]}\n{value.strip()}" if key in headers else value.strip()
+    else:
+        raise _BadRequest("too many header lines")
+    if "chunked" in headers.get("transfer-encoding", ""):
+        raise _BadRequest("chunked bodies are not supported by the fake")
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    url = urllib.parse.urlsplit(target)
+    query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+    return RecordedRequest(method=method, path=url.path, query=query, headers=headers, body=body)
+
+
+async def _respond(writer: asyncio.StreamWriter, status: int, body: Message, request_id: str) -> None:
+    if status != 200:
+        body = {**body, "request_id": request_id}
+    data = json.dumps(body).encode()
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    head = (
+        f"HTTP/1.1 {status} {phrase}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n"
+        f"dg-request-id: {request_id}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    writer.write(head.encode("latin-1") + data)
+    await writer.drain()

@@ -1,0 +1,62 @@
+"""A hand-driven Twilio stream for tests that need control the simulator does not give (pauses, bad input)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from service.simulator.messages import CallSpec, build_messages, twilio_signature
+from tests.conftest import TWILIO_TOKEN
+
+
+async def open_media(
+    base_url: str, *, headers: Mapping[str, str] | None = None, signed_url: str | None = None
+) -> ClientConnection:
+    """Connect to /media as Twilio does: signed over the wss:// URL (by default the server's own host)."""
+    host = base_url.split("://", 1)[1]
+    signature = twilio_signature(TWILIO_TOKEN, signed_url or f"wss://{host}/media", {})
+    return await connect(
+        f"ws://{host}/media",
+        additional_headers={"X-Twilio-Signature": signature, **(headers or {})},
+        compression=None,
+        open_timeout=5,
+    )
+
+
+class TwilioStream:
+    """connected and start already sent; send the call's media in steps, then stop."""
+
+    def __init__(self, socket: ClientConnection, messages: list[str]) -> None:
+        self.socket = socket
+        self._media = [m for m in messages if json.loads(m)["event"] == "media"]
+        self._stop = messages[-1]
+        self._sent = 0
+
+    async def send_media(self, frames: int | None = None) -> None:
+        end = len(self._media) if frames is None else min(len(self._media), self._sent + frames)
+        for message in self._media[self._sent : end]:
+            await self.socket.send(message)
+        self._sent = end
+
+    async def stop(self) -> None:
+        await self.socket.send(self._stop)
+
+
+@contextlib.asynccontextmanager
+async def streaming(base_url: str, spec: CallSpec) -> AsyncIterator[TwilioStream]:
+    """A signed stream for `spec`; on exit: the rest of the media, stop, and the server's close."""
+    messages = build_messages(spec, "MZ" + spec.call_sid[2:], ["inbound"], {"from": spec.from_number})
+    socket = await open_media(base_url)
+    try:
+        for message in messages[:2]:  # connected, start
+            await socket.send(message)
+        stream = TwilioStream(socket, messages)
+        yield stream
+        await stream.send_media()
+        await stream.stop()
+        await socket.wait_closed()
+    finally:
+        await socket.close()

@@ -1,0 +1,280 @@
+"""Batch fallback: spooled audio through the real SDK and a fake pre-recorded API, delivered exactly once.
+
+Every test checks what the sink received against `expected_words` of the spooled audio, and what is left in the
+spool: an entry goes only after its transcripts are delivered, and a failure stays, recorded, for the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deepgram.core.unchecked_base_model import construct_type
+from deepgram.types.listen_v1response import ListenV1Response
+
+from service.calls.observers import log_transcript
+from service.calls.transcript import Transcript
+from service.errors import SttRejected, SttUnavailable
+from service.settings import Settings
+from service.spool.directory import RECOVERED, Spool, SpoolEntry
+from service.spool.worker import BatchWorker, batch_key, batch_options, to_transcripts, transcribe
+from tests.conftest import DEEPGRAM_KEY, LogLines, make_settings
+from tests.e2e.test_calls import call_audio
+from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch, listen_response
+from tests.helpers.fakes.deepgram_server import expected_words
+from tests.spool.test_directory import AUDIO, crash_while_spooling, names
+
+SILENCE = b"\xff"
+# Two stretches of speech with a silent window between them (two utterances), and a silent partial window at the end.
+SPEECH = call_audio(301, 1.5) + SILENCE * 4000 + call_audio(302, 1.0) + SILENCE * 100
+
+
+@pytest.fixture
+async def batch_api() -> AsyncIterator[FakeDeepgramBatch]:
+    async with FakeDeepgramBatch(api_key=DEEPGRAM_KEY) as fake:
+        yield fake
+
+
+def settings_for(fake: FakeDeepgramBatch, spool_dir: Path, **overrides: Any) -> Settings:
+    return make_settings(None, deepgram_batch_url=fake.url, spool_dir=spool_dir, **overrides)
+
+
+def spool_audio(directory: Path, audio: bytes, *, start_s: float, call_sid: str = "CAbatch") -> SpoolEntry:
+    segment = Spool(directory).open_segment(
+        call_sid=call_sid, stream_sid=f"MZ{call_sid}", track="inbound", start_s=start_s, reason="HTTP 401 at upgrade"
+    )
+    for offset in range(0, len(audio), 160):  # as Twilio's frames arrive
+        segment.write(audio[offset : offset + 160])
+    entry = segment.close()
+    assert entry is not None
+    return entry
+
+
+class Sink:
+    """Collects delivered transcripts, checking that the entry is still spooled while it is delivered."""
+
+    def __init__(self, *watched: SpoolEntry) -> None:
+        self.transcripts: list[Transcript] = []
+        self.received = asyncio.Event()
+        self._watched = watched
+
+    def __call__(self, transcript: Transcript) -> None:
+        assert all(entry.wav_path.exists() and entry.meta_path.exists() for entry in self._watched)
+        self.transcripts.append(transcript)
+        self.received.set()
+
+    def words(self) -> list[str]:
+        return [word for transcript in self.transcripts for word in transcript.text.split()]
+
+
+async def test_spooled_audio_is_delivered_in_order_on_the_calls_timeline(
+    batch_api: FakeDeepgramBatch, tmp_path: Path, log_lines: LogLines
+) -> None:
+    """Every word once, one final batch transcript per utterance, shifted by start_s; then the entry is gone."""
+    entry = spool_audio(tmp_path, SPEECH, start_s=7.5)
+    sink = Sink(entry)
+    worker = BatchWorker(settings_for(batch_api, tmp_path), Spool(tmp_path), sink)
+    assert await worker.run_once() == 1
+    assert sink.words() == expected_words(SPEECH)
+    first, second = sink.transcripts
+    assert (first.start, first.end, second.start, second.end) == (7.5, 9.0, 9.5, 10.5)
+    assert all(t.batch and t.is_final and t.speech_final and t.call_sid == "CAbatch" for t in sink.transcripts)
+    assert first.words[0].start == 7.5
+    assert first.request_id == second.request_id is not None
+    assert Spool(tmp_path).entries() == []
+    assert names(tmp_path) == []
+    [request] = batch_api.requests
+    assert request.headers["authorization"] == f"Token {DEEPGRAM_KEY}"
+    assert (request.option("model"), request.option("utterances")) == ("nova-3", "true")
+    assert request.option("encoding") is None  # the WAV header says it
+    [delivered] = log_lines.events("batch.delivered")
+    assert delivered["keys"] == [batch_key(entry, 0), batch_key(entry, 1)]
+    assert (delivered["call_sid"], delivered["why"]) == ("CAbatch", "HTTP 401 at upgrade")
+
+
+async def test_a_503_is_retried_on_the_next_pass_with_nothing_lost_or_doubled(
+    batch_api: FakeDeepgramBatch, tmp_path: Path, log_lines: LogLines
+) -> None:
+    """503 once: the entry stays with the error recorded, no hidden SDK retries; the next pass delivers it once."""
+    spool_audio(tmp_path, SPEECH, start_s=0.0)
+    batch_api.fail_status, batch_api.fail_count = 503, 1
+    sink = Sink()
+    worker = BatchWorker(settings_for(batch_api, tmp_path), Spool(tmp_path), sink)
+    assert await worker.run_once() == 0
+    assert batch_api.request_count == 1
+    [waiting] = Spool(tmp_path).entries()
+    assert waiting.attempts == 1
+    assert "HTTP 503" in (waiting.last_error or "")
+    assert sink.transcripts == []
+    [failed] = log_lines.events("batch.failed")
+    assert (failed["why"], failed["attempts"]) == ("HTTP 401 at upgrade", 1)
+    assert await worker.run_once() == 1
+    assert sink.words() == expected_words(SPEECH)
+    assert Spool(tmp_path).entries() == []
+    assert await worker.run_once() == 0
+    assert batch_api.request_count == 2
+
+
+async def test_a_rejected_key_is_recorded_and_the_entry_kept(batch_api: FakeDeepgramBatch, tmp_path: Path) -> None:
+    """401 from the pre-recorded API: a recorded failure, the audio still waits, nothing delivered."""
+    entry = spool_audio(tmp_path, SPEECH, start_s=0.0)
+    sink = Sink()
+    worker = BatchWorker(settings_for(batch_api, tmp_path, deepgram_api_key="wrong-key"), Spool(tmp_path), sink)
+    result = await worker.run_pass()
+    assert (result.delivered, result.failed) == (0, 1)
+    [waiting] = Spool(tmp_path).entries()
+    assert waiting.id == entry.id
+    assert waiting.attempts == 1
+    assert "rejected the API key (HTTP 401: Invalid credentials.)" in (waiting.last_error or "")
+    assert sink.transcripts == []
+
+
+async def test_a_restart_between_spooling_and_transcription_delivers_once(
+    batch_api: FakeDeepgramBatch, tmp_path: Path
+) -> None:
+    """New Spool and BatchWorker objects over the same directory deliver every entry, and only once."""
+    first = spool_audio(tmp_path, SPEECH, start_s=3.0, call_sid="CA1")
+    second = spool_audio(tmp_path, call_audio(303, 0.7), start_s=0.0, call_sid="CA2")
+    sink = Sink()
+    settings = settings_for(batch_api, tmp_path)
+    assert await BatchWorker(settings, Spool(tmp_path), sink).run_once() == 2
+    assert await BatchWorker(settings, Spool(tmp_path), sink).run_once() == 0
+    by_call = {call: [t for t in sink.transcripts if t.call_sid == call] for call in ("CA1", "CA2")}
+    assert [w for t in by_call["CA1"] for w in t.text.split()] == expected_words(SPEECH)
+    assert [w for t in by_call["CA2"] for w in t.text.split()] == expected_words(call_audio(303, 0.7))
+    assert [t.call_sid for t in sink.transcripts] == ["CA1", "CA1", "CA2"]  # oldest entry first
+    assert first.id != second.id
+    assert batch_api.request_count == 2
+
+
+async def test_a_process_killed_while_spooling_is_transcribed_after_restart(
+    batch_api: FakeDeepgramBatch, tmp_path: Path
+) -> None:
+    """SIGKILL mid-segment, then start-up: recover() makes the entry and the worker delivers it once."""
+    crash_while_spooling(tmp_path, "writing-audio")
+    spool = Spool(tmp_path)
+    [recovered] = spool.recover()
+    sink = Sink(recovered)
+    worker = BatchWorker(settings_for(batch_api, tmp_path), spool, sink)
+    assert await worker.run_once() == 1
+    assert sink.words() == expected_words(AUDIO)
+    assert sink.transcripts[0].start == 1.5
+    assert recovered.reason.startswith(RECOVERED)
+    assert await BatchWorker(settings_for(batch_api, tmp_path), Spool(tmp_path), sink).run_once() == 0
+
+
+async def test_two_workers_on_one_spool_deliver_each_entry_once(batch_api: FakeDeepgramBatch, tmp_path: Path) -> None:
+    """Two processes' workers (or the server and `spool retry`) passing at once never deliver an entry twice."""
+    for n in range(3):
+        spool_audio(tmp_path, call_audio(310 + n, 0.6), start_s=0.0, call_sid=f"CA{n}")
+    sink = Sink()
+    settings = settings_for(batch_api, tmp_path)
+    results = await asyncio.gather(*(BatchWorker(settings, Spool(tmp_path), sink).run_pass() for _ in range(2)))
+    assert sum(result.delivered for result in results) == 3
+    assert sorted(t.call_sid for t in sink.transcripts) == ["CA0", "CA1", "CA2"]
+    assert Spool(tmp_path).entries() == []
+
+
+async def test_a_failing_sink_keeps_the_entry_for_another_pass(
+    batch_api: FakeDeepgramBatch, tmp_path: Path, log_lines: LogLines
+) -> None:
+    """A sink that raises: the entry stays, the failure is recorded and logged, the next pass delivers it."""
+    spool_audio(tmp_path, SPEECH, start_s=0.0)
+    delivered: list[Transcript] = []
+
+    def flaky(transcript: Transcript) -> None:
+        if not log_lines.events("batch.sink_failed"):
+            raise RuntimeError("downstream is down")
+        delivered.append(transcript)
+
+    worker = BatchWorker(settings_for(batch_api, tmp_path), Spool(tmp_path), flaky)
+    assert await worker.run_once() == 0
+    [waiting] = Spool(tmp_path).entries()
+    assert waiting.last_error == "transcript sink failed: RuntimeError"
+    assert await worker.run_once() == 1
+    assert [w for t in delivered for w in t.text.split()] == expected_words(SPEECH)
+
+
+async def test_run_forever_retries_until_delivered_and_stops_when_cancelled(
+    batch_api: FakeDeepgramBatch, tmp_path: Path
+) -> None:
+    """The background worker passes at once, then every SPOOL_RETRY_S, past failures; only cancellation ends it."""
+    spool_audio(tmp_path, SPEECH, start_s=0.0)
+    batch_api.fail_status, batch_api.fail_count = 500, 2
+    sink = Sink()
+    worker = BatchWorker(settings_for(batch_api, tmp_path, spool_retry_s=0.05), Spool(tmp_path), sink)
+    task = asyncio.create_task(worker.run_forever())
+    await asyncio.wait_for(sink.received.wait(), timeout=10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert batch_api.request_count == 3
+    assert sink.words() == expected_words(SPEECH)
+
+
+async def test_errors_are_translated(batch_api: FakeDeepgramBatch, tmp_path: Path) -> None:
+    """No key, 400, 403 are SttRejected; 5xx, 429 and an unreachable host are SttUnavailable."""
+    entry = spool_audio(tmp_path, SPEECH, start_s=0.0)
+    with pytest.raises(SttRejected, match="DEEPGRAM_API_KEY is not set"):
+        await transcribe(settings_for(batch_api, tmp_path, deepgram_api_key=None), entry)
+    for status, error in [(400, SttRejected), (403, SttRejected), (429, SttUnavailable), (502, SttUnavailable)]:
+        batch_api.fail_status, batch_api.fail_count = status, 1
+        with pytest.raises(error, match=f"HTTP {status}") as raised:
+            await transcribe(settings_for(batch_api, tmp_path), entry)
+        assert raised.value.status == status
+    with pytest.raises(SttUnavailable, match="cannot reach Deepgram"):
+        await transcribe(make_settings(None, deepgram_batch_url="http://127.0.0.1:9", spool_dir=tmp_path), entry)
+
+
+async def test_audio_that_is_not_a_wav_is_refused_as_a_bad_request(
+    batch_api: FakeDeepgramBatch, tmp_path: Path
+) -> None:
+    """A damaged spool file: Deepgram's 400 is recorded as the entry's error, and the entry kept."""
+    entry = spool_audio(tmp_path, SPEECH, start_s=0.0)
+    entry.wav_path.write_bytes(b"not a wav")
+    worker = BatchWorker(settings_for(batch_api, tmp_path), Spool(tmp_path), Sink())
+    assert await worker.run_once() == 0
+    [waiting] = Spool(tmp_path).entries()
+    assert "HTTP 400" in (waiting.last_error or "")
+
+
+async def test_each_transcript_line_carries_its_key(
+    batch_api: FakeDeepgramBatch, tmp_path: Path, log_lines: LogLines
+) -> None:
+    """With the service's own log sink, every batch transcript line names its idempotency key."""
+    entry = spool_audio(tmp_path, SPEECH, start_s=0.0)
+    assert await BatchWorker(settings_for(batch_api, tmp_path), Spool(tmp_path), log_transcript).run_once() == 1
+    lines = log_lines.events("transcript", batch=True)
+    assert [line["batch_key"] for line in lines] == [batch_key(entry, 0), batch_key(entry, 1)]
+    assert [w for line in lines for w in line["text"].split()] == expected_words(SPEECH)
+    assert "batch_key" not in log_lines.events("batch.delivered")[0]  # bound only around the sink
+
+
+def test_without_utterances_each_channel_is_one_transcript(tmp_path: Path) -> None:
+    """An answer with no utterances maps to one transcript per channel, spanning its words, shifted by start_s."""
+    entry = spool_audio(tmp_path, SPEECH, start_s=2.0)
+    body = listen_response(SPEECH, sample_rate=8000, channels=1, query={}, request_id="req-1")
+    response = construct_type(type_=ListenV1Response, object_=body)
+    [transcript] = to_transcripts(response, entry)
+    assert transcript.text.split() == expected_words(SPEECH)
+    assert (transcript.start, transcript.end, transcript.request_id) == (2.0, 5.0, "req-1")
+    assert transcript.batch
+
+
+def test_an_answer_for_silence_is_no_transcript(tmp_path: Path) -> None:
+    """Silence: Deepgram's empty transcript is not delivered (as live skips empty results)."""
+    entry = spool_audio(tmp_path, SILENCE * 8000, start_s=0.0)
+    body = listen_response(SILENCE * 8000, sample_rate=8000, channels=1, query={"utterances": ["true"]}, request_id="r")
+    assert to_transcripts(construct_type(type_=ListenV1Response, object_=body), entry) == []
+
+
+def test_batch_options_drop_live_only_settings() -> None:
+    """DEEPGRAM_OPTIONS pass through to batch, except live-only ones that would make every request a 400."""
+    settings = make_settings(None, deepgram_options="diarize=true&endpointing=500&redact=pci", deepgram_keyterms="acme")
+    options = batch_options(settings)
+    assert options["request_options"] == {"additional_query_parameters": {"diarize": "true", "redact": "pci"}}
+    assert options["keyterm"] == ["acme"]
+    assert "encoding" not in options

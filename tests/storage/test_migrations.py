@@ -1,0 +1,163 @@
+"""Migrations: from empty, down and up again, on SQLite and PostgreSQL, give exactly the schema of service/db.py."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+
+from service.cli import db as db_cli
+from service.storage import migrate
+from service.storage.schema import Base, create_engine
+from tests.helpers.databases import database_url, sqlite_url
+
+__all__ = ["database_url"]  # the fixture, parametrized over SQLite and PostgreSQL
+
+# The generic families the two backends' reflected types are compared in (PostgreSQL reflects Float as DOUBLE
+# PRECISION, SQLite reflects DateTime without its zone); lengths and time zones are compared where kept.
+_FAMILIES = (sa.Text, sa.String, sa.DateTime, sa.Float, sa.Integer, sa.JSON)
+
+
+def _family(column_type: Any) -> str:
+    for family in _FAMILIES:
+        if isinstance(column_type, family):
+            return family.__name__
+    return type(column_type).__name__
+
+
+def _column(column_type: Any, nullable: bool, dialect: str) -> tuple[Any, ...]:
+    length = getattr(column_type, "length", None) if isinstance(column_type, sa.String) else None
+    timezone = getattr(column_type, "timezone", None) if dialect == "postgresql" else None
+    return _family(column_type), length, timezone, nullable
+
+
+def reflected_schema(connection: Connection) -> dict[str, Any]:
+    """Tables as the database reports them (SQLAlchemy inspection), leaving out Alembic's own table."""
+    inspector = sa.inspect(connection)
+    dialect = connection.dialect.name
+    schema: dict[str, Any] = {}
+    for table in inspector.get_table_names():
+        if table == "alembic_version":
+            continue
+        schema[table] = {
+            "columns": {c["name"]: _column(c["type"], c["nullable"], dialect) for c in inspector.get_columns(table)},
+            "primary_key": inspector.get_pk_constraint(table),
+            "indexes": {(i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(table)},
+            "foreign_keys": {
+                (fk["name"], tuple(fk["constrained_columns"]), fk["referred_table"], tuple(fk["referred_columns"]),
+                 fk["options"].get("ondelete"))
+                for fk in inspector.get_foreign_keys(table)
+            },
+        }  # fmt: skip
+    return schema
+
+
+def declared_schema(dialect: str) -> dict[str, Any]:
+    """The same shape, from the models in service/db.py."""
+    schema: dict[str, Any] = {}
+    for table in Base.metadata.sorted_tables:
+        schema[table.name] = {
+            "columns": {c.name: _column(c.type, bool(c.nullable), dialect) for c in table.columns},
+            "primary_key": {"name": table.primary_key.name, "constrained_columns": [c.name for c in table.primary_key]},
+            "indexes": {(i.name, tuple(c.name for c in i.columns), bool(i.unique)) for i in table.indexes},
+            "foreign_keys": {
+                (fk.name, tuple(fk.column_keys), fk.referred_table.name, tuple(e.column.name for e in fk.elements),
+                 fk.ondelete)
+                for fk in table.foreign_key_constraints
+            },
+        }  # fmt: skip
+    return schema
+
+
+def _normalise(schema: dict[str, Any], dialect: str) -> dict[str, Any]:
+    for table in schema.values():
+        table["primary_key"] = {
+            "name": table["primary_key"]["name"], "constrained_columns": table["primary_key"]["constrained_columns"]
+        }  # fmt: skip
+        if dialect == "sqlite":
+            # SQLite does not keep a primary key's or a foreign key's constraint name.
+            table["primary_key"]["name"] = None
+            table["foreign_keys"] = {(None, *fk[1:]) for fk in table["foreign_keys"]}
+    return schema
+
+
+async def inspect(url: str) -> tuple[str, dict[str, Any], list[Any], str | None]:
+    """(dialect, reflected schema, Alembic's differences from the models, revision) of the database at `url`."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+
+            def look(sync: Connection) -> tuple[str, dict[str, Any], list[Any], str | None]:
+                context = MigrationContext.configure(sync, opts={"compare_type": True})
+                differences = compare_metadata(context, Base.metadata)
+                return sync.dialect.name, reflected_schema(sync), differences, context.get_current_revision()
+
+            return await connection.run_sync(look)
+    finally:
+        await engine.dispose()
+
+
+async def assert_schema_is_the_models(url: str) -> None:
+    dialect, reflected, differences, revision = await inspect(url)
+    assert _normalise(reflected, dialect) == _normalise(declared_schema(dialect), dialect)
+    assert differences == []
+    assert revision == migrate.head()
+
+
+async def test_migrations_from_empty_give_the_models_schema(database_url: str) -> None:
+    """An empty database upgraded to head has exactly the tables, columns, keys and indexes service/db.py declares."""
+    assert await migrate.current_revision(database_url) is None
+    await migrate.upgrade(database_url)
+    await assert_schema_is_the_models(database_url)
+    assert await migrate.is_at_head(database_url)
+
+
+async def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
+    """0001 down to base leaves no tables; base up to 0001 again (and head twice) gives the same schema."""
+    await migrate.upgrade(database_url, "0001")
+    await migrate.downgrade(database_url, "base")
+    _, reflected, _, revision = await inspect(database_url)
+    assert (reflected, revision) == ({}, None)
+    assert not await migrate.is_at_head(database_url)
+    await migrate.upgrade(database_url)
+    await migrate.upgrade(database_url)  # already there: nothing to do
+    await assert_schema_is_the_models(database_url)
+
+
+def test_check_and_current_work_without_an_event_loop(tmp_path: Path) -> None:
+    """`check` says False on an empty database and True once upgraded; `current` names the revision."""
+    url = sqlite_url(tmp_path / "cli.sqlite3")
+    assert (migrate.current(url), migrate.check(url)) == (None, False)
+    db_main(["db", "upgrade"], url)
+    assert (migrate.current(url), migrate.check(url)) == ("0001", True)
+
+
+def test_db_commands_upgrade_and_report_the_revision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`db current` exits 1 before `db upgrade` and 0 after, and neither prints the database URL."""
+    url = sqlite_url(tmp_path / "cli.sqlite3")
+    assert db_main(["db", "current"], url, monkeypatch) == 1
+    assert "run `python -m service db upgrade`" in capsys.readouterr().out
+    assert db_main(["db", "upgrade"], url, monkeypatch) == 0
+    assert db_main(["db", "current"], url, monkeypatch) == 0
+    output = capsys.readouterr().out
+    assert "0001 (newest)" in output
+    assert str(tmp_path) not in output
+
+
+def db_main(argv: list[str], url: str, monkeypatch: pytest.MonkeyPatch | None = None) -> int:
+    """`python -m service db ...` as `service/cli.py` registers it, with DATABASE_URL set."""
+    with pytest.MonkeyPatch.context() as patch:
+        (monkeypatch or patch).setenv("DATABASE_URL", url)
+        parser = argparse.ArgumentParser()
+        db_cli.add_commands(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(argv)
+        result: int = args.handler(args)
+        return result

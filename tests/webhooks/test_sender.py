@@ -1,0 +1,207 @@
+"""Webhook delivery: signed, retried with backoff from the database outbox, each event accepted exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import random
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from quart import Quart, request
+
+from service.storage.schema import Base, WebhookDelivery, create_engine
+from service.storage.webhook_events import call_completed_event, utterance_event
+from service.webhooks.sender import MAX_ATTEMPTS, WebhookSender
+from service.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
+from tests.conftest import make_settings
+
+SECRET = "whsec-test"
+T0 = datetime.datetime(2026, 11, 24, 12, 0, tzinfo=datetime.UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime.datetime:
+        return self.now
+
+    @staticmethod
+    def real() -> Callable[[], datetime.datetime]:
+        return lambda: datetime.datetime.now(datetime.UTC)
+
+
+class Receiver:
+    """A real HTTP receiver: verifies every signature, fails the first `failures` requests, records the rest."""
+
+    def __init__(self, clock: Callable[[], datetime.datetime], failures: int = 0) -> None:
+        self.clock = clock
+        self.failures = failures
+        self.accepted: list[dict[str, Any]] = []
+        self.refused: list[str] = []
+        self.requests = 0
+        self.arrived = asyncio.Event()
+        self.app = Quart("receiver")
+        self.app.add_url_rule("/hook", view_func=self.hook, methods=["POST"])
+
+    async def hook(self) -> tuple[str, int]:
+        self.requests += 1
+        body = await request.get_data()
+        why = verify(
+            SECRET,
+            timestamp=request.headers.get(TIMESTAMP_HEADER, ""),
+            body=body,
+            signature=request.headers.get(SIGNATURE_HEADER, ""),
+            now=self.clock().timestamp(),  # the tests' clock is the sender's and the receiver's
+        )
+        if why is not None:
+            self.refused.append(why)
+            return why, 401
+        if self.failures:
+            self.failures -= 1
+            return "try later", 503
+        self.accepted.append(json.loads(body))
+        self.arrived.set()
+        return "", 204
+
+    async def wait_for(self, event_type: str, timeout: float = 10.0) -> None:
+        """Until an event of `event_type` has been accepted."""
+        async with asyncio.timeout(timeout):
+            while not any(event["type"] == event_type for event in self.accepted):
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+@contextlib.asynccontextmanager
+async def serving(receiver: Receiver) -> AsyncIterator[str]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{listener.detach()}"]
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(receiver.app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/hook"
+    finally:
+        stop.set()
+        await task
+
+
+async def outbox(path: Path, events: list[dict[str, Any]], clock: Clock) -> Any:
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+        for event in events:
+            await connection.execute(
+                WebhookDelivery.__table__.insert().values(
+                    event_id=event["id"], event_type=event["type"], call_sid=event["data"]["call_sid"],
+                    payload=event, status="pending", attempts=0, next_attempt_at=clock(), created_at=clock(),
+                )
+            )  # fmt: skip
+    return engine
+
+
+def events(count: int) -> list[dict[str, Any]]:
+    utterances = [
+        {"key": f"CA1/inbound/{n * 1000}", "call_sid": "CA1", "track": "inbound", "speaker": "caller",
+         "start": float(n), "end": n + 0.9, "text": f"word {n}", "confidence": 0.9, "source": "live"}
+        for n in range(count)
+    ]  # fmt: skip
+    call = {"call_sid": "CA1", "from_number": "+15005550006", "started_at": T0, "ended_at": T0}
+    return [*(utterance_event(u, T0) for u in utterances), call_completed_event(call, utterances, T0)]
+
+
+def test_signatures_verify_and_refuse_tampering_and_replays() -> None:
+    """A receiver accepts the genuine signature and refuses a changed body, another secret, or an old timestamp."""
+    body = b'{"id":"e1"}'
+    now = 1_800_000_000
+    good = sign(SECRET, now, body)
+    assert verify(SECRET, timestamp=str(now), body=body, signature=good, now=now) is None
+    assert verify(SECRET, timestamp=str(now), body=body + b" ", signature=good, now=now) == "signature does not match"
+    assert verify("other", timestamp=str(now), body=body, signature=good, now=now) == "signature does not match"
+    assert "replay" in (verify(SECRET, timestamp=str(now), body=body, signature=good, now=now + 301) or "")
+    assert verify(SECRET, timestamp=str(now), body=body, signature=f"v1=00, {good}", now=now) is None
+
+
+async def test_every_event_is_accepted_once_despite_failures(tmp_path: Path) -> None:
+    """A receiver that fails the first five requests still gets each event exactly once, signed, after retries."""
+    clock = Clock()
+    receiver = Receiver(clock, failures=5)
+    sent = events(4)
+    engine = await outbox(tmp_path / "db.sqlite3", sent, clock)
+    async with serving(receiver) as url, httpx.AsyncClient() as client:
+        settings = make_settings(None, transcript_webhook_url=url, webhook_secret=SECRET)
+        sender = WebhookSender(settings, lambda: engine, clock=clock, rng=random.Random(1))
+        for _ in range(10):
+            await sender.run_once(client)
+            clock.now += datetime.timedelta(minutes=15)  # past any backoff
+    assert receiver.refused == []
+    assert sorted(e["id"] for e in receiver.accepted) == sorted(e["id"] for e in sent)
+    assert receiver.requests == len(sent) + 5
+    async with engine.connect() as connection:
+        rows = (await connection.execute(WebhookDelivery.__table__.select())).mappings().all()
+    assert {row["status"] for row in rows} == {"delivered"}
+    assert sum(row["attempts"] for row in rows) == len(sent) + 5
+    await engine.dispose()
+
+
+async def test_a_failed_attempt_waits_its_backoff_and_survives_a_restart(tmp_path: Path) -> None:
+    """After a failure the event is not retried before its time; a new sender (a restart) delivers it then."""
+    clock = Clock()
+    receiver = Receiver(clock, failures=1)
+    engine = await outbox(tmp_path / "db.sqlite3", events(0), clock)
+    async with serving(receiver) as url, httpx.AsyncClient() as client:
+        settings = make_settings(None, transcript_webhook_url=url, webhook_secret=SECRET)
+        assert await WebhookSender(settings, lambda: engine, clock=clock).run_once(client) == 0
+        assert await WebhookSender(settings, lambda: engine, clock=clock).run_once(client) == 0
+        assert receiver.requests == 1  # not due yet
+        clock.now += datetime.timedelta(minutes=15)
+        assert await WebhookSender(settings, lambda: engine, clock=clock).run_once(client) == 1
+    assert [e["type"] for e in receiver.accepted] == ["call.completed"]
+    assert receiver.accepted[0]["data"]["transcript"] == []
+    await engine.dispose()
+
+
+async def test_two_senders_never_deliver_the_same_event_twice(tmp_path: Path) -> None:
+    """Two processes' senders on one outbox: each event is claimed by one of them only."""
+    clock = Clock()
+    receiver = Receiver(clock)
+    sent = events(20)
+    engine = await outbox(tmp_path / "db.sqlite3", sent, clock)
+    async with serving(receiver) as url, httpx.AsyncClient() as client:
+        settings = make_settings(None, transcript_webhook_url=url, webhook_secret=SECRET)
+        first, second = (WebhookSender(settings, lambda: engine, clock=clock) for _ in range(2))
+        counts = await asyncio.gather(first.run_once(client), second.run_once(client))
+    assert sum(counts) == len(sent)
+    assert sorted(e["id"] for e in receiver.accepted) == sorted(e["id"] for e in sent)
+    await engine.dispose()
+
+
+async def test_a_receiver_that_never_accepts_is_given_up_on(tmp_path: Path) -> None:
+    """After MAX_ATTEMPTS failures the event is marked failed, with the receiver's last answer."""
+    clock = Clock()
+    receiver = Receiver(clock, failures=10_000)
+    engine = await outbox(tmp_path / "db.sqlite3", events(0), clock)
+    async with serving(receiver) as url, httpx.AsyncClient() as client:
+        settings = make_settings(None, transcript_webhook_url=url, webhook_secret=SECRET)
+        sender = WebhookSender(settings, lambda: engine, clock=clock)
+        for _ in range(MAX_ATTEMPTS + 3):
+            await sender.run_once(client)
+            clock.now += datetime.timedelta(hours=1)
+    assert receiver.requests == MAX_ATTEMPTS
+    async with engine.connect() as connection:
+        [row] = (await connection.execute(WebhookDelivery.__table__.select())).mappings().all()
+    assert (row["status"], row["attempts"], row["last_error"]) == ("failed", MAX_ATTEMPTS, "HTTP 503")
+    await engine.dispose()
