@@ -28,6 +28,7 @@ lint: setup
 	$(BIN)/ruff format --check service tests benchmarks
 	$(BIN)/mypy --strict service
 	$(BIN)/mypy --strict benchmarks
+	$(BIN)/lint-imports --no-cache
 
 test: setup lint
 	$(BIN)/pytest

@@ -16,12 +16,10 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Sequence
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import srt  # type: ignore[import-untyped]  # srt ships no type information; we call two functions
 import webvtt
-
-from service.storage.queries import UtteranceRecord
 
 Format = Literal["json", "text", "srt", "vtt"]
 FORMATS: Final[tuple[Format, ...]] = ("json", "text", "srt", "vtt")
@@ -33,19 +31,41 @@ CONTENT_TYPES: Final[dict[Format, str]] = {
 }
 
 
-def render(utterances: Sequence[UtteranceRecord], fmt: Format) -> str:
+class Utterance(Protocol):
+    """What a caption needs of a stored utterance (`storage.queries.UtteranceRecord` is one): this module sits
+    below storage, so it names the fields rather than importing the record."""
+
+    @property
+    def track(self) -> str: ...
+    @property
+    def speaker(self) -> str: ...
+    @property
+    def start(self) -> float: ...
+    @property
+    def end(self) -> float: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def confidence(self) -> float: ...
+    @property
+    def words(self) -> tuple[dict[str, Any], ...]: ...
+    @property
+    def source(self) -> str: ...
+
+
+def render(utterances: Sequence[Utterance], fmt: Format) -> str:
     """The transcript in `fmt`."""
     return _RENDERERS[fmt](utterances)
 
 
-def to_text(utterances: Sequence[UtteranceRecord]) -> str:
+def to_text(utterances: Sequence[Utterance]) -> str:
     """One line per utterance, `[00:01.50] caller: words`; hours appear once the call passes one."""
     return "".join(
         f"[{_clock(utterance.start)}] {utterance.speaker}: {_one_line(utterance.text)}\n" for utterance in utterances
     )
 
 
-def to_srt(utterances: Sequence[UtteranceRecord]) -> str:
+def to_srt(utterances: Sequence[Utterance]) -> str:
     """SubRip: one numbered cue per utterance, `caller: words`, in spoken order."""
     subtitles = [
         srt.Subtitle(
@@ -61,7 +81,7 @@ def to_srt(utterances: Sequence[UtteranceRecord]) -> str:
     return result
 
 
-def to_vtt(utterances: Sequence[UtteranceRecord]) -> str:
+def to_vtt(utterances: Sequence[Utterance]) -> str:
     """WebVTT: one cue per utterance with the speaker as a voice span, `<v caller>words`."""
     captions = [
         webvtt.Caption(
@@ -74,12 +94,12 @@ def to_vtt(utterances: Sequence[UtteranceRecord]) -> str:
     return webvtt.WebVTT(captions=captions).content
 
 
-def to_json(utterances: Sequence[UtteranceRecord]) -> str:
+def to_json(utterances: Sequence[Utterance]) -> str:
     """A JSON array of utterances: speaker, track, start, end, text, confidence, words, source."""
     return json.dumps([utterance_json(utterance) for utterance in utterances], ensure_ascii=False, indent=2) + "\n"
 
 
-def utterance_json(utterance: UtteranceRecord) -> dict[str, Any]:
+def utterance_json(utterance: Utterance) -> dict[str, Any]:
     """One utterance as the JSON object the API and the CLI give."""
     return {
         "speaker": utterance.speaker,
@@ -106,7 +126,7 @@ def _ms(seconds: float) -> int:
     return round(max(seconds, 0.0) * 1000)
 
 
-def _end_ms(utterance: UtteranceRecord) -> int:
+def _end_ms(utterance: Utterance) -> int:
     # A cue may not end before it starts (both formats' players reject it); clamp rather than drop words.
     return max(_ms(utterance.end), _ms(utterance.start))
 

@@ -13,8 +13,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from service.simulator.audio import AudioFormatError, wav_to_mulaw
-from service.simulator.client import simulate_call
-from service.simulator.messages import CallSpec, SimulatorError
+from service.simulator.messages import CallResult, CallSpec, SimulatorError
 from service.simulator.report import failure_reason, summarize
 
 
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write("simulate: no --auth-token and no TWILIO_AUTH_TOKEN: sending no X-Twilio-Signature\n")
     started = time.monotonic()
     try:
-        result = asyncio.run(simulate_call(args.url, spec, auth_token=token, voice_url=args.voice_url))
+        result = asyncio.run(_place_call(args, spec, token))
     except SimulatorError as exc:
         sys.stderr.write(f"simulate: {exc}\n")
         return 1
@@ -86,6 +85,13 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"simulate: call failed: {failure}\n")
         return 1
     return 0
+
+
+async def _place_call(args: argparse.Namespace, spec: CallSpec, token: str | None) -> CallResult:
+    # Imported here: httpx and websockets are for placing a call, not for `python -m service`'s other commands.
+    from service.simulator.client import simulate_call  # noqa: PLC0415
+
+    return await simulate_call(args.url, spec, auth_token=token, voice_url=args.voice_url)
 
 
 def _spec_from_args(args: argparse.Namespace) -> CallSpec:

@@ -1,0 +1,42 @@
+"""The command line loads only what a command needs: `db upgrade` (the release phase) loads no SDK and no app."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.helpers.paths import ROOT
+
+HEAVY = ("deepgram", "quart", "hypercorn", "httpx", "websockets", "prometheus_client", "service.web", "service.calls")
+
+PROBE = """
+import json, sys
+from service.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(json.dumps(sorted({name for name in sys.modules if name.startswith(%r)})))
+"""
+
+
+def loaded_by(*argv: str, tmp_path) -> list[str]:
+    """The heavy modules in sys.modules after `python -m service ARGV` has run, in a fresh interpreter."""
+    probe = PROBE % (HEAVY,)
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.sqlite3"}
+    process = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", probe, *argv], cwd=ROOT, env=env, capture_output=True, timeout=60, check=True
+    )
+    return json.loads(process.stdout.decode().splitlines()[-1])
+
+
+def test_db_upgrade_loads_no_sdk_no_web_framework_and_no_call_code(tmp_path) -> None:
+    """The Procfile's release phase runs `db upgrade` on every deploy: it needs the database and nothing else."""
+    assert loaded_by("db", "upgrade", tmp_path=tmp_path) == []
+
+
+def test_listing_commands_load_no_sdk_and_no_web_framework(tmp_path) -> None:
+    """`calls list` and `spool list` read the database or the spool directory only."""
+    assert loaded_by("calls", "list", tmp_path=tmp_path) == []
+    assert loaded_by("spool", "list", tmp_path=tmp_path) == []
