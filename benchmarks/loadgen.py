@@ -1,7 +1,7 @@
 """Harness process: N Twilio Media Streams calls at real-time pace against the service's `/media`.
 
 `python -m benchmarks.loadgen --url ws://127.0.0.1:PORT/media --calls N --tracks 1|2 --start together|staggered
---duration-s D --token TOKEN --out FILE` prepares every message first (with service/simulator.py's own
+--duration-s D --token TOKEN --out FILE` prepares every message first (with service/simulator/messages.py's own
 `plan_messages`, so the wire format is exactly the simulator's, which follows Twilio's), then plays them.
 
 Why it is shaped this way:
