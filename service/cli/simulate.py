@@ -13,7 +13,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from service.simulator.audio import AudioFormatError, wav_to_mulaw
-from service.simulator.messages import CallResult, CallSpec, SimulatorError
+from service.simulator.messages import CallResult, CallSpec, SimulatorError, new_stream_sid
 from service.simulator.report import failure_reason, summarize
 
 
@@ -44,6 +44,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the webhook URL as configured in Twilio, which is signed (default URL/voice)",
     )
     parser.add_argument("--no-stop", action="store_true", help="hang up without a stop message, as when Twilio drops")
+    attacks = parser.add_argument_group(
+        "attacks", "play what someone holding one captured upgrade signature could try; the service must refuse it"
+    )
+    attacks.add_argument(
+        "--replay-upgrade",
+        action="store_true",
+        help="skip /voice: open /media with the (call-independent) upgrade signature and a start of our own making",
+    )
+    attacks.add_argument("--call-sid", help="claim this CallSid (for example a live call's)")
+    attacks.add_argument("--stream-sid", help="claim this StreamSid (with --replay-upgrade)")
+    attacks.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a <Parameter> of the start message; NAME= (no value) removes it; repeatable",
+    )
+    attacks.add_argument("--no-start", action="store_true", help="send `connected` only and hold the socket open")
+    attacks.add_argument(
+        "--hold-s", type=float, default=0.0, help="keep the socket open this long for the server to close it"
+    )
 
 
 def _configured_token() -> str | None:
@@ -89,14 +110,20 @@ def run(args: argparse.Namespace) -> int:
 
 async def _place_call(args: argparse.Namespace, spec: CallSpec, token: str | None) -> CallResult:
     # Imported here: httpx and websockets are for placing a call, not for `python -m service`'s other commands.
-    from service.simulator.client import simulate_call  # noqa: PLC0415
+    from service.simulator.client import replay_stream, simulate_call  # noqa: PLC0415
 
-    return await simulate_call(args.url, spec, auth_token=token, voice_url=args.voice_url)
+    if not args.replay_upgrade:
+        return await simulate_call(args.url, spec, auth_token=token, voice_url=args.voice_url)
+    if token is None:
+        raise SimulatorError("--replay-upgrade needs the auth token that signed the captured upgrade")
+    stream_sid = args.stream_sid or new_stream_sid()
+    return await replay_stream(args.url, spec, auth_token=token, stream_sid=stream_sid, custom_parameters={})
 
 
 def _spec_from_args(args: argparse.Namespace) -> CallSpec:
     inbound = wav_to_mulaw(Path(args.audio).read_bytes())
     outbound = wav_to_mulaw(Path(args.outbound).read_bytes()) if args.outbound else None
+    extra = {"call_sid": args.call_sid} if args.call_sid else {}
     return CallSpec(
         inbound=inbound,
         outbound=outbound,
@@ -104,4 +131,16 @@ def _spec_from_args(args: argparse.Namespace) -> CallSpec:
         to_number=args.to_number,
         speed=args.speed,
         send_stop=not args.no_stop,
+        send_start=not args.no_start,
+        hold_open_s=args.hold_s,
+        parameter_overrides=dict(_parameter(text) for text in args.parameter),
+        **extra,
     )
+
+
+def _parameter(text: str) -> tuple[str, str | None]:
+    """`NAME=VALUE` sets a parameter, `NAME=` removes it."""
+    name, equals, value = text.partition("=")
+    if not name or not equals:
+        raise ValueError(f"--parameter {text!r}: expected NAME=VALUE (or NAME= to remove it)")
+    return name, value or None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -26,6 +27,7 @@ from service.simulator.messages import (
     parse_twiml,
     plan_messages,
     post_url,
+    stream_parameters,
     twilio_signature,
     webhook_form,
     with_headers,
@@ -34,6 +36,7 @@ from service.simulator.messages import (
 WEBHOOK_TIMEOUT_S = 15.0  # how long Twilio waits for a voice webhook before failing the call
 OPEN_TIMEOUT_S = 10.0
 CLOSE_WAIT_S = 5.0  # after `stop` (or our own close), how long the server gets to close the socket
+MEDIA_PATH = "/media"  # where the service takes streams (its TwiML says the same)
 MAX_INCOMING_BYTES = 64 * 1024  # a <Start> stream is one-way: the server has nothing big to send us
 
 
@@ -79,8 +82,32 @@ async def simulate_call(
     signature = _signature(auth_token, request.url, {}, sign=sign, override=signature_override)
     upgrade_headers = with_headers({"x-twilio-signature": signature} if signature else {}, ws_headers)
     assert result.stream_sid is not None
-    planned = plan_messages(spec, result.stream_sid, request.tracks, request.params)
+    planned = plan_messages(spec, result.stream_sid, request.tracks, stream_parameters(spec, request.params))
     await _stream(connect_url(base_url, request.url), upgrade_headers, spec, planned, result)
+    return result
+
+
+async def replay_stream(
+    base_url: str,
+    spec: CallSpec,
+    *,
+    auth_token: str,
+    stream_sid: str,
+    custom_parameters: Mapping[str, str],
+    track_setting: str = "inbound_track",
+) -> CallResult:
+    """Open /media without any /voice webhook, as someone holding a captured upgrade signature could.
+
+    Twilio signs the upgrade over the stream URL alone, so the signature is the same for every call: this is
+    that signature, with a `start` that claims `spec.call_sid`, `stream_sid` and whatever parameters are given.
+    """
+    stream_url = f"wss://{urlsplit(base_url).netloc}{MEDIA_PATH}"
+    request = StreamRequest(url=stream_url, track_setting=track_setting, params=dict(custom_parameters))
+    result = _result(spec, 0, "", request)
+    result.stream_sid = stream_sid
+    headers = {"x-twilio-signature": twilio_signature(auth_token, stream_url, {})}
+    planned = plan_messages(spec, stream_sid, request.tracks, stream_parameters(spec, request.params))
+    await _stream(connect_url(base_url, stream_url), headers, spec, planned, result)
     return result
 
 
@@ -140,7 +167,14 @@ async def _stream(
         raise SimulatorError(f"WebSocket {url} failed to open: {exc!r}") from exc
     progress = _Progress(result.sent, result.frames_sent)
     try:
-        result.closed_by = await _run_stream(socket, planned, spec.speed, progress, stop_planned=spec.send_stop)
+        result.closed_by = await _run_stream(
+            socket,
+            planned,
+            spec.speed,
+            progress,
+            stop_planned=spec.send_stop and spec.send_start,
+            hold_open_s=spec.hold_open_s,
+        )
     finally:
         await socket.close()
     result.all_sent = progress.all_sent
@@ -154,6 +188,7 @@ async def _run_stream(
     progress: _Progress,
     *,
     stop_planned: bool,
+    hold_open_s: float = 0.0,
 ) -> str:
     """Send while watching for the server's close; returns who closed the socket first."""
     sender = asyncio.ensure_future(_send_all(socket, planned, speed, progress))
@@ -164,8 +199,9 @@ async def _run_stream(
             sender.result()  # re-raise anything unexpected from the sender
         if closed.done() or not progress.all_sent:
             return "server"  # it closed before we were through (the sender stops at ConnectionClosed)
-        if stop_planned:
-            await asyncio.wait({closed}, timeout=CLOSE_WAIT_S)  # after `stop`, the server should close
+        if stop_planned or hold_open_s:
+            # After `stop` the server should close; a held socket waits for the server to give up on it.
+            await asyncio.wait({closed}, timeout=max(CLOSE_WAIT_S if stop_planned else 0.0, hold_open_s))
             if closed.done():
                 return "server"
         await socket.close()  # no stop (as when Twilio drops), or the server kept the socket open

@@ -67,6 +67,10 @@ class CallSpec:
     speed: float = 1.0  # 1.0 = real time (20 ms per frame); 0 = as fast as possible
     send_stop: bool = True  # False: close the socket without a stop message (as when Twilio drops)
     extra_form: Mapping[str, str] = field(default_factory=dict)  # more webhook fields
+    # What an attacker would change, to play the attacks the service must refuse (see `replay_stream`):
+    send_start: bool = True  # False: `connected` only, then hold the socket open (a socket that never starts)
+    hold_open_s: float = 0.0  # after the last message, wait this long for the server to close the socket
+    parameter_overrides: Mapping[str, str | None] = field(default_factory=dict)  # None removes a <Parameter>
 
     def __post_init__(self) -> None:
         if self.speed < 0:
@@ -213,6 +217,8 @@ def plan_messages(
     framed = {track: frames(track_audio(spec, track)) for track in tracks}
     slots = max((len(track_frames) for track_frames in framed.values()), default=0)
     planned = [Outgoing(_json({"event": "connected", "protocol": "Call", "version": "1.0.0"}))]
+    if not spec.send_start:
+        return planned
     sequence = 1  # sequenceNumber counts every message after `connected`
     planned.append(Outgoing(_json(_start(spec, stream_sid, tracks, custom_parameters, sequence))))
     for slot in range(slots):
@@ -227,6 +233,17 @@ def plan_messages(
     if spec.send_stop:
         planned.append(Outgoing(_json(_stop(spec, stream_sid, sequence + 1)), slot=slots))
     return planned
+
+
+def stream_parameters(spec: CallSpec, params: Mapping[str, str]) -> dict[str, str]:
+    """The <Parameter>s the stream's `start` carries: the TwiML's, with `spec.parameter_overrides` applied."""
+    merged = dict(params)
+    for name, value in spec.parameter_overrides.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    return merged
 
 
 def track_audio(spec: CallSpec, track: str) -> bytes:
