@@ -21,6 +21,7 @@ from hypercorn.config import Config
 from service import logs
 from service.settings import Settings
 from service.web.app import asgi_app
+from service.web.runtime import Runtime
 from tests.helpers.fakes.deepgram_server import FakeDeepgram
 
 TWILIO_TOKEN = "twilio-test-token"
@@ -96,11 +97,7 @@ class RunningService:
     url: str
     port: int
     app: Any
-
-    @property
-    def service(self) -> Any:
-        """The app's `Service` (ProxyFix -> MediaRoute, whose handler is `Service.media`)."""
-        return self.app.app.handler.__self__
+    service: Runtime  # the app's runtime: its calls, store and spool (`ServedApp.runtime`)
 
 
 @contextlib.asynccontextmanager
@@ -116,12 +113,13 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
     config.bind = [f"fd://{listener.detach()}"]  # Hypercorn owns (and closes) the socket from here
     config.graceful_timeout = 5
     config.accesslog = None
-    app = asgi_app(settings)
+    served = asgi_app(settings)
+    app = served.asgi
     stop = asyncio.Event()
     server = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
     try:
         await _wait_until_listening(port)
-        yield RunningService(url=f"http://127.0.0.1:{port}", port=port, app=app)
+        yield RunningService(url=f"http://127.0.0.1:{port}", port=port, app=app, service=served.runtime)
     finally:
         stop.set()
         await asyncio.wait_for(server, timeout=15)

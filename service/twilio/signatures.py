@@ -1,38 +1,20 @@
-"""Twilio request signatures, for the `/voice` webhook and the `/media` WebSocket upgrade.
+"""Twilio request signatures, for the `/voice` webhook and the `/media` WebSocket upgrade (twilio layer).
 
-Twilio signs the URL exactly as it was configured (the webhook) or as written in the TwiML (the stream's
-`wss://` URL, with no parameters): https://www.twilio.com/docs/usage/webhooks/webhooks-security. Behind a
-TLS-terminating proxy the app sees http/ws, so the public URL is rebuilt from PUBLIC_URL, or else from the
-request's scheme and host after Hypercorn's ProxyFixMiddleware applied X-Forwarded-Proto/-Host.
+https://www.twilio.com/docs/usage/webhooks/webhooks-security. `urls.py` rebuilds the public URL Twilio
+signed; here it is checked against TWILIO_AUTH_TOKEN. `TwilioSignatures` is the one place both routes ask,
+so the CALLSCRIBE_INSECURE_DEV escape hatch behaves the same on both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import structlog
 from twilio.request_validator import RequestValidator
 
 from service.settings import Settings
 
-MEDIA_PATH = "/media"
-
-
-def public_host(settings: Settings, host_header: str) -> str:
-    """The host Twilio reaches us at: PUBLIC_URL's, else the (proxy-corrected) Host header."""
-    if settings.public_url:
-        return settings.public_url.split("://", 1)[1]
-    return host_header.split(",", 1)[0].strip()
-
-
-def webhook_url(settings: Settings, *, scheme: str, host_header: str, path: str, query: str) -> str:
-    """The URL Twilio signed for a webhook request: the configured URL, query string included."""
-    base = settings.public_url or f"{scheme}://{host_header.split(',', 1)[0].strip()}"
-    return f"{base}{path}?{query}" if query else f"{base}{path}"
-
-
-def stream_url(settings: Settings, host_header: str) -> str:
-    """The `<Stream url>`: Twilio only speaks wss://, whatever the app itself sees behind the proxy."""
-    return f"wss://{public_host(settings, host_header)}{MEDIA_PATH}"
+log = structlog.get_logger("callscribe.twilio")
 
 
 def refusal(token: str | None, url: str, params: Mapping[str, str], signature: str | None) -> str | None:
@@ -46,3 +28,32 @@ def refusal(token: str | None, url: str, params: Mapping[str, str], signature: s
     if not RequestValidator(token).validate(url, params, signature):
         return f"X-Twilio-Signature does not match {url} (wrong TWILIO_AUTH_TOKEN, or a URL other than Twilio's)"
     return None
+
+
+class TwilioSignatures:
+    """The signature check of this process's settings: TWILIO_AUTH_TOKEN, or none at all when it is unset
+    and CALLSCRIBE_INSECURE_DEV=1 (local work; every unchecked request says so in the log)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
+        self._insecure_dev = settings.callscribe_insecure_dev
+
+    @property
+    def usable(self) -> bool:
+        """Can Twilio's requests get in at all: a token to check them with, or the insecure escape hatch."""
+        return bool(self._token) or self._insecure_dev
+
+    def token_state(self) -> str:
+        """What `service.ready` says about TWILIO_AUTH_TOKEN (never the token)."""
+        if self._token:
+            return "set"
+        if self._insecure_dev:
+            return "MISSING (CALLSCRIBE_INSECURE_DEV=1: signatures unchecked)"
+        return "MISSING (every Twilio request will be refused)"
+
+    def refusal(self, url: str, params: Mapping[str, str], signature: str | None) -> str | None:
+        """Why the request for `url` must be refused, or None to let it in."""
+        if self._token is None and self._insecure_dev:
+            log.warning("signature.unchecked", why="CALLSCRIBE_INSECURE_DEV=1 and no TWILIO_AUTH_TOKEN", url=url)
+            return None
+        return refusal(self._token, url, params, signature)

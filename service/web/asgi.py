@@ -13,4 +13,4 @@ def create() -> ASGIFramework:
     """Read settings (exiting with a clear message if one is bad), set up logs, build the app."""
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
-    return asgi_app(settings, handle_sigterm=True)
+    return asgi_app(settings, handle_sigterm=True).asgi

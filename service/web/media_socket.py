@@ -13,12 +13,11 @@ from collections.abc import Awaitable, Callable
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope, WebsocketScope
 
 from service.twilio import close_codes
-
-MEDIA_PATH = "/media"
+from service.twilio.urls import MEDIA_PATH
 
 
 class TwilioSocket:
-    """One /media connection, as the few calls `Service.media` makes on it."""
+    """One /media connection, as the few calls `MediaStreams` (media.py) makes on it."""
 
     def __init__(self, scope: WebsocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         self._scope = scope

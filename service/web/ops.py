@@ -1,47 +1,20 @@
 """Wiring layer: the operator's routes. `/healthz` (alive), `/readyz` (can take calls), `/metrics` (Prometheus).
 
-The health routes carry no personal data and answer without a token, as load balancers and uptime checks
-expect. `/metrics` takes METRICS_TOKEN, or API_TOKEN when that is unset, as a bearer token.
+What `/readyz` checks is readiness.py's. The health routes carry no personal data and answer without a token,
+as load balancers and uptime checks expect. `/metrics` takes METRICS_TOKEN, or API_TOKEN when that is unset,
+as a bearer token.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
-import sqlalchemy
 from quart import Blueprint, Response
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import metrics
 from service.settings import Settings
+from service.web.readiness import Readiness
 from service.web.responses import bearer_refusal, json_response
-
-DATABASE_CHECK_TIMEOUT_S = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class Readiness:
-    """Each check's answer: "ok", or what is wrong (never a secret)."""
-
-    checks: dict[str, str]
-
-    @property
-    def ready(self) -> bool:
-        return all(answer == "ok" for answer in self.checks.values())
-
-
-async def database_check(engine: Callable[[], AsyncEngine]) -> str:
-    """ "ok" when the database answers SELECT 1 within DATABASE_CHECK_TIMEOUT_S."""
-    try:
-        async with asyncio.timeout(DATABASE_CHECK_TIMEOUT_S), engine().connect() as connection:
-            await connection.execute(sqlalchemy.text("SELECT 1"))
-    except TimeoutError:
-        return f"no answer within {DATABASE_CHECK_TIMEOUT_S:g} s"
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready; the type says which, never the URL
-        return f"unreachable ({type(exc).__name__})"
-    return "ok"
 
 
 def ops_blueprint(settings: Settings, readiness: Callable[[], Awaitable[Readiness]]) -> Blueprint:

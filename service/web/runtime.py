@@ -1,0 +1,143 @@
+"""Wiring layer: what one process needs to take calls, and its life from start-up to shutdown.
+
+`Runtime` builds the parts (the store, the open calls, the Deepgram client, the spool, the signature check),
+starts them when Hypercorn starts serving (`announce`), finishes every call on SIGTERM or at Hypercorn's
+shutdown (`finish_calls`), then stops the background work (`shutdown`). The routes only use the parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing
+import signal
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import structlog
+
+from service.calls.events import CallObserver
+from service.calls.observers import Fanout
+from service.calls.registry import Calls
+from service.deepgram.live import SttClient
+from service.deepgram.protocol import ignored_options
+from service.metrics import worker_stopped
+from service.settings import Settings
+from service.spool.directory import Spool
+from service.spool.worker import BatchWorker
+from service.storage.writer import TranscriptStore
+from service.twilio.signatures import TwilioSignatures
+from service.webhooks.sender import WebhookSender
+
+log = structlog.get_logger("callscribe.app")
+STORE_STOP_TIMEOUT_S = 3.0  # for the database to take the last writes at shutdown; the rest goes to the journal
+
+
+class BackgroundTasks:
+    """Tasks that run beside the calls until they finish or shutdown cancels them."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    def start(self, work: Coroutine[Any, Any, None]) -> None:
+        # asyncio keeps only weak references to tasks; these must live until they finish.
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def cancel_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class Runtime:
+    """One process's parts (settings, the Deepgram client, the open calls, the sink) and their life."""
+
+    def __init__(self, settings: Settings, observers: Sequence[CallObserver], *, handle_sigterm: bool) -> None:
+        self.settings = settings
+        self.store = TranscriptStore(settings)
+        self.observer = Fanout([*observers, self.store])
+        self.calls = Calls(settings.max_calls)
+        self.stt = SttClient(settings)
+        self.spool = Spool(settings.spool_dir)
+        self.signatures = TwilioSignatures(settings)
+        self.tasks = BackgroundTasks()
+        self._batch = BatchWorker(settings, self.spool, self.observer.transcript)
+        self._handle_sigterm = handle_sigterm
+        self._stopping = False
+        self._draining: asyncio.Future[None] | None = None
+
+    async def announce(self) -> None:
+        """Start-up (Hypercorn's before_serving): say what is configured, then start the store and the workers."""
+        self._log_ready()
+        await self.store.start()  # replays a journal an earlier process left; never waits for the database
+        self._start_workers()
+        # Everything built so far (the SDK's, pydantic's and SQLAlchemy's ~100k objects) lives as long as the
+        # process. Frozen, the collector stops walking it: a full collection took ~50 ms of the event loop,
+        # every call's audio included (docs/benchmarks.md).
+        gc.collect()
+        gc.freeze()
+        if self._handle_sigterm:
+            # Installed after Hypercorn's own handlers (it sets them before the lifespan starts): on SIGTERM we
+            # first finish every call, then let Hypercorn's graceful shutdown run.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._on_sigterm)
+
+    def _log_ready(self) -> None:
+        settings = self.settings
+        log.info(
+            "service.ready",
+            deepgram_url=settings.deepgram_url,
+            model=settings.deepgram_model,
+            stream_track=settings.stream_track,
+            max_calls=settings.max_calls,
+            deepgram_key="set" if self.stt.configured else "MISSING (calls go to the spool, not to live transcription)",
+            twilio_auth_token=self.signatures.token_state(),
+        )
+        for name in ignored_options(settings):
+            log.warning("settings.option_ignored", option=name, why="callscribe sets it itself")
+
+    def _start_workers(self) -> None:
+        if self.settings.transcript_webhook_url is not None:
+            self.tasks.start(WebhookSender(self.settings, lambda: self.store.engine).run_forever())
+        recovered = self.spool.recover()
+        if recovered:
+            log.warning("spool.recovered", entries=len(recovered), why="audio left by a process that crashed")
+        self.tasks.start(self._batch.run_forever())
+        self.tasks.start(self.calls.meter_forever())
+
+    def _on_sigterm(self) -> None:
+        if not self._stopping:
+            self._stopping = True
+            log.info("service.stopping", signal="SIGTERM", calls=len(self.calls.sessions))
+            self.tasks.start(self._stop_then_exit())
+
+    async def _stop_then_exit(self) -> None:
+        await self.finish_calls()
+        if multiprocessing.parent_process() is None:
+            # Hypercorn serving in this process (no worker processes): its SIGINT handler is still ours to use.
+            signal.raise_signal(signal.SIGINT)
+        # A spawned worker stops when Hypercorn's parent, which got the dyno's SIGTERM too, tells it to.
+
+    async def finish_calls(self) -> None:
+        """Finish every call within SHUTDOWN_TIMEOUT_S (Heroku allows 30 s after SIGTERM), spooling the rest.
+
+        SIGTERM and Hypercorn's lifespan shutdown both call this, in either order: both wait for one drain.
+        """
+        if self._draining is None:
+            self._draining = asyncio.ensure_future(self._drain())
+        await asyncio.shield(self._draining)
+
+    async def _drain(self) -> None:
+        calls = len(self.calls.sessions)
+        spooled = await self.calls.drain(self.settings.shutdown_timeout_s)
+        # The calls' last writes (call_ended, late finals) are queued now; what the database cannot take in time
+        # goes to the journal. Inside Hypercorn's graceful_timeout (SHUTDOWN_TIMEOUT_S + 5 s).
+        await self.store.stop(STORE_STOP_TIMEOUT_S)
+        log.info("service.stopped", calls=calls, calls_spooled=spooled, spool_waiting=len(self.spool.entries()))
+
+    async def shutdown(self) -> None:
+        """Hypercorn's after_serving: the calls finished (or spooled), then the background work stopped."""
+        await self.finish_calls()
+        await self.tasks.cancel_all()
+        worker_stopped()

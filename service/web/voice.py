@@ -1,0 +1,53 @@
+"""Wiring layer: `/voice`, Twilio's voice webhook. Checks Twilio's signature, then answers the TwiML that
+streams the call to /media (or, above MAX_CALLS or while shutting down, lets the call go on without one)."""
+
+from __future__ import annotations
+
+import structlog
+from quart import Blueprint, Response, request
+
+from service.twilio.twiml import stream_parameters, voice_response
+from service.twilio.urls import stream_url, webhook_url
+from service.web.readiness import busy_reason
+from service.web.runtime import Runtime
+
+log = structlog.get_logger("callscribe.app")
+
+
+def voice_blueprint(runtime: Runtime) -> Blueprint:
+    voice = Blueprint("voice", __name__)
+
+    @voice.route("/voice", methods=["POST", "GET"])
+    async def answer() -> Response | tuple[str, int]:
+        """Answer TwiML that streams the call to /media, then the next verb."""
+        form = dict((await request.form).items()) if request.method == "POST" else {}
+        why = runtime.signatures.refusal(_signed_url(runtime), form, request.headers.get("X-Twilio-Signature"))
+        if why is not None:
+            log.warning("voice.refused", status=403, why=why)
+            return "Forbidden: request not signed by Twilio\n", 403
+        fields = form if request.method == "POST" else dict(request.args.items())
+        stream = _stream_unless_busy(runtime, fields)
+        twiml = voice_response(runtime.settings, stream_url=stream, parameters=stream_parameters(fields))
+        return Response(twiml, content_type="text/xml; charset=utf-8")
+
+    return voice
+
+
+def _signed_url(runtime: Runtime) -> str:
+    """The URL Twilio signed this request for (PUBLIC_URL's, or the proxy-corrected request's)."""
+    return webhook_url(
+        runtime.settings,
+        scheme=request.scheme,
+        host_header=request.host,
+        path=request.path,
+        query=request.query_string.decode("latin-1"),
+    )
+
+
+def _stream_unless_busy(runtime: Runtime, fields: dict[str, str]) -> str | None:
+    busy = busy_reason(runtime.calls, runtime.settings)
+    if busy is not None:
+        # The call goes on without a transcript rather than failing for the caller.
+        log.warning("voice.not_streaming", call_sid=fields.get("CallSid", ""), why=busy)
+        return None
+    return stream_url(runtime.settings, request.host)

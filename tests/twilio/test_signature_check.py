@@ -1,0 +1,55 @@
+"""`TwilioSignatures`, the one check /voice and /media make: the token, or CALLSCRIBE_INSECURE_DEV without one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from service.simulator.messages import twilio_signature
+from service.twilio.signatures import TwilioSignatures
+from tests.conftest import TWILIO_TOKEN, LogLines, make_settings
+
+URL = "https://calls.example.org/voice"
+FORM = {"CallSid": "CA" + "1" * 32, "From": "+15005550006"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "usable", "state"),
+    [
+        ({}, True, "set"),
+        ({"callscribe_insecure_dev": True}, True, "set"),  # a token is always checked
+        ({"twilio_auth_token": None}, False, "MISSING (every Twilio request will be refused)"),
+        (
+            {"twilio_auth_token": None, "callscribe_insecure_dev": True},
+            True,
+            "MISSING (CALLSCRIBE_INSECURE_DEV=1: signatures unchecked)",
+        ),
+    ],
+)
+def test_what_the_settings_allow(overrides: dict[str, Any], usable: bool, state: str) -> None:
+    signatures = TwilioSignatures(make_settings(**overrides))
+    assert (signatures.usable, signatures.token_state()) == (usable, state)
+
+
+@pytest.mark.parametrize("insecure_dev", [False, True])
+def test_a_token_is_always_checked(insecure_dev: bool) -> None:
+    signatures = TwilioSignatures(make_settings(callscribe_insecure_dev=insecure_dev))
+    assert signatures.refusal(URL, FORM, twilio_signature(TWILIO_TOKEN, URL, FORM)) is None
+    assert signatures.refusal(URL, FORM, None) == "missing X-Twilio-Signature header"
+    wrong = signatures.refusal(URL, FORM, twilio_signature("another-token", URL, FORM))
+    assert wrong is not None
+    assert wrong.startswith(f"X-Twilio-Signature does not match {URL}")
+    forged_form = signatures.refusal(URL, {**FORM, "From": "+15005550009"}, twilio_signature(TWILIO_TOKEN, URL, FORM))
+    assert forged_form is not None
+
+
+def test_no_token_refuses_unless_insecure_dev_which_says_so(log_lines: LogLines) -> None:
+    refused = TwilioSignatures(make_settings(twilio_auth_token=None)).refusal(URL, FORM, "anything")
+    assert refused is not None
+    assert refused.startswith("TWILIO_AUTH_TOKEN is not set")
+    assert not log_lines.events("signature.unchecked")
+
+    unchecked = TwilioSignatures(make_settings(twilio_auth_token=None, callscribe_insecure_dev=True))
+    assert unchecked.refusal(URL, FORM, None) is None
+    assert log_lines.events("signature.unchecked", url=URL)
