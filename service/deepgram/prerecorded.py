@@ -105,7 +105,8 @@ def _words(words: Sequence[Any] | None) -> tuple[Word, ...]:
             start=float(word.start or 0.0),
             end=float(word.end or 0.0),
             confidence=float(word.confidence or 0.0),
-            punctuated_word=word.punctuated_word,
+            # Not in the SDK's model of a channel's words (only of an utterance's): an extra field, if sent at all.
+            punctuated_word=getattr(word, "punctuated_word", None),
             speaker=int(word.speaker) if word.speaker is not None else None,
         )
         for word in words or ()

@@ -150,6 +150,21 @@ BARE_WORD = Word(word="hi", start=0.0, end=0.5, confidence=0.0, punctuated_word=
                 utterances=(dataclasses.replace(EMPTY_UTTERANCE, text="hi", words=(BARE_WORD,)),), request_id=None
             ),
         ),
+        (
+            {
+                "results": {
+                    "channels": [{"alternatives": [{"transcript": "hi", "words": [{"word": "hi", "end": 0.5}]}]}]
+                }
+            },
+            BatchAnswer(
+                utterances=(
+                    dataclasses.replace(
+                        EMPTY_UTTERANCE, text="hi", words=(dataclasses.replace(BARE_WORD, punctuated_word=None),)
+                    ),
+                ),
+                request_id=None,
+            ),
+        ),
     ],
 )
 def test_missing_fields_are_guarded(body: dict[str, Any], expected: BatchAnswer) -> None:
