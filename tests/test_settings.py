@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.deepgram.live import environment_for
+from service.deepgram.environment import environment_for
 from service.deepgram.protocol import ignored_options, live_options
 from service.settings import Settings, describe_error
 from tests.helpers.paths import ROOT

@@ -1,8 +1,9 @@
-"""I/O adapter: deepgram-sdk's live client (batch.py has its pre-recorded one). One connection per track.
+"""I/O adapter (layer: deepgram): deepgram-sdk's live client. One connection per track.
 
-The SDK 7.x live client has no reconnect and no KeepAlive of its own (deepgram-live.md §6); this adapter
-only opens, sends, reads and translates errors once, into `SttRejected` / `SttUnavailable`. Policy (when to
-KeepAlive, when to reconnect or close) lives in `track.py`.
+`prerecorded.py` is the pre-recorded client. The SDK 7.x live client has no reconnect and no KeepAlive of its
+own (deepgram-live.md §6); this adapter only opens, sends, reads and translates errors once, into
+`SttRejected` / `SttUnavailable` (HTTP statuses through `protocol.status_error`, shared with the pre-recorded
+client). Policy (when to KeepAlive, when to reconnect or close) lives in `calls/track.py`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import websockets.exceptions
-from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
+from deepgram import AsyncDeepgramClient
 from deepgram.core.api_error import ApiError
 from deepgram.listen.v1 import (
     ListenV1Error,
@@ -24,6 +25,7 @@ from deepgram.listen.v1 import (
 )
 from deepgram.listen.v1.socket_client import AsyncV1SocketClient
 
+from service.deepgram.environment import environment_for
 from service.deepgram.protocol import (
     SttEvent,
     SttMetadata,
@@ -33,16 +35,10 @@ from service.deepgram.protocol import (
     SttUtteranceEnd,
     Word,
     is_fatal_close,
-    is_fatal_status,
+    status_error,
 )
-from service.errors import SttError, SttRejected, SttUnavailable
+from service.errors import SttRejected, SttUnavailable
 from service.settings import Settings
-
-
-def environment_for(settings: Settings) -> DeepgramClientEnvironment:
-    """DEEPGRAM_URL as the SDK's environment: live STT uses `production` (ws/wss), REST uses `base`."""
-    live, rest = settings.deepgram_live_url, settings.deepgram_rest_url
-    return DeepgramClientEnvironment(base=rest, production=live, agent=live, agent_rest=rest)
 
 
 class LiveConnection:
@@ -96,7 +92,7 @@ class SttClient:
 
     @contextlib.asynccontextmanager
     async def connect(self, options: dict[str, Any]) -> AsyncIterator[LiveConnection]:
-        """Open a live connection with `options` (see `deepgram_protocol.live_options`)."""
+        """Open a live connection with `options` (see `protocol.live_options`)."""
         if self._client is None:
             raise SttRejected("DEEPGRAM_API_KEY is not set", kind="no_key")
         async with contextlib.AsyncExitStack() as stack:
@@ -109,7 +105,7 @@ class SttClient:
                     kind="connect_timeout",
                 ) from exc
             except ApiError as exc:
-                raise _from_status(exc.status_code) from exc
+                raise status_error(exc.status_code, at_upgrade=True) from exc
             except OSError as exc:
                 raise SttUnavailable(
                     f"cannot reach Deepgram: {type(exc).__name__}: {exc.strerror or exc}", kind="unreachable"
@@ -117,16 +113,6 @@ class SttClient:
             except websockets.exceptions.WebSocketException as exc:
                 raise SttUnavailable(f"Deepgram handshake failed: {type(exc).__name__}", kind="handshake") from exc
             yield LiveConnection(socket)
-
-
-def _from_status(status: int | None) -> SttError:
-    if status == 401:
-        return SttRejected("Deepgram rejected the API key (HTTP 401)", status=401)
-    if status == 403:
-        return SttRejected("Deepgram refused access for this API key (HTTP 403)", status=403)
-    if status is not None and is_fatal_status(status):
-        return SttRejected(f"Deepgram refused the request (HTTP {status}); check the DEEPGRAM_* options", status=status)
-    return SttUnavailable(f"Deepgram answered HTTP {status} at the upgrade", status=status)
 
 
 @contextlib.contextmanager

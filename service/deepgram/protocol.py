@@ -1,16 +1,22 @@
-"""Protocol layer (no I/O): what we ask Deepgram for, and what it sends back, as our own types.
+"""Deepgram's protocol (layer: deepgram, pure, no I/O): what we ask Deepgram for, what it answers, and its errors.
 
-`stt.py` is the only module that imports the SDK; it maps the SDK's models onto these dataclasses so the
-rest of the service never depends on the SDK's shapes. Options: https://developers.deepgram.com/reference/speech-to-text-api/listen-streaming
+`live.py` (live client) and `prerecorded.py` (pre-recorded client) are the only modules that import the SDK;
+they map the SDK's models onto these dataclasses, and its HTTP statuses onto our errors with `status_error`,
+so the rest of the service never depends on the SDK's shapes.
+Live options: https://developers.deepgram.com/reference/speech-to-text-api/listen-streaming
+Pre-recorded options: https://developers.deepgram.com/reference/speech-to-text-api/listen
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service import mulaw
-from service.settings import Settings
+from service.errors import SttError, SttRejected, SttUnavailable
+
+if TYPE_CHECKING:  # annotations only: settings.py pulls in pydantic-settings, which imports asyncio
+    from service.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +77,29 @@ class SttServerError:
 SttEvent = SttResult | SttMetadata | SttUtteranceEnd | SttSpeechStarted | SttServerError
 
 
+@dataclass(frozen=True, slots=True)
+class BatchUtterance:
+    """One stretch of a pre-recorded answer, in seconds from the start of the WAV.
+
+    An utterance when Deepgram sent utterances (it has its own span); otherwise a channel's best alternative,
+    whose span is None (its words, if any, give it).
+    """
+
+    text: str
+    confidence: float
+    words: tuple[Word, ...] = field(repr=False)
+    start: float | None
+    end: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAnswer:
+    """The pre-recorded API's answer to one WAV."""
+
+    utterances: tuple[BatchUtterance, ...]
+    request_id: str | None
+
+
 def live_options(settings: Settings, *, channels: int = 1, diarize: bool = False) -> dict[str, Any]:
     """The keyword arguments for the SDK's `listen.v1.connect`, for Twilio's mu-law 8 kHz audio.
 
@@ -124,6 +153,37 @@ def pass_through_options(pairs: list[tuple[str, str]], *, reserved: Any) -> dict
     return extra
 
 
+# Options of the live API that the pre-recorded one does not take, or that a WAV's header already says: dropped
+# from DEEPGRAM_OPTIONS so a live-only setting cannot make every batch request fail with HTTP 400.
+LIVE_ONLY_OPTIONS = frozenset(
+    {
+        "encoding", "sample_rate", "channels", "interim_results", "endpointing", "utterance_end_ms", "vad_events",
+        "no_delay", "callback", "callback_method",
+    }
+)  # fmt: skip
+
+
+def batch_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for the SDK's `listen.v1.media.transcribe_file`: the live options that apply to batch.
+
+    No encoding or sample rate: Deepgram reads them from the WAV header. `utterances` splits a long stretch
+    into one transcript per utterance, as live results would have been.
+    """
+    options: dict[str, Any] = {
+        "model": settings.deepgram_model,
+        "language": settings.deepgram_language,
+        "punctuate": settings.deepgram_punctuate,
+        "smart_format": settings.deepgram_smart_format,
+        "utterances": True,
+    }
+    if settings.deepgram_keyterms:
+        options["keyterm"] = list(settings.deepgram_keyterms)
+    extra = pass_through_options(settings.deepgram_extra_options, reserved=options.keys() | LIVE_ONLY_OPTIONS)
+    if extra:
+        options["request_options"] = {"additional_query_parameters": extra}
+    return options
+
+
 def ignored_options(settings: Settings) -> list[str]:
     """DEEPGRAM_OPTIONS names that `live_options` drops because callscribe sets them; for a start-up warning."""
     fixed = set(live_options(settings.model_copy(update={"deepgram_options": ""})).keys())
@@ -137,10 +197,43 @@ FATAL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008})
 
 
 def is_fatal_status(status: int) -> bool:
-    """An HTTP status at the upgrade that retrying cannot fix: 4xx except 408 and 429."""
+    """An HTTP status (live upgrade or pre-recorded API) that retrying cannot fix: 4xx except 408 and 429."""
     return 400 <= status < 500 and status not in {408, 429}
 
 
 def is_fatal_close(code: int | None) -> bool:
     """A close code from Deepgram that retrying cannot fix (bad audio format, bad request)."""
     return code in FATAL_CLOSE_CODES
+
+
+def status_error(status: int | None, *, said: str = "", at_upgrade: bool = False) -> SttError:
+    """Deepgram's HTTP status as our error: SttRejected if retrying cannot fix it, else SttUnavailable.
+
+    `said` is Deepgram's own words from the error body (`error_message`), quoted after the status. A status at
+    the live socket's upgrade (`at_upgrade`) says so; one from the pre-recorded API says whether it was an
+    answer that was no transcript (< 400) or a failure that may pass.
+    """
+    detail = f"HTTP {status}: {said}" if said else f"HTTP {status}"
+    if status == 401:
+        return SttRejected(f"Deepgram rejected the API key ({detail})", status=status)
+    if status == 403:
+        return SttRejected(f"Deepgram refused access for this API key ({detail})", status=status)
+    if status is not None and is_fatal_status(status):
+        return SttRejected(f"Deepgram refused the request ({detail}); check the DEEPGRAM_* options", status=status)
+    return SttUnavailable(_passing_reason(status, detail, at_upgrade=at_upgrade), status=status)
+
+
+def _passing_reason(status: int | None, detail: str, *, at_upgrade: bool) -> str:
+    if at_upgrade:
+        return f"Deepgram answered {detail} at the upgrade"
+    if status is not None and status < 400:
+        return f"Deepgram's answer was not a transcript ({detail})"
+    return f"Deepgram could not transcribe now ({detail})"
+
+
+def error_message(body: object) -> str:
+    """Deepgram's own words from an error body ({"err_code", "err_msg"} or {"error", "reason"}), kept short."""
+    if isinstance(body, dict):
+        said = body.get("err_msg") or body.get("reason") or body.get("error") or body.get("err_code")
+        return str(said)[:200] if said else ""
+    return ""

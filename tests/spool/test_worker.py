@@ -17,10 +17,12 @@ from deepgram.types.listen_v1response import ListenV1Response
 
 from service.calls.observers import log_transcript
 from service.calls.transcript import Transcript
+from service.deepgram.prerecorded import parse
+from service.deepgram.protocol import batch_options
 from service.errors import SttRejected, SttUnavailable
 from service.settings import Settings
 from service.spool.directory import RECOVERED, Spool, SpoolEntry
-from service.spool.worker import BatchWorker, batch_key, batch_options, to_transcripts, transcribe
+from service.spool.worker import BatchWorker, batch_key, place, transcribe
 from tests.conftest import DEEPGRAM_KEY, LogLines, make_settings
 from tests.e2e.test_calls import call_audio
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch, listen_response
@@ -258,7 +260,7 @@ def test_without_utterances_each_channel_is_one_transcript(tmp_path: Path) -> No
     entry = spool_audio(tmp_path, SPEECH, start_s=2.0)
     body = listen_response(SPEECH, sample_rate=8000, channels=1, query={}, request_id="req-1")
     response = construct_type(type_=ListenV1Response, object_=body)
-    [transcript] = to_transcripts(response, entry)
+    [transcript] = place(parse(response), entry, speaker="")
     assert transcript.text.split() == expected_words(SPEECH)
     assert (transcript.start, transcript.end, transcript.request_id) == (2.0, 5.0, "req-1")
     assert transcript.batch
@@ -268,7 +270,7 @@ def test_an_answer_for_silence_is_no_transcript(tmp_path: Path) -> None:
     """Silence: Deepgram's empty transcript is not delivered (as live skips empty results)."""
     entry = spool_audio(tmp_path, SILENCE * 8000, start_s=0.0)
     body = listen_response(SILENCE * 8000, sample_rate=8000, channels=1, query={"utterances": ["true"]}, request_id="r")
-    assert to_transcripts(construct_type(type_=ListenV1Response, object_=body), entry) == []
+    assert place(parse(construct_type(type_=ListenV1Response, object_=body)), entry, speaker="") == []
 
 
 def test_batch_options_drop_live_only_settings() -> None:

@@ -1,0 +1,130 @@
+"""I/O adapter (layer: deepgram): deepgram-sdk's pre-recorded client. One WAV in, a `BatchAnswer` out.
+
+`PrerecordedClient.transcribe` posts one WAV to `POST /v1/listen`
+(https://developers.deepgram.com/reference/speech-to-text-api/listen) with `protocol.batch_options`, and
+`parse` maps the SDK's answer onto our `BatchAnswer`, its times relative to the WAV's start. SDK and httpx
+errors become `SttRejected` / `SttUnavailable` here and nowhere else (HTTP statuses through
+`protocol.status_error`, shared with the live client). What the answer means for a call (its place on the
+call's timeline, its speaker) and when to try again are the spool worker's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import httpx
+from deepgram import AsyncDeepgramClient
+from deepgram.core.api_error import ApiError
+from deepgram.core.parse_error import ParsingError
+from deepgram.types.listen_v1response import ListenV1Response
+
+from service.deepgram.environment import environment_for
+from service.deepgram.protocol import BatchAnswer, BatchUtterance, Word, batch_options, error_message, status_error
+from service.errors import SttRejected, SttUnavailable
+from service.settings import Settings
+
+# Deepgram answers an hour of audio in well under a minute; this bounds a stuck request, not a slow one.
+REQUEST_TIMEOUT_S = 300.0
+
+
+class PrerecordedClient:
+    """Deepgram's pre-recorded API with our settings; one request per `transcribe`, never retried here.
+
+    Raises SttRejected when built without DEEPGRAM_API_KEY, so a caller learns it before reading any audio.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        key = settings.deepgram_api_key
+        if key is None:
+            raise SttRejected("DEEPGRAM_API_KEY is not set")
+        self._settings = settings
+        self._api_key = key.get_secret_value()
+
+    async def transcribe(self, wav: bytes) -> BatchAnswer:
+        """Deepgram's answer for one WAV file's bytes; SttError if Deepgram cannot give one."""
+        timeout = httpx.Timeout(REQUEST_TIMEOUT_S, connect=self._settings.deepgram_connect_timeout_s)
+        # Our own httpx client, so its connections are closed when this returns rather than when it is collected.
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            sdk = self._sdk(http)
+            with _translated():
+                response = await sdk.listen.v1.media.transcribe_file(request=wav, **batch_options(self._settings))
+        if not isinstance(response, ListenV1Response):
+            raise SttUnavailable("Deepgram accepted the audio but answered with no transcript")
+        return parse(response)
+
+    def _sdk(self, http: httpx.AsyncClient) -> AsyncDeepgramClient:
+        # max_retries=0: the caller retries on its own schedule, and counts and records every attempt.
+        environment = environment_for(self._settings)
+        return AsyncDeepgramClient(api_key=self._api_key, environment=environment, httpx_client=http, max_retries=0)
+
+
+def parse(response: ListenV1Response) -> BatchAnswer:
+    """The SDK's answer as ours: one `BatchUtterance` per utterance if Deepgram sent utterances, else one per
+    channel's best alternative (with no span of its own). Silence stays in, as an empty text."""
+    # The SDK builds answers unvalidated: a field its types call required may still be None.
+    metadata: Any = response.metadata
+    results: Any = response.results
+    request_id = str(metadata.request_id) if metadata is not None and metadata.request_id else None
+    if results is None:
+        return BatchAnswer(utterances=(), request_id=request_id)
+    if results.utterances:
+        utterances = tuple(_utterance(utterance) for utterance in results.utterances)
+    else:
+        utterances = tuple(
+            _best_alternative(channel.alternatives[0]) for channel in results.channels or () if channel.alternatives
+        )
+    return BatchAnswer(utterances=utterances, request_id=request_id)
+
+
+def _utterance(utterance: Any) -> BatchUtterance:
+    return BatchUtterance(
+        text=str(utterance.transcript or ""),
+        confidence=float(utterance.confidence or 0.0),
+        words=_words(utterance.words),
+        start=float(utterance.start) if utterance.start is not None else None,
+        end=float(utterance.end) if utterance.end is not None else None,
+    )
+
+
+def _best_alternative(alternative: Any) -> BatchUtterance:
+    return BatchUtterance(
+        text=str(alternative.transcript or ""),
+        confidence=float(alternative.confidence or 0.0),
+        words=_words(alternative.words),
+        start=None,
+        end=None,
+    )
+
+
+def _words(words: Sequence[Any] | None) -> tuple[Word, ...]:
+    return tuple(
+        Word(
+            word=str(word.word or ""),
+            start=float(word.start or 0.0),
+            end=float(word.end or 0.0),
+            confidence=float(word.confidence or 0.0),
+            # Not in the SDK's model of a channel's words (only of an utterance's): an extra field, if sent at all.
+            punctuated_word=getattr(word, "punctuated_word", None),
+            speaker=int(word.speaker) if word.speaker is not None else None,
+        )
+        for word in words or ()
+    )
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """SDK and HTTP errors of one pre-recorded request as SttRejected / SttUnavailable."""
+    try:
+        yield
+    except ApiError as exc:
+        raise status_error(exc.status_code, said=error_message(exc.body)) from exc
+    except ParsingError as exc:
+        raise SttUnavailable("Deepgram's answer was not a transcript the SDK could read") from exc
+    except httpx.TimeoutException as exc:
+        raise SttUnavailable(f"Deepgram did not answer in time ({type(exc).__name__})") from exc
+    except (httpx.TransportError, OSError) as exc:
+        raise SttUnavailable(f"cannot reach Deepgram: {type(exc).__name__}") from exc
+    except httpx.HTTPError as exc:  # a broken answer (bad encoding, redirects): may pass, like a 5xx
+        raise SttUnavailable(f"Deepgram's answer could not be read: {type(exc).__name__}") from exc
