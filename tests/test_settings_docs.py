@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -94,6 +95,13 @@ def test_secrets_and_fill_in_lines() -> None:
 )
 def test_accepted_values_come_from_the_validation(field: str, accepts: str) -> None:
     assert accepted_values(Settings.model_fields[field]) == accepts
+
+
+def test_app_json_names_only_settings() -> None:
+    """app.json's config vars are settings (or WEB_CONCURRENCY, which `serve` reads), spelled as the reference does."""
+    declared = set(json.loads((ROOT / "app.json").read_text())["env"])
+    documented = {doc.variable for doc in setting_docs()}
+    assert declared - documented == {"WEB_CONCURRENCY"}
 
 
 def test_the_command_prints_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
