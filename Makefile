@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null)
 PORT ?= 5001
 
-.PHONY: setup run test lint format simulate bench clean
+.PHONY: setup run test lint format simulate docs bench clean
 
 setup: $(VENV)/.synced
 
@@ -39,6 +39,11 @@ format: setup
 
 simulate: setup
 	$(BIN)/python -m service simulate service/simulator/samples/hello.wav --url http://localhost:$(PORT)
+
+# The configuration reference and .env.example, rendered from service/settings.py (a test checks they match).
+docs: setup
+	$(BIN)/python -m service settings --markdown > docs/configuration.md
+	$(BIN)/python -m service settings --env > .env.example
 
 # The benchmark harness (benchmarks/run.py): N calls through a fresh service; writes docs/benchmarks.{json,md}.
 # BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="--quick" or "--env AUDIO_BATCH_MS=100 --label batch100".

@@ -1,8 +1,9 @@
 """Wiring layer: the one typed settings object, read from the environment and an optional `.env`.
 
-Every setting is documented in `.env.example`. Secrets are `SecretStr`, so they never appear in a repr,
-a log line or an error message. A bad value stops start-up with a message that names the variable and
-what it accepts (`describe_error`).
+Every setting is documented here and only here: its description, its group and what it accepts sit on its
+field, and `make docs` renders docs/configuration.md and .env.example from them. Secrets are `SecretStr`, so
+they never appear in a repr, a log line or an error message. A bad value stops start-up with a message that
+names the variable and what it accepts (`describe_error`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import re
 import sys
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service import mulaw
@@ -26,82 +29,404 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 _DIAL_TARGET = re.compile(r"^(\+[1-9]\d{6,14}|sip:\S+|client:\S+)$")
 
 
+@dataclass(frozen=True, slots=True)
+class SettingGroup:
+    """A heading of the configuration reference: the settings whose `group` is `key`, and a note on them
+    (Markdown; links are relative to docs/, where the reference is)."""
+
+    key: str
+    title: str
+    note: str = ""
+
+
+# The order of the reference (docs/configuration.md, .env.example); each field names one of these keys.
+SETTING_GROUPS: Final = (
+    SettingGroup(
+        "deepgram",
+        "Deepgram: what to ask for",
+        "callscribe always sends `encoding=mulaw`, `sample_rate=8000` and `channels=1`, because that is Twilio's "
+        "audio. With `diarize=true` in `DEEPGRAM_OPTIONS`, Deepgram labels each word with a speaker, but the log "
+        "lines show only the text (`DEEPGRAM_DIARIZE` splits finals per voice instead).",
+    ),
+    SettingGroup(
+        "deepgram_connection",
+        "Deepgram: connection and recovery",
+        "How each track's live connection is kept, timed out and recovered; [docs/failures.md](failures.md) tells "
+        "the whole story.",
+    ),
+    SettingGroup("spool", "Spool", "Audio that live transcription could not cover, transcribed later in batch."),
+    SettingGroup("twilio", "Twilio", "How `/voice` answers Twilio and what `/media` accepts."),
+    SettingGroup(
+        "data",
+        "Transcripts as data",
+        "Calls and their final transcripts in a database, the API that reads them and the webhooks that push them "
+        "([docs/storage-and-api.md](storage-and-api.md)).",
+    ),
+    SettingGroup(
+        "serving",
+        "Serving and logs",
+        "`WEB_CONCURRENCY` is not a callscribe setting: `python -m service serve` reads it to choose the number of "
+        "Hypercorn worker processes (1 if unset; `--workers` overrides it).",
+    ),
+)
+
+
+def _doc(group: str, *, accepts: str = "", example: str = "", default: str = "", fill_in: bool = False) -> JsonDict:
+    """A field's documentation beyond its description: its `group` (a SETTING_GROUPS key), and optionally
+    what it `accepts` where the type does not say it, an `example` value for .env.example when there is no
+    default, the `default` in words when the value alone would mislead, and `fill_in` for the secrets
+    .env.example leaves as an empty line to fill in."""
+    extra: JsonDict = {"group": group}
+    for key, value in (("accepts", accepts), ("example", example), ("default", default)):
+        if value:
+            extra[key] = value
+    if fill_in:
+        extra["fill_in"] = True
+    return extra
+
+
 class Settings(BaseSettings):
-    """Everything callscribe can be told; field names are the environment variables, upper-cased."""
+    """Everything callscribe can be told; field names are the environment variables, upper-cased.
+
+    Each field's description and `_doc` are its documentation: `make docs` renders them into
+    docs/configuration.md and .env.example (service/settings_docs.py), and a test fails when those differ.
+    """
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     # --- Deepgram -----------------------------------------------------------------------------------
-    deepgram_api_key: SecretStr | None = None
-    deepgram_url: str = "https://api.deepgram.com"
-    deepgram_model: str = "nova-3"
-    deepgram_language: str = "en-US"
-    deepgram_interim_results: bool = True
-    deepgram_punctuate: bool = True
-    deepgram_smart_format: bool = True
-    deepgram_endpointing_ms: int = Field(default=300, ge=0)  # 0 turns endpointing off
-    deepgram_utterance_end_ms: int = Field(default=1000, ge=0)  # 0 turns UtteranceEnd off
-    deepgram_vad_events: bool = False
-    # Deepgram diarization on single-track calls: finals are split per voice, labelled "speaker 1", "speaker 2"...
-    deepgram_diarize: bool = False
-    deepgram_keyterms: Annotated[tuple[str, ...], NoDecode] = ()
-    # Any other live option, as a query string: "diarize=true&redact=pci&tag=support".
-    deepgram_options: str = ""
-    deepgram_keepalive_s: float = Field(default=4.0, gt=0, le=8)  # Deepgram closes after 10 s of nothing
-    deepgram_close_timeout_s: float = Field(default=5.0, gt=0, le=25)
-    deepgram_connect_timeout_s: float = Field(default=10.0, gt=0, le=30)
-    # Deepgram silent this long while audio waits for results: treat the connection as dead and reconnect.
-    deepgram_result_timeout_s: float = Field(default=15.0, gt=0, le=120)
-    # Frames are grouped into one send of this many ms; 20 sends each frame as it comes.
-    audio_batch_ms: int = Field(default=mulaw.FRAME_MS, ge=mulaw.FRAME_MS, le=100)
-    # Audio held for a track while Deepgram is slow, connecting or reconnecting (not yet final), in seconds.
-    audio_buffer_s: float = Field(default=30.0, gt=0, le=600)
-    # Reconnect backoff (full jitter) and how long Deepgram may stay unreachable before audio goes to the spool.
-    deepgram_backoff_initial_s: float = Field(default=0.25, gt=0, le=10)
-    deepgram_backoff_max_s: float = Field(default=8.0, gt=0, le=120)
-    deepgram_outage_s: float = Field(default=20.0, gt=0, le=600)
-    # Pre-recorded (batch) API for spooled audio; defaults to DEEPGRAM_URL's host.
-    deepgram_batch_url: str | None = None
+    deepgram_api_key: SecretStr | None = Field(
+        default=None,
+        description="Deepgram API key. Unset or empty: no live connection is made, and every call's audio goes "
+        "to the spool.",
+        json_schema_extra=_doc("deepgram", fill_in=True),
+    )
+    deepgram_url: str = Field(
+        default="https://api.deepgram.com",
+        description="Deepgram's base URL. The live socket uses the same host with `ws`/`wss`, and the SDK appends "
+        "`/v1/listen`. Point it at a self-hosted Deepgram here.",
+        json_schema_extra=_doc("deepgram", accepts="an `http(s)://` or `ws(s)://` URL, no query string"),
+    )
+    deepgram_model: str = Field(
+        default="nova-3",
+        description="Deepgram's `model`: any model your Deepgram account can use.",
+        json_schema_extra=_doc("deepgram"),
+    )
+    deepgram_language: str = Field(
+        default="en-US", description="Deepgram's `language`.", json_schema_extra=_doc("deepgram")
+    )
+    deepgram_interim_results: bool = Field(
+        default=True,
+        description="Interim results (`[INTERIM]` lines). `DEEPGRAM_UTTERANCE_END_MS` needs these.",
+        json_schema_extra=_doc("deepgram"),
+    )
+    deepgram_punctuate: bool = Field(
+        default=True, description="Deepgram's `punctuate`.", json_schema_extra=_doc("deepgram")
+    )
+    deepgram_smart_format: bool = Field(
+        default=True, description="Deepgram's `smart_format`.", json_schema_extra=_doc("deepgram")
+    )
+    deepgram_endpointing_ms: int = Field(
+        default=300,
+        ge=0,
+        description="Milliseconds of silence before Deepgram marks `speech_final`. `0` sends `endpointing=false`.",
+        json_schema_extra=_doc("deepgram"),
+    )
+    deepgram_utterance_end_ms: int = Field(
+        default=1000,
+        ge=0,
+        description="Deepgram's `utterance_end_ms`, sent only when it is above 0 and interim results are on. This "
+        "release does not log `UtteranceEnd` messages.",
+        json_schema_extra=_doc("deepgram"),
+    )
+    deepgram_vad_events: bool = Field(
+        default=False,
+        description="Sends `vad_events=true` (`SpeechStarted` messages, which this release does not log).",
+        json_schema_extra=_doc("deepgram"),
+    )
+    deepgram_diarize: bool = Field(
+        default=False,
+        description="On calls streamed as one track, asks Deepgram to separate voices: finals are split per voice "
+        "and labelled `speaker 1`, `speaker 2`, ... Not asked for with `both_tracks`, where each track is one side "
+        "already.",
+        json_schema_extra=_doc("deepgram"),
+    )
+    deepgram_keyterms: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Terms to listen for, each sent as a `keyterm` (Nova-3 models).",
+        json_schema_extra=_doc("deepgram", accepts="comma-separated terms", example="Acme,Zed Pro"),
+    )
+    deepgram_options: str = Field(
+        default="",
+        description="Any other live option (`diarize`, `redact`, `numerals`, `tag`, ...). A name repeated in the "
+        "string is sent repeated. callscribe drops, with a `settings.option_ignored` warning at start-up, any name "
+        "it sets itself: `model`, `language`, `encoding`, `sample_rate`, `channels`, `interim_results`, "
+        "`punctuate`, `smart_format`, `endpointing`, and `utterance_end_ms`/`vad_events`/`keyterm` when the "
+        "settings above send them. A malformed query string stops start-up.",
+        json_schema_extra=_doc("deepgram", accepts="a query string", example="diarize=true&redact=pci&tag=support"),
+    )
+    deepgram_keepalive_s: float = Field(
+        default=4.0,
+        gt=0,
+        le=8,
+        description="Sends `KeepAlive` after this many seconds without sending audio. Deepgram closes a "
+        "connection after 10 s of neither.",
+        json_schema_extra=_doc("deepgram_connection"),
+    )
+    deepgram_close_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=25,
+        description="After `CloseStream`, how many seconds to wait for the last finals. Audio that is still not "
+        "final is then replayed on a new connection.",
+        json_schema_extra=_doc("deepgram_connection"),
+    )
+    deepgram_connect_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=30,
+        description="Limit, in seconds, on opening a connection. Past it, the attempt counts as failed and is retried.",
+        json_schema_extra=_doc("deepgram_connection"),
+    )
+    deepgram_result_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=120,
+        description="If Deepgram sends nothing for this many seconds while sent audio still waits for finals, "
+        "callscribe treats the connection as dead, reconnects and replays.",
+        json_schema_extra=_doc("deepgram_connection"),
+    )
+    audio_batch_ms: int = Field(
+        default=mulaw.FRAME_MS,
+        ge=mulaw.FRAME_MS,
+        le=100,
+        description="Groups Twilio's 20 ms frames into sends of this many milliseconds (whole frames). `20` sends "
+        "each frame as it arrives.",
+        json_schema_extra=_doc("deepgram_connection"),
+    )
+    audio_buffer_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Per track, the most audio (seconds) held in memory that is not yet final, while Deepgram is "
+        "slow, connecting or reconnecting. Past it, the rest of that track goes to the spool.",
+        json_schema_extra=_doc("deepgram_connection"),
+    )
+    deepgram_backoff_initial_s: float = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="Reconnect backoff with full jitter: retry n waits a random time between 0 and "
+        "min(`DEEPGRAM_BACKOFF_MAX_S`, initial * 2^(n-1)) seconds.",
+        json_schema_extra=_doc("deepgram_connection"),
+    )
+    deepgram_backoff_max_s: float = Field(
+        default=8.0,
+        gt=0,
+        le=120,
+        description="Upper bound, in seconds, of one backoff wait.",
+        json_schema_extra=_doc("deepgram_connection"),
+    )
+    deepgram_outage_s: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="How many seconds a track's connection may keep failing before the rest of the track goes to "
+        "the spool. A connection that lasted 5 s, or returned a final, ends the outage.",
+        json_schema_extra=_doc("deepgram_connection"),
+    )
+    deepgram_batch_url: str | None = Field(
+        default=None,
+        description="Base URL of Deepgram's pre-recorded API, used for spooled audio.",
+        json_schema_extra=_doc(
+            "deepgram_connection",
+            accepts="an `http(s)://` URL, no query string",
+            example="https://api.deepgram.com",
+            default="(`DEEPGRAM_URL`, as http/https)",
+        ),
+    )
 
-    # Bound on finishing calls after SIGTERM; Heroku kills the process 30 s after it.
-    shutdown_timeout_s: float = Field(default=20.0, gt=0, le=120)
+    shutdown_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        le=120,
+        description="After SIGTERM, how many seconds open calls get to receive Deepgram's last finals before "
+        "whatever is not final is spooled. Heroku kills a process 30 s after SIGTERM.",
+        json_schema_extra=_doc("deepgram_connection"),
+    )
 
     # --- Spool: audio live transcription could not cover, transcribed later in batch -----------------------
-    spool_dir: Path = Path("spool")
-    spool_retry_s: float = Field(default=30.0, gt=0, le=3600)
+    spool_dir: Path = Field(
+        default=Path("spool"),
+        description="Where audio that live transcription could not cover is kept until it is transcribed in "
+        "batch. On Heroku it lives only as long as the dyno.",
+        json_schema_extra=_doc("spool", accepts="a directory, relative to the working directory unless absolute"),
+    )
+    spool_retry_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Seconds between passes that transcribe spooled audio in batch (the first pass runs at start-up).",
+        json_schema_extra=_doc("spool"),
+    )
 
     # --- Twilio ---------------------------------------------------------------------------------------
-    twilio_auth_token: SecretStr | None = None
-    callscribe_insecure_dev: bool = False
-    public_url: str | None = None
-    forward_to: str | None = None
-    greeting: str = "This call is being transcribed."
-    pause_s: int = Field(default=3600, ge=1, le=14400)  # Twilio ends every call after 4 hours
-    stream_track: StreamTrack = "inbound_track"
-    max_message_bytes: int = Field(default=64 * 1024, ge=1024)
-    max_calls: int = Field(default=100, ge=1)
+    twilio_auth_token: SecretStr | None = Field(
+        default=None,
+        description="Auth Token of the Twilio account that owns the number. Checks `X-Twilio-Signature` on "
+        "`/voice` and on the `/media` upgrade. Unset or empty: every request is refused with 403. For local "
+        "simulation any value works: `make simulate` signs with the same one.",
+        json_schema_extra=_doc("twilio", fill_in=True),
+    )
+    callscribe_insecure_dev: bool = Field(
+        default=False,
+        description="With `true` **and** no `TWILIO_AUTH_TOKEN`, signatures are not checked, and each request "
+        "logs a `signature.unchecked` warning. Use it only on your own machine. When a token is set, signatures "
+        "are always checked.",
+        json_schema_extra=_doc("twilio"),
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The base URL Twilio uses to reach you. When it is set, signatures are checked against it and "
+        "the `<Stream>` URL uses its host. When it is unset, both come from the request, trusting one proxy hop "
+        "(`X-Forwarded-Proto`, `X-Forwarded-Host`); set it behind more hops or under another host name.",
+        json_schema_extra=_doc(
+            "twilio", accepts="an `http(s)://` scheme and host, no path or query", example="https://calls.example.com"
+        ),
+    )
+    forward_to: str | None = Field(
+        default=None,
+        description="When set, `/voice` connects the call here with `<Dial>` after starting the stream, instead of "
+        "`GREETING` and `PAUSE_S`. `sip:` and `client:` addresses become the nested `<Sip>`/`<Client>` nouns "
+        "Twilio expects.",
+        json_schema_extra=_doc(
+            "twilio", accepts="an E.164 number, or a `sip:` or `client:` address", example="+14155550100"
+        ),
+    )
+    greeting: str = Field(
+        default="This call is being transcribed.",
+        description="The `<Say>` text when `FORWARD_TO` is unset.",
+        json_schema_extra=_doc("twilio"),
+    )
+    pause_s: int = Field(
+        default=3600,
+        ge=1,
+        le=14400,
+        description="The `<Pause length>` in seconds after the greeting. The call ends when the pause runs out. "
+        "Twilio ends every call after 4 hours.",
+        json_schema_extra=_doc("twilio"),
+    )
+    stream_track: StreamTrack = Field(
+        default="inbound_track",
+        description="`inbound_track` (the caller), `outbound_track` (what Twilio plays to the caller, which with "
+        "`FORWARD_TO` is the other party) or `both_tracks`. Each track uses its own Deepgram connection.",
+        json_schema_extra=_doc("twilio"),
+    )
+    max_message_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest WebSocket message accepted from Twilio, in bytes. A larger one closes the stream "
+        "with 1009.",
+        json_schema_extra=_doc("twilio"),
+    )
+    max_calls: int = Field(
+        default=100,
+        ge=1,
+        description="Streams one process takes at once; more calls go on untranscribed. With several Hypercorn "
+        "workers, each worker has its own limit.",
+        json_schema_extra=_doc("twilio"),
+    )
 
     # --- Transcripts as data ----------------------------------------------------------------------------
-    # SQLite file by default; Heroku's postgres:// URLs are accepted as they are.
-    database_url: str = "sqlite+aiosqlite:///callscribe.sqlite3"
-    # Writes wait here (in memory) while the database is slow or down; past it they go to the journal file.
-    db_queue_max: int = Field(default=10_000, ge=10)
-    db_journal_path: Path = Path("callscribe-journal.jsonl")
-    retention_days: int | None = Field(default=None, ge=1)
-    speaker_inbound: str = Field(default="caller", min_length=1, max_length=64)
-    speaker_outbound: str = Field(default="agent", min_length=1, max_length=64)
-    # The /api bearer token; without it the API answers 503 saying it is off.
-    api_token: SecretStr | None = None
-    transcript_webhook_url: str | None = None
-    webhook_secret: SecretStr | None = None
-    # /metrics takes this bearer token, so a scraper need not hold API_TOKEN (which reads transcripts);
-    # unset, /metrics takes API_TOKEN.
-    metrics_token: SecretStr | None = None
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///callscribe.sqlite3",
+        description="Where calls and final utterances are kept: a SQLite file (by default in the working "
+        "directory), or PostgreSQL, including Heroku's `postgres://user:pass@host:5432/db` form. Apply the schema "
+        "with `python -m service db upgrade` (the Procfile's `release:` line and `make run` do).",
+        json_schema_extra=_doc("data", accepts="a `sqlite:///` or `postgres(ql)://` URL, with an optional `+driver`"),
+    )
+    db_queue_max: int = Field(
+        default=10_000,
+        ge=10,
+        description="Writes held in memory while the database is slow or down; past this many they go to the "
+        "journal file and are replayed, in order, once it is back.",
+        json_schema_extra=_doc("data"),
+    )
+    db_journal_path: Path = Field(
+        default=Path("callscribe-journal.jsonl"),
+        description="The journal: writes the database could not take yet. Each Hypercorn worker uses its own file "
+        "next to it (`<name>.1.jsonl`, ...) and adopts what a dead one left. On Heroku the file system is lost with "
+        "the dyno: keep `DB_QUEUE_MAX` large enough to ride out a database restart in memory.",
+        json_schema_extra=_doc("data", accepts="a file path"),
+    )
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Calls that started more than this many days ago are deleted with their utterances and "
+        "webhook deliveries: at start and every hour, or now with `python -m service db purge`.",
+        json_schema_extra=_doc("data", example="90", default="(unset, which keeps everything)"),
+    )
+    speaker_inbound: str = Field(
+        default="caller",
+        min_length=1,
+        max_length=64,
+        description="Speaker label of Twilio's inbound track.",
+        json_schema_extra=_doc("data"),
+    )
+    speaker_outbound: str = Field(
+        default="agent",
+        min_length=1,
+        max_length=64,
+        description="Speaker label of Twilio's outbound track.",
+        json_schema_extra=_doc("data"),
+    )
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for everything under `/api` (calls, transcripts as JSON, text, SRT or WebVTT). "
+        "Unset: the API answers 503 `api_disabled`.",
+        json_schema_extra=_doc("data", fill_in=True),
+    )
+    transcript_webhook_url: str | None = Field(
+        default=None,
+        description="Where each final utterance (`utterance.final`) and each finished call (`call.completed`) is "
+        "POSTed, signed with `WEBHOOK_SECRET`.",
+        json_schema_extra=_doc(
+            "data", accepts="an absolute `http(s)://` URL", example="https://example.com/callscribe-events"
+        ),
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Key of the HMAC-SHA256 signature on every webhook delivery, over `{timestamp}.{body}` "
+        "(headers `Callscribe-Timestamp` and `Callscribe-Signature: v1=<hex>`). Required with "
+        "`TRANSCRIPT_WEBHOOK_URL`.",
+        json_schema_extra=_doc("data", fill_in=True),
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for `/metrics`, so a Prometheus scraper does not need `API_TOKEN` (which reads "
+        "transcripts). Unset, `/metrics` takes `API_TOKEN`; with neither, it answers 503.",
+        json_schema_extra=_doc("serving"),
+    )
 
     # --- Serving and logs -----------------------------------------------------------------------------
-    port: int = Field(default=5001, ge=1, le=65535)
-    log_level: LogLevel = "INFO"
-    log_format: LogFormat = "text"
+    port: int = Field(
+        default=5001,
+        ge=1,
+        le=65535,
+        description="Port for `python -m service serve` when `--port` is not given. `make run` binds make's "
+        "`PORT` (`make run PORT=8080`); the Procfile binds `$PORT`.",
+        json_schema_extra=_doc("serving"),
+    )
+    log_level: LogLevel = Field(
+        default="INFO",
+        description="Transcripts are logged at `INFO`, so `WARNING` and `ERROR` hide them.",
+        json_schema_extra=_doc("serving", accepts="`DEBUG`, `INFO`, `WARNING` or `ERROR`, in any case"),
+    )
+    log_format: LogFormat = Field(
+        default="text",
+        description="`text` (lines a person can follow) or `json` (one object per line, for log drains).",
+        json_schema_extra=_doc("serving"),
+    )
 
     @field_validator(
         "deepgram_api_key", "twilio_auth_token", "api_token", "webhook_secret", "metrics_token", mode="before"

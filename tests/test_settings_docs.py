@@ -1,0 +1,122 @@
+"""The settings' documentation: one home (service/settings.py), rendered into docs/configuration.md and .env.example."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import Field, SecretStr
+
+from service.cli import main
+from service.cli.settings import render
+from service.settings import SETTING_GROUPS, Settings
+from service.settings_docs import (
+    ENV_PATH,
+    MARKDOWN_PATH,
+    UndocumentedSetting,
+    accepted_values,
+    render_env,
+    render_markdown,
+    setting_docs,
+)
+from tests.helpers.paths import ROOT
+
+
+@pytest.mark.parametrize(("committed", "fmt"), [(MARKDOWN_PATH, "markdown"), (ENV_PATH, "env")])
+def test_the_committed_reference_is_what_the_settings_render(committed, fmt) -> None:
+    """A setting added, removed or re-described without `make docs` fails here."""
+    assert (ROOT / committed).read_text() == render(fmt), f"{committed} is stale: run `make docs`"
+
+
+def test_every_setting_is_documented_and_rendered_once() -> None:
+    """Each field has a description and a known group, and appears once in each rendering."""
+    docs = setting_docs()
+    assert [doc.variable for doc in docs] == [name.upper() for name in Settings.model_fields]
+    markdown, env = render_markdown(docs), render_env(docs)
+    for doc in docs:
+        assert markdown.count(f"| `{doc.variable}`") == 1
+        assert sum(line.lstrip("# ").startswith(f"{doc.variable}=") for line in env.splitlines()) == 1
+    assert all(f"## {group.title}" in markdown for group in SETTING_GROUPS)
+
+
+def test_a_setting_without_docs_is_refused() -> None:
+    """The renderer names the undocumented field, so `make docs` and the tests fail until it has docs."""
+
+    class WithANewSetting(Settings):
+        brand_new_s: float = 1.0
+        misfiled: int = Field(default=1, description="Somewhere.", json_schema_extra={"group": "nowhere"})
+
+    with pytest.raises(UndocumentedSetting) as refused:
+        setting_docs(WithANewSetting)
+    assert "BRAND_NEW_S has no description" in str(refused.value)
+    assert "MISFILED has no group" in str(refused.value)
+
+
+def test_env_example_as_a_dotenv_file_changes_nothing() -> None:
+    """Copied to .env unedited, .env.example gives the defaults: its uncommented lines are empty secrets."""
+    assert Settings(_env_file=ROOT / ENV_PATH) == Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_every_example_value_is_accepted() -> None:
+    """The example values .env.example shows pass validation (the webhook URL needs its secret)."""
+    examples: dict[str, Any] = {doc.variable.lower(): doc.example for doc in setting_docs() if doc.example}
+    assert {"public_url", "forward_to", "retention_days", "transcript_webhook_url"} <= set(examples)
+    settings = Settings(_env_file=None, webhook_secret=SecretStr("s"), **examples)  # type: ignore[call-arg]
+    assert settings.forward_to == examples["forward_to"]
+
+
+def test_secrets_and_fill_in_lines() -> None:
+    """Every SecretStr is marked secret; the ones to fill in are uncommented, empty lines."""
+    docs = {doc.variable: doc for doc in setting_docs()}
+    secrets = {name.upper() for name, info in Settings.model_fields.items() if SecretStr in _types(info.annotation)}
+    assert {name for name, doc in docs.items() if doc.secret} == secrets
+    env = render_env(list(docs.values()))
+    for name in ("DEEPGRAM_API_KEY", "TWILIO_AUTH_TOKEN", "API_TOKEN", "WEBHOOK_SECRET"):
+        assert f"\n{name}=\n" in env
+    assert "\n# METRICS_TOKEN=\n" in env
+    assert "| `DEEPGRAM_API_KEY` (*secret*) |" in render_markdown(list(docs.values()))
+
+
+@pytest.mark.parametrize(
+    ("field", "accepts"),
+    [
+        ("deepgram_interim_results", "`true` or `false`"),
+        ("stream_track", "`inbound_track`, `outbound_track` or `both_tracks`"),
+        ("log_format", "`text` or `json`"),
+        ("audio_batch_ms", "integer from 20 to 100"),
+        ("deepgram_keepalive_s", "number above 0, at most 8"),
+        ("db_queue_max", "integer at least 10"),
+        ("retention_days", "integer at least 1"),
+        ("speaker_inbound", "text of 1 to 64 characters"),
+        ("deepgram_model", "text"),
+        ("api_token", "text"),
+    ],
+)
+def test_accepted_values_come_from_the_validation(field: str, accepts: str) -> None:
+    assert accepted_values(Settings.model_fields[field]) == accepts
+
+
+def test_app_json_names_only_settings() -> None:
+    """app.json's config vars are settings (or WEB_CONCURRENCY, which `serve` reads), spelled as the reference does."""
+    declared = set(json.loads((ROOT / "app.json").read_text())["env"])
+    documented = {doc.variable for doc in setting_docs()}
+    assert declared - documented == {"WEB_CONCURRENCY"}
+
+
+def test_the_command_prints_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m service settings --markdown | --env`, without reading any setting from the environment."""
+    assert main(["settings", "--markdown"]) == 0
+    assert capsys.readouterr().out == render("markdown")
+    assert main(["settings", "--env"]) == 0
+    assert capsys.readouterr().out == render("env")
+
+
+def test_the_command_needs_a_format() -> None:
+    with pytest.raises(SystemExit) as usage:
+        main(["settings"])
+    assert usage.value.code == 2
+
+
+def _types(annotation: object) -> tuple[object, ...]:
+    return getattr(annotation, "__args__", (annotation,))
