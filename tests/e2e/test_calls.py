@@ -125,7 +125,7 @@ async def test_keepalive_is_sent_while_no_audio_flows(deepgram: FakeDeepgram, lo
         spec = CallSpec(inbound=audio, speed=0)
         async with streaming(service.url, spec) as stream:
             await stream.send_media(frames=25)
-            await asyncio.sleep(3.0)  # longer than the fake's idle timeout
+            await asyncio.sleep(3.0)  # the point: a pause longer than the fake's idle timeout
             await stream.send_media()
         await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
 
