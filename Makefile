@@ -30,8 +30,9 @@ lint: setup
 	$(BIN)/mypy --strict benchmarks
 	$(BIN)/lint-imports --no-cache
 
+# --cov measures only the pure modules ([tool.coverage.run] include) and fails under [tool.coverage.report] fail_under.
 test: setup lint
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term-missing:skip-covered
 
 format: setup
 	$(BIN)/ruff format service tests benchmarks
@@ -51,4 +52,4 @@ bench: setup
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage

@@ -96,3 +96,17 @@ def test_final_audio_plus_released_audio_is_exactly_what_was_received(operations
     start_s, rest = ledger.release()
     assert start_s == final / 8000
     assert bytes(received[:final]) + rest == bytes(received)
+
+
+def test_spooled_audio_keeps_its_place_on_the_timeline_but_is_not_held() -> None:
+    """skip(): audio that went to the spool moves the next byte's position, yet is never sent or replayed."""
+    ledger = AudioLedger()
+    [first, second] = frames(2)
+    ledger.receive(first)
+    ledger.skip(3 * FRAME)
+    ledger.receive(second)
+    assert ledger.received == 5 * FRAME
+    assert ledger.waiting_bytes == 2 * FRAME
+    assert ledger.take(5) == first + second
+    start_s, rest = ledger.release()
+    assert (start_s, rest) == (0.0, first + second)

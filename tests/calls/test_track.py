@@ -13,9 +13,9 @@ from service.deepgram.live import SttClient
 from service.errors import SttError
 from service.spool.directory import Spool
 from service.spool.wav import read_mulaw_wav
-from tests.conftest import make_settings
-from tests.e2e.test_calls import call_audio
+from tests.helpers.audio import call_audio
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
+from tests.helpers.service import make_settings
 
 CALL = CallInfo(call_sid="CA1", stream_sid="MZ1", account_sid="AC1", tracks=("inbound",), custom_parameters={})
 

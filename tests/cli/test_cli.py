@@ -6,9 +6,11 @@ import asyncio
 import sys
 
 from service.simulator.audio import wav_to_mulaw
-from tests.conftest import TWILIO_TOKEN, LogLines, make_settings, running_service
+from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
+from tests.helpers.logs import LogLines
 from tests.helpers.paths import ROOT, SAMPLES
+from tests.helpers.service import make_settings, running_service
 
 SAMPLE = SAMPLES / "hello.wav"
 

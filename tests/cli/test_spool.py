@@ -13,11 +13,12 @@ import pytest
 
 from service.cli.spool import spool_table
 from service.spool.directory import Spool
-from tests.conftest import DEEPGRAM_KEY
+from tests.helpers.audio import SPEECH
+from tests.helpers.credentials import DEEPGRAM_KEY
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch
 from tests.helpers.fakes.deepgram_server import expected_words
 from tests.helpers.paths import ROOT
-from tests.spool.test_worker import SPEECH, spool_audio
+from tests.helpers.spool import spool_audio
 
 
 @pytest.fixture

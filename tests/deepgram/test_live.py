@@ -10,8 +10,8 @@ import pytest
 from service.deepgram.live import SttClient
 from service.deepgram.protocol import SttMetadata, SttResult, is_fatal_close, is_fatal_status, live_options
 from service.errors import SttRejected, SttUnavailable
-from tests.conftest import make_settings
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
+from tests.helpers.service import make_settings
 
 AUDIO = bytes(range(0x7F)) * 64  # 8128 bytes: two whole 0.5 s windows and a partial one
 

@@ -19,10 +19,11 @@ from service.deepgram.protocol import BatchAnswer, BatchUtterance, Word
 from service.errors import SttRejected, SttUnavailable
 from service.settings import Settings
 from service.spool.wav import mulaw_wav
-from tests.conftest import DEEPGRAM_KEY, make_settings
-from tests.e2e.test_calls import call_audio
+from tests.helpers.audio import call_audio
+from tests.helpers.credentials import DEEPGRAM_KEY
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch, listen_response
 from tests.helpers.fakes.deepgram_server import expected_words
+from tests.helpers.service import make_settings
 
 SILENCE = b"\xff"
 # 1 s of speech, 0.5 s of silence, 0.5 s of speech: two utterances, at 0.0-1.0 s and 1.5-2.0 s of the WAV.

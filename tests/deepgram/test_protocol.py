@@ -12,7 +12,7 @@ import pytest
 
 from service.deepgram.protocol import LIVE_ONLY_OPTIONS, batch_options, error_message, status_error
 from service.errors import SttRejected, SttUnavailable
-from tests.conftest import make_settings
+from tests.helpers.service import make_settings
 
 CHECK_OPTIONS = "; check the DEEPGRAM_* options"
 

@@ -17,9 +17,11 @@ from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec, build_messages, twilio_signature
 from service.spool.directory import Spool
 from service.spool.wav import read_mulaw_wav
-from tests.conftest import TWILIO_TOKEN, LogLines, make_settings, running_service
-from tests.e2e.test_calls import call_audio, final_words
+from tests.helpers.audio import call_audio
+from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
+from tests.helpers.logs import LogLines, final_words
+from tests.helpers.service import make_settings, running_service
 from tests.helpers.twilio_stream import open_media
 
 SPEC = CallSpec(inbound=call_audio(5, 1.0), speed=0)

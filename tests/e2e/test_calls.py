@@ -7,24 +7,15 @@ transcript that lost, repeated, reordered or mixed up audio between calls shows 
 from __future__ import annotations
 
 import asyncio
-import random
 
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallResult, CallSpec, build_messages
-from tests.conftest import DEEPGRAM_KEY, TWILIO_TOKEN, LogLines, make_settings, running_service
+from tests.helpers.audio import call_audio
+from tests.helpers.credentials import DEEPGRAM_KEY, TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
+from tests.helpers.logs import LogLines, final_words
+from tests.helpers.service import make_settings, running_service
 from tests.helpers.twilio_stream import open_media, streaming
-
-
-def call_audio(seed: int, seconds: float) -> bytes:
-    """Distinct, non-silent mu-law audio per seed (every window hashes to different words)."""
-    rng = random.Random(seed)
-    return bytes(rng.randrange(0, 0x7F) for _ in range(int(seconds * 8000)))
-
-
-def final_words(log_lines: LogLines, call_sid: str, track: str = "inbound") -> list[str]:
-    finals = log_lines.events("transcript", call_sid=call_sid, track=track, is_final=True)
-    return [word for line in finals for word in line["text"].split()]
 
 
 async def place_call(service_url: str, spec: CallSpec) -> CallResult:
@@ -134,7 +125,7 @@ async def test_keepalive_is_sent_while_no_audio_flows(deepgram: FakeDeepgram, lo
         spec = CallSpec(inbound=audio, speed=0)
         async with streaming(service.url, spec) as stream:
             await stream.send_media(frames=25)
-            await asyncio.sleep(3.0)  # longer than the fake's idle timeout
+            await asyncio.sleep(3.0)  # the point: a pause longer than the fake's idle timeout
             await stream.send_media()
         await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
 

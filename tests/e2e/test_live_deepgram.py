@@ -9,8 +9,10 @@ import pytest
 from service.simulator.audio import wav_to_mulaw
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec
-from tests.conftest import TWILIO_TOKEN, LogLines, make_settings, running_service
+from tests.helpers.credentials import TWILIO_TOKEN
+from tests.helpers.logs import LogLines
 from tests.helpers.paths import SAMPLES
+from tests.helpers.service import make_settings, running_service
 
 # Read at import: the autouse fixture clears settings variables from the environment of each test.
 LIVE_KEY = os.environ.get("DEEPGRAM_API_KEY", "")

@@ -6,65 +6,16 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec
-from tests.conftest import DEEPGRAM_KEY, TWILIO_TOKEN
-from tests.e2e.test_calls import call_audio
+from tests.helpers.audio import call_audio
+from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
-from tests.helpers.paths import ROOT
-
-
-def web_command() -> str:
-    [line] = [line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")]
-    return line.removeprefix("web:").strip()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-async def start_web(
-    deepgram: FakeDeepgram, spool_dir: Path, **extra_env: str
-) -> tuple[asyncio.subprocess.Process, str]:
-    """The Procfile's web line as a real process (`extra_env` added); returns it and its URL once /voice answers."""
-    port = free_port()
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "PYTHONPATH": str(ROOT),
-        "PORT": str(port),
-        "DEEPGRAM_API_KEY": DEEPGRAM_KEY,
-        "DEEPGRAM_URL": deepgram.url,
-        "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
-        "LOG_FORMAT": "json",
-        "SPOOL_DIR": str(spool_dir),
-        # The process runs in the checkout: its database and journal go to the test's directory instead.
-        "DATABASE_URL": f"sqlite:///{spool_dir / 'callscribe.sqlite3'}",
-        "DB_JOURNAL_PATH": str(spool_dir / "callscribe-journal.jsonl"),
-        **extra_env,
-    }
-    process = await asyncio.create_subprocess_exec(
-        "bash", "-c", f"exec {web_command()}", cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient() as client:
-        for _ in range(300):
-            try:
-                unsigned = await client.post(f"{url}/voice", data={"CallSid": "CA1"})
-                break
-            except httpx.TransportError:
-                await asyncio.sleep(0.05)
-    assert unsigned.status_code == 403
-    return process, url
+from tests.helpers.processes import start_web
+from tests.helpers.waiting import eventually
 
 
 def json_lines(stdout: bytes) -> list[dict[str, Any]]:
@@ -101,7 +52,7 @@ async def test_sigterm_with_a_call_in_flight_finishes_it_before_exiting(deepgram
     spec = CallSpec(inbound=call_audio(62, 6.0), speed=1)
     call = asyncio.create_task(simulate_call(url, spec, auth_token=TWILIO_TOKEN))
     await deepgram.wait_for_connections(1)
-    await asyncio.sleep(1.0)
+    await eventually(lambda: len(deepgram.connections[0].audio) >= 8000)  # a second of the call is in
     started = asyncio.get_running_loop().time()
     os.killpg(process.pid, signal.SIGTERM)  # as Heroku does: every process of the dyno
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)

@@ -17,10 +17,12 @@ from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec
 from service.spool.directory import Spool
 from service.spool.wav import read_mulaw_wav
-from tests.conftest import DEEPGRAM_KEY, TWILIO_TOKEN, LogLines, make_settings, running_service
-from tests.e2e.test_calls import call_audio, final_words
+from tests.helpers.audio import call_audio
+from tests.helpers.credentials import DEEPGRAM_KEY, TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
+from tests.helpers.logs import LogLines, final_words
+from tests.helpers.service import make_settings, running_service
 
 SECOND = 8000
 
@@ -109,7 +111,7 @@ async def test_a_handshake_that_never_finishes_is_abandoned_and_retried(
     spec = CallSpec(inbound=call_audio(204, 3.0), speed=2)
 
     async def heal() -> None:
-        await asyncio.sleep(0.8)  # past the first attempt's 0.5 s timeout
+        await log_lines.wait_for("deepgram.reconnecting")  # the first attempt's 0.5 s timeout has passed
         deepgram.faults.hang_handshake = False
 
     healer = asyncio.create_task(heal())
@@ -235,7 +237,7 @@ async def test_spooled_audio_comes_back_as_batch_transcripts_after_a_restart(
         batch.fail_status = None  # Deepgram's batch API is back; a new process starts
         async with running_service(make_settings(deepgram, **settings)):
             await log_lines.wait_for("batch.delivered", timeout=10)
-            await asyncio.sleep(0.5)  # more worker passes: nothing may be delivered twice
+            await asyncio.sleep(0.5)  # the point: time for more worker passes, in which nothing may be delivered twice
 
     finals = log_lines.events("transcript", call_sid=spec.call_sid, is_final=True)
     assert all(line["batch"] for line in finals)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
 
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec
-from tests.conftest import TWILIO_TOKEN, LogLines, make_settings, running_service
-from tests.e2e.test_calls import call_audio
+from tests.helpers.audio import call_audio
+from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.databases import database_url, migrated_url
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
-from tests.webhooks.test_sender import SECRET, Clock, Receiver, serving
+from tests.helpers.logs import LogLines
+from tests.helpers.service import make_settings, running_service
+from tests.helpers.waiting import eventually
+from tests.helpers.webhooks import SECRET, Clock, Receiver, serving
 
 __all__ = ["database_url", "migrated_url"]  # fixtures: SQLite and PostgreSQL
 
@@ -23,12 +25,14 @@ API_TOKEN = "api-t0ken"
 async def wait_for_transcript(client: httpx.AsyncClient, url: str, call_sid: str, words: int) -> list[dict[str, Any]]:
     """The stored transcript once it holds `words` words (the writer runs beside the call)."""
     headers = {"Authorization": f"Bearer {API_TOKEN}"}
-    async with asyncio.timeout(10):
-        while True:
-            response = await client.get(f"{url}/api/calls/{call_sid}/transcript", headers=headers)
-            if response.status_code == 200 and sum(len(u["text"].split()) for u in response.json()) >= words:
-                return list(response.json())
-            await asyncio.sleep(0.05)
+
+    async def stored() -> list[dict[str, Any]] | None:
+        response = await client.get(f"{url}/api/calls/{call_sid}/transcript", headers=headers)
+        if response.status_code == 200 and sum(len(u["text"].split()) for u in response.json()) >= words:
+            return list(response.json())
+        return None
+
+    return await eventually(stored, timeout=10, interval=0.05)
 
 
 async def test_a_both_sides_call_is_stored_served_and_delivered(

@@ -90,7 +90,7 @@ async def recv_until(conn: AsyncV1SocketClient, predicate: Any) -> list[Any]:
 
 async def keep_alive(conn: AsyncV1SocketClient, times: int, every_s: float = 0.1) -> None:
     for _ in range(times):
-        await asyncio.sleep(every_s)
+        await asyncio.sleep(every_s)  # paced as a client's KeepAlive timer sends them
         await conn.send_keep_alive()
 
 

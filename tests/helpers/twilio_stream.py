@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 from websockets.asyncio.client import ClientConnection, connect
 
 from service.simulator.messages import CallSpec, build_messages, twilio_signature
-from tests.conftest import TWILIO_TOKEN
+from tests.helpers.credentials import TWILIO_TOKEN
 
 
 async def open_media(

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +11,7 @@ import pytest
 
 from service.spool.directory import RECOVERED, Spool, SpoolEntry
 from service.spool.wav import read_mulaw_wav
-from tests.helpers.paths import ROOT
-
-AUDIO = bytes(i % 251 for i in range(10_001))  # odd length: the WAV needs its pad byte
+from tests.helpers.spool import AUDIO, crash_while_spooling, names
 
 
 def ticking_clock(start: str = "2025-01-02T03:04:05+00:00") -> Iterator[datetime.datetime]:
@@ -40,10 +35,6 @@ def spool_one(spool: Spool, *, call_sid: str = "CA1", track: str = "inbound", st
     entry = segment.close()
     assert entry is not None
     return entry
-
-
-def names(directory: Path) -> list[str]:
-    return sorted(path.name for path in directory.iterdir())
 
 
 def test_a_closed_segment_is_a_wav_and_its_sidecar(tmp_path: Path) -> None:
@@ -173,50 +164,6 @@ def test_recover_leaves_a_live_segment_alone(tmp_path: Path) -> None:
     assert entry is not None
     assert entry.reason == "r"
     assert Spool(tmp_path).entries() == [entry]
-
-
-CRASH = """
-import os, pathlib, signal, sys
-import service.spool.directory as spool_module
-from tests.helpers.paths import ROOT
-
-directory, crash_at = pathlib.Path(sys.argv[1]), sys.argv[2]
-audio = bytes(i % 251 for i in range(10_001))
-
-def die(*args, **kwargs):
-    os.kill(os.getpid(), signal.SIGKILL)
-
-replace = pathlib.Path.replace
-write_atomically = spool_module._write_atomically
-if crash_at == "renaming-the-wav":  # header patched, not yet renamed
-    pathlib.Path.replace = lambda self, target: die() if self.name.endswith(".wav.part") else replace(self, target)
-if crash_at == "writing-the-sidecar":  # WAV renamed, sidecar half written
-    def half_write(path, data):
-        if path.name.endswith(".segment.json"):
-            return write_atomically(path, data)
-        path.with_name(path.name + ".tmp").write_text('{"version": 1, "call_')
-        die()
-    spool_module._write_atomically = half_write
-if crash_at == "tidying-up":  # sidecar written, segment metadata not yet removed
-    spool_module.fsync_directory = die
-
-segment = spool_module.Spool(directory).open_segment(
-    call_sid="CAcrash", stream_sid="MZcrash", track="inbound", start_s=1.5, reason="Deepgram unavailable for 20 s"
-)
-for offset in range(0, len(audio), 160):
-    segment.write(audio[offset : offset + 160])
-if crash_at == "writing-audio":
-    die()
-segment.close()
-"""
-
-
-def crash_while_spooling(directory: Path, crash_at: str) -> None:
-    """A separate process spools AUDIO and is killed (SIGKILL) at `crash_at`: no cleanup of any kind runs."""
-    process = subprocess.run(  # noqa: S603 - our own interpreter and script
-        [sys.executable, "-c", CRASH, str(directory), crash_at], cwd=ROOT, capture_output=True, timeout=30, check=False
-    )
-    assert process.returncode == -signal.SIGKILL, process.stderr.decode()
 
 
 @pytest.mark.parametrize("crash_at", ["writing-audio", "renaming-the-wav", "writing-the-sidecar"])

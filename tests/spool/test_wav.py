@@ -143,3 +143,46 @@ def test_impossible_headers_are_refused() -> None:
         mulaw_wav(b"", channels=0)
     with pytest.raises(ValueError, match="sample rate"):
         mulaw_wav(b"", sample_rate=0)
+
+
+def riff(*chunks: tuple[bytes, bytes]) -> bytes:
+    """A RIFF/WAVE file of exactly these (id, body) chunks, word-aligned, with no checks of its own."""
+    body = b"".join(struct.pack("<4sI", cid, len(data)) + data + b"\x00" * (len(data) % 2) for cid, data in chunks)
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
+
+
+def fmt(tag: int = WAVE_FORMAT_MULAW, channels: int = 1, rate: int = 8000, bits: int = 8) -> bytes:
+    return struct.pack("<HHIIHHH", tag, channels, rate, rate * channels, channels, bits, 0)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (riff((b"data", b"ab"), (b"fmt ", fmt())), "data chunk before the fmt chunk"),
+        (riff((b"fmt ", fmt()[:14]), (b"data", b"ab")), "fmt chunk of 14 bytes is too short"),
+        (riff((b"fmt ", fmt(channels=2)), (b"data", b"abc")), "not a whole number of 2-channel sample frames"),
+        (riff((b"fmt ", fmt(bits=16)), (b"data", b"ab")), "implausible .* 16 bits per sample"),
+        (riff((b"fmt ", fmt(channels=0)), (b"data", b"")), "implausible .* 0 channels"),
+        (riff((b"fmt ", fmt(rate=0)), (b"data", b"")), "implausible .* 0 Hz"),
+        (riff((b"fmt ", fmt()[:12] + struct.pack("<H", 2) + fmt()[14:]), (b"data", b"ab")), "block align 2"),
+        (riff((b"fmt ", fmt()[:8] + struct.pack("<I", 16000) + fmt()[12:]), (b"data", b"ab")), "byte rate 16000"),
+    ],
+)
+def test_a_damaged_format_is_refused_by_what_is_wrong(data: bytes, message: str) -> None:
+    """Chunks out of order, a short or implausible fmt, and a partial last frame each say what is wrong."""
+    with pytest.raises(WavFormatError, match=message):
+        parse_mulaw_wav(data)
+
+
+def test_a_hand_built_mulaw_wav_reads_like_ours() -> None:
+    """The test's own RIFF builder agrees with the reader, so the refusals above are about the one damage each."""
+    assert parse_mulaw_wav(riff((b"fmt ", fmt(channels=2, rate=16000)), (b"data", b"abcd"))) == (
+        parse_mulaw_wav(mulaw_wav(b"abcd", sample_rate=16000, channels=2))
+    )
+
+
+def test_more_audio_than_a_wav_can_hold_is_refused() -> None:
+    """The RIFF size is 32 bits: a header for more (but not the UNKNOWN_SIZE placeholder) is a ValueError."""
+    with pytest.raises(ValueError, match="more than a WAV file can hold"):
+        mulaw_wav_header(UNKNOWN_SIZE - 1)
+    assert header_data_size(mulaw_wav_header(UNKNOWN_SIZE - HEADER_BYTES)) == UNKNOWN_SIZE - HEADER_BYTES

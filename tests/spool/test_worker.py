@@ -23,15 +23,13 @@ from service.errors import SttRejected, SttUnavailable
 from service.settings import Settings
 from service.spool.directory import RECOVERED, Spool, SpoolEntry
 from service.spool.worker import BatchWorker, batch_key, place, transcribe
-from tests.conftest import DEEPGRAM_KEY, LogLines, make_settings
-from tests.e2e.test_calls import call_audio
+from tests.helpers.audio import SILENCE, SPEECH, call_audio
+from tests.helpers.credentials import DEEPGRAM_KEY
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch, listen_response
 from tests.helpers.fakes.deepgram_server import expected_words
-from tests.spool.test_directory import AUDIO, crash_while_spooling, names
-
-SILENCE = b"\xff"
-# Two stretches of speech with a silent window between them (two utterances), and a silent partial window at the end.
-SPEECH = call_audio(301, 1.5) + SILENCE * 4000 + call_audio(302, 1.0) + SILENCE * 100
+from tests.helpers.logs import LogLines
+from tests.helpers.service import make_settings
+from tests.helpers.spool import AUDIO, crash_while_spooling, names, spool_audio
 
 
 @pytest.fixture
@@ -42,17 +40,6 @@ async def batch_api() -> AsyncIterator[FakeDeepgramBatch]:
 
 def settings_for(fake: FakeDeepgramBatch, spool_dir: Path, **overrides: Any) -> Settings:
     return make_settings(None, deepgram_batch_url=fake.url, spool_dir=spool_dir, **overrides)
-
-
-def spool_audio(directory: Path, audio: bytes, *, start_s: float, call_sid: str = "CAbatch") -> SpoolEntry:
-    segment = Spool(directory).open_segment(
-        call_sid=call_sid, stream_sid=f"MZ{call_sid}", track="inbound", start_s=start_s, reason="HTTP 401 at upgrade"
-    )
-    for offset in range(0, len(audio), 160):  # as Twilio's frames arrive
-        segment.write(audio[offset : offset + 160])
-    entry = segment.close()
-    assert entry is not None
-    return entry
 
 
 class Sink:

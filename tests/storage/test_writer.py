@@ -7,7 +7,6 @@ import dataclasses
 import datetime
 import random
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,10 @@ from service.storage.writes import (
     utterance_key,
     utterance_write,
 )
-from tests.conftest import LogLines, make_settings
 from tests.helpers.databases import database_down, database_url, migrated_url, postgres_url
+from tests.helpers.logs import LogLines
+from tests.helpers.service import make_settings
+from tests.helpers.waiting import eventually
 
 __all__ = ["database_url", "migrated_url", "postgres_url"]  # fixtures: SQLite and PostgreSQL
 
@@ -110,14 +111,6 @@ def naive_utc(moment: datetime.datetime) -> datetime.datetime:
 
 async def idle(store: TranscriptStore, timeout: float = 20.0) -> None:
     await asyncio.wait_for(store.wait_idle(), timeout)
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.01)
 
 
 async def test_a_calls_events_become_rows(migrated_url: str, tmp_path: Path) -> None:

@@ -224,3 +224,53 @@ def test_out_of_order_events_raise_invalid_state(state: StreamState, event: Any,
 def test_a_stream_may_open_with_start() -> None:
     """`connected` is optional: start straight away is accepted."""
     assert transition(StreamState.AWAITING_CONNECTED, START_EVENT) is StreamState.STREAMING
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "parsed"),
+    [
+        (("sequenceNumber",), 4, "sequence_number", 4),  # a plain integer is a counter too
+        (("sequenceNumber",), "0", "sequence_number", 0),
+        (("sequenceNumber",), "9" * 18, "sequence_number", int("9" * 18)),
+        (("media", "chunk"), 2, "chunk", 2),
+        (("media", "timestamp"), 0, "timestamp_ms", 0),
+    ],
+)
+def test_counters_are_decimal_strings_or_non_negative_integers(
+    path: tuple[str, ...], value: Any, field: str, parsed: int
+) -> None:
+    assert getattr(parse(_with(MEDIA, path, value)), field) == parsed
+
+
+@pytest.mark.parametrize(
+    "value",
+    [True, False, -1, 1.0, "1.0", " 1", "+1", "٣", "9" * 19, None, [1]],  # "٣": a digit, but not an ASCII one
+)
+def test_anything_else_is_not_a_counter(value: Any) -> None:
+    with pytest.raises(TwilioProtocolError, match="'sequenceNumber' must be a non-negative integer string"):
+        parse(_with(MEDIA, ("sequenceNumber",), value))
+
+
+@pytest.mark.parametrize(("value", "parsed"), [(8000, 8000), ("8000", 8000), ("16000", 16000), (0, 0)])
+def test_a_media_format_number_may_be_an_integer_or_its_digits(value: Any, parsed: int) -> None:
+    event = parse(_with(START, ("start", "mediaFormat", "sampleRate"), value))
+    assert isinstance(event, Start)
+    assert event.media_format.sample_rate == parsed
+
+
+@pytest.mark.parametrize("value", ["8000.0", "", "1" * 10, "٣", 8000.0, None])
+def test_a_media_format_number_that_is_not_one_is_refused(value: Any) -> None:
+    with pytest.raises(TwilioProtocolError, match="'channels' must be a number"):
+        parse(_with(START, ("start", "mediaFormat", "channels"), value))
+
+
+def test_optional_strings_default_to_empty_but_must_be_strings_when_sent() -> None:
+    """connected's protocol and version, stop's callSid, dtmf's track, mark's name: absent is "", a number is wrong."""
+    assert parse('{"event":"connected"}') == Connected("", "")
+    assert parse('{"event":"stop","sequenceNumber":"9","streamSid":"MZ1","stop":{}}') == Stop(
+        sequence_number=9, stream_sid="MZ1", call_sid=""
+    )
+    with pytest.raises(TwilioProtocolError, match="'version' must be a string"):
+        parse('{"event":"connected","protocol":"Call","version":1}')
+    with pytest.raises(TwilioProtocolError, match="'name' must be a string"):
+        parse('{"event":"mark","sequenceNumber":"6","streamSid":"MZ1","mark":{"name":null}}')

@@ -8,7 +8,9 @@ import pytest
 
 from service.simulator.messages import twilio_signature
 from service.twilio.signatures import TwilioSignatures
-from tests.conftest import TWILIO_TOKEN, LogLines, make_settings
+from tests.helpers.credentials import TWILIO_TOKEN
+from tests.helpers.logs import LogLines
+from tests.helpers.service import make_settings
 
 URL = "https://calls.example.org/voice"
 FORM = {"CallSid": "CA" + "1" * 32, "From": "+15005550006"}

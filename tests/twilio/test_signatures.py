@@ -8,9 +8,11 @@ from websockets.exceptions import InvalidStatus
 
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec, twilio_signature
-from tests.conftest import TWILIO_TOKEN, LogLines, make_settings, running_service
-from tests.e2e.test_calls import call_audio
+from tests.helpers.audio import call_audio
+from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_server import FakeDeepgram
+from tests.helpers.logs import LogLines
+from tests.helpers.service import make_settings, running_service
 from tests.helpers.twilio_stream import open_media
 
 FORM = {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "1" * 32, "From": "+15005550006", "To": "+15005550001"}

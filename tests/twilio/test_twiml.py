@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from service.simulator.messages import twilio_signature
-from tests.conftest import TWILIO_TOKEN, make_settings, running_service
+from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.paths import ROOT
+from tests.helpers.service import make_settings, running_service
 
 TWIML_DIR = ROOT / "twiml"
 PUBLIC_URL = "https://callscribe.example.com"

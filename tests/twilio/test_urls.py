@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.twilio.urls import MEDIA_PATH, public_host, stream_url, webhook_url
-from tests.conftest import make_settings
+from tests.helpers.service import make_settings
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,6 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 from service.storage import queries
 from service.storage.schema import create_engine
 from service.web.api import OPENAPI_PATH, api_blueprint
-from tests.conftest import LogLines, make_settings
 from tests.helpers.callsdb import (
     AGENT,
     CALLER,
@@ -44,7 +43,9 @@ from tests.helpers.callsdb import (
     sqlite_file_url,
     two_speaker_utterances,
 )
+from tests.helpers.logs import LogLines
 from tests.helpers.paths import GOLDEN
+from tests.helpers.service import make_settings
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -13,10 +13,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec
-from tests.conftest import TWILIO_TOKEN, LogLines, make_settings, running_service
-from tests.e2e.test_calls import call_audio
-from tests.e2e.test_procfile import start_web
+from tests.helpers.audio import call_audio
+from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_server import FakeDeepgram
+from tests.helpers.logs import LogLines
+from tests.helpers.processes import start_web
+from tests.helpers.service import make_settings, running_service
+from tests.helpers.waiting import eventually
 
 METRICS_TOKEN = "metrics-token-for-tests"
 
@@ -179,13 +182,15 @@ async def test_metrics_add_up_every_worker(deepgram: FakeDeepgram, tmp_path: Pat
         assert result.close_code == 1000
         await asyncio.wait_for(deepgram.connections[0].closed.wait(), timeout=10)
         scrapes: list[Any] = []
-        for _ in range(40):  # until the call's end is counted (its worker counts it as the session finishes)
+
+        async def six_counted_scrapes() -> bool:
             scraped = await scrape(url)
             if value(scraped, "callscribe_calls_total", ended_by="stop") == 1:
                 scrapes.append(scraped)
-                if len(scrapes) == 6:
-                    break
-            await asyncio.sleep(0.05)
+            return len(scrapes) == 6
+
+        # Until the call's end is counted (its worker counts it as the session finishes), six times over.
+        await eventually(six_counted_scrapes, timeout=10, interval=0.05)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)

@@ -8,7 +8,7 @@ import pytest
 
 from service.calls.registry import Calls
 from service.web.readiness import Readiness, busy_reason
-from tests.conftest import make_settings
+from tests.helpers.service import make_settings
 
 
 @pytest.mark.parametrize(

@@ -3,100 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
-import json
 import random
-import socket
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
-from quart import Quart, request
 
 from service.storage.schema import Base, WebhookDelivery, create_engine
 from service.storage.webhook_events import call_completed_event, utterance_event
 from service.webhooks.sender import MAX_ATTEMPTS, WebhookSender
-from service.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
-from tests.conftest import make_settings
-
-SECRET = "whsec-test"
-T0 = datetime.datetime(2026, 11, 24, 12, 0, tzinfo=datetime.UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime.datetime:
-        return self.now
-
-    @staticmethod
-    def real() -> Callable[[], datetime.datetime]:
-        return lambda: datetime.datetime.now(datetime.UTC)
-
-
-class Receiver:
-    """A real HTTP receiver: verifies every signature, fails the first `failures` requests, records the rest."""
-
-    def __init__(self, clock: Callable[[], datetime.datetime], failures: int = 0) -> None:
-        self.clock = clock
-        self.failures = failures
-        self.accepted: list[dict[str, Any]] = []
-        self.refused: list[str] = []
-        self.requests = 0
-        self.arrived = asyncio.Event()
-        self.app = Quart("receiver")
-        self.app.add_url_rule("/hook", view_func=self.hook, methods=["POST"])
-
-    async def hook(self) -> tuple[str, int]:
-        self.requests += 1
-        body = await request.get_data()
-        why = verify(
-            SECRET,
-            timestamp=request.headers.get(TIMESTAMP_HEADER, ""),
-            body=body,
-            signature=request.headers.get(SIGNATURE_HEADER, ""),
-            now=self.clock().timestamp(),  # the tests' clock is the sender's and the receiver's
-        )
-        if why is not None:
-            self.refused.append(why)
-            return why, 401
-        if self.failures:
-            self.failures -= 1
-            return "try later", 503
-        self.accepted.append(json.loads(body))
-        self.arrived.set()
-        return "", 204
-
-    async def wait_for(self, event_type: str, timeout: float = 10.0) -> None:
-        """Until an event of `event_type` has been accepted."""
-        async with asyncio.timeout(timeout):
-            while not any(event["type"] == event_type for event in self.accepted):
-                self.arrived.clear()
-                await self.arrived.wait()
-
-
-@contextlib.asynccontextmanager
-async def serving(receiver: Receiver) -> AsyncIterator[str]:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    listener.setblocking(False)
-    port = listener.getsockname()[1]
-    config = Config()
-    config.bind = [f"fd://{listener.detach()}"]
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(receiver.app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-    await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/hook"
-    finally:
-        stop.set()
-        await task
+from service.webhooks.signing import sign, verify
+from tests.helpers.service import make_settings
+from tests.helpers.webhooks import SECRET, T0, Clock, Receiver, serving
 
 
 async def outbox(path: Path, events: list[dict[str, Any]], clock: Clock) -> Any:

@@ -1,0 +1,77 @@
+"""Deepgram's protocol layer without a socket: the live options asked for and the pass-through query parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from service.deepgram.protocol import SttResult, live_options, pass_through_options
+from service.settings import Settings
+from tests.helpers.service import make_settings
+
+
+def settings(**values: Any) -> Settings:
+    return make_settings(None, **values)
+
+
+@pytest.mark.parametrize(
+    ("values", "kwargs", "asked"),
+    [
+        ({"deepgram_vad_events": True}, {}, {"vad_events": True}),
+        ({}, {"diarize": True}, {"diarize": True}),
+        ({}, {"channels": 2}, {"channels": 2}),
+        ({"deepgram_endpointing_ms": 500}, {}, {"endpointing": 500}),
+        ({"deepgram_utterance_end_ms": 0}, {}, {"utterance_end_ms": None}),
+        ({"deepgram_interim_results": False}, {}, {"interim_results": False, "utterance_end_ms": None}),
+        ({"deepgram_punctuate": False}, {}, {"punctuate": False}),
+        ({"deepgram_smart_format": False}, {}, {"smart_format": False}),
+        ({"deepgram_keyterms": "Acme, Zed"}, {}, {"keyterm": ["Acme", "Zed"]}),
+        ({"deepgram_options": "tag=a"}, {}, {"request_options": {"additional_query_parameters": {"tag": "a"}}}),
+        ({"deepgram_model": "nova-2", "deepgram_language": "de"}, {}, {"model": "nova-2", "language": "de"}),
+    ],
+)
+def test_each_setting_changes_only_its_own_option(
+    values: dict[str, Any], kwargs: dict[str, Any], asked: dict[str, Any]
+) -> None:
+    """Against the defaults, a setting adds, changes or (None here) removes exactly the options it names."""
+    default = live_options(settings())
+    options = live_options(settings(**values), **kwargs)
+    expected = {**default, **asked}
+    assert options == {name: value for name, value in expected.items() if value is not None}
+
+
+def test_the_defaults_ask_for_twilios_audio_as_it_is() -> None:
+    """mu-law 8 kHz mono with nothing optional: no VAD events, no diarization, no keyterms, no extra query."""
+    assert live_options(settings()) == {
+        "model": "nova-3", "language": "en-US", "encoding": "mulaw", "sample_rate": 8000, "channels": 1,
+        "interim_results": True, "punctuate": True, "smart_format": True, "endpointing": 300,
+        "utterance_end_ms": 1000,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("pairs", "expected"),
+    [
+        ([], {}),
+        ([("tag", "a")], {"tag": "a"}),
+        ([("tag", "a"), ("tag", "b")], {"tag": ["a", "b"]}),
+        ([("tag", "a"), ("tag", "b"), ("tag", "c")], {"tag": ["a", "b", "c"]}),
+        ([("tag", "a"), ("redact", "pci"), ("tag", "b")], {"tag": ["a", "b"], "redact": "pci"}),
+        ([("tag", "")], {"tag": ""}),
+        ([("model", "x"), ("encoding", "linear16"), ("sample_rate", "16000"), ("channels", "2")], {}),
+    ],
+)
+def test_pass_through_options_repeat_names_and_never_override_ours(
+    pairs: list[tuple[str, str]], expected: dict[str, Any]
+) -> None:
+    """A repeated name becomes a list in order; names we set (here model), or that describe the audio, are dropped."""
+    assert pass_through_options(pairs, reserved={"model"}) == expected
+
+
+def test_a_results_end_is_its_start_plus_its_duration() -> None:
+    result = SttResult(
+        is_final=True, speech_final=False, from_finalize=False, start=1.25, duration=0.5, text="hi",
+        confidence=0.9, words=(), request_id=None,
+    )  # fmt: skip
+    assert result.end == 1.75

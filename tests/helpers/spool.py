@@ -1,0 +1,79 @@
+"""Spooled audio for tests: a known payload, a spool entry made as the live path makes one, and a crash.
+
+`crash_while_spooling` runs the spool in a separate process and SIGKILLs it at a chosen step, so the recovery
+tests see exactly what a killed dyno leaves on disk.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from service.spool.directory import Spool, SpoolEntry
+from tests.helpers.paths import ROOT
+
+AUDIO = bytes(i % 251 for i in range(10_001))  # odd length: the WAV needs its pad byte
+
+
+def names(directory: Path) -> list[str]:
+    """The file names in `directory`, sorted: what a spool left behind."""
+    return sorted(path.name for path in directory.iterdir())
+
+
+def spool_audio(directory: Path, audio: bytes, *, start_s: float, call_sid: str = "CAbatch") -> SpoolEntry:
+    """A complete spool entry of `audio`, written in Twilio's 160-byte frames."""
+    segment = Spool(directory).open_segment(
+        call_sid=call_sid, stream_sid=f"MZ{call_sid}", track="inbound", start_s=start_s, reason="HTTP 401 at upgrade"
+    )
+    for offset in range(0, len(audio), 160):  # as Twilio's frames arrive
+        segment.write(audio[offset : offset + 160])
+    entry = segment.close()
+    assert entry is not None
+    return entry
+
+
+# The crashing process: the same AUDIO, the same segment every time, killed at the step `crash_at` names.
+CRASH = """
+import os, pathlib, signal, sys
+import service.spool.directory as spool_module
+from tests.helpers.paths import ROOT
+
+directory, crash_at = pathlib.Path(sys.argv[1]), sys.argv[2]
+audio = bytes(i % 251 for i in range(10_001))
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+replace = pathlib.Path.replace
+write_atomically = spool_module._write_atomically
+if crash_at == "renaming-the-wav":  # header patched, not yet renamed
+    pathlib.Path.replace = lambda self, target: die() if self.name.endswith(".wav.part") else replace(self, target)
+if crash_at == "writing-the-sidecar":  # WAV renamed, sidecar half written
+    def half_write(path, data):
+        if path.name.endswith(".segment.json"):
+            return write_atomically(path, data)
+        path.with_name(path.name + ".tmp").write_text('{"version": 1, "call_')
+        die()
+    spool_module._write_atomically = half_write
+if crash_at == "tidying-up":  # sidecar written, segment metadata not yet removed
+    spool_module.fsync_directory = die
+
+segment = spool_module.Spool(directory).open_segment(
+    call_sid="CAcrash", stream_sid="MZcrash", track="inbound", start_s=1.5, reason="Deepgram unavailable for 20 s"
+)
+for offset in range(0, len(audio), 160):
+    segment.write(audio[offset : offset + 160])
+if crash_at == "writing-audio":
+    die()
+segment.close()
+"""
+
+
+def crash_while_spooling(directory: Path, crash_at: str) -> None:
+    """A separate process spools AUDIO and is killed (SIGKILL) at `crash_at`: no cleanup of any kind runs."""
+    process = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", CRASH, str(directory), crash_at], cwd=ROOT, capture_output=True, timeout=30, check=False
+    )
+    assert process.returncode == -signal.SIGKILL, process.stderr.decode()

@@ -1,0 +1,60 @@
+"""Journal lines: one this version wrote reads back; any other line is a JournalError, never a guessed write."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import pytest
+
+from service.storage.writes import JOURNAL_VERSION, JournalError, Write, decode, encode
+
+T0 = datetime.datetime(2025, 3, 4, 10, 0, 0, tzinfo=datetime.UTC)
+STARTED = Write("call_started", {"call_sid": "CA1", "started_at": T0, "tracks": ["inbound"]}, "MZ1")
+
+
+def line(**changes: Any) -> bytes:
+    """STARTED's journal line with top-level fields replaced (or removed, for ...)."""
+    record = json.loads(encode(STARTED))
+    for name, value in changes.items():
+        if value is ...:
+            del record[name]
+        else:
+            record[name] = value
+    return json.dumps(record).encode() + b"\n"
+
+
+def test_a_line_round_trips_with_its_datetimes() -> None:
+    assert decode(encode(STARTED)) == STARTED
+    assert decode(line()) == STARTED  # whitespace between fields is not this version's, but still its JSON
+
+
+def test_a_datetime_field_that_is_not_a_string_is_kept_as_written() -> None:
+    """Only ISO strings in the datetime columns become datetimes; a null stays None."""
+    write = decode(line(row={"call_sid": "CA1", "ended_at": None}))
+    assert write.row == {"call_sid": "CA1", "ended_at": None}
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        # Another version's line or kind (the message is not asserted: decode re-wraps its own JournalError).
+        (line(v=JOURNAL_VERSION + 1), "journal line"),
+        (line(v=str(JOURNAL_VERSION)), "journal line"),
+        (line(kind="call_deleted"), "journal line"),
+        (line(v=...), "KeyError"),
+        (line(kind=...), "KeyError"),
+        (line(row=...), "KeyError"),
+        (line(stream_sid=...), "KeyError"),
+        (line(row=[1, 2]), "TypeError"),
+        (line(row={"started_at": "yesterday"}), "ValueError"),
+        (b'{"v": 1, "kind": "utterance"', "JSONDecodeError"),  # cut off mid-line by a crash
+        (b"\xff\xfe\n", "UnicodeDecodeError"),
+        (b"[]\n", "TypeError"),
+        (b"null\n", "TypeError"),
+    ],
+)
+def test_an_unreadable_line_is_a_journal_error(data: bytes, why: str) -> None:
+    with pytest.raises(JournalError, match=why):
+        decode(data)
