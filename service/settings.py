@@ -27,6 +27,7 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 # E.164 numbers, or SIP URIs / client identities, which <Dial> also takes.
 _DIAL_TARGET = re.compile(r"^(\+[1-9]\d{6,14}|sip:\S+|client:\S+)$")
+_ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +334,51 @@ class Settings(BaseSettings):
         default=100,
         ge=1,
         description="Streams one process takes at once; more calls go on untranscribed. With several Hypercorn "
-        "workers, each worker has its own limit.",
+        "workers, each worker has its own limit. Sockets that have not sent `start` yet do not count: they have a "
+        "bound of their own (twice MAX_CALLS), so they can never keep real calls out.",
+        json_schema_extra=_doc("twilio"),
+    )
+    twilio_account_sid: str | None = Field(
+        default=None,
+        description="The Twilio account's SID (`AC` and 32 hex digits). When set, a stream whose `start` names "
+        "another account is refused with close 1008.",
+        json_schema_extra=_doc("twilio", example="AC0123456789abcdef0123456789abcdef"),
+    )
+    stream_tokens: Literal["required", "off"] = Field(
+        default="required",
+        description="`required`: `/voice` gives each stream a token bound to its call (a `<Parameter>`), and "
+        "`/media` refuses a stream without a valid one (close 1008), because Twilio's upgrade signature is the same "
+        "for every call. `off`: for TwiML Bins, which cannot compute a token (see twiml/README.md); streams without "
+        "a token are let in with a warning, and the account check and one live stream per call still apply.",
+        json_schema_extra=_doc("twilio"),
+    )
+    stream_token_secret: SecretStr | None = Field(
+        default=None,
+        description="The secret stream tokens are made with. Unset: a key derived from `TWILIO_AUTH_TOKEN`. Set it "
+        "(the same on every dyno and worker) to rotate tokens apart from the auth token.",
+        json_schema_extra=_doc("twilio"),
+    )
+    stream_token_ttl_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=3600,
+        description="How long a stream token is good for between `/voice` answering and the stream's `start` "
+        "(Twilio starts the stream within a second or two).",
+        json_schema_extra=_doc("twilio"),
+    )
+    stream_start_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description="A `/media` socket that sends no `start` within this many seconds is closed with 1008.",
+        json_schema_extra=_doc("twilio"),
+    )
+    stream_idle_timeout_s: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="A started stream that sends nothing for this many seconds is closed and finished as if Twilio "
+        "had hung up (Twilio sends a frame every 20 ms for the whole call).",
         json_schema_extra=_doc("twilio"),
     )
 
@@ -429,7 +474,13 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "deepgram_api_key", "twilio_auth_token", "api_token", "webhook_secret", "metrics_token", mode="before"
+        "deepgram_api_key",
+        "twilio_auth_token",
+        "api_token",
+        "webhook_secret",
+        "metrics_token",
+        "stream_token_secret",
+        mode="before",
     )
     @classmethod
     def _blank_secret_is_unset(cls, value: object) -> object:
@@ -494,6 +545,15 @@ class Settings(BaseSettings):
             raise ValueError("must be a bare base URL with no path or query, such as https://calls.example.com")
         return f"{parts.scheme}://{parts.netloc}"
 
+    @field_validator("twilio_account_sid")
+    @classmethod
+    def _account_sid(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not _ACCOUNT_SID.match(value):
+            raise ValueError("must be a Twilio account SID: AC and 32 hex digits, as the Twilio console shows it")
+        return value
+
     @field_validator("forward_to")
     @classmethod
     def _forward_to(cls, value: str | None) -> str | None:
@@ -523,6 +583,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @property
+    def max_unstarted_streams(self) -> int:
+        """Sockets that may wait for `start` at once: their own bound, so they cannot hold real calls' slots."""
+        return 2 * self.max_calls
 
     @property
     def deepgram_extra_options(self) -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ import structlog
 from twilio.request_validator import RequestValidator
 
 from service.settings import Settings
+from service.twilio.stream_tokens import derive_key
 
 log = structlog.get_logger("callscribe.twilio")
 
@@ -57,3 +58,10 @@ class TwilioSignatures:
             log.warning("signature.unchecked", why="CALLSCRIBE_INSECURE_DEV=1 and no TWILIO_AUTH_TOKEN", url=url)
             return None
         return refusal(self._token, url, params, signature)
+
+
+def stream_token_key(settings: Settings) -> bytes | None:
+    """The key stream tokens are made and checked with (STREAM_TOKEN_SECRET, else TWILIO_AUTH_TOKEN); None when
+    neither is set, and then no stream can prove its call."""
+    secret = settings.stream_token_secret or settings.twilio_auth_token
+    return derive_key(secret.get_secret_value()) if secret is not None else None
