@@ -1,14 +1,12 @@
 """Orchestration: one `CallSession` per Twilio stream, one `TrackStream` (one Deepgram connection) per track.
 
 The Twilio side is synchronous and cheap: `CallSession.on_message` parses a message, advances the stream's
-state and appends the audio to the track's bounded buffer; it never awaits, so the WebSocket from Twilio
-is always read promptly. Each track's task sends that buffer to Deepgram (KeepAlive when idle). When that
-task is idle, caught up on an open connection, `send_pushed` writes the new frame from the Twilio side
-instead of waking it (one task switch fewer per frame). That await returns at once unless Deepgram's
-socket is backed up, and long before that the buffer's bound (sent audio counts until it is final) moves
-the track to the spool. The track's task also reads Deepgram's results concurrently, and on the end of the stream sends
-CloseStream and waits (bounded) for the last finals and Metadata. Nothing here is module-level: every
-piece of call state hangs off its session.
+state and pushes the audio to the track's bounded buffer; it never awaits, so the WebSocket from Twilio is
+always read promptly. Right after it, the read loop awaits `send_pushed`, which sends that frame to
+Deepgram from the read loop when the track's sender is idle (`TrackSender.send_now` tells the whole
+shortcut). Each track's own task sends the rest, reads Deepgram's results concurrently, and on the end of
+the stream sends CloseStream and waits (bounded) for the last finals and Metadata. Nothing here is
+module-level: every piece of call state hangs off its session.
 """
 
 from __future__ import annotations
@@ -23,8 +21,10 @@ from typing import Any
 import structlog
 
 from service import mulaw
+from service.calls.counters import CallInfo, TrackCounters
 from service.calls.events import CallEnded, CallObserver, CallStarted
-from service.calls.track import CallInfo, Spool, TrackCounters, TrackStream
+from service.calls.spooling import Spool
+from service.calls.track import TrackStream
 from service.deepgram.live import SttClient
 from service.errors import InvalidState, SttError, TwilioProtocolError
 from service.settings import Settings
@@ -82,7 +82,7 @@ class CallSession:
         self._unknown_events: set[str] = set()
         self._last_sequence = 0
         self.messages_in = 0  # every message Twilio sent on this stream (for /metrics)
-        self._pushed: TrackStream | None = None  # the track the last message gave a frame to (see send_pushed)
+        self._pushed: TrackStream | None = None  # the track `on_message` just gave a frame, for `send_pushed`
         self._messages_missing = 0
         self._failure: SttError | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -117,7 +117,10 @@ class CallSession:
         return self._on_control(event)
 
     async def send_pushed(self) -> None:
-        """After `on_message`: the frame it queued goes to Deepgram now if its track's sender is idle."""
+        """After `on_message`: the frame it pushed goes to Deepgram now if its track's sender is idle.
+
+        The read loop awaits this between messages; `TrackSender.send_now` tells the whole shortcut.
+        """
         track, self._pushed = self._pushed, None
         if track is not None:
             await track.send_now()
