@@ -22,6 +22,7 @@ import structlog
 
 from service import mulaw
 from service.calls.counters import CallInfo, TrackCounters
+from service.calls.ending import EndedBy, Ending
 from service.calls.events import CallEnded, CallObserver, CallStarted
 from service.calls.spooling import Spool
 from service.calls.track import TrackStream
@@ -70,7 +71,7 @@ class CallSession:
         self.state = StreamState.AWAITING_CONNECTED
         self.call: CallInfo | None = None
         self.tracks: dict[str, TrackStream] = {}
-        self.ended_by: str | None = None
+        self.ended_by: Ending | None = None  # set once, when the stream ends; str() is what is logged and kept
         self.finished = asyncio.Event()
         self._settings = settings
         self._stt = stt
@@ -136,7 +137,7 @@ class CallSession:
             self._last_sequence = event.sequence_number
             return self._on_start(event)
         if isinstance(event, Stop):
-            self._end("stop")
+            self._end(Ending(EndedBy.STOP))
         elif isinstance(event, Connected):
             self._log.debug("twilio.connected", protocol=event.protocol, version=event.version)
         elif isinstance(event, Dtmf | Mark):
@@ -201,7 +202,7 @@ class CallSession:
         self._twilio_open = False
         if self.state is StreamState.STREAMING and self.ended_by is None:
             self._log.info("twilio.disconnected", why="socket closed without a stop message")
-            self._end("twilio_disconnected")
+            self._end(Ending(EndedBy.TWILIO_DISCONNECTED))
         if not self._tasks:  # never started Deepgram: nothing left to finish
             self.finished.set()
 
@@ -210,7 +211,7 @@ class CallSession:
         if self._twilio_open:
             self._twilio_open = False
             await self._close_twilio(close_codes.GOING_AWAY, "callscribe is restarting")
-        self._end("shutdown")
+        self._end(Ending(EndedBy.SHUTDOWN))
 
     def abandon(self) -> None:
         """Shutdown ran out of time: spool whatever Deepgram has not made final, and stop waiting for it."""
@@ -219,7 +220,7 @@ class CallSession:
         for task in self._track_tasks:
             task.cancel()
 
-    def _end(self, why: str) -> None:
+    def _end(self, why: Ending) -> None:
         if self.ended_by is None:
             self.ended_by = why
         for track in self.tracks.values():
@@ -227,9 +228,7 @@ class CallSession:
 
     def _reject(self, code: int, reason: str) -> Reject:
         self._log.warning("twilio.rejected", close_code=code, why=reason)
-        if self.ended_by is None:
-            self.ended_by = f"rejected: {reason}"
-        self._end(self.ended_by)
+        self._end(Ending.rejected(reason))
         self._twilio_open = False
         # A WebSocket close reason is at most 123 bytes.
         return Reject(code, reason.encode()[:123].decode(errors="ignore"))
@@ -279,7 +278,7 @@ class CallSession:
 
     def _summary(self, counters: list[TrackCounters]) -> dict[str, Any]:
         return dict(  # noqa: C408 - keyword form: these are the call.ended line's field names
-            ended_by=self.ended_by or "unknown",
+            ended_by=str(self.ended_by) if self.ended_by is not None else "unknown",
             duration_s=round(time.monotonic() - self._started_at, 2),
             audio_s_sent=round(sum(c.bytes_sent for c in counters) / mulaw.BYTES_PER_SECOND, 2),
             frames_in=sum(c.frames_in for c in counters),

@@ -94,7 +94,9 @@ def test_idle_sleep(
     assert idle_sleep_s(keepalive_in_s, send_in_s, result_timeout_s) == sleep_s
 
 
-@pytest.mark.parametrize("module", ["service.calls.pacing", "service.calls.timeline", "service.calls.deepgram_state"])
+@pytest.mark.parametrize(
+    "module", ["service.calls.pacing", "service.calls.timeline", "service.calls.deepgram_state", "service.calls.ending"]
+)
 def test_pure_modules_import_no_runtime(module: str) -> None:
     """Pure means not even indirectly: no event loop, no logging library, no database toolkit."""
     probe = f"import sys, {module}; print(sorted({{'asyncio', 'structlog', 'sqlalchemy'}} & set(sys.modules)))"
