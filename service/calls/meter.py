@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from prometheus_client import Counter
 
 from service import mulaw
+from service.calls.ending import Ending
 from service.calls.session import CallSession
 from service.calls.track import TrackStream
 from service.metrics import (
@@ -94,6 +95,6 @@ def _add(counter: Counter, amount: float) -> None:
         counter.inc(amount)
 
 
-def ended_by_label(ended_by: str | None) -> str:
-    """`rejected: <why>` becomes `rejected`: a label takes a fixed set of values, never free text."""
-    return (ended_by or "closed_before_start").split(":", 1)[0]
+def ended_by_label(ended_by: Ending | None) -> str:
+    """How the stream ended, without a rejection's reason: a label takes a fixed set of values, never free text."""
+    return ended_by.how.value if ended_by is not None else "closed_before_start"

@@ -1,14 +1,12 @@
 """Orchestration: one `CallSession` per Twilio stream, one `TrackStream` (one Deepgram connection) per track.
 
 The Twilio side is synchronous and cheap: `CallSession.on_message` parses a message, advances the stream's
-state and appends the audio to the track's bounded buffer; it never awaits, so the WebSocket from Twilio
-is always read promptly. Each track's task sends that buffer to Deepgram (KeepAlive when idle). When that
-task is idle, caught up on an open connection, `send_pushed` writes the new frame from the Twilio side
-instead of waking it (one task switch fewer per frame). That await returns at once unless Deepgram's
-socket is backed up, and long before that the buffer's bound (sent audio counts until it is final) moves
-the track to the spool. The track's task also reads Deepgram's results concurrently, and on the end of the stream sends
-CloseStream and waits (bounded) for the last finals and Metadata. Nothing here is module-level: every
-piece of call state hangs off its session.
+state and pushes the audio to the track's bounded buffer; it never awaits, so the WebSocket from Twilio is
+always read promptly. Right after it, the read loop awaits `send_pushed`, which sends that frame to
+Deepgram from the read loop when the track's sender is idle (`TrackSender.send_now` tells the whole
+shortcut). Each track's own task sends the rest, reads Deepgram's results concurrently, and on the end of
+the stream sends CloseStream and waits (bounded) for the last finals and Metadata. Nothing here is
+module-level: every piece of call state hangs off its session.
 """
 
 from __future__ import annotations
@@ -23,8 +21,11 @@ from typing import Any
 import structlog
 
 from service import mulaw
+from service.calls.counters import CallInfo, TrackCounters
+from service.calls.ending import EndedBy, Ending
 from service.calls.events import CallEnded, CallObserver, CallStarted
-from service.calls.track import CallInfo, Spool, TrackCounters, TrackStream
+from service.calls.spooling import Spool
+from service.calls.track import TrackStream
 from service.deepgram.live import SttClient
 from service.errors import InvalidState, SttError, TwilioProtocolError
 from service.settings import Settings
@@ -70,7 +71,7 @@ class CallSession:
         self.state = StreamState.AWAITING_CONNECTED
         self.call: CallInfo | None = None
         self.tracks: dict[str, TrackStream] = {}
-        self.ended_by: str | None = None
+        self.ended_by: Ending | None = None  # set once, when the stream ends; str() is what is logged and kept
         self.finished = asyncio.Event()
         self._settings = settings
         self._stt = stt
@@ -82,7 +83,7 @@ class CallSession:
         self._unknown_events: set[str] = set()
         self._last_sequence = 0
         self.messages_in = 0  # every message Twilio sent on this stream (for /metrics)
-        self._pushed: TrackStream | None = None  # the track the last message gave a frame to (see send_pushed)
+        self._pushed: TrackStream | None = None  # the track `on_message` just gave a frame, for `send_pushed`
         self._messages_missing = 0
         self._failure: SttError | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -117,7 +118,10 @@ class CallSession:
         return self._on_control(event)
 
     async def send_pushed(self) -> None:
-        """After `on_message`: the frame it queued goes to Deepgram now if its track's sender is idle."""
+        """After `on_message`: the frame it pushed goes to Deepgram now if its track's sender is idle.
+
+        The read loop awaits this between messages; `TrackSender.send_now` tells the whole shortcut.
+        """
         track, self._pushed = self._pushed, None
         if track is not None:
             await track.send_now()
@@ -133,7 +137,7 @@ class CallSession:
             self._last_sequence = event.sequence_number
             return self._on_start(event)
         if isinstance(event, Stop):
-            self._end("stop")
+            self._end(Ending(EndedBy.STOP))
         elif isinstance(event, Connected):
             self._log.debug("twilio.connected", protocol=event.protocol, version=event.version)
         elif isinstance(event, Dtmf | Mark):
@@ -198,7 +202,7 @@ class CallSession:
         self._twilio_open = False
         if self.state is StreamState.STREAMING and self.ended_by is None:
             self._log.info("twilio.disconnected", why="socket closed without a stop message")
-            self._end("twilio_disconnected")
+            self._end(Ending(EndedBy.TWILIO_DISCONNECTED))
         if not self._tasks:  # never started Deepgram: nothing left to finish
             self.finished.set()
 
@@ -207,7 +211,7 @@ class CallSession:
         if self._twilio_open:
             self._twilio_open = False
             await self._close_twilio(close_codes.GOING_AWAY, "callscribe is restarting")
-        self._end("shutdown")
+        self._end(Ending(EndedBy.SHUTDOWN))
 
     def abandon(self) -> None:
         """Shutdown ran out of time: spool whatever Deepgram has not made final, and stop waiting for it."""
@@ -216,7 +220,7 @@ class CallSession:
         for task in self._track_tasks:
             task.cancel()
 
-    def _end(self, why: str) -> None:
+    def _end(self, why: Ending) -> None:
         if self.ended_by is None:
             self.ended_by = why
         for track in self.tracks.values():
@@ -224,9 +228,7 @@ class CallSession:
 
     def _reject(self, code: int, reason: str) -> Reject:
         self._log.warning("twilio.rejected", close_code=code, why=reason)
-        if self.ended_by is None:
-            self.ended_by = f"rejected: {reason}"
-        self._end(self.ended_by)
+        self._end(Ending.rejected(reason))
         self._twilio_open = False
         # A WebSocket close reason is at most 123 bytes.
         return Reject(code, reason.encode()[:123].decode(errors="ignore"))
@@ -276,7 +278,7 @@ class CallSession:
 
     def _summary(self, counters: list[TrackCounters]) -> dict[str, Any]:
         return dict(  # noqa: C408 - keyword form: these are the call.ended line's field names
-            ended_by=self.ended_by or "unknown",
+            ended_by=str(self.ended_by) if self.ended_by is not None else "unknown",
             duration_s=round(time.monotonic() - self._started_at, 2),
             audio_s_sent=round(sum(c.bytes_sent for c in counters) / mulaw.BYTES_PER_SECOND, 2),
             frames_in=sum(c.frames_in for c in counters),

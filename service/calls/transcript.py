@@ -1,6 +1,6 @@
 """The call's product (no I/O): a `Transcript` is one result placed on the call's timeline, with its speaker.
 
-Live results (`calls/track.py`) and batch results (`spool/worker.py`) both become `Transcript`s; the log, the
+Live results (`calls/timeline.py`) and batch results (`spool/worker.py`) both become `Transcript`s; the log, the
 database and the webhooks all take this one shape. Who speaks is decided here and nowhere else: Twilio's
 inbound track is the caller (SPEAKER_INBOUND), the outbound track the other party (SPEAKER_OUTBOUND), and a
 diarized single-track final is split into one transcript per voice.
@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from service.deepgram.protocol import Word
-from service.settings import Settings
+if TYPE_CHECKING:  # types only: this module stays importable without the settings' dependencies
+    from service.deepgram.protocol import Word
+    from service.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,10 +57,6 @@ class LiveConnection:
         with _translated("sending KeepAlive"):
             await self._socket.send_keep_alive()
 
-    async def finalize(self) -> None:
-        with _translated("sending Finalize"):
-            await self._socket.send_finalize()
-
     async def close_stream(self) -> None:
         with _translated("sending CloseStream"):
             await self._socket.send_close_stream()

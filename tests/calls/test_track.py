@@ -7,10 +7,13 @@ from pathlib import Path
 
 import structlog
 
-from service.calls.track import CallInfo, TrackStream
+from service.calls.counters import CallInfo
+from service.calls.deepgram_state import DeepgramState
+from service.calls.track import TrackStream
 from service.calls.transcript import Transcript
 from service.deepgram.live import SttClient
 from service.errors import SttError
+from service.settings import Settings
 from service.spool.directory import Spool
 from service.spool.wav import read_mulaw_wav
 from tests.helpers.audio import call_audio
@@ -49,3 +52,40 @@ async def test_audio_arriving_after_close_stream_is_spooled_not_lost(deepgram: F
     assert [w for t in heard if t.is_final for w in t.text.split()] == expected_words(audio)
     [entry] = Spool(tmp_path).entries()
     assert (entry.start_s, read_mulaw_wav(entry.wav_path.read_bytes())) == (1.0, late)
+
+
+def quiet_track(settings: Settings, tmp_path: Path, failures: list[SttError]) -> TrackStream:
+    async def on_failure(_track: TrackStream, error: SttError) -> None:
+        failures.append(error)
+
+    return TrackStream(
+        name="inbound", call=CALL, settings=settings, stt=SttClient(settings), spool=Spool(tmp_path),
+        emit=lambda _transcript: None, on_failure=on_failure, log=structlog.get_logger("test"),
+    )  # fmt: skip
+
+
+async def test_a_track_that_finished_live_is_closed(deepgram: FakeDeepgram, tmp_path: Path) -> None:
+    failures: list[SttError] = []
+    track = quiet_track(make_settings(deepgram, spool_dir=tmp_path), tmp_path, failures)
+    assert track.state is DeepgramState.CONNECTING
+    running = asyncio.create_task(track.run())
+    audio = call_audio(3, 1.0)
+    for chunk, start in enumerate(range(0, len(audio), 160), start=1):
+        track.push(chunk, audio[start : start + 160])
+    track.end()
+    await asyncio.wait_for(running, timeout=5)
+    assert (track.state, failures, Spool(tmp_path).entries()) == (DeepgramState.CLOSED, [], [])
+
+
+async def test_a_track_without_a_key_fails_to_the_spool(tmp_path: Path) -> None:
+    failures: list[SttError] = []
+    track = quiet_track(make_settings(deepgram_api_key=None, spool_dir=tmp_path), tmp_path, failures)
+    running = asyncio.create_task(track.run())
+    await asyncio.sleep(0)
+    track.push(1, call_audio(4, 0.02))
+    track.end()
+    await asyncio.wait_for(running, timeout=5)
+    assert track.state is DeepgramState.FAILED
+    assert [error.kind for error in failures] == ["no_key"]
+    [entry] = Spool(tmp_path).entries()
+    assert entry.duration_s == 0.02

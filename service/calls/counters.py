@@ -1,0 +1,39 @@
+"""Plain data (no I/O): which call a stream is, and what each of its tracks counted.
+
+The session, its tracks, their spoolers and the meter share these. A frame only adds to the plain integers
+of `TrackCounters`; `meter.py` turns them into metrics once a second, and `session.py` into the call.ended
+line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """The call a stream belongs to, as Twilio's `start` message gave it."""
+
+    call_sid: str
+    stream_sid: str
+    account_sid: str
+    tracks: tuple[str, ...]
+    custom_parameters: dict[str, str]
+
+
+@dataclass(slots=True)
+class TrackCounters:
+    frames_in: int = 0
+    bytes_sent: int = 0  # to Deepgram, replays included
+    messages_sent: int = 0  # audio messages to Deepgram (one per frame, or per batch with AUDIO_BATCH_MS)
+    bytes_spooled: int = 0
+    bytes_lost: int = 0  # could not be spooled either (disk full, spool not writable)
+    peak_waiting_bytes: int = 0  # most audio held in memory for Deepgram at once (bounded by AUDIO_BUFFER_S)
+    chunks_missing: int = 0  # gaps in Twilio's own chunk numbers
+    interims: int = 0
+    finals: int = 0
+    finals_repeated: int = 0  # finals for audio already final, not emitted again
+    keepalives: int = 0
+    reconnects: int = 0
+    request_ids: list[str] = field(default_factory=list)
+    spool_entries: list[str] = field(default_factory=list)

@@ -1,0 +1,33 @@
+"""Protocol layer (pure): how a Twilio stream ended, as a closed set plus a rejection's reason.
+
+`EndedBy` is what the calls metric is labelled with (a label takes a fixed set of values, never free text);
+`Ending` adds the reason a stream was rejected, and its `str()` is what the call.ended line and the
+database keep: "stop", "twilio_disconnected", "shutdown", or "rejected: <reason>".
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class EndedBy(enum.StrEnum):
+    STOP = "stop"  # Twilio's stop message
+    TWILIO_DISCONNECTED = "twilio_disconnected"  # the socket closed while streaming, without a stop
+    SHUTDOWN = "shutdown"  # this process is stopping
+    REJECTED = "rejected"  # callscribe closed the stream over bad input
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    how: EndedBy
+    detail: str = ""  # why a stream was rejected; empty for the others
+
+    @classmethod
+    def rejected(cls, reason: str) -> Ending:
+        return cls(EndedBy.REJECTED, reason)
+
+    def __str__(self) -> str:
+        if self.how is EndedBy.REJECTED:
+            return f"{self.how.value}: {self.detail}"
+        return self.how.value

@@ -1,0 +1,67 @@
+"""Protocol layer (pure: times and byte counts in, seconds out): when a track's sender may send to Deepgram.
+
+Times are seconds on one clock the caller picks; nothing here reads a clock. Three deadlines:
+
+- The replay pace. Deepgram accepts replayed audio at up to 1.25x real time; a short burst on top covers
+  what queued while connecting. It applies to every connection, and only a replay can get ahead of it.
+- The batch. With AUDIO_BATCH_MS over one frame, frames go out together, and the first waits no longer
+  than the batch lasts minus a frame.
+- KeepAlive. Deepgram closes a stream that hears nothing for about 10 s; DEEPGRAM_KEEPALIVE_S after the
+  last message, an idle sender sends KeepAlive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service import mulaw
+
+REPLAY_RATE = 1.25 * mulaw.BYTES_PER_SECOND
+REPLAY_BURST_BYTES = mulaw.BYTES_PER_SECOND // 2
+
+
+def ahead_of_pace(sent_bytes: int, elapsed_s: float) -> float:
+    """Seconds a connection that sent `sent_bytes` in its first `elapsed_s` is ahead of the replay pace.
+
+    Zero or less means it may send now.
+    """
+    return (sent_bytes - REPLAY_BURST_BYTES) / REPLAY_RATE - elapsed_s
+
+
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """AUDIO_BATCH_MS as the sender applies it."""
+
+    chunks: int  # frames per message to Deepgram; 1 sends each frame as it comes
+    wait_s: float  # how long a batch's first frame may wait for the rest
+
+    @classmethod
+    def of(cls, audio_batch_ms: int) -> Batching:
+        return cls(chunks=max(1, audio_batch_ms // mulaw.FRAME_MS), wait_s=(audio_batch_ms - mulaw.FRAME_MS) / 1000)
+
+    def send_in(self, pending_chunks: int, waiting_since: float, now: float, *, flush: bool) -> float | None:
+        """Seconds until the pending frames should go (zero or less: now); None when no frame is pending.
+
+        `waiting_since` is when the oldest pending frame came; `flush` (no more input) sends what there is.
+        """
+        if not pending_chunks:
+            return None
+        if flush or pending_chunks >= self.chunks:
+            return 0.0
+        return self.wait_s - (now - waiting_since)
+
+
+def keepalive_in(period_s: float, last_sent_at: float, now: float) -> float:
+    """Seconds until KeepAlive is due on a connection that last sent at `last_sent_at` (zero or less: now)."""
+    return period_s - (now - last_sent_at)
+
+
+def idle_sleep_s(keepalive_in_s: float, send_in_s: float | None, result_timeout_s: float | None) -> float:
+    """How long a caught-up sender sleeps before it looks again.
+
+    Until KeepAlive is due, or the pending batch (`send_in_s`, if any). While audio awaits results, the
+    caller passes DEEPGRAM_RESULT_TIMEOUT_S as `result_timeout_s`, and the sleep is no longer than that, so
+    a Deepgram gone silent is noticed.
+    """
+    sleep_s = keepalive_in_s if send_in_s is None else min(keepalive_in_s, send_in_s)
+    return sleep_s if result_timeout_s is None else min(sleep_s, result_timeout_s)

@@ -1,0 +1,80 @@
+"""Orchestration: the receiving half of a track's Deepgram side, what Deepgram's messages do to the track.
+
+A final acknowledges its audio in the ledger (a final for audio already final before a reconnect is
+counted, not emitted again); a result's transcripts, placed on the call's timeline (`timeline.py`), go to
+the sinks; Metadata, Deepgram's last word on a stream, acknowledges all the audio it processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from service.calls.counters import TrackCounters
+from service.calls.deepgram_state import Connection
+from service.calls.ledger import AudioLedger
+from service.calls.timeline import TrackTimeline, repeats_a_final
+from service.calls.transcript import TranscriptSink
+from service.deepgram.protocol import SttMetadata, SttResult, SttServerError
+from service.metrics import RESULT_LATENCY
+
+
+class TrackReceiver:
+    """Reads one track's Deepgram connections, one connection at a time."""
+
+    def __init__(
+        self, *, ledger: AudioLedger, counters: TrackCounters, timeline: TrackTimeline, emit: TranscriptSink, log: Any
+    ) -> None:
+        self._ledger = ledger
+        self._counters = counters
+        self._timeline = timeline
+        self._emit = emit
+        self._log = log
+        self._last_final_end_s = 0.0  # on the call's timeline
+
+    async def run(self, connection: Connection) -> None:
+        """Deepgram's messages on `connection` until it closes (an abnormal close raises SttError)."""
+        loop = asyncio.get_running_loop()
+        async for event in connection.live.events():
+            heard_at = connection.last_heard_at = loop.time()
+            if isinstance(event, SttResult):
+                if self._on_result(connection, event):
+                    RESULT_LATENCY.observe(loop.time() - heard_at)
+            elif isinstance(event, SttMetadata):
+                # Deepgram's last word on a stream: it has processed this much audio, finals included.
+                self._ledger.acknowledge(event.duration)
+                self._remember_request(event.request_id)
+            elif isinstance(event, SttServerError):
+                self._log.warning("deepgram.error_message", track=self._timeline.track, description=event.description)
+
+    def _on_result(self, connection: Connection, result: SttResult) -> bool:
+        """Count the result and emit its transcripts; True when any went to the sinks."""
+        if result.request_id:
+            self._remember_request(result.request_id)
+        offset_s = self._ledger.call_time(0.0)  # where this connection's audio starts on the call's timeline
+        if result.is_final:
+            connection.produced_results = True
+            if not self._take_final(result, offset_s):
+                return False
+        else:
+            self._counters.interims += 1
+        if not result.text:
+            return False  # Deepgram's results for silence: nothing to show or keep
+        for transcript in self._timeline.transcripts(result, offset_s):
+            self._emit(transcript)
+        return True
+
+    def _take_final(self, result: SttResult, offset_s: float) -> bool:
+        """A final acknowledges its audio; False when that audio was final already (before a reconnect)."""
+        self._ledger.acknowledge(result.end)
+        self._counters.finals += 1
+        end_s = result.end + offset_s
+        if repeats_a_final(end_s, result.duration, self._last_final_end_s):
+            self._counters.finals_repeated += 1
+            return False
+        self._last_final_end_s = max(self._last_final_end_s, end_s)
+        return True
+
+    def _remember_request(self, request_id: str) -> None:
+        if request_id not in self._counters.request_ids:
+            self._counters.request_ids.append(request_id)

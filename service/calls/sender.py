@@ -1,0 +1,165 @@
+"""Orchestration: the sending half of a track's Deepgram side, and the read loop's shortcut around it.
+
+`TrackSender.run` is one connection's sender task: the ledger to Deepgram, paced while replaying and
+batched with AUDIO_BATCH_MS (`pacing.py`), KeepAlive when idle, CloseStream once input ends. `send_now`
+lets Twilio's read loop send a frame itself while that task sleeps; its docstring tells the whole shortcut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from service.calls.counters import TrackCounters
+from service.calls.deepgram_state import DRAINING, IDLE, Connection, DeepgramSide, DeepgramState
+from service.calls.ledger import AudioLedger
+from service.calls.pacing import Batching, ahead_of_pace, idle_sleep_s, keepalive_in
+from service.errors import SttError, SttUnavailable
+from service.settings import Settings
+
+
+class Wakeup(asyncio.Event):
+    """The sender's wake-up: the Twilio side `set()`s it (the Event's own method: one call per frame), and
+    it rings itself at the sender's next deadline.
+
+    The sender may sleep once per frame, so a sleep makes no timer of its own: one alarm stays set, and is
+    moved only when it is due later than the new deadline. An alarm that rings early (audio kept coming)
+    just wakes the sender once per KeepAlive period to find nothing to do.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._alarm: asyncio.TimerHandle | None = None
+
+    async def sleep(self, timeout_s: float) -> None:
+        """Until `set()`, or `timeout_s` passes (the sleeper re-checks either way)."""
+        self.clear()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        if self._alarm is None or self._alarm.when() > deadline:
+            if self._alarm is not None:
+                self._alarm.cancel()
+            self._alarm = loop.call_at(deadline, self._ring)
+        await self.wait()
+
+    def disarm(self) -> None:
+        if self._alarm is not None:
+            self._alarm.cancel()
+            self._alarm = None
+
+    def _ring(self) -> None:
+        self._alarm = None
+        self.set()
+
+
+class TrackSender:
+    """Sends one track's ledger to its Deepgram connections, one connection at a time."""
+
+    def __init__(self, *, ledger: AudioLedger, side: DeepgramSide, counters: TrackCounters, settings: Settings) -> None:
+        self.wakeup = Wakeup()  # `push` and `end` set it
+        batch = Batching.of(settings.audio_batch_ms)
+        self.batching = batch.chunks > 1  # frames wait to go together; `push` then stamps `batch_started_at`
+        self.batch_started_at = 0.0  # time.monotonic() when the first pending frame of a batch came
+        self._batch = batch
+        self._ledger = ledger
+        self._side = side
+        self._counters = counters
+        self._settings = settings
+        self._connection: Connection | None = None  # the one `run` sends on; `send_now` uses it only while IDLE
+
+    async def send_now(self) -> None:
+        """Sending from the read loop: the frame `push` just queued goes to Deepgram from the caller's task.
+
+        Twilio's read loop (`web/app.py`) gives each message to `CallSession.on_message`, which pushes a
+        frame to its track (`TrackStream.push`) and returns without awaiting; the loop then awaits
+        `CallSession.send_pushed`, which calls this. While the sender task sleeps caught up on an open
+        connection (IDLE, which it enters only when every frame goes alone: AUDIO_BATCH_MS of one frame),
+        `push` does not wake it, and the frame goes from here: one task switch fewer per frame. In any other
+        state `push` woke the sender, and this returns.
+
+        The frame is written to the socket before the first await, so it keeps its place among the sender's
+        messages. The await returns at once unless Deepgram's socket is backed up, and long before that the
+        ledger's bound (sent audio counts until it is final) moves the track to the spool. Ahead of the
+        replay pace, or when the send fails, the sender is woken and takes over: the frame is in the ledger,
+        unsent or unacknowledged, so it goes later or the next connection replays it.
+        """
+        connection = self._connection
+        if self._side.state is not IDLE or connection is None or not self._ledger.pending_chunks:
+            return
+        now = asyncio.get_running_loop().time()
+        if ahead_of_pace(self._ledger.connection_sent, now - connection.started_at) > 0:
+            self.wakeup.set()
+            return
+        chunk = self._ledger.take(1)
+        try:
+            await connection.live.send_audio(chunk)
+        except SttError:
+            self.wakeup.set()
+            return
+        self._sent(connection, chunk, now)
+
+    async def run(self, connection: Connection) -> None:
+        """Ledger to Deepgram, paced while replaying; KeepAlive when idle; CloseStream when input ends."""
+        loop = asyncio.get_running_loop()
+        ledger = self._ledger
+        self._connection = connection
+        connection.start_clocks(loop.time())
+        try:
+            while True:
+                now = loop.time()
+                self._check_deepgram_alive(connection, now)
+                draining = self._side.state is DRAINING
+                send_in_s = self._batch.send_in(
+                    ledger.pending_chunks, self.batch_started_at, time.monotonic(), flush=draining
+                )
+                if send_in_s is not None and send_in_s <= 0:
+                    await self._send_pending(connection, now)
+                elif draining:  # and nothing is pending
+                    await connection.live.close_stream()
+                    return
+                else:
+                    await self._idle(connection, now, send_in_s)
+        finally:
+            self.wakeup.disarm()
+
+    async def _send_pending(self, connection: Connection, now: float) -> None:
+        ledger = self._ledger
+        ahead_s = ahead_of_pace(ledger.connection_sent, now - connection.started_at)
+        if ahead_s > 0:  # replaying faster than Deepgram allows
+            await asyncio.sleep(ahead_s)
+            return
+        chunk = ledger.take(self._batch.chunks)
+        await connection.live.send_audio(chunk)
+        self._sent(connection, chunk, asyncio.get_running_loop().time())
+        if self.batching and ledger.pending_chunks:
+            self.batch_started_at = time.monotonic()
+
+    async def _idle(self, connection: Connection, now: float, send_in_s: float | None) -> None:
+        """Nothing to send yet: KeepAlive when due, else sleep until `push`, `end` or the next deadline."""
+        settings = self._settings
+        keepalive_in_s = keepalive_in(settings.deepgram_keepalive_s, connection.last_sent_at, now)
+        if keepalive_in_s <= 0:
+            await connection.live.keep_alive()
+            self._counters.keepalives += 1
+            connection.last_sent_at = asyncio.get_running_loop().time()
+            return
+        result_timeout_s = settings.deepgram_result_timeout_s if self._ledger.unacknowledged_bytes else None
+        sleep_s = idle_sleep_s(keepalive_in_s, send_in_s, result_timeout_s)
+        if self.batching:  # `push` wakes the sender for every frame, to collect it into the batch
+            await self.wakeup.sleep(sleep_s)
+            return
+        self._side.move(DeepgramState.IDLE)  # every frame goes alone: meanwhile the read loop sends them
+        try:
+            await self.wakeup.sleep(sleep_s)
+        finally:
+            self._side.move(DeepgramState.OPEN)
+
+    def _sent(self, connection: Connection, chunk: bytes, now: float) -> None:
+        self._counters.bytes_sent += len(chunk)
+        self._counters.messages_sent += 1
+        connection.last_sent_at = now
+
+    def _check_deepgram_alive(self, connection: Connection, now: float) -> None:
+        limit = self._settings.deepgram_result_timeout_s
+        if self._ledger.unacknowledged_bytes and now - connection.last_heard_at > limit:
+            raise SttUnavailable(f"Deepgram sent nothing for DEEPGRAM_RESULT_TIMEOUT_S ({limit:g} s)", kind="silent")

@@ -1,0 +1,117 @@
+"""Orchestration: where one track's audio goes when live transcription cannot take it, through the `Spool` port.
+
+`Spool` and `SpoolSegment` are the port; `service/spool/directory.py` implements them, and the app passes
+one in (calls/ does not import spool/: imports point downwards). A segment's disk errors never end a call:
+`GuardedSegment` counts the audio it could not keep as lost and says so once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from service.calls.counters import CallInfo, TrackCounters
+
+
+class SpoolSegment(Protocol):
+    def write(self, mulaw: bytes) -> None: ...
+    def close(self) -> Any: ...
+
+
+class Spool(Protocol):
+    def open_segment(
+        self, *, call_sid: str, stream_sid: str, track: str, start_s: float, reason: str
+    ) -> SpoolSegment: ...
+
+
+class GuardedSegment:
+    """A spool segment whose disk errors are counted and said once, instead of ending the call."""
+
+    def __init__(self, open_segment: Callable[[], SpoolSegment], counters: TrackCounters, log: Any) -> None:
+        self._counters = counters
+        self._log = log
+        self._segment: SpoolSegment | None = None
+        try:
+            self._segment = open_segment()
+        except OSError as exc:
+            self._lost(exc)
+
+    def write(self, mulaw: bytes) -> None:
+        if self._segment is not None:
+            try:
+                self._segment.write(mulaw)
+            except OSError as exc:
+                self._lost(exc)
+            else:
+                self._counters.bytes_spooled += len(mulaw)
+                return
+        self._counters.bytes_lost += len(mulaw)
+
+    def close(self) -> Any:
+        if self._segment is None:
+            return None
+        try:
+            return self._segment.close()
+        except OSError as exc:
+            self._lost(exc)
+            return None
+
+    def _lost(self, error: OSError) -> None:
+        self._segment = None
+        self._log.error("audio.lost", why=f"cannot write the spool: {error.strerror or error}")
+
+
+class TrackSpooler:
+    """One track's spool entries: the open segment its new audio goes to, and closed stretches of older audio."""
+
+    def __init__(self, spool: Spool, *, call: CallInfo, track: str, counters: TrackCounters, log: Any) -> None:
+        # While set, the track's new audio goes here instead of to Deepgram (`TrackStream.push` reads it).
+        self.segment: GuardedSegment | None = None
+        self._spool = spool
+        self._call = call
+        self._track = track
+        self._counters = counters
+        self._log = log
+
+    def start(self, start_s: float, reason: str) -> GuardedSegment:
+        """From `start_s` on the call's timeline, the track's audio goes to a spool segment (until `close`)."""
+        self.segment = self._open(start_s, reason)
+        self._log.warning("audio.spooling", track=self._track, from_s=round(start_s, 2), why=reason)
+        return self.segment
+
+    def take_over(self, start_s: float, audio: bytes, reason: str, *, stream_open: bool) -> None:
+        """Live transcription gave up: `audio` (not final, from `start_s`) and, while the stream is open, what comes."""
+        if self.segment is None and (audio or stream_open):
+            self.start(start_s, reason).write(audio)
+        else:
+            # Already spooling newer audio: this older stretch gets its own entry.
+            self.stretch(start_s, audio, reason)
+
+    def stretch(self, start_s: float, audio: bytes, reason: str) -> None:
+        """One closed spool entry for a stretch of audio (none for no audio)."""
+        if not audio:
+            return
+        segment = self._open(start_s, reason)
+        segment.write(audio)
+        self._record(segment.close())
+        self._log.warning("audio.spooling", track=self._track, from_s=round(start_s, 2), why=reason)
+
+    def close(self) -> None:
+        """The open segment, if any, becomes a complete entry."""
+        if self.segment is not None:
+            self._record(self.segment.close())
+            self.segment = None
+
+    def _open(self, start_s: float, reason: str) -> GuardedSegment:
+        return GuardedSegment(
+            lambda: self._spool.open_segment(
+                call_sid=self._call.call_sid, stream_sid=self._call.stream_sid, track=self._track,
+                start_s=start_s, reason=reason,
+            ),
+            self._counters,
+            self._log.bind(track=self._track),
+        )  # fmt: skip
+
+    def _record(self, entry: Any) -> None:
+        if entry is not None:
+            self._counters.spool_entries.append(str(getattr(entry, "id", entry)))

@@ -1,0 +1,107 @@
+"""The sender's deadlines as numbers: replay pace, batching, KeepAlive, and how long an idle sender sleeps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.calls.pacing import Batching, ahead_of_pace, idle_sleep_s, keepalive_in
+
+# 8000 bytes are one second of audio; the pace is 1.25x that (10,000 bytes a second) after a 4000-byte burst.
+
+
+@pytest.mark.parametrize(
+    ("sent_bytes", "elapsed_s", "ahead_s"),
+    [
+        (0, 0.0, -0.4),  # nothing sent: a whole burst may go at once
+        (4000, 0.0, 0.0),  # the burst, at once: exactly at the limit, still allowed
+        (4160, 0.0, 0.016),  # one frame beyond the burst at once: wait for it
+        (14_000, 1.0, 0.0),  # burst plus one second at 1.25x: exactly on pace
+        (24_000, 1.0, 1.0),  # burst plus two seconds' pace in one: a second ahead
+        (8000, 1.0, -0.6),  # live audio (1x real time) never gets ahead
+        (804_000, 80.0, 0.0),  # a long replay keeps the same rate, with no drift
+    ],
+)
+def test_replay_pace(sent_bytes: int, elapsed_s: float, ahead_s: float) -> None:
+    assert ahead_of_pace(sent_bytes, elapsed_s) == pytest.approx(ahead_s, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("audio_batch_ms", "chunks", "wait_s"),
+    [
+        (20, 1, 0.0),  # the default: every frame alone, nothing waits
+        (40, 2, 0.02),  # two frames: the first waits one frame for the second
+        (100, 5, 0.08),  # the maximum: five frames, the first waits four
+        (50, 2, 0.03),  # not a whole number of frames: whole frames, the wait as asked
+    ],
+)
+def test_batching_from_the_setting(audio_batch_ms: int, chunks: int, wait_s: float) -> None:
+    batch = Batching.of(audio_batch_ms)
+    assert (batch.chunks, batch.wait_s) == (chunks, pytest.approx(wait_s))
+
+
+@pytest.mark.parametrize(
+    ("batch", "pending", "now", "flush", "send_in_s"),
+    [
+        (Batching(5, 0.08), 0, 10.5, False, None),  # nothing pending: no deadline
+        (Batching(5, 0.08), 0, 10.5, True, None),  # nothing pending, input ended: still nothing to send
+        (Batching(5, 0.08), 5, 10.0, False, 0.0),  # a full batch goes at once
+        (Batching(5, 0.08), 7, 10.0, False, 0.0),  # more than a batch (after a reconnect): at once
+        (Batching(5, 0.08), 2, 10.03, False, 0.05),  # a partial batch waits for the rest
+        (Batching(5, 0.08), 2, 10.1, False, -0.02),  # ... but no longer than the batch lasts
+        (Batching(5, 0.08), 2, 10.0, True, 0.0),  # input ended: what there is goes now
+        (Batching(1, 0.0), 1, 10.0, False, 0.0),  # one frame per message: every frame goes at once
+    ],
+)
+def test_when_pending_frames_go(
+    batch: Batching, pending: int, now: float, flush: bool, send_in_s: float | None
+) -> None:
+    """The oldest pending frame came at 10.0."""
+    got = batch.send_in(pending, 10.0, now, flush=flush)
+    assert got == (None if send_in_s is None else pytest.approx(send_in_s))
+
+
+@pytest.mark.parametrize(
+    ("last_sent_at", "now", "due_in_s"),
+    [
+        (100.0, 100.0, 4.0),  # just sent: a whole period to go
+        (100.0, 102.5, 1.5),
+        (100.0, 104.0, 0.0),  # due exactly now
+        (100.0, 109.0, -5.0),  # overdue (the loop was busy): send at once
+    ],
+)
+def test_keepalive_deadline(last_sent_at: float, now: float, due_in_s: float) -> None:
+    assert keepalive_in(4.0, last_sent_at, now) == pytest.approx(due_in_s)
+
+
+@pytest.mark.parametrize(
+    ("keepalive_in_s", "send_in_s", "result_timeout_s", "sleep_s"),
+    [
+        (3.0, None, None, 3.0),  # nothing pending, nothing awaiting results: until KeepAlive
+        (3.0, 0.05, None, 0.05),  # a partial batch: until it is due
+        (0.01, 0.05, None, 0.01),  # KeepAlive first, even with a batch waiting
+        (3.0, None, 15.0, 3.0),  # awaiting results: the result timeout is longer, KeepAlive comes first
+        (3.0, None, 1.0, 1.0),  # awaiting results with a short DEEPGRAM_RESULT_TIMEOUT_S: wake to check
+        (3.0, 0.05, 1.0, 0.05),  # all three: the earliest
+    ],
+)
+def test_idle_sleep(
+    keepalive_in_s: float, send_in_s: float | None, result_timeout_s: float | None, sleep_s: float
+) -> None:
+    assert idle_sleep_s(keepalive_in_s, send_in_s, result_timeout_s) == sleep_s
+
+
+@pytest.mark.parametrize(
+    "module", ["service.calls.pacing", "service.calls.timeline", "service.calls.deepgram_state", "service.calls.ending"]
+)
+def test_pure_modules_import_no_runtime(module: str) -> None:
+    """Pure means not even indirectly: no event loop, no logging library, no database toolkit."""
+    probe = f"import sys, {module}; print(sorted({{'asyncio', 'structlog', 'sqlalchemy'}} & set(sys.modules)))"
+    root = Path(__file__).resolve().parents[2]
+    completed = subprocess.run(  # noqa: S603 - our own interpreter, our own probe
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.strip() == "[]"
