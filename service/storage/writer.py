@@ -11,6 +11,7 @@ time off the event loop, and from then on survive a crash. Writes keep one order
 every new write goes behind it; the writer replays it (oldest first) after what is in memory, and removes it
 only when all of it is written and nothing is on its way to it. `stop` gives the writer a bounded time and
 journals whatever is left, ahead of what the journal already holds. A start-up replays a journal left behind.
+Retention (the hourly purge the store starts) is `retention.py`'s.
 
 Logs name an error's type, never its text or the URL: either may carry a password or a transcript.
 """
@@ -20,17 +21,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import datetime
 import itertools
 import random
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import structlog
-from sqlalchemy import Table, delete, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.calls.events import CallEnded, CallStarted
 from service.calls.transcript import Transcript, speaker_for
@@ -38,10 +37,9 @@ from service.retry import backoff
 from service.settings import Settings
 from service.storage.journal import Journal
 from service.storage.outbox import add_webhook_event
-from service.storage.schema import WebhookDelivery, create_engine
+from service.storage.retention import PURGE_INTERVAL_S, purge_hourly
+from service.storage.schema import create_engine
 from service.storage.writes import (
-    CALLS,
-    UTTERANCES,
     Write,
     call_ended_write,
     call_started_write,
@@ -50,18 +48,13 @@ from service.storage.writes import (
     statements,
     utterance_write,
 )
-from service.times import as_utc, utc_now
+from service.times import Clock, utc_now
 
 log = structlog.get_logger("callscribe.store")
-
-Clock = Callable[[], datetime.datetime]
 
 BATCH_MAX = 50  # writes per transaction: small, so one slow batch never holds much back
 RETRY_BASE_S = 0.5
 RETRY_CAP_S = 30.0  # a database that is down for hours is tried about twice a minute
-PURGE_INTERVAL_S = 3600.0
-
-WEBHOOK_DELIVERIES: Table = cast(Table, WebhookDelivery.__table__)
 
 
 @dataclass
@@ -208,7 +201,10 @@ class TranscriptStore:
         self._writer = asyncio.create_task(self._run_writer(), name="store-writer")
         self._flusher = asyncio.create_task(self._run_flusher(), name="store-journal")
         if self.settings.retention_days is not None:
-            self._purger = asyncio.create_task(self._run_purge(self.settings.retention_days), name="store-purge")
+            purging = purge_hourly(
+                self._engine, self.settings.retention_days, clock=self._clock, interval_s=self._purge_interval_s
+            )
+            self._purger = asyncio.create_task(purging, name="store-purge")
 
     def _recover_journals(self) -> int:
         """What this slot holds from an earlier process, plus what dead processes left in the other slots."""
@@ -418,44 +414,3 @@ class TranscriptStore:
                 "store.recovered", down_s=round(time.monotonic() - outage.started, 3), failures=outage.attempts,
                 queued=len(self._queue), journal_pending=self._journaling,
             )  # fmt: skip
-
-    # --- Retention ------------------------------------------------------------------------------------------
-
-    async def _run_purge(self, days: int) -> None:
-        assert self._engine is not None  # started
-        while True:
-            try:
-                deleted = await purge_older_than(self._engine, days, self._clock())
-            except Exception as exc:  # noqa: BLE001 - the next hour tries again; the error is logged
-                log.warning("store.purge_failed", error=describe(exc))
-            else:
-                if deleted:
-                    log.info("store.purged", calls=deleted, retention_days=days)
-            await asyncio.sleep(self._purge_interval_s)
-
-
-async def purge(settings: Settings, *, now: datetime.datetime | None = None) -> int:
-    """Delete calls that started more than RETENTION_DAYS ago, with their utterances and webhook deliveries."""
-    if settings.retention_days is None:
-        raise ValueError("RETENTION_DAYS is not set: nothing to purge by")
-    engine = create_engine(settings.database_url)
-    try:
-        return await purge_older_than(engine, settings.retention_days, now or utc_now())
-    finally:
-        await engine.dispose()
-
-
-async def purge_older_than(engine: AsyncEngine, days: int, now: datetime.datetime) -> int:
-    """One transaction; returns the calls deleted. Children go explicitly: SQLite enforces no CASCADE without
-    its foreign-key pragma, and webhook deliveries have no foreign key at all."""
-    cutoff = as_utc(now) - datetime.timedelta(days=days)
-    old = select(CALLS.c.call_sid).where(CALLS.c.started_at < cutoff)
-    async with engine.begin() as connection:
-        await _delete_children(connection, old)
-        result = await connection.execute(delete(CALLS).where(CALLS.c.started_at < cutoff))
-    return int(result.rowcount)
-
-
-async def _delete_children(connection: AsyncConnection, calls: Any) -> None:
-    await connection.execute(delete(UTTERANCES).where(UTTERANCES.c.call_sid.in_(calls)))
-    await connection.execute(delete(WEBHOOK_DELIVERIES).where(WEBHOOK_DELIVERIES.c.call_sid.in_(calls)))
