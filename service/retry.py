@@ -1,4 +1,4 @@
-"""Protocol layer (no I/O): when to reconnect to Deepgram, and how long to wait first.
+"""Protocol layer (no I/O): when to retry (a Deepgram connection, the transcript database), and how long to wait.
 
 Full-jitter exponential backoff (https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/):
 the n-th retry waits a uniform random time in [0, min(cap, base * 2**n)], so many calls that lost Deepgram at
@@ -7,6 +7,7 @@ the same moment do not come back at the same moment. The random source is inject
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -23,18 +24,23 @@ def backoff(attempt: int, *, base_s: float, cap_s: float, rng: random.Random) ->
 
 @dataclass
 class Outage:
-    """Failures of one track's Deepgram connection since it last worked; decides when to give up."""
+    """Failures since something last worked (a track's Deepgram connection, the store's database); decides when
+    to give up (never, without a limit)."""
 
-    limit_s: float
+    limit_s: float = math.inf
     attempts: int = 0
     started_at: float | None = None
 
     def connection_ended(self, *, opened_at: float, now: float, produced_results: bool) -> None:
         """A connection failed; one that was healthy first starts a fresh outage."""
         if produced_results or now - opened_at >= HEALTHY_AFTER_S:
-            self.attempts = 0
-            self.started_at = None
+            self.recovered()
         self.failed(now)
+
+    def recovered(self) -> None:
+        """It works again: the next failure starts a fresh outage."""
+        self.attempts = 0
+        self.started_at = None
 
     def failed(self, now: float) -> None:
         self.attempts += 1

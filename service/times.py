@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
+
+# What a component that stamps or compares times is given, so tests can fix the time: `utc_now` in production.
+Clock = Callable[[], datetime.datetime]
 
 
 def utc_now() -> datetime.datetime:

@@ -47,13 +47,13 @@ def current(_args: argparse.Namespace) -> int:
 
 
 def purge(args: argparse.Namespace) -> int:
-    from service.storage import writer as store  # noqa: PLC0415 - `db upgrade` runs at every release and needs none of it
+    from service.storage import retention  # noqa: PLC0415 - `db upgrade` runs at every release and needs none of it
 
     settings = load_settings()
     days = args.days if args.days is not None else settings.retention_days
     if days is None or days < 1:
         sys.stderr.write("nothing to purge by: set RETENTION_DAYS or pass --days N (N >= 1)\n")
         return 2
-    deleted = asyncio.run(store.purge(settings.model_copy(update={"retention_days": days})))
+    deleted = asyncio.run(retention.purge(settings.model_copy(update={"retention_days": days})))
     sys.stdout.write(f"purged {deleted} call(s) started more than {days} day(s) ago\n")
     return 0

@@ -30,7 +30,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from typing import Any
 from service import mulaw
 from service.files import fsync_directory, write_all
 from service.spool.wav import HEADER_BYTES, PAD_BYTE, UNKNOWN_SIZE, WavFormatError, header_data_size, mulaw_wav_header
-from service.times import utc_now
+from service.times import Clock, utc_now
 
 SIDECAR_VERSION = 1
 RECOVERED = "recovered after a crash"
@@ -47,7 +47,6 @@ ORPHAN_AGE_S = 3600.0  # a .wav.part without metadata this old belongs to no liv
 _WAV, _SIDECAR, _PART, _SEGMENT, _TMP = ".wav", ".json", ".wav.part", ".segment.json", ".tmp"
 _STAMP = "%Y%m%dT%H%M%S%fZ"  # no dots, so a file's stem is everything before its first dot
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
-Clock = Callable[[], datetime.datetime]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 An `utterance.final` row goes in with its utterance, a `call.completed` row with the call's end (carrying
 the whole transcript stored by then). Event ids are stable, so writing the same utterance again (a retry, a
-journal replay) adds no second event. `webhooks.py` delivers what is here.
+journal replay) adds no second event. `webhooks/sender.py` delivers what is here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.storage.schema import Call, Utterance, WebhookDelivery
+from service.storage.schema import Call, DeliveryStatus, Utterance, WebhookDelivery
 from service.storage.webhook_events import call_completed_event, utterance_event
 from service.storage.writes import Write
 
@@ -34,7 +34,7 @@ async def add_webhook_event(connection: AsyncConnection, write: Write, now: date
             event_type=event["type"],
             call_sid=event["data"]["call_sid"],
             payload=event,
-            status="pending",
+            status=DeliveryStatus.PENDING,
             attempts=0,
             next_attempt_at=now,
             created_at=now,

@@ -1,7 +1,7 @@
 """Storage layer, read side: calls and their utterances out of the database, as typed frozen records.
 
-No Quart here: `api.py` and `calls_cli.py` both read through these functions, so the API and the command
-line can never disagree about what a call holds. Writing is `store.py`'s job; `delete_call` is the one write,
+No Quart here: `web/api.py` and `cli/calls.py` both read through these functions, so the API and the command
+line can never disagree about what a call holds. Writing is `writer.py`'s job; `delete_call` is the one write,
 because deleting is something a reader of the API asks for.
 
 Listing is keyset-paginated on (started_at, call_sid), newest first: a page never repeats or skips a call
@@ -21,12 +21,11 @@ from typing import Any
 from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from service.storage.schema import Call, Utterance, WebhookDelivery
+from service.storage.schema import Call, CallStatus, Utterance, WebhookDelivery
 from service.times import as_utc
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
-ACTIVE = "active"
 
 
 class CursorError(ValueError):
@@ -47,7 +46,7 @@ class CallRecord:
     tracks: tuple[str, ...]
     started_at: datetime.datetime
     ended_at: datetime.datetime | None
-    status: str
+    status: CallStatus
     ended_by: str | None
     deepgram_request_ids: tuple[str, ...]
     audio_s_inbound: float
@@ -124,7 +123,7 @@ def _filtered(
     if until is not None:
         statement = statement.where(Call.started_at < as_utc(until))
     if active is not None:
-        statement = statement.where(Call.status == ACTIVE if active else Call.status != ACTIVE)
+        statement = statement.where(Call.status == CallStatus.ACTIVE if active else Call.status != CallStatus.ACTIVE)
     return statement
 
 
@@ -190,7 +189,7 @@ def _call_record(call: Call) -> CallRecord:
         tracks=tuple(call.tracks or ()),
         started_at=as_utc(call.started_at),
         ended_at=None if call.ended_at is None else as_utc(call.ended_at),
-        status=call.status,
+        status=CallStatus(call.status),
         ended_by=call.ended_by,
         deepgram_request_ids=tuple(call.deepgram_request_ids or ()),
         audio_s_inbound=call.audio_s_inbound,

@@ -2,22 +2,22 @@
 
 SQLite (aiosqlite) in the working directory by default, so `make run` needs nothing else; PostgreSQL
 (asyncpg) when DATABASE_URL says so, including Heroku's `postgres://` form. The schema is managed by the
-Alembic migrations in `service/migrations/`; `metadata` here is what they are checked against.
+Alembic migrations in `service/storage/migrations/`; `metadata` here is what they are checked against.
 
 Every row has a natural, idempotent key, so writing the same call or utterance twice (a retry, a journal
-replay, a batch delivery after a crash) never makes two rows.
+replay, a batch delivery after a crash) never makes two rows. The closed sets of values some columns hold are
+the `StrEnum`s here: their members are the very strings the database stores, so no migration depends on them.
 """
 
 from __future__ import annotations
 
 import datetime
+import enum
 from typing import Any, ClassVar
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///callscribe.sqlite3"
 
 # Constraint names are fixed so migrations can name them on every backend.
 NAMING = {
@@ -26,6 +26,28 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+class CallStatus(enum.StrEnum):
+    """`calls.status`: streaming still, or ended."""
+
+    ACTIVE = "active"
+    COMPLETED = "completed"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """`webhook_deliveries.status`: waiting for (another) attempt, received, or given up on."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class EventType(enum.StrEnum):
+    """`webhook_deliveries.event_type`, and the `type` of the event TRANSCRIPT_WEBHOOK_URL receives."""
+
+    UTTERANCE_FINAL = "utterance.final"
+    CALL_COMPLETED = "call.completed"
 
 
 class Base(DeclarativeBase):
@@ -48,7 +70,7 @@ class Call(Base):
     tracks: Mapped[list[str]] = mapped_column(default=list)
     started_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), index=True)
     ended_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
-    status: Mapped[str] = mapped_column(String(16), default="active", index=True)  # active | completed
+    status: Mapped[str] = mapped_column(String(16), default=CallStatus.ACTIVE, index=True)  # a CallStatus
     ended_by: Mapped[str | None] = mapped_column(Text, default=None)
     deepgram_request_ids: Mapped[list[str]] = mapped_column(default=list)
     audio_s_inbound: Mapped[float] = mapped_column(Float, default=0.0)
@@ -83,10 +105,10 @@ class WebhookDelivery(Base):
     __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
 
     event_id: Mapped[str] = mapped_column(String(200), primary_key=True)  # idempotent: one per event
-    event_type: Mapped[str] = mapped_column(String(32))  # utterance.final | call.completed
+    event_type: Mapped[str] = mapped_column(String(32))  # an EventType
     call_sid: Mapped[str] = mapped_column(String(64), index=True)
     payload: Mapped[dict[str, Any]] = mapped_column()
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)  # a DeliveryStatus
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text, default=None)

@@ -10,8 +10,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-UTTERANCE_FINAL = "utterance.final"
-CALL_COMPLETED = "call.completed"
+from service.storage.schema import EventType
 
 
 def _iso(value: datetime.datetime | None) -> str | None:
@@ -21,8 +20,8 @@ def _iso(value: datetime.datetime | None) -> str | None:
 def utterance_event(utterance: Mapping[str, Any], created_at: datetime.datetime) -> dict[str, Any]:
     """`utterance.final`: one final result, with its speaker and place on the call's timeline."""
     return {
-        "id": f"{UTTERANCE_FINAL}:{utterance['key']}",
-        "type": UTTERANCE_FINAL,
+        "id": f"{EventType.UTTERANCE_FINAL}:{utterance['key']}",
+        "type": EventType.UTTERANCE_FINAL,
         "created_at": _iso(created_at),
         "data": {
             "call_sid": utterance["call_sid"],
@@ -42,8 +41,8 @@ def call_completed_event(
 ) -> dict[str, Any]:
     """`call.completed`: the call and its whole transcript as stored when the stream ended."""
     return {
-        "id": f"{CALL_COMPLETED}:{call['call_sid']}",
-        "type": CALL_COMPLETED,
+        "id": f"{EventType.CALL_COMPLETED}:{call['call_sid']}",
+        "type": EventType.CALL_COMPLETED,
         "created_at": _iso(created_at),
         "data": {
             "call_sid": call["call_sid"],

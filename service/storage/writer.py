@@ -1,16 +1,17 @@
 """I/O layer: calls and their final transcripts into the database, without ever slowing a call.
 
 `TranscriptStore` is a `CallObserver`. Its methods run on the audio path, so they only turn the event into a
-`Write` (`service/writes.py`) and append it to a bounded in-memory queue. One writer task drains the queue in
-small batches, one transaction each, with idempotent upserts, so a retry, a journal replay or a batch delivery
-after a restart never makes a second row. Interim results are not stored.
+`Write` (`writes.py`) and put it in the store's `WriteQueue` (`queue.py`), which decides every question of
+order: memory first, then the journal; what goes to the journal, and when it may be removed; what `stop`
+journals. Two tasks here do what it decides. The writer task takes its batches to the database, one
+transaction each, with idempotent upserts, so a retry, a journal replay or a batch delivery after a restart never
+makes a second row; it retries an outage with full-jitter backoff. The journal task appends what the queue sends
+to the journal (`journal.py`, DB_JOURNAL_PATH), fsynced a batch at a time in a thread, off the event loop; from
+then on those writes survive a crash. Interim results are not stored. Retention is `retention.py`'s.
 
-When the database is down the writer retries with full-jitter backoff, and writes wait in memory up to
-DB_QUEUE_MAX. Past that they go to the journal (`service/journal.py`, DB_JOURNAL_PATH), fsynced a batch at a
-time off the event loop, and from then on survive a crash. Writes keep one order: once the journal is in use,
-every new write goes behind it; the writer replays it (oldest first) after what is in memory, and removes it
-only when all of it is written and nothing is on its way to it. `stop` gives the writer a bounded time and
-journals whatever is left, ahead of what the journal already holds. A start-up replays a journal left behind.
+When the database is down, writes wait in memory up to DB_QUEUE_MAX, then in the journal, which the writer
+replays (oldest first) once memory is written. `stop` gives the writer a bounded time and journals whatever is
+left, ahead of what the journal already holds. A start-up replays a journal left behind.
 
 Logs name an error's type, never its text or the URL: either may carry a password or a transcript.
 """
@@ -18,30 +19,26 @@ Logs name an error's type, never its text or the URL: either may carry a passwor
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import datetime
-import itertools
+import functools
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
 
 import structlog
-from sqlalchemy import Table, delete, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.calls.events import CallEnded, CallStarted
 from service.calls.transcript import Transcript, speaker_for
-from service.retry import backoff
+from service.retry import Outage, backoff
 from service.settings import Settings
 from service.storage.journal import Journal
 from service.storage.outbox import add_webhook_event
-from service.storage.schema import WebhookDelivery, create_engine
+from service.storage.queue import Batch, Closing, Placement, ReadJournal, RemoveJournal, WriteQueue
+from service.storage.retention import PURGE_INTERVAL_S, purge_hourly
+from service.storage.schema import create_engine
 from service.storage.writes import (
-    CALLS,
-    UTTERANCES,
     Write,
     call_ended_write,
     call_started_write,
@@ -50,18 +47,13 @@ from service.storage.writes import (
     statements,
     utterance_write,
 )
-from service.times import as_utc, utc_now
+from service.times import Clock, utc_now
 
 log = structlog.get_logger("callscribe.store")
-
-Clock = Callable[[], datetime.datetime]
 
 BATCH_MAX = 50  # writes per transaction: small, so one slow batch never holds much back
 RETRY_BASE_S = 0.5
 RETRY_CAP_S = 30.0  # a database that is down for hours is tried about twice a minute
-PURGE_INTERVAL_S = 3600.0
-
-WEBHOOK_DELIVERIES: Table = cast(Table, WebhookDelivery.__table__)
 
 
 @dataclass
@@ -76,10 +68,153 @@ class StoreCounters:
     lost: int = 0  # writes neither the database nor the journal file could take
 
 
-@dataclass
-class _Outage:
-    started: float  # time.monotonic()
-    attempts: int = 0
+class _Changes:
+    """Wakes the store's tasks whenever its queue changes; each one waits for the state it needs."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            if self._event.is_set():
+                self._event = asyncio.Event()  # what it announced has just been looked at
+            await self._event.wait()
+
+
+def _journal_failed(counters: StoreCounters, count: int, error: OSError) -> None:
+    counters.lost += count
+    log.error("store.journal_failed", writes=count, error=describe(error), why=error.strerror or "")
+
+
+class _DatabaseWriter:
+    """The writer task: the queue's next batch into the database, one transaction each. An outage is retried with
+    full-jitter backoff; a write the database refuses is dropped alone; the journal is replayed, then removed."""
+
+    def __init__(
+        self,
+        queue: WriteQueue[Write],
+        changes: _Changes,
+        journal: Journal,
+        counters: StoreCounters,
+        engine: AsyncEngine,
+        *,
+        clock: Clock,
+        delay: Callable[[int], float],
+        webhooks: bool,
+    ) -> None:
+        self._queue, self._changes, self._journal, self._counters = queue, changes, journal, counters
+        self._engine, self._clock, self._delay = engine, clock, delay
+        self._webhooks = webhooks  # the outbox: an event for each write, in its transaction
+        self._outage = Outage()  # no limit: the store waits for its database however long it takes
+
+    async def run(self) -> None:
+        while True:
+            step = self._queue.next_step()
+            if step is None:
+                await self._changes.until(lambda: self._queue.has_work)
+            elif isinstance(step, RemoveJournal):
+                self._remove_journal()
+            elif isinstance(step, ReadJournal):
+                batch = self._read_journal(step)
+                if batch is not None:
+                    await self._write(batch)
+            else:
+                await self._write(step)
+
+    def _read_journal(self, step: ReadJournal) -> Batch[Write] | None:
+        writes, end, skipped = self._journal.read(step.offset, step.limit)
+        if skipped:
+            log.error("store.journal_unreadable", lines=skipped, journal=str(self._journal.path))
+        return self._queue.journal_read(writes, end)
+
+    def _remove_journal(self) -> None:
+        # Not in a thread: nothing may be queued for the journal between the queue's decision and the unlink.
+        self._journal.remove()
+        self._queue.journal_removed()
+        log.info("store.journal_replayed", replayed=self._counters.replayed, journal=str(self._journal.path))
+
+    async def _write(self, batch: Batch[Write]) -> None:
+        try:
+            await self._commit(batch.writes)
+        except Exception as exc:  # noqa: BLE001 - the writer must outlive any error: it retries, or drops and says so
+            await self._failed(batch, exc)
+        else:
+            self._recovered()
+            self._counters.written += len(batch.writes)
+            if batch.replayed:
+                self._counters.replayed += len(batch.writes)
+            self._queue.written(batch)
+
+    async def _commit(self, writes: tuple[Write, ...]) -> None:
+        now = self._clock()
+        async with self._engine.begin() as connection:
+            dialect = connection.dialect.name
+            # One execute per row, not one executemany per batch: each await lets the event loop forward
+            # audio, where a batch of 100 finals in one go held it for milliseconds (docs/benchmarks.md).
+            for write in writes:
+                for statement, parameters in statements(dialect, write, now):
+                    await connection.execute(statement, parameters)
+                if self._webhooks:
+                    # The outbox: the event is committed with the data it describes, or not at all.
+                    await add_webhook_event(connection, write, now)
+
+    async def _failed(self, batch: Batch[Write], error: Exception) -> None:
+        if not is_permanent(error):
+            await self._retry_later(error)
+        elif not self._queue.refused(batch):  # a batch of one: the write the database refuses
+            self._counters.rejected += 1
+            # No traceback: its text would carry the row (a transcript) into the log.
+            write = batch.writes[0]
+            log.error("store.rejected", kind=write.kind, call_sid=write.call_sid, error=describe(error))
+
+    async def _retry_later(self, error: Exception) -> None:
+        self._counters.failures += 1
+        if self._outage.started_at is None:
+            log.warning(
+                "store.unavailable", error=describe(error), queued=self._queue.in_memory,
+                queue_max=self._queue.queue_max, why="writes wait in memory, then in the journal",
+            )  # fmt: skip
+        self._outage.failed(time.monotonic())
+        delay = self._delay(self._outage.attempts)
+        if self._queue.write_failed():  # that was the last try: stop() journals the rest now
+            await asyncio.sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._changes.until(lambda: self._queue.stopping)  # stop() cuts the wait short: one more try
+
+    def _recovered(self) -> None:
+        if self._outage.started_at is not None:
+            log.info(
+                "store.recovered", down_s=round(time.monotonic() - self._outage.started_at, 3),
+                failures=self._outage.attempts, queued=self._queue.in_memory,
+                journal_pending=self._queue.journaling,
+            )  # fmt: skip
+            self._outage.recovered()
+
+
+class _JournalAppender:
+    """The journal task: what the queue sends to the journal, appended and fsynced in a thread, off the event loop."""
+
+    def __init__(self, queue: WriteQueue[Write], changes: _Changes, journal: Journal, counters: StoreCounters) -> None:
+        self._queue, self._changes, self._journal, self._counters = queue, changes, journal, counters
+
+    async def run(self) -> None:
+        while True:
+            await self._changes.until(lambda: self._queue.for_journal)
+            writes = self._queue.take_for_journal()
+            try:
+                # fsync can take a while on a busy disk: a thread keeps it off the calls' event loop.
+                await asyncio.to_thread(self._journal.append, writes)
+            except OSError as exc:
+                _journal_failed(self._counters, len(writes), exc)
+            else:
+                self._counters.journaled += len(writes)
+            finally:
+                self._queue.appended()  # whatever happened, stop() must not wait for this append forever
 
 
 class TranscriptStore:
@@ -99,31 +234,18 @@ class TranscriptStore:
     ) -> None:
         self.settings = settings
         self.counters = StoreCounters()
-        self._journal: Journal | None = None  # claimed at start (a slot of DB_JOURNAL_PATH)
-        self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not cryptography
-        self._retry_base_s, self._retry_cap_s = retry_base_s, retry_cap_s
-        self._purge_interval_s = purge_interval_s
-        self._batch_max = batch_max
         self._clock = clock
-        self._queue: collections.deque[Write] = collections.deque()
-        self._overflow: list[Write] = []  # on their way to the journal file
-        self._journaling = False  # while set, every new write goes to the journal, behind what it holds
-        self._journal_offset = 0  # bytes of the journal already written to the database
-        self._journal_lock = asyncio.Lock()  # an append to the journal, or the check before removing it
-        self._wake = asyncio.Event()  # work for the writer
-        self._flush_wanted = asyncio.Event()  # overflow for the journal task
-        self._idle = asyncio.Event()  # nothing queued, nothing journaled
-        self._memory_empty = asyncio.Event()
-        self._memory_empty.set()
-        self._stopping = asyncio.Event()
-        self._failed_while_stopping = asyncio.Event()
-        self._closed = False
-        self._single = 0  # batches of one, to find the write the database refuses
-        self._outage: _Outage | None = None
+        self._changes = _Changes()
+        self._queue: WriteQueue[Write] = WriteQueue(
+            queue_max=settings.db_queue_max, batch_max=batch_max, on_change=self._changes.notify
+        )
+        jitter = rng or random.Random()  # noqa: S311 - retry jitter, not cryptography
+        self._delay = functools.partial(backoff, base_s=retry_base_s, cap_s=retry_cap_s, rng=jitter)
+        self._purge_interval_s = purge_interval_s
+        self._journal: Journal | None = None  # claimed at start (a slot of DB_JOURNAL_PATH)
         self._engine: AsyncEngine | None = None
-        self._webhooks = settings.transcript_webhook_url is not None
         self._writer: asyncio.Task[None] | None = None
-        self._flusher: asyncio.Task[None] | None = None
+        self._appender: asyncio.Task[None] | None = None
         self._purger: asyncio.Task[None] | None = None
 
     @property
@@ -170,28 +292,20 @@ class TranscriptStore:
             log.exception("store.write_lost")
 
     def _put(self, write: Write) -> None:
-        self._idle.clear()
-        if self._closed:
+        placement = self._queue.put(write)
+        if placement is Placement.JOURNAL_NOW:
             self._journal_now([write])  # after stop() nothing else will write it
-        elif self._journaling or len(self._queue) >= self.settings.db_queue_max:
-            if not self._journaling:
-                log.warning(
-                    "store.journaling", queue_max=self.settings.db_queue_max, journal=str(self.journal.path),
-                    why="the database is not keeping up: writes go to the journal until it has caught up",
-                )  # fmt: skip
-                self._journaling = True
-            self._overflow.append(write)
-            self._flush_wanted.set()
-        else:
-            self._queue.append(write)
-            self._memory_empty.clear()
-            self._wake.set()
+        elif placement is Placement.JOURNAL_BEGUN:
+            log.warning(
+                "store.journaling", queue_max=self.settings.db_queue_max, journal=str(self.journal.path),
+                why="the database is not keeping up: writes go to the journal until it has caught up",
+            )  # fmt: skip
 
     # --- Lifecycle ------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start the writer (which first replays a journal a previous process left) and the hourly purge."""
-        if self._writer is not None or self._closed:
+        if self._queue.started or self._queue.closed:
             return
         self._engine = create_engine(self.settings.database_url)
         if self._journal is None:
@@ -199,16 +313,8 @@ class TranscriptStore:
         left = await asyncio.to_thread(self._recover_journals)
         if left:
             log.info("store.journal_found", journal=str(self.journal.path), bytes=left)
-            # What the earlier process journaled is older than anything queued since: it goes first.
-            self._overflow[:0] = self._queue
-            self._queue.clear()
-            self._memory_empty.set()
-            self._journaling = True
-            self._flush_wanted.set()
-        self._writer = asyncio.create_task(self._run_writer(), name="store-writer")
-        self._flusher = asyncio.create_task(self._run_flusher(), name="store-journal")
-        if self.settings.retention_days is not None:
-            self._purger = asyncio.create_task(self._run_purge(self.settings.retention_days), name="store-purge")
+        self._queue.start(journal_left=bool(left))  # older than anything queued since: it goes first
+        self._start_tasks(self._engine, self.journal)
 
     def _recover_journals(self) -> int:
         """What this slot holds from an earlier process, plus what dead processes left in the other slots."""
@@ -218,244 +324,72 @@ class TranscriptStore:
             log.exception("store.journal_unreadable", journal=str(self.journal.path))
             return self.journal.size()
 
+    def _start_tasks(self, engine: AsyncEngine, journal: Journal) -> None:
+        writer = _DatabaseWriter(
+            self._queue, self._changes, journal, self.counters, engine,
+            clock=self._clock, delay=self._delay, webhooks=self.settings.transcript_webhook_url is not None,
+        )  # fmt: skip
+        appender = _JournalAppender(self._queue, self._changes, journal, self.counters)
+        self._writer = asyncio.create_task(writer.run(), name="store-writer")
+        self._appender = asyncio.create_task(appender.run(), name="store-journal")
+        days = self.settings.retention_days
+        if days is not None:
+            purging = purge_hourly(engine, days, clock=self._clock, interval_s=self._purge_interval_s)
+            self._purger = asyncio.create_task(purging, name="store-purge")
+
     async def stop(self, timeout_s: float) -> None:
         """Write what is queued within `timeout_s`; what is left goes to the journal, ahead of what it holds.
 
         A database that was failing gets one more try, not the whole timeout: a shutdown is not held up for it.
         """
-        if self._closed:
+        if self._queue.closed:
             return
-        self._stopping.set()  # cuts a backoff short: one more try now
+        self._queue.stop()  # cuts a backoff short: one more try now
         if self._writer is not None:
-            await self._wait_first((self._memory_empty.wait(), self._failed_while_stopping.wait()), timeout_s)
-        for task in (self._writer, self._purger):
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(
-            *(task for task in (self._writer, self._purger) if task is not None), return_exceptions=True
-        )
-        async with self._journal_lock:  # not in the middle of an append
-            if self._flusher is not None:
-                self._flusher.cancel()
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
-        self._journal_rest()
-        self._closed = True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._changes.until(lambda: self._queue.ready_to_close)
+        await _cancel(self._writer, self._purger)
+        await self._changes.until(lambda: not self._queue.appending)  # an append is never cut short
+        await _cancel(self._appender)
+        self._journal_at_stop(self._queue.close())
         self.journal.release()  # another process may claim the slot and replay what is left in it
         if self._engine is not None:
             await self._engine.dispose()
 
-    @staticmethod
-    async def _wait_first(waits: tuple[Coroutine[Any, Any, Any], ...], timeout_s: float) -> None:
-        tasks = [asyncio.ensure_future(wait) for wait in waits]
-        await asyncio.wait(tasks, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            task.cancel()  # wait() leaves the others running
-        await asyncio.gather(*tasks, return_exceptions=True)
-
     async def wait_idle(self) -> None:
         """Until everything given so far is in the database (the journal replayed and removed)."""
-        await self._idle.wait()
+        await self._changes.until(lambda: self._queue.idle)
 
-    def _journal_rest(self) -> None:
-        head, tail = list(self._queue), self._overflow
-        self._queue.clear()
-        self._overflow = []
-        if not head and not tail and not self._journal_offset:
+    def _journal_at_stop(self, closing: Closing[Write]) -> None:
+        if not closing.needed:
             return
+        writes = closing.writes
         try:
-            if self._writer is not None and (head or self._journal_offset):
+            if closing.rewrite:
                 # Memory holds the oldest writes, and what was replayed need not be again: one atomic rewrite.
-                self.journal.rewrite(head, self._journal_offset, tail)
+                self.journal.rewrite(closing.head, closing.offset, closing.tail)
             else:
-                # Never started: a journal already there is an earlier process's, older than all of these.
-                self.journal.append(head + tail)
+                # Nothing of the journal replayed yet, memory empty or never started: these go after it.
+                self.journal.append(writes)
         except OSError as exc:
-            self._journal_failed(len(head) + len(tail), exc)
+            _journal_failed(self.counters, len(writes), exc)
             return
-        self.counters.journaled += len(head) + len(tail)
-        self._journal_offset = 0
-        if head or tail:
-            log.warning("store.journaled_at_stop", writes=len(head) + len(tail), journal=str(self.journal.path))
+        self.counters.journaled += len(writes)
+        if writes:
+            log.warning("store.journaled_at_stop", writes=len(writes), journal=str(self.journal.path))
 
     def _journal_now(self, writes: list[Write]) -> None:
         try:
             self.journal.append(writes)
         except OSError as exc:
-            self._journal_failed(len(writes), exc)
+            _journal_failed(self.counters, len(writes), exc)
         else:
             self.counters.journaled += len(writes)
 
-    def _journal_failed(self, count: int, error: OSError) -> None:
-        self.counters.lost += count
-        log.error("store.journal_failed", writes=count, error=describe(error), why=error.strerror or "")
 
-    # --- The journal task: overflow to disk, off the event loop -----------------------------------------------
-
-    async def _run_flusher(self) -> None:
-        while True:
-            await self._flush_wanted.wait()
-            self._flush_wanted.clear()
-            async with self._journal_lock:
-                writes, self._overflow = self._overflow, []
-                if not writes:
-                    continue
-                try:
-                    # fsync can take a while on a busy disk: a thread keeps it off the calls' event loop.
-                    await asyncio.to_thread(self.journal.append, writes)
-                except OSError as exc:
-                    self._journal_failed(len(writes), exc)
-                else:
-                    self.counters.journaled += len(writes)
-            self._wake.set()
-
-    # --- The writer task ------------------------------------------------------------------------------------
-
-    async def _run_writer(self) -> None:
-        while True:
-            batch, journal_end = await self._next_batch()
-            try:
-                await self._write(batch)
-            except Exception as exc:  # noqa: BLE001 - the writer must outlive any error: it retries, or drops and says so
-                if not is_permanent(exc):
-                    await self._retry_later(exc)
-                    continue
-                if len(batch) > 1:
-                    self._single = len(batch)  # one at a time, to find the write the database refuses
-                    continue
-                self._rejected(batch[0], exc)
-            else:
-                self._recovered()
-                self.counters.written += len(batch)
-                if journal_end is not None:
-                    self.counters.replayed += len(batch)
-            self._single = max(0, self._single - len(batch))
-            self._consumed(batch, journal_end)
-
-    def _rejected(self, write: Write, error: Exception) -> None:
-        self.counters.rejected += 1
-        # No traceback: its text would carry the row (a transcript) into the log.
-        log.error("store.rejected", kind=write.kind, call_sid=write.call_sid, error=describe(error))
-
-    async def _next_batch(self) -> tuple[list[Write], int | None]:
-        """The next writes in order: memory first (the oldest), then the journal; waits while there are none."""
-        while True:
-            self._wake.clear()
-            size = 1 if self._single else self._batch_max
-            if self._queue:
-                return list(itertools.islice(self._queue, size)), None
-            if self._journaling:
-                writes, end, skipped = self.journal.read(self._journal_offset, size)
-                if skipped:
-                    log.error("store.journal_unreadable", lines=skipped, journal=str(self.journal.path))
-                if writes:
-                    return writes, end
-                self._journal_offset = end
-                if await self._finish_journal():
-                    continue
-            elif not self._overflow:
-                self._idle.set()
-            await self._wake.wait()
-
-    async def _finish_journal(self) -> bool:
-        """Remove the journal once all of it is written; False while writes are still on their way to it."""
-        async with self._journal_lock:
-            if self._overflow:
-                return False  # the journal task appends them, then wakes the writer
-            if self.journal.size() > self._journal_offset:
-                return True  # appended while we read
-            self.journal.remove()
-            self._journal_offset = 0
-            self._journaling = False
-        log.info("store.journal_replayed", replayed=self.counters.replayed, journal=str(self.journal.path))
-        return True
-
-    def _consumed(self, batch: list[Write], journal_end: int | None) -> None:
-        if journal_end is None:
-            for _ in batch:
-                self._queue.popleft()
-            if not self._queue:
-                self._memory_empty.set()
-        else:
-            self._journal_offset = journal_end
-
-    async def _write(self, batch: list[Write]) -> None:
-        assert self._engine is not None  # started
-        now = self._clock()
-        async with self._engine.begin() as connection:
-            dialect = connection.dialect.name
-            # One execute per row, not one executemany per batch: each await lets the event loop forward
-            # audio, where a batch of 100 finals in one go held it for milliseconds (docs/benchmarks.md).
-            for write in batch:
-                for statement, parameters in statements(dialect, write, now):
-                    await connection.execute(statement, parameters)
-                if self._webhooks:
-                    # The outbox: the event is committed with the data it describes, or not at all.
-                    await add_webhook_event(connection, write, now)
-
-    async def _retry_later(self, error: Exception) -> None:
-        self.counters.failures += 1
-        if self._outage is None:
-            self._outage = _Outage(started=time.monotonic())
-            log.warning(
-                "store.unavailable", error=describe(error), queued=len(self._queue),
-                queue_max=self.settings.db_queue_max, why="writes wait in memory, then in the journal",
-            )  # fmt: skip
-        self._outage.attempts += 1
-        delay = backoff(self._outage.attempts, base_s=self._retry_base_s, cap_s=self._retry_cap_s, rng=self._rng)
-        if self._stopping.is_set():
-            self._failed_while_stopping.set()  # that was the last try: stop() journals the rest now
-            await asyncio.sleep(delay)
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._stopping.wait()  # stop() cuts the wait short, for one more try
-
-    def _recovered(self) -> None:
-        outage, self._outage = self._outage, None
-        if outage is not None:
-            log.info(
-                "store.recovered", down_s=round(time.monotonic() - outage.started, 3), failures=outage.attempts,
-                queued=len(self._queue), journal_pending=self._journaling,
-            )  # fmt: skip
-
-    # --- Retention ------------------------------------------------------------------------------------------
-
-    async def _run_purge(self, days: int) -> None:
-        assert self._engine is not None  # started
-        while True:
-            try:
-                deleted = await purge_older_than(self._engine, days, self._clock())
-            except Exception as exc:  # noqa: BLE001 - the next hour tries again; the error is logged
-                log.warning("store.purge_failed", error=describe(exc))
-            else:
-                if deleted:
-                    log.info("store.purged", calls=deleted, retention_days=days)
-            await asyncio.sleep(self._purge_interval_s)
-
-
-async def purge(settings: Settings, *, now: datetime.datetime | None = None) -> int:
-    """Delete calls that started more than RETENTION_DAYS ago, with their utterances and webhook deliveries."""
-    if settings.retention_days is None:
-        raise ValueError("RETENTION_DAYS is not set: nothing to purge by")
-    engine = create_engine(settings.database_url)
-    try:
-        return await purge_older_than(engine, settings.retention_days, now or utc_now())
-    finally:
-        await engine.dispose()
-
-
-async def purge_older_than(engine: AsyncEngine, days: int, now: datetime.datetime) -> int:
-    """One transaction; returns the calls deleted. Children go explicitly: SQLite enforces no CASCADE without
-    its foreign-key pragma, and webhook deliveries have no foreign key at all."""
-    cutoff = as_utc(now) - datetime.timedelta(days=days)
-    old = select(CALLS.c.call_sid).where(CALLS.c.started_at < cutoff)
-    async with engine.begin() as connection:
-        await _delete_children(connection, old)
-        result = await connection.execute(delete(CALLS).where(CALLS.c.started_at < cutoff))
-    return int(result.rowcount)
-
-
-async def _delete_children(connection: AsyncConnection, calls: Any) -> None:
-    await connection.execute(delete(UTTERANCES).where(UTTERANCES.c.call_sid.in_(calls)))
-    await connection.execute(delete(WEBHOOK_DELIVERIES).where(WEBHOOK_DELIVERIES.c.call_sid.in_(calls)))
+async def _cancel(*tasks: asyncio.Task[None] | None) -> None:
+    running = [task for task in tasks if task is not None]
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)

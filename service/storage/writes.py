@@ -25,7 +25,7 @@ from sqlalchemy.sql import Executable
 
 from service.calls.events import CallEnded, CallStarted
 from service.calls.transcript import Transcript
-from service.storage.schema import Call, Utterance
+from service.storage.schema import Call, CallStatus, Utterance
 from service.times import as_utc
 
 Kind = Literal["call_started", "utterance", "call_ended"]
@@ -71,7 +71,7 @@ def call_started_write(event: CallStarted) -> Write:
         "call_sid": event.call_sid, "stream_sid": event.stream_sid, "account_sid": event.account_sid,
         "from_number": event.from_number, "to_number": event.to_number, "direction": event.direction,
         "custom_parameters": _jsonable(event.custom_parameters), "tracks": list(event.tracks),
-        "started_at": as_utc(event.started_at), "status": "active",
+        "started_at": as_utc(event.started_at), "status": CallStatus.ACTIVE,
     }  # fmt: skip
     return Write("call_started", row, event.stream_sid)
 
@@ -79,7 +79,8 @@ def call_started_write(event: CallStarted) -> Write:
 def call_ended_write(event: CallEnded) -> Write:
     row = {
         "call_sid": event.call_sid, "stream_sid": event.stream_sid, "ended_at": as_utc(event.ended_at),
-        "status": "completed", "ended_by": event.ended_by, "deepgram_request_ids": list(event.deepgram_request_ids),
+        "status": CallStatus.COMPLETED, "ended_by": event.ended_by,
+        "deepgram_request_ids": list(event.deepgram_request_ids),
         "audio_s_inbound": float(event.audio_s_by_track.get("inbound", 0.0)),
         "audio_s_outbound": float(event.audio_s_by_track.get("outbound", 0.0)),
         "summary": _jsonable(event.summary),
@@ -151,7 +152,8 @@ def statements(dialect: str, write: Write, now: datetime.datetime) -> list[Step]
     if write.kind == "call_ended":
         return [(_call_ended(dialect), {**write.row, "started_at": write.row["ended_at"]})]
     stand_in = {
-        "call_sid": write.call_sid, "stream_sid": write.stream_sid, "started_at": as_utc(now), "status": "active"
+        "call_sid": write.call_sid, "stream_sid": write.stream_sid, "started_at": as_utc(now),
+        "status": CallStatus.ACTIVE,
     }  # fmt: skip
     return [(_stand_in_call(dialect), stand_in), (_utterance(dialect), write.row)]
 

@@ -1,8 +1,8 @@
 """I/O adapter: deliver transcript events to TRANSCRIPT_WEBHOOK_URL from the database's outbox.
 
 Events are rows of `webhook_deliveries`, written in the same transaction as the utterance or call they
-describe (see `store.py`), so an event exists exactly when its data does, and survives restarts. This
-sender POSTs each due row, signed (`webhook_signing.py`), and records the outcome: delivered, or retried
+describe (see `storage/writer.py`), so an event exists exactly when its data does, and survives restarts. This
+sender POSTs each due row, signed (`signing.py`), and records the outcome: delivered, or retried
 later with full-jitter backoff, or given up after MAX_ATTEMPTS. It runs beside the calls and never slows
 them: a slow or failing receiver only delays its own deliveries.
 
@@ -28,8 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.metrics import WEBHOOK_DELIVERIES, WEBHOOK_FAILURES
 from service.retry import backoff
 from service.settings import Settings
-from service.storage.schema import WebhookDelivery
-from service.times import utc_now
+from service.storage.schema import DeliveryStatus, WebhookDelivery
+from service.times import Clock, utc_now
 from service.webhooks.signing import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 log = structlog.get_logger("callscribe.webhooks")
@@ -40,7 +40,6 @@ BACKOFF_CAP_S = 600.0
 CLAIM_LEASE_S = 60.0  # a claimed row stays out of other senders' way this long, even if this one dies
 REQUEST_TIMEOUT_S = 10.0
 BATCH = 50
-Clock = Callable[[], datetime.datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +75,6 @@ class WebhookSender:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._poll_s = poll_s
-        self.delivered = 0
-        self.failed_attempts = 0
 
     async def run_forever(self) -> None:
         async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as client:
@@ -100,7 +97,7 @@ class WebhookSender:
         table = WebhookDelivery.__table__
         query = (
             select(table.c.event_id, table.c.call_sid, table.c.payload, table.c.attempts, table.c.next_attempt_at)
-            .where(table.c.status == "pending", table.c.next_attempt_at <= self._clock())
+            .where(table.c.status == DeliveryStatus.PENDING, table.c.next_attempt_at <= self._clock())
             .order_by(table.c.created_at, table.c.event_id)
             .limit(BATCH)
         )
@@ -127,19 +124,19 @@ class WebhookSender:
             error = f"{type(exc).__name__}"
         attempts = row.attempts + 1
         if error is None:
-            self.delivered += 1
             WEBHOOK_DELIVERIES.inc()
-            await self._update(row, {"status": "delivered", "attempts": attempts, "delivered_at": self._clock()})
+            await self._update(
+                row, {"status": DeliveryStatus.DELIVERED, "attempts": attempts, "delivered_at": self._clock()}
+            )
             log.debug("webhooks.delivered", event_id=row.event_id, call_sid=row.call_sid, attempts=attempts)
             return True
-        self.failed_attempts += 1
         gave_up = attempts >= MAX_ATTEMPTS
         WEBHOOK_FAILURES.labels(outcome="gave_up" if gave_up else "retrying").inc()
         delay = backoff(attempts, base_s=BACKOFF_BASE_S, cap_s=BACKOFF_CAP_S, rng=self._rng)
         await self._update(
             row,
             {
-                "status": "failed" if gave_up else "pending",
+                "status": DeliveryStatus.FAILED if gave_up else DeliveryStatus.PENDING,
                 "attempts": attempts,
                 "last_error": error,
                 "next_attempt_at": self._clock() + datetime.timedelta(seconds=delay),
@@ -161,7 +158,7 @@ class WebhookSender:
         statement = update(WebhookDelivery).where(WebhookDelivery.event_id == row.event_id).values(**values)
         if expected_next is not None:
             statement = statement.where(
-                WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at == expected_next
+                WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.next_attempt_at == expected_next
             )
         async with self._engine().begin() as connection:
             result = await connection.execute(statement)

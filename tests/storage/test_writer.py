@@ -18,8 +18,9 @@ from service.calls.transcript import Transcript
 from service.deepgram.protocol import Word
 from service.settings import Settings
 from service.storage.journal import Journal
+from service.storage.retention import purge
 from service.storage.schema import Call, Utterance, WebhookDelivery, create_engine
-from service.storage.writer import TranscriptStore, purge
+from service.storage.writer import TranscriptStore
 from service.storage.writes import (
     call_ended_write,
     call_started_write,
