@@ -13,7 +13,7 @@ from service.calls.deepgram_state import Connection, DeepgramSide, DeepgramState
 from service.calls.ledger import AudioLedger
 from service.calls.sender import TrackSender, Wakeup
 from service.errors import SttUnavailable
-from tests.conftest import make_settings
+from tests.helpers.service import make_settings
 
 FRAME = b"\x01" * 160
 
