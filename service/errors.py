@@ -1,4 +1,4 @@
-"""The service's exceptions. Foreign errors (SDK, websockets) are translated once, in `stt.py`.
+"""The service's exceptions. Foreign errors (SDK, websockets, httpx) are translated once, in `service/deepgram/`.
 
 CallscribeError
 ├── TwilioProtocolError   a message from Twilio we cannot understand (malformed JSON, bad field, bad base64)
@@ -9,6 +9,8 @@ CallscribeError
 """
 
 from __future__ import annotations
+
+import enum
 
 
 class CallscribeError(Exception):
@@ -23,28 +25,48 @@ class InvalidState(CallscribeError):
     """A message that is well-formed but not allowed in the stream's current state."""
 
 
+class SttFailure(enum.StrEnum):
+    """What went wrong with Deepgram when no HTTP status or close code says it: a fixed metric label."""
+
+    NO_KEY = "no_key"  # DEEPGRAM_API_KEY is not set
+    CONNECT_TIMEOUT = "connect_timeout"  # the connection did not open in time
+    UNREACHABLE = "unreachable"  # refused, DNS, routing
+    HANDSHAKE = "handshake"  # the WebSocket upgrade went wrong
+    NETWORK = "network"  # the socket failed while sending or reading
+    SILENT = "silent"  # Deepgram sent nothing for DEEPGRAM_RESULT_TIMEOUT_S while audio waited
+    CLOSE_TIMEOUT = "close_timeout"  # no final results within DEEPGRAM_CLOSE_TIMEOUT_S of CloseStream
+    MISSING_FINALS = "missing_finals"  # Deepgram closed without finals for all the audio
+    INTERNAL = "internal"  # a bug in callscribe ended the track
+    OTHER = "other"
+
+
 class SttError(CallscribeError):
     """Deepgram could not transcribe: `reason` is what Deepgram (or the network) said, safe to log."""
 
     def __init__(
-        self, reason: str, *, status: int | None = None, close_code: int | None = None, kind: str = ""
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        close_code: int | None = None,
+        failure: SttFailure | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
         self.close_code = close_code
-        self._kind = kind
+        self.failure = failure
 
     @property
     def kind(self) -> str:
         """A short, fixed label for metrics (`http_503`, `close_1011`, `silent`...): never the free-text reason."""
-        if self._kind:
-            return self._kind
+        if self.failure is not None:
+            return self.failure.value
         if self.status is not None:
             return f"http_{self.status}"
         if self.close_code is not None:
             return f"close_{self.close_code}"
-        return "other"
+        return SttFailure.OTHER.value
 
 
 class SttRejected(SttError):

@@ -14,7 +14,7 @@ from service.calls.counters import TrackCounters
 from service.calls.deepgram_state import DRAINING, IDLE, Connection, DeepgramSide, DeepgramState
 from service.calls.ledger import AudioLedger
 from service.calls.pacing import Batching, ahead_of_pace, idle_sleep_s, keepalive_in
-from service.errors import SttError, SttUnavailable
+from service.errors import SttError, SttFailure, SttUnavailable
 from service.settings import Settings
 
 
@@ -162,4 +162,6 @@ class TrackSender:
     def _check_deepgram_alive(self, connection: Connection, now: float) -> None:
         limit = self._settings.deepgram_result_timeout_s
         if self._ledger.unacknowledged_bytes and now - connection.last_heard_at > limit:
-            raise SttUnavailable(f"Deepgram sent nothing for DEEPGRAM_RESULT_TIMEOUT_S ({limit:g} s)", kind="silent")
+            raise SttUnavailable(
+                f"Deepgram sent nothing for DEEPGRAM_RESULT_TIMEOUT_S ({limit:g} s)", failure=SttFailure.SILENT
+            )

@@ -27,7 +27,7 @@ from service.calls.timeline import TrackTimeline
 from service.calls.transcript import TranscriptSink, speaker_for
 from service.deepgram.live import LiveConnection, SttClient
 from service.deepgram.protocol import live_options
-from service.errors import SttError, SttRejected, SttUnavailable
+from service.errors import SttError, SttFailure, SttRejected, SttUnavailable
 from service.metrics import DEEPGRAM_CONNECTS, DEEPGRAM_FAILURES, DEEPGRAM_RECONNECTS
 from service.retry import Outage, backoff
 from service.settings import Settings
@@ -137,13 +137,13 @@ class TrackStream:
     async def run(self) -> None:
         try:
             if not self._stt.configured:
-                await self._give_up(SttRejected("DEEPGRAM_API_KEY is not set", kind="no_key"))
+                await self._give_up(SttRejected("DEEPGRAM_API_KEY is not set", failure=SttFailure.NO_KEY))
             else:
                 await self._transcribe_live()
             await self._twilio_done.wait()  # a spool segment takes audio until the stream ends
         except Exception as exc:  # noqa: BLE001 - the per-track top level: a bug ends this track only, and says so
             self._log.exception("call.internal_error", track=self.name)
-            await self._give_up(SttUnavailable(f"internal error: {type(exc).__name__}", kind="internal"))
+            await self._give_up(SttUnavailable(f"internal error: {type(exc).__name__}", failure=SttFailure.INTERNAL))
         finally:
             self._spooler.close()
 
@@ -234,10 +234,13 @@ class TrackStream:
                 await receiver
         except TimeoutError as exc:
             raise SttUnavailable(
-                f"no final results within DEEPGRAM_CLOSE_TIMEOUT_S ({timeout:g} s) of CloseStream", kind="close_timeout"
+                f"no final results within DEEPGRAM_CLOSE_TIMEOUT_S ({timeout:g} s) of CloseStream",
+                failure=SttFailure.CLOSE_TIMEOUT,
             ) from exc
         if self._ledger.unacknowledged_bytes > mulaw.FRAME_BYTES:  # timestamps are rounded; a frame is noise
-            raise SttUnavailable("Deepgram closed without final results for all the audio", kind="missing_finals")
+            raise SttUnavailable(
+                "Deepgram closed without final results for all the audio", failure=SttFailure.MISSING_FINALS
+            )
 
     # --- Giving up ----------------------------------------------------------------------------------------
 

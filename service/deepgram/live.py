@@ -37,7 +37,7 @@ from service.deepgram.protocol import (
     is_fatal_close,
     status_error,
 )
-from service.errors import SttRejected, SttUnavailable
+from service.errors import SttFailure, SttRejected, SttUnavailable
 from service.settings import Settings
 
 
@@ -90,7 +90,7 @@ class SttClient:
     async def connect(self, options: dict[str, Any]) -> AsyncIterator[LiveConnection]:
         """Open a live connection with `options` (see `protocol.live_options`)."""
         if self._client is None:
-            raise SttRejected("DEEPGRAM_API_KEY is not set", kind="no_key")
+            raise SttRejected("DEEPGRAM_API_KEY is not set", failure=SttFailure.NO_KEY)
         async with contextlib.AsyncExitStack() as stack:
             try:
                 async with asyncio.timeout(self._settings.deepgram_connect_timeout_s):
@@ -98,16 +98,19 @@ class SttClient:
             except TimeoutError as exc:
                 raise SttUnavailable(
                     f"Deepgram did not open the connection within {self._settings.deepgram_connect_timeout_s:g} s",
-                    kind="connect_timeout",
+                    failure=SttFailure.CONNECT_TIMEOUT,
                 ) from exc
             except ApiError as exc:
                 raise status_error(exc.status_code, at_upgrade=True) from exc
             except OSError as exc:
                 raise SttUnavailable(
-                    f"cannot reach Deepgram: {type(exc).__name__}: {exc.strerror or exc}", kind="unreachable"
+                    f"cannot reach Deepgram: {type(exc).__name__}: {exc.strerror or exc}",
+                    failure=SttFailure.UNREACHABLE,
                 ) from exc
             except websockets.exceptions.WebSocketException as exc:
-                raise SttUnavailable(f"Deepgram handshake failed: {type(exc).__name__}", kind="handshake") from exc
+                raise SttUnavailable(
+                    f"Deepgram handshake failed: {type(exc).__name__}", failure=SttFailure.HANDSHAKE
+                ) from exc
             yield LiveConnection(socket)
 
 
@@ -125,7 +128,7 @@ def _translated(doing: str) -> Iterator[None]:
         error_type = SttRejected if is_fatal_close(code) else SttUnavailable
         raise error_type(f"Deepgram {said} while {doing}", close_code=code or 1006) from exc
     except OSError as exc:
-        raise SttUnavailable(f"network error while {doing}: {type(exc).__name__}", kind="network") from exc
+        raise SttUnavailable(f"network error while {doing}: {type(exc).__name__}", failure=SttFailure.NETWORK) from exc
 
 
 def _code(exc: websockets.exceptions.ConnectionClosed) -> int | None:

@@ -14,7 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.storage.schema import Call, DeliveryStatus, Utterance, WebhookDelivery
+from service.storage.schema import Call, Utterance, WebhookDelivery
+from service.storage.statuses import DeliveryStatus
 from service.storage.webhook_events import call_completed_event, utterance_event
 from service.storage.writes import Write
 

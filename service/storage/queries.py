@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from service.storage.schema import Call, CallStatus, Utterance, WebhookDelivery
+from service.storage.schema import Call, Utterance, WebhookDelivery
+from service.storage.statuses import CallStatus
 from service.times import as_utc
 
 MAX_LIMIT = 200

@@ -12,12 +12,13 @@ the `StrEnum`s here: their members are the very strings the database stores, so 
 from __future__ import annotations
 
 import datetime
-import enum
 from typing import Any, ClassVar
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from service.storage.statuses import CallStatus, DeliveryStatus
 
 # Constraint names are fixed so migrations can name them on every backend.
 NAMING = {
@@ -26,28 +27,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-class CallStatus(enum.StrEnum):
-    """`calls.status`: streaming still, or ended."""
-
-    ACTIVE = "active"
-    COMPLETED = "completed"
-
-
-class DeliveryStatus(enum.StrEnum):
-    """`webhook_deliveries.status`: waiting for (another) attempt, received, or given up on."""
-
-    PENDING = "pending"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-
-
-class EventType(enum.StrEnum):
-    """`webhook_deliveries.event_type`, and the `type` of the event TRANSCRIPT_WEBHOOK_URL receives."""
-
-    UTTERANCE_FINAL = "utterance.final"
-    CALL_COMPLETED = "call.completed"
 
 
 class Base(DeclarativeBase):

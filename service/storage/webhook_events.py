@@ -10,7 +10,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from service.storage.schema import EventType
+from service.storage.statuses import EventType
 
 
 def _iso(value: datetime.datetime | None) -> str | None:

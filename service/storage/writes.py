@@ -25,7 +25,8 @@ from sqlalchemy.sql import Executable
 
 from service.calls.events import CallEnded, CallStarted
 from service.calls.transcript import Transcript
-from service.storage.schema import Call, CallStatus, Utterance
+from service.storage.schema import Call, Utterance
+from service.storage.statuses import CallStatus
 from service.times import as_utc
 
 Kind = Literal["call_started", "utterance", "call_ended"]

@@ -28,7 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.metrics import WEBHOOK_DELIVERIES, WEBHOOK_FAILURES
 from service.retry import backoff
 from service.settings import Settings
-from service.storage.schema import DeliveryStatus, WebhookDelivery
+from service.storage.schema import WebhookDelivery
+from service.storage.statuses import DeliveryStatus
 from service.times import Clock, utc_now
 from service.webhooks.signing import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 

@@ -12,7 +12,7 @@ from service.calls.counters import TrackCounters
 from service.calls.deepgram_state import Connection, DeepgramSide, DeepgramState
 from service.calls.ledger import AudioLedger
 from service.calls.sender import TrackSender, Wakeup
-from service.errors import SttUnavailable
+from service.errors import SttFailure, SttUnavailable
 from tests.helpers.service import make_settings
 
 FRAME = b"\x01" * 160
@@ -28,7 +28,7 @@ class RecordingLive:
 
     async def send_audio(self, audio: bytes) -> None:
         if self.fail:
-            raise SttUnavailable("network error while sending audio", kind="network")
+            raise SttUnavailable("network error while sending audio", failure=SttFailure.NETWORK)
         self.sent.append(audio)
 
     async def keep_alive(self) -> None:
