@@ -41,6 +41,12 @@ async def app(scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> No
     """/media bridges, every HTTP request answers 200 (the runner's /healthz), lifespan is acknowledged."""
     if scope["type"] == "websocket":
         await bridge(receive, send)
+    elif scope["type"] == "http" and scope["path"] == "/voice":
+        # The load generator asks /voice for each call's stream first, as Twilio does; the floor checks nothing.
+        host = dict(scope["headers"]).get(b"host", b"127.0.0.1").decode()
+        twiml = f'<Response><Start><Stream url="wss://{host}/media" track="both_tracks"/></Start></Response>'
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/xml")]})
+        await send({"type": "http.response.body", "body": twiml.encode()})
     elif scope["type"] == "http":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"ok\n"})

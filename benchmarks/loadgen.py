@@ -29,12 +29,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from benchmarks.records import own_cpu_seconds, write_atomically
 from benchmarks.tagging import FRAME_BYTES, pack_frame
-from service.simulator.messages import CallSpec, new_stream_sid, plan_messages, twilio_signature
+from service.simulator.messages import (
+    CallSpec,
+    new_stream_sid,
+    parse_twiml,
+    plan_messages,
+    twilio_signature,
+    webhook_form,
+)
 
 FRAME_NS = 20_000_000  # one media message per track every 20 ms
 TRACK_NAMES = ("inbound", "outbound")  # track index 0 and 1, in the order of Twilio's start.tracks
@@ -43,6 +51,7 @@ START_MARGIN_S = 0.5  # after preparing, before the first socket opens
 OPEN_TIMEOUT_S = 10.0
 CLOSE_WAIT_S = 10.0  # after `stop`, how long the service gets to close the socket
 NOT_CONNECTED_RETRY_NS = 1_000_000  # a call whose socket is still opening is looked at again 1 ms later
+VOICE_CONCURRENCY = 20  # voice webhooks in flight at once while preparing
 MAX_INCOMING_BYTES = 64 * 1024  # the service sends nothing on a <Start> stream but the close
 
 
@@ -90,12 +99,38 @@ class Call:
         }
 
 
-def prepare_call(index: int, tracks: int, frames: int, start_ns: int) -> Call:
-    """Every message of call `index`, as the simulator builds them, with tagged silence as the audio."""
+def call_spec(index: int, tracks: int, frames: int) -> CallSpec:
+    """Call `index`: tagged silence as the audio of each track."""
     names = TRACK_NAMES[:tracks]
     audio = {name: b"".join(pack_frame(index, track, seq) for seq in range(frames)) for track, name in enumerate(names)}
-    spec = CallSpec(inbound=audio["inbound"], outbound=audio.get("outbound"))
-    planned = plan_messages(spec, new_stream_sid(), names, {})
+    return CallSpec(inbound=audio["inbound"], outbound=audio.get("outbound"))
+
+
+async def stream_parameters(media_url: str, token: str, specs: list[CallSpec]) -> list[dict[str, str]]:
+    """Each call's voice webhook first, signed as Twilio signs it: the <Parameter>s its TwiML gives the call's
+    stream, the stream token among them. Done before the clock starts: it is not part of the load measured."""
+    parts = urlsplit(media_url)
+    voice_url = f"http://{parts.netloc}/voice"
+    limit = asyncio.Semaphore(VOICE_CONCURRENCY)
+
+    async def one(client: httpx.AsyncClient, spec: CallSpec) -> dict[str, str]:
+        form = webhook_form(spec)
+        async with limit:
+            response = await client.post(voice_url, data=form, headers={"X-Twilio-Signature": twilio_signature(
+                token, voice_url, form)})  # fmt: skip
+        request = parse_twiml(response.text) if response.status_code == 200 else None
+        if request is None:
+            raise RuntimeError(f"/voice answered {response.status_code} without a <Stream>: {response.text[:200]}")
+        return request.params
+
+    async with httpx.AsyncClient(timeout=OPEN_TIMEOUT_S) as client:
+        return list(await asyncio.gather(*(one(client, spec) for spec in specs)))
+
+
+def prepare_call(index: int, spec: CallSpec, parameters: dict[str, str], tracks: int, frames: int) -> Call:
+    """Every message of call `index`, as the simulator builds them."""
+    names = TRACK_NAMES[:tracks]
+    planned = plan_messages(spec, new_stream_sid(), names, parameters)
     media = [message.text for message in planned[2:-1]]
     if len(media) != frames * tracks or any(len(m.payload) != FRAME_BYTES for m in planned[2:-1]):
         raise RuntimeError("the simulator's plan does not have one 160-byte media message per track and slot")
@@ -103,7 +138,7 @@ def prepare_call(index: int, tracks: int, frames: int, start_ns: int) -> Call:
         index=index,
         tracks=tracks,
         frames=frames,
-        start_ns=start_ns,
+        start_ns=0,
         connected_text=planned[0].text,
         start_text=planned[1].text,
         media=media,
@@ -245,7 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     frames = max(1, round(args.duration_s / 0.02))
     offsets = start_offsets_ns(args.calls, args.start, args.stagger_s)
-    prepared = [prepare_call(index, args.tracks, frames, 0) for index in range(args.calls)]
+    specs = [call_spec(index, args.tracks, frames) for index in range(args.calls)]
+    parameters = asyncio.run(stream_parameters(args.url, args.token, specs))
+    prepared = [
+        prepare_call(index, spec, params, args.tracks, frames)
+        for index, (spec, params) in enumerate(zip(specs, parameters, strict=True))
+    ]
     prepare_s = time.monotonic() - started
     prepare_cpu_s = own_cpu_seconds()
     t0 = time.monotonic_ns() + int((START_MARGIN_S + CONNECT_LEAD_S) * 1e9)

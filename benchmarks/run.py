@@ -132,7 +132,7 @@ def free_port() -> int:
         return port
 
 
-def service_env(options: Options, rundir: Path, standin_port: int, token: str) -> dict[str, str]:
+def service_env(options: Options, rundir: Path, standin_port: int, token: str, tracks: int) -> dict[str, str]:
     """The service's environment: inherited variables minus any callscribe setting, then ours, then --env."""
     from service.settings import Settings  # noqa: PLC0415 - read-only use of the service's setting names
 
@@ -150,6 +150,8 @@ def service_env(options: Options, rundir: Path, standin_port: int, token: str) -
         "SPOOL_DIR": str(rundir / "spool"),
         "DB_JOURNAL_PATH": str(rundir / "journal.jsonl"),
         "MAX_CALLS": "10000",
+        # What /voice asks Twilio for, and so the track setting each call's stream token is issued for.
+        "STREAM_TRACK": "both_tracks" if tracks == 2 else "inbound_track",
     }
     return env | options.env
 
@@ -266,7 +268,7 @@ def run_once(
     standin, standin_port = start_standin(rundir, options, children)
     token, port = secrets.token_hex(16), free_port()
     with (rundir / "service.log").open("wb") as log:
-        env = service_env(options, rundir, standin_port, token)
+        env = service_env(options, rundir, standin_port, token, scenario.tracks)
         service, startup_ms, idle = start_service(rundir, options, children, env=env, port=port, log=log)
         wall_offset_ns = time.time_ns() - time.monotonic_ns()
         loadgen = children.spawn(

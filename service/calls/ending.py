@@ -14,6 +14,9 @@ from dataclasses import dataclass
 class EndedBy(enum.StrEnum):
     STOP = "stop"  # Twilio's stop message
     TWILIO_DISCONNECTED = "twilio_disconnected"  # the socket closed while streaming, without a stop
+    IDLE_TIMEOUT = (
+        "idle_timeout"  # the stream sent nothing for STREAM_IDLE_TIMEOUT_S: finished as if Twilio had hung up
+    )
     SHUTDOWN = "shutdown"  # this process is stopping
     REJECTED = "rejected"  # callscribe closed the stream over bad input
 

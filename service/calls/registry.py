@@ -1,4 +1,10 @@
-"""The calls this process is transcribing: bounded by MAX_CALLS, metered once a second, drained at shutdown."""
+"""The calls this process is transcribing: bounded by MAX_CALLS, metered once a second, drained at shutdown.
+
+Sockets that have not started yet are held apart from the started calls and bounded on their own
+(`Settings.max_unstarted_streams`), so sockets that never send `start` cannot take the slots of real calls.
+At that bound a new socket closes the one that has waited longest: whoever holds sockets open without starting
+them only ever pushes out their own oldest, and a real call, whose `start` follows at once, still gets in.
+"""
 
 from __future__ import annotations
 
@@ -17,21 +23,44 @@ class Calls:
 
     def __init__(self, max_calls: int) -> None:
         self.max_calls = max_calls
-        self.sessions: set[CallSession] = set()
+        self.sessions: set[CallSession] = set()  # every open stream, started or not
+        self._started: set[CallSession] = set()
+        self._waiting: dict[CallSession, None] = {}  # not started yet, oldest first
         self.accepting = True
         self.meter = CallMeter()
 
     @property
     def full(self) -> bool:
-        return len(self.sessions) >= self.max_calls
+        """MAX_CALLS streams have started: no room for another call."""
+        return len(self._started) >= self.max_calls
+
+    @property
+    def waiting(self) -> int:
+        """Sockets accepted that have not started a stream (yet)."""
+        return len(self._waiting)
+
+    def started(self, session: CallSession) -> None:
+        """`session`'s stream was let in: it counts towards MAX_CALLS from now on."""
+        self._waiting.pop(session, None)
+        self._started.add(session)
+
+    def oldest_waiting(self) -> CallSession | None:
+        """The socket that has waited longest for its `start`, no longer counted as waiting; None if none waits."""
+        oldest = next(iter(self._waiting), None)
+        if oldest is not None:
+            del self._waiting[oldest]
+        return oldest
 
     def add(self, session: CallSession) -> None:
         self.sessions.add(session)
+        self._waiting[session] = None
         self.meter.started()
 
     async def forget_when_finished(self, session: CallSession) -> None:
         await session.wait_finished()
         self.sessions.discard(session)
+        self._started.discard(session)
+        self._waiting.pop(session, None)
         self.meter.finished(session)
 
     async def meter_forever(self) -> None:

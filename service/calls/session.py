@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from service import mulaw
+from service.calls.admission import Admission, AdmissionRefused, StreamGate
 from service.calls.counters import CallInfo, TrackCounters
 from service.calls.ending import EndedBy, Ending
 from service.calls.events import CallEnded, CallObserver, CallStarted
@@ -67,6 +68,7 @@ class CallSession:
         spool: Spool,
         observer: CallObserver,
         close_twilio: CloseTwilio,
+        gate: StreamGate,
     ) -> None:
         self.state = StreamState.AWAITING_CONNECTED
         self.call: CallInfo | None = None
@@ -78,6 +80,8 @@ class CallSession:
         self._spool = spool
         self._observer = observer
         self._close_twilio = close_twilio
+        self._gate = gate
+        self._starting: tuple[Start, Admission] | None = None  # a start that passed `gate.check`, not yet claimed
         self._twilio_open = True
         self._started_at = time.monotonic()
         self._unknown_events: set[str] = set()
@@ -148,7 +152,8 @@ class CallSession:
         return None
 
     def _on_start(self, start: Start) -> Reject | None:
-        # Bound in this connection's own context: the tasks spawned below inherit it, other calls never see it.
+        """The checks a start needs no I/O for; the read loop then awaits `finish_start`."""
+        # Bound in this connection's own context: the tasks spawned later inherit it, other calls never see it.
         structlog.contextvars.bind_contextvars(call_sid=start.call_sid, stream_sid=start.stream_sid)
         fmt = start.media_format
         if not fmt.is_mulaw_8k_mono:
@@ -156,14 +161,43 @@ class CallSession:
                 close_codes.UNSUPPORTED_DATA,
                 f"media format {fmt.encoding} {fmt.sample_rate} Hz x{fmt.channels} is not audio/x-mulaw 8000 Hz mono",
             )
+        try:
+            self._starting = (start, self._gate.check(start))
+        except AdmissionRefused as exc:
+            return self._reject(close_codes.POLICY_VIOLATION, str(exc))
+        return None
+
+    @property
+    def starting(self) -> bool:
+        """A start passed the checks without I/O and waits for `finish_start`."""
+        return self._starting is not None
+
+    @property
+    def started(self) -> bool:
+        """The stream was let in: its tracks are being transcribed."""
+        return self.call is not None
+
+    async def finish_start(self) -> Reject | None:
+        """The cross-process check of the start that passed `on_message`, then the tracks and Deepgram."""
+        assert self._starting is not None  # called only while `starting`
+        start, admission = self._starting
+        self._starting = None
+        try:
+            await self._gate.claim(start, admission)
+        except AdmissionRefused as exc:
+            return self._reject(close_codes.POLICY_VIOLATION, str(exc))
+        if self.ended_by is None:  # not shut down meanwhile
+            self._begin(start, admission.parameters)
+        return None
+
+    def _begin(self, start: Start, params: dict[str, str]) -> None:
         self.call = CallInfo(
             call_sid=start.call_sid,
             stream_sid=start.stream_sid,
             account_sid=start.account_sid,
             tracks=start.tracks,
-            custom_parameters=dict(start.custom_parameters),
+            custom_parameters=dict(params),
         )
-        params = start.custom_parameters
         self._observer.call_started(
             CallStarted(
                 call_sid=start.call_sid,
@@ -180,7 +214,7 @@ class CallSession:
         self._log.info(
             "call.started",
             tracks=",".join(start.tracks),
-            **{key: value for key, value in start.custom_parameters.items() if key in {"from", "to", "direction"}},
+            **{key: value for key, value in params.items() if key in {"from", "to", "direction"}},
         )
         for name in start.tracks:
             self.tracks[name] = TrackStream(
@@ -195,7 +229,21 @@ class CallSession:
             )
         self._track_tasks = [self._spawn(track.run(), name=f"track-{track.name}") for track in self.tracks.values()]
         self._spawn(self._finish(self._track_tasks), name="finish")
-        return None
+
+    async def push_out(self, bound: int) -> None:
+        """Close this socket, which has not started, to make room for a newer one (the bound on waiting sockets)."""
+        if self._twilio_open and not self.started:
+            self._twilio_open = False
+            why = f"closed to make room: {bound} sockets waited for their start message"
+            self._log.warning("media.pushed_out", close_code=close_codes.POLICY_VIOLATION, why=why)
+            await self._close_twilio(close_codes.POLICY_VIOLATION, why)
+
+    def went_idle(self, idle_s: float) -> Reject:
+        """Twilio sent nothing for STREAM_IDLE_TIMEOUT_S on a started stream: finish it as if it had hung up."""
+        self._log.warning("twilio.idle", idle_s=idle_s, why="no message for STREAM_IDLE_TIMEOUT_S")
+        self._end(Ending(EndedBy.IDLE_TIMEOUT))
+        self._twilio_open = False
+        return Reject(close_codes.POLICY_VIOLATION, f"no message for STREAM_IDLE_TIMEOUT_S ({idle_s:g} s)")
 
     def twilio_ended(self) -> None:
         """Twilio's WebSocket is gone (after stop, a close, or a drop): finish what Deepgram has."""

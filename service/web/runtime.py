@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from service.calls.admission import StreamGate
 from service.calls.events import CallObserver
 from service.calls.observers import Fanout
 from service.calls.registry import Calls
@@ -25,8 +26,9 @@ from service.metrics import worker_stopped
 from service.settings import Settings
 from service.spool.directory import Spool
 from service.spool.worker import BatchWorker
+from service.storage.streams import DatabaseStreamClaims
 from service.storage.writer import TranscriptStore
-from service.twilio.signatures import TwilioSignatures
+from service.twilio.signatures import TwilioSignatures, stream_token_key
 from service.webhooks.sender import WebhookSender
 
 log = structlog.get_logger("callscribe.app")
@@ -62,6 +64,9 @@ class Runtime:
         self.stt = SttClient(settings)
         self.spool = Spool(settings.spool_dir)
         self.signatures = TwilioSignatures(settings)
+        self.token_key = stream_token_key(settings)  # /voice issues stream tokens with it, the gate checks them
+        claims = DatabaseStreamClaims(lambda: self.store.engine)
+        self.gate = StreamGate(settings, key=self.token_key, claims=claims)
         self.tasks = BackgroundTasks()
         self._batch = BatchWorker(settings, self.spool, self.observer.transcript)
         self._handle_sigterm = handle_sigterm
@@ -96,6 +101,12 @@ class Runtime:
         )
         for name in ignored_options(settings):
             log.warning("settings.option_ignored", option=name, why="callscribe sets it itself")
+        if settings.stream_tokens == "off":
+            log.warning(
+                "settings.stream_tokens_off",
+                why="STREAM_TOKENS=off: a stream without a token is let in, so anyone who once saw a Twilio upgrade "
+                "can open streams (the account check and one live stream per call still apply)",
+            )
 
     def _start_workers(self) -> None:
         if self.settings.transcript_webhook_url is not None:

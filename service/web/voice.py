@@ -3,9 +3,12 @@ streams the call to /media (or, above MAX_CALLS or while shutting down, lets the
 
 from __future__ import annotations
 
+import time
+
 import structlog
 from quart import Blueprint, Response, request
 
+from service.twilio.stream_tokens import PARAMETER, Claim, Purpose, issue
 from service.twilio.twiml import stream_parameters, voice_response
 from service.twilio.urls import stream_url, webhook_url
 from service.web.readiness import busy_reason
@@ -27,7 +30,8 @@ def voice_blueprint(runtime: Runtime) -> Blueprint:
             return "Forbidden: request not signed by Twilio\n", 403
         fields = form if request.method == "POST" else dict(request.args.items())
         stream = _stream_unless_busy(runtime, fields)
-        twiml = voice_response(runtime.settings, stream_url=stream, parameters=stream_parameters(fields))
+        parameters = stream_parameters(fields) | _stream_token(runtime, fields)
+        twiml = voice_response(runtime.settings, stream_url=stream, parameters=parameters)
         return Response(twiml, content_type="text/xml; charset=utf-8")
 
     return voice
@@ -51,3 +55,17 @@ def _stream_unless_busy(runtime: Runtime, fields: dict[str, str]) -> str | None:
         log.warning("voice.not_streaming", call_sid=fields.get("CallSid", ""), why=busy)
         return None
     return stream_url(runtime.settings, request.host)
+
+
+def _stream_token(runtime: Runtime, fields: dict[str, str]) -> dict[str, str]:
+    """The <Parameter> that lets this call's stream in at /media: a token for this call, account and track."""
+    if runtime.token_key is None:
+        return {}  # no secret to make one with (CALLSCRIBE_INSECURE_DEV without TWILIO_AUTH_TOKEN)
+    claim = Claim(
+        purpose=Purpose.VOICE,
+        account_sid=fields.get("AccountSid", ""),
+        call_sid=fields.get("CallSid", ""),
+        track=runtime.settings.stream_track,
+        issued_at=int(time.time()),
+    )
+    return {PARAMETER: issue(runtime.token_key, claim)}

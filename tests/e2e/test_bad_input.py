@@ -22,11 +22,11 @@ from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.helpers.logs import LogLines, final_words
 from tests.helpers.service import make_settings, running_service
-from tests.helpers.twilio_stream import open_media
+from tests.helpers.twilio_stream import open_media, token_parameters
 
 SPEC = CallSpec(inbound=call_audio(5, 1.0), speed=0)
 STREAM_SID = "MZ" + "5" * 32
-CONNECTED, START, FIRST_MEDIA, *_ = build_messages(SPEC, STREAM_SID, ["inbound"], {})
+CONNECTED, START, FIRST_MEDIA, *_ = build_messages(SPEC, STREAM_SID, ["inbound"], token_parameters(SPEC))
 
 
 def _edit(message: str, *path: str, value: Any) -> str:
@@ -109,7 +109,7 @@ async def test_bad_stream_is_closed_with_a_reason(
 async def test_unknown_events_are_logged_once_and_ignored(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
     """An event Twilio may add later is logged once per call and the call goes on."""
     spec = CallSpec(inbound=call_audio(9, 1.0), speed=0)
-    messages = build_messages(spec, STREAM_SID, ["inbound"], {})
+    messages = build_messages(spec, STREAM_SID, ["inbound"], token_parameters(spec))
     unknown = json.dumps({"event": "transcription", "sequenceNumber": "99", "streamSid": STREAM_SID})
     async with running_service(make_settings(deepgram)) as service:
         socket = await open_media(service.url)

@@ -15,7 +15,7 @@ from tests.helpers.credentials import DEEPGRAM_KEY, TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.helpers.logs import LogLines, final_words
 from tests.helpers.service import make_settings, running_service
-from tests.helpers.twilio_stream import open_media, streaming
+from tests.helpers.twilio_stream import open_media, token_parameters, streaming
 
 
 async def place_call(service_url: str, spec: CallSpec) -> CallResult:
@@ -157,7 +157,7 @@ async def test_audio_batching_groups_frames_without_changing_the_bytes(
 async def test_twilios_own_gaps_are_counted_in_the_summary(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
     """Media messages Twilio never delivered show up as missing chunks and sequence numbers in call.ended."""
     spec = CallSpec(inbound=call_audio(71, 1.0), speed=0)
-    messages = build_messages(spec, "MZ" + spec.call_sid[2:], ["inbound"], {})
+    messages = build_messages(spec, "MZ" + spec.call_sid[2:], ["inbound"], token_parameters(spec))
     delivered = messages[:10] + messages[13:]  # three media messages lost on Twilio's side
     async with running_service(make_settings(deepgram)) as service:
         socket = await open_media(service.url)
@@ -203,7 +203,9 @@ async def test_diarization_is_not_asked_for_when_both_sides_have_their_own_track
 async def test_a_silent_track_does_not_hold_back_the_other(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
     """both_tracks with no outbound audio at all: the caller's finals arrive while the call is still going."""
     spec = CallSpec(inbound=call_audio(84, 2.5), speed=0)
-    messages = build_messages(spec, "MZ" + spec.call_sid[2:], ["inbound", "outbound"], {})
+    messages = build_messages(
+        spec, "MZ" + spec.call_sid[2:], ["inbound", "outbound"], token_parameters(spec, ("inbound", "outbound"))
+    )
     async with running_service(make_settings(deepgram, stream_track="both_tracks")) as service:
         socket = await open_media(service.url)
         for message in messages[:-1]:  # everything but stop, and no outbound media ever

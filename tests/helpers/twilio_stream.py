@@ -4,12 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 
 from websockets.asyncio.client import ClientConnection, connect
 
 from service.simulator.messages import CallSpec, build_messages, twilio_signature
+from service.twilio.stream_tokens import PARAMETER, Claim, Purpose, derive_key, issue
 from tests.helpers.credentials import TWILIO_TOKEN
+
+TRACK_SETTINGS = {
+    ("inbound",): "inbound_track",
+    ("outbound",): "outbound_track",
+    ("inbound", "outbound"): "both_tracks",
+}
+
+
+def token_parameters(
+    spec: CallSpec, tracks: tuple[str, ...] = ("inbound",), *, issued_at: int | None = None, **extra: str
+) -> dict[str, str]:
+    """The stream's <Parameter>s as /voice gives them: a stream token for `spec`'s call (signed with the tests'
+    TWILIO_AUTH_TOKEN, like the service's own), and `extra`."""
+    claim = Claim(
+        purpose=Purpose.VOICE,
+        account_sid=spec.account_sid,
+        call_sid=spec.call_sid,
+        track=TRACK_SETTINGS[tracks],
+        issued_at=int(time.time()) if issued_at is None else issued_at,
+    )
+    return {PARAMETER: issue(derive_key(TWILIO_TOKEN), claim), **extra}
 
 
 async def open_media(
@@ -48,7 +71,8 @@ class TwilioStream:
 @contextlib.asynccontextmanager
 async def streaming(base_url: str, spec: CallSpec) -> AsyncIterator[TwilioStream]:
     """A signed stream for `spec`; on exit: the rest of the media, stop, and the server's close."""
-    messages = build_messages(spec, "MZ" + spec.call_sid[2:], ["inbound"], {"from": spec.from_number})
+    parameters = token_parameters(spec, **{"from": spec.from_number})
+    messages = build_messages(spec, "MZ" + spec.call_sid[2:], ["inbound"], parameters)
     socket = await open_media(base_url)
     try:
         for message in messages[:2]:  # connected, start
