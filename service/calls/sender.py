@@ -70,8 +70,8 @@ class TrackSender:
     async def send_now(self) -> None:
         """Sending from the read loop: the frame `push` just queued goes to Deepgram from the caller's task.
 
-        Twilio's read loop (`web/app.py`) gives each message to `CallSession.on_message`, which pushes a
-        frame to its track (`TrackStream.push`) and returns without awaiting; the loop then awaits
+        Twilio's read loop (`MediaStreams` in `web/media.py`) gives each message to `CallSession.on_message`,
+        which pushes a frame to its track (`TrackStream.push`) and returns without awaiting; the loop then awaits
         `CallSession.send_pushed`, which calls this. While the sender task sleeps caught up on an open
         connection (IDLE, which it enters only when every frame goes alone: AUDIO_BATCH_MS of one frame),
         `push` does not wake it, and the frame goes from here: one task switch fewer per frame. In any other

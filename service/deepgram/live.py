@@ -1,9 +1,11 @@
 """I/O adapter (layer: deepgram): deepgram-sdk's live client. One connection per track.
 
 `prerecorded.py` is the pre-recorded client. The SDK 7.x live client has no reconnect and no KeepAlive of its
-own (deepgram-live.md §6); this adapter only opens, sends, reads and translates errors once, into
-`SttRejected` / `SttUnavailable` (HTTP statuses through `protocol.status_error`, shared with the pre-recorded
-client). Policy (when to KeepAlive, when to reconnect or close) lives in `calls/track.py`.
+own: Deepgram leaves both to the client (https://developers.deepgram.com/docs/audio-keep-alive,
+https://developers.deepgram.com/docs/recovering-from-connection-errors-and-timeouts-when-live-streaming-audio).
+This adapter only opens, sends, reads and translates errors once, into `SttRejected` / `SttUnavailable` (HTTP
+statuses through `protocol.status_error`, shared with the pre-recorded client). Policy lives in `calls/`: when
+to reconnect in `track.py`, when to send KeepAlive and CloseStream in `sender.py`.
 """
 
 from __future__ import annotations

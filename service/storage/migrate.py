@@ -1,8 +1,8 @@
 """Storage layer: the schema's Alembic migrations, run from code (`python -m service db upgrade`, the Procfile's
 `release:` line, `make run`).
 
-Alembic is configured here rather than in an alembic.ini: the script directory is `service/migrations/`, and
-each command runs on a connection from `service.db.create_engine` inside one transaction, so an upgrade that
+Alembic is configured here rather than in an alembic.ini: the script directory is `service/storage/migrations/`,
+and each command runs on a connection from `schema.create_engine` inside one transaction, so an upgrade that
 fails part-way on PostgreSQL leaves the schema as it was. Nothing here prints or logs the URL: it may carry a
 password.
 """

@@ -151,7 +151,7 @@ async def delete_call(engine: AsyncEngine, call_sid: str) -> bool:
     """Delete the call, its utterances and its webhook deliveries in one transaction; False if there was none."""
     async with AsyncSession(engine) as session, session.begin():
         # Explicit deletes rather than ON DELETE CASCADE: deliveries have no foreign key, and an engine made
-        # without `db.create_engine` leaves SQLite's foreign keys off.
+        # without `schema.create_engine` leaves SQLite's foreign keys off.
         await session.execute(delete(WebhookDelivery).where(WebhookDelivery.call_sid == call_sid))
         await session.execute(delete(Utterance).where(Utterance.call_sid == call_sid))
         deleted = await session.execute(delete(Call).where(Call.call_sid == call_sid))

@@ -6,7 +6,8 @@ Alembic migrations in `service/storage/migrations/`; `metadata` here is what the
 
 Every row has a natural, idempotent key, so writing the same call or utterance twice (a retry, a journal
 replay, a batch delivery after a crash) never makes two rows. The closed sets of values some columns hold are
-the `StrEnum`s here: their members are the very strings the database stores, so no migration depends on them.
+the `StrEnum`s of `statuses.py`: their members are the very strings the database stores, so no migration
+depends on them.
 """
 
 from __future__ import annotations

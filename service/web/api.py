@@ -5,7 +5,7 @@ authenticates, turns query strings into typed arguments (or a 400 naming the par
 answer under /api is JSON (transcripts aside, in the format asked for), errors included: unknown paths
 and wrong methods too, and they are authenticated first, so an unauthenticated client learns nothing.
 
-`service/openapi.json` documents every route, parameter and response; the tests hold real responses to it.
+`service/web/openapi.json` documents every route, parameter and response; the tests hold real responses to it.
 """
 
 from __future__ import annotations

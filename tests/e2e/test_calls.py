@@ -1,6 +1,6 @@
 """End to end: the real app on Hypercorn, the project's Twilio simulator as the caller, the fake Deepgram.
 
-Deepgram's fake derives each word from the audio it received (tests/fakes/deepgram_server.py), so a
+Deepgram's fake derives each word from the audio it received (tests/helpers/fakes/deepgram_server.py), so a
 transcript that lost, repeated, reordered or mixed up audio between calls shows up as the wrong words.
 """
 

@@ -1,7 +1,7 @@
-"""Test helpers for the read side: a SQLite file or a fresh PostgreSQL database (`tests/databases.py`) with the
-schema, and calls and utterances to put in it.
+"""Test helpers for the read side: a SQLite file or a fresh PostgreSQL database (`tests/helpers/databases.py`)
+with the schema, and calls and utterances to put in it.
 
-Rows go in through the ORM models of `service/db.py`, the same schema the writer fills, so the read side is
+Rows go in through the ORM models of `service/storage/schema.py`, the same schema the writer fills, so the read side is
 tested against what is really stored (SQLite hands datetimes back without their offset, for one).
 """
 

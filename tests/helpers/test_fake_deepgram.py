@@ -1,6 +1,6 @@
 """Tests of the fake Deepgram server, driven through the real `deepgram-sdk` async client over a real socket.
 
-Each test shows one behaviour or fault of `tests/fakes/deepgram_server.py` as the SDK (or, for the handshake
+Each test shows one behaviour or fault of `tests/helpers/fakes/deepgram_server.py` as the SDK (or, for the handshake
 faults the SDK cannot time out quickly, a plain websockets client) observes it.
 """
 

@@ -46,7 +46,7 @@ from service.simulator.report import failure_reason
 from tests.helpers.paths import SAMPLES
 
 with warnings.catch_warnings():
-    # As in service/audio.py: the stdlib's audioop warns on import on 3.11/3.12 (audioop-lts from 3.13).
+    # As in service/simulator/audio.py: the stdlib's audioop warns on import on 3.11/3.12 (audioop-lts from 3.13).
     warnings.filterwarnings("ignore", message="'audioop' is deprecated", category=DeprecationWarning)
     import audioop
 
@@ -64,7 +64,7 @@ def _events(messages: list[str]) -> list[dict[str, Any]]:
     return [json.loads(message) for message in messages]
 
 
-# --- build_messages: the wire format of twilio-media-streams.md §3 -----------------------------------------
+# --- build_messages: the wire format of https://www.twilio.com/docs/voice/media-streams/websocket-messages ---
 
 
 def test_messages_match_twilios_format_field_for_field() -> None:

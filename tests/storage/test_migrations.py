@@ -1,4 +1,5 @@
-"""Migrations: from empty, down and up again, on SQLite and PostgreSQL, give exactly the schema of service/db.py."""
+"""Migrations: from empty, down and up again, on SQLite and PostgreSQL, give exactly the schema of
+service/storage/schema.py."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def reflected_schema(connection: Connection) -> dict[str, Any]:
 
 
 def declared_schema(dialect: str) -> dict[str, Any]:
-    """The same shape, from the models in service/db.py."""
+    """The same shape, from the models in service/storage/schema.py."""
     schema: dict[str, Any] = {}
     for table in Base.metadata.sorted_tables:
         schema[table.name] = {
@@ -111,7 +112,8 @@ async def assert_schema_is_the_models(url: str) -> None:
 
 
 async def test_migrations_from_empty_give_the_models_schema(database_url: str) -> None:
-    """An empty database upgraded to head has exactly the tables, columns, keys and indexes service/db.py declares."""
+    """An empty database upgraded to head has exactly the tables, columns, keys and indexes that
+    service/storage/schema.py declares."""
     assert await migrate.current_revision(database_url) is None
     await migrate.upgrade(database_url)
     await assert_schema_is_the_models(database_url)
@@ -153,7 +155,7 @@ def test_db_commands_upgrade_and_report_the_revision(
 
 
 def db_main(argv: list[str], url: str, monkeypatch: pytest.MonkeyPatch | None = None) -> int:
-    """`python -m service db ...` as `service/cli.py` registers it, with DATABASE_URL set."""
+    """`python -m service db ...` as `service/cli/__init__.py` registers it, with DATABASE_URL set."""
     with pytest.MonkeyPatch.context() as patch:
         (monkeypatch or patch).setenv("DATABASE_URL", url)
         parser = argparse.ArgumentParser()

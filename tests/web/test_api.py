@@ -1,6 +1,6 @@
 """The /api blueprint through ASGI: auth, pagination, filters, formats, errors, deleting, and the OpenAPI document.
 
-Every response a test gets through `ApiClient.get`/`.delete` is validated against service/openapi.json with
+Every response a test gets through `ApiClient.get`/`.delete` is validated against service/web/openapi.json with
 openapi-core (an httpx response hook), so the document cannot drift from what the API really sends. Only
 the tests of undocumented paths and methods use the unvalidated `raw` client.
 """
@@ -525,7 +525,7 @@ async def test_delete_removes_the_call_and_its_utterances(api: ApiClient, log_li
 
 
 async def test_the_openapi_document_is_served_and_valid(api: ApiClient) -> None:
-    """GET /api/openapi.json returns service/openapi.json, a valid OpenAPI 3.1 document."""
+    """GET /api/openapi.json returns service/web/openapi.json, a valid OpenAPI 3.1 document."""
     response = await api.get("/api/openapi.json")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"

@@ -1,1 +1,1 @@
-"""Storage layer: the Alembic migrations of the schema in `service/db.py`; `service/migrate.py` runs them."""
+"""Storage layer: the Alembic migrations of the schema in `service/storage/schema.py`; `migrate.py` runs them."""

@@ -1,6 +1,6 @@
 """Storage layer: how Alembic reaches the database, configured in code (there is no alembic.ini).
 
-`service.storage.migrate` opens the connection (with `service.db.create_engine`, so SQLite gets its foreign keys) and
+`service.storage.migrate` opens the connection (with `schema.create_engine`, so SQLite gets its foreign keys) and
 hands it over in `config.attributes["connection"]`; the migrations then run inside its transaction. Run any other
 way (Alembic's own API with a Config of its own), this opens an engine for `sqlalchemy.url`, or for DATABASE_URL
 as the service reads it.

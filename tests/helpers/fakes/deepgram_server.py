@@ -1,7 +1,8 @@
 """Test support: a protocol-faithful fake of Deepgram's live speech-to-text WebSocket (`/v1/listen`).
 
 Layer: test fake. The real `deepgram-sdk` client talks to it over a real socket on 127.0.0.1, port 0, so tests
-exercise the same handshake, frames and close codes the service meets in production (deepgram-live.md §8).
+exercise the same handshake, frames and close codes the service meets in production
+(https://developers.deepgram.com/reference/speech-to-text-api/listen-streaming).
 
 Two parts, in the sans-I/O shape of python-websockets:
 

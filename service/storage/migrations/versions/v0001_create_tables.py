@@ -1,7 +1,8 @@
 """Calls, their final utterances, and webhook deliveries.
 
-Written by hand from `service/db.py`: a migration is a fixed step, so it never imports the models. Constraint
-and index names are spelled out as the models' naming convention makes them, so later revisions can name them.
+Written by hand from `service/storage/schema.py`: a migration is a fixed step, so it never imports the models.
+Constraint and index names are spelled out as the models' naming convention makes them, so later revisions can name
+them.
 
 Revision ID: 0001
 Revises:
