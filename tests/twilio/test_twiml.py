@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 from xml.etree import ElementTree
 
@@ -9,6 +11,7 @@ import httpx
 import pytest
 
 from service.simulator.messages import twilio_signature
+from service.twilio.stream_tokens import PARAMETER, Purpose, derive_key, verify
 from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.paths import ROOT
 from tests.helpers.service import make_settings, running_service
@@ -34,10 +37,13 @@ async def _voice(settings_overrides: dict[str, Any], form: dict[str, str]) -> ht
 
 @pytest.mark.parametrize("name", sorted(DOCUMENTS))
 async def test_twiml_documents_equal_what_voice_answers(name: str) -> None:
-    """Each file in twiml/ is byte for byte what /voice answers with the settings it documents."""
+    """Each file in twiml/ is byte for byte what /voice answers with the settings it documents, but for the
+    stream token, which a bin cannot compute (it needs STREAM_TOKENS=off, see twiml/README.md)."""
     response = await _voice(DOCUMENTS[name], TEMPLATE_FORM)
     assert response.status_code == 200
-    assert (TWIML_DIR / name).read_text().strip() == response.text
+    answer, token_parameters = re.subn(r'<Parameter name="callscribe_token" value="[^"]*" />', "", response.text)
+    assert token_parameters == 1
+    assert (TWIML_DIR / name).read_text().strip() == answer
 
 
 def test_every_twiml_document_is_covered() -> None:
@@ -60,7 +66,10 @@ async def test_voice_streams_then_says_and_pauses() -> None:
         "name": "callscribe",
     }
     params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
+    token = params.pop(PARAMETER)
     assert params == {"from": "+15005550006", "to": "+15005550001", "direction": "inbound"}
+    claim = {"account_sid": "", "call_sid": "CA1", "track": "inbound_track", "now": time.time(), "ttl_s": 300}
+    assert verify(derive_key(TWILIO_TOKEN), token, **claim, purposes=frozenset({Purpose.VOICE})) is Purpose.VOICE
     assert root.findtext("Say") == "Hello there."
     pause = root.find("Pause")
     assert pause is not None
