@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from service.storage.schema import Call, Utterance, WebhookDelivery
+from service.storage.schema import Call, Stream, Utterance, WebhookDelivery
 from service.storage.statuses import CallStatus
 from service.times import as_utc
 
@@ -140,7 +140,7 @@ async def get_utterances(engine: AsyncEngine, call_sid: str) -> list[UtteranceRe
     statement = (
         select(Utterance)
         .where(Utterance.call_sid == call_sid)
-        # The key (call/track/start in ms) breaks the last ties, so the order never depends on the backend.
+        # The key (call/stream/track/start in ms) breaks the last ties, so the order never depends on the backend.
         .order_by(Utterance.start, Utterance.track, Utterance.key)
     )
     async with AsyncSession(engine) as session:
@@ -148,12 +148,14 @@ async def get_utterances(engine: AsyncEngine, call_sid: str) -> list[UtteranceRe
 
 
 async def delete_call(engine: AsyncEngine, call_sid: str) -> bool:
-    """Delete the call, its utterances and its webhook deliveries in one transaction; False if there was none."""
+    """Delete the call, its utterances, its webhook deliveries and its record of streams in one transaction; False
+    if there was no call."""
     async with AsyncSession(engine) as session, session.begin():
         # Explicit deletes rather than ON DELETE CASCADE: deliveries have no foreign key, and an engine made
         # without `schema.create_engine` leaves SQLite's foreign keys off.
         await session.execute(delete(WebhookDelivery).where(WebhookDelivery.call_sid == call_sid))
         await session.execute(delete(Utterance).where(Utterance.call_sid == call_sid))
+        await session.execute(delete(Stream).where(Stream.call_sid == call_sid))
         deleted = await session.execute(delete(Call).where(Call.call_sid == call_sid))
         return bool(deleted.rowcount)  # type: ignore[attr-defined]  # a DML result is a CursorResult
 

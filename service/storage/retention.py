@@ -1,4 +1,5 @@
-"""Storage layer: RETENTION_DAYS, that is calls older than that deleted with their utterances and deliveries.
+"""Storage layer: RETENTION_DAYS, that is calls older than that deleted with their utterances, deliveries and
+streams.
 
 `purge` is one pass on its own engine (`python -m service db purge`); `purge_hourly` is the loop the running
 service keeps (`TranscriptStore.start`), on the store's engine. Logs name an error's type, never its text.
@@ -11,11 +12,11 @@ import datetime
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.settings import Settings
-from service.storage.schema import WebhookDelivery, create_engine
+from service.storage.schema import Stream, WebhookDelivery, create_engine
 from service.storage.writes import CALLS, UTTERANCES, describe
 from service.times import Clock, as_utc, utc_now
 
@@ -24,10 +25,12 @@ log = structlog.get_logger("callscribe.store")
 PURGE_INTERVAL_S = 3600.0
 
 WEBHOOK_DELIVERIES: Table = cast(Table, WebhookDelivery.__table__)
+STREAMS: Table = cast(Table, Stream.__table__)
 
 
 async def purge(settings: Settings, *, now: datetime.datetime | None = None) -> int:
-    """Delete calls that started more than RETENTION_DAYS ago, with their utterances and webhook deliveries."""
+    """Delete calls that started more than RETENTION_DAYS ago, with their utterances, webhook deliveries and
+    streams."""
     if settings.retention_days is None:
         raise ValueError("RETENTION_DAYS is not set: nothing to purge by")
     engine = create_engine(settings.database_url)
@@ -54,11 +57,12 @@ async def purge_hourly(
 
 async def purge_older_than(engine: AsyncEngine, days: int, now: datetime.datetime) -> int:
     """One transaction; returns the calls deleted. Children go explicitly: SQLite enforces no CASCADE without
-    its foreign-key pragma, and webhook deliveries have no foreign key at all."""
+    its foreign-key pragma, and webhook deliveries and streams have no foreign key at all."""
     cutoff = as_utc(now) - datetime.timedelta(days=days)
     old = select(CALLS.c.call_sid).where(CALLS.c.started_at < cutoff)
     async with engine.begin() as connection:
         await _delete_children(connection, old)
+        await _delete_streams(connection, old, cutoff)
         result = await connection.execute(delete(CALLS).where(CALLS.c.started_at < cutoff))
     return int(result.rowcount)
 
@@ -66,3 +70,10 @@ async def purge_older_than(engine: AsyncEngine, days: int, now: datetime.datetim
 async def _delete_children(connection: AsyncConnection, calls: Any) -> None:
     await connection.execute(delete(UTTERANCES).where(UTTERANCES.c.call_sid.in_(calls)))
     await connection.execute(delete(WEBHOOK_DELIVERIES).where(WEBHOOK_DELIVERIES.c.call_sid.in_(calls)))
+
+
+async def _delete_streams(connection: AsyncConnection, calls: Any, cutoff: datetime.datetime) -> None:
+    # A stream is claimed before its call row is written, so one whose call never got a row (refused later, or
+    # the process died) goes by its own start: long past any token that could let its `start` in again.
+    old = or_(STREAMS.c.call_sid.in_(calls), STREAMS.c.started_at < cutoff)
+    await connection.execute(delete(STREAMS).where(old))

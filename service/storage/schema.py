@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -64,9 +64,12 @@ class Utterance(Base):
     __tablename__ = "utterances"
     __table_args__ = (Index("ix_utterances_call_start", "call_sid", "start"),)
 
-    # call/track/start in milliseconds: one final per stretch of audio, whichever path delivered it.
+    # call/stream/track/start in milliseconds: one final per stretch of one stream's audio, whichever path (live
+    # or batch) delivered it, so a second stream of the call never overwrites the first one's words. Rows stored
+    # before streams were part of it keep their call/track/start keys (and an empty stream_sid).
     key: Mapped[str] = mapped_column(String(160), primary_key=True)
     call_sid: Mapped[str] = mapped_column(String(64), ForeignKey("calls.call_sid", ondelete="CASCADE"))
+    stream_sid: Mapped[str] = mapped_column(String(64), default="", server_default="")
     track: Mapped[str] = mapped_column(String(16))
     speaker: Mapped[str] = mapped_column(String(64))
     start: Mapped[float] = mapped_column(Float)
@@ -76,6 +79,27 @@ class Utterance(Base):
     words: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
     source: Mapped[str] = mapped_column(String(8), default="live")  # live | batch
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Stream(Base):
+    """One stream that was let in (`calls/admission.py`): the database's record of which streams have started,
+    so a captured `start` replayed in another process is refused there too."""
+
+    __tablename__ = "streams"
+    # One first stream per call, whichever process admits it; hand-overs (first_stream false) may be many.
+    __table_args__ = (
+        Index(
+            "uq_streams_first_stream_call_sid", "call_sid", unique=True,
+            sqlite_where=text("first_stream"), postgresql_where=text("first_stream"),
+        ),
+    )  # fmt: skip
+
+    stream_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), index=True)
+    purpose: Mapped[str] = mapped_column(String(16))  # "voice", "handover", or "" when let in without a token
+    track: Mapped[str] = mapped_column(String(16))  # the <Stream track> setting: inbound_track, both_tracks, ...
+    first_stream: Mapped[bool] = mapped_column(Boolean)
+    started_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
 
 
 class WebhookDelivery(Base):

@@ -3,8 +3,8 @@
 A `Write` is one change (a call started, a final utterance, a call ended) as the row's values. The store
 queues it, `encode`/`decode` make it a journal line and back, and `statements` turns it into upserts for
 SQLite or PostgreSQL that give the same rows however often, and in whatever order, they are applied: calls are
-keyed by call SID, utterances by `utterance_key`; call_started never overwrites how a call ended, and an
-utterance whose call row is not there yet makes a stand-in one so its foreign key holds.
+keyed by call SID, utterances by `utterance_key` (call, stream, track, start); call_started never overwrites how
+a call ended, and an utterance whose call row is not there yet makes a stand-in one so its foreign key holds.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ UTTERANCES: Table = cast(Table, Utterance.__table__)
 _FILLED_TEXT = ("stream_sid", "account_sid", "from_number", "to_number", "direction")
 _FILLED_JSON = ("custom_parameters", "tracks")
 _ENDED = ("ended_at", "status", "ended_by", "deepgram_request_ids", "audio_s_inbound", "audio_s_outbound", "summary")
-# A later delivery of the same utterance (same call, track and start) replaces its content; created_at stays.
+# A later delivery of the same utterance (same call, stream, track and start) replaces its content; created_at stays.
 _UTTERANCE_CONTENT = ("speaker", "end", "text", "confidence", "words", "source")
 _DATETIMES = frozenset({"started_at", "ended_at", "created_at"})
 _ROW_ERRORS = frozenset({"22", "23"})  # SQLSTATE classes: data exception, integrity constraint violation
@@ -62,9 +62,11 @@ class JournalError(ValueError):
     """A journal line this version cannot read: skipped, never guessed at."""
 
 
-def utterance_key(call_sid: str, track: str, start: float) -> str:
-    """One utterance per stretch of one track, whichever path (live or batch) delivered it."""
-    return f"{call_sid}/{track}/{round(start * 1000)}"
+def utterance_key(call_sid: str, stream_sid: str, track: str, start: float) -> str:
+    """One utterance per stretch of one stream's track, whichever path (live or batch) delivered it: a batch
+    transcript carries the stream its spool entry was recorded from, so it lands on the live final's key, while
+    another stream claiming the same call gets keys of its own and overwrites nothing."""
+    return f"{call_sid}/{stream_sid}/{track}/{round(start * 1000)}"
 
 
 def call_started_write(event: CallStarted) -> Write:
@@ -98,11 +100,11 @@ def utterance_write(transcript: Transcript, *, speaker: str, created_at: datetim
         for word in transcript.words
     ]  # fmt: skip
     row = {
-        "key": utterance_key(transcript.call_sid, transcript.track, transcript.start),
-        "call_sid": transcript.call_sid, "track": transcript.track, "speaker": transcript.speaker or speaker,
-        "start": transcript.start, "end": transcript.end, "text": transcript.text,
-        "confidence": transcript.confidence, "words": words, "source": "batch" if transcript.batch else "live",
-        "created_at": as_utc(created_at),
+        "key": utterance_key(transcript.call_sid, transcript.stream_sid, transcript.track, transcript.start),
+        "call_sid": transcript.call_sid, "stream_sid": transcript.stream_sid, "track": transcript.track,
+        "speaker": transcript.speaker or speaker, "start": transcript.start, "end": transcript.end,
+        "text": transcript.text, "confidence": transcript.confidence, "words": words,
+        "source": "batch" if transcript.batch else "live", "created_at": as_utc(created_at),
     }  # fmt: skip
     return Write("utterance", row, transcript.stream_sid)
 

@@ -22,7 +22,7 @@ __all__ = ["database_url"]  # the fixture, parametrized over SQLite and PostgreS
 
 # The generic families the two backends' reflected types are compared in (PostgreSQL reflects Float as DOUBLE
 # PRECISION, SQLite reflects DateTime without its zone); lengths and time zones are compared where kept.
-_FAMILIES = (sa.Text, sa.String, sa.DateTime, sa.Float, sa.Integer, sa.JSON)
+_FAMILIES = (sa.Text, sa.String, sa.DateTime, sa.Float, sa.Integer, sa.JSON, sa.Boolean)
 
 
 def _family(column_type: Any) -> str:
@@ -132,12 +132,51 @@ async def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
     await assert_schema_is_the_models(database_url)
 
 
+async def test_0002_keeps_stored_utterances_and_their_keys_both_ways(database_url: str) -> None:
+    """Utterances stored at 0001 keep their call/track/start keys (and get an empty stream) up to 0002; back down to
+    0001 they are still there, and the schema is 0001's again."""
+    await migrate.upgrade(database_url, "0001")
+    _, at_0001, _, _ = await inspect(database_url)
+    await run(database_url, INSERT_CALL, INSERT_UTTERANCE)
+    await migrate.upgrade(database_url)
+    assert await run(database_url, "SELECT key, stream_sid, text FROM utterances") == [("CA1/inbound/500", "", "Hi.")]
+    await migrate.downgrade(database_url, "0001")
+    _, reflected, _, revision = await inspect(database_url)
+    assert (reflected, revision) == (at_0001, "0001")
+    assert await run(database_url, "SELECT key, text FROM utterances") == [("CA1/inbound/500", "Hi.")]
+
+
+INSERT_CALL = (
+    "INSERT INTO calls (call_sid, stream_sid, account_sid, from_number, to_number, direction, custom_parameters,"
+    " tracks, started_at, status, deepgram_request_ids, audio_s_inbound, audio_s_outbound, summary) VALUES"
+    " ('CA1', 'MZ1', '', '', '', '', '{}', '[]', '2025-01-02 03:04:05+00:00', 'completed', '[]', 0, 0, '{}')"
+)
+INSERT_UTTERANCE = (
+    'INSERT INTO utterances (key, call_sid, track, speaker, start, "end", text, confidence, words, source,'
+    " created_at) VALUES ('CA1/inbound/500', 'CA1', 'inbound', 'caller', 0.5, 1.0, 'Hi.', 0.9, '[]', 'live',"
+    " '2025-01-02 03:04:05+00:00')"
+)
+
+
+async def run(url: str, *statements: str) -> list[tuple[Any, ...]]:
+    """Plain SQL in one transaction (the models describe the newest schema, not the one a test may be at): the
+    last statement's rows, if it has any."""
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            for statement in statements:
+                result = await connection.exec_driver_sql(statement)
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        await engine.dispose()
+
+
 def test_check_and_current_work_without_an_event_loop(tmp_path: Path) -> None:
     """`check` says False on an empty database and True once upgraded; `current` names the revision."""
     url = sqlite_url(tmp_path / "cli.sqlite3")
     assert (migrate.current(url), migrate.check(url)) == (None, False)
     db_main(["db", "upgrade"], url)
-    assert (migrate.current(url), migrate.check(url)) == ("0001", True)
+    assert (migrate.current(url), migrate.check(url)) == ("0002", True)
 
 
 def test_db_commands_upgrade_and_report_the_revision(
@@ -150,7 +189,7 @@ def test_db_commands_upgrade_and_report_the_revision(
     assert db_main(["db", "upgrade"], url, monkeypatch) == 0
     assert db_main(["db", "current"], url, monkeypatch) == 0
     output = capsys.readouterr().out
-    assert "0001 (newest)" in output
+    assert "0002 (newest)" in output
     assert str(tmp_path) not in output
 
 

@@ -142,7 +142,7 @@ async def test_a_calls_events_become_rows(migrated_url: str, tmp_path: Path) -> 
         ("inbound", "caller", 3.0, "About my order.", "batch"),
     ]
     first = utterances[0]
-    assert (first["key"], first["end"], first["confidence"]) == ("CA1/inbound/500", 1.1, 0.91)
+    assert (first["key"], first["end"], first["confidence"]) == ("CA1/MZCA1/inbound/500", 1.1, 0.91)
     assert first["words"] == [
         {"word": "hello", "start": 0.5, "end": 0.75, "confidence": 0.9, "punctuated_word": "Hello", "speaker": None},
         {"word": "there.", "start": 0.8, "end": 1.05, "confidence": 0.9, "punctuated_word": "there.", "speaker": None},
@@ -174,6 +174,25 @@ async def test_the_same_events_twice_make_no_second_row(migrated_url: str, tmp_p
     assert [u["created_at"] for u in utterances] == [u["created_at"] for u in once[1]]
 
 
+async def test_two_streams_of_one_call_keep_their_own_words(migrated_url: str, tmp_path: Path) -> None:
+    """A second stream claiming the call (a hand-over, or a replayed `start`) with finals at the same start on the
+    same track stores them beside the first stream's, never over them; each stream's batch final lands on its own
+    live final."""
+    store = new_store(settings_for(migrated_url, tmp_path))
+    await store.start()
+    store.call_started(started("CA1"))
+    store.transcript(result("CA1", "inbound", 0.5, "The real words."))
+    store.transcript(dataclasses.replace(result("CA1", "inbound", 0.5, "Injected words."), stream_sid="MZother"))
+    store.transcript(result("CA1", "inbound", 0.5, "The real words, again.", batch=True))
+    await idle(store)
+    await store.stop(5)
+    _, utterances = await rows(migrated_url)
+    assert sorted((u["key"], u["stream_sid"], u["text"], u["source"]) for u in utterances) == [
+        ("CA1/MZCA1/inbound/500", "MZCA1", "The real words, again.", "batch"),
+        ("CA1/MZother/inbound/500", "MZother", "Injected words.", "live"),
+    ]
+
+
 async def test_an_utterance_before_its_call_gets_a_stand_in_row_that_the_call_fills_in(
     migrated_url: str, tmp_path: Path
 ) -> None:
@@ -186,7 +205,7 @@ async def test_an_utterance_before_its_call_gets_a_stand_in_row_that_the_call_fi
     [call], [utterance] = await rows(migrated_url)
     assert (call["call_sid"], call["stream_sid"], call["status"], call["account_sid"]) == ("CA9", "MZCA9", "active", "")
     assert naive_utc(call["started_at"]) == naive_utc(later)
-    assert (utterance["key"], utterance["source"]) == (utterance_key("CA9", "inbound", 12.0), "batch")
+    assert (utterance["key"], utterance["source"]) == (utterance_key("CA9", "MZCA9", "inbound", 12.0), "batch")
     store.call_ended(ended("CA9"))
     store.call_started(started("CA9"))  # replayed after its end: fills in, never reopens
     await idle(store)
