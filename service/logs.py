@@ -1,8 +1,9 @@
 """Wiring layer: structured logs to stdout, as text a person can follow or as one JSON object per line.
 
 Every line of a call carries its `call_sid` (bound with structlog's contextvars at `start`). Transcripts
-are product output: `event="transcript"`, rendered in text mode as `[FINAL] CA… 00:01.20-00:02.40 caller: words` (the speaker, else the track).
-Libraries that log through `logging` (Hypercorn, websockets, the SDK) go through the same renderer.
+are product output: `event="transcript"`, rendered in text mode as `[FINAL] CA… 00:01.20-00:02.40 caller: words`
+(the speaker, else the track). Libraries that log through `logging` (Hypercorn, websockets, the SDK) go
+through the same renderer.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Protocol layer (no I/O): what a call tells the rest of the service as it happens.
 
 A `CallSession` reports `CallStarted`, every `Transcript` (`receiver.py`) and `CallEnded` to a
-`CallObserver`; the app fans them out to the log and the database writer (whose outbox feeds the webhooks). Observers are
-called on the audio path, so they must not block: they queue and return.
+`CallObserver`; the app fans them out to the log and the database writer (whose outbox feeds the webhooks).
+Observers are called on the audio path, so they must not block: they queue and return.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from service.errors import InvalidState, TwilioProtocolError
 
 MULAW_ENCODING = "audio/x-mulaw"
 TRACKS = ("inbound", "outbound")
+MAX_SID_LENGTH = 64  # Twilio's SIDs are 34 characters; the database's columns hold 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,7 @@ def _connected(message: Mapping[str, Any]) -> Connected:
 
 def _start(message: Mapping[str, Any]) -> Start:
     start = _object(message, "start")
-    stream_sid = _str(message, "streamSid")
+    stream_sid = _sid(message, "streamSid")
     if start.get("streamSid", stream_sid) != stream_sid:
         raise TwilioProtocolError("start.streamSid differs from streamSid")
     tracks = start.get("tracks", ["inbound"])
@@ -136,8 +137,8 @@ def _start(message: Mapping[str, Any]) -> Start:
     return Start(
         sequence_number=_counter(message, "sequenceNumber"),
         stream_sid=stream_sid,
-        account_sid=_str(start, "accountSid"),
-        call_sid=_str(start, "callSid"),
+        account_sid=_sid(start, "accountSid"),
+        call_sid=_sid(start, "callSid"),
         tracks=tuple(dict.fromkeys(tracks)),
         custom_parameters=dict(params),
         media_format=MediaFormat(
@@ -214,6 +215,15 @@ def _object(message: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = message.get(key)
     if not isinstance(value, dict):
         raise TwilioProtocolError(f"missing or non-object '{key}'")
+    return value
+
+
+def _sid(message: Mapping[str, Any], key: str) -> str:
+    """A Twilio SID: two letters and 32 hex digits in practice; anything with room for more than 64 ASCII letters
+    and digits is refused, because every SID is stored, keyed on and logged."""
+    value = _str(message, key)
+    if len(value) > MAX_SID_LENGTH or not (value.isascii() and value.isalnum()):
+        raise TwilioProtocolError(f"'{key}' is not a Twilio SID (letters and digits, at most {MAX_SID_LENGTH})")
     return value
 
 

@@ -65,8 +65,8 @@ class Runtime:
         self.spool = Spool(settings.spool_dir)
         self.signatures = TwilioSignatures(settings)
         self.token_key = stream_token_key(settings)  # /voice issues stream tokens with it, the gate checks them
-        claims = DatabaseStreamClaims(lambda: self.store.engine)
-        self.gate = StreamGate(settings, key=self.token_key, claims=claims)
+        self._claims = DatabaseStreamClaims(lambda: self.store.engine)
+        self.gate = StreamGate(settings, key=self.token_key, claims=self._claims)
         self.tasks = BackgroundTasks()
         self._batch = BatchWorker(settings, self.spool, self.observer.transcript)
         self._handle_sigterm = handle_sigterm
@@ -142,6 +142,7 @@ class Runtime:
     async def _drain(self) -> None:
         calls = len(self.calls.sessions)
         spooled = await self.calls.drain(self.settings.shutdown_timeout_s)
+        await self._claims.settle()  # claims the database did not answer in time let go of their connections
         # The calls' last writes (call_ended, late finals) are queued now; what the database cannot take in time
         # goes to the journal. Inside Hypercorn's graceful_timeout (SHUTDOWN_TIMEOUT_S + 5 s).
         await self.store.stop(STORE_STOP_TIMEOUT_S)

@@ -15,7 +15,7 @@ from tests.helpers.credentials import DEEPGRAM_KEY, TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.helpers.logs import LogLines, final_words
 from tests.helpers.service import make_settings, running_service
-from tests.helpers.twilio_stream import open_media, token_parameters, streaming
+from tests.helpers.twilio_stream import open_media, streaming, token_parameters
 
 
 async def place_call(service_url: str, spec: CallSpec) -> CallResult:
