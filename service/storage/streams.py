@@ -1,9 +1,9 @@
 """Storage layer: the database's record of the streams that were let in, as `calls/admission.py`'s `StreamClaims`.
 
-A claim is one row in `streams`, inserted in its own short transaction. The database's constraints answer the
-question for every process at once: the primary key says a streamSid starts once, the partial unique index on
-`call_sid` where `first_stream` says a call has one first stream (hand-overs are not limited). When the insert
-is refused, a look at the table tells which of the two it was.
+A claim is one row in `streams`, inserted with the claims that came with it in one short transaction. The
+database's constraints answer the question for every process at once: the primary key says a streamSid starts
+once, the partial unique index on `call_sid` where `first_stream` says a call has one first stream (hand-overs
+are not limited). When a row is refused, a look at the table tells which of the two it was.
 
 A claim never raises: an outage, a missing table or an answer slower than `timeout_s` is `UNCHECKED`, and the
 gate lets the stream in on its other checks. Logs name an error's type, never its text or the URL.
@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Table, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.calls.admission import ClaimOutcome
@@ -32,7 +32,12 @@ CLAIM_TIMEOUT_S = 2.0  # a start waits no longer than this for the database befo
 
 
 class DatabaseStreamClaims:
-    """`StreamClaims` on the store's database; `engine` is asked for at each claim (the store opens it at start)."""
+    """`StreamClaims` on the store's database; `engine` is asked for at each claim (the store opens it at start).
+
+    Claims that arrive while a transaction is on its way go together in the next one: when many calls start at
+    once (a burst after a deploy, the benchmark's 100), each start waits for one commit, not for a queue of
+    commits, each with its own fsync.
+    """
 
     def __init__(
         self, engine: Callable[[], AsyncEngine], *, timeout_s: float = CLAIM_TIMEOUT_S, clock: Clock = utc_now
@@ -40,7 +45,8 @@ class DatabaseStreamClaims:
         self._engine = engine
         self._timeout_s = timeout_s
         self._clock = clock
-        self._given_up: set[asyncio.Task[ClaimOutcome]] = set()  # claims past their timeout, still cleaning up
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[ClaimOutcome]]] = []
+        self._writer: asyncio.Task[None] | None = None  # the task committing claims, while there are any
 
     async def claim(
         self, *, call_sid: str, stream_sid: str, purpose: str, track: str, first_stream: bool
@@ -50,48 +56,60 @@ class DatabaseStreamClaims:
             "stream_sid": stream_sid, "call_sid": call_sid, "purpose": purpose, "track": track,
             "first_stream": first_stream, "started_at": as_utc(self._clock()),
         }  # fmt: skip
-        # A task waited on, not a timeout around the await: a cancelled SQLAlchemy connection still rolls back
-        # before it lets go, and SQLite's driver can only do that once its thread is free of the lock it waits
-        # for. The start must not wait for that too.
-        attempt = asyncio.create_task(self._attempt(row))
-        try:
-            done, _ = await asyncio.wait({attempt}, timeout=self._timeout_s)
-        finally:
-            if not attempt.done():
-                self._give_up(attempt)
-        if attempt in done:
-            return attempt.result()
+        answer: asyncio.Future[ClaimOutcome] = asyncio.get_running_loop().create_future()
+        self._waiting.append((row, answer))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_claims(), name="stream-claims")
+        # The writer goes on past a timeout: a cancelled SQLAlchemy connection still rolls back before it lets
+        # go, and SQLite's driver can only do that once its thread is free of the lock it waits for. The start
+        # must not wait for that too.
+        done, _ = await asyncio.wait({answer}, timeout=self._timeout_s)
+        if answer in done:
+            return answer.result()
         log.warning("store.claim_timed_out", timeout_s=self._timeout_s)
         return ClaimOutcome.UNCHECKED
 
     async def settle(self) -> None:
-        """Wait until the claims given up on have let go of their connections (before the engine is disposed)."""
-        await asyncio.gather(*self._given_up, return_exceptions=True)
+        """Wait until the claims in flight have let go of their connections (before the engine is disposed)."""
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
 
-    def _give_up(self, attempt: asyncio.Task[ClaimOutcome]) -> None:
-        attempt.cancel()
-        self._given_up.add(attempt)  # kept until done: the event loop holds only a weak reference to a task
-        attempt.add_done_callback(self._given_up.discard)
-
-    async def _attempt(self, row: dict[str, Any]) -> ClaimOutcome:
+    async def _write_claims(self) -> None:
         try:
-            return await self._insert(row)
+            while self._waiting:
+                group, self._waiting = self._waiting, []
+                outcomes = await self._attempt([row for row, _ in group])
+                for (_, answer), outcome in zip(group, outcomes, strict=True):
+                    if not answer.done():
+                        answer.set_result(outcome)
+        finally:
+            self._writer = None
+
+    async def _attempt(self, rows: list[dict[str, Any]]) -> list[ClaimOutcome]:
+        try:
+            return await self._insert(rows)
         except Exception as exc:  # noqa: BLE001 - a claim never fails a start: the gate decides without it
             log.warning("store.claim_failed", error=describe(exc))
-            return ClaimOutcome.UNCHECKED
+            return [ClaimOutcome.UNCHECKED] * len(rows)
 
-    async def _insert(self, row: dict[str, Any]) -> ClaimOutcome:
+    async def _insert(self, rows: list[dict[str, Any]]) -> list[ClaimOutcome]:
+        """One transaction for the group: each row inserted unless a constraint refuses it (then nothing happens
+        to it, and the others go on), so one refused claim costs no other claim its place."""
         engine = self._engine()
-        try:
-            async with engine.begin() as connection:
-                await connection.execute(insert(STREAMS), row)
-        except IntegrityError:
-            return await self._taken(engine, str(row["stream_sid"]))
-        return ClaimOutcome.CLAIMED
+        claimed: list[bool] = []
+        async with engine.begin() as connection:
+            dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+            for row in rows:
+                statement = dialect_insert(STREAMS).values(row).on_conflict_do_nothing()
+                inserted = await connection.scalar(statement.returning(STREAMS.c.stream_sid))
+                claimed.append(inserted is not None)
+        return [
+            ClaimOutcome.CLAIMED if won else await self._taken(engine, str(row["stream_sid"]))
+            for row, won in zip(rows, claimed, strict=True)
+        ]
 
     async def _taken(self, engine: AsyncEngine, stream_sid: str) -> ClaimOutcome:
-        """Which constraint refused the row: the stream's own row, if there is one, or else the call's first stream.
-        (A separate transaction: PostgreSQL's is aborted by the refused insert.)"""
+        """Which constraint refused the row: the stream's own row, if there is one, or else the call's first stream."""
         async with engine.connect() as connection:
             found = await connection.scalar(select(STREAMS.c.stream_sid).where(STREAMS.c.stream_sid == stream_sid))
         return ClaimOutcome.STREAM_TAKEN if found is not None else ClaimOutcome.CALL_TAKEN

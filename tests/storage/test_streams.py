@@ -99,6 +99,21 @@ async def test_a_stream_is_claimed_once_and_its_call_has_one_first_stream(migrat
     ]
 
 
+async def test_claims_made_together_are_answered_each_on_its_own(migrated_url: str) -> None:
+    """Many starts at once share transactions, and each still gets its own answer: one first stream per call,
+    a stream claimed twice in one group taken the second time, hand-overs let in."""
+    async with engine_for(migrated_url) as engine:
+        claims = DatabaseStreamClaims(lambda: engine, clock=lambda: T0)
+        asked = [(f"MZ{n}a", f"CA{n}", True) for n in range(20)] + [(f"MZ{n}b", f"CA{n}", True) for n in range(20)]
+        asked += [("MZ0a", "CA0", True), ("MZ1h", "CA1", False)]
+        outcomes = await asyncio.gather(*(claim(claims, sid, call, first_stream=first) for sid, call, first in asked))
+        await claims.settle()
+    assert outcomes[:20] == [ClaimOutcome.CLAIMED] * 20
+    assert outcomes[20:40] == [ClaimOutcome.CALL_TAKEN] * 20
+    assert outcomes[40:] == [ClaimOutcome.STREAM_TAKEN, ClaimOutcome.CLAIMED]
+    assert len(await streams(migrated_url)) == 21
+
+
 async def test_a_claim_records_when_the_stream_started(migrated_url: str) -> None:
     async with engine_for(migrated_url) as engine:
         assert await claim(DatabaseStreamClaims(lambda: engine, clock=lambda: T0), "MZ1") is ClaimOutcome.CLAIMED
