@@ -274,6 +274,10 @@ class CallSession:
         for track in self.tracks.values():
             track.end()
 
+    def refuse(self, code: int, reason: str) -> Reject:
+        """End the stream before it starts, for a reason of the process's own (MAX_CALLS filled up meanwhile)."""
+        return self._reject(code, reason)
+
     def _reject(self, code: int, reason: str) -> Reject:
         self._log.warning("twilio.rejected", close_code=code, why=reason)
         self._end(Ending.rejected(reason))

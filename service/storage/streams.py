@@ -28,6 +28,7 @@ from service.times import Clock, as_utc, utc_now
 log = structlog.get_logger("callscribe.store")
 
 STREAMS: Table = cast(Table, Stream.__table__)
+GROUP_MAX = 500  # claims per statement: far below SQLite's limit on bound parameters (32766)
 CLAIM_TIMEOUT_S = 2.0  # a start waits no longer than this for the database before it is let in unchecked
 
 
@@ -77,7 +78,7 @@ class DatabaseStreamClaims:
     async def _write_claims(self) -> None:
         try:
             while self._waiting:
-                group, self._waiting = self._waiting, []
+                group, self._waiting = self._waiting[:GROUP_MAX], self._waiting[GROUP_MAX:]
                 outcomes = await self._attempt([row for row, _ in group])
                 for (_, answer), outcome in zip(group, outcomes, strict=True):
                     if not answer.done():
@@ -93,20 +94,22 @@ class DatabaseStreamClaims:
             return [ClaimOutcome.UNCHECKED] * len(rows)
 
     async def _insert(self, rows: list[dict[str, Any]]) -> list[ClaimOutcome]:
-        """One transaction for the group: each row inserted unless a constraint refuses it (then nothing happens
-        to it, and the others go on), so one refused claim costs no other claim its place."""
+        """One statement for the group: each row goes in unless a constraint refuses it (then nothing happens to
+        it, and the others still go in), and the rows that went in come back."""
         engine = self._engine()
-        claimed: list[bool] = []
         async with engine.begin() as connection:
             dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-            for row in rows:
-                statement = dialect_insert(STREAMS).values(row).on_conflict_do_nothing()
-                inserted = await connection.scalar(statement.returning(STREAMS.c.stream_sid))
-                claimed.append(inserted is not None)
-        return [
-            ClaimOutcome.CLAIMED if won else await self._taken(engine, str(row["stream_sid"]))
-            for row, won in zip(rows, claimed, strict=True)
-        ]
+            statement = dialect_insert(STREAMS).values(rows).on_conflict_do_nothing()
+            claimed = set((await connection.scalars(statement.returning(STREAMS.c.stream_sid))).all())
+        outcomes = []
+        for row in rows:
+            stream_sid = str(row["stream_sid"])
+            if stream_sid in claimed:
+                claimed.discard(stream_sid)  # a streamSid claimed twice in one group is in only once
+                outcomes.append(ClaimOutcome.CLAIMED)
+            else:
+                outcomes.append(await self._taken(engine, stream_sid))
+        return outcomes
 
     async def _taken(self, engine: AsyncEngine, stream_sid: str) -> ClaimOutcome:
         """Which constraint refused the row: the stream's own row, if there is one, or else the call's first stream."""

@@ -112,9 +112,8 @@ class MediaStreams:
     async def _start(self, session: CallSession) -> Reject | None:
         """A start that passed the session's own checks: room for it here, then the cross-process check."""
         busy = busy_reason(self._runtime.calls, self._runtime.settings)
-        if busy is not None:
-            log.warning("media.refused", close_code=close_codes.TRY_AGAIN_LATER, why=busy)
-            return Reject(close_codes.TRY_AGAIN_LATER, busy)
+        if busy is not None:  # MAX_CALLS filled up while this socket waited for its start
+            return session.refuse(close_codes.TRY_AGAIN_LATER, busy)
         reject = await session.finish_start()
         if reject is None:
             self._runtime.calls.started(session)
