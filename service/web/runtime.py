@@ -98,6 +98,8 @@ class Runtime:
             max_calls=settings.max_calls,
             deepgram_key="set" if self.stt.configured else "MISSING (calls go to the spool, not to live transcription)",
             twilio_auth_token=self.signatures.token_state(),
+            stream_tokens=settings.stream_tokens,
+            twilio_account_sid="set" if settings.twilio_account_sid else "unset (any account's streams are let in)",
         )
         for name in ignored_options(settings):
             log.warning("settings.option_ignored", option=name, why="callscribe sets it itself")
