@@ -129,7 +129,7 @@ async def test_sockets_that_never_start_cannot_keep_a_real_call_out(
 ) -> None:
     """With MAX_CALLS=2, more silent sockets than the waiting bound: each new one pushes out the oldest, /readyz
     and /voice are unaffected, and a real call still gets its stream and its transcript."""
-    settings = make_settings(deepgram, max_calls=2, stream_start_timeout_s=3)
+    settings = make_settings(deepgram, max_calls=2, stream_start_timeout_s=6)
     holder = CallSpec(inbound=b"", speed=0, send_start=False, hold_open_s=10)
     async with running_service(settings) as service, httpx.AsyncClient() as client:
         holders = [asyncio.create_task(replayed(service.url, holder, {})) for _ in range(5)]
