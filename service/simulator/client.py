@@ -105,6 +105,7 @@ async def replay_stream(
     request = StreamRequest(url=stream_url, track_setting=track_setting, params=dict(custom_parameters))
     result = _result(spec, 0, "", request)
     result.stream_sid = stream_sid
+    result.replayed = True
     headers = {"x-twilio-signature": twilio_signature(auth_token, stream_url, {})}
     planned = plan_messages(spec, stream_sid, request.tracks, stream_parameters(spec, request.params))
     await _stream(connect_url(base_url, stream_url), headers, spec, planned, result)

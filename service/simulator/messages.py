@@ -81,7 +81,7 @@ class CallSpec:
 class CallResult:
     """What happened on the call, as the simulator saw it."""
 
-    voice_status: int
+    voice_status: int  # 0 when no webhook was posted (`replay_stream`)
     twiml: str
     stream_url: str | None  # the wss:// URL from <Stream url>, None if the TwiML started no stream
     stream_params: dict[str, str]  # the <Parameter>s of that <Stream>
@@ -94,6 +94,7 @@ class CallResult:
     upgrade_status: int | None  # HTTP status if the upgrade was rejected
     spec_call_sid: str  # the CallSid of the spec, for finding the call in the service's logs
     closed_by: str | None = None  # "server" or "simulator"; None when no WebSocket opened
+    replayed: bool = False  # the stream was opened without /voice, with a captured upgrade signature
     all_sent: bool = False  # every prepared message (through stop, if any) went out before the socket closed
 
 

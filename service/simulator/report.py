@@ -8,7 +8,7 @@ from service.simulator.messages import DEFAULT_TRACK_SETTING, CallResult
 
 def failure_reason(result: CallResult) -> str | None:
     """Why the call did not complete as a streamed call, or None when it did."""
-    if not 200 <= result.voice_status < 300:
+    if not result.replayed and not 200 <= result.voice_status < 300:
         return f"POST /voice answered HTTP {result.voice_status}"
     if result.stream_url is None:
         return "the TwiML started no <Stream> (the service may be at MAX_CALLS or shutting down)"
@@ -23,7 +23,8 @@ def failure_reason(result: CallResult) -> str | None:
 
 def summarize(result: CallResult, elapsed_s: float, speed: float) -> str:
     """A short human summary of the call."""
-    lines = [f"call      {result.spec_call_sid}  (POST /voice: HTTP {result.voice_status})"]
+    voice = "no /voice: a replayed upgrade" if result.replayed else f"POST /voice: HTTP {result.voice_status}"
+    lines = [f"call      {result.spec_call_sid}  ({voice})"]
     if result.stream_url is not None:
         params = ", ".join(sorted(result.stream_params)) or "none"  # names only: values may be tokens
         track = result.track_setting or f"{DEFAULT_TRACK_SETTING} (default)"

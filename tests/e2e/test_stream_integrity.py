@@ -3,13 +3,16 @@ played against the real app on a real port, and refused before any Deepgram conn
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from service.cli.simulate import add_arguments, run
 from service.simulator.client import replay_stream, simulate_call
 from service.simulator.messages import CallResult, CallSpec, new_stream_sid
 from service.storage import migrate
@@ -18,6 +21,7 @@ from tests.helpers.audio import call_audio
 from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.helpers.logs import LogLines, final_words
+from tests.helpers.paths import SAMPLES
 from tests.helpers.service import make_settings, running_service
 from tests.helpers.twilio_stream import token_parameters
 from tests.helpers.waiting import eventually
@@ -37,7 +41,7 @@ async def replayed(url: str, spec: CallSpec, parameters: dict[str, str], stream_
 async def test_a_replayed_upgrade_with_a_forged_start_is_refused(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
     """No /voice, no token: close 1008 naming the missing token, no Deepgram connection, nothing stored."""
     async with running_service(make_settings(deepgram)) as service:
-        result = await replayed(service.url, CallSpec(inbound=call_audio(1, 1.0), speed=0), {"from": "+1"})
+        result = await replayed(service.url, CallSpec(inbound=call_audio(1, 1.0)), {"from": "+1"})
     assert result.close_code == 1008
     assert "no callscribe_token parameter" in (result.close_reason or "")
     [rejected] = log_lines.events("twilio.rejected")
@@ -51,9 +55,9 @@ async def test_a_token_for_another_call_an_old_token_and_another_account_are_ref
 ) -> None:
     """A real token copied to another call, one past STREAM_TOKEN_TTL_S, or a start for another account."""
     settings = make_settings(deepgram, twilio_account_sid=ACCOUNT)
-    attacker = CallSpec(inbound=call_audio(2, 1.0), speed=0)
+    attacker = CallSpec(inbound=call_audio(2, 1.0))  # real-time pace: refused streams close cleanly
     somebody_else = CallSpec(inbound=b"", call_sid="CA" + "7" * 32)
-    other_account = CallSpec(inbound=call_audio(3, 1.0), speed=0, account_sid="AC" + "0" * 32)
+    other_account = CallSpec(inbound=call_audio(3, 1.0), account_sid="AC" + "0" * 32)
     async with running_service(settings) as service:
         copied = await replayed(service.url, attacker, token_parameters(somebody_else))
         stale = await replayed(service.url, attacker, token_parameters(attacker, issued_at=int(time.time()) - 301))
@@ -88,7 +92,7 @@ async def _victims_call(
             started = await eventually(lambda: log_lines.events("call.started", call_sid=victim.call_sid)[earlier:])
             started = started[0]
             if attack:
-                attacker = CallSpec(inbound=call_audio(999, 2.0), call_sid=victim.call_sid, speed=0)
+                attacker = CallSpec(inbound=call_audio(999, 2.0), call_sid=victim.call_sid)
                 stolen = token_parameters(victim)  # as good as the victim's own: same call, fresh
                 same_stream = await replayed(service.url, attacker, stolen, stream_sid=started["stream_sid"])
                 new_stream = await replayed(service.url, attacker, stolen)
@@ -183,7 +187,7 @@ async def test_with_stream_tokens_off_a_token_less_stream_is_let_in_with_a_warni
     async with running_service(settings) as service:
         call = asyncio.create_task(replayed(service.url, spec, {"from": spec.from_number}))
         started = await log_lines.wait_for("call.started", call_sid=spec.call_sid)
-        second = await replayed(service.url, CallSpec(inbound=call_audio(7, 1.0), call_sid=spec.call_sid, speed=0), {})
+        second = await replayed(service.url, CallSpec(inbound=call_audio(7, 1.0), call_sid=spec.call_sid), {})
         first = await call
         await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
     assert started["stream_sid"] == first.stream_sid
@@ -192,3 +196,22 @@ async def test_with_stream_tokens_off_a_token_less_stream_is_let_in_with_a_warni
     assert second.close_code == 1008
     assert log_lines.events("settings.stream_tokens_off")
     assert len(log_lines.events("stream.token_missing")) == 2
+
+
+async def test_the_simulate_command_plays_the_replayed_upgrade(
+    deepgram: FakeDeepgram, log_lines: LogLines, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m service simulate --replay-upgrade --call-sid CA…` is refused 1008, and says so (exit 1)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    async with running_service(make_settings(deepgram)) as service:
+        # Real-time pace, as Twilio sends: a flood of frames still in flight when the server closes can reset the
+        # connection before the client reads the close frame (a 1006 that says nothing about the service).
+        argv = [str(SAMPLES / "hello.wav"), "--url", service.url, "--speed", "1", "--auth-token", TWILIO_TOKEN]
+        argv += ["--replay-upgrade", "--call-sid", "CA" + "8" * 32, "--parameter", "from=+14155550100"]
+        exit_code = await asyncio.to_thread(run, parser.parse_args(argv))
+    assert exit_code == 1
+    assert "1008" in capsys.readouterr().err
+    [rejected] = log_lines.events("twilio.rejected")
+    assert rejected["call_sid"] == "CA" + "8" * 32
+    assert deepgram.connections == []
