@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service import mulaw
 from service.cli.simulate import configured_token
 from service.settings import Settings, load_settings
 from service.simulator.audio import wav_to_mulaw
@@ -83,8 +84,10 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> str:
             raise DemoFailure(f"no TWILIO_AUTH_TOKEN here to sign the call with: {TWILIO_ADVICE}")
         spec = CallSpec(inbound=wav_to_mulaw(SAMPLE.read_bytes()), speed=args.speed)
         sys.stdout.write(
-            f"calling {url} with {SAMPLE.name} ({len(spec.inbound) / 8000:.1f} s) as call {spec.call_sid}\n"
+            f"calling {url} with {SAMPLE.name} ({len(spec.inbound) / mulaw.BYTES_PER_SECOND:.1f} s) "
+            f"as call {spec.call_sid}\n"
         )
+        sys.stdout.flush()  # before any advice on stderr, so the two read in order
         try:
             result = await simulate_call(url, spec, auth_token=token)
         except SimulatorError as exc:

@@ -1,5 +1,5 @@
 """Storage layer: the schema's Alembic migrations, run from code (`python -m service db upgrade`, the Procfile's
-`release:` line, `make run`).
+`release:` line; a SQLite file at start-up, `upgrade_sqlite`).
 
 Alembic is configured here rather than in an alembic.ini: the script directory is `service/storage/migrations/`,
 and each command runs on a connection from `schema.create_engine` inside one transaction, so an upgrade that

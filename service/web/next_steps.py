@@ -14,7 +14,7 @@ from service.settings import Settings
 _TWILIO = (
     "TWILIO_AUTH_TOKEN",
     "TWILIO_AUTH_TOKEN=<your Twilio Auth Token>",
-    "without it every call is refused 403; for local simulation any value works (`make demo` signs with it too)",
+    "without it every call is refused 403; for local simulation any value works, `make demo` signs with it too",
 )
 _DEEPGRAM = (
     "DEEPGRAM_API_KEY",

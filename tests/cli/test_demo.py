@@ -28,7 +28,7 @@ async def run_demo(url: str, workdir: Path, **env: str) -> tuple[int | None, str
 
 
 def printed_words(stdout: str) -> list[str]:
-    """The words of the transcript `demo` printed (text format: `[00:00.00 - 00:01.23] caller: words`)."""
+    """The words of the transcript `demo` printed (text format: `[00:00.00] caller: words`)."""
     transcript = stdout.split("transcript:\n", 1)[1]
     return [word for line in transcript.splitlines() for word in line.split(": ", 1)[1].split()]
 
