@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null)
 PORT ?= 5001
 
-.PHONY: setup run test lint format simulate docs bench clean
+.PHONY: setup run test lint format simulate demo docs bench clean
 
 setup: $(VENV)/.synced
 
@@ -19,9 +19,9 @@ else
 endif
 	touch $@
 
-# Migrations first: the default database is a SQLite file here, which the upgrade creates.
+# The default database is a SQLite file here, which the service creates and migrates itself as it starts.
 run: setup
-	$(BIN)/python -m service db upgrade && $(BIN)/python -m service serve --port $(PORT)
+	$(BIN)/python -m service serve --port $(PORT)
 
 lint: setup
 	$(BIN)/ruff check service tests benchmarks
@@ -40,6 +40,10 @@ format: setup
 
 simulate: setup
 	$(BIN)/python -m service simulate service/simulator/samples/hello.wav --url http://localhost:$(PORT)
+
+# One simulated call to the service `make run` started, and its transcript printed (or what to fix).
+demo: setup
+	$(BIN)/python -m service demo --url http://localhost:$(PORT)
 
 # The configuration reference and .env.example, rendered from service/settings.py (a test checks they match).
 docs: setup

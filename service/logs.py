@@ -54,6 +54,10 @@ def render_text(_logger: Any, _method: str, event_dict: EventDict) -> str:
     """One readable line; transcripts get their own shape so a person can follow the call."""
     if event_dict.get("event") == "transcript":
         return _transcript_line(event_dict)
+    if event_dict.get("event") == "service.next_steps" and "lines" in event_dict:
+        # A block to read and copy from: its lines as they are, under the usual line (which carries the rest).
+        block = "\n".join(f"    {line}" for line in event_dict.pop("lines", []))
+        return f"{render_text(_logger, _method, event_dict)}\n{block}"
     timestamp = event_dict.pop("timestamp", "")
     level = str(event_dict.pop("level", "")).upper()
     event = event_dict.pop("event", "")

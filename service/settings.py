@@ -386,8 +386,9 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default="sqlite+aiosqlite:///callscribe.sqlite3",
         description="Where calls and final utterances are kept: a SQLite file (by default in the working "
-        "directory), or PostgreSQL, including Heroku's `postgres://user:pass@host:5432/db` form. Apply the schema "
-        "with `python -m service db upgrade` (the Procfile's `release:` line and `make run` do).",
+        "directory), or PostgreSQL, including Heroku's `postgres://user:pass@host:5432/db` form. A SQLite file "
+        "is migrated by the service as it starts; apply PostgreSQL's schema with `python -m service db upgrade` "
+        "(the Procfile's `release:` line does).",
         json_schema_extra=_doc("data", accepts="a `sqlite:///` or `postgres(ql)://` URL, with an optional `+driver`"),
     )
     db_queue_max: int = Field(

@@ -1,8 +1,8 @@
 """Command line (wiring): `python -m service db upgrade | current | purge`, on the database DATABASE_URL names.
 
-`upgrade` is what the Procfile's `release:` line and `make run` run before serving. `current` exits 1 when
-the database is not at the newest revision, so scripts can check before starting. `purge` is one pass of the
-hourly retention purge the server runs. None of them prints the URL: it may carry a password.
+`upgrade` is what the Procfile's `release:` line runs before serving (a SQLite file also migrates itself at
+start-up). `current` exits 1 when the database is not at the newest revision, so scripts can check first.
+`purge` is one pass of the hourly retention purge the server runs. None of them prints the URL: it may carry a password.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _configured_token() -> str | None:
+def configured_token() -> str | None:
     """TWILIO_AUTH_TOKEN as the service reads it (environment, then .env), so `make simulate` signs like Twilio."""
     token = os.environ.get("TWILIO_AUTH_TOKEN")
     if token:
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, AudioFormatError, ValueError) as exc:
         sys.stderr.write(f"simulate: {exc}\n")
         return 2
-    token = args.auth_token or _configured_token()
+    token = args.auth_token or configured_token()
     if token is None:
         sys.stderr.write("simulate: no --auth-token and no TWILIO_AUTH_TOKEN: sending no X-Twilio-Signature\n")
     started = time.monotonic()

@@ -1,5 +1,5 @@
 """Storage layer: the schema's Alembic migrations, run from code (`python -m service db upgrade`, the Procfile's
-`release:` line, `make run`).
+`release:` line; a SQLite file at start-up, `upgrade_sqlite`).
 
 Alembic is configured here rather than in an alembic.ini: the script directory is `service/storage/migrations/`,
 and each command runs on a connection from `schema.create_engine` inside one transaction, so an upgrade that
@@ -10,16 +10,20 @@ password.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import fcntl
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import make_url
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.storage.schema import create_engine
+from service.storage.schema import async_url, create_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -63,6 +67,49 @@ async def current_revision(url: str) -> str | None:
 
 async def is_at_head(url: str) -> bool:
     return await current_revision(url) == head()
+
+
+async def connection_at_head(connection: AsyncConnection) -> bool:
+    """`is_at_head` on a connection the caller already holds (`/readyz`: no engine of its own per request)."""
+    revision = await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+    return revision == head()
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite DATABASE_URL names; None for PostgreSQL or an in-memory SQLite database."""
+    parsed = make_url(async_url(url))
+    if parsed.get_backend_name() != "sqlite" or parsed.database in {None, "", ":memory:"}:
+        return None
+    return Path(parsed.database)
+
+
+async def upgrade_sqlite(url: str) -> tuple[str | None, str] | None:
+    """Bring a SQLite file's schema to head at start-up: (revision before, head) when it moved, else None.
+
+    Several Hypercorn workers start at once on the same file: an flock on `<file>.migrate.lock` lets one of
+    them migrate while the others wait, and find the schema at head when their turn comes.
+    """
+    path = sqlite_file(url)
+    if path is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(path.name + ".migrate.lock")
+    async with _locked(lock):
+        before, newest = await current_revision(url), head()
+        if before == newest:
+            return None
+        await upgrade(url)
+        return before, newest
+
+
+@contextlib.asynccontextmanager
+async def _locked(lock: Path) -> AsyncIterator[None]:
+    with lock.open("a") as handle:
+        await asyncio.to_thread(fcntl.flock, handle.fileno(), fcntl.LOCK_EX)  # blocks: not on the event loop
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def current(url: str) -> str | None:

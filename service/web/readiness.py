@@ -14,9 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.calls.registry import Calls
 from service.settings import Settings
+from service.storage import migrate
 from service.web.runtime import Runtime
 
 DATABASE_CHECK_TIMEOUT_S = 2.0
+NOT_MIGRATED = "database not migrated: run `python -m service db upgrade`"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +38,7 @@ async def readiness(runtime: Runtime) -> Readiness:
         "calls": busy_reason(runtime.calls, runtime.settings) or "ok",
         "twilio_auth_token": "ok" if runtime.signatures.usable else "not set",
         "deepgram_api_key": "ok" if runtime.stt.configured else "not set",
-        "database": await database_check(lambda: runtime.store.engine),
+        "database": await database_check(lambda: runtime.store.engine, runtime),
     }
     return Readiness(checks)
 
@@ -51,11 +53,20 @@ def busy_reason(calls: Calls, settings: Settings) -> str | None:
     return None
 
 
-async def database_check(engine: Callable[[], AsyncEngine]) -> str:
-    """ "ok" when the database answers SELECT 1 within DATABASE_CHECK_TIMEOUT_S."""
+async def database_check(engine: Callable[[], AsyncEngine], runtime: Runtime | None = None) -> str:
+    """ "ok" when the database answers SELECT 1 within DATABASE_CHECK_TIMEOUT_S, and its schema is at head.
+
+    With `runtime`, the schema is checked until it is seen at head once (then remembered on the runtime, since
+    a schema does not move back while the service runs): a PostgreSQL deploy without its release phase is not
+    ready, rather than ready with every write going to the journal.
+    """
     try:
         async with asyncio.timeout(DATABASE_CHECK_TIMEOUT_S), engine().connect() as connection:
             await connection.execute(sqlalchemy.text("SELECT 1"))
+            if runtime is not None and not runtime.schema_at_head:
+                if not await migrate.connection_at_head(connection):
+                    return NOT_MIGRATED
+                runtime.schema_at_head = True
     except TimeoutError:
         return f"no answer within {DATABASE_CHECK_TIMEOUT_S:g} s"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready; the type says which, never the URL

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import multiprocessing
 import signal
 from collections.abc import Coroutine, Sequence
@@ -26,9 +27,11 @@ from service.metrics import worker_stopped
 from service.settings import Settings
 from service.spool.directory import Spool
 from service.spool.worker import BatchWorker
+from service.storage import migrate
 from service.storage.streams import DatabaseStreamClaims
 from service.storage.writer import TranscriptStore
 from service.twilio.signatures import TwilioSignatures, stream_token_key
+from service.web.next_steps import next_steps
 from service.webhooks.sender import WebhookSender
 
 log = structlog.get_logger("callscribe.app")
@@ -72,10 +75,13 @@ class Runtime:
         self._handle_sigterm = handle_sigterm
         self._stopping = False
         self._draining: asyncio.Future[None] | None = None
+        self.schema_at_head = False  # once seen at head it stays there: /readyz stops asking
 
     async def announce(self) -> None:
-        """Start-up (Hypercorn's before_serving): say what is configured, then start the store and the workers."""
+        """Start-up (Hypercorn's before_serving): say what is configured, migrate SQLite, start the store."""
         self._log_ready()
+        await self._migrate_sqlite()
+        self._log_next_steps()
         await self.store.start()  # replays a journal an earlier process left; never waits for the database
         self._start_workers()
         # Everything built so far (the SDK's, pydantic's and SQLAlchemy's ~100k objects) lives as long as the
@@ -109,6 +115,32 @@ class Runtime:
                 why="STREAM_TOKENS=off: a stream without a token is let in, so anyone who once saw a Twilio upgrade "
                 "can open streams (the account check and one live stream per call still apply)",
             )
+
+    async def _migrate_sqlite(self) -> None:
+        """A SQLite file is this process's own: bring it to head here, so serving needs no `db upgrade` first.
+
+        PostgreSQL keeps the release phase (`db upgrade`), where a failed migration stops the deploy; /readyz
+        says so when it was skipped. A failure here is logged and the service serves on, into the journal.
+        """
+        url = self.settings.database_url
+        if migrate.sqlite_file(url) is None:
+            return
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # its "Running upgrade" lines, once per revision
+        try:
+            moved = await migrate.upgrade_sqlite(url)
+        except Exception as exc:  # noqa: BLE001 - the type says what failed; the URL is never logged
+            log.error(  # noqa: TRY400 - no traceback: it could quote the database path
+                "store.migrate_failed", error=type(exc).__name__, fix="run `python -m service db upgrade`"
+            )
+            return
+        self.schema_at_head = True
+        if moved is not None:
+            log.info("store.migrated", revision_before=moved[0] or "empty", revision=moved[1])
+
+    def _log_next_steps(self) -> None:
+        steps = next_steps(self.settings, twilio_usable=self.signatures.usable, deepgram_configured=self.stt.configured)
+        if steps is not None:
+            log.warning("service.next_steps", missing=steps.missing, lines=steps.lines)
 
     def _start_workers(self) -> None:
         if self.settings.transcript_webhook_url is not None:

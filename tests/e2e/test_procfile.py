@@ -11,6 +11,8 @@ from typing import Any
 
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec
+from service.storage import queries
+from service.storage.schema import create_engine
 from tests.helpers.audio import call_audio
 from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
@@ -88,3 +90,34 @@ async def test_sigterm_while_deepgram_catches_up_loses_nothing(deepgram: FakeDee
     lines = json_lines(stdout)
     finals = [line for line in lines if line["event"] == "transcript" and line["is_final"]]
     assert [w for line in finals for w in line["text"].split()] == expected_words(bytes(connection.audio))
+
+
+async def test_the_web_line_alone_stores_transcripts_in_a_fresh_sqlite_file(
+    deepgram: FakeDeepgram, tmp_path: Path
+) -> None:
+    """No `db upgrade` first (`python -m service serve` by hand): the service migrates its SQLite file itself."""
+    database = tmp_path / "callscribe.sqlite3"  # start_web's DATABASE_URL: a file no one has created yet
+    process, url = await start_web(deepgram, tmp_path)
+    engine = create_engine(f"sqlite:///{database}")
+    try:
+        spec = CallSpec(inbound=call_audio(64, 1.5), speed=0)
+        result = await simulate_call(url, spec, auth_token=TWILIO_TOKEN)
+        assert result.close_code == 1000
+        await asyncio.wait_for(deepgram.connections[0].closed.wait(), timeout=10)
+        expected = expected_words(bytes(deepgram.connections[0].audio))
+        stored = await eventually(lambda: stored_words(engine, spec.call_sid, len(expected)), timeout=10)
+    finally:
+        await engine.dispose()
+        os.killpg(process.pid, signal.SIGTERM)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, stderr.decode()
+    assert stored == expected
+    events = [line["event"] for line in json_lines(stdout)]
+    assert "store.migrated" in events
+    assert "store.unavailable" not in events
+
+
+async def stored_words(engine: Any, call_sid: str, count: int) -> list[str] | None:
+    """The call's stored words once `count` of them are in the database, else None."""
+    words = [word for u in await queries.get_utterances(engine, call_sid) for word in u.text.split()]
+    return words if len(words) >= count else None

@@ -4,6 +4,7 @@ service/storage/schema.py."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,19 @@ def db_main(argv: list[str], url: str, monkeypatch: pytest.MonkeyPatch | None = 
         args = parser.parse_args(argv)
         result: int = args.handler(args)
         return result
+
+
+async def test_two_processes_starting_on_one_sqlite_file_migrate_it_once(tmp_path: Path) -> None:
+    """Hypercorn's workers start together: the lock lets one migrate; the other finds the schema at head."""
+    url = sqlite_url(tmp_path / "shared.sqlite3")
+    first, second = await asyncio.gather(migrate.upgrade_sqlite(url), migrate.upgrade_sqlite(url))
+    assert sorted([first, second], key=str) == [(None, migrate.head()), None]
+    assert await migrate.is_at_head(url)
+    assert await migrate.upgrade_sqlite(url) is None  # at head: nothing to do, no Alembic run
+
+
+def test_only_a_sqlite_file_is_migrated_at_start_up() -> None:
+    assert migrate.sqlite_file("sqlite+aiosqlite:///callscribe.sqlite3") == Path("callscribe.sqlite3")
+    assert migrate.sqlite_file("sqlite:////var/data/db.sqlite3?timeout=0.2") == Path("/var/data/db.sqlite3")
+    assert migrate.sqlite_file("sqlite+aiosqlite://") is None
+    assert migrate.sqlite_file("postgres://user:secret@db.example.com:5432/calls") is None

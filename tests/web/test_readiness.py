@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from service.calls.registry import Calls
 from service.metrics import CALLS_ACTIVE
-from service.web.readiness import Readiness, busy_reason
-from tests.helpers.service import make_settings
+from service.storage import migrate
+from service.web.readiness import NOT_MIGRATED, Readiness, busy_reason
+from tests.helpers.databases import fresh_postgres_database, postgres_server_url, sqlite_url
+from tests.helpers.service import make_settings, running_service
 
 
 @pytest.mark.parametrize(
@@ -48,3 +52,28 @@ def test_busy_reason(accepting: bool, started_calls: int, waiting: int, busy: st
 )
 def test_ready_only_when_every_check_is_ok(checks: dict[str, str], ready: bool) -> None:
     assert Readiness(checks).ready is ready
+
+
+async def test_readyz_on_an_unmigrated_postgres_database_says_to_run_db_upgrade() -> None:
+    """PostgreSQL keeps its release phase: without it /readyz is 503 and says the command; after it, 200."""
+    async with (
+        fresh_postgres_database(postgres_server_url()) as postgres_url,
+        running_service(make_settings(database_url=postgres_url)) as service,
+        httpx.AsyncClient() as client,
+    ):
+        unmigrated = await client.get(f"{service.url}/readyz")
+        assert unmigrated.status_code == 503
+        assert unmigrated.json()["checks"]["database"] == NOT_MIGRATED
+        assert NOT_MIGRATED == "database not migrated: run `python -m service db upgrade`"
+        await migrate.upgrade(postgres_url)
+        migrated = await client.get(f"{service.url}/readyz")
+        assert (migrated.status_code, migrated.json()["checks"]["database"]) == (200, "ok")
+        assert service.service.schema_at_head  # remembered: later checks are SELECT 1 only
+
+
+async def test_a_fresh_sqlite_file_is_migrated_at_start_up(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "fresh.sqlite3")
+    async with running_service(make_settings(database_url=url)) as service, httpx.AsyncClient() as client:
+        ready = await client.get(f"{service.url}/readyz")
+    assert ready.json()["checks"]["database"] == "ok"
+    assert await migrate.is_at_head(url)
