@@ -29,7 +29,7 @@ def add_commands(commands: Any) -> None:
     """Register `doctor` on the `python -m service` sub-command parser."""
     parser = commands.add_parser("doctor", help="check the settings, Deepgram, the database and the Twilio number")
     parser.add_argument(
-        "--number", type=_phone_number, default=None, help="the Twilio number (E.164) whose voice webhook to check"
+        "--number", type=phone_number, default=None, help="the Twilio number (E.164) whose voice webhook to check"
     )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.set_defaults(handler=doctor)
@@ -132,7 +132,8 @@ def _without_password(text: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def _phone_number(value: str) -> str:
+def phone_number(value: str) -> str:
+    """An argparse type: an E.164 number, as Twilio's API and console spell it."""
     if not _E164.match(value):
         raise argparse.ArgumentTypeError("must be an E.164 number such as +14155550100")
     return value

@@ -1,6 +1,7 @@
-"""A phone number's voice configuration, read from Twilio's REST API through the `twilio` package's client.
+"""A phone number's voice configuration, read from and set on Twilio's REST API through the `twilio` client.
 
-The one request is `GET /2010-04-01/Accounts/{AccountSid}/IncomingPhoneNumbers.json?PhoneNumber=...`. The client
+The requests are `GET /2010-04-01/Accounts/{AccountSid}/IncomingPhoneNumbers.json?PhoneNumber=...` and, to change
+the webhook, `POST .../IncomingPhoneNumbers/{Sid}.json` with `VoiceUrl` and `VoiceMethod`. The client
 is pointed at TWILIO_API_URL through its API domain's `base_url` (the attribute every request's URL is built
 from), and reads nothing from the environment: `environment` is given, so TWILIO_EDGE or TWILIO_REGION cannot
 rewrite the host. Errors become `NumberLookupError` with Twilio's status and error code, never a credential.
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
-from twilio.base.exceptions import TwilioException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
@@ -54,14 +56,7 @@ def find_number(
     credentials: RestCredentials, number: str, *, api_url: str, timeout_s: float = 10.0
 ) -> NumberVoice | None:
     """The number's voice configuration on the account, None when the account has no such number."""
-    client = Client(
-        credentials.username,
-        credentials.password,
-        account_sid=credentials.account_sid,
-        http_client=TwilioHttpClient(timeout=timeout_s),
-        environment={"TWILIO_ACCOUNT_SID": credentials.account_sid},
-    )
-    client.api.base_url = api_url
+    client = _client(credentials, api_url=api_url, timeout_s=timeout_s)
     numbers = client.api.v2010.accounts(credentials.account_sid).incoming_phone_numbers
     try:
         page = numbers.page(phone_number=number, page_size=50)
@@ -71,9 +66,37 @@ def find_number(
         raise NumberLookupError(f"Twilio's REST API did not answer ({type(exc).__name__})") from None
     except TwilioException as exc:
         raise _refusal(exc) from None
-    if not found:
-        return None
-    record = found[0]
+    return _voice(found[0]) if found else None
+
+
+def set_voice_url(
+    credentials: RestCredentials, number: NumberVoice, url: str, method: str, *, api_url: str, timeout_s: float = 10.0
+) -> NumberVoice:
+    """Point the number's voice webhook at `url` with `method`; the number as Twilio now has it."""
+    client = _client(credentials, api_url=api_url, timeout_s=timeout_s)
+    resource = client.api.v2010.accounts(credentials.account_sid).incoming_phone_numbers(number.sid)
+    try:
+        return _voice(resource.update(voice_url=url, voice_method=method))
+    except OSError as exc:  # requests' errors (refused, timed out, TLS) are OSErrors
+        raise NumberLookupError(f"Twilio's REST API did not answer ({type(exc).__name__})") from None
+    except TwilioRestException as exc:
+        code = f", error {exc.code}" if exc.code else ""
+        raise NumberLookupError(f"Twilio refused the update (HTTP {exc.status}{code})", status=exc.status) from None
+
+
+def _client(credentials: RestCredentials, *, api_url: str, timeout_s: float) -> Client:
+    client = Client(
+        credentials.username,
+        credentials.password,
+        account_sid=credentials.account_sid,
+        http_client=TwilioHttpClient(timeout=timeout_s),
+        environment={"TWILIO_ACCOUNT_SID": credentials.account_sid},
+    )
+    client.api.base_url = api_url
+    return client
+
+
+def _voice(record: Any) -> NumberVoice:
     return NumberVoice(
         sid=record.sid or "",
         phone_number=record.phone_number or "",

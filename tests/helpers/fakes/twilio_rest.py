@@ -8,6 +8,8 @@ package builds and the answers it parses. What it serves:
   else, or a path naming another account, is 401 with Twilio's error body (code 20003, "Authenticate").
 * `GET /2010-04-01/Accounts/{AccountSid}/IncomingPhoneNumbers.json`, with the `PhoneNumber` filter (partial
   numbers, `*` for any digit) and `PageSize`/`Page`, answered in Twilio's paged list shape.
+* `POST .../IncomingPhoneNumbers/{Sid}.json` with `VoiceUrl` and `VoiceMethod` (form-encoded): the number updated,
+  answered as the resource (`twilio configure` and `restore`); an unknown SID is 404 (code 20404).
 
 Shapes: https://www.twilio.com/docs/phone-numbers/api/incomingphonenumber-resource (read multiple) and
 https://www.twilio.com/docs/usage/twilios-response (errors).
@@ -36,7 +38,9 @@ DATE = "Tue, 01 Dec 2026 12:00:00 +0000"  # Twilio's dates are RFC 2822
 DEFAULT_PAGE_SIZE = 50
 
 Message = dict[str, Any]
-_NUMBERS_PATH = re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/IncomingPhoneNumbers\.json$")
+_NUMBERS_PATH = re.compile(
+    rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/IncomingPhoneNumbers(?:/(?P<sid>PN[0-9a-f]{{32}}))?\.json$"
+)
 
 
 @dataclass(kw_only=True)
@@ -98,6 +102,7 @@ class RecordedRequest:
     path: str
     query: dict[str, list[str]]
     username: str | None  # the Basic auth user, never its password
+    form: dict[str, list[str]] = field(default_factory=dict)  # a POST's form-encoded body
     status: int = 0
 
 
@@ -163,11 +168,13 @@ class FakeTwilioRest:
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         target = urllib.parse.urlsplit(handler.path)
+        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
         request = RecordedRequest(
             method=handler.command,
             path=target.path,
             query=urllib.parse.parse_qs(target.query, keep_blank_values=True),
             username=_basic_user(handler.headers.get("Authorization")),
+            form=urllib.parse.parse_qs(body.decode(), keep_blank_values=True),
         )
         self.requests.append(request)
         request.status, body = self._answer(request, handler.headers.get("Authorization"))
@@ -189,9 +196,23 @@ class FakeTwilioRest:
             return 404, _error(20404, f"The requested resource {request.path} was not found", 404)
         if route["account"] != self.account_sid:
             return 401, _error(20003, "Authenticate", 401)  # credentials of one account, the path of another
+        if route["sid"] is not None:
+            return self._one_number(request, route["sid"])
         if request.method != "GET":
             return 405, _error(20004, "Method not allowed", 405)
         return 200, self._numbers_page(request)
+
+    def _one_number(self, request: RecordedRequest, sid: str) -> tuple[int, Message]:
+        found = [number for number in self.numbers if number.sid == sid]
+        if not found:
+            return 404, _error(20404, f"The requested resource {request.path} was not found", 404)
+        number = found[0]
+        if request.method == "POST":
+            if "VoiceUrl" in request.form:
+                number.voice_url = request.form["VoiceUrl"][0]
+            if "VoiceMethod" in request.form:
+                number.voice_method = request.form["VoiceMethod"][0]
+        return 200, number.resource(self.account_sid)
 
     def _authenticated(self, authorization: str | None) -> bool:
         scheme, _, encoded = (authorization or "").partition(" ")
