@@ -28,6 +28,7 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 # E.164 numbers, or SIP URIs / client identities, which <Dial> also takes.
 _DIAL_TARGET = re.compile(r"^(\+[1-9]\d{6,14}|sip:\S+|client:\S+)$")
 _ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+_API_KEY_SID = re.compile(r"^SK[0-9a-fA-F]{32}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +345,25 @@ class Settings(BaseSettings):
         "another account is refused with close 1008.",
         json_schema_extra=_doc("twilio", example="AC0123456789abcdef0123456789abcdef"),
     )
+    twilio_api_url: str = Field(
+        default="https://api.twilio.com",
+        description="Base URL of Twilio's REST API, which `python -m service doctor` asks for the number's voice "
+        "configuration. Change it only to point at a stand-in (tests).",
+        json_schema_extra=_doc("twilio", accepts="an `http(s)://` scheme and host, no path or query"),
+    )
+    twilio_api_key_sid: str | None = Field(
+        default=None,
+        description="A Twilio API key's SID (`SK` and 32 hex digits), with `TWILIO_API_KEY_SECRET`, for Twilio's "
+        "REST API (`python -m service doctor`). Unset: the REST API is called with `TWILIO_ACCOUNT_SID` and "
+        "`TWILIO_AUTH_TOKEN`.",
+        # No example: one would need its secret beside it to validate, and a secret's example is a leak waiting.
+        json_schema_extra=_doc("twilio", accepts="`SK` and 32 hex digits"),
+    )
+    twilio_api_key_secret: SecretStr | None = Field(
+        default=None,
+        description="The secret of `TWILIO_API_KEY_SID`. Both or neither.",
+        json_schema_extra=_doc("twilio"),
+    )
     stream_tokens: Literal["required", "off"] = Field(
         default="required",
         description="`required`: `/voice` gives each stream a token bound to its call (a `<Parameter>`), and "
@@ -481,6 +501,7 @@ class Settings(BaseSettings):
         "webhook_secret",
         "metrics_token",
         "stream_token_secret",
+        "twilio_api_key_secret",
         mode="before",
     )
     @classmethod
@@ -554,6 +575,31 @@ class Settings(BaseSettings):
         if not _ACCOUNT_SID.match(value):
             raise ValueError("must be a Twilio account SID: AC and 32 hex digits, as the Twilio console shows it")
         return value
+
+    @field_validator("twilio_api_url")
+    @classmethod
+    def _twilio_api_url(cls, value: str) -> str:
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an absolute http(s):// base URL such as https://api.twilio.com")
+        if parts.path not in {"", "/"} or parts.query or parts.fragment:
+            raise ValueError("must be a bare base URL with no path or query, such as https://api.twilio.com")
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @field_validator("twilio_api_key_sid")
+    @classmethod
+    def _api_key_sid(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not _API_KEY_SID.match(value):
+            raise ValueError("must be a Twilio API key SID: SK and 32 hex digits, as the Twilio console shows it")
+        return value
+
+    @model_validator(mode="after")
+    def _api_key_in_pairs(self) -> Settings:
+        if (self.twilio_api_key_sid is None) != (self.twilio_api_key_secret is None):
+            raise ValueError("TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET go together: set both or neither")
+        return self
 
     @field_validator("forward_to")
     @classmethod

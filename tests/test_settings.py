@@ -62,6 +62,10 @@ def test_reads_a_dotenv_file(tmp_path: Path) -> None:
         ("FORWARD_TO", "555-0100", "E.164"),
         ("AUDIO_BATCH_MS", "500", "AUDIO_BATCH_MS"),
         ("DEEPGRAM_OPTIONS", "diarize", "query string"),
+        ("TWILIO_API_URL", "https://api.twilio.com/2010-04-01", "bare base URL"),
+        ("TWILIO_API_URL", "api.twilio.com", "http(s)://"),
+        ("TWILIO_API_KEY_SID", "AC0123456789abcdef0123456789abcdef", "SK and 32 hex digits"),
+        ("TWILIO_API_KEY_SECRET", "a-secret-without-its-key", "set both or neither"),
     ],
 )
 def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, says: str) -> None:

@@ -1,4 +1,5 @@
-"""Test support: a fake of Deepgram's pre-recorded API (`POST /v1/listen` with a WAV body).
+"""Test support: a fake of Deepgram's pre-recorded API (`POST /v1/listen` with a WAV body), and of the one
+management request a key check makes (`GET /v1/projects`).
 
 Layer: test fake. A small HTTP/1.1 server on plain asyncio streams, on 127.0.0.1 and a port the OS picks; the
 real deepgram-sdk (through httpx) talks to it, so tests exercise the same request, auth and error shapes as
@@ -28,6 +29,8 @@ from service.spool.wav import WavFormatError, parse_mulaw_wav
 from tests.helpers.fakes.deepgram_server import MODEL_UUID, MODEL_VERSION, WORD_CONFIDENCE, is_silence, word_for
 
 LISTEN_PATH = "/v1/listen"
+PROJECTS_PATH = "/v1/projects"  # the key's projects: what `python -m service doctor` asks to check a key
+PROJECT_ID = "3f1e6f0c-2a4b-4c8d-9e0f-1a2b3c4d5e6f"
 MAX_HEADER_LINES = 100
 
 Message = dict[str, Any]
@@ -191,6 +194,11 @@ class FakeDeepgramBatch:
         failure = self._take_failure()
         if failure is not None:
             return failure, _error("INJECTED_FAULT", "Failed by FakeDeepgramBatch.fail_status.")
+        if request.path == PROJECTS_PATH:
+            return self._projects(request)
+        return self._listen(request, request_id)
+
+    def _listen(self, request: RecordedRequest, request_id: str) -> tuple[int, Message]:
         if request.path != LISTEN_PATH:
             return 404, _error("NOT_FOUND", f"No such endpoint: {request.path}")
         if request.method != "POST":
@@ -204,6 +212,14 @@ class FakeDeepgramBatch:
         return 200, listen_response(
             wav.samples, sample_rate=wav.sample_rate, channels=wav.channels, query=request.query, request_id=request_id
         )
+
+    def _projects(self, request: RecordedRequest) -> tuple[int, Message]:
+        # https://developers.deepgram.com/reference/manage/projects/list: 200 with the key's projects, or 401.
+        if request.method != "GET":
+            return 405, _error("METHOD_NOT_ALLOWED", f"{request.method} is not allowed here.")
+        if not self._authorized(request.headers.get("authorization")):
+            return 401, _error("INVALID_AUTH", "Invalid credentials.")
+        return 200, {"projects": [{"project_id": PROJECT_ID, "name": "callscribe tests"}]}
 
     def _take_failure(self) -> int | None:
         if self.fail_status is None or self.fail_count == 0:

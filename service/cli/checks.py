@@ -1,0 +1,264 @@
+"""What `python -m service doctor` checks: each check a plain function of the settings, returning a `Check`.
+
+Each asks one thing of the world (Deepgram, the database, Twilio) with a short timeout, or looks at the
+settings alone, and says OK, WARN or FAIL with one line of why and one line of what to do. None of them puts a
+secret or the database's URL into its answer: errors are reported by their type and the services' own codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ipaddress
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import sqlalchemy
+
+from service.deepgram.keys import ask_about_key
+from service.settings import Settings
+from service.storage import migrate
+from service.twilio.numbers import NumberLookupError, NumberVoice, RestCredentials, find_number
+
+VOICE_PATH: Final = "/voice"  # the route that answers Twilio's voice webhook (service/web/voice.py)
+VOICE_METHOD: Final = "POST"
+TIMEOUT_S: Final = 5.0
+
+
+class Status(enum.StrEnum):
+    OK = "OK"
+    WARN = "WARN"
+    FAIL = "FAIL"
+    SKIP = "SKIP"  # not checked: what it needs was not given
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    status: Status
+    reason: str
+    fix: str = ""
+
+
+def webhook_url(settings: Settings) -> str | None:
+    """The exact URL to set as the number's voice webhook (HTTP POST); None without PUBLIC_URL."""
+    return f"{settings.public_url}{VOICE_PATH}" if settings.public_url else None
+
+
+def check_deepgram(settings: Settings, *, timeout_s: float = TIMEOUT_S) -> Check:
+    """Deepgram reachable, and the key accepted: one authenticated request that costs nothing."""
+    if settings.deepgram_api_key is None:
+        return Check(
+            "deepgram",
+            Status.FAIL,
+            "DEEPGRAM_API_KEY is unset: no call is transcribed (audio waits in the spool)",
+            "create a key at https://console.deepgram.com and set DEEPGRAM_API_KEY",
+        )
+    base = settings.deepgram_rest_url
+    answer = ask_about_key(base, settings.deepgram_api_key.get_secret_value(), timeout_s=timeout_s)
+    if answer.accepted:
+        return Check("deepgram", Status.OK, f"{base} accepted the key")
+    if answer.refused:
+        return Check(
+            "deepgram",
+            Status.FAIL,
+            f"{base} refused the key (HTTP {answer.status})",
+            "copy a valid key from https://console.deepgram.com into DEEPGRAM_API_KEY",
+        )
+    if answer.status == 0:
+        return Check(
+            "deepgram",
+            Status.FAIL,
+            f"Deepgram is unreachable at {base} ({answer.failure}): offline, or DEEPGRAM_URL is wrong",
+            "check this machine's network (or proxy) and DEEPGRAM_URL",
+        )
+    return Check(
+        "deepgram",
+        Status.WARN,
+        f"{base} answered HTTP {answer.status} to the key check",
+        "see https://status.deepgram.com; check DEEPGRAM_URL",
+    )
+
+
+def check_database(settings: Settings, *, timeout_s: float = TIMEOUT_S) -> Check:
+    """The database reachable, and at the newest migration."""
+    missing = _missing_sqlite_directory(settings.database_url)
+    if missing:
+        # Checked before opening: aiosqlite's failed open finishes in its thread after the event loop has gone.
+        return Check(
+            "database",
+            Status.FAIL,
+            "cannot reach the database (the SQLite file's directory does not exist)",
+            "create the directory, or point DATABASE_URL at an existing one, then run `python -m service db upgrade`",
+        )
+    try:
+        revision = asyncio.run(asyncio.wait_for(migrate.current_revision(settings.database_url), timeout_s))
+    except Exception as exc:  # noqa: BLE001 - any failure to reach it is the answer; its type, never the URL
+        return Check(
+            "database",
+            Status.FAIL,
+            f"cannot reach the database ({type(exc).__name__})",
+            "check DATABASE_URL and that the database server is up",
+        )
+    newest = migrate.head()
+    if revision == newest:
+        return Check("database", Status.OK, f"reachable, schema at {newest} (newest)")
+    return Check(
+        "database",
+        Status.FAIL,
+        f"schema at {revision or 'nothing (empty database)'}, newest is {newest}",
+        "run `python -m service db upgrade`",
+    )
+
+
+def check_signatures(settings: Settings) -> Check:
+    """Whether /voice can check Twilio's signature: without the auth token, every request is refused."""
+    if settings.twilio_auth_token is not None:
+        return Check("signatures", Status.OK, "TWILIO_AUTH_TOKEN is set: /voice and /media check Twilio's signature")
+    if settings.callscribe_insecure_dev:
+        return Check(
+            "signatures",
+            Status.WARN,
+            "CALLSCRIBE_INSECURE_DEV without TWILIO_AUTH_TOKEN: signatures are not checked",
+            "set TWILIO_AUTH_TOKEN (Twilio console, Account info) before taking real calls",
+        )
+    return Check(
+        "signatures",
+        Status.FAIL,
+        "TWILIO_AUTH_TOKEN is unset: /voice refuses every call with 403",
+        "set TWILIO_AUTH_TOKEN to the auth token of the account that owns the number",
+    )
+
+
+def check_public_url(settings: Settings) -> Check:
+    """PUBLIC_URL set to an https base Twilio can reach (the settings already refuse a path or a query)."""
+    if settings.public_url is None:
+        return Check(
+            "public_url",
+            Status.WARN,
+            "PUBLIC_URL is unset: the webhook URL is taken from each request, trusting one proxy hop",
+            "set PUBLIC_URL to the https:// base URL Twilio reaches this service at",
+        )
+    parts = urllib.parse.urlsplit(settings.public_url)
+    if _is_local(parts.hostname or ""):
+        return Check(
+            "public_url",
+            Status.FAIL,
+            f"PUBLIC_URL {settings.public_url} is not reachable from Twilio's side",
+            "expose the service (a tunnel such as ngrok, or a deployment) and set PUBLIC_URL to its https:// URL",
+        )
+    if parts.scheme != "https":
+        return Check(
+            "public_url",
+            Status.WARN,
+            f"PUBLIC_URL {settings.public_url} is not https: the webhook travels, and is signed, in clear text",
+            "serve it behind TLS and set PUBLIC_URL to its https:// URL",
+        )
+    return Check("public_url", Status.OK, f"webhook URL {webhook_url(settings)} ({VOICE_METHOD})")
+
+
+def check_number(settings: Settings, number: str | None, *, timeout_s: float = TIMEOUT_S) -> Check:
+    """The number's voice configuration, from Twilio's REST API: does a call to it reach PUBLIC_URL/voice?"""
+    if number is None:
+        return Check(
+            "twilio_number", Status.SKIP, "no number given", "pass --number +1... to check its voice configuration"
+        )
+    credentials = rest_credentials(settings)
+    if credentials is None:
+        return Check(
+            "twilio_number",
+            Status.FAIL,
+            f"no credentials to ask Twilio about {number}",
+            "set TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN (or TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET)",
+        )
+    try:
+        found = find_number(credentials, number, api_url=settings.twilio_api_url, timeout_s=timeout_s)
+    except NumberLookupError as exc:
+        if exc.status in {401, 403}:
+            return Check(
+                "twilio_number",
+                Status.FAIL,
+                f"{exc} with the {credentials.kind}",
+                "check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or the API key pair) in the Twilio console",
+            )
+        return Check("twilio_number", Status.FAIL, str(exc), "check this machine's network and TWILIO_API_URL")
+    if found is None:
+        return Check(
+            "twilio_number",
+            Status.FAIL,
+            f"account {credentials.account_sid} has no number {number}",
+            "check the number (E.164, such as +14155550100) and that TWILIO_ACCOUNT_SID is the account that owns it",
+        )
+    return _voice_configuration(found, webhook_url(settings))
+
+
+def rest_credentials(settings: Settings) -> RestCredentials | None:
+    """The API key pair when set, else the account SID and auth token; None without an account SID."""
+    account = settings.twilio_account_sid
+    if account is None:
+        return None
+    if settings.twilio_api_key_sid and settings.twilio_api_key_secret:
+        return RestCredentials(account, settings.twilio_api_key_sid, settings.twilio_api_key_secret.get_secret_value())
+    if settings.twilio_auth_token is None:
+        return None
+    return RestCredentials(account, account, settings.twilio_auth_token.get_secret_value())
+
+
+def _voice_configuration(found: NumberVoice, expected: str | None) -> Check:
+    target = expected or f"https://<your host>{VOICE_PATH}"
+    elsewhere = _routed_elsewhere(found, target)
+    if elsewhere is not None:
+        return elsewhere
+    fix = f"set the number's 'A call comes in' webhook to {target}, HTTP {VOICE_METHOD}"
+    if expected is None:
+        if urllib.parse.urlsplit(found.voice_url).path != VOICE_PATH:
+            return Check("twilio_number", Status.WARN, f"voice URL is {found.voice_url or 'unset'}", fix)
+        return Check(
+            "twilio_number",
+            Status.OK,
+            f"voice URL is {found.voice_url} ({found.voice_method}); set PUBLIC_URL to compare it exactly",
+        )
+    if found.voice_url != expected:
+        return Check("twilio_number", Status.WARN, f"voice URL is {found.voice_url or 'unset'}, not {expected}", fix)
+    if found.voice_method != VOICE_METHOD:
+        return Check("twilio_number", Status.WARN, f"voice URL is {expected} with HTTP {found.voice_method}", fix)
+    return Check("twilio_number", Status.OK, f"{found.phone_number} calls {expected} ({VOICE_METHOD})")
+
+
+def _routed_elsewhere(found: NumberVoice, target: str) -> Check | None:
+    """A TwiML App or a SIP trunk takes the number's calls: Twilio then ignores its own voice URL."""
+    if found.voice_application_sid:
+        return Check(
+            "twilio_number",
+            Status.WARN,
+            f"{found.phone_number} sends calls to TwiML App {found.voice_application_sid}: its voice URL "
+            f"({found.voice_url or 'none'}) is ignored",
+            f"set the App's Voice URL to {target} ({VOICE_METHOD}), or configure the number with a webhook instead",
+        )
+    if found.trunk_sid:
+        return Check(
+            "twilio_number",
+            Status.WARN,
+            f"{found.phone_number} belongs to SIP trunk {found.trunk_sid}: its voice URL is ignored",
+            f"take the number off the trunk and set its voice webhook to {target} ({VOICE_METHOD})",
+        )
+    return None
+
+
+def _missing_sqlite_directory(url: str) -> bool:
+    parsed = sqlalchemy.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in {None, "", ":memory:"}:
+        return False
+    return not Path(parsed.database or "").resolve().parent.is_dir()
+
+
+def _is_local(host: str) -> bool:
+    if host == "localhost" or host.endswith((".localhost", ".local")):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified

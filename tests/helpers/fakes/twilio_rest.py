@@ -1,0 +1,280 @@
+"""Test support: a stand-in for Twilio's REST API, for what `python -m service doctor` asks of it.
+
+Layer: test fake. A real HTTP/1.1 server (the standard library's, one thread per request) on 127.0.0.1 and a
+port the OS picks; the real `twilio` client talks to it through TWILIO_API_URL, so tests exercise the request the
+package builds and the answers it parses. What it serves:
+
+* HTTP Basic auth, as Twilio checks it: the account's SID and auth token, or an API key's SID and secret. Anything
+  else, or a path naming another account, is 401 with Twilio's error body (code 20003, "Authenticate").
+* `GET /2010-04-01/Accounts/{AccountSid}/IncomingPhoneNumbers.json`, with the `PhoneNumber` filter (partial
+  numbers, `*` for any digit) and `PageSize`/`Page`, answered in Twilio's paged list shape.
+* `POST .../IncomingPhoneNumbers/{Sid}.json` with `VoiceUrl` and `VoiceMethod` (form-encoded): the number updated,
+  answered as the resource (`twilio configure` and `restore`); an unknown SID is 404 (code 20404).
+
+Shapes: https://www.twilio.com/docs/phone-numbers/api/incomingphonenumber-resource (read multiple) and
+https://www.twilio.com/docs/usage/twilios-response (errors).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import secrets
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+API_VERSION = "2010-04-01"
+ACCOUNT_SID = "AC" + "0" * 31 + "1"
+AUTH_TOKEN = "twilio-rest-test-token"
+API_KEY_SID = "SK" + "0" * 31 + "2"
+API_KEY_SECRET = "twilio-rest-test-key-secret"
+DATE = "Tue, 01 Dec 2026 12:00:00 +0000"  # Twilio's dates are RFC 2822
+DEFAULT_PAGE_SIZE = 50
+
+Message = dict[str, Any]
+_NUMBERS_PATH = re.compile(
+    rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/IncomingPhoneNumbers(?:/(?P<sid>PN[0-9a-f]{{32}}))?\.json$"
+)
+
+
+@dataclass(kw_only=True)
+class IncomingNumber:
+    """One number on the account: what a test sets up, rendered as Twilio's IncomingPhoneNumber resource."""
+
+    phone_number: str
+    voice_url: str = ""
+    voice_method: str = "POST"
+    voice_application_sid: str | None = None
+    trunk_sid: str | None = None
+    sid: str = field(default_factory=lambda: "PN" + secrets.token_hex(16))
+
+    def resource(self, account_sid: str) -> Message:
+        uri = f"/{API_VERSION}/Accounts/{account_sid}/IncomingPhoneNumbers/{self.sid}.json"
+        return {
+            "account_sid": account_sid,
+            "address_requirements": "none",
+            "address_sid": None,
+            "api_version": API_VERSION,
+            "beta": False,
+            "bundle_sid": None,
+            "capabilities": {"fax": False, "mms": True, "sms": True, "voice": True},
+            "date_created": DATE,
+            "date_updated": DATE,
+            "emergency_address_sid": None,
+            "emergency_address_status": "unregistered",
+            "emergency_status": "Active",
+            "friendly_name": self.phone_number,
+            "identity_sid": None,
+            "origin": "twilio",
+            "phone_number": self.phone_number,
+            "sid": self.sid,
+            "sms_application_sid": "",
+            "sms_fallback_method": "POST",
+            "sms_fallback_url": "",
+            "sms_method": "POST",
+            "sms_url": "",
+            "status": "in-use",
+            "status_callback": "",
+            "status_callback_method": "POST",
+            "subresource_uris": {"assigned_add_ons": uri.replace(".json", "/AssignedAddOns.json")},
+            "trunk_sid": self.trunk_sid,
+            "type": "local",
+            "uri": uri,
+            "voice_application_sid": self.voice_application_sid,
+            "voice_caller_id_lookup": False,
+            "voice_fallback_method": "POST",
+            "voice_fallback_url": None,
+            "voice_method": self.voice_method,
+            "voice_receive_mode": "voice",
+            "voice_url": self.voice_url,
+        }
+
+
+@dataclass(kw_only=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    username: str | None  # the Basic auth user, never its password
+    form: dict[str, list[str]] = field(default_factory=dict)  # a POST's form-encoded body
+    status: int = 0
+
+
+class FakeTwilioRest:
+    """Twilio's REST API for one account, as a context manager: `with FakeTwilioRest() as twilio: twilio.url`."""
+
+    def __init__(
+        self,
+        *,
+        account_sid: str = ACCOUNT_SID,
+        auth_token: str = AUTH_TOKEN,
+        api_key_sid: str = API_KEY_SID,
+        api_key_secret: str = API_KEY_SECRET,
+    ) -> None:
+        self.account_sid = account_sid
+        self._credentials = {account_sid: auth_token, api_key_sid: api_key_secret}
+        self.numbers: list[IncomingNumber] = []
+        self.requests: list[RecordedRequest] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def add_number(self, phone_number: str, **configuration: Any) -> IncomingNumber:
+        number = IncomingNumber(phone_number=phone_number, **configuration)
+        self.numbers.append(number)
+        return number
+
+    def __enter__(self) -> FakeTwilioRest:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                fake._handle(self)
+
+            def do_POST(self) -> None:
+                fake._handle(self)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # the tests read `requests`, not stderr
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-twilio-rest", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:PORT`: what the TWILIO_API_URL setting takes."""
+        if self._server is None:
+            raise RuntimeError("FakeTwilioRest is not started; use `with FakeTwilioRest() as twilio`")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # --- Answering --------------------------------------------------------------------------------------
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        target = urllib.parse.urlsplit(handler.path)
+        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        request = RecordedRequest(
+            method=handler.command,
+            path=target.path,
+            query=urllib.parse.parse_qs(target.query, keep_blank_values=True),
+            username=_basic_user(handler.headers.get("Authorization")),
+            form=urllib.parse.parse_qs(body.decode(), keep_blank_values=True),
+        )
+        self.requests.append(request)
+        request.status, body = self._answer(request, handler.headers.get("Authorization"))
+        data = json.dumps(body).encode()
+        handler.send_response(request.status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.send_header("Twilio-Request-Id", "RQ" + secrets.token_hex(16))
+        if request.status == 401:
+            handler.send_header("WWW-Authenticate", 'Basic realm="Twilio API"')
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def _answer(self, request: RecordedRequest, authorization: str | None) -> tuple[int, Message]:
+        if not self._authenticated(authorization):
+            return 401, _error(20003, "Authenticate", 401)
+        route = _NUMBERS_PATH.match(request.path)
+        if route is None:
+            return 404, _error(20404, f"The requested resource {request.path} was not found", 404)
+        if route["account"] != self.account_sid:
+            return 401, _error(20003, "Authenticate", 401)  # credentials of one account, the path of another
+        if route["sid"] is not None:
+            return self._one_number(request, route["sid"])
+        if request.method != "GET":
+            return 405, _error(20004, "Method not allowed", 405)
+        return 200, self._numbers_page(request)
+
+    def _one_number(self, request: RecordedRequest, sid: str) -> tuple[int, Message]:
+        found = [number for number in self.numbers if number.sid == sid]
+        if not found:
+            return 404, _error(20404, f"The requested resource {request.path} was not found", 404)
+        number = found[0]
+        if request.method == "POST":
+            if "VoiceUrl" in request.form:
+                number.voice_url = request.form["VoiceUrl"][0]
+            if "VoiceMethod" in request.form:
+                number.voice_method = request.form["VoiceMethod"][0]
+        return 200, number.resource(self.account_sid)
+
+    def _authenticated(self, authorization: str | None) -> bool:
+        scheme, _, encoded = (authorization or "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            username, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        expected = self._credentials.get(username)
+        return expected is not None and secrets.compare_digest(password, expected)
+
+    def _numbers_page(self, request: RecordedRequest) -> Message:
+        def first(name: str, default: str) -> str:
+            return (request.query.get(name) or [default])[0]
+
+        wanted = first("PhoneNumber", "")
+        matching = [number for number in self.numbers if _matches(number.phone_number, wanted)]
+        page_size, page = int(first("PageSize", str(DEFAULT_PAGE_SIZE))), int(first("Page", "0"))
+        records = matching[page * page_size : (page + 1) * page_size]
+        base = f"/{API_VERSION}/Accounts/{self.account_sid}/IncomingPhoneNumbers.json"
+
+        def page_uri(number: int) -> str:
+            query = {"PageSize": page_size, "Page": number, **({"PhoneNumber": wanted} if wanted else {})}
+            return f"{base}?{urllib.parse.urlencode(query)}"
+
+        has_next = (page + 1) * page_size < len(matching)
+        return {
+            "end": page * page_size + max(len(records) - 1, 0),
+            "first_page_uri": page_uri(0),
+            "incoming_phone_numbers": [number.resource(self.account_sid) for number in records],
+            "next_page_uri": page_uri(page + 1) if has_next else None,
+            "page": page,
+            "page_size": page_size,
+            "previous_page_uri": page_uri(page - 1) if page > 0 else None,
+            "start": page * page_size,
+            "uri": page_uri(page),
+        }
+
+
+def _matches(phone_number: str, wanted: str) -> bool:
+    """Twilio's PhoneNumber filter: the digits given (`*` for any one) anywhere in the number."""
+    if not wanted:
+        return True
+    pattern = "".join(r"\d" if char == "*" else re.escape(char) for char in wanted)
+    return re.search(pattern, phone_number) is not None
+
+
+def _basic_user(authorization: str | None) -> str | None:
+    scheme, _, encoded = (authorization or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True).decode().partition(":")[0]
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def _error(code: int, message: str, status: int) -> Message:
+    return {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
