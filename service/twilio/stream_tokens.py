@@ -10,7 +10,7 @@ the account, the CallSid, the track setting and the Unix second it was issued, b
 It names no call itself (the stream's `start` does), so a token copied to another call, account or track
 setting, or altered in any way, fails the MAC; one older than STREAM_TOKEN_TTL_S has expired. The purpose keeps
 a hand-over token (issued by callscribe to start a second stream on a live call) from being one `/voice` hands
-out, and the other way round. 48 characters in all: well under Twilio's 500 for a parameter's name and value.
+out, and the other way round. 63 to 66 characters: well under Twilio's 500 for a parameter's name and value.
 """
 
 from __future__ import annotations
