@@ -184,12 +184,19 @@ def wait_until_up(port: int, process: subprocess.Popen[bytes], log: Path) -> Non
             time.sleep(0.02)
 
 
+def portable(command: str) -> str:
+    """`command` as anyone could run it from the checkout: this machine's interpreter and checkout paths left out,
+    so a report names no path of the machine that produced it."""
+    return command.replace(PYTHON, "python").replace(f"{REPO}/", "")
+
+
 def idle_memory(root: int) -> list[dict[str, Any]]:
     """Each process of the service's tree and its RSS, at idle."""
     rows = []
     for pid in procfs.descendants(root):
         with contextlib.suppress(OSError):
-            command = (procfs.PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            cmdline = (procfs.PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            command = portable(cmdline)
             cpus = sorted(os.sched_getaffinity(pid))  # shows whether pinning took
             rows.append(
                 {"pid": pid, "command": command[:120], "rss_mib": procfs.rss_bytes(pid) / stats.MIB, "cpus": cpus}
@@ -531,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {
         "label": args.label,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": shlex.join([PYTHON, "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)]),
+        "command": portable(shlex.join([PYTHON, "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)])),
         "git_revision": revision,
         "git_dirty": dirty,
         "machine": machine_info(),

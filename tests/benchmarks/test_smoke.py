@@ -36,6 +36,9 @@ def test_quick_benchmark_writes_a_well_formed_report(tmp_path: Path, served: str
     output = completed.stdout + completed.stderr  # shown with any failure below
     assert result["floor"] is (served == "floor")
     assert result["machine"]["cpu_count"] >= 1
+    # The report is committed: it names no path of the machine that made it (the checkout, the interpreter).
+    assert str(REPO) not in out_json.read_text()
+    assert sys.executable not in out_json.read_text()
     assert {"cpu_model", "platform", "python"} <= set(result["machine"])
     assert [(s["calls"], s["tracks"], s["start"]) for s in result["scenarios"]] == [
         (3, 1, "together"),
