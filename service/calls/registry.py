@@ -45,8 +45,9 @@ class Calls:
         self._started.add(session)
 
     def oldest_waiting(self) -> CallSession | None:
-        """The socket that has waited longest for its `start`, no longer counted as waiting; None if none waits."""
-        oldest = next(iter(self._waiting), None)
+        """The socket that has waited longest for a `start` it has not sent, no longer counted as waiting; None
+        if none does. One whose start is being let in (the database asked) is not picked: that is a real call."""
+        oldest = next((session for session in self._waiting if session.awaiting_start), None)
         if oldest is not None:
             del self._waiting[oldest]
         return oldest

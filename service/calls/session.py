@@ -153,6 +153,8 @@ class CallSession:
 
     def _on_start(self, start: Start) -> Reject | None:
         """The checks a start needs no I/O for; the read loop then awaits `finish_start`."""
+        if self.ended_by is not None:
+            return None  # pushed out while this start was on its way: the socket is closing, nothing starts
         # Bound in this connection's own context: the tasks spawned later inherit it, other calls never see it.
         structlog.contextvars.bind_contextvars(call_sid=start.call_sid, stream_sid=start.stream_sid)
         fmt = start.media_format
@@ -230,12 +232,19 @@ class CallSession:
         self._track_tasks = [self._spawn(track.run(), name=f"track-{track.name}") for track in self.tracks.values()]
         self._spawn(self._finish(self._track_tasks), name="finish")
 
+    @property
+    def awaiting_start(self) -> bool:
+        """No `start` has come on this socket yet."""
+        return self.state in {StreamState.AWAITING_CONNECTED, StreamState.AWAITING_START}
+
     async def push_out(self, bound: int) -> None:
-        """Close this socket, which has not started, to make room for a newer one (the bound on waiting sockets)."""
-        if self._twilio_open and not self.started:
+        """Close this socket, which has sent no `start`, to make room for a newer one (the bound on waiting
+        sockets). Ended here, so a `start` that arrives while the close is on its way is not let in."""
+        if self._twilio_open and self.awaiting_start:
             self._twilio_open = False
             why = f"closed to make room: {bound} sockets waited for their start message"
             self._log.warning("media.pushed_out", close_code=close_codes.POLICY_VIOLATION, why=why)
+            self._end(Ending.rejected(why))
             await self._close_twilio(close_codes.POLICY_VIOLATION, why)
 
     def went_idle(self, idle_s: float) -> Reject:
