@@ -64,6 +64,7 @@ class StoreCounters:
     journaled: int = 0  # writes appended to the journal file
     replayed: int = 0  # journal writes committed to the database
     failures: int = 0  # transactions that failed and were retried
+    journal_failures: int = 0  # journal reads or removals that failed and were retried
     rejected: int = 0  # writes the database refused as invalid: logged and dropped
     lost: int = 0  # writes neither the database nor the journal file could take
 
@@ -115,14 +116,32 @@ class _DatabaseWriter:
             step = self._queue.next_step()
             if step is None:
                 await self._changes.until(lambda: self._queue.has_work)
-            elif isinstance(step, RemoveJournal):
-                self._remove_journal()
-            elif isinstance(step, ReadJournal):
-                batch = self._read_journal(step)
-                if batch is not None:
-                    await self._write(batch)
+            elif isinstance(step, RemoveJournal | ReadJournal):
+                try:
+                    batch = self._journal_step(step)
+                except OSError as exc:
+                    await self._journal_step_failed(exc)
+                else:
+                    if batch is not None:
+                        await self._write(batch)
             else:
                 await self._write(step)
+
+    def _journal_step(self, step: RemoveJournal | ReadJournal) -> Batch[Write] | None:
+        if isinstance(step, RemoveJournal):
+            self._remove_journal()
+            return None
+        return self._read_journal(step)
+
+    async def _journal_step_failed(self, error: OSError) -> None:
+        # The queue is unchanged, so the same step comes again: replayed writes are keyed, and a second try of
+        # the journal's read or removal costs nothing but the wait.
+        self._counters.journal_failures += 1
+        log.error(
+            "store.journal_retry", journal=str(self._journal.path), error=describe(error),
+            why="the journal could not be read or removed; its writes stay in it and are tried again",
+        )  # fmt: skip
+        await asyncio.sleep(self._delay(self._counters.journal_failures))
 
     def _read_journal(self, step: ReadJournal) -> Batch[Write] | None:
         writes, end, skipped = self._journal.read(step.offset, step.limit)

@@ -122,15 +122,16 @@ def decode(line: bytes) -> Write:
     """The write a journal line records; JournalError for a line this version did not write."""
     try:
         record = json.loads(line)
-        if record["v"] != JOURNAL_VERSION or record["kind"] not in get_args(Kind):
-            raise JournalError("not a journal line of this version")
+        version, kind, stream_sid = record["v"], record["kind"], record["stream_sid"]
         row = {
             name: datetime.datetime.fromisoformat(value) if name in _DATETIMES and isinstance(value, str) else value
             for name, value in dict(record["row"]).items()
         }
-        return Write(record["kind"], row, str(record["stream_sid"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise JournalError(f"unreadable journal line: {type(exc).__name__}") from exc
+    if version != JOURNAL_VERSION or kind not in get_args(Kind):
+        raise JournalError("not a journal line of this version")
+    return Write(kind, row, str(stream_sid))
 
 
 def _jsonable(value: dict[str, Any]) -> dict[str, Any]:

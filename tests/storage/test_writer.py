@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime
 import random
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -317,6 +318,28 @@ async def test_each_process_journals_to_its_own_slot_and_what_dead_ones_left_is_
     calls, utterances = await rows(migrated_url)
     assert [(call["call_sid"], call["status"]) for call in calls] == [("CA1", "completed"), ("CA2", "completed")]
     assert len(utterances) == 24
+
+
+async def test_a_journal_that_cannot_be_read_is_retried_and_the_writer_lives_on(
+    migrated_url: str, tmp_path: Path, log_lines: LogLines
+) -> None:
+    """A journal path the writer cannot read (here a directory) is logged and retried, never the writer's end."""
+    settings = settings_for(migrated_url, tmp_path)
+    settings.db_journal_path.mkdir()
+    (settings.db_journal_path / "not-a-journal").write_bytes(b"x")
+    store = new_store(settings)
+    await store.start()
+    failed = await log_lines.wait_for("store.journal_retry")
+    assert failed["error"] == "IsADirectoryError"
+    shutil.rmtree(settings.db_journal_path)
+    store_call(store, "CA3", finals=2)
+    await idle(store)
+    await store.stop(5)
+    assert store.counters.journal_failures >= 1
+    assert store.counters.written == 4
+    [call], utterances = await rows(migrated_url)
+    assert call["call_sid"] == "CA3"
+    assert [u["text"] for u in utterances] == ["Words 0.", "Words 1."]
 
 
 def store_call(store: TranscriptStore, call_sid: str, finals: int) -> None:
