@@ -147,6 +147,27 @@ async def test_0002_keeps_stored_utterances_and_their_keys_both_ways(database_ur
     assert await run(database_url, "SELECT key, text FROM utterances") == [("CA1/inbound/500", "Hi.")]
 
 
+async def test_0003_adds_number_backups_and_takes_them_away(database_url: str) -> None:
+    """0003 adds only `number_backups` on top of 0002, which holds a backup; down to 0002 the schema is 0002's."""
+    await migrate.upgrade(database_url, "0002")
+    _, at_0002, _, _ = await inspect(database_url)
+    await migrate.upgrade(database_url, "0003")
+    _, at_0003, _, _ = await inspect(database_url)
+    assert set(at_0003) - set(at_0002) == {"number_backups"}
+    assert {name: at_0003[name] for name in at_0002} == at_0002
+    await run(database_url, INSERT_BACKUP)
+    assert await run(database_url, "SELECT phone_number, voice_url FROM number_backups") == [
+        ("+14155550100", "https://demo.twilio.com/welcome/voice/")
+    ]
+    await migrate.downgrade(database_url, "0002")
+    _, reflected, _, revision = await inspect(database_url)
+    assert (reflected, revision) == (at_0002, "0002")
+
+
+INSERT_BACKUP = (
+    "INSERT INTO number_backups (number_sid, account_sid, phone_number, voice_url, voice_method, saved_at) VALUES"
+    " ('PN1', 'AC1', '+14155550100', 'https://demo.twilio.com/welcome/voice/', 'POST', '2025-01-02 03:04:05+00:00')"
+)
 INSERT_CALL = (
     "INSERT INTO calls (call_sid, stream_sid, account_sid, from_number, to_number, direction, custom_parameters,"
     " tracks, started_at, status, deepgram_request_ids, audio_s_inbound, audio_s_outbound, summary) VALUES"
@@ -177,7 +198,7 @@ def test_check_and_current_work_without_an_event_loop(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "cli.sqlite3")
     assert (migrate.current(url), migrate.check(url)) == (None, False)
     db_main(["db", "upgrade"], url)
-    assert (migrate.current(url), migrate.check(url)) == ("0002", True)
+    assert (migrate.current(url), migrate.check(url)) == (migrate.head(), True)
 
 
 def test_db_commands_upgrade_and_report_the_revision(
@@ -190,7 +211,7 @@ def test_db_commands_upgrade_and_report_the_revision(
     assert db_main(["db", "upgrade"], url, monkeypatch) == 0
     assert db_main(["db", "current"], url, monkeypatch) == 0
     output = capsys.readouterr().out
-    assert "0002 (newest)" in output
+    assert f"{migrate.head()} (newest)" in output
     assert str(tmp_path) not in output
 
 
