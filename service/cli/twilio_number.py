@@ -181,6 +181,9 @@ async def _migrated(url: str) -> bool:
     """A SQLite file brought to head (True); PostgreSQL asked whether it is there. Unreachable: DatabaseUnready."""
     from service.storage import migrate  # noqa: PLC0415 - loaded only when run
 
+    problem = migrate.sqlite_open_problem(url)
+    if problem is not None:
+        raise DatabaseUnready(f"cannot reach the database ({problem}): check DATABASE_URL")
     try:
         if migrate.sqlite_file(url) is not None:
             await migrate.upgrade_sqlite(url)

@@ -212,6 +212,6 @@ def test_configure_with_the_database_down_changes_nothing(rest, monkeypatch, tmp
     rest.add_number(NUMBER, voice_url=ORIGINAL_URL)
     code, _, err = run(capsys, "configure", "--number", NUMBER)
     assert code == 1
-    assert err.startswith("cannot reach the database (OperationalError): check DATABASE_URL")
+    assert err == "cannot reach the database (the SQLite path is not a file): check DATABASE_URL\n"
     assert str(tmp_path) not in err
     assert rest.requests == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from service.cli import db as db_cli
 from service.storage import migrate
 from service.storage.schema import Base, create_engine
 from tests.helpers.databases import database_url, sqlite_url
+from tests.helpers.paths import ROOT
 
 __all__ = ["database_url"]  # the fixture, parametrized over SQLite and PostgreSQL
 
@@ -240,3 +243,29 @@ def test_only_a_sqlite_file_is_migrated_at_start_up() -> None:
     assert migrate.sqlite_file("sqlite:////var/data/db.sqlite3?timeout=0.2") == Path("/var/data/db.sqlite3")
     assert migrate.sqlite_file("sqlite+aiosqlite://") is None
     assert migrate.sqlite_file("postgres://user:secret@db.example.com:5432/calls") is None
+
+
+@pytest.mark.parametrize("problem", ["the SQLite path is not a file", "the SQLite file's directory does not exist"])
+async def test_db_commands_on_a_sqlite_file_that_cannot_be_opened_say_so_in_one_line(
+    tmp_path: Path, problem: str
+) -> None:
+    """A directory where the file should be, or no directory for it: one line naming the problem, exit 1, no
+    traceback, and none of aiosqlite's late "Event loop is closed" from its worker thread (a real process)."""
+    if problem.endswith("not a file"):
+        path = tmp_path / "calls.sqlite3"
+        path.mkdir()
+    else:
+        path = tmp_path / "gone" / "calls.sqlite3"
+    for command in ("current", "upgrade"):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service", "db", command, cwd=tmp_path,
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "DATABASE_URL": sqlite_url(path)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+        expected = f"cannot reach the database ({problem}): check DATABASE_URL\n"
+        assert (process.returncode, out.decode(), err.decode()) == (1, "", expected)
+    assert migrate.sqlite_open_problem(sqlite_url(path)) == problem
+    assert not (tmp_path / "gone").exists()
+    assert migrate.sqlite_open_problem(sqlite_url(tmp_path / "new.sqlite3")) is None
+    assert migrate.sqlite_open_problem("postgres://user:secret@db.example.com:5432/calls") is None
