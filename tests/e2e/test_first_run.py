@@ -4,7 +4,7 @@ The clone is `git clone` of this checkout (offline), so it holds what is committ
 no `.env`, no `.venv`, no database. `make run` builds its own `.venv` from `uv.lock` with uv, as a user's first
 run does; uv's cache makes that a second or less on a machine that has run `make setup` once (CI has, before the
 tests), so the test does not borrow this checkout's environment. The environment passed is only what finding
-programs and uv's cache need (PATH, HOME, uv's own variables): none of the settings.
+programs, uv's cache and the package index need: none of the settings.
 """
 
 from __future__ import annotations
@@ -42,9 +42,14 @@ async def fresh_clone(into: Path) -> Path:
 
 
 def user_environment() -> dict[str, str]:
-    """What a user's shell has that `make run` needs: where programs and uv's cache are, and no callscribe setting."""
-    kept = {"PATH", "HOME", "LANG", "TMPDIR", "XDG_CACHE_HOME"}
-    return {name: value for name, value in os.environ.items() if name in kept or name.startswith("UV_")}
+    """What a user's shell has that `make run` needs: where programs and uv's cache are, how this machine reaches
+    the package index (proxies, certificates, pip's and uv's own settings), and no callscribe setting."""
+    kept = {"PATH", "HOME", "LANG", "TMPDIR", "XDG_CACHE_HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"}
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in kept or name.startswith(("UV_", "PIP_")) or name.lower().endswith("_proxy")
+    }
 
 
 class Output:
@@ -93,8 +98,11 @@ async def test_a_fresh_clone_make_run_serves_and_says_what_to_set(tmp_path: Path
     assert not (clone / ".venv").exists()
     port = free_port()
     async with make_run(clone, port) as (process, output):
-        await eventually(lambda: healthy(f"http://127.0.0.1:{port}"), timeout=120, interval=0.1)
-        await eventually(lambda: all(line in output.text for line in NEXT_STEPS), timeout=10)
+        try:
+            await eventually(lambda: healthy(f"http://127.0.0.1:{port}"), timeout=120, interval=0.1)
+            await eventually(lambda: all(line in output.text for line in NEXT_STEPS), timeout=10)
+        except AssertionError as exc:
+            raise AssertionError(f"make run's output:\n{output.text}") from exc
         assert process.returncode is None
     assert "service.stopped" in output.text, output.text
     assert "store.migrated revision_before=empty" in output.text
