@@ -410,7 +410,8 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         le=120,
-        description="A `/media` socket that sends no `start` within this many seconds is closed with 1008.",
+        description="A `/media` socket that sends no `start` within this many seconds is closed with 1008. Also "
+        "how long after `/voice` answers a call a stream of it must have started, or `voice.no_stream` says so.",
         json_schema_extra=_doc("twilio"),
     )
     stream_idle_timeout_s: float = Field(

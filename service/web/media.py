@@ -118,6 +118,8 @@ class MediaStreams:
         reject = await session.finish_start()
         if reject is None:
             self._runtime.calls.started(session)
+        if session.call is not None:
+            self._runtime.stream_watch.arrived(session.call.call_sid)
         return reject
 
     async def _relay(self, socket: TwilioSocket, session: CallSession) -> None:

@@ -31,6 +31,8 @@ def voice_blueprint(runtime: Runtime) -> Blueprint:
             return "Forbidden: request not signed by Twilio\n", 403
         fields = form if request.method == "POST" else dict(request.args.items())
         stream = _stream_unless_busy(runtime, fields)
+        if stream is not None:
+            runtime.stream_watch.expect(fields.get("CallSid", ""), stream)
         parameters = stream_parameters(fields) | _stream_token(runtime, fields)
         twiml = voice_response(runtime.settings, stream_url=stream, parameters=parameters)
         return Response(twiml, content_type="text/xml; charset=utf-8")

@@ -1,21 +1,28 @@
 """The errors people meet on a first deployment, each seen as its one log line, which names the cause and the fix
 (docs/troubleshooting.md lists them with the same words): a wrong Twilio auth token on /voice and on /media, a
-public (ngrok) URL that changed, and Deepgram refusing the key (401) or the account (402, out of credit)."""
+public (ngrok) URL that changed, a stream that never came after /voice, and Deepgram refusing the key (401) or
+the account (402, out of credit)."""
 
 from __future__ import annotations
 
+import datetime
+
 import httpx
 import pytest
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.exceptions import InvalidStatus
 
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec, twilio_signature
+from service.storage.streams import STREAMS
 from tests.helpers.audio import call_audio
 from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_server import FakeDeepgram
 from tests.helpers.logs import LogLines
-from tests.helpers.service import make_settings, running_service
+from tests.helpers.service import RunningService, make_settings, running_service
 from tests.helpers.twilio_stream import open_media
+from tests.helpers.waiting import eventually
 
 FORM = {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "1" * 32, "From": "+15005550006", "To": "+15005550001"}
 OLD_TUNNEL = "old-tunnel.ngrok-free.app"
@@ -121,3 +128,56 @@ async def test_deepgram_refusing_the_key_or_the_account_says_why_and_what_to_do(
     assert not log_lines.events("deepgram.reconnecting")
     [ended] = log_lines.events("call.ended", call_sid=spec.call_sid)
     assert ended["audio_s_spooled"] == 0.5
+
+
+async def test_a_voice_answer_no_stream_followed_is_logged_with_what_to_check(
+    deepgram: FakeDeepgram, log_lines: LogLines
+) -> None:
+    """/voice streamed the call, but Twilio never opened the stream: after STREAM_START_TIMEOUT_S one
+    `voice.no_stream` line names the stream URL and what to check. A call whose stream another process took (the
+    database has its stream) is not reported."""
+    elsewhere = "CA" + "7" * 32
+    settings = make_settings(deepgram, stream_start_timeout_s=0.5)
+    async with running_service(settings) as service:
+        host = service.url.split("://", 1)[1]
+        engine = await eventually(lambda: started_store(service))
+        async with engine.begin() as connection:
+            await connection.execute(insert(STREAMS).values(
+                stream_sid="MZ" + "7" * 32, call_sid=elsewhere, purpose="voice", track="inbound_track",
+                first_stream=True, started_at=datetime.datetime.now(datetime.UTC),
+            ))  # fmt: skip
+        for call_sid in (elsewhere, FORM["CallSid"]):
+            async with httpx.AsyncClient() as client:
+                form = {**FORM, "CallSid": call_sid}
+                signature = twilio_signature(TWILIO_TOKEN, f"{service.url}/voice", form)
+                answered = await client.post(
+                    f"{service.url}/voice", data=form, headers={"X-Twilio-Signature": signature}
+                )
+            assert answered.status_code == 200
+        missing = await log_lines.wait_for("voice.no_stream", call_sid=FORM["CallSid"])
+        await log_lines.wait_for("voice.stream_elsewhere", call_sid=elsewhere)
+    assert missing["stream_url"] == f"wss://{host}/media"
+    assert "no stream of it started within STREAM_START_TIMEOUT_S (0.5 s)" in missing["why"]
+    assert f"check that wss://{host}/media reaches this service" in missing["fix"]
+    assert "31920" in missing["fix"]
+    assert not log_lines.events("voice.no_stream", call_sid=elsewhere)
+
+
+def started_store(service: RunningService) -> AsyncEngine | None:
+    """The service's database engine once its store has started (Hypercorn's start-up), else None."""
+    try:
+        return service.service.store.engine
+    except RuntimeError:
+        return None
+
+
+async def test_a_stream_that_starts_here_ends_the_watch_at_once(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
+    """A simulated call's stream starts: its watch is over before its deadline, with no database look-up."""
+    spec = CallSpec(inbound=call_audio(92, 0.5), speed=0)
+    async with running_service(make_settings(deepgram, stream_start_timeout_s=60)) as service:
+        result = await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
+        assert service.service.stream_watch.watched == 0
+        await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
+    assert result.close_code == 1000
+    assert not log_lines.events("voice.no_stream")
+    assert not log_lines.events("voice.stream_elsewhere")
