@@ -45,10 +45,12 @@ simulate: setup
 demo: setup
 	$(BIN)/python -m service demo --url http://localhost:$(PORT)
 
-# The configuration reference and .env.example, rendered from service/settings.py (a test checks they match).
+# The configuration reference, .env.example and app.json's env, rendered from service/settings.py (a test checks
+# they match); app.json's other parts are kept.
 docs: setup
 	$(BIN)/python -m service settings --markdown > docs/configuration.md
 	$(BIN)/python -m service settings --env > .env.example
+	$(BIN)/python -m service settings --app-json > app.json.new && mv app.json.new app.json
 
 # The benchmark harness (benchmarks/run.py): N calls through a fresh service; writes docs/benchmarks.{json,md}.
 # BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="--quick" or "--env AUDIO_BATCH_MS=100 --label batch100".

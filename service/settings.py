@@ -73,17 +73,28 @@ SETTING_GROUPS: Final = (
 )
 
 
-def _doc(group: str, *, accepts: str = "", example: str = "", default: str = "", fill_in: bool = False) -> JsonDict:
+def _doc(
+    group: str,
+    *,
+    accepts: str = "",
+    example: str = "",
+    default: str = "",
+    fill_in: bool = False,
+    heroku: JsonDict | None = None,
+) -> JsonDict:
     """A field's documentation beyond its description: its `group` (a SETTING_GROUPS key), and optionally
     what it `accepts` where the type does not say it, an `example` value for .env.example when there is no
-    default, the `default` in words when the value alone would mislead, and `fill_in` for the secrets
-    .env.example leaves as an empty line to fill in."""
+    default, the `default` in words when the value alone would mislead, `fill_in` for the secrets
+    .env.example leaves as an empty line to fill in, and `heroku` for the settings a Heroku user would set:
+    app.json lists them, with what the dict adds to the entry (`required`, a `value`, a `generator`)."""
     extra: JsonDict = {"group": group}
     for key, value in (("accepts", accepts), ("example", example), ("default", default)):
         if value:
             extra[key] = value
     if fill_in:
         extra["fill_in"] = True
+    if heroku is not None:
+        extra["heroku"] = heroku
     return extra
 
 
@@ -101,7 +112,7 @@ class Settings(BaseSettings):
         default=None,
         description="Deepgram API key. Unset or empty: no live connection is made, and every call's audio goes "
         "to the spool.",
-        json_schema_extra=_doc("deepgram", fill_in=True),
+        json_schema_extra=_doc("deepgram", fill_in=True, heroku={"required": True}),
     )
     deepgram_url: str = Field(
         default="https://api.deepgram.com",
@@ -112,10 +123,10 @@ class Settings(BaseSettings):
     deepgram_model: str = Field(
         default="nova-3",
         description="Deepgram's `model`: any model your Deepgram account can use.",
-        json_schema_extra=_doc("deepgram"),
+        json_schema_extra=_doc("deepgram", heroku={}),
     )
     deepgram_language: str = Field(
-        default="en-US", description="Deepgram's `language`.", json_schema_extra=_doc("deepgram")
+        default="en-US", description="Deepgram's `language`.", json_schema_extra=_doc("deepgram", heroku={})
     )
     deepgram_interim_results: bool = Field(
         default=True,
@@ -156,7 +167,7 @@ class Settings(BaseSettings):
     deepgram_keyterms: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="Terms to listen for, each sent as a `keyterm` (Nova-3 models).",
-        json_schema_extra=_doc("deepgram", accepts="comma-separated terms", example="Acme,Zed Pro"),
+        json_schema_extra=_doc("deepgram", accepts="comma-separated terms", example="Acme,Zed Pro", heroku={}),
     )
     deepgram_options: str = Field(
         default="",
@@ -165,7 +176,9 @@ class Settings(BaseSettings):
         "it sets itself: `model`, `language`, `encoding`, `sample_rate`, `channels`, `interim_results`, "
         "`punctuate`, `smart_format`, `endpointing`, and `utterance_end_ms`/`vad_events`/`keyterm` when the "
         "settings above send them. A malformed query string stops start-up.",
-        json_schema_extra=_doc("deepgram", accepts="a query string", example="diarize=true&redact=pci&tag=support"),
+        json_schema_extra=_doc(
+            "deepgram", accepts="a query string", example="diarize=true&redact=pci&tag=support", heroku={}
+        ),
     )
     deepgram_keepalive_s: float = Field(
         default=4.0,
@@ -278,7 +291,7 @@ class Settings(BaseSettings):
         description="Auth Token of the Twilio account that owns the number. Checks `X-Twilio-Signature` on "
         "`/voice` and on the `/media` upgrade. Unset or empty: every request is refused with 403. For local "
         "simulation any value works: `make simulate` signs with the same one.",
-        json_schema_extra=_doc("twilio", fill_in=True),
+        json_schema_extra=_doc("twilio", fill_in=True, heroku={"required": True}),
     )
     callscribe_insecure_dev: bool = Field(
         default=False,
@@ -293,7 +306,10 @@ class Settings(BaseSettings):
         "the `<Stream>` URL uses its host. When it is unset, both come from the request, trusting one proxy hop "
         "(`X-Forwarded-Proto`, `X-Forwarded-Host`); set it behind more hops or under another host name.",
         json_schema_extra=_doc(
-            "twilio", accepts="an `http(s)://` scheme and host, no path or query", example="https://calls.example.com"
+            "twilio",
+            accepts="an `http(s)://` scheme and host, no path or query",
+            example="https://calls.example.com",
+            heroku={},
         ),
     )
     forward_to: str | None = Field(
@@ -302,13 +318,16 @@ class Settings(BaseSettings):
         "`GREETING` and `PAUSE_S`. `sip:` and `client:` addresses become the nested `<Sip>`/`<Client>` nouns "
         "Twilio expects.",
         json_schema_extra=_doc(
-            "twilio", accepts="an E.164 number, or a `sip:` or `client:` address", example="+14155550100"
+            "twilio",
+            accepts="an E.164 number, or a `sip:` or `client:` address",
+            example="+14155550100",
+            heroku={},
         ),
     )
     greeting: str = Field(
         default="This call is being transcribed.",
         description="The `<Say>` text when `FORWARD_TO` is unset.",
-        json_schema_extra=_doc("twilio"),
+        json_schema_extra=_doc("twilio", heroku={}),
     )
     pause_s: int = Field(
         default=3600,
@@ -322,7 +341,7 @@ class Settings(BaseSettings):
         default="inbound_track",
         description="`inbound_track` (the caller), `outbound_track` (what Twilio plays to the caller, which with "
         "`FORWARD_TO` is the other party) or `both_tracks`. Each track uses its own Deepgram connection.",
-        json_schema_extra=_doc("twilio"),
+        json_schema_extra=_doc("twilio", heroku={}),
     )
     max_message_bytes: int = Field(
         default=64 * 1024,
@@ -337,13 +356,14 @@ class Settings(BaseSettings):
         description="Streams one process takes at once; more calls go on untranscribed. With several Hypercorn "
         "workers, each worker has its own limit. Sockets that have not sent `start` yet do not count: they have a "
         "bound of their own (twice MAX_CALLS), so they can never keep real calls out.",
-        json_schema_extra=_doc("twilio"),
+        json_schema_extra=_doc("twilio", heroku={}),
     )
     twilio_account_sid: str | None = Field(
         default=None,
         description="The Twilio account's SID (`AC` and 32 hex digits). When set, a stream whose `start` names "
-        "another account is refused with close 1008.",
-        json_schema_extra=_doc("twilio", example="AC0123456789abcdef0123456789abcdef"),
+        "another account is refused with close 1008, and `python -m service doctor --number` and `twilio configure` "
+        "can ask Twilio's REST API about the number as this account.",
+        json_schema_extra=_doc("twilio", example="AC0123456789abcdef0123456789abcdef", heroku={}),
     )
     twilio_api_url: str = Field(
         default="https://api.twilio.com",
@@ -390,7 +410,8 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         le=120,
-        description="A `/media` socket that sends no `start` within this many seconds is closed with 1008.",
+        description="A `/media` socket that sends no `start` within this many seconds is closed with 1008. Also "
+        "how long after `/voice` answers a call a stream of it must have started, or `voice.no_stream` says so.",
         json_schema_extra=_doc("twilio"),
     )
     stream_idle_timeout_s: float = Field(
@@ -430,7 +451,7 @@ class Settings(BaseSettings):
         ge=1,
         description="Calls that started more than this many days ago are deleted with their utterances and "
         "webhook deliveries: at start and every hour, or now with `python -m service db purge`.",
-        json_schema_extra=_doc("data", example="90", default="(unset, which keeps everything)"),
+        json_schema_extra=_doc("data", example="90", default="(unset, which keeps everything)", heroku={}),
     )
     speaker_inbound: str = Field(
         default="caller",
@@ -450,14 +471,17 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token for everything under `/api` (calls, transcripts as JSON, text, SRT or WebVTT). "
         "Unset: the API answers 503 `api_disabled`.",
-        json_schema_extra=_doc("data", fill_in=True),
+        json_schema_extra=_doc("data", fill_in=True, heroku={"generator": "secret"}),
     )
     transcript_webhook_url: str | None = Field(
         default=None,
         description="Where each final utterance (`utterance.final`) and each finished call (`call.completed`) is "
         "POSTed, signed with `WEBHOOK_SECRET`.",
         json_schema_extra=_doc(
-            "data", accepts="an absolute `http(s)://` URL", example="https://example.com/callscribe-events"
+            "data",
+            accepts="an absolute `http(s)://` URL",
+            example="https://example.com/callscribe-events",
+            heroku={},
         ),
     )
     webhook_secret: SecretStr | None = Field(
@@ -465,13 +489,13 @@ class Settings(BaseSettings):
         description="Key of the HMAC-SHA256 signature on every webhook delivery, over `{timestamp}.{body}` "
         "(headers `Callscribe-Timestamp` and `Callscribe-Signature: v1=<hex>`). Required with "
         "`TRANSCRIPT_WEBHOOK_URL`.",
-        json_schema_extra=_doc("data", fill_in=True),
+        json_schema_extra=_doc("data", fill_in=True, heroku={"generator": "secret"}),
     )
     metrics_token: SecretStr | None = Field(
         default=None,
         description="Bearer token for `/metrics`, so a Prometheus scraper does not need `API_TOKEN` (which reads "
         "transcripts). Unset, `/metrics` takes `API_TOKEN`; with neither, it answers 503.",
-        json_schema_extra=_doc("serving"),
+        json_schema_extra=_doc("serving", heroku={}),
     )
 
     # --- Serving and logs -----------------------------------------------------------------------------
@@ -486,12 +510,12 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field(
         default="INFO",
         description="Transcripts are logged at `INFO`, so `WARNING` and `ERROR` hide them.",
-        json_schema_extra=_doc("serving", accepts="`DEBUG`, `INFO`, `WARNING` or `ERROR`, in any case"),
+        json_schema_extra=_doc("serving", accepts="`DEBUG`, `INFO`, `WARNING` or `ERROR`, in any case", heroku={}),
     )
     log_format: LogFormat = Field(
         default="text",
         description="`text` (lines a person can follow) or `json` (one object per line, for log drains).",
-        json_schema_extra=_doc("serving"),
+        json_schema_extra=_doc("serving", heroku={"value": "json"}),
     )
 
     @field_validator(

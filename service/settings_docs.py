@@ -9,6 +9,7 @@ description or a group is an error here, and so a failing test: `python -m servi
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 import types
@@ -59,6 +60,18 @@ Secrets are never logged; an empty value counts as unset.
 """
 
 
+APP_JSON_PATH: Final = Path("app.json")
+# Read by `python -m service serve`, not a setting; the Python buildpack would pick a number from the dyno size.
+APP_JSON_EXTRA_ENV: Final = {
+    "WEB_CONCURRENCY": {
+        "description": "Hypercorn worker processes per dyno (read by python -m service serve). MAX_CALLS applies to "
+        "each worker. Without it the Python buildpack picks a number from the dyno size.",
+        "value": "1",
+        "required": False,
+    }
+}
+
+
 class UndocumentedSetting(ValueError):
     """A settings field lacks its description or its group, or names a group that does not exist."""
 
@@ -76,6 +89,7 @@ class SettingDoc:
     env_value: str  # what the .env.example line shows after "="
     secret: bool
     fill_in: bool  # .env.example leaves an empty, uncommented line to fill in
+    heroku: dict[str, Any] | None = None  # listed in app.json, with what its entry adds (`required`, `value`, ...)
 
 
 def setting_docs(
@@ -103,6 +117,19 @@ def render_env(docs: Sequence[SettingDoc], groups: Sequence[SettingGroup] = SETT
     for group, members in _grouped(docs, groups):
         parts.append(_env_group(group, members))
     return "\n\n".join(parts) + "\n"
+
+
+def render_app_json(docs: Sequence[SettingDoc], manifest: dict[str, Any]) -> str:
+    """app.json (Heroku's app manifest): `manifest` with its `env` made from the settings Heroku users set.
+
+    Everything else in the manifest (name, formation, add-ons, buildpacks) is kept as it is. The required
+    settings come first, then the others in the reference's order; each entry's description is the setting's
+    own, as plain text, with its default.
+    """
+    chosen = [doc for doc in docs if doc.heroku is not None]
+    chosen.sort(key=lambda doc: not (doc.heroku or {}).get("required", False))
+    env = {doc.variable: _app_json_entry(doc) for doc in chosen} | APP_JSON_EXTRA_ENV
+    return json.dumps({**manifest, "env": env}, indent=2, ensure_ascii=False) + "\n"
 
 
 # --- Reading the model -------------------------------------------------------------------------------------
@@ -134,6 +161,7 @@ def _setting_doc(name: str, info: FieldInfo) -> SettingDoc:
         env_value=example or value,
         secret=_is_secret(info.annotation),
         fill_in=bool(extra.get("fill_in")),
+        heroku=dict(extra["heroku"]) if isinstance(extra.get("heroku"), dict) else None,
     )
 
 
@@ -228,6 +256,26 @@ def _markdown_row(doc: SettingDoc) -> str:
     accepts = f"{doc.accepts}, such as `{doc.example}`" if doc.example else doc.accepts
     cells = (variable, doc.default, accepts, doc.description)
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+# --- app.json ----------------------------------------------------------------------------------------------
+
+
+def _app_json_entry(doc: SettingDoc) -> dict[str, Any]:
+    """One config var of app.json: the setting's description as plain text (Heroku shows no Markdown), then
+    what it accepts, whether it is a secret, and its default, as .env.example says them."""
+    heroku = doc.heroku or {}
+    text = [doc.description]
+    if doc.accepts and not doc.accepts.startswith("`true`") and doc.accepts != "text":
+        text.append(f"Accepts: {doc.accepts}" + (f", such as {doc.example}." if doc.example else "."))
+    if doc.secret:
+        text.append("Secret: never logged.")
+    if "value" not in heroku and "generator" not in heroku and not doc.default.startswith("("):
+        text.append(f"Default: {doc.default}" + ("" if doc.default.rstrip("`").endswith(".") else "."))
+    entry: dict[str, Any] = {"description": _plain(" ".join(text)).replace("`", "")}
+    entry |= {key: heroku[key] for key in ("value", "generator") if key in heroku}
+    entry["required"] = bool(heroku.get("required", False))
+    return entry
 
 
 # --- .env.example ------------------------------------------------------------------------------------------

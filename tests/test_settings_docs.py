@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from service.settings_docs import (
     MARKDOWN_PATH,
     UndocumentedSetting,
     accepted_values,
+    render_app_json,
     render_env,
     render_markdown,
     setting_docs,
@@ -102,6 +104,44 @@ def test_app_json_names_only_settings() -> None:
     declared = set(json.loads((ROOT / "app.json").read_text())["env"])
     documented = {doc.variable for doc in setting_docs()}
     assert declared - documented == {"WEB_CONCURRENCY"}
+
+
+def test_the_committed_app_json_is_what_the_settings_render() -> None:
+    """app.json's env is rendered from the settings (`make docs`): a setting re-described, or an entry edited by
+    hand, fails here; the manifest's other parts are its own."""
+    committed = (ROOT / "app.json").read_text()
+    assert render_app_json(setting_docs(), json.loads(committed)) == committed, "app.json is stale: run `make docs`"
+
+
+def test_app_json_is_what_the_deploy_button_needs() -> None:
+    """The two secrets a transcript needs are required and nothing else is; generated values are secrets; Postgres
+    is the add-on, one web dyno the formation, and the migrations stay in the Procfile's release phase."""
+    manifest = json.loads((ROOT / "app.json").read_text())
+    env = manifest["env"]
+    assert [name for name, entry in env.items() if entry["required"]] == ["DEEPGRAM_API_KEY", "TWILIO_AUTH_TOKEN"]
+    secrets = {doc.variable for doc in setting_docs() if doc.secret}
+    assert {name for name, entry in env.items() if "generator" in entry} <= secrets
+    assert {"PUBLIC_URL", "TWILIO_ACCOUNT_SID", "API_TOKEN", "FORWARD_TO", "LOG_FORMAT"} <= set(env)
+    assert "DATABASE_URL" not in env, "the heroku-postgresql add-on sets it"
+    assert all(entry["description"] and "`" not in entry["description"] for entry in env.values())
+    assert (env["LOG_FORMAT"]["value"], env["WEB_CONCURRENCY"]["value"]) == ("json", "1")
+    assert manifest["addons"] == ["heroku-postgresql"]
+    assert manifest["formation"] == {"web": {"quantity": 1, "size": "basic"}}
+    assert "scripts" not in manifest
+    assert "release: python -m service db upgrade" in (ROOT / "Procfile").read_text().splitlines()
+
+
+def test_the_app_json_command_keeps_the_manifest_and_renders_its_env(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m service settings --app-json` reads app.json where it runs, and replaces only its env."""
+    (tmp_path / "app.json").write_text(json.dumps({"name": "mine", "env": {"STALE": {"required": True}}}))
+    assert main(["settings", "--app-json"]) == 0
+    rendered = json.loads(capsys.readouterr().out)
+    assert rendered["name"] == "mine"
+    assert "STALE" not in rendered["env"]
+    assert rendered["env"]["DEEPGRAM_API_KEY"]["required"] is True
+    assert rendered["env"]["GREETING"]["description"].endswith("Default: This call is being transcribed.")
 
 
 def test_the_command_prints_the_reference(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,10 +12,7 @@ import enum
 import ipaddress
 import urllib.parse
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
-
-import sqlalchemy
 
 from service.deepgram.keys import ask_about_key
 from service.settings import Settings
@@ -84,14 +81,14 @@ def check_deepgram(settings: Settings, *, timeout_s: float = TIMEOUT_S) -> Check
 
 def check_database(settings: Settings, *, timeout_s: float = TIMEOUT_S) -> Check:
     """The database reachable, and at the newest migration."""
-    missing = _missing_sqlite_directory(settings.database_url)
-    if missing:
-        # Checked before opening: aiosqlite's failed open finishes in its thread after the event loop has gone.
+    problem = migrate.sqlite_open_problem(settings.database_url)
+    if problem is not None:
         return Check(
             "database",
             Status.FAIL,
-            "cannot reach the database (the SQLite file's directory does not exist)",
-            "create the directory, or point DATABASE_URL at an existing one, then run `python -m service db upgrade`",
+            f"cannot reach the database ({problem})",
+            "point DATABASE_URL at a file in an existing directory (or create it), then run "
+            "`python -m service db upgrade`",
         )
     try:
         revision = asyncio.run(asyncio.wait_for(migrate.current_revision(settings.database_url), timeout_s))
@@ -245,13 +242,6 @@ def _routed_elsewhere(found: NumberVoice, target: str) -> Check | None:
             f"take the number off the trunk and set its voice webhook to {target} ({VOICE_METHOD})",
         )
     return None
-
-
-def _missing_sqlite_directory(url: str) -> bool:
-    parsed = sqlalchemy.make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in {None, "", ":memory:"}:
-        return False
-    return not Path(parsed.database or "").resolve().parent.is_dir()
 
 
 def _is_local(host: str) -> bool:

@@ -31,18 +31,45 @@ def add_commands(commands: Any) -> None:
 
 def upgrade(_args: argparse.Namespace) -> int:
     settings = load_settings()
-    asyncio.run(migrate.upgrade(settings.database_url))
+    try:
+        _openable(settings.database_url)
+        asyncio.run(migrate.upgrade(settings.database_url))
+    except Unreachable as exc:
+        return _cannot(exc)
+    except OSError as exc:  # refused, unreachable, timed out; a migration's own failure keeps its traceback
+        return _cannot(Unreachable(type(exc).__name__))
     sys.stdout.write(f"database schema at revision {migrate.head()} (newest)\n")
     return 0
 
 
 def current(_args: argparse.Namespace) -> int:
     settings = load_settings()
-    revision, newest = migrate.current(settings.database_url), migrate.head()
+    try:
+        _openable(settings.database_url)
+        revision, newest = migrate.current(settings.database_url), migrate.head()
+    except Unreachable as exc:
+        return _cannot(exc)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach it is the answer: its type, never the URL
+        return _cannot(Unreachable(type(exc).__name__))
     if revision == newest:
         sys.stdout.write(f"{revision} (newest)\n")
         return 0
     sys.stdout.write(f"{revision or 'empty'} (newest is {newest}: run `python -m service db upgrade`)\n")
+    return 1
+
+
+class Unreachable(Exception):
+    """The database could not be opened or reached: the message says why, never the URL."""
+
+
+def _openable(url: str) -> None:
+    problem = migrate.sqlite_open_problem(url)
+    if problem is not None:
+        raise Unreachable(problem)
+
+
+def _cannot(exc: Unreachable) -> int:
+    sys.stderr.write(f"cannot reach the database ({exc}): check DATABASE_URL\n")
     return 1
 
 

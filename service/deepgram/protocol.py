@@ -10,7 +10,7 @@ Pre-recorded options: https://developers.deepgram.com/reference/speech-to-text-a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from service import mulaw
 from service.errors import SttError, SttRejected, SttUnavailable
@@ -206,6 +206,19 @@ def is_fatal_close(code: int | None) -> bool:
     return code in FATAL_CLOSE_CODES
 
 
+# The refusals people meet, each with its cause and its fix: what the `deepgram.failed` line and the spool say.
+CONSOLE: Final = "https://console.deepgram.com"
+_REFUSALS: Final = {
+    401: "Deepgram rejected the API key ({detail}): DEEPGRAM_API_KEY is wrong, revoked or expired; create a key at "
+    f"{CONSOLE} (API Keys), set DEEPGRAM_API_KEY and restart",
+    402: "Deepgram refused the request: the Deepgram project is out of credit ({detail}, Payment Required); add "
+    f"credit or a payment method at {CONSOLE} (Billing): new calls are transcribed live again at once, and "
+    "spooled audio on the spool's next pass",
+    403: "Deepgram refused access for this API key ({detail}): the key's project may not use this model or "
+    f"feature; check DEEPGRAM_MODEL and DEEPGRAM_OPTIONS, or use a key with more access ({CONSOLE})",
+}
+
+
 def status_error(status: int | None, *, said: str = "", at_upgrade: bool = False) -> SttError:
     """Deepgram's HTTP status as our error: SttRejected if retrying cannot fix it, else SttUnavailable.
 
@@ -214,10 +227,8 @@ def status_error(status: int | None, *, said: str = "", at_upgrade: bool = False
     answer that was no transcript (< 400) or a failure that may pass.
     """
     detail = f"HTTP {status}: {said}" if said else f"HTTP {status}"
-    if status == 401:
-        return SttRejected(f"Deepgram rejected the API key ({detail})", status=status)
-    if status == 403:
-        return SttRejected(f"Deepgram refused access for this API key ({detail})", status=status)
+    if status in _REFUSALS:
+        return SttRejected(_REFUSALS[status].format(detail=detail), status=status)
     if status is not None and is_fatal_status(status):
         return SttRejected(f"Deepgram refused the request ({detail}); check the DEEPGRAM_* options", status=status)
     return SttUnavailable(_passing_reason(status, detail, at_upgrade=at_upgrade), status=status)

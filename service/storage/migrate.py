@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -81,6 +82,27 @@ def sqlite_file(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or parsed.database in {None, "", ":memory:"}:
         return None
     return Path(parsed.database)
+
+
+def sqlite_open_problem(url: str) -> str | None:
+    """Why a SQLite DATABASE_URL's file cannot be opened, or None (also for PostgreSQL and in-memory SQLite).
+
+    Checked with the standard library before aiosqlite is asked: when aiosqlite fails to open a file, its worker
+    thread still has a step to hand back to the event loop, and a command's short `asyncio.run` has closed that
+    loop by then ("Exception in thread ... Event loop is closed" after the real error). Never names the path.
+    """
+    path = sqlite_file(url)
+    if path is None:
+        return None
+    if not path.exists():
+        return None if path.resolve().parent.is_dir() else "the SQLite file's directory does not exist"
+    if not path.is_file():
+        return "the SQLite path is not a file"
+    try:
+        sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True).close()
+    except sqlite3.Error as exc:
+        return f"the SQLite file cannot be opened ({type(exc).__name__})"
+    return None
 
 
 async def upgrade_sqlite(url: str) -> tuple[str | None, str] | None:

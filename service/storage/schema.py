@@ -102,6 +102,20 @@ class Stream(Base):
     started_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
 
 
+class NumberBackup(Base):
+    """A Twilio number's voice webhook as it was before `python -m service twilio configure` changed it: one row
+    per number, never overwritten (a second configure would save callscribe's own URL), deleted by `restore`."""
+
+    __tablename__ = "number_backups"
+
+    number_sid: Mapped[str] = mapped_column(String(64), primary_key=True)  # the number's PN... SID
+    account_sid: Mapped[str] = mapped_column(String(64))
+    phone_number: Mapped[str] = mapped_column(String(64), index=True)  # E.164
+    voice_url: Mapped[str] = mapped_column(Text)  # "" when the number had none
+    voice_method: Mapped[str] = mapped_column(String(8))
+    saved_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+
+
 class WebhookDelivery(Base):
     """One event for TRANSCRIPT_WEBHOOK_URL, kept until the receiver has it (survives restarts)."""
 

@@ -116,3 +116,10 @@ class DatabaseStreamClaims:
         async with engine.connect() as connection:
             found = await connection.scalar(select(STREAMS.c.stream_sid).where(STREAMS.c.stream_sid == stream_sid))
         return ClaimOutcome.STREAM_TAKEN if found is not None else ClaimOutcome.CALL_TAKEN
+
+
+async def call_has_stream(engine: AsyncEngine, call_sid: str) -> bool:
+    """Whether any process has recorded a stream of `call_sid` (the watch for streams that never came asks)."""
+    async with engine.connect() as connection:
+        found = await connection.scalar(select(STREAMS.c.stream_sid).where(STREAMS.c.call_sid == call_sid).limit(1))
+    return found is not None

@@ -7,6 +7,7 @@ so the CALLSCRIBE_INSECURE_DEV escape hatch behaves the same on both.
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping
 
 import structlog
@@ -18,17 +19,44 @@ from service.twilio.stream_tokens import derive_key
 log = structlog.get_logger("callscribe.twilio")
 
 
-def refusal(token: str | None, url: str, params: Mapping[str, str], signature: str | None) -> str | None:
-    """Why a request must be refused, or None when its signature is Twilio's."""
+def refusal(
+    token: str | None, url: str, params: Mapping[str, str], signature: str | None, *, request_url: str | None = None
+) -> str | None:
+    """Why a request must be refused, or None when its signature is Twilio's for `url`.
+
+    `request_url` is the URL as the request itself names it (its Host), when that is not `url` (PUBLIC_URL's):
+    a refusal then says which host the request claimed, and whether the signature was Twilio's for that one.
+    """
     if token is None:
         return "TWILIO_AUTH_TOKEN is not set (set it, or CALLSCRIBE_INSECURE_DEV=1 for local work)"
     if not signature:
         return "missing X-Twilio-Signature header"
     # Twilio adds form fields without notice, so every field is passed; the validator compares in constant
     # time and tries the URL with and without a port.
-    if not RequestValidator(token).validate(url, params, signature):
-        return f"X-Twilio-Signature does not match {url} (wrong TWILIO_AUTH_TOKEN, or a URL other than Twilio's)"
-    return None
+    validator = RequestValidator(token)
+    if validator.validate(url, params, signature):
+        return None
+    if request_url is None or _host(request_url) == _host(url):
+        return (
+            f"X-Twilio-Signature does not match {url}: most likely a wrong TWILIO_AUTH_TOKEN (it must be the Auth "
+            "Token of the Twilio account that owns the number: Twilio console, Account info; after rotating it, "
+            "set the new one and restart), else a proxy that changed the URL Twilio called (set PUBLIC_URL)"
+        )
+    public, claimed = _host(url), _host(request_url)
+    if validator.validate(request_url, params, signature):
+        return (
+            f"X-Twilio-Signature does not match {url}: Twilio signed it for host {claimed}, but PUBLIC_URL says "
+            f"{public} (did the ngrok or public URL change?); set PUBLIC_URL to https://{claimed} and restart"
+        )
+    return (
+        f"X-Twilio-Signature does not match {url}: the request claimed host {claimed}, PUBLIC_URL says {public}; "
+        "check that PUBLIC_URL is the URL the number calls (an ngrok URL changes on each start) and that "
+        "TWILIO_AUTH_TOKEN is the Auth Token of the account that owns the number"
+    )
+
+
+def _host(url: str) -> str:
+    return urllib.parse.urlsplit(url).netloc
 
 
 class TwilioSignatures:
@@ -52,12 +80,14 @@ class TwilioSignatures:
             return "MISSING (CALLSCRIBE_INSECURE_DEV=1: signatures unchecked)"
         return "MISSING (every Twilio request will be refused)"
 
-    def refusal(self, url: str, params: Mapping[str, str], signature: str | None) -> str | None:
-        """Why the request for `url` must be refused, or None to let it in."""
+    def refusal(
+        self, url: str, params: Mapping[str, str], signature: str | None, *, request_url: str | None = None
+    ) -> str | None:
+        """Why the request for `url` must be refused, or None to let it in (`request_url`: see `refusal`)."""
         if self._token is None and self._insecure_dev:
             log.warning("signature.unchecked", why="CALLSCRIBE_INSECURE_DEV=1 and no TWILIO_AUTH_TOKEN", url=url)
             return None
-        return refusal(self._token, url, params, signature)
+        return refusal(self._token, url, params, signature, request_url=request_url)
 
 
 def stream_token_key(settings: Settings) -> bytes | None:

@@ -18,7 +18,7 @@ import structlog
 
 from service.calls.session import CallSession, Reject
 from service.twilio import close_codes
-from service.twilio.urls import stream_url
+from service.twilio.urls import request_stream_url, stream_url
 from service.web.media_socket import TwilioSocket
 from service.web.readiness import busy_reason
 from service.web.runtime import Runtime
@@ -48,7 +48,8 @@ class MediaStreams:
         """Accept the upgrade if Twilio signed it and a call fits now; otherwise refuse it, and say why."""
         runtime = self._runtime
         url = stream_url(runtime.settings, socket.host)
-        why = runtime.signatures.refusal(url, {}, socket.header("X-Twilio-Signature"))
+        signature, claimed = socket.header("X-Twilio-Signature"), request_stream_url(socket.host)
+        why = runtime.signatures.refusal(url, {}, signature, request_url=claimed)
         if why is not None:
             log.warning("media.refused", status=403, why=why)
             await socket.refuse(403, "Forbidden: stream not signed by Twilio\n")  # the upgrade fails
@@ -117,6 +118,8 @@ class MediaStreams:
         reject = await session.finish_start()
         if reject is None:
             self._runtime.calls.started(session)
+        if session.call is not None:
+            self._runtime.stream_watch.arrived(session.call.call_sid)
         return reject
 
     async def _relay(self, socket: TwilioSocket, session: CallSession) -> None:

@@ -32,6 +32,7 @@ from service.storage.streams import DatabaseStreamClaims
 from service.storage.writer import TranscriptStore
 from service.twilio.signatures import TwilioSignatures, stream_token_key
 from service.web.next_steps import next_steps
+from service.web.stream_watch import StreamWatch
 from service.webhooks.sender import WebhookSender
 
 log = structlog.get_logger("callscribe.app")
@@ -71,6 +72,10 @@ class Runtime:
         self._claims = DatabaseStreamClaims(lambda: self.store.engine)
         self.gate = StreamGate(settings, key=self.token_key, claims=self._claims)
         self.tasks = BackgroundTasks()
+        # /voice's streamed calls whose stream never came: checked once STREAM_START_TIMEOUT_S has passed.
+        self.stream_watch = StreamWatch(
+            lambda: self.store.engine, wait_s=settings.stream_start_timeout_s, spawn=self.tasks.start
+        )
         self._batch = BatchWorker(settings, self.spool, self.observer.transcript)
         self._handle_sigterm = handle_sigterm
         self._stopping = False
@@ -174,6 +179,7 @@ class Runtime:
         await asyncio.shield(self._draining)
 
     async def _drain(self) -> None:
+        self.stream_watch.stop()  # a call that has not started by now will not start here
         calls = len(self.calls.sessions)
         spooled = await self.calls.drain(self.settings.shutdown_timeout_s)
         await self._claims.settle()  # claims the database did not answer in time let go of their connections

@@ -10,7 +10,7 @@ from quart import Blueprint, Response, request
 
 from service.twilio.stream_tokens import PARAMETER, Claim, Purpose, issue
 from service.twilio.twiml import stream_parameters, voice_response
-from service.twilio.urls import stream_url, webhook_url
+from service.twilio.urls import request_webhook_url, stream_url, webhook_url
 from service.web.readiness import busy_reason
 from service.web.runtime import Runtime
 
@@ -24,12 +24,15 @@ def voice_blueprint(runtime: Runtime) -> Blueprint:
     async def answer() -> Response | tuple[str, int]:
         """Answer TwiML that streams the call to /media, then the next verb."""
         form = dict((await request.form).items()) if request.method == "POST" else {}
-        why = runtime.signatures.refusal(_signed_url(runtime), form, request.headers.get("X-Twilio-Signature"))
+        signature = request.headers.get("X-Twilio-Signature")
+        why = runtime.signatures.refusal(_signed_url(runtime), form, signature, request_url=_request_url())
         if why is not None:
             log.warning("voice.refused", status=403, why=why)
             return "Forbidden: request not signed by Twilio\n", 403
         fields = form if request.method == "POST" else dict(request.args.items())
         stream = _stream_unless_busy(runtime, fields)
+        if stream is not None:
+            runtime.stream_watch.expect(fields.get("CallSid", ""), stream)
         parameters = stream_parameters(fields) | _stream_token(runtime, fields)
         twiml = voice_response(runtime.settings, stream_url=stream, parameters=parameters)
         return Response(twiml, content_type="text/xml; charset=utf-8")
@@ -46,6 +49,12 @@ def _signed_url(runtime: Runtime) -> str:
         path=request.path,
         query=request.query_string.decode("latin-1"),
     )
+
+
+def _request_url() -> str:
+    """The URL this request names (its proxy-corrected scheme and Host), PUBLIC_URL aside."""
+    query = request.query_string.decode("latin-1")
+    return request_webhook_url(scheme=request.scheme, host_header=request.host, path=request.path, query=query)
 
 
 def _stream_unless_busy(runtime: Runtime, fields: dict[str, str]) -> str | None:

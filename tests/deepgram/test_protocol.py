@@ -15,14 +15,28 @@ from service.errors import SttRejected, SttUnavailable
 from tests.helpers.service import make_settings
 
 CHECK_OPTIONS = "; check the DEEPGRAM_* options"
+BAD_KEY = (
+    ": DEEPGRAM_API_KEY is wrong, revoked or expired; create a key at https://console.deepgram.com (API Keys), set"
+    " DEEPGRAM_API_KEY and restart"
+)
+NO_ACCESS = (
+    ": the key's project may not use this model or feature; check DEEPGRAM_MODEL and DEEPGRAM_OPTIONS, or use a key"
+    " with more access (https://console.deepgram.com)"
+)
+NO_CREDIT = (
+    ", Payment Required); add credit or a payment method at https://console.deepgram.com (Billing): new calls are"
+    " transcribed live again at once, and spooled audio on the spool's next pass"
+)
+OUT_OF_CREDIT = "Deepgram refused the request: the Deepgram project is out of credit"
 
 
 @pytest.mark.parametrize(
     ("status", "said", "at_upgrade", "error", "reason"),
     [
         # The live upgrade: no body to quote, and it says where it failed.
-        (401, "", True, SttRejected, "Deepgram rejected the API key (HTTP 401)"),
-        (403, "", True, SttRejected, "Deepgram refused access for this API key (HTTP 403)"),
+        (401, "", True, SttRejected, f"Deepgram rejected the API key (HTTP 401){BAD_KEY}"),
+        (402, "", True, SttRejected, f"{OUT_OF_CREDIT} (HTTP 402{NO_CREDIT}"),
+        (403, "", True, SttRejected, f"Deepgram refused access for this API key (HTTP 403){NO_ACCESS}"),
         (400, "", True, SttRejected, f"Deepgram refused the request (HTTP 400){CHECK_OPTIONS}"),
         (404, "", True, SttRejected, f"Deepgram refused the request (HTTP 404){CHECK_OPTIONS}"),
         (408, "", True, SttUnavailable, "Deepgram answered HTTP 408 at the upgrade"),
@@ -36,9 +50,16 @@ CHECK_OPTIONS = "; check the DEEPGRAM_* options"
             "Invalid credentials.",
             False,
             SttRejected,
-            "Deepgram rejected the API key (HTTP 401: Invalid credentials.)",
+            f"Deepgram rejected the API key (HTTP 401: Invalid credentials.){BAD_KEY}",
         ),
-        (403, "No access.", False, SttRejected, "Deepgram refused access for this API key (HTTP 403: No access.)"),
+        (402, "No credits.", False, SttRejected, f"{OUT_OF_CREDIT} (HTTP 402: No credits.{NO_CREDIT}"),
+        (
+            403,
+            "No access.",
+            False,
+            SttRejected,
+            f"Deepgram refused access for this API key (HTTP 403: No access.){NO_ACCESS}",
+        ),
         (400, "Bad audio.", False, SttRejected, f"Deepgram refused the request (HTTP 400: Bad audio.){CHECK_OPTIONS}"),
         (400, "", False, SttRejected, f"Deepgram refused the request (HTTP 400){CHECK_OPTIONS}"),
         (408, "", False, SttUnavailable, "Deepgram could not transcribe now (HTTP 408)"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from service.cli import db as db_cli
 from service.storage import migrate
 from service.storage.schema import Base, create_engine
 from tests.helpers.databases import database_url, sqlite_url
+from tests.helpers.paths import ROOT
 
 __all__ = ["database_url"]  # the fixture, parametrized over SQLite and PostgreSQL
 
@@ -147,6 +150,27 @@ async def test_0002_keeps_stored_utterances_and_their_keys_both_ways(database_ur
     assert await run(database_url, "SELECT key, text FROM utterances") == [("CA1/inbound/500", "Hi.")]
 
 
+async def test_0003_adds_number_backups_and_takes_them_away(database_url: str) -> None:
+    """0003 adds only `number_backups` on top of 0002, which holds a backup; down to 0002 the schema is 0002's."""
+    await migrate.upgrade(database_url, "0002")
+    _, at_0002, _, _ = await inspect(database_url)
+    await migrate.upgrade(database_url, "0003")
+    _, at_0003, _, _ = await inspect(database_url)
+    assert set(at_0003) - set(at_0002) == {"number_backups"}
+    assert {name: at_0003[name] for name in at_0002} == at_0002
+    await run(database_url, INSERT_BACKUP)
+    assert await run(database_url, "SELECT phone_number, voice_url FROM number_backups") == [
+        ("+14155550100", "https://demo.twilio.com/welcome/voice/")
+    ]
+    await migrate.downgrade(database_url, "0002")
+    _, reflected, _, revision = await inspect(database_url)
+    assert (reflected, revision) == (at_0002, "0002")
+
+
+INSERT_BACKUP = (
+    "INSERT INTO number_backups (number_sid, account_sid, phone_number, voice_url, voice_method, saved_at) VALUES"
+    " ('PN1', 'AC1', '+14155550100', 'https://demo.twilio.com/welcome/voice/', 'POST', '2025-01-02 03:04:05+00:00')"
+)
 INSERT_CALL = (
     "INSERT INTO calls (call_sid, stream_sid, account_sid, from_number, to_number, direction, custom_parameters,"
     " tracks, started_at, status, deepgram_request_ids, audio_s_inbound, audio_s_outbound, summary) VALUES"
@@ -177,7 +201,7 @@ def test_check_and_current_work_without_an_event_loop(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "cli.sqlite3")
     assert (migrate.current(url), migrate.check(url)) == (None, False)
     db_main(["db", "upgrade"], url)
-    assert (migrate.current(url), migrate.check(url)) == ("0002", True)
+    assert (migrate.current(url), migrate.check(url)) == (migrate.head(), True)
 
 
 def test_db_commands_upgrade_and_report_the_revision(
@@ -190,7 +214,7 @@ def test_db_commands_upgrade_and_report_the_revision(
     assert db_main(["db", "upgrade"], url, monkeypatch) == 0
     assert db_main(["db", "current"], url, monkeypatch) == 0
     output = capsys.readouterr().out
-    assert "0002 (newest)" in output
+    assert f"{migrate.head()} (newest)" in output
     assert str(tmp_path) not in output
 
 
@@ -219,3 +243,29 @@ def test_only_a_sqlite_file_is_migrated_at_start_up() -> None:
     assert migrate.sqlite_file("sqlite:////var/data/db.sqlite3?timeout=0.2") == Path("/var/data/db.sqlite3")
     assert migrate.sqlite_file("sqlite+aiosqlite://") is None
     assert migrate.sqlite_file("postgres://user:secret@db.example.com:5432/calls") is None
+
+
+@pytest.mark.parametrize("problem", ["the SQLite path is not a file", "the SQLite file's directory does not exist"])
+async def test_db_commands_on_a_sqlite_file_that_cannot_be_opened_say_so_in_one_line(
+    tmp_path: Path, problem: str
+) -> None:
+    """A directory where the file should be, or no directory for it: one line naming the problem, exit 1, no
+    traceback, and none of aiosqlite's late "Event loop is closed" from its worker thread (a real process)."""
+    if problem.endswith("not a file"):
+        path = tmp_path / "calls.sqlite3"
+        path.mkdir()
+    else:
+        path = tmp_path / "gone" / "calls.sqlite3"
+    for command in ("current", "upgrade"):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service", "db", command, cwd=tmp_path,
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "DATABASE_URL": sqlite_url(path)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+        expected = f"cannot reach the database ({problem}): check DATABASE_URL\n"
+        assert (process.returncode, out.decode(), err.decode()) == (1, "", expected)
+    assert migrate.sqlite_open_problem(sqlite_url(path)) == problem
+    assert not (tmp_path / "gone").exists()
+    assert migrate.sqlite_open_problem(sqlite_url(tmp_path / "new.sqlite3")) is None
+    assert migrate.sqlite_open_problem("postgres://user:secret@db.example.com:5432/calls") is None

@@ -55,3 +55,20 @@ def test_no_token_refuses_unless_insecure_dev_which_says_so(log_lines: LogLines)
     unchecked = TwilioSignatures(make_settings(twilio_auth_token=None, callscribe_insecure_dev=True))
     assert unchecked.refusal(URL, FORM, None) is None
     assert log_lines.events("signature.unchecked", url=URL)
+
+
+def test_a_mismatch_names_the_likely_cause() -> None:
+    """Same host: the token is the likely cause. A stale PUBLIC_URL: both hosts, and the PUBLIC_URL to set."""
+    signatures = TwilioSignatures(make_settings())
+    wrong = signatures.refusal(URL, FORM, twilio_signature("another-token", URL, FORM), request_url=URL)
+    assert wrong is not None
+    assert "most likely a wrong TWILIO_AUTH_TOKEN" in wrong
+    moved = "https://new.example.org/voice"
+    stale = signatures.refusal(URL, FORM, twilio_signature(TWILIO_TOKEN, moved, FORM), request_url=moved)
+    assert stale is not None
+    assert "Twilio signed it for host new.example.org, but PUBLIC_URL says calls.example.org" in stale
+    assert stale.endswith("set PUBLIC_URL to https://new.example.org and restart")
+    neither = signatures.refusal(URL, FORM, twilio_signature("another-token", moved, FORM), request_url=moved)
+    assert neither is not None
+    assert "the request claimed host new.example.org, PUBLIC_URL says calls.example.org" in neither
+    assert signatures.refusal(moved, FORM, twilio_signature(TWILIO_TOKEN, moved, FORM), request_url=URL) is None
