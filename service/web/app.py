@@ -7,22 +7,24 @@ their own settings: the runtime (runtime.py), the Quart app with every route but
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 from hypercorn.typing import ASGIFramework
-from quart import Quart
+from quart import Quart, Response
 
 from service.calls.events import CallObserver
 from service.calls.observers import LogObserver
 from service.settings import Settings
 from service.web.api import api_blueprint
+from service.web.live import live_blueprint
 from service.web.media import MediaStreams
 from service.web.media_socket import MediaRoute
 from service.web.ops import ops_blueprint
 from service.web.proxy import WebsocketSchemeFix, behind_one_proxy
 from service.web.readiness import readiness
+from service.web.responses import bearer_refusal
 from service.web.runtime import Runtime
 from service.web.voice import voice_blueprint
 
@@ -43,8 +45,18 @@ def create_app(runtime: Runtime) -> Quart:
     app.register_blueprint(voice_blueprint(runtime))
     # The engine is made at startup (before_serving), so the API asks for it per request.
     app.register_blueprint(api_blueprint(runtime.settings, lambda: runtime.store.engine))
+    app.register_blueprint(live_blueprint(runtime.settings, lambda: runtime.live, _bearer(runtime.settings)))
     app.register_blueprint(ops_blueprint(runtime.settings, lambda: readiness(runtime)))
     return app
+
+
+def _bearer(settings: Settings) -> Callable[[], Awaitable[Response | None]]:
+    token = settings.api_token.get_secret_value().encode() if settings.api_token else None
+
+    async def authorize() -> Response | None:
+        return bearer_refusal(token, "API_TOKEN", disabled="set API_TOKEN to turn the API on")
+
+    return authorize
 
 
 def asgi_app(

@@ -12,6 +12,7 @@ import gc
 import logging
 import multiprocessing
 import signal
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from service.calls.observers import Fanout
 from service.calls.registry import Calls
 from service.deepgram.live import SttClient
 from service.deepgram.protocol import ignored_options
+from service.live.hub import LiveHub, LiveObserver, LocalPublisher
 from service.metrics import worker_stopped
 from service.settings import Settings
 from service.spool.directory import Spool
@@ -62,7 +64,12 @@ class Runtime:
     def __init__(self, settings: Settings, observers: Sequence[CallObserver], *, handle_sigterm: bool) -> None:
         self.settings = settings
         self.store = TranscriptStore(settings)
-        self.observer = Fanout([*observers, self.store])
+        self.live = LiveHub(
+            window_s=settings.live_replay_s, max_events=settings.live_replay_max_events,
+            queue_bound=settings.live_subscriber_queue, floor=(time.time_ns() // 1_000_000, 0),
+        )  # fmt: skip
+        self._publisher = LocalPublisher(self.live)
+        self.observer = Fanout([*observers, self.store, LiveObserver(self._publisher.publish)])
         self.calls = Calls(settings.max_calls)
         self.stt = SttClient(settings)
         self.spool = Spool(settings.spool_dir)
@@ -180,6 +187,7 @@ class Runtime:
         # The calls' last writes (call_ended, late finals) are queued now; what the database cannot take in time
         # goes to the journal. Inside Hypercorn's graceful_timeout (SHUTDOWN_TIMEOUT_S + 5 s).
         await self.store.stop(STORE_STOP_TIMEOUT_S)
+        self.live.close("the service is stopping; reconnect with Last-Event-ID")
         log.info("service.stopped", calls=calls, calls_spooled=spooled, spool_waiting=len(self.spool.entries()))
 
     async def shutdown(self) -> None:
