@@ -44,6 +44,10 @@ class ReplayBuffer:
         while events and events[0].at < oldest:
             self._floor = events.popleft().id
 
+    def set_floor(self, floor: EventId) -> None:
+        """Ids up to `floor` may be missing here (a process that loaded its buffer from a longer stream)."""
+        self._floor = floor
+
     def after(self, last_id: EventId | None) -> Replay:
         """Events after `last_id` (none for None: a new subscriber starts from now)."""
         if last_id is None:

@@ -24,7 +24,8 @@ from service.calls.observers import Fanout
 from service.calls.registry import Calls
 from service.deepgram.live import SttClient
 from service.deepgram.protocol import ignored_options
-from service.live.hub import LiveHub, LiveObserver, LocalPublisher
+from service.live.hub import LiveHub, LiveObserver, LocalPublisher, Publish
+from service.live.redis_stream import RedisFeed
 from service.metrics import worker_stopped
 from service.settings import Settings
 from service.spool.directory import Spool
@@ -37,6 +38,7 @@ from service.web.next_steps import next_steps
 from service.webhooks.sender import WebhookSender
 
 log = structlog.get_logger("callscribe.app")
+LIVE_FLUSH_TIMEOUT_S = 2.0  # for Redis to take the live events still queued at shutdown
 STORE_STOP_TIMEOUT_S = 3.0  # for the database to take the last writes at shutdown; the rest goes to the journal
 
 
@@ -68,8 +70,10 @@ class Runtime:
             window_s=settings.live_replay_s, max_events=settings.live_replay_max_events,
             queue_bound=settings.live_subscriber_queue, floor=(time.time_ns() // 1_000_000, 0),
         )  # fmt: skip
-        self._publisher = LocalPublisher(self.live)
-        self.observer = Fanout([*observers, self.store, LiveObserver(self._publisher.publish)])
+        # With REDIS_URL every process's events go through the stream, this one's too: one order, one set of ids.
+        self.redis = RedisFeed(settings, self.live) if settings.redis_url is not None else None
+        publish: Publish = self.redis.publish if self.redis is not None else LocalPublisher(self.live).publish
+        self.observer = Fanout([*observers, self.store, LiveObserver(publish)])
         self.calls = Calls(settings.max_calls)
         self.stt = SttClient(settings)
         self.spool = Spool(settings.spool_dir)
@@ -157,6 +161,9 @@ class Runtime:
             log.warning("spool.recovered", entries=len(recovered), why="audio left by a process that crashed")
         self.tasks.start(self._batch.run_forever())
         self.tasks.start(self.calls.meter_forever())
+        if self.redis is not None:
+            self.tasks.start(self.redis.run_publisher())
+            self.tasks.start(self.redis.run_reader())
 
     def _on_sigterm(self) -> None:
         if not self._stopping:
@@ -187,6 +194,8 @@ class Runtime:
         # The calls' last writes (call_ended, late finals) are queued now; what the database cannot take in time
         # goes to the journal. Inside Hypercorn's graceful_timeout (SHUTDOWN_TIMEOUT_S + 5 s).
         await self.store.stop(STORE_STOP_TIMEOUT_S)
+        if self.redis is not None:
+            await self.redis.flush(LIVE_FLUSH_TIMEOUT_S)  # the calls' last events, for the other processes' feeds
         self.live.close("the service is stopping; reconnect with Last-Event-ID")
         log.info("service.stopped", calls=calls, calls_spooled=spooled, spool_waiting=len(self.spool.entries()))
 
@@ -194,4 +203,6 @@ class Runtime:
         """Hypercorn's after_serving: the calls finished (or spooled), then the background work stopped."""
         await self.finish_calls()
         await self.tasks.cancel_all()
+        if self.redis is not None:
+            await self.redis.close()
         worker_stopped()

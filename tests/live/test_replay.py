@@ -69,3 +69,11 @@ def test_a_cursor_takes_each_event_once_and_only_its_calls() -> None:
     stream = [event(1), event(2), event(3, call_sid="CA2"), event(2), event(4)]
     assert [ms for ms, e in ((e.id[0], e) for e in stream) if one.takes(e)] == [2, 4]
     assert [e.id[0] for e in stream if every.takes(e)] == [1, 2, 3, 4]
+
+
+def test_a_lowered_floor_makes_older_ids_whole_again() -> None:
+    """set_floor moves where a gap starts: a process that loaded the whole stream owes no one a gap."""
+    buffer = ReplayBuffer(window_s=60, max_events=10, floor=(50, 0))
+    buffer.append(event(60))
+    buffer.set_floor((0, 0))
+    assert not buffer.after((10, 0)).gap
