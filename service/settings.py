@@ -66,10 +66,10 @@ SETTING_GROUPS: Final = (
     ),
     SettingGroup(
         "live",
-        "The live feed",
-        "`GET /api/live` streams every call event as Server-Sent Events, with replay by `Last-Event-ID` "
-        "([docs/live.md](live.md)). One process needs nothing more; with several workers or dynos, `REDIS_URL` "
-        "carries every process's events to every other.",
+        "The live feed and the page",
+        "`GET /api/live` streams every call event as Server-Sent Events, with replay by `Last-Event-ID`, and `GET /` "
+        "is the page that shows them ([docs/live.md](live.md)). One process needs nothing more; with several "
+        "workers or dynos, `REDIS_URL` carries every process's events to every other.",
     ),
     SettingGroup(
         "serving",
@@ -508,6 +508,20 @@ class Settings(BaseSettings):
         "the connection open (Heroku's router closes one idle for 55 s).",
         json_schema_extra=_doc("live", accepts="seconds, at most 50"),
     )
+    dashboard_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the page at `/` (active and recent calls, live transcripts). Unset, the page takes "
+        "`API_TOKEN`; with neither, it says so and shows nothing.",
+        json_schema_extra=_doc("live", fill_in=True),
+    )
+    dashboard_session_hours: float = Field(
+        default=12.0,
+        gt=0.0,
+        le=720.0,
+        description="How long a login to the page lasts. The session cookie is `Secure`, `HttpOnly` and "
+        "`SameSite=Lax`; changing the password ends every session.",
+        json_schema_extra=_doc("live"),
+    )
     redis_url: SecretStr | None = Field(
         default=None,
         description="Redis for the live feed across worker processes and dynos (Heroku Key-Value Store sets it). "
@@ -573,6 +587,7 @@ class Settings(BaseSettings):
         "deepgram_api_key",
         "twilio_auth_token",
         "api_token",
+        "dashboard_password",
         "redis_url",
         "webhook_secret",
         "metrics_token",

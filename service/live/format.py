@@ -84,6 +84,13 @@ class LiveEvent:
             self.data = orjson.dumps(payload(self.kind, self.source))
         return self.data
 
+    def fields(self) -> dict[str, Any]:
+        """The event's JSON object, as a dict (made from the call event, or read from the JSON that came)."""
+        if self.source is not None:
+            return payload(self.kind, self.source)
+        loaded: dict[str, Any] = orjson.loads(self.json())
+        return loaded
+
     def frame(self) -> bytes:
         """The SSE frame (`id:`, `event:`, `data:`), made once however many subscribers read it."""
         if self._frame is None:

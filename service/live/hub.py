@@ -86,6 +86,32 @@ class Subscriber:
         return self.ended is not None and not self.queue and self._last_word is None
 
 
+MAX_BOARD_CALLS = 10_000  # a call whose process died never ends: the board forgets the oldest past this
+
+
+class CallBoard:
+    """The calls on now, as the feed told them: each one's call.started fields and its tracks' states.
+
+    Updated by the rare events only (not transcripts); the page renders the active list from it.
+    """
+
+    def __init__(self) -> None:
+        self.calls: dict[str, dict[str, object]] = {}
+
+    def update(self, event: LiveEvent) -> None:
+        if event.kind == CALL_STARTED:
+            self.calls[event.call_sid] = {**event.fields(), "states": {}}
+            if len(self.calls) > MAX_BOARD_CALLS:
+                del self.calls[next(iter(self.calls))]
+        elif event.kind == CALL_STATE and event.call_sid in self.calls:
+            fields = event.fields()
+            states = self.calls[event.call_sid]["states"]
+            assert isinstance(states, dict)
+            states[fields["track"]] = fields["state"]
+        elif event.kind == CALL_ENDED:
+            self.calls.pop(event.call_sid, None)
+
+
 class LiveHub:
     """The replay buffer and the subscribers of one process."""
 
@@ -94,6 +120,7 @@ class LiveHub:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:  # fmt: skip
         self.buffer = ReplayBuffer(window_s=window_s, max_events=max_events, floor=floor)
+        self.board = CallBoard()
         self._queue_bound = queue_bound
         self._clock = clock
         self._subscribers: set[Subscriber] = set()
@@ -102,6 +129,8 @@ class LiveHub:
     def deliver(self, event: LiveEvent) -> None:
         """An event into the buffer and to every subscriber that wants it; never waits."""
         self.buffer.append(event)
+        if event.kind != TRANSCRIPT:
+            self.board.update(event)
         dropped = [sub for sub in self._subscribers if sub.cursor.takes(event) and not sub.offer(event)]
         for sub in dropped:
             self._drop(sub, f"more than LIVE_SUBSCRIBER_QUEUE ({sub.bound}) events waited for this client")

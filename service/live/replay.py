@@ -59,6 +59,11 @@ class ReplayBuffer:
             self.append(event)
 
     @property
+    def floor(self) -> EventId:
+        """Ids up to here are not kept: replay after it is everything this buffer has, and owes no gap."""
+        return self._floor
+
+    @property
     def last_id(self) -> EventId | None:
         return self._events[-1].id if self._events else None
 

@@ -16,7 +16,7 @@ from typing import Final
 import structlog
 from quart import Blueprint, Response, request
 
-from service.live.format import BadEventId, EventId, LiveEvent, parse_id
+from service.live.format import BadEventId, EventId, LiveEvent, format_id, parse_id
 from service.live.hub import LiveHub, Subscriber
 from service.settings import Settings
 from service.web.responses import refuse
@@ -44,7 +44,10 @@ def live_blueprint(settings: Settings, hub: Callable[[], LiveHub], authorize: Au
         except _BadQuery as exc:
             return refuse(400, "bad_request", exc.message, parameter=exc.parameter)
         subscriber = hub().subscribe(call_sid, last_id)
-        log.info("live.subscribed", call_sid=call_sid, replayed=len(subscriber.queue), subscribers=hub().subscribers)
+        log.info(
+            "live.subscribed", call_sid=call_sid, last_event_id=format_id(last_id) if last_id else None,
+            replayed=len(subscriber.queue), subscribers=hub().subscribers,
+        )  # fmt: skip
         response = Response(_frames(hub(), subscriber, settings.live_heartbeat_s), content_type="text/event-stream")
         response.timeout = None  # a feed is open for as long as the client reads it
         response.headers["Cache-Control"] = "no-store"
