@@ -19,6 +19,7 @@ from typing import Any, Final
 import structlog
 from quart import Blueprint, Response, g, render_template, request
 from sqlalchemy.ext.asyncio import AsyncEngine
+from werkzeug.datastructures import MultiDict
 
 from service import captions
 from service.live.format import format_id
@@ -26,6 +27,7 @@ from service.live.hub import LiveHub
 from service.settings import Settings
 from service.storage import queries
 from service.web import login_tokens
+from service.web.api import BadParameter, ListQuery, parse_list_query
 
 log = structlog.get_logger("callscribe.dashboard")
 
@@ -87,13 +89,21 @@ class _Pages:
         since = hub.buffer.last_id or hub.buffer.floor
         engine = self._d.engine()
         active = (await queries.list_calls(engine, active=True, limit=queries.MAX_LIMIT)).calls
-        recent = [c for c in (await queries.list_calls(engine, limit=RECENT_CALLS)).calls if c.ended_at is not None]
+        search, problem = _search(request.args)
+        if search is None:
+            found = await queries.list_calls(engine, limit=RECENT_CALLS)
+            recent = [c for c in found.calls if c.ended_at is not None]
+        else:
+            found = await queries.list_calls(
+                engine, limit=RECENT_CALLS, number=search.number, since=search.since, until=search.until, words=search.q
+            )
+            recent = list(found.calls)
         board = hub.board.calls
         rows = [_call_row(c, board.get(c.call_sid)) for c in active]
         rows += [_board_row(sid, fields) for sid, fields in board.items() if sid not in {c.call_sid for c in active}]
         body = await render_template(
-            "calls.html", active=rows, recent=[_call_row(c, None) for c in recent],
-            since=format_id(since), csrf=self._csrf_field(),
+            "calls.html", active=rows, recent=[_call_row(c, None) for c in recent], since=format_id(since),
+            csrf=self._csrf_field(), searched=search is not None, problem=problem, form=request.args,
         )  # fmt: skip
         return self._with_csrf_cookie(Response(body, content_type="text/html; charset=utf-8"))
 
@@ -192,6 +202,20 @@ class _Pages:
 
 def _see_other(location: str) -> Response:
     return Response("", status=303, headers={"Location": location})
+
+
+SEARCH_FIELDS: Final = frozenset({"q", "number", "since", "until"})
+
+
+def _search(args: MultiDict[str, str]) -> tuple[ListQuery | None, str]:
+    """The search form's query (None: no search), or why it cannot be used (then no search either)."""
+    given = MultiDict([(name, value) for name, value in args.items(multi=True) if name in SEARCH_FIELDS and value])
+    if not given:
+        return None, ""
+    try:
+        return parse_list_query(given), ""
+    except BadParameter as exc:
+        return None, f"{exc.parameter}: {exc.message}"
 
 
 def _to_login() -> Response:

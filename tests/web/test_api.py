@@ -601,3 +601,22 @@ async def test_a_fault_inside_a_route_is_a_json_500(engine: AsyncEngine) -> None
         response = await client.get("/api/calls/CA1", headers=AUTH)
     assert response.status_code == 500
     assert error(response)["error"] == "internal_server_error"
+
+
+async def test_q_finds_the_calls_whose_words_were_said(varied: ApiClient) -> None:
+    """q= lists the calls one of whose utterances holds every word, with the other filters, in any case."""
+    await insert(varied.engine, [make_utterance("CB1", "inbound", 0.5, 1.5, "My ORDER never came.")])
+    assert await listed(varied, q="order") == ["CB1", "CA1"]
+    assert await listed(varied, q="Order number") == ["CA1"]  # both words in one utterance
+    assert await listed(varied, q="order", number="+15550001") == ["CB1"]
+    assert await listed(varied, q="order", limit="1") == ["CB1"]
+    assert await listed(varied, q="refund") == []
+    assert await listed(varied, q='order" OR "x*') == []  # query syntax is just words: "x" was never said
+
+
+@pytest.mark.parametrize(("value", "message"), [("?!", "at least one word"), ("w" * 201, "at most 200")])
+async def test_a_q_without_words_or_too_long_is_a_400(api: ApiClient, value: str, message: str) -> None:
+    """Punctuation alone, or more than 200 characters, is refused naming q."""
+    response = await api.get("/api/calls", params={"q": value})
+    assert (response.status_code, error(response)["parameter"]) == (400, "q")
+    assert message in error(response)["message"]

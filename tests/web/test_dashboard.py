@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from service.calls.events import CallStarted
+from service.calls.transcript import Transcript
 from service.storage import queries
 from service.web import login_tokens
 from service.web.dashboard import CSRF_COOKIE, SESSION_COOKIE
@@ -178,3 +179,35 @@ async def test_without_any_password_the_page_says_what_to_set(deepgram: FakeDeep
     assert page.status_code == 503
     assert "DASHBOARD_PASSWORD" in page.text
     assert listing.status_code == 303
+
+
+async def test_the_list_searches_by_words_number_and_date(service: RunningService) -> None:
+    """The search form's words, number and dates list the matching calls; a bad date says what is wrong."""
+    await with_a_call(service)
+    store = service.service.store
+    store.transcript(
+        Transcript(
+            call_sid=CALL, stream_sid="MZ1", track="inbound", is_final=True, speech_final=True, from_finalize=False,
+            text="I want a refund for order 4711.", start=0.5, end=2.0, confidence=0.9, words=(), request_id=None,
+        )
+    )  # fmt: skip
+
+    async def stored() -> Any:
+        return await queries.get_utterances(store.engine, CALL)
+
+    await eventually(stored)
+    async with httpx.AsyncClient() as client:
+        headers = cookies(**{SESSION_COOKIE: session_of(await log_in(client, service.url))})
+
+        async def search(**params: str) -> httpx.Response:
+            return await client.get(f"{service.url}/", params=params, headers=headers)
+
+        found = await search(q="Refund 4711", number="+15005550199")
+        missed = await search(q="refund", until="2020-01-01")
+        bad = await search(since="yesterday")
+    results = found.text.split('role="search"')[1]  # the call is on now too: look below the search form only
+    assert f'href="/calls/{CALL}"' in results
+    assert "Found" in results
+    assert f'href="/calls/{CALL}"' not in missed.text.split('role="search"')[1]
+    assert 'id="no-results"' in missed.text
+    assert "since: must be an ISO 8601 date" in bad.text

@@ -123,7 +123,8 @@
         ended.dataset.endedAt = event.ended_at;
         tr.querySelector(".duration").replaceChildren(ended);
         setState(tr.querySelector(".state"), event.ended_by);
-        recent.prepend(tr);
+        if (section.dataset.searched) tr.remove(); // the table below holds search results: only they belong there
+        else recent.prepend(tr);
         refreshEmpty();
         tick();
       },
