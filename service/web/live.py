@@ -1,10 +1,11 @@
 """Wiring layer: `GET /api/live`, the live feed as Server-Sent Events (https://html.spec.whatwg.org/#server-sent-events).
 
-Authenticated like the rest of /api (bearer API_TOKEN), or by the page's session cookie (the `authorize` it is
-given). The subscription is made, and what the client missed after `Last-Event-ID` queued, before the first
-byte goes out; then each event is one `id:`/`event:`/`data:` frame, and a comment line every LIVE_HEARTBEAT_S of silence keeps
-proxies from closing the connection. The hub (`service/live/hub.py`) never waits for this loop: a client too
-slow to keep up is dropped there, and this loop sends its last `feed.dropped` event and ends the response.
+Authenticated like the rest of /api (bearer API_TOKEN), or by the page's session cookie (the `authorize` it
+is given). The subscription is made, and what the client missed after `Last-Event-ID` queued, before the
+first byte goes out; then each event is one `id:`/`event:`/`data:` frame, and a comment line every
+LIVE_HEARTBEAT_S of silence keeps proxies from closing the connection. The hub (`service/live/hub.py`) never
+waits for this loop: a client too slow to keep up is dropped there, and this loop sends its last
+`feed.dropped` event and ends the response.
 """
 
 from __future__ import annotations
