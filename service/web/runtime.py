@@ -14,7 +14,7 @@ import multiprocessing
 import signal
 import time
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -25,7 +25,6 @@ from service.calls.registry import Calls
 from service.deepgram.live import SttClient
 from service.deepgram.protocol import ignored_options
 from service.live.hub import LiveHub, LiveObserver, LocalPublisher, Publish
-from service.live.redis_stream import RedisFeed
 from service.metrics import worker_stopped
 from service.settings import Settings
 from service.spool.directory import Spool
@@ -36,6 +35,9 @@ from service.storage.writer import TranscriptStore
 from service.twilio.signatures import TwilioSignatures, stream_token_key
 from service.web.next_steps import next_steps
 from service.webhooks.sender import WebhookSender
+
+if TYPE_CHECKING:
+    from service.live.redis_stream import RedisFeed
 
 log = structlog.get_logger("callscribe.app")
 LIVE_FLUSH_TIMEOUT_S = 2.0  # for Redis to take the live events still queued at shutdown
@@ -60,6 +62,15 @@ class BackgroundTasks:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+def _redis_feed(settings: Settings, hub: LiveHub) -> RedisFeed | None:
+    """The Redis side of the live feed with REDIS_URL; without it redis-py is not even imported (0.2 s, memory)."""
+    if settings.redis_url is None:
+        return None
+    from service.live.redis_stream import RedisFeed  # noqa: PLC0415 - only a process that uses Redis loads it
+
+    return RedisFeed(settings, hub)
+
+
 class Runtime:
     """One process's parts (settings, the Deepgram client, the open calls, the sink) and their life."""
 
@@ -71,7 +82,7 @@ class Runtime:
             queue_bound=settings.live_subscriber_queue, floor=(time.time_ns() // 1_000_000, 0),
         )  # fmt: skip
         # With REDIS_URL every process's events go through the stream, this one's too: one order, one set of ids.
-        self.redis = RedisFeed(settings, self.live) if settings.redis_url is not None else None
+        self.redis = _redis_feed(settings, self.live)
         publish: Publish = self.redis.publish if self.redis is not None else LocalPublisher(self.live).publish
         self.observer = Fanout([*observers, self.store, LiveObserver(publish)])
         self.calls = Calls(settings.max_calls)
