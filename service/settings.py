@@ -484,11 +484,12 @@ class Settings(BaseSettings):
         json_schema_extra=_doc("live", accepts="seconds, 10 to 3600"),
     )
     live_replay_max_events: int = Field(
-        default=50000,
+        default=20000,
         ge=100,
         le=1_000_000,
-        description="At most this many events are kept for replay, however short `LIVE_REPLAY_S` makes them (a "
-        "transcript event is a few hundred bytes).",
+        description="At most this many events are kept for replay, however long `LIVE_REPLAY_S` is. An event "
+        "holds about 2.5 KB until a client reads it, 0.3 KB after, so the default bounds the buffer near 50 MB "
+        "(40 calls make about 16 000 events in 5 minutes).",
         json_schema_extra=_doc("live"),
     )
     live_subscriber_queue: int = Field(

@@ -82,6 +82,7 @@ class LiveEvent:
     def json(self) -> bytes:
         if self.data is None:
             self.data = orjson.dumps(payload(self.kind, self.source))
+            self.source = None  # the buffer keeps ~0.3 KB of JSON from here on, not the call event (~2.5 KB)
         return self.data
 
     def fields(self) -> dict[str, Any]:

@@ -104,3 +104,12 @@ def test_the_feeds_own_frames_carry_no_id() -> None:
         live.feed_frame(live.FEED_BEHIND, "redis")
         == b'event: feed.behind\ndata: {"type":"feed.behind","reason":"redis"}\n\n'
     )
+
+
+def test_once_framed_an_event_keeps_its_json_not_the_call_event() -> None:
+    """fields() is the same object before and after framing, which lets the call event go (memory)."""
+    event = live.LiveEvent((7, 1), live.TRANSCRIPT, "CA1", 0.0, transcript())
+    before = event.fields()
+    event.frame()
+    assert event.source is None
+    assert event.fields() == before

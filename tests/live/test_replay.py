@@ -75,5 +75,7 @@ def test_a_lowered_floor_makes_older_ids_whole_again() -> None:
     """set_floor moves where a gap starts: a process that loaded the whole stream owes no one a gap."""
     buffer = ReplayBuffer(window_s=60, max_events=10, floor=(50, 0))
     buffer.append(event(60))
+    assert buffer.floor == (50, 0)
+    assert not buffer.after(buffer.floor).gap  # replay after the floor is everything kept: the page asks that
     buffer.set_floor((0, 0))
     assert not buffer.after((10, 0)).gap
