@@ -78,6 +78,7 @@ class Options:
     floor: bool  # serve benchmarks/floor.py (the stack alone) instead of callscribe
     pin: bool
     workdir: Path
+    subscribers: int = 0  # live feed clients (benchmarks/subscribers.py) open during every run
 
 
 @dataclass
@@ -153,6 +154,8 @@ def service_env(options: Options, rundir: Path, standin_port: int, token: str, t
         # What /voice asks Twilio for, and so the track setting each call's stream token is issued for.
         "STREAM_TRACK": "both_tracks" if tracks == 2 else "inbound_track",
     }
+    if options.subscribers:
+        env["API_TOKEN"] = token  # the live feed's clients authenticate with it
     return env | options.env
 
 
@@ -265,6 +268,23 @@ def start_service(
     return service, startup_ms, idle_memory(service.pid)
 
 
+def start_subscribers(
+    rundir: Path, options: Options, children: Children, *, port: int, token: str
+) -> subprocess.Popen[bytes] | None:
+    """`options.subscribers` live feed clients on the harness core, all connected before the load starts."""
+    if not options.subscribers:
+        return None
+    process = children.spawn(
+        [PYTHON, "-m", "benchmarks.subscribers", "--url", f"http://127.0.0.1:{port}", "--count",
+         str(options.subscribers), "--token", token, "--ready-file", str(rundir / "subscribers.ready"),
+         "--out", str(rundir / "subscribers.json")],
+        cwd=REPO, env=dict(os.environ) | {"PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    pin([process.pid], HARNESS_CPU, options)
+    wait_for_file(rundir / "subscribers.ready", process, READY_TIMEOUT_S)
+    return process
+
+
 def run_once(
     scenario: Scenario, options: Options, repeat: int, children: Children
 ) -> tuple[analysis.Metrics, dict[str, Any]]:
@@ -277,6 +297,7 @@ def run_once(
     with (rundir / "service.log").open("wb") as log:
         env = service_env(options, rundir, standin_port, token, scenario.tracks)
         service, startup_ms, idle = start_service(rundir, options, children, env=env, port=port, log=log)
+        subscribers = start_subscribers(rundir, options, children, port=port, token=token)
         wall_offset_ns = time.time_ns() - time.monotonic_ns()
         loadgen = children.spawn(
             [PYTHON, "-m", "benchmarks.loadgen", "--url", f"ws://127.0.0.1:{port}/media",
@@ -288,9 +309,17 @@ def run_once(
         pin([loadgen.pid], HARNESS_CPU, options)
         budget = options.duration_s + options.stagger_s + LOADGEN_SLACK_S
         ticks = sample_until_exit(service, loadgen, standin, budget)
+        if subscribers is not None:
+            children.stop(subscribers, READY_TIMEOUT_S)
         children.stop(service, STOP_TIMEOUT_S)
     children.stop(standin, READY_TIMEOUT_S)
-    return analyse(rundir, scenario, ticks=ticks, idle=idle, startup_ms=startup_ms, wall_offset_ns=wall_offset_ns)
+    metrics, details = analyse(
+        rundir, scenario, ticks=ticks, idle=idle, startup_ms=startup_ms, wall_offset_ns=wall_offset_ns
+    )
+    if subscribers is not None:
+        record = json.loads((rundir / "subscribers.json").read_text())
+        details["subscribers"] = {"count": options.subscribers, "events": record["events"], "cpu_s": record["cpu_s"]}
+    return metrics, details
 
 
 def analyse(
@@ -484,6 +513,7 @@ def parser() -> argparse.ArgumentParser:
         "--floor", action="store_true", help="serve benchmarks/floor.py (Hypercorn + SDK, nothing else) instead"
     )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument("--subscribers", type=int, default=0, help="live feed clients (GET /api/live) open during every run")
     p.add_argument("--keep-workdir", action="store_true", help="keep the run directories (logs, records)")
     p.add_argument("--out-json", type=Path, default=REPO / "docs" / "benchmarks.json")
     p.add_argument("--out-md", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -517,6 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         floor=args.floor,
         pin=pinning,
         workdir=workdir,
+        subscribers=args.subscribers,
     )
     pin([os.getpid()], HARNESS_CPU, options)  # the runner is harness too
     children = Children()
@@ -549,6 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "env": [f"{key}={value}" for key, value in options.env.items()],
         "service_wrapper": args.service_wrapper,
         "floor": args.floor,
+        "subscribers": args.subscribers,
         "scenarios": results,
         "first_limit": first_limit(results),
     }

@@ -59,6 +59,17 @@ WEBHOOK_FAILURES = Counter(
     "callscribe_webhook_failures", "Webhook attempts that failed, by outcome (retrying, gave_up)", ["outcome"]
 )
 
+LIVE_SUBSCRIBERS = Gauge(
+    "callscribe_live_subscribers", "Clients reading the live feed (/api/live, the page)", multiprocess_mode="livesum"
+)
+LIVE_SUBSCRIBERS_DROPPED = Counter(
+    "callscribe_live_subscribers_dropped", "Live feed clients dropped for falling behind, by reason", ["reason"]
+)
+LIVE_EVENTS_UNPUBLISHED = Counter(
+    "callscribe_live_events_unpublished",
+    "Call events that never reached Redis (its queue full while Redis was slow or down); calls are unaffected",
+)
+
 
 def exposition() -> tuple[bytes, str]:
     """The metrics in Prometheus' text format: every worker's, in multiprocess mode."""

@@ -65,6 +65,13 @@ SETTING_GROUPS: Final = (
         "([docs/storage-and-api.md](storage-and-api.md)).",
     ),
     SettingGroup(
+        "live",
+        "The live feed and the page",
+        "`GET /api/live` streams every call event as Server-Sent Events, with replay by `Last-Event-ID`, and `GET /` "
+        "is the page that shows them ([docs/live.md](live.md)). One process needs nothing more; with several "
+        "workers or dynos, `REDIS_URL` carries every process's events to every other.",
+    ),
+    SettingGroup(
         "serving",
         "Serving and logs",
         "`WEB_CONCURRENCY` is not a callscribe setting: `python -m service serve` reads it to choose the number of "
@@ -491,6 +498,89 @@ class Settings(BaseSettings):
         "`TRANSCRIPT_WEBHOOK_URL`.",
         json_schema_extra=_doc("data", fill_in=True, heroku={"generator": "secret"}),
     )
+    # --- The live feed ----------------------------------------------------------------------------------
+    live_replay_s: float = Field(
+        default=300.0,
+        ge=10.0,
+        le=3600.0,
+        description="How long the live feed keeps events for a client that reconnects with `Last-Event-ID`. A "
+        "client away longer gets `feed.behind` and reads the rest from `/api/calls`.",
+        json_schema_extra=_doc("live", accepts="seconds, 10 to 3600"),
+    )
+    live_replay_max_events: int = Field(
+        default=20000,
+        ge=100,
+        le=1_000_000,
+        description="At most this many events are kept for replay, however long `LIVE_REPLAY_S` is. An event "
+        "holds about 2.5 KB until a client reads it, 0.3 KB after, so the default bounds the buffer near 50 MB "
+        "(40 calls make about 16 000 events in 5 minutes).",
+        json_schema_extra=_doc("live"),
+    )
+    live_subscriber_queue: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Events that may wait for one feed client. A client that falls further behind (slow or stuck) "
+        "is dropped with a `feed.dropped` event saying why, counted in `callscribe_live_subscribers_dropped`; "
+        "it can reconnect with `Last-Event-ID`. Calls never wait for a client.",
+        json_schema_extra=_doc("live"),
+    )
+    live_heartbeat_s: float = Field(
+        default=15.0,
+        gt=0.0,
+        le=50.0,
+        description="A comment line goes to every feed client after this long without an event, so proxies keep "
+        "the connection open (Heroku's router closes one idle for 55 s).",
+        json_schema_extra=_doc("live", accepts="seconds, at most 50"),
+    )
+    dashboard_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the page at `/` (active and recent calls, live transcripts). Unset, the page takes "
+        "`API_TOKEN`; with neither, it says so and shows nothing.",
+        json_schema_extra=_doc("live", fill_in=True),
+    )
+    dashboard_session_hours: float = Field(
+        default=12.0,
+        gt=0.0,
+        le=720.0,
+        description="How long a login to the page lasts. The session cookie is `Secure`, `HttpOnly` and "
+        "`SameSite=Lax`; changing the password ends every session.",
+        json_schema_extra=_doc("live"),
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis for the live feed across worker processes and dynos (Heroku Key-Value Store sets it). "
+        "Each process adds its call events to a Redis Stream and every process serves all of them, with the same "
+        "ids. `rediss://` is TLS without certificate verification, as Heroku's self-signed certificates need. "
+        "Unset: the feed shows this process's calls only.",
+        json_schema_extra=_doc(
+            "live", accepts="a `redis://` or `rediss://` URL", example="rediss://:password@host:6379/0"
+        ),
+    )
+    live_redis_stream: str = Field(
+        default="callscribe:live",
+        min_length=1,
+        max_length=200,
+        description="The Redis Stream key the live feed uses; processes that share it share their calls.",
+        json_schema_extra=_doc("live"),
+    )
+    live_redis_maxlen: int = Field(
+        default=100_000,
+        ge=1000,
+        le=10_000_000,
+        description="About how many events the Redis Stream keeps (`XADD ... MAXLEN ~`): replay reaches back "
+        "this far at most.",
+        json_schema_extra=_doc("live"),
+    )
+    live_redis_queue: int = Field(
+        default=10_000,
+        ge=10,
+        le=1_000_000,
+        description="Events that may wait in a process for Redis while it is slow or down; past it they are "
+        "counted in `callscribe_live_events_unpublished` and not sent (calls, storage and webhooks go on).",
+        json_schema_extra=_doc("live"),
+    )
+
     metrics_token: SecretStr | None = Field(
         default=None,
         description="Bearer token for `/metrics`, so a Prometheus scraper does not need `API_TOKEN` (which reads "
@@ -522,6 +612,8 @@ class Settings(BaseSettings):
         "deepgram_api_key",
         "twilio_auth_token",
         "api_token",
+        "dashboard_password",
+        "redis_url",
         "webhook_secret",
         "metrics_token",
         "stream_token_secret",
@@ -539,6 +631,13 @@ class Settings(BaseSettings):
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme.split("+", 1)[0] not in {"sqlite", "postgres", "postgresql"}:
             raise ValueError("must be a sqlite:/// or postgres:// URL, such as postgres://user:pass@host:5432/db")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://")):
+            raise ValueError("must be a redis:// or rediss:// URL")  # the value is a secret: never quoted
         return value
 
     @field_validator("transcript_webhook_url")

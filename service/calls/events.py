@@ -1,13 +1,15 @@
 """Protocol layer (no I/O): what a call tells the rest of the service as it happens.
 
-A `CallSession` reports `CallStarted`, every `Transcript` (`receiver.py`) and `CallEnded` to a
-`CallObserver`; the app fans them out to the log and the database writer (whose outbox feeds the webhooks).
-Observers are called on the audio path, so they must not block: they queue and return.
+A `CallSession` reports `CallStarted`, every `Transcript` (`receiver.py`), each track's `CallStateChanged` and
+`CallEnded` to a `CallObserver`; the app fans them out to the log, the database writer (whose outbox feeds the
+webhooks) and the live feed (`service/live/`). Observers are called on the audio path, so they must not block:
+they queue and return.
 """
 
 from __future__ import annotations
 
 import datetime
+import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,7 +40,27 @@ class CallEnded:
     summary: dict[str, Any] = field(default_factory=dict)  # the call.ended line's counts
 
 
+class CallState(enum.StrEnum):
+    """What a track of a call is doing, as the live feed tells it (`call.state` events)."""
+
+    STREAMING = "streaming"  # connected to Deepgram live: transcripts are coming
+    RECONNECTING = "reconnecting"  # the connection failed and is being retried; the audio waits and is replayed
+    SPOOLED = "spooled"  # live gave up on the track: the rest is transcribed in batch from the spool
+    HANDED_OVER = "handed_over"  # another process took the call over (reserved: no release emits it yet)
+
+
+@dataclass(frozen=True, slots=True)
+class CallStateChanged:
+    call_sid: str
+    stream_sid: str
+    track: str
+    state: CallState
+    reason: str  # why, in words ("" when there is nothing to add: connected)
+    at: datetime.datetime
+
+
 class CallObserver(Protocol):
     def call_started(self, event: CallStarted) -> None: ...
     def transcript(self, transcript: Transcript) -> None: ...
+    def call_state(self, event: CallStateChanged) -> None: ...
     def call_ended(self, event: CallEnded) -> None: ...

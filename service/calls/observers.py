@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from service.calls.events import CallEnded, CallObserver, CallStarted
+from service.calls.events import CallEnded, CallObserver, CallStarted, CallStateChanged
 from service.calls.transcript import Transcript
 
 log = structlog.get_logger("callscribe.calls")
@@ -25,6 +25,9 @@ class LogObserver:
 
     def transcript(self, transcript: Transcript) -> None:
         log_transcript(transcript)
+
+    def call_state(self, event: CallStateChanged) -> None:
+        pass  # the track logs its own deepgram.connected, deepgram.reconnecting and deepgram.failed lines
 
     def call_ended(self, event: CallEnded) -> None:
         pass
@@ -43,6 +46,10 @@ class Fanout:
     def transcript(self, transcript: Transcript) -> None:
         for observer in self._observers:
             self._guarded(observer.transcript, transcript)
+
+    def call_state(self, event: CallStateChanged) -> None:
+        for observer in self._observers:
+            self._guarded(observer.call_state, event)
 
     def call_ended(self, event: CallEnded) -> None:
         for observer in self._observers:

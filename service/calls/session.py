@@ -24,7 +24,7 @@ from service import mulaw
 from service.calls.admission import Admission, AdmissionRefused, StreamGate
 from service.calls.counters import CallInfo, TrackCounters
 from service.calls.ending import EndedBy, Ending
-from service.calls.events import CallEnded, CallObserver, CallStarted
+from service.calls.events import CallEnded, CallObserver, CallStarted, CallState, CallStateChanged
 from service.calls.spooling import Spool
 from service.calls.track import TrackStream
 from service.deepgram.live import SttClient
@@ -228,6 +228,7 @@ class CallSession:
                 emit=self._observer.transcript,
                 on_failure=self._on_track_failure,
                 log=self._log,
+                report_state=self._track_state,
             )
         self._track_tasks = [self._spawn(track.run(), name=f"track-{track.name}") for track in self.tracks.values()]
         self._spawn(self._finish(self._track_tasks), name="finish")
@@ -295,6 +296,16 @@ class CallSession:
         return Reject(code, reason.encode()[:123].decode(errors="ignore"))
 
     # --- Deepgram side ----------------------------------------------------------------------------------
+
+    def _track_state(self, track: str, state: CallState, reason: str) -> None:
+        call = self.call
+        assert call is not None  # tracks exist only once the call has begun
+        self._observer.call_state(
+            CallStateChanged(
+                call_sid=call.call_sid, stream_sid=call.stream_sid, track=track, state=state, reason=reason,
+                at=datetime.datetime.now(datetime.UTC),
+            )
+        )  # fmt: skip
 
     async def _on_track_failure(self, track: TrackStream, error: SttError) -> None:
         if self._failure is not None:

@@ -19,6 +19,7 @@ from typing import Any
 from service import mulaw
 from service.calls.counters import CallInfo, TrackCounters
 from service.calls.deepgram_state import IDLE, Connection, DeepgramSide, DeepgramState
+from service.calls.events import CallState
 from service.calls.ledger import AudioLedger
 from service.calls.receiver import TrackReceiver
 from service.calls.sender import TrackSender
@@ -31,6 +32,12 @@ from service.errors import SttError, SttFailure, SttRejected, SttUnavailable
 from service.metrics import DEEPGRAM_CONNECTS, DEEPGRAM_FAILURES, DEEPGRAM_RECONNECTS
 from service.retry import Outage, backoff
 from service.settings import Settings
+
+StateReport = Callable[[str, CallState, str], None]  # (track, state, reason): the live feed's call.state
+
+
+def _unreported(_track: str, _state: CallState, _reason: str) -> None:
+    pass
 
 
 class TrackStream:
@@ -47,9 +54,11 @@ class TrackStream:
         emit: TranscriptSink,
         on_failure: Callable[[TrackStream, SttError], Awaitable[None]],
         log: Any,
+        report_state: StateReport | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.name = name
+        self._report_state: StateReport = report_state or _unreported
         self.counters = TrackCounters()
         self._settings = settings
         self._stt = stt
@@ -178,6 +187,7 @@ class TrackStream:
         replaying_s = round(self._ledger.waiting_bytes / mulaw.BYTES_PER_SECOND, 2)
         self._log.info("deepgram.connected", track=self.name, replaying_s=replaying_s)
         self._side.move(DeepgramState.OPEN)
+        self._report_state(self.name, CallState.STREAMING, "")
         return Connection(live)
 
     def _spool_stragglers(self) -> None:
@@ -208,6 +218,7 @@ class TrackStream:
         self._log.warning(
             "deepgram.reconnecting", track=self.name, why=error.reason, attempt=outage.attempts, in_s=round(delay, 3)
         )
+        self._report_state(self.name, CallState.RECONNECTING, error.reason)
         await asyncio.sleep(delay)
         return True
 
@@ -251,6 +262,7 @@ class TrackStream:
         start_s, audio = self._ledger.release()
         self._spooler.take_over(start_s, audio, reason, stream_open=not self._twilio_done.is_set())
         self._side.move(DeepgramState.FAILED)
+        self._report_state(self.name, CallState.SPOOLED, reason)
         await self._on_failure(self, error)
 
     def abandon(self) -> None:

@@ -18,9 +18,22 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    TextClause,
+    and_,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from service.storage import search_terms
 from service.storage.schema import Call, Stream, Utterance, WebhookDelivery
 from service.storage.statuses import CallStatus
 from service.times import as_utc
@@ -86,15 +99,20 @@ async def list_calls(
     since: datetime.datetime | None = None,
     until: datetime.datetime | None = None,
     active: bool | None = None,
+    words: str | None = None,
 ) -> Page:
     """Calls newest first, `limit` at a time, after `cursor`; raises CursorError for a cursor we did not issue.
 
     `number` matches the caller or the called number; `since` is inclusive and `until` exclusive on started_at;
-    `active` True keeps calls still streaming, False the ones that ended.
+    `active` True keeps calls still streaming, False the ones that ended; `words` keeps the calls one of whose
+    final utterances holds every word (`search_terms.py`; SQLite's FTS5 index or PostgreSQL's full-text index,
+    migration 0004). Words that hold no word at all (punctuation) match nothing.
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be from 1 to {MAX_LIMIT}, not {limit}")
     statement = _filtered(select(Call), number=number, since=since, until=until, active=active)
+    if words is not None:
+        statement = statement.where(Call.call_sid.in_(_saying(engine.dialect.name, search_terms.terms(words))))
     if cursor is not None:
         after_started, after_sid = decode_cursor(cursor)
         statement = statement.where(
@@ -107,6 +125,22 @@ async def list_calls(
     page = tuple(rows[:limit])
     more = len(rows) > limit
     return Page(calls=page, next_cursor=encode_cursor(page[-1]) if more else None)
+
+
+def _saying(dialect: str, words: tuple[str, ...]) -> Select[Any]:
+    """The calls with an utterance that holds every one of `words`, through the dialect's full-text index."""
+    matching: ColumnElement[bool] | TextClause
+    if not words:
+        matching = literal_column("1") == 0  # nothing to look for: no call matches
+    elif dialect == "sqlite":
+        # The FTS5 table's rowids are the utterances' (external content); MATCH takes only quoted words.
+        matching = text(
+            "utterances.rowid IN (SELECT rowid FROM utterances_fts WHERE utterances_fts MATCH :match)"
+        ).bindparams(bindparam("match", search_terms.fts5_query(words)))
+    else:
+        vector = func.to_tsvector(literal_column("'simple'"), Utterance.text)
+        matching = vector.op("@@")(func.plainto_tsquery(literal_column("'simple'"), search_terms.plain_query(words)))
+    return select(Utterance.call_sid).where(matching).distinct()
 
 
 def _filtered(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -144,11 +144,45 @@ def async_url(url: str) -> str:
     return url
 
 
+# --- Transcript search (migration 0004) -------------------------------------------------------------------------
+# SQLite: an FTS5 index of utterances.text, external content (the text is not stored twice), kept by triggers.
+# PostgreSQL: a GIN index on to_tsvector('simple', text): words as said, no language's stemming. Neither is a
+# table of the models; `search_object` names them so the schema checks and Alembic leave them be.
+SEARCH_TABLE = "utterances_fts"
+SEARCH_INDEX = "ix_utterances_text_search"
+SQLITE_SEARCH_DDL = (
+    "CREATE VIRTUAL TABLE utterances_fts USING fts5(text, content='utterances', content_rowid='rowid', "
+    "tokenize='unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER utterances_fts_ai AFTER INSERT ON utterances BEGIN "
+    "INSERT INTO utterances_fts(rowid, text) VALUES (new.rowid, new.text); END",
+    "CREATE TRIGGER utterances_fts_ad AFTER DELETE ON utterances BEGIN "
+    "INSERT INTO utterances_fts(utterances_fts, rowid, text) VALUES ('delete', old.rowid, old.text); END",
+    "CREATE TRIGGER utterances_fts_au AFTER UPDATE ON utterances BEGIN "
+    "INSERT INTO utterances_fts(utterances_fts, rowid, text) VALUES ('delete', old.rowid, old.text); "
+    "INSERT INTO utterances_fts(rowid, text) VALUES (new.rowid, new.text); END",
+)
+POSTGRES_SEARCH_DDL = ("CREATE INDEX ix_utterances_text_search ON utterances USING gin (to_tsvector('simple', text))",)
+
+
+def search_object(name: str | None) -> bool:
+    """Whether `name` is one of the search index's tables, triggers or indexes (not a model's)."""
+    return name is not None and (name in {SEARCH_INDEX, SEARCH_TABLE} or name.startswith(SEARCH_TABLE + "_"))
+
+
+def _create_search_index(target: Any, connection: Any, **_: Any) -> None:
+    # create_all (the tests' databases) builds what migration 0004 builds: the same statements.
+    ddl = SQLITE_SEARCH_DDL if connection.dialect.name == "sqlite" else POSTGRES_SEARCH_DDL
+    for statement in ddl:
+        connection.exec_driver_sql(statement)
+
+
+event.listen(Utterance.__table__, "after_create", _create_search_index)
+
+
 def create_engine(url: str) -> AsyncEngine:
     """The process's engine; SQLite gets foreign keys on (for ON DELETE CASCADE) on every connection."""
     engine = create_async_engine(async_url(url), pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
-        from sqlalchemy import event  # noqa: PLC0415 - only SQLite needs the hook
 
         @event.listens_for(engine.sync_engine, "connect")
         def _foreign_keys(connection: Any, _record: Any) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.calls.events import CallEnded, CallStarted
+from service.calls.events import CallEnded, CallStarted, CallStateChanged
 from service.calls.transcript import Transcript, speaker_for
 from service.retry import Outage, backoff
 from service.settings import Settings
@@ -298,6 +298,9 @@ class TranscriptStore:
         if transcript.is_final:  # interim results are not stored
             speaker = speaker_for(self.settings, transcript.track)
             self._accept(lambda: utterance_write(transcript, speaker=speaker, created_at=self._clock()))
+
+    def call_state(self, event: CallStateChanged) -> None:
+        pass  # a track's state is live news only; how the call ended is in call_ended's summary
 
     def call_ended(self, event: CallEnded) -> None:
         self._accept(lambda: call_ended_write(event))

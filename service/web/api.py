@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from service import captions
 from service.captions import Format
 from service.settings import Settings
-from service.storage import queries
+from service.storage import queries, search_terms
 from service.storage.queries import CallRecord, CursorError
 from service.web.responses import bearer_refusal, error_response, json_response, no_store, refuse
 
@@ -34,7 +34,8 @@ log = structlog.get_logger("callscribe.api")
 
 PREFIX: Final = "/api"
 OPENAPI_PATH: Final = Path(__file__).with_name("openapi.json")
-LIST_PARAMETERS: Final = frozenset({"limit", "cursor", "number", "since", "until", "active"})
+LIST_PARAMETERS: Final = frozenset({"limit", "cursor", "number", "since", "until", "active", "q"})
+MAX_SEARCH_CHARS: Final = 200
 # What `Accept` may name for a transcript, best first when the client does not mind (*/*).
 MEDIA_TYPES: Final[dict[str, Format]] = {
     "application/json": "json",
@@ -67,6 +68,7 @@ class ListQuery:
     since: datetime.datetime | None = None
     until: datetime.datetime | None = None
     active: bool | None = None
+    q: str | None = None  # words said: calls one of whose utterances holds them all
 
 
 def api_blueprint(settings: Settings, engine_provider: Callable[[], AsyncEngine]) -> Blueprint:
@@ -108,7 +110,7 @@ class _Api:
             return bad_parameter(exc)
         page = await queries.list_calls(
             self._engine(), limit=query.limit, cursor=query.cursor, number=query.number,
-            since=query.since, until=query.until, active=query.active,
+            since=query.since, until=query.until, active=query.active, words=query.q,
         )  # fmt: skip
         return json_response({"calls": [call_json(call) for call in page.calls], "next_cursor": page.next_cursor})
 
@@ -175,6 +177,7 @@ def parse_list_query(args: MultiDict[str, str]) -> ListQuery:
         since=_moment(_single(args, "since"), "since"),
         until=_moment(_single(args, "until"), "until"),
         active=_active(_single(args, "active")),
+        q=search_words(_single(args, "q")),
     )
     if query.since is not None and query.until is not None and query.until <= query.since:
         raise BadParameter("until", "must be later than since")
@@ -241,6 +244,17 @@ def _moment(value: str | None, name: str) -> datetime.datetime | None:
         raise BadParameter(name, "must be an ISO 8601 date or date-time, such as 2025-01-02T03:04:05Z") from exc
     # Without an offset the time is UTC, the zone every stored time is in.
     return moment.replace(tzinfo=datetime.UTC) if moment.tzinfo is None else moment
+
+
+def search_words(value: str | None) -> str | None:
+    """`?q=`: words said (search_terms.py cuts them into words); BadParameter when it holds none or is too long."""
+    if value is None:
+        return None
+    if len(value) > MAX_SEARCH_CHARS:
+        raise BadParameter("q", f"must be at most {MAX_SEARCH_CHARS} characters")
+    if not search_terms.terms(value):
+        raise BadParameter("q", "must hold at least one word (letters or digits)")
+    return value
 
 
 def _active(value: str | None) -> bool | None:

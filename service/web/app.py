@@ -7,22 +7,25 @@ their own settings: the runtime (runtime.py), the Quart app with every route but
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 from hypercorn.typing import ASGIFramework
-from quart import Quart
+from quart import Quart, Response, request
 
 from service.calls.events import CallObserver
 from service.calls.observers import LogObserver
 from service.settings import Settings
 from service.web.api import api_blueprint
+from service.web.dashboard import Dashboard, dashboard_blueprint, dashboard_key
+from service.web.live import live_blueprint
 from service.web.media import MediaStreams
 from service.web.media_socket import MediaRoute
 from service.web.ops import ops_blueprint
 from service.web.proxy import WebsocketSchemeFix, behind_one_proxy
 from service.web.readiness import readiness
+from service.web.responses import bearer_refusal
 from service.web.runtime import Runtime
 from service.web.voice import voice_blueprint
 
@@ -37,14 +40,32 @@ class ServedApp:
 
 def create_app(runtime: Runtime) -> Quart:
     """The Quart app of `runtime`: start-up and shutdown, /voice, the API and the operator's routes."""
-    app = Quart("callscribe")
+    app = Quart("callscribe", static_folder=None)  # the page's files are its blueprint's (/assets)
     app.before_serving(runtime.announce)
     app.after_serving(runtime.shutdown)
     app.register_blueprint(voice_blueprint(runtime))
     # The engine is made at startup (before_serving), so the API asks for it per request.
     app.register_blueprint(api_blueprint(runtime.settings, lambda: runtime.store.engine))
+    dashboard = Dashboard(
+        runtime.settings, dashboard_key(runtime.settings), lambda: runtime.live, lambda: runtime.store.engine
+    )
+    app.register_blueprint(live_blueprint(runtime.settings, lambda: runtime.live, _bearer_or_session(dashboard)))
+    app.register_blueprint(dashboard_blueprint(dashboard))
     app.register_blueprint(ops_blueprint(runtime.settings, lambda: readiness(runtime)))
     return app
+
+
+def _bearer_or_session(dashboard: Dashboard) -> Callable[[], Awaitable[Response | None]]:
+    """The live feed's check: the API's bearer token, or (without an Authorization header) the page's session."""
+    settings = dashboard.settings
+    token = settings.api_token.get_secret_value().encode() if settings.api_token else None
+
+    async def authorize() -> Response | None:
+        if "Authorization" not in request.headers and dashboard.signed_in():
+            return None
+        return bearer_refusal(token, "API_TOKEN", disabled="set API_TOKEN to turn the API on")
+
+    return authorize
 
 
 def asgi_app(

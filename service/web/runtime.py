@@ -12,8 +12,9 @@ import gc
 import logging
 import multiprocessing
 import signal
+import time
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -23,6 +24,7 @@ from service.calls.observers import Fanout
 from service.calls.registry import Calls
 from service.deepgram.live import SttClient
 from service.deepgram.protocol import ignored_options
+from service.live.hub import LiveHub, LiveObserver, LocalPublisher, Publish
 from service.metrics import worker_stopped
 from service.settings import Settings
 from service.spool.directory import Spool
@@ -35,7 +37,11 @@ from service.web.next_steps import next_steps
 from service.web.stream_watch import StreamWatch
 from service.webhooks.sender import WebhookSender
 
+if TYPE_CHECKING:
+    from service.live.redis_stream import RedisFeed
+
 log = structlog.get_logger("callscribe.app")
+LIVE_FLUSH_TIMEOUT_S = 2.0  # for Redis to take the live events still queued at shutdown
 STORE_STOP_TIMEOUT_S = 3.0  # for the database to take the last writes at shutdown; the rest goes to the journal
 
 
@@ -57,13 +63,29 @@ class BackgroundTasks:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+def _redis_feed(settings: Settings, hub: LiveHub) -> RedisFeed | None:
+    """The Redis side of the live feed with REDIS_URL; without it redis-py is not even imported (0.2 s, memory)."""
+    if settings.redis_url is None:
+        return None
+    from service.live.redis_stream import RedisFeed  # noqa: PLC0415 - only a process that uses Redis loads it
+
+    return RedisFeed(settings, hub)
+
+
 class Runtime:
     """One process's parts (settings, the Deepgram client, the open calls, the sink) and their life."""
 
     def __init__(self, settings: Settings, observers: Sequence[CallObserver], *, handle_sigterm: bool) -> None:
         self.settings = settings
         self.store = TranscriptStore(settings)
-        self.observer = Fanout([*observers, self.store])
+        self.live = LiveHub(
+            window_s=settings.live_replay_s, max_events=settings.live_replay_max_events,
+            queue_bound=settings.live_subscriber_queue, floor=(time.time_ns() // 1_000_000, 0),
+        )  # fmt: skip
+        # With REDIS_URL every process's events go through the stream, this one's too: one order, one set of ids.
+        self.redis = _redis_feed(settings, self.live)
+        publish: Publish = self.redis.publish if self.redis is not None else LocalPublisher(self.live).publish
+        self.observer = Fanout([*observers, self.store, LiveObserver(publish)])
         self.calls = Calls(settings.max_calls)
         self.stt = SttClient(settings)
         self.spool = Spool(settings.spool_dir)
@@ -155,6 +177,9 @@ class Runtime:
             log.warning("spool.recovered", entries=len(recovered), why="audio left by a process that crashed")
         self.tasks.start(self._batch.run_forever())
         self.tasks.start(self.calls.meter_forever())
+        if self.redis is not None:
+            self.tasks.start(self.redis.run_publisher())
+            self.tasks.start(self.redis.run_reader())
 
     def _on_sigterm(self) -> None:
         if not self._stopping:
@@ -186,10 +211,15 @@ class Runtime:
         # The calls' last writes (call_ended, late finals) are queued now; what the database cannot take in time
         # goes to the journal. Inside Hypercorn's graceful_timeout (SHUTDOWN_TIMEOUT_S + 5 s).
         await self.store.stop(STORE_STOP_TIMEOUT_S)
+        if self.redis is not None:
+            await self.redis.flush(LIVE_FLUSH_TIMEOUT_S)  # the calls' last events, for the other processes' feeds
+        self.live.close("the service is stopping; reconnect with Last-Event-ID")
         log.info("service.stopped", calls=calls, calls_spooled=spooled, spool_waiting=len(self.spool.entries()))
 
     async def shutdown(self) -> None:
         """Hypercorn's after_serving: the calls finished (or spooled), then the background work stopped."""
         await self.finish_calls()
         await self.tasks.cancel_all()
+        if self.redis is not None:
+            await self.redis.close()
         worker_stopped()

@@ -60,3 +60,22 @@ def test_quick_benchmark_writes_a_well_formed_report(tmp_path: Path, served: str
     lines = [line for line in out_md.read_text().splitlines() if line.startswith("|")]
     assert lines[0].startswith("| scenario |")
     assert len(lines) == 2 + len(result["scenarios"])  # header, rule, one row per scenario
+
+
+def test_subscribers_read_the_live_feed_through_the_run(tmp_path: Path) -> None:
+    """--subscribers N keeps N feed clients open during each run; each of them reads every call's events."""
+    out_json, out_md = tmp_path / "x.json", tmp_path / "x.md"
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "benchmarks.run", "--scenario", "2:1:together", "--duration-s", "2", "--repeats", "1",
+         "--subscribers", "3", "--out-json", str(out_json), "--out-md", str(out_md)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    result = json.loads(out_json.read_text())
+    assert result["subscribers"] == 3
+    [detail] = result["scenarios"][0]["details"]
+    events = detail["subscribers"]["events"]
+    assert len(events) == 3
+    # Two calls: call.started, a call.state and call.ended each, and their transcripts, on every feed alike.
+    assert len(set(events)) == 1
+    assert events[0] > 6

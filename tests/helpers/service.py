@@ -43,10 +43,16 @@ class RunningService:
 
 
 @contextlib.asynccontextmanager
-async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
-    """The real ASGI app (with ProxyFix) served by Hypercorn on 127.0.0.1, a port the OS picked."""
+async def running_service(settings: Settings, *, send_buffer: int | None = None) -> AsyncIterator[RunningService]:
+    """The real ASGI app (with ProxyFix) served by Hypercorn on 127.0.0.1, a port the OS picked.
+
+    `send_buffer` sets SO_SNDBUF on the listener, which the connections it accepts inherit (Linux): a client
+    that stops reading then holds the server up after a few kilobytes instead of megabytes.
+    """
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if send_buffer is not None:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     listener.bind(("127.0.0.1", 0))
     listener.listen(128)
     listener.setblocking(False)

@@ -17,8 +17,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from service.cli import db as db_cli
-from service.storage import migrate
-from service.storage.schema import Base, create_engine
+from service.storage import migrate, queries
+from service.storage.schema import Base, create_engine, search_object
 from tests.helpers.databases import database_url, sqlite_url
 from tests.helpers.paths import ROOT
 
@@ -48,12 +48,15 @@ def reflected_schema(connection: Connection) -> dict[str, Any]:
     dialect = connection.dialect.name
     schema: dict[str, Any] = {}
     for table in inspector.get_table_names():
-        if table == "alembic_version":
+        if table == "alembic_version" or search_object(table):  # the search index has its own tests below
             continue
         schema[table] = {
             "columns": {c["name"]: _column(c["type"], c["nullable"], dialect) for c in inspector.get_columns(table)},
             "primary_key": inspector.get_pk_constraint(table),
-            "indexes": {(i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(table)},
+            "indexes": {
+                (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                for i in inspector.get_indexes(table) if not search_object(i["name"])
+            },
             "foreign_keys": {
                 (fk["name"], tuple(fk["constrained_columns"]), fk["referred_table"], tuple(fk["referred_columns"]),
                  fk["options"].get("ondelete"))
@@ -99,7 +102,8 @@ async def inspect(url: str) -> tuple[str, dict[str, Any], list[Any], str | None]
         async with engine.connect() as connection:
 
             def look(sync: Connection) -> tuple[str, dict[str, Any], list[Any], str | None]:
-                context = MigrationContext.configure(sync, opts={"compare_type": True})
+                opts = {"compare_type": True, "include_name": lambda name, *_: not search_object(name)}
+                context = MigrationContext.configure(sync, opts=opts)
                 differences = compare_metadata(context, Base.metadata)
                 return sync.dialect.name, reflected_schema(sync), differences, context.get_current_revision()
 
@@ -171,6 +175,62 @@ INSERT_BACKUP = (
     "INSERT INTO number_backups (number_sid, account_sid, phone_number, voice_url, voice_method, saved_at) VALUES"
     " ('PN1', 'AC1', '+14155550100', 'https://demo.twilio.com/welcome/voice/', 'POST', '2025-01-02 03:04:05+00:00')"
 )
+
+
+async def search_objects(url: str) -> set[tuple[Any, ...]]:
+    """The search index's tables, triggers and indexes, with their DDL as the database keeps it."""
+    if url.startswith("sqlite"):
+        rows = await run(url, "SELECT type, name, sql FROM sqlite_master WHERE name LIKE 'utterances_fts%'")
+    else:
+        rows = await run(url, "SELECT 'index', indexname, indexdef FROM pg_indexes WHERE tablename = 'utterances'")
+    return {row for row in rows if search_object(row[1])}
+
+
+async def test_0004_indexes_the_calls_stored_before_it_and_goes_away_down(database_url: str) -> None:
+    """Calls stored at 0002 are found by their words once 0004 is applied; new, changed and deleted utterances
+    keep the index right; down to 0002 the index is gone and the schema is 0002's again."""
+    await migrate.upgrade(database_url, "0002")
+    _, at_0002, _, _ = await inspect(database_url)
+    await run(database_url, INSERT_CALL, INSERT_UTTERANCE.replace("'Hi.'", "'Hello, my order is late.'"))
+    await migrate.upgrade(database_url)
+    engine = create_engine(database_url)
+    try:
+        found = [c.call_sid for c in (await queries.list_calls(engine, words="ORDER late")).calls]
+        assert found == ["CA1"]
+        assert (await queries.list_calls(engine, words="order early")).calls == ()
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql(
+                "UPDATE utterances SET text = 'Refund please.' WHERE key = 'CA1/inbound/500'"
+            )
+        assert (await queries.list_calls(engine, words="order")).calls == ()
+        assert [c.call_sid for c in (await queries.list_calls(engine, words="refund")).calls] == ["CA1"]
+        assert await queries.delete_call(engine, "CA1")
+        assert (await queries.list_calls(engine, words="refund")).calls == ()
+    finally:
+        await engine.dispose()
+    assert await search_objects(database_url)
+    await migrate.downgrade(database_url, "0002")
+    _, reflected, _, revision = await inspect(database_url)
+    assert (reflected, revision) == (at_0002, "0002")
+    assert await search_objects(database_url) == set()
+
+
+async def test_create_all_builds_the_search_index_0004_builds(database_url: str) -> None:
+    """A database made from the models (the tests' databases) has the very search index the migration makes."""
+    await migrate.upgrade(database_url)
+    migrated = await search_objects(database_url)
+    await migrate.downgrade(database_url, "base")
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+    finally:
+        await engine.dispose()
+    assert await search_objects(database_url) == migrated
+    # SQLite: the FTS5 table, its four shadow tables and three triggers; PostgreSQL: the GIN index.
+    assert len(migrated) == (8 if database_url.startswith("sqlite") else 1)
+
+
 INSERT_CALL = (
     "INSERT INTO calls (call_sid, stream_sid, account_sid, from_number, to_number, direction, custom_parameters,"
     " tracks, started_at, status, deepgram_request_ids, audio_s_inbound, audio_s_outbound, summary) VALUES"

@@ -198,3 +198,24 @@ async def count(engine: AsyncEngine, model: type[Utterance] | type[WebhookDelive
     async with engine.connect() as connection:
         rows = await connection.execute(select(model.call_sid, func.count()).group_by(model.call_sid))
         return {str(sid): int(n) for sid, n in rows}
+
+
+async def test_words_find_calls_on_either_database(engine: AsyncEngine) -> None:
+    """One query on SQLite (FTS5) and PostgreSQL (full text): whole words, any case, all in one utterance."""
+    await insert(engine, [
+        make_call("CA1"), make_call("CA2", started_at=T0 + MINUTE), make_call("CA3", started_at=T0 + 2 * MINUTE),
+        make_utterance("CA1", "inbound", 0.0, 1.0, "Where is my order?"),
+        make_utterance("CA2", "outbound", 0.0, 1.0, "Your ORDER ships today."),
+        make_utterance("CA2", "inbound", 1.0, 2.0, "Great, thanks."),
+        make_utterance("CA3", "inbound", 0.0, 1.0, "Orders are late."),
+    ])  # fmt: skip
+
+    async def found(words: str, **filters: object) -> list[str]:
+        page = await queries.list_calls(engine, words=words, **filters)  # type: ignore[arg-type]
+        return [call.call_sid for call in page.calls]
+
+    assert await found("order") == ["CA2", "CA1"]  # "orders" is another word: no stemming
+    assert await found("order ships") == ["CA2"]
+    assert await found("order thanks") == []  # the words are in two utterances
+    assert await found("order", since=T0 + MINUTE) == ["CA2"]
+    assert await found("?!") == []

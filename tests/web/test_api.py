@@ -7,6 +7,7 @@ the tests of undocumented paths and methods use the unvalidated `raw` client.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import hmac
@@ -28,9 +29,11 @@ from quart import Quart
 from sqlalchemy.ext.asyncio import AsyncEngine
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
+from service.live.hub import LiveHub
 from service.storage import queries
 from service.storage.schema import create_engine
 from service.web.api import OPENAPI_PATH, api_blueprint
+from service.web.live import live_blueprint
 from tests.helpers.callsdb import (
     AGENT,
     CALLER,
@@ -536,11 +539,14 @@ async def test_the_openapi_document_is_served_and_valid(api: ApiClient) -> None:
 
 
 async def test_the_document_covers_every_route_the_blueprint_has(engine: AsyncEngine) -> None:
-    """Every route and method the blueprint serves is a documented operation, and nothing more is documented."""
+    """Every route and method the blueprints serve (the API's and the live feed's) is a documented operation, and
+    nothing more is documented."""
     app = api_app(TOKEN, engine)
+    hub = LiveHub(window_s=10, max_events=10, queue_bound=1, floor=(0, 0))
+    app.register_blueprint(live_blueprint(make_settings(None), lambda: hub, lambda: asyncio.sleep(0)))
     served = {
         (rule.rule.replace("<call_sid>", "{call_sid}"), method.lower())
-        for rule in app.url_map.iter_rules() if rule.endpoint.startswith("api.")
+        for rule in app.url_map.iter_rules() if rule.endpoint.startswith(("api.", "live."))
         for method in rule.methods or () if method not in {"HEAD", "OPTIONS"}
     }  # fmt: skip
     document = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
@@ -595,3 +601,22 @@ async def test_a_fault_inside_a_route_is_a_json_500(engine: AsyncEngine) -> None
         response = await client.get("/api/calls/CA1", headers=AUTH)
     assert response.status_code == 500
     assert error(response)["error"] == "internal_server_error"
+
+
+async def test_q_finds_the_calls_whose_words_were_said(varied: ApiClient) -> None:
+    """q= lists the calls one of whose utterances holds every word, with the other filters, in any case."""
+    await insert(varied.engine, [make_utterance("CB1", "inbound", 0.5, 1.5, "My ORDER never came.")])
+    assert await listed(varied, q="order") == ["CB1", "CA1"]
+    assert await listed(varied, q="Order number") == ["CA1"]  # both words in one utterance
+    assert await listed(varied, q="order", number="+15550001") == ["CB1"]
+    assert await listed(varied, q="order", limit="1") == ["CB1"]
+    assert await listed(varied, q="refund") == []
+    assert await listed(varied, q='order" OR "x*') == []  # query syntax is just words: "x" was never said
+
+
+@pytest.mark.parametrize(("value", "message"), [("?!", "at least one word"), ("w" * 201, "at most 200")])
+async def test_a_q_without_words_or_too_long_is_a_400(api: ApiClient, value: str, message: str) -> None:
+    """Punctuation alone, or more than 200 characters, is refused naming q."""
+    response = await api.get("/api/calls", params={"q": value})
+    assert (response.status_code, error(response)["parameter"]) == (400, "q")
+    assert message in error(response)["message"]

@@ -1,0 +1,211 @@
+"""Adapter: this process's live feed, fanned out to its subscribers without ever making a call wait.
+
+`LiveHub.deliver` is synchronous: it appends the event to the replay buffer (`replay.py`) and offers it to each
+subscriber's bounded queue. A subscriber whose queue is full (a slow or stuck client) is dropped there and then:
+it gets what it had queued and one `feed.dropped` event saying why, and is counted. Nothing awaits a subscriber,
+so a call's path costs the same whoever watches. Where events come from is the publisher's business:
+`LocalPublisher` numbers them in this process; with REDIS_URL, `redis_stream.py` brings every process's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+
+import structlog
+
+from service.calls.events import CallEnded, CallStarted, CallStateChanged
+from service.calls.transcript import Transcript
+from service.live.format import (
+    CALL_ENDED,
+    CALL_STARTED,
+    CALL_STATE,
+    FEED_BEHIND,
+    FEED_DROPPED,
+    FEED_LIVE,
+    TRANSCRIPT,
+    EventId,
+    IdClock,
+    LiveEvent,
+    feed_frame,
+)
+from service.live.replay import Cursor, ReplayBuffer
+from service.metrics import LIVE_SUBSCRIBERS, LIVE_SUBSCRIBERS_DROPPED
+
+log = structlog.get_logger("callscribe.live")
+
+Publish = Callable[[str, str, object], None]  # (kind, call_sid, the call event)
+Item = LiveEvent | bytes  # a call event, or a frame of the feed's own
+
+
+class Subscriber:
+    """One client of the feed: its cursor, its bounded queue, and the last word when it is ended."""
+
+    def __init__(self, cursor: Cursor, bound: int) -> None:
+        self.cursor = cursor
+        self.bound = bound
+        self.queue: deque[Item] = deque()
+        self.ended: str | None = None  # why the feed ended for this subscriber
+        self._last_word: bytes | None = None
+        self._ready = asyncio.Event()
+
+    def offer(self, item: Item) -> bool:
+        """Queue `item` unless the queue is full (False: the caller drops this subscriber)."""
+        if len(self.queue) >= self.bound:
+            return False
+        self.queue.append(item)
+        self._ready.set()
+        return True
+
+    def end(self, kind: str, reason: str) -> None:
+        if self.ended is None:
+            self.ended = reason
+            self._last_word = feed_frame(kind, reason)
+            self._ready.set()
+
+    async def next(self, heartbeat_s: float) -> Item | None:
+        """The next item; None after `heartbeat_s` with nothing (a heartbeat is due), or once the last word is out."""
+        if not self.queue and self._last_word is None:
+            if self.ended is not None:
+                return None
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), heartbeat_s)
+            except TimeoutError:
+                return None
+        if self.queue:
+            return self.queue.popleft()
+        word, self._last_word = self._last_word, None
+        return word
+
+    @property
+    def finished(self) -> bool:
+        """Ended, and everything including the last word handed out."""
+        return self.ended is not None and not self.queue and self._last_word is None
+
+
+MAX_BOARD_CALLS = 10_000  # a call whose process died never ends: the board forgets the oldest past this
+
+
+class CallBoard:
+    """The calls on now, as the feed told them: each one's call.started fields and its tracks' states.
+
+    Updated by the rare events only (not transcripts); the page renders the active list from it.
+    """
+
+    def __init__(self) -> None:
+        self.calls: dict[str, dict[str, object]] = {}
+
+    def update(self, event: LiveEvent) -> None:
+        if event.kind == CALL_STARTED:
+            self.calls[event.call_sid] = {**event.fields(), "states": {}}
+            if len(self.calls) > MAX_BOARD_CALLS:
+                del self.calls[next(iter(self.calls))]
+        elif event.kind == CALL_STATE and event.call_sid in self.calls:
+            fields = event.fields()
+            states = self.calls[event.call_sid]["states"]
+            assert isinstance(states, dict)
+            states[fields["track"]] = fields["state"]
+        elif event.kind == CALL_ENDED:
+            self.calls.pop(event.call_sid, None)
+
+
+class LiveHub:
+    """The replay buffer and the subscribers of one process."""
+
+    def __init__(
+        self, *, window_s: float, max_events: int, queue_bound: int, floor: EventId,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self.buffer = ReplayBuffer(window_s=window_s, max_events=max_events, floor=floor)
+        self.board = CallBoard()
+        self._queue_bound = queue_bound
+        self._clock = clock
+        self._subscribers: set[Subscriber] = set()
+        self.behind: str | None = None  # why the feed may be missing events right now (Redis unreachable)
+
+    def deliver(self, event: LiveEvent) -> None:
+        """An event into the buffer and to every subscriber that wants it; never waits."""
+        self.buffer.append(event)
+        if event.kind != TRANSCRIPT:
+            self.board.update(event)
+        dropped = [sub for sub in self._subscribers if sub.cursor.takes(event) and not sub.offer(event)]
+        for sub in dropped:
+            self._drop(sub, f"more than LIVE_SUBSCRIBER_QUEUE ({sub.bound}) events waited for this client")
+
+    def subscribe(self, call_sid: str | None, last_id: EventId | None) -> Subscriber:
+        """A new subscriber, first given what it missed after `last_id`; in one step, so nothing comes twice."""
+        sub = Subscriber(Cursor(call_sid, last_id), self._queue_bound)
+        self.buffer.evict(self._clock())
+        replay = self.buffer.after(last_id)
+        if replay.gap:
+            sub.queue.append(feed_frame(FEED_BEHIND, "replay_window: events after Last-Event-ID are no longer kept"))
+        if self.behind is not None:
+            sub.queue.append(feed_frame(FEED_BEHIND, self.behind))
+        sub.queue.extend(event for event in replay.events if sub.cursor.takes(event))
+        self._subscribers.add(sub)
+        LIVE_SUBSCRIBERS.inc()
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        if sub in self._subscribers:
+            self._subscribers.discard(sub)
+            LIVE_SUBSCRIBERS.dec()
+
+    def set_behind(self, reason: str | None) -> None:
+        """The feed may be missing events (`reason`), or (None) has caught up: every subscriber is told."""
+        if reason == self.behind:
+            return
+        self.behind = reason
+        frame = feed_frame(FEED_BEHIND, reason) if reason is not None else feed_frame(FEED_LIVE, "caught up")
+        for sub in [sub for sub in self._subscribers if not sub.offer(frame)]:
+            self._drop(sub, f"more than LIVE_SUBSCRIBER_QUEUE ({sub.bound}) events waited for this client")
+
+    def close(self, reason: str) -> None:
+        """The process is stopping: every subscriber gets its queue, then `feed.dropped` with `reason`."""
+        for sub in list(self._subscribers):
+            sub.end(FEED_DROPPED, reason)
+            self.unsubscribe(sub)
+
+    def _drop(self, sub: Subscriber, reason: str) -> None:
+        LIVE_SUBSCRIBERS_DROPPED.labels(reason="queue_full").inc()
+        log.warning("live.subscriber_dropped", call_sid=sub.cursor.call_sid, why=reason)
+        sub.end(FEED_DROPPED, reason)
+        self.unsubscribe(sub)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+
+class LocalPublisher:
+    """In-process events: numbered here (`IdClock`) and delivered to the hub at once."""
+
+    def __init__(self, hub: LiveHub, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._hub = hub
+        self._ids = IdClock(lambda: time.time_ns() // 1_000_000)
+        self._clock = clock
+
+    def publish(self, kind: str, call_sid: str, source: object) -> None:
+        self._hub.deliver(LiveEvent(self._ids.next(), kind, call_sid, self._clock(), source))
+
+
+class LiveObserver:
+    """The `CallObserver` that hands every call event to the feed's publisher."""
+
+    def __init__(self, publish: Publish) -> None:
+        self._publish = publish
+
+    def call_started(self, event: CallStarted) -> None:
+        self._publish(CALL_STARTED, event.call_sid, event)
+
+    def transcript(self, transcript: Transcript) -> None:
+        self._publish(TRANSCRIPT, transcript.call_sid, transcript)
+
+    def call_state(self, event: CallStateChanged) -> None:
+        self._publish(CALL_STATE, event.call_sid, event)
+
+    def call_ended(self, event: CallEnded) -> None:
+        self._publish(CALL_ENDED, event.call_sid, event)

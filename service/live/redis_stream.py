@@ -1,0 +1,186 @@
+"""Adapter: the live feed across processes, through one Redis Stream (REDIS_URL).
+
+Every process adds its call events to the stream (`XADD ... MAXLEN ~ LIVE_REDIS_MAXLEN`) and reads the whole
+stream back (`XREAD BLOCK`) into its own `LiveHub`, so each serves every process's calls, under Redis's ids:
+the same id names an event on every worker, and `Last-Event-ID` works whichever worker a client reconnects to.
+
+Nothing in a call's path waits on Redis: `publish` appends to a bounded queue and returns; a background task
+sends the queue in pipelines, the JSON made there. While Redis is slow or down the queue holds the events (past
+LIVE_REDIS_QUEUE they are counted in `callscribe_live_events_unpublished` and not sent), subscribers are told
+`feed.behind`, and both tasks retry with backoff; when Redis answers again the queue goes out, the reader goes
+on from the last id it had, and subscribers get `feed.live`. `rediss://` is TLS without certificate checks
+(`ssl_cert_reqs=none`): Heroku Key-Value Store presents self-signed certificates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from typing import Any, Final
+
+import orjson
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from service.live.format import LiveEvent, format_id, parse_id, payload
+from service.live.hub import LiveHub
+from service.metrics import LIVE_EVENTS_UNPUBLISHED
+from service.retry import backoff
+from service.settings import Settings
+
+log = structlog.get_logger("callscribe.live")
+
+BATCH: Final = 500  # events per XADD pipeline
+BLOCK_MS: Final = 5000  # how long one XREAD waits for new entries
+TIMEOUT_S: Final = 3.0  # a Redis command that takes longer counts as Redis being slow
+
+
+def connect(url: str, *, read_timeout_s: float) -> Redis:
+    """A client for `url`; rediss:// without certificate verification (Heroku's certificates are self-signed)."""
+    options: dict[str, Any] = {"socket_connect_timeout": TIMEOUT_S, "socket_timeout": read_timeout_s}
+    if url.startswith("rediss://"):
+        options["ssl_cert_reqs"] = "none"
+    return Redis.from_url(url, **options)
+
+
+class RedisFeed:
+    """This process's events to the Redis Stream, and the whole stream into `hub`."""
+
+    def __init__(self, settings: Settings, hub: LiveHub, *, rng: random.Random | None = None) -> None:
+        assert settings.redis_url is not None
+        url = settings.redis_url.get_secret_value()
+        self._writer = connect(url, read_timeout_s=TIMEOUT_S)
+        self._reader = connect(url, read_timeout_s=BLOCK_MS / 1000 + TIMEOUT_S)
+        self._hub = hub
+        self._key = settings.live_redis_stream
+        self._maxlen = settings.live_redis_maxlen
+        self._replay_events = settings.live_replay_max_events
+        self._bound = settings.live_redis_queue
+        self._queue: deque[tuple[str, str, object]] = deque()
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()  # set while the queue is empty
+        self._drained.set()
+        self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
+        self._failing: dict[str, str] = {}  # which task cannot reach Redis, and why
+        self.unpublished = 0
+
+    # --- the call's side: never waits -----------------------------------------------------------------------
+
+    def publish(self, kind: str, call_sid: str, source: object) -> None:
+        if len(self._queue) >= self._bound:
+            self.unpublished += 1
+            LIVE_EVENTS_UNPUBLISHED.inc()
+            if self.unpublished == 1 or self.unpublished % 1000 == 0:
+                log.warning("live.redis_queue_full", unpublished=self.unpublished, queue_max=self._bound)
+            return
+        self._queue.append((kind, call_sid, source))
+        self._wake.set()
+        self._drained.clear()
+
+    # --- background tasks --------------------------------------------------------------------------------
+
+    async def run_publisher(self) -> None:
+        """Send the queue to the stream, oldest first; a batch Redis did not take is sent again, in order."""
+        attempt = 0
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            batch = [self._queue[i] for i in range(min(BATCH, len(self._queue)))]
+            try:
+                await self._add(batch)
+            except (RedisError, OSError) as exc:
+                attempt += 1
+                await self._wait_to_retry("publisher", exc, attempt)
+                continue
+            for _ in batch:
+                self._queue.popleft()
+            if not self._queue:
+                self._drained.set()
+            attempt = 0
+            self._recovered("publisher")
+
+    async def _add(self, batch: list[tuple[str, str, object]]) -> None:
+        async with self._writer.pipeline(transaction=False) as pipe:
+            for kind, call_sid, source in batch:
+                fields = {"k": kind, "c": call_sid, "d": orjson.dumps(payload(kind, source))}
+                pipe.xadd(self._key, fields, maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
+            await pipe.execute()
+
+    async def run_reader(self) -> None:
+        """The last LIVE_REPLAY_S of the stream, then every new entry, into the hub."""
+        attempt = 0
+        last: str | None = None
+        while True:
+            try:
+                last = await self._prefill() if last is None else await self._read(last)
+            except (RedisError, OSError) as exc:
+                attempt += 1
+                await self._wait_to_retry("reader", exc, attempt)
+                continue
+            attempt = 0
+            self._recovered("reader")
+
+    async def _prefill(self) -> str:
+        """Load what the stream holds of the replay window, so a client may reconnect to a fresh process."""
+        entries = await self._reader.xrevrange(self._key, count=self._replay_events)
+        events = [self._event(entry_id, fields) for entry_id, fields in reversed(entries)]
+        if len(entries) == self._replay_events:
+            self._hub.buffer.set_floor(events[0].id)  # the stream may hold older events this process never saw
+        else:
+            self._hub.buffer.set_floor((0, 0))  # every event the stream holds is here
+        for event in events:
+            self._hub.deliver(event)
+        return format_id(events[-1].id) if events else "0-0"
+
+    async def _read(self, last: str) -> str:
+        answer = await self._reader.xread({self._key: last}, count=BATCH, block=BLOCK_MS)
+        for _key, entries in answer or ():
+            for entry_id, fields in entries:
+                event = self._event(entry_id, fields)
+                self._hub.deliver(event)
+                last = format_id(event.id)
+        return last
+
+    def _event(self, entry_id: bytes, fields: dict[bytes, bytes]) -> LiveEvent:
+        event_id = parse_id(entry_id.decode())
+        # The replay window counts from when the event happened (its id's milliseconds), in monotonic time.
+        age_s = max(0.0, time.time() - event_id[0] / 1000)
+        return LiveEvent(
+            event_id, fields[b"k"].decode(), fields[b"c"].decode(), time.monotonic() - age_s, data=fields[b"d"]
+        )
+
+    async def _wait_to_retry(self, task: str, exc: BaseException, attempt: int) -> None:
+        why = f"redis_unreachable: {type(exc).__name__}"
+        if task not in self._failing:
+            self._failing[task] = why
+            log.warning("live.redis_failed", task=task, error=type(exc).__name__, queued=len(self._queue))
+            self._hub.set_behind(why)
+        await asyncio.sleep(backoff(attempt, base_s=0.2, cap_s=5.0, rng=self._rng))
+
+    def _recovered(self, task: str) -> None:
+        if self._failing.pop(task, None) is not None:
+            log.info("live.redis_recovered", task=task, queued=len(self._queue))
+            if not self._failing:
+                self._hub.set_behind(None)
+
+    async def flush(self, timeout_s: float) -> None:
+        """At shutdown: give the publisher up to `timeout_s` to send what is queued (the calls' last events)."""
+        if self._failing:
+            return  # Redis is not answering; `close` counts what stays queued
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._drained.wait()
+
+    async def close(self) -> None:
+        if self._queue:
+            LIVE_EVENTS_UNPUBLISHED.inc(len(self._queue))
+            why = "the process stopped before Redis took them"
+            log.warning("live.redis_unpublished", events=len(self._queue), why=why)
+        for client in (self._writer, self._reader):
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()

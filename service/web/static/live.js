@@ -1,0 +1,235 @@
+// callscribe's page: the live feed (/api/live, Server-Sent Events) applied to the server-rendered page.
+// No build step, no library. The list page moves calls between "On now" and "Recent"; a call's page adds each
+// transcript to its speaker's lane: interim text faint, replaced in place by the final text. Finals are keyed by
+// track and start, so what the server rendered, a replay and a reconnect never show one twice.
+"use strict";
+
+(function () {
+  const status = document.getElementById("feed-status");
+
+  function say(text, kind) {
+    if (status) {
+      status.textContent = text;
+      status.dataset.kind = kind;
+    }
+  }
+
+  function open(url, handlers) {
+    // EventSource reconnects by itself and sends Last-Event-ID: the feed replays what was missed, once.
+    const source = new EventSource(url);
+    source.onopen = () => say("live", "live");
+    source.onerror = () => say("reconnecting…", "behind");
+    source.addEventListener("feed.behind", (e) => say("behind: " + JSON.parse(e.data).reason, "behind"));
+    source.addEventListener("feed.live", () => say("live", "live"));
+    source.addEventListener("feed.dropped", (e) => say("reconnecting: " + JSON.parse(e.data).reason, "behind"));
+    for (const [name, handle] of Object.entries(handlers)) {
+      source.addEventListener(name, (e) => handle(JSON.parse(e.data)));
+    }
+    return source;
+  }
+
+  function clock(seconds) {
+    const hours = Math.floor(seconds / 3600);
+    const minutes = Math.floor((seconds % 3600) / 60);
+    const rest = (seconds % 60).toFixed(2).padStart(5, "0");
+    return (hours ? hours + ":" : "") + String(minutes).padStart(2, "0") + ":" + rest;
+  }
+
+  function duration(ms) {
+    const total = Math.max(0, Math.floor(ms / 1000));
+    const minutes = Math.floor(total / 60);
+    return minutes + ":" + String(total % 60).padStart(2, "0");
+  }
+
+  // Durations: ticking while a call is on, fixed once it ended.
+  function tick() {
+    for (const row of document.querySelectorAll("[data-started-at]")) {
+      const started = Date.parse(row.dataset.startedAt);
+      const cell = row.querySelector(".duration");
+      if (!cell || Number.isNaN(started)) continue;
+      const ended = cell.querySelector("[data-ended-at]");
+      const until = ended ? Date.parse(ended.dataset.endedAt) : Date.now();
+      cell.dataset.seconds = String(Math.floor((until - started) / 1000));
+      (ended || cell).textContent = duration(until - started);
+    }
+  }
+
+  function worstState(states) {
+    const values = Object.values(states);
+    for (const worst of ["spooled", "reconnecting", "handed_over"]) {
+      if (values.includes(worst)) return worst;
+    }
+    return values.length ? "streaming" : "starting";
+  }
+
+  function setState(cell, state) {
+    cell.textContent = state;
+    cell.className = "state state-" + state;
+  }
+
+  // --- the list of calls ------------------------------------------------------------------------------
+  function listPage(section) {
+    const active = document.querySelector("#active tbody");
+    const recent = document.querySelector("#recent tbody");
+    const empty = document.getElementById("no-active");
+    const states = {};
+
+    function row(call) {
+      const tr = document.createElement("tr");
+      tr.dataset.callSid = call.call_sid;
+      tr.dataset.startedAt = call.started_at;
+      const link = document.createElement("a");
+      link.href = "/calls/" + encodeURIComponent(call.call_sid);
+      link.textContent = call.from_number || "unknown";
+      const to = document.createElement("span");
+      to.className = "to";
+      to.textContent = " → " + call.to_number;
+      const started = document.createElement("time");
+      started.className = "started";
+      started.dateTime = call.started_at;
+      started.textContent = call.started_at.slice(0, 19).replace("T", " ");
+      const cells = [[link, to], [call.direction], [], ["starting"], [started]];
+      for (const content of cells) {
+        const td = document.createElement("td");
+        td.append(...content);
+        tr.append(td);
+      }
+      tr.children[2].className = "duration";
+      tr.children[3].className = "state state-starting";
+      return tr;
+    }
+
+    function refreshEmpty() {
+      empty.hidden = active.children.length > 0;
+    }
+
+    const since = section.dataset.since;
+    open("/api/live?last_event_id=" + encodeURIComponent(since), {
+      "call.started": (call) => {
+        if (!active.querySelector(`tr[data-call-sid="${CSS.escape(call.call_sid)}"]`)) {
+          active.prepend(row(call));
+          refreshEmpty();
+        }
+      },
+      "call.state": (event) => {
+        const tr = active.querySelector(`tr[data-call-sid="${CSS.escape(event.call_sid)}"]`);
+        states[event.call_sid] = Object.assign(states[event.call_sid] || {}, { [event.track]: event.state });
+        if (tr) setState(tr.querySelector(".state"), worstState(states[event.call_sid]));
+      },
+      "call.ended": (event) => {
+        const tr = active.querySelector(`tr[data-call-sid="${CSS.escape(event.call_sid)}"]`);
+        if (!tr) return;
+        const ended = document.createElement("time");
+        ended.dataset.endedAt = event.ended_at;
+        tr.querySelector(".duration").replaceChildren(ended);
+        setState(tr.querySelector(".state"), event.ended_by);
+        if (section.dataset.searched) tr.remove(); // the table below holds search results: only they belong there
+        else recent.prepend(tr);
+        refreshEmpty();
+        tick();
+      },
+    });
+  }
+
+  // --- one call ---------------------------------------------------------------------------------------
+  function callPage(section) {
+    const lanes = document.getElementById("lanes");
+    const stateCell = document.getElementById("call-state");
+    const states = {};
+
+    function lane(speaker) {
+      for (const existing of lanes.querySelectorAll(".lane")) {
+        if (existing.dataset.speaker === speaker) return existing.querySelector(".utterances");
+      }
+      const created = document.createElement("section");
+      created.className = "lane";
+      created.dataset.speaker = speaker;
+      created.setAttribute("aria-label", speaker);
+      const heading = document.createElement("h2");
+      heading.textContent = speaker;
+      const list = document.createElement("ol");
+      list.className = "utterances";
+      created.append(heading, list);
+      lanes.append(created);
+      colour();
+      return list;
+    }
+
+    function colour() {
+      lanes.querySelectorAll(".lane").forEach((l, i) => l.classList.add("lane-" + (i % 4)));
+    }
+
+    function fill(item, transcript) {
+      const time = document.createElement("time");
+      time.textContent = clock(transcript.start);
+      const text = document.createElement("span");
+      text.className = "text";
+      text.textContent = transcript.text;
+      item.replaceChildren(time, " ", text);
+      item.dataset.start = String(transcript.start);
+    }
+
+    function place(list, item) {
+      // Finals in spoken order; the interim stays last.
+      const start = Number(item.dataset.start);
+      for (const other of list.querySelectorAll("li.final")) {
+        if (other !== item && Number(other.dataset.start) > start) {
+          list.insertBefore(item, other);
+          return;
+        }
+      }
+      const interim = list.querySelector("li.interim");
+      list.insertBefore(item, interim && interim !== item ? interim : null);
+    }
+
+    function transcript(t) {
+      const list = lane(t.speaker);
+      const interim = list.querySelector(`li.interim[data-track="${CSS.escape(t.track)}"]`);
+      if (!t.is_final) {
+        const item = interim || document.createElement("li");
+        item.className = "interim";
+        item.dataset.track = t.track;
+        fill(item, t);
+        if (!interim) list.append(item);
+        return;
+      }
+      const key = t.track + ":" + Math.round(t.start * 1000);
+      if (lanes.querySelector(`li.final[data-key="${CSS.escape(key)}"]`)) {
+        if (interim) interim.remove(); // shown already (rendered from the database, or before a reconnect)
+        return;
+      }
+      const item = interim || document.createElement("li");
+      item.className = "final";
+      item.dataset.key = key;
+      delete item.dataset.track;
+      fill(item, t);
+      place(list, item);
+    }
+
+    const sid = section.dataset.callSid;
+    const since = encodeURIComponent(section.dataset.since);
+    open("/api/live?call_sid=" + encodeURIComponent(sid) + "&last_event_id=" + since, {
+      transcript: transcript,
+      "call.state": (event) => {
+        states[event.track] = event.state;
+        setState(stateCell, worstState(states));
+      },
+      "call.ended": (event) => {
+        setState(stateCell, "ended");
+        const ended = document.createElement("time");
+        ended.dataset.endedAt = event.ended_at;
+        section.querySelector(".duration").replaceChildren(ended);
+        for (const interim of lanes.querySelectorAll("li.interim")) interim.remove();
+        tick();
+      },
+    });
+    colour();
+  }
+
+  const list = document.getElementById("calls");
+  const call = document.getElementById("call");
+  if (list) listPage(list);
+  if (call) callPage(call);
+  tick();
+  setInterval(tick, 1000);
+})();

@@ -1,0 +1,213 @@
+"""The page's login, sessions and CSRF through the real service: no session, a bad or expired one never sees a
+call; the cookie is Secure, HttpOnly and SameSite; the forms need their CSRF token; the feed takes the session."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from service.calls.events import CallStarted
+from service.calls.transcript import Transcript
+from service.storage import queries
+from service.web import login_tokens
+from service.web.dashboard import CSRF_COOKIE, SESSION_COOKIE
+from tests.helpers.fakes.deepgram_server import FakeDeepgram
+from tests.helpers.service import RunningService, make_settings, running_service
+from tests.helpers.waiting import eventually
+
+PASSWORD = "dash-passw0rd"
+API_TOKEN = "api-t0ken"
+CALL = "CA0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+async def service(deepgram: FakeDeepgram) -> AsyncIterator[RunningService]:
+    settings = make_settings(deepgram, dashboard_password=PASSWORD, api_token=API_TOKEN)
+    async with running_service(settings) as running:
+        yield running
+
+
+def cookies(**values: str) -> dict[str, str]:
+    # httpx keeps Secure cookies for https only; the service is plain http here, so they are sent by hand.
+    return {"Cookie": "; ".join(f"{name}={value}" for name, value in values.items())}
+
+
+async def login_form(client: httpx.AsyncClient, url: str) -> tuple[str, str]:
+    """The login page's CSRF cookie and the token its form carries."""
+    page = await client.get(f"{url}/login")
+    cookie = re.search(rf"{CSRF_COOKIE}=([0-9a-f]+)", page.headers["set-cookie"])
+    token = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+    assert cookie is not None
+    assert token is not None
+    return cookie[1], token[1]
+
+
+async def log_in(client: httpx.AsyncClient, url: str, password: str = PASSWORD) -> httpx.Response:
+    csrf_cookie, token = await login_form(client, url)
+    return await client.post(
+        f"{url}/login", data={"password": password, "csrf": token}, headers=cookies(**{CSRF_COOKIE: csrf_cookie})
+    )
+
+
+def session_of(response: httpx.Response) -> str:
+    found = re.search(rf"{SESSION_COOKIE}=([^;]+)", response.headers.get("set-cookie", ""))
+    assert found is not None, response.headers
+    return found[1]
+
+
+async def with_a_call(service: RunningService) -> None:
+    """A stored call with a known SID, so a page that leaked it would show it."""
+    async with httpx.AsyncClient() as client:
+        await client.get(f"{service.url}/login")  # the first answer comes once the app has started
+    service.service.store.call_started(
+        CallStarted(
+            call_sid=CALL, stream_sid="MZ1", account_sid="AC1", from_number="+15005550199", to_number="+1",
+            direction="inbound", tracks=("inbound",), custom_parameters={},
+            started_at=datetime.datetime.now(datetime.UTC),
+        )
+    )  # fmt: skip
+
+    async def stored() -> Any:
+        return await queries.get_call(service.service.store.engine, CALL)
+
+    await eventually(stored)
+
+
+async def test_logging_in_gives_a_secure_httponly_samesite_cookie_with_an_expiry(service: RunningService) -> None:
+    """The right password: 303 to /, and the session cookie has every attribute that keeps it to this site."""
+    async with httpx.AsyncClient() as client:
+        response = await log_in(client, service.url)
+    assert (response.status_code, response.headers["location"]) == (303, "/")
+    cookie = response.headers["set-cookie"].lower()
+    for attribute in ("secure", "httponly", "samesite=lax", "max-age=43200", "path=/"):
+        assert attribute in cookie, attribute
+
+
+@pytest.mark.parametrize("path", ["/", f"/calls/{CALL}", f"/calls/{CALL}/transcript.txt"])
+async def test_no_bad_or_expired_session_gets_the_login_page_never_a_call(service: RunningService, path: str) -> None:
+    """Without a cookie, with a forged one or an expired one: a redirect to /login, and nothing of the call."""
+    await with_a_call(service)
+    key = login_tokens.derive_key(PASSWORD.encode())
+    expired = login_tokens.issue_session(key, now=time.time() - 7200, lifetime_s=3600)
+    other_key = login_tokens.issue_session(login_tokens.derive_key(b"other"), now=time.time(), lifetime_s=3600)
+    async with httpx.AsyncClient() as client:
+        for headers in ({}, cookies(**{SESSION_COOKIE: "1.2.3"}), cookies(**{SESSION_COOKIE: expired}),
+                        cookies(**{SESSION_COOKIE: other_key})):  # fmt: skip
+            response = await client.get(f"{service.url}{path}", headers=headers)
+            assert (response.status_code, response.headers["location"]) == (303, "/login"), headers
+            assert CALL not in response.text
+            assert "+15005550199" not in response.text
+        signed_in = await client.get(f"{service.url}{path}", headers=cookies(**{SESSION_COOKIE: session_of(
+            await log_in(client, service.url))}))  # fmt: skip
+    assert signed_in.status_code == 200
+    assert "+15005550199" in signed_in.text or path.endswith(".txt")
+
+
+async def test_a_wrong_password_or_a_missing_csrf_token_is_refused(service: RunningService) -> None:
+    """Wrong password, API_TOKEN when DASHBOARD_PASSWORD is set, or no CSRF token: 401 and no session cookie."""
+    async with httpx.AsyncClient() as client:
+        wrong = await log_in(client, service.url, password="guess")
+        token_instead = await log_in(client, service.url, password=API_TOKEN)
+        csrf_cookie, _ = await login_form(client, service.url)
+        no_token = await client.post(
+            f"{service.url}/login", data={"password": PASSWORD}, headers=cookies(**{CSRF_COOKIE: csrf_cookie})
+        )
+        _, token = await login_form(client, service.url)
+        no_cookie = await client.post(f"{service.url}/login", data={"password": PASSWORD, "csrf": token})
+    for response in (wrong, token_instead, no_token, no_cookie):
+        assert response.status_code == 401
+        assert SESSION_COOKIE not in response.headers.get("set-cookie", "")
+
+
+async def test_logging_out_needs_the_forms_token_and_clears_the_cookie(service: RunningService) -> None:
+    """A logout POST without its CSRF token is 403; with it, 303 to /login and the cookie removed."""
+    async with httpx.AsyncClient() as client:
+        session = session_of(await log_in(client, service.url))
+        page = await client.get(f"{service.url}/", headers=cookies(**{SESSION_COOKIE: session}))
+        csrf_cookie = re.search(rf"{CSRF_COOKIE}=([0-9a-f]+)", page.headers["set-cookie"])
+        token = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+        assert csrf_cookie is not None
+        assert token is not None
+        forged = await client.post(
+            f"{service.url}/logout", data={"csrf": "0" * 64},
+            headers=cookies(**{SESSION_COOKIE: session, CSRF_COOKIE: csrf_cookie[1]}),
+        )  # fmt: skip
+        out = await client.post(
+            f"{service.url}/logout", data={"csrf": token[1]},
+            headers=cookies(**{SESSION_COOKIE: session, CSRF_COOKIE: csrf_cookie[1]}),
+        )  # fmt: skip
+    assert forged.status_code == 403
+    assert (out.status_code, out.headers["location"]) == (303, "/login")
+    assert f'{SESSION_COOKIE}=""' in out.headers["set-cookie"] or "max-age=0" in out.headers["set-cookie"].lower()
+
+
+async def test_the_feed_takes_the_session_but_not_an_expired_one(service: RunningService) -> None:
+    """The page's EventSource sends the cookie: a valid session opens /api/live, an expired one is 401."""
+    key = login_tokens.derive_key(PASSWORD.encode())
+    expired = login_tokens.issue_session(key, now=time.time() - 7200, lifetime_s=3600)
+    async with httpx.AsyncClient() as client:
+        session = session_of(await log_in(client, service.url))
+        refused = await client.get(f"{service.url}/api/live", headers=cookies(**{SESSION_COOKIE: expired}))
+        async with client.stream(
+            "GET", f"{service.url}/api/live", headers=cookies(**{SESSION_COOKIE: session})
+        ) as opened:
+            status = opened.status_code
+    assert refused.status_code == 401
+    assert status == 200
+
+
+async def test_the_pages_are_sent_with_a_strict_policy(service: RunningService) -> None:
+    """Scripts and styles from this origin only, no framing, no caching."""
+    async with httpx.AsyncClient() as client:
+        page = await client.get(f"{service.url}/login")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"
+
+
+async def test_without_any_password_the_page_says_what_to_set(deepgram: FakeDeepgram) -> None:
+    """Neither DASHBOARD_PASSWORD nor API_TOKEN: the login page says so (503) and no login succeeds."""
+    async with running_service(make_settings(deepgram)) as service, httpx.AsyncClient() as client:
+        page = await client.get(f"{service.url}/login")
+        listing = await client.get(f"{service.url}/")
+    assert page.status_code == 503
+    assert "DASHBOARD_PASSWORD" in page.text
+    assert listing.status_code == 303
+
+
+async def test_the_list_searches_by_words_number_and_date(service: RunningService) -> None:
+    """The search form's words, number and dates list the matching calls; a bad date says what is wrong."""
+    await with_a_call(service)
+    store = service.service.store
+    store.transcript(
+        Transcript(
+            call_sid=CALL, stream_sid="MZ1", track="inbound", is_final=True, speech_final=True, from_finalize=False,
+            text="I want a refund for order 4711.", start=0.5, end=2.0, confidence=0.9, words=(), request_id=None,
+        )
+    )  # fmt: skip
+
+    async def stored() -> Any:
+        return await queries.get_utterances(store.engine, CALL)
+
+    await eventually(stored)
+    async with httpx.AsyncClient() as client:
+        headers = cookies(**{SESSION_COOKIE: session_of(await log_in(client, service.url))})
+
+        async def search(**params: str) -> httpx.Response:
+            return await client.get(f"{service.url}/", params=params, headers=headers)
+
+        found = await search(q="Refund 4711", number="+15005550199")
+        missed = await search(q="refund", until="2020-01-01")
+        bad = await search(since="yesterday")
+    results = found.text.split('role="search"')[1]  # the call is on now too: look below the search form only
+    assert f'href="/calls/{CALL}"' in results
+    assert "Found" in results
+    assert f'href="/calls/{CALL}"' not in missed.text.split('role="search"')[1]
+    assert 'id="no-results"' in missed.text
+    assert "since: must be an ISO 8601 date" in bad.text
