@@ -393,6 +393,29 @@ class Settings(BaseSettings):
         description="A `/media` socket that sends no `start` within this many seconds is closed with 1008.",
         json_schema_extra=_doc("twilio"),
     )
+    handover: Literal["on", "off"] | None = Field(
+        default=None,
+        description="On SIGTERM (a deploy, a scale-down, the daily restart), ask Twilio's REST API to start a new "
+        "stream on each call in progress, which the router sends to another process (another dyno, or the new "
+        "release's with Heroku's preboot), and keep transcribing the old one until the new one is live, so no word "
+        "of the call is lost. Needs `TWILIO_ACCOUNT_SID` with `TWILIO_AUTH_TOKEN` or an API key pair, a database "
+        "all processes share, and `PUBLIC_URL` (the `wss://` host Twilio connects the new stream to). `off`: the "
+        "calls are drained and their streams closed, as before.",
+        json_schema_extra=_doc(
+            "twilio",
+            accepts="`on` or `off`",
+            default="(`on` when `TWILIO_ACCOUNT_SID` and REST credentials are set, else `off`)",
+        ),
+    )
+    handover_timeout_s: float = Field(
+        default=8.0,
+        gt=0,
+        le=25,
+        description="After SIGTERM, how long a call's old stream waits for the new stream Twilio was asked for to "
+        "be let in by another process; past it, the call is drained as without hand-over (and the log says why). "
+        "With `SHUTDOWN_TIMEOUT_S` it must fit in Heroku's 30 s.",
+        json_schema_extra=_doc("twilio"),
+    )
     stream_idle_timeout_s: float = Field(
         default=30.0,
         ge=1,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text, false, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -56,6 +56,8 @@ class Call(Base):
     audio_s_inbound: Mapped[float] = mapped_column(Float, default=0.0)
     audio_s_outbound: Mapped[float] = mapped_column(Float, default=0.0)
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The call's stream moved to another process at least once (a hand-over at SIGTERM, calls/handover.py).
+    handed_over: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Utterance(Base):
@@ -100,6 +102,8 @@ class Stream(Base):
     track: Mapped[str] = mapped_column(String(16))  # the <Stream track> setting: inbound_track, both_tracks, ...
     first_stream: Mapped[bool] = mapped_column(Boolean)
     started_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+    # Written after the stream's last words: a hand-over's new stream holds its own words until then.
+    ended_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
 class WebhookDelivery(Base):

@@ -147,6 +147,26 @@ async def test_0002_keeps_stored_utterances_and_their_keys_both_ways(database_ur
     assert await run(database_url, "SELECT key, text FROM utterances") == [("CA1/inbound/500", "Hi.")]
 
 
+async def test_0005_adds_the_hand_over_columns_and_drops_them_without_touching_transcripts(database_url: str) -> None:
+    """Up to 0005 a stored call reads as not handed over and its streams as not ended; back down to 0002 the
+    call and its utterances are all still there (no table copied, so no cascade), and the schema is 0002's."""
+    await migrate.upgrade(database_url, "0002")
+    _, at_0002, _, _ = await inspect(database_url)
+    await run(database_url, INSERT_CALL, INSERT_UTTERANCE, INSERT_STREAM)
+    await migrate.upgrade(database_url, "0005")
+    assert await run(database_url, "SELECT handed_over FROM calls") in ([(False,)], [(0,)])
+    assert await run(database_url, "SELECT ended_at FROM streams") == [(None,)]
+    await migrate.downgrade(database_url, "0002")
+    _, reflected, _, revision = await inspect(database_url)
+    assert (reflected, revision) == (at_0002, "0002")
+    assert await run(database_url, "SELECT key, text FROM utterances") == [("CA1/inbound/500", "Hi.")]
+    assert await run(database_url, "SELECT call_sid FROM calls") == [("CA1",)]
+
+
+INSERT_STREAM = (
+    "INSERT INTO streams (stream_sid, call_sid, purpose, track, first_stream, started_at) VALUES"
+    " ('MZ1', 'CA1', 'voice', 'inbound_track', true, '2025-01-02 03:04:05+00:00')"
+)
 INSERT_CALL = (
     "INSERT INTO calls (call_sid, stream_sid, account_sid, from_number, to_number, direction, custom_parameters,"
     " tracks, started_at, status, deepgram_request_ids, audio_s_inbound, audio_s_outbound, summary) VALUES"
@@ -177,7 +197,7 @@ def test_check_and_current_work_without_an_event_loop(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "cli.sqlite3")
     assert (migrate.current(url), migrate.check(url)) == (None, False)
     db_main(["db", "upgrade"], url)
-    assert (migrate.current(url), migrate.check(url)) == ("0002", True)
+    assert (migrate.current(url), migrate.check(url)) == (migrate.head(), True)
 
 
 def test_db_commands_upgrade_and_report_the_revision(
@@ -190,7 +210,7 @@ def test_db_commands_upgrade_and_report_the_revision(
     assert db_main(["db", "upgrade"], url, monkeypatch) == 0
     assert db_main(["db", "current"], url, monkeypatch) == 0
     output = capsys.readouterr().out
-    assert "0002 (newest)" in output
+    assert f"{migrate.head()} (newest)" in output
     assert str(tmp_path) not in output
 
 
