@@ -238,6 +238,12 @@ async def test_when_no_one_can_take_over_the_call_is_drained_as_before_and_the_l
         await call.hang_up()
     [skipped] = events(lines, "handover.skipped")
     assert why in skipped["why"]
+    if case == "no other process":  # the stream no one let in is stopped, so no one transcribes it later
+        new = call.streams[1]
+        # A stopping process takes no new stream: refused at the upgrade, or accepted and closed 1013.
+        assert new.connect_error is not None or new.close_code == 1013
+        assert (new.status, new.first_slot) == ("stopped", None)
+        assert [r.form for r in setup.rest.stream_requests()][-1] == {"Status": ["stopped"]}
     assert skipped["call_sid"] == call.call_sid
     assert len(events(lines, "service.handover_off")) == (1 if case == "no account SID" else 0)
     old = call.streams[0]

@@ -163,9 +163,14 @@ class LiveCall:
             stream.connect_error, stream.status = type(exc).__name__, "stopped"  # Twilio: stream-error
             stream.closed.set()
             return
-        await socket.send(connected_text())
-        await socket.send(start_text(self.spec, stream.sid, stream.tracks, stream.parameters, stream.sequence))
-        stream.socket, stream.first_slot, stream.opened_at = socket, self.slot, time.time()
+        stream.socket = socket
+        try:
+            await socket.send(connected_text())
+            await socket.send(start_text(self.spec, stream.sid, stream.tracks, stream.parameters, stream.sequence))
+        except ConnectionClosed:  # the server closed it at once (busy, or stopping): Twilio's stream-error
+            self._closed(stream)
+            return
+        stream.first_slot, stream.opened_at = self.slot, time.time()
         self._keep(self._watch(stream))
 
     async def _watch(self, stream: CallStream) -> None:
