@@ -11,6 +11,7 @@ error); and they cover the call from its first audio to its last.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -24,10 +25,11 @@ import pytest
 from sqlalchemy import text
 
 from service.simulator.messages import CallSpec
-from service.storage import queries
+from service.storage import migrate, queries
 from service.storage.schema import create_engine
 from tests.helpers.audio import call_audio
 from tests.helpers.credentials import TWILIO_TOKEN
+from tests.helpers.databases import fresh_postgres_database, postgres_server_url
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, RecordedConnection, expected_words
 from tests.helpers.fakes.twilio_call import LiveCall
 from tests.helpers.fakes.twilio_rest import ACCOUNT_SID, API_KEY_SECRET, API_KEY_SID, FakeTwilioRest
@@ -59,22 +61,33 @@ class Setup:
     rest: FakeTwilioRest
     receiver: Receiver
     env: dict[str, str]
-    database: Path
+    database_url: str
+
+
+@contextlib.asynccontextmanager
+async def shared_database(kind: str, tmp_path: Path) -> AsyncIterator[str]:
+    """The database both processes use: a SQLite file (migrated by the first process), or a fresh PostgreSQL
+    database migrated as the release phase would."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+        return
+    async with fresh_postgres_database(postgres_server_url()) as url:
+        await migrate.upgrade(url)
+        yield url
 
 
 @pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Setup]:
     receiver = Receiver(Clock.real())
     with FakeTwilioRest() as rest:
-        async with serving(receiver) as hook:
-            database = tmp_path / "shared.sqlite3"
+        async with serving(receiver) as hook, shared_database(getattr(request, "param", "sqlite"), tmp_path) as url:
             env = {
                 "TWILIO_ACCOUNT_SID": rest.account_sid, "TWILIO_API_KEY_SID": API_KEY_SID,
                 "TWILIO_API_KEY_SECRET": API_KEY_SECRET, "TWILIO_API_URL": rest.url, "PUBLIC_URL": PUBLIC_URL,
-                "DATABASE_URL": f"sqlite:///{database}", "TRANSCRIPT_WEBHOOK_URL": hook, "WEBHOOK_SECRET": SECRET,
+                "DATABASE_URL": url, "TRANSCRIPT_WEBHOOK_URL": hook, "WEBHOOK_SECRET": SECRET,
                 "HANDOVER_TIMEOUT_S": "4",
             }  # fmt: skip
-            yield Setup(rest, receiver, env, database)
+            yield Setup(rest, receiver, env, url)
 
 
 async def start(deepgram: FakeDeepgram, directory: Path, env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
@@ -118,6 +131,7 @@ async def place_call(setup: Setup, a_url: str, router: Router) -> LiveCall:
     return call
 
 
+@pytest.mark.parametrize("setup", ["sqlite", "postgresql"], indirect=True)
 async def test_sigterm_hands_the_call_to_the_other_process_and_every_word_arrives_once(
     deepgram: FakeDeepgram, tmp_path: Path, setup: Setup
 ) -> None:
@@ -175,7 +189,7 @@ async def test_sigterm_hands_the_call_to_the_other_process_and_every_word_arrive
     assert last_old <= first_new
 
     # Stored once, in order, one call that says it was handed over.
-    engine = create_engine(f"sqlite:///{setup.database}")
+    engine = create_engine(setup.database_url)
     try:
         utterances = await queries.get_utterances(engine, call.call_sid)
         async with engine.connect() as connection:
@@ -191,7 +205,9 @@ async def test_sigterm_hands_the_call_to_the_other_process_and_every_word_arrive
     starts = [word["start"] for u in utterances for word in u.words]
     assert starts == sorted(starts)
     assert len(set(starts)) == len(starts)
-    assert [tuple(row) for row in calls] == [(call.call_sid, 1, "completed")]
+    assert [(sid, bool(handed_over), status) for sid, handed_over, status in calls] == [
+        (call.call_sid, True, "completed")
+    ]
 
     # Delivered once, in order, and one call.completed with the whole transcript.
     hooks = setup.receiver.accepted
@@ -253,7 +269,7 @@ async def test_when_no_one_can_take_over_the_call_is_drained_as_before_and_the_l
     heard = bytes(deepgram.connections[0].audio)
     assert len(heard) > SIGTERM_AT_BYTES
     assert final_words_logged(lines) == expected_words(heard)
-    engine = create_engine(f"sqlite:///{setup.database}")
+    engine = create_engine(setup.database_url)
     try:
         stored = await eventually(lambda: stored_words(engine, call.call_sid), timeout=10)
         record = await queries.get_call(engine, call.call_sid)
