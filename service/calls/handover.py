@@ -103,6 +103,11 @@ class Handover:
                 session.cancel_handover()
                 log.warning("handover.skipped", why=str(exc), action="draining the stream as without hand-over")
                 return False
+            except Exception:
+                # A bug here must not keep this call, or any other, from being drained.
+                session.cancel_handover()
+                log.exception("handover.failed", action="draining the stream as without hand-over")
+                return False
             return True
 
     async def _move(self, session: CallSession) -> None:
