@@ -204,6 +204,8 @@ class CallSession:
         if self.ended_by is None:  # not shut down meanwhile
             self.track_setting = admission.track
             self._begin(start, admission.parameters)
+            if self.share.holding:  # a hand-over's words wait for the old stream's end (`_finish` lets them out too)
+                self._release = self._spawn(self._release_after_old(start), name="handover-release")
         return None
 
     async def _take_over(self, start: Start) -> None:
@@ -223,11 +225,10 @@ class CallSession:
             return
         self.share = StreamShare.taking_over(offset, offset + OVERLAP_S)
         self._log.info("handover.taking_over", offset_s=round(offset, 3), cut_s=round(offset + OVERLAP_S, 3))
-        self._release = self._spawn(self._release_after_old(start.call_sid, start.stream_sid), name="handover-release")
 
-    async def _release_after_old(self, call_sid: str, stream_sid: str) -> None:
-        assert self._records is not None
-        ended = await wait_until_others_ended(self._records, call_sid, stream_sid, RELEASE_AFTER_S)
+    async def _release_after_old(self, start: Start) -> None:
+        assert self._records is not None  # a share holds only when the records placed it
+        ended = await wait_until_others_ended(self._records, start.call_sid, start.stream_sid, RELEASE_AFTER_S)
         if not ended:
             self._log.warning("handover.old_stream_silent", why=f"not ended after {RELEASE_AFTER_S:g} s: words let out")
         self.emit_now(self.share.release())
