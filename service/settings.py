@@ -272,6 +272,32 @@ class Settings(BaseSettings):
         json_schema_extra=_doc("spool"),
     )
 
+    spool_shared_max_mb: int = Field(
+        default=1024,
+        ge=1,
+        description="With PostgreSQL as `DATABASE_URL`, spooled audio goes to the database, where every process "
+        "(every dyno) can transcribe it, so it outlives the dyno that spooled it. Past this many megabytes waiting "
+        "there, new entries stay on the local disk (`SPOOL_DIR`) and are transcribed by the process that spooled "
+        "them, as without a shared spool.",
+        json_schema_extra=_doc("spool"),
+    )
+    spool_retention_days: int = Field(
+        default=7,
+        ge=1,
+        description="Shared spool entries (PostgreSQL) older than this many days are deleted, each logged as "
+        "`spool.expired`: audio that Deepgram's pre-recorded API refused for that long is given up.",
+        json_schema_extra=_doc("spool"),
+    )
+    spool_claim_lease_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=86400,
+        description="A process transcribing a shared spool entry holds it this long; if it dies meanwhile, another "
+        "process takes the entry once the lease has run out. Longer than the batch transcription of the longest "
+        "entry takes.",
+        json_schema_extra=_doc("spool"),
+    )
+
     # --- Twilio ---------------------------------------------------------------------------------------
     twilio_auth_token: SecretStr | None = Field(
         default=None,

@@ -11,7 +11,9 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+import os
 import signal
+import socket
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -29,6 +31,7 @@ from service.settings import Settings
 from service.spool.directory import Spool
 from service.spool.worker import BatchWorker
 from service.storage import migrate
+from service.storage.spool_segments import DatabaseSpool, is_postgresql
 from service.storage.streams import DatabaseStreamClaims
 from service.storage.writer import TranscriptStore
 from service.twilio.signatures import TwilioSignatures, stream_token_key
@@ -37,6 +40,7 @@ from service.web.next_steps import next_steps
 from service.webhooks.sender import WebhookSender
 
 log = structlog.get_logger("callscribe.app")
+SHARE_SPOOL_TIMEOUT_S = 3.0  # for the spooled audio to reach the shared spool at shutdown
 MIN_DRAIN_S = 2.0  # however long the hand-overs took, Deepgram's last finals get this long
 STORE_STOP_TIMEOUT_S = 3.0  # for the database to take the last writes at shutdown; the rest goes to the journal
 
@@ -75,11 +79,23 @@ class Runtime:
         self.handover, self._handover_off = self._make_handover()
         self.gate = StreamGate(settings, key=self.token_key, claims=self._claims)
         self.tasks = BackgroundTasks()
-        self._batch = BatchWorker(settings, self.spool, self.observer.transcript)
+        self.shared_spool = self._make_shared_spool()
+        self._batch = BatchWorker(settings, self.spool, self.observer.transcript, self.shared_spool)
         self._handle_sigterm = handle_sigterm
         self._stopping = False
         self._draining: asyncio.Future[None] | None = None
         self.schema_at_head = False  # once seen at head it stays there: /readyz stops asking
+
+    def _make_shared_spool(self) -> DatabaseSpool | None:
+        """The spool every process shares, when the database is one every process shares (PostgreSQL)."""
+        settings = self.settings
+        if not is_postgresql(settings.database_url):
+            return None
+        return DatabaseSpool(
+            lambda: self.store.engine, owner=f"{socket.gethostname()[:40]}:{os.getpid()}",
+            max_bytes=settings.spool_shared_max_mb * 1024 * 1024, lease_s=settings.spool_claim_lease_s,
+            retention_days=settings.spool_retention_days,
+        )  # fmt: skip
 
     def _make_handover(self) -> tuple[Handover | None, str]:
         """The hand-over at SIGTERM, or None and why it is off."""
@@ -209,10 +225,25 @@ class Runtime:
         left_s = self.settings.shutdown_timeout_s - (asyncio.get_running_loop().time() - started)
         spooled = await self.calls.drain(max(left_s, MIN_DRAIN_S))
         await self._claims.settle()  # claims the database did not answer in time let go of their connections
+        await self._share_spool()
         # The calls' last writes (call_ended, late finals) are queued now; what the database cannot take in time
         # goes to the journal. Inside Hypercorn's graceful_timeout (SHUTDOWN_TIMEOUT_S + 5 s).
         await self.store.stop(STORE_STOP_TIMEOUT_S)
         log.info("service.stopped", calls=calls, calls_spooled=spooled, spool_waiting=len(self.spool.entries()))
+
+    async def _share_spool(self) -> None:
+        """What the calls spooled goes to the shared spool before the dyno (and its disk) goes."""
+        if self.shared_spool is None:
+            return
+        try:
+            shared = await asyncio.wait_for(self._batch.share_local(), SHARE_SPOOL_TIMEOUT_S)
+        except TimeoutError:
+            log.warning(
+                "spool.not_shared", why=f"the database took over {SHARE_SPOOL_TIMEOUT_S:g} s", action="kept here"
+            )
+            return
+        if shared:
+            log.info("spool.shared", entries=shared, why="stopping: another process transcribes them")
 
     def _say_why_not_handed_over(self) -> None:
         for session in self.calls.sessions:

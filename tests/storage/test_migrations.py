@@ -23,7 +23,7 @@ __all__ = ["database_url"]  # the fixture, parametrized over SQLite and PostgreS
 
 # The generic families the two backends' reflected types are compared in (PostgreSQL reflects Float as DOUBLE
 # PRECISION, SQLite reflects DateTime without its zone); lengths and time zones are compared where kept.
-_FAMILIES = (sa.Text, sa.String, sa.DateTime, sa.Float, sa.Integer, sa.JSON, sa.Boolean)
+_FAMILIES = (sa.Text, sa.String, sa.DateTime, sa.Float, sa.Integer, sa.JSON, sa.Boolean, sa.LargeBinary)
 
 
 def _family(column_type: Any) -> str:
