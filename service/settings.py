@@ -292,6 +292,32 @@ class Settings(BaseSettings):
         json_schema_extra=_doc("spool"),
     )
 
+    spool_shared_max_mb: int = Field(
+        default=1024,
+        ge=1,
+        description="With PostgreSQL as `DATABASE_URL`, spooled audio goes to the database, where every process "
+        "(every dyno) can transcribe it, so it outlives the dyno that spooled it. Past this many megabytes waiting "
+        "there, new entries stay on the local disk (`SPOOL_DIR`) and are transcribed by the process that spooled "
+        "them, as without a shared spool.",
+        json_schema_extra=_doc("spool"),
+    )
+    spool_retention_days: int = Field(
+        default=7,
+        ge=1,
+        description="Shared spool entries (PostgreSQL) older than this many days are deleted, each logged as "
+        "`spool.expired`: audio that Deepgram's pre-recorded API refused for that long is given up.",
+        json_schema_extra=_doc("spool"),
+    )
+    spool_claim_lease_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=86400,
+        description="A process transcribing a shared spool entry holds it this long; if it dies meanwhile, another "
+        "process takes the entry once the lease has run out. Longer than the batch transcription of the longest "
+        "entry takes.",
+        json_schema_extra=_doc("spool"),
+    )
+
     # --- Twilio ---------------------------------------------------------------------------------------
     twilio_auth_token: SecretStr | None = Field(
         default=None,
@@ -419,6 +445,30 @@ class Settings(BaseSettings):
         le=120,
         description="A `/media` socket that sends no `start` within this many seconds is closed with 1008. Also "
         "how long after `/voice` answers a call a stream of it must have started, or `voice.no_stream` says so.",
+        json_schema_extra=_doc("twilio"),
+    )
+    handover: Literal["on", "off"] | None = Field(
+        default=None,
+        description="On SIGTERM (a deploy, a scale-down, the daily restart), ask Twilio's REST API to start a new "
+        "stream on each call in progress, which the router sends to another process (another dyno, or the new "
+        "release's with Heroku's preboot), and keep transcribing the old one until the new one is live, so no word "
+        "of the call is lost. Needs `TWILIO_ACCOUNT_SID` with `TWILIO_AUTH_TOKEN` or an API key pair, a database "
+        "all processes share, and `PUBLIC_URL` (the `wss://` host Twilio connects the new stream to). `off`: the "
+        "calls are drained and their streams closed, as before.",
+        json_schema_extra=_doc(
+            "twilio",
+            accepts="`on` or `off`",
+            default="(`on` when `TWILIO_ACCOUNT_SID` and REST credentials are set, else `off`)",
+            heroku={},
+        ),
+    )
+    handover_timeout_s: float = Field(
+        default=8.0,
+        gt=0,
+        le=25,
+        description="After SIGTERM, how long a call's old stream waits for the new stream Twilio was asked for to "
+        "be let in by another process; past it, the call is drained as without hand-over (and the log says why). "
+        "With `SHUTDOWN_TIMEOUT_S` it must fit in Heroku's 30 s.",
         json_schema_extra=_doc("twilio"),
     )
     stream_idle_timeout_s: float = Field(

@@ -19,6 +19,7 @@ class CallInfo:
     account_sid: str
     tracks: tuple[str, ...]
     custom_parameters: dict[str, str]
+    offset_s: float = 0.0  # where the stream starts on the call's timeline (a hand-over's new stream: later than 0)
 
 
 @dataclass(slots=True)

@@ -2,7 +2,7 @@
 
 `EndedBy` is what the calls metric is labelled with (a label takes a fixed set of values, never free text);
 `Ending` adds the reason a stream was rejected, and its `str()` is what the call.ended line and the
-database keep: "stop", "twilio_disconnected", "shutdown", or "rejected: <reason>".
+database keep: "stop", "twilio_disconnected", "shutdown", "handed_over", or "rejected: <reason>".
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ class EndedBy(enum.StrEnum):
         "idle_timeout"  # the stream sent nothing for STREAM_IDLE_TIMEOUT_S: finished as if Twilio had hung up
     )
     SHUTDOWN = "shutdown"  # this process is stopping
+    HANDED_OVER = "handed_over"  # this process is stopping, and a new stream of the call took over elsewhere
     REJECTED = "rejected"  # callscribe closed the stream over bad input
 
 

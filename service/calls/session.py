@@ -25,8 +25,11 @@ from service.calls.admission import Admission, AdmissionRefused, StreamGate
 from service.calls.counters import CallInfo, TrackCounters
 from service.calls.ending import EndedBy, Ending
 from service.calls.events import CallEnded, CallObserver, CallStarted, CallState, CallStateChanged
+from service.calls.handover import OVERLAP_S, RELEASE_AFTER_S, StreamRecords, wait_until_others_ended
 from service.calls.spooling import Spool
+from service.calls.stitching import StreamShare
 from service.calls.track import TrackStream
+from service.calls.transcript import Transcript
 from service.deepgram.live import SttClient
 from service.errors import InvalidState, SttError, TwilioProtocolError
 from service.settings import Settings
@@ -44,6 +47,7 @@ from service.twilio.protocol import (
     parse,
     transition,
 )
+from service.twilio.stream_tokens import Purpose
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,8 @@ class CallSession:
         observer: CallObserver,
         close_twilio: CloseTwilio,
         gate: StreamGate,
+        stream_url: str = "",
+        records: StreamRecords | None = None,
     ) -> None:
         self.state = StreamState.AWAITING_CONNECTED
         self.call: CallInfo | None = None
@@ -81,6 +87,11 @@ class CallSession:
         self._observer = observer
         self._close_twilio = close_twilio
         self._gate = gate
+        self.stream_url = stream_url  # the public wss:// URL Twilio opened this stream to: a hand-over's goes there too
+        self._records = records
+        self.share = StreamShare()  # this stream's part of the call's timeline (all of it, unless handed over)
+        self.track_setting = ""  # the <Stream track> setting the stream was started with, once let in
+        self._release: asyncio.Task[None] | None = None  # a hand-over's new stream, waiting for the old one to end
         self._starting: tuple[Start, Admission] | None = None  # a start that passed `gate.check`, not yet claimed
         self._twilio_open = True
         self._started_at = time.monotonic()
@@ -188,9 +199,60 @@ class CallSession:
             await self._gate.claim(start, admission)
         except AdmissionRefused as exc:
             return self._reject(close_codes.POLICY_VIOLATION, str(exc))
+        if self.ended_by is None and admission.purpose is Purpose.HANDOVER:
+            await self._take_over(start)
         if self.ended_by is None:  # not shut down meanwhile
+            self.track_setting = admission.track
             self._begin(start, admission.parameters)
+            if self.share.holding:  # a hand-over's words wait for the old stream's end (`_finish` lets them out too)
+                self._release = self._spawn(self._release_after_old(start), name="handover-release")
         return None
+
+    async def _take_over(self, start: Start) -> None:
+        """A hand-over's new stream: placed on the call's timeline, keeping the words from the cut on, which wait
+        until the streams it took over from have ended (`calls/handover.py`)."""
+        offset = None
+        if self._records is not None:
+            try:
+                offset = await self._records.offset_s(start.call_sid, start.stream_sid)
+            except Exception as exc:  # noqa: BLE001 - without the database the stream still transcribes
+                self._log.warning("handover.lookup_failed", error=type(exc).__name__)
+        if offset is None:
+            self._log.warning(
+                "handover.unplaced", why="the database has no record of the call's streams: timed from this stream's "
+                "start, and the overlap with the old stream is not cut",
+            )  # fmt: skip
+            return
+        self.share = StreamShare.taking_over(offset, offset + OVERLAP_S)
+        self._log.info("handover.taking_over", offset_s=round(offset, 3), cut_s=round(offset + OVERLAP_S, 3))
+
+    async def _release_after_old(self, start: Start) -> None:
+        assert self._records is not None  # a share holds only when the records placed it
+        ended = await wait_until_others_ended(self._records, start.call_sid, start.stream_sid, RELEASE_AFTER_S)
+        if not ended:
+            self._log.warning("handover.old_stream_silent", why=f"not ended after {RELEASE_AFTER_S:g} s: words let out")
+        self.emit_now(self.share.release())
+
+    def _offer(self, transcript: Transcript) -> None:
+        """A track's transcript, on its way to the observer through this stream's share of the call."""
+        self.emit_now(self.share.offer(transcript))
+
+    def emit_now(self, transcripts: list[Transcript]) -> None:
+        for transcript in transcripts:
+            self._observer.transcript(transcript)
+
+    def heard_until_s(self) -> float:
+        """How far into the call (on its timeline) this stream's audio has come."""
+        received = max((track.received_bytes for track in self.tracks.values()), default=0)
+        return self.share.offset_s + received / mulaw.BYTES_PER_SECOND
+
+    def cancel_handover(self) -> None:
+        """No one took over: the words held for the hand-over go out, and the stream is drained as before."""
+        self.emit_now(self.share.release())
+
+    def hand_over_done(self) -> None:
+        """The new stream has the call from the cut on: this one ends (its last finals still come)."""
+        self._end(Ending(EndedBy.HANDED_OVER))
 
     def _begin(self, start: Start, params: dict[str, str]) -> None:
         self.call = CallInfo(
@@ -199,6 +261,7 @@ class CallSession:
             account_sid=start.account_sid,
             tracks=start.tracks,
             custom_parameters=dict(params),
+            offset_s=self.share.offset_s,
         )
         self._observer.call_started(
             CallStarted(
@@ -225,7 +288,7 @@ class CallSession:
                 settings=self._settings,
                 stt=self._stt,
                 spool=self._spool,
-                emit=self._observer.transcript,
+                emit=self._offer,
                 on_failure=self._on_track_failure,
                 log=self._log,
                 report_state=self._track_state,
@@ -325,6 +388,9 @@ class CallSession:
         try:
             await asyncio.gather(*track_tasks, return_exceptions=True)
         finally:
+            if self._release is not None:
+                self._release.cancel()
+            self.emit_now(self.share.release())  # the call ended while a hand-over's words waited: they go out now
             self._log_summary()
             self.finished.set()
 
@@ -367,6 +433,8 @@ class CallSession:
             keepalives=sum(c.keepalives for c in counters),
             deepgram_request_ids=",".join(rid for c in counters for rid in c.request_ids),
             deepgram_error=self._failure.reason if self._failure else None,
+            offset_s=round(self.share.offset_s, 3),
+            words_cut_ms=self.share.cut_ms,
         )
 
     async def wait_finished(self) -> None:

@@ -106,7 +106,7 @@ class TrackSpooler:
         return GuardedSegment(
             lambda: self._spool.open_segment(
                 call_sid=self._call.call_sid, stream_sid=self._call.stream_sid, track=self._track,
-                start_s=start_s, reason=reason,
+                start_s=start_s + self._call.offset_s, reason=reason,
             ),
             self._counters,
             self._log.bind(track=self._track),

@@ -217,7 +217,7 @@ def plan_messages(
     """`build_messages` with each message's send slot, track and raw payload, for pacing and recording."""
     framed = {track: frames(track_audio(spec, track)) for track in tracks}
     slots = max((len(track_frames) for track_frames in framed.values()), default=0)
-    planned = [Outgoing(_json({"event": "connected", "protocol": "Call", "version": "1.0.0"}))]
+    planned = [Outgoing(connected_text())]
     if not spec.send_start:
         return planned
     sequence = 1  # sequenceNumber counts every message after `connected`
@@ -234,6 +234,28 @@ def plan_messages(
     if spec.send_stop:
         planned.append(Outgoing(_json(_stop(spec, stream_sid, sequence + 1)), slot=slots))
     return planned
+
+
+def connected_text() -> str:
+    """The `connected` message every stream opens with."""
+    return _json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+
+
+def start_text(
+    spec: CallSpec, stream_sid: str, tracks: Sequence[str], custom_parameters: Mapping[str, str], sequence: int
+) -> str:
+    """A stream's `start` message, for a player that opens streams of one call as they are asked for."""
+    return _json(_start(spec, stream_sid, tracks, custom_parameters, sequence))
+
+
+def media_text(stream_sid: str, track: str, sequence: int, *, chunk: int, timestamp_ms: int, payload: bytes) -> str:
+    """One `media` message: `chunk` and `timestamp_ms` count from the stream's own start."""
+    return _json(_media(stream_sid, track, sequence, chunk=chunk, timestamp_ms=timestamp_ms, payload=payload))
+
+
+def stop_text(spec: CallSpec, stream_sid: str, sequence: int) -> str:
+    """A stream's `stop` message."""
+    return _json(_stop(spec, stream_sid, sequence))
 
 
 def stream_parameters(spec: CallSpec, params: Mapping[str, str]) -> dict[str, str]:

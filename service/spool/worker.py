@@ -11,14 +11,23 @@ nothing in this process can come between them; only a crash of the process in th
 log writes and two unlinks) can deliver an entry again after a restart. Each batch transcript has a stable key,
 `batch_key(entry, index)`, bound into its own log line (`batch_key`) and listed in the entry's `batch.delivered`
 line, so a consumer can drop such a repeat.
+
+With a `SharedSpool` (the database's, `storage/spool_segments.py`, when DATABASE_URL is PostgreSQL), each pass
+first puts every complete local entry there and removes it from the disk, then claims shared segments one at a
+time, so that exactly one process transcribes each, whichever process spooled it; a claim whose process died is
+taken again once its lease runs out. What the shared spool cannot take (its bound, an outage) stays on the disk
+and is transcribed here as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import structlog
 
@@ -32,15 +41,49 @@ from service.spool.directory import Spool, SpoolEntry
 log: Any = structlog.get_logger("callscribe.batch")
 
 
-async def transcribe(settings: Settings, entry: SpoolEntry) -> list[Transcript]:
-    """The transcripts of one spool entry from the pre-recorded API; SttError if Deepgram cannot give them.
+class SharedSpool(Protocol):
+    """The port to the spool every process shares (`storage/spool_segments.py`)."""
+
+    async def put(self, segment: Mapping[str, Any], wav: bytes) -> bool: ...
+    async def claim(self) -> dict[str, Any] | None: ...
+    async def wav(self, segment_id: str) -> bytes: ...
+    async def remove(self, segment_id: str) -> None: ...
+    async def failed(self, segment_id: str, error: str, *, retry_s: float) -> int: ...
+    async def purge(self) -> int: ...
+
+
+async def transcribe(settings: Settings, entry: SpoolEntry, wav: bytes | None = None) -> list[Transcript]:
+    """The transcripts of one spool entry (its WAV read from disk unless given) from the pre-recorded API;
+    SttError if Deepgram cannot give them.
 
     OSError if the entry's audio cannot be read.
     """
     client = PrerecordedClient(settings)  # without DEEPGRAM_API_KEY this raises before any audio is read
-    wav = await asyncio.to_thread(entry.wav_path.read_bytes)  # may be megabytes: off the event loop
+    if wav is None:
+        wav = await asyncio.to_thread(entry.wav_path.read_bytes)  # may be megabytes: off the event loop
     answer = await client.transcribe(wav)
     return place(answer, entry, speaker=speaker_for(settings, entry.track))
+
+
+def shared_fields(entry: SpoolEntry) -> dict[str, Any]:
+    """What the shared spool keeps of a local entry."""
+    return {
+        "id": entry.id, "call_sid": entry.call_sid, "stream_sid": entry.stream_sid, "track": entry.track,
+        "start_s": entry.start_s, "duration_s": entry.duration_s, "reason": entry.reason,
+        "created_at": datetime.datetime.fromisoformat(entry.created_at), "attempts": entry.attempts,
+        "last_error": entry.last_error,
+    }  # fmt: skip
+
+
+def shared_entry(row: Mapping[str, Any]) -> SpoolEntry:
+    """A claimed shared segment as an entry (its audio is in the database, not at a path)."""
+    created = row["created_at"]
+    return SpoolEntry(
+        id=str(row["id"]), call_sid=str(row["call_sid"]), stream_sid=str(row["stream_sid"]), track=str(row["track"]),
+        start_s=float(row["start_s"]), duration_s=float(row["duration_s"]), reason=str(row["reason"]),
+        created_at=created.isoformat() if isinstance(created, datetime.datetime) else str(created),
+        attempts=int(row["attempts"]), last_error=row["last_error"], wav_path=Path(), meta_path=Path(),
+    )  # fmt: skip
 
 
 def place(answer: BatchAnswer, entry: SpoolEntry, *, speaker: str) -> list[Transcript]:
@@ -99,10 +142,13 @@ class PassResult:
 class BatchWorker:
     """Transcribes the spool in batch, oldest entry first, and hands the transcripts to the sink."""
 
-    def __init__(self, settings: Settings, spool: Spool, sink: TranscriptSink) -> None:
+    def __init__(
+        self, settings: Settings, spool: Spool, sink: TranscriptSink, shared: SharedSpool | None = None
+    ) -> None:
         self._settings = settings
         self._spool = spool
         self._sink = sink
+        self._shared = shared
         # Entries delivered whose files could not be removed: never delivered twice by this process.
         self._delivered: set[str] = set()
 
@@ -113,6 +159,9 @@ class BatchWorker:
     async def run_pass(self) -> PassResult:
         """One pass over the spool: every entry transcribed, delivered and removed, or its failure recorded."""
         delivered = failed = skipped = 0
+        if self._shared is not None:
+            await self.share_local()
+            delivered, failed = await self._shared_pass(self._shared)
         for listed in self._spool.entries():
             if listed.id in self._delivered:
                 continue
@@ -134,6 +183,60 @@ class BatchWorker:
                 log.exception("batch.pass_failed")
             await asyncio.sleep(self._settings.spool_retry_s)
 
+    async def share_local(self) -> int:
+        """Every complete local entry into the shared spool, then off this disk; how many went. What the shared
+        spool cannot take (its bound, an outage) stays here, and is transcribed here."""
+        if self._shared is None:
+            return 0
+        shared = 0
+        for listed in self._spool.entries():
+            with self._spool.claim(listed) as entry:
+                if entry is None:
+                    continue
+                try:
+                    wav = await asyncio.to_thread(entry.wav_path.read_bytes)
+                    if not await self._shared.put(shared_fields(entry), wav):
+                        log.warning("spool.shared_full", spool_id=entry.id, why="over SPOOL_SHARED_MAX_MB: kept here")
+                        return shared
+                except Exception as exc:  # noqa: BLE001 - the entry stays on the disk, whatever went wrong
+                    log.warning("spool.not_shared", spool_id=entry.id, error=type(exc).__name__, action="kept here")
+                    return shared
+                self._spool.remove(entry)
+                shared += 1
+        return shared
+
+    async def _shared_pass(self, shared: SharedSpool) -> tuple[int, int]:
+        """Shared segments, claimed one at a time until none is free: (delivered, failed)."""
+        delivered = failed = 0
+        try:
+            await shared.purge()
+            while (row := await shared.claim()) is not None:
+                entry = shared_entry(row)
+                if await self._process_shared(shared, entry):
+                    delivered += 1
+                else:
+                    failed += 1
+        except Exception as exc:  # noqa: BLE001 - an outage ends this pass over the shared spool, not the worker
+            log.warning("spool.shared_unavailable", error=type(exc).__name__)
+        return delivered, failed
+
+    async def _process_shared(self, shared: SharedSpool, entry: SpoolEntry) -> bool:
+        try:
+            transcripts = await transcribe(self._settings, entry, await shared.wav(entry.id))
+        except SttError as exc:
+            await self._failed_shared(shared, entry, exc.reason)
+            return False
+        if (error := self._emit(entry, transcripts)) is not None:
+            await self._failed_shared(shared, entry, error)
+            return False
+        await shared.remove(entry.id)
+        self._log_delivered(entry, transcripts)
+        return True
+
+    async def _failed_shared(self, shared: SharedSpool, entry: SpoolEntry, error: str) -> None:
+        attempts = await shared.failed(entry.id, error, retry_s=self._settings.spool_retry_s)
+        log.warning("batch.failed", **_about(entry), error=error, attempts=attempts)
+
     async def _process(self, entry: SpoolEntry) -> bool:
         try:
             transcripts = await transcribe(self._settings, entry)
@@ -149,8 +252,8 @@ class BatchWorker:
             return False
         return self._deliver(entry, transcripts)
 
-    def _deliver(self, entry: SpoolEntry, transcripts: list[Transcript]) -> bool:
-        # Synchronous from the first transcript to the removal: see the module docstring on repeats.
+    def _emit(self, entry: SpoolEntry, transcripts: list[Transcript]) -> str | None:
+        """Every transcript to the sink; what went wrong (also logged) if the sink failed."""
         try:
             for index, transcript in enumerate(transcripts):
                 # Bound for the sink's call, so the transcript's own log line carries its key (log_transcript
@@ -159,13 +262,23 @@ class BatchWorker:
                     self._sink(transcript)
         except Exception as exc:  # the sink is not ours; the entry stays and is tried again
             log.exception("batch.sink_failed", spool_id=entry.id)
-            self._failed(entry, f"transcript sink failed: {type(exc).__name__}")
+            return f"transcript sink failed: {type(exc).__name__}"
+        return None
+
+    def _deliver(self, entry: SpoolEntry, transcripts: list[Transcript]) -> bool:
+        # Synchronous from the first transcript to the removal: see the module docstring on repeats.
+        if (error := self._emit(entry, transcripts)) is not None:
+            self._failed(entry, error)
             return False
         try:
             self._spool.remove(entry)
         except OSError as exc:
             self._delivered.add(entry.id)
             log.exception("batch.not_removed", spool_id=entry.id, error=f"{type(exc).__name__}: {exc.strerror or exc}")
+        self._log_delivered(entry, transcripts)
+        return True
+
+    def _log_delivered(self, entry: SpoolEntry, transcripts: list[Transcript]) -> None:
         log.info(
             "batch.delivered",
             **_about(entry),
@@ -174,7 +287,6 @@ class BatchWorker:
             transcripts=len(transcripts),
             keys=[batch_key(entry, index) for index in range(len(transcripts))],
         )
-        return True
 
     def _failed(self, entry: SpoolEntry, error: str) -> None:
         updated = self._spool.record_failure(entry, error)

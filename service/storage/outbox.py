@@ -24,7 +24,7 @@ async def add_webhook_event(connection: AsyncConnection, write: Write, now: date
     """Queue the webhook event that `write` produces, if any, once."""
     if write.kind == "utterance":
         event = utterance_event(write.row, now)
-    elif write.kind == "call_ended":
+    elif write.kind == "call_ended" and not write.row.get("handed_over"):  # a handed-over call goes on elsewhere
         event = await _call_completed(connection, write.call_sid, now)
     else:
         return

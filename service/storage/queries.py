@@ -66,6 +66,7 @@ class CallRecord:
     audio_s_inbound: float
     audio_s_outbound: float
     summary: dict[str, Any]
+    handed_over: bool = False  # the stream moved to another process at least once (a hand-over at SIGTERM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +233,7 @@ def _call_record(call: Call) -> CallRecord:
         audio_s_inbound=call.audio_s_inbound,
         audio_s_outbound=call.audio_s_outbound,
         summary=dict(call.summary or {}),
+        handed_over=bool(call.handed_over),
     )
 
 

@@ -15,7 +15,22 @@ from __future__ import annotations
 import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text, event, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    event,
+    false,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -56,6 +71,8 @@ class Call(Base):
     audio_s_inbound: Mapped[float] = mapped_column(Float, default=0.0)
     audio_s_outbound: Mapped[float] = mapped_column(Float, default=0.0)
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The call's stream moved to another process at least once (a hand-over at SIGTERM, calls/handover.py).
+    handed_over: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Utterance(Base):
@@ -100,6 +117,41 @@ class Stream(Base):
     track: Mapped[str] = mapped_column(String(16))  # the <Stream track> setting: inbound_track, both_tracks, ...
     first_stream: Mapped[bool] = mapped_column(Boolean)
     started_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+    # Written after the stream's last words: a hand-over's new stream holds its own words until then.
+    ended_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class SpoolSegment(Base):
+    """One stretch of one track's audio waiting for batch transcription, in the spool every process shares
+    (`spool/shared.py`), with the claim of the process transcribing it, if any."""
+
+    __tablename__ = "spool_segments"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # the local entry's id: stable, keys batch finals
+    call_sid: Mapped[str] = mapped_column(String(64))
+    stream_sid: Mapped[str] = mapped_column(String(64))
+    track: Mapped[str] = mapped_column(String(16))
+    start_s: Mapped[float] = mapped_column(Float)  # on the call's timeline
+    duration_s: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    bytes: Mapped[int] = mapped_column(Integer)  # the WAV's size, all chunks together
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    claimed_until: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class SpoolChunk(Base):
+    """A piece of a shared spool segment's WAV, in order (`seq`), so no row holds megabytes."""
+
+    __tablename__ = "spool_chunks"
+
+    segment_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("spool_segments.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class NumberBackup(Base):

@@ -5,6 +5,9 @@ database's constraints answer the question for every process at once: the primar
 once, the partial unique index on `call_sid` where `first_stream` says a call has one first stream (hand-overs
 are not limited). When a row is refused, a look at the table tells which of the two it was.
 
+It is also `calls/handover.py`'s `StreamRecords`: where a stream started on its call's timeline (its `started_at`
+less the call's first stream's), and whether the streams a hand-over's new stream took over from have ended.
+
 A claim never raises: an outage, a missing table or an answer slower than `timeout_s` is `UNCHECKED`, and the
 gate lets the stream in on its other checks. Logs name an error's type, never its text or the URL.
 """
@@ -16,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Table, select
+from sqlalchemy import Table, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -69,6 +72,34 @@ class DatabaseStreamClaims:
             return answer.result()
         log.warning("store.claim_timed_out", timeout_s=self._timeout_s)
         return ClaimOutcome.UNCHECKED
+
+    async def offset_s(self, call_sid: str, stream_sid: str) -> float | None:
+        """Seconds from the call's first stream's start to this stream's; None while either has no row."""
+        async with self._engine().connect() as connection:
+            rows = await connection.execute(
+                select(STREAMS.c.stream_sid, STREAMS.c.first_stream, STREAMS.c.started_at).where(
+                    STREAMS.c.call_sid == call_sid,
+                    (STREAMS.c.stream_sid == stream_sid) | STREAMS.c.first_stream,
+                )
+            )
+            found = list(rows)
+        first = next((as_utc(row.started_at) for row in found if row.first_stream), None)
+        own = next((as_utc(row.started_at) for row in found if row.stream_sid == stream_sid), None)
+        if first is None or own is None:
+            return None
+        return (own - first).total_seconds()
+
+    async def others_live(self, call_sid: str, stream_sid: str) -> bool:
+        """Whether a stream of the call that started before this one has no end recorded yet."""
+        own = select(STREAMS.c.started_at).where(STREAMS.c.stream_sid == stream_sid).scalar_subquery()
+        earlier_live = exists().where(
+            STREAMS.c.call_sid == call_sid,
+            STREAMS.c.stream_sid != stream_sid,
+            STREAMS.c.ended_at.is_(None),
+            STREAMS.c.started_at <= own,
+        )
+        async with self._engine().connect() as connection:
+            return bool(await connection.scalar(select(earlier_live)))
 
     async def settle(self) -> None:
         """Wait until the claims in flight have let go of their connections (before the engine is disposed)."""

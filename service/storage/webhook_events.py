@@ -52,6 +52,7 @@ def call_completed_event(
             "started_at": _iso(call.get("started_at")),
             "ended_at": _iso(call.get("ended_at")),
             "ended_by": call.get("ended_by"),
+            "handed_over": bool(call.get("handed_over", False)),
             "transcript": [
                 {key: utterance[key] for key in ("track", "speaker", "start", "end", "text", "source")}
                 for utterance in sorted(utterances, key=lambda u: (u["start"], u["track"]))

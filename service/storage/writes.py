@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
-from sqlalchemy import Table, Text, func
+from sqlalchemy import Table, Text, bindparam, func, update
 from sqlalchemy import case as sql_case
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
@@ -25,7 +25,7 @@ from sqlalchemy.sql import Executable
 
 from service.calls.events import CallEnded, CallStarted
 from service.calls.transcript import Transcript
-from service.storage.schema import Call, Utterance
+from service.storage.schema import Call, Stream, Utterance
 from service.storage.statuses import CallStatus
 from service.times import as_utc
 
@@ -34,6 +34,8 @@ JOURNAL_VERSION = 1
 
 CALLS: Table = cast(Table, Call.__table__)
 UTTERANCES: Table = cast(Table, Utterance.__table__)
+STREAMS: Table = cast(Table, Stream.__table__)
+HANDED_OVER = "handed_over"  # EndedBy.HANDED_OVER: the call goes on in another process
 
 # What call_started may fill in on a row an utterance or call_ended created first; the rest is theirs to keep.
 _FILLED_TEXT = ("stream_sid", "account_sid", "from_number", "to_number", "direction")
@@ -80,6 +82,11 @@ def call_started_write(event: CallStarted) -> Write:
 
 
 def call_ended_write(event: CallEnded) -> Write:
+    """The stream's end; a stream handed over ends only itself: the call goes on, and says it was handed over."""
+    if event.ended_by == HANDED_OVER:
+        row = {"call_sid": event.call_sid, "stream_sid": event.stream_sid, "ended_at": as_utc(event.ended_at),
+               "handed_over": True}  # fmt: skip
+        return Write("call_ended", row, event.stream_sid)
     row = {
         "call_sid": event.call_sid, "stream_sid": event.stream_sid, "ended_at": as_utc(event.ended_at),
         "status": CallStatus.COMPLETED, "ended_by": event.ended_by,
@@ -154,7 +161,14 @@ def statements(dialect: str, write: Write, now: datetime.datetime) -> list[Step]
     if write.kind == "call_started":
         return [(_call_started(dialect), write.row)]
     if write.kind == "call_ended":
-        return [(_call_ended(dialect), {**write.row, "started_at": write.row["ended_at"]})]
+        ended = {"ended_stream_sid": write.stream_sid, "stream_ended_at": write.row["ended_at"]}
+        if write.row.get("handed_over"):
+            handed = {
+                "call_sid": write.call_sid, "stream_sid": write.stream_sid, "started_at": write.row["ended_at"],
+                "status": CallStatus.ACTIVE, "handed_over": True,
+            }  # fmt: skip
+            return [(_call_handed_over(dialect), handed), (_stream_ended(), ended)]
+        return [(_call_ended(dialect), {**write.row, "started_at": write.row["ended_at"]}), (_stream_ended(), ended)]
     stand_in = {
         "call_sid": write.call_sid, "stream_sid": write.stream_sid, "started_at": as_utc(now),
         "status": CallStatus.ACTIVE,
@@ -186,6 +200,22 @@ def _call_ended(dialect: str) -> Executable:
     statement = _insert(dialect, CALLS)
     return statement.on_conflict_do_update(
         index_elements=["call_sid"], set_={name: statement.excluded[name] for name in _ENDED}
+    )
+
+
+@functools.cache
+def _call_handed_over(dialect: str) -> Executable:
+    """Say the call was handed over, and nothing more: it goes on in another process, which will end it."""
+    return _insert(dialect, CALLS).on_conflict_do_update(index_elements=["call_sid"], set_={"handed_over": True})
+
+
+@functools.cache
+def _stream_ended() -> Executable:
+    """The stream's end, after its last words (none for a stream the database never recorded)."""
+    return (
+        update(STREAMS)
+        .where(STREAMS.c.stream_sid == bindparam("ended_stream_sid"), STREAMS.c.ended_at.is_(None))
+        .values(ended_at=bindparam("stream_ended_at"))
     )
 
 

@@ -284,6 +284,7 @@ def call_json(call: CallRecord) -> dict[str, Any]:
         "audio_s_inbound": call.audio_s_inbound,
         "audio_s_outbound": call.audio_s_outbound,
         "summary": call.summary,
+        "handed_over": call.handed_over,
     }
 
 

@@ -78,6 +78,8 @@ class MediaStreams:
             observer=runtime.observer,
             close_twilio=socket.close,
             gate=runtime.gate,
+            stream_url=stream_url(runtime.settings, socket.host),
+            records=runtime.records,
         )
         runtime.calls.add(session)
         runtime.tasks.start(runtime.calls.forget_when_finished(session))

@@ -11,7 +11,9 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+import os
 import signal
+import socket
 import time
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,7 @@ import structlog
 
 from service.calls.admission import StreamGate
 from service.calls.events import CallObserver
+from service.calls.handover import Handover
 from service.calls.observers import Fanout
 from service.calls.registry import Calls
 from service.deepgram.live import SttClient
@@ -30,9 +33,11 @@ from service.settings import Settings
 from service.spool.directory import Spool
 from service.spool.worker import BatchWorker
 from service.storage import migrate
+from service.storage.spool_segments import DatabaseSpool, is_postgresql
 from service.storage.streams import DatabaseStreamClaims
 from service.storage.writer import TranscriptStore
 from service.twilio.signatures import TwilioSignatures, stream_token_key
+from service.twilio.stream_api import StreamApi, rest_credentials
 from service.web.next_steps import next_steps
 from service.web.stream_watch import StreamWatch
 from service.webhooks.sender import WebhookSender
@@ -42,6 +47,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("callscribe.app")
 LIVE_FLUSH_TIMEOUT_S = 2.0  # for Redis to take the live events still queued at shutdown
+SHARE_SPOOL_TIMEOUT_S = 3.0  # for the spooled audio to reach the shared spool at shutdown
+MIN_DRAIN_S = 2.0  # however long the hand-overs took, Deepgram's last finals get this long
 STORE_STOP_TIMEOUT_S = 3.0  # for the database to take the last writes at shutdown; the rest goes to the journal
 
 
@@ -91,18 +98,46 @@ class Runtime:
         self.spool = Spool(settings.spool_dir)
         self.signatures = TwilioSignatures(settings)
         self.token_key = stream_token_key(settings)  # /voice issues stream tokens with it, the gate checks them
-        self._claims = DatabaseStreamClaims(lambda: self.store.engine)
+        self.records = self._claims = DatabaseStreamClaims(lambda: self.store.engine)
+        self.handover, self._handover_off = self._make_handover()
         self.gate = StreamGate(settings, key=self.token_key, claims=self._claims)
         self.tasks = BackgroundTasks()
         # /voice's streamed calls whose stream never came: checked once STREAM_START_TIMEOUT_S has passed.
         self.stream_watch = StreamWatch(
             lambda: self.store.engine, wait_s=settings.stream_start_timeout_s, spawn=self.tasks.start
         )
-        self._batch = BatchWorker(settings, self.spool, self.observer.transcript)
+        self.shared_spool = self._make_shared_spool()
+        self._batch = BatchWorker(settings, self.spool, self.observer.transcript, self.shared_spool)
         self._handle_sigterm = handle_sigterm
         self._stopping = False
         self._draining: asyncio.Future[None] | None = None
         self.schema_at_head = False  # once seen at head it stays there: /readyz stops asking
+
+    def _make_shared_spool(self) -> DatabaseSpool | None:
+        """The spool every process shares, when the database is one every process shares (PostgreSQL)."""
+        settings = self.settings
+        if not is_postgresql(settings.database_url):
+            return None
+        return DatabaseSpool(
+            lambda: self.store.engine, owner=f"{socket.gethostname()[:40]}:{os.getpid()}",
+            max_bytes=settings.spool_shared_max_mb * 1024 * 1024, lease_s=settings.spool_claim_lease_s,
+            retention_days=settings.spool_retention_days,
+        )  # fmt: skip
+
+    def _make_handover(self) -> tuple[Handover | None, str]:
+        """The hand-over at SIGTERM, or None and why it is off."""
+        settings = self.settings
+        if settings.handover == "off":
+            return None, "HANDOVER=off"
+        if settings.twilio_account_sid is None:
+            return None, "TWILIO_ACCOUNT_SID is unset: Twilio's REST API cannot be asked for a new stream"
+        credentials = rest_credentials(settings)
+        if credentials is None:
+            return None, "no REST credentials: set TWILIO_AUTH_TOKEN, or TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET"
+        if self.token_key is None:
+            return None, "no TWILIO_AUTH_TOKEN or STREAM_TOKEN_SECRET to issue hand-over tokens with"
+        api = StreamApi(credentials, api_url=settings.twilio_api_url)
+        return Handover(api, self._claims, key=self.token_key, timeout_s=settings.handover_timeout_s), ""
 
     async def announce(self) -> None:
         """Start-up (Hypercorn's before_serving): say what is configured, migrate SQLite, start the store."""
@@ -133,7 +168,12 @@ class Runtime:
             twilio_auth_token=self.signatures.token_state(),
             stream_tokens=settings.stream_tokens,
             twilio_account_sid="set" if settings.twilio_account_sid else "unset (any account's streams are let in)",
+            handover="on" if self.handover is not None else "off",
         )
+        if self.handover is None:
+            log.info(
+                "service.handover_off", why=self._handover_off, action="at SIGTERM calls are drained, not handed over"
+            )
         for name in ignored_options(settings):
             log.warning("settings.option_ignored", option=name, why="callscribe sets it itself")
         if settings.stream_tokens == "off":
@@ -206,8 +246,17 @@ class Runtime:
     async def _drain(self) -> None:
         self.stream_watch.stop()  # a call that has not started by now will not start here
         calls = len(self.calls.sessions)
-        spooled = await self.calls.drain(self.settings.shutdown_timeout_s)
+        started = asyncio.get_running_loop().time()
+        self.calls.accepting = False  # a hand-over's new stream must land elsewhere, not here
+        if self.handover is not None:
+            await self.handover.hand_over_all(list(self.calls.sessions))
+        else:
+            self._say_why_not_handed_over()
+        # SHUTDOWN_TIMEOUT_S counts from SIGTERM: what the hand-overs took is not given again to the drain.
+        left_s = self.settings.shutdown_timeout_s - (asyncio.get_running_loop().time() - started)
+        spooled = await self.calls.drain(max(left_s, MIN_DRAIN_S))
         await self._claims.settle()  # claims the database did not answer in time let go of their connections
+        await self._share_spool()
         # The calls' last writes (call_ended, late finals) are queued now; what the database cannot take in time
         # goes to the journal. Inside Hypercorn's graceful_timeout (SHUTDOWN_TIMEOUT_S + 5 s).
         await self.store.stop(STORE_STOP_TIMEOUT_S)
@@ -215,6 +264,28 @@ class Runtime:
             await self.redis.flush(LIVE_FLUSH_TIMEOUT_S)  # the calls' last events, for the other processes' feeds
         self.live.close("the service is stopping; reconnect with Last-Event-ID")
         log.info("service.stopped", calls=calls, calls_spooled=spooled, spool_waiting=len(self.spool.entries()))
+
+    async def _share_spool(self) -> None:
+        """What the calls spooled goes to the shared spool before the dyno (and its disk) goes."""
+        if self.shared_spool is None:
+            return
+        try:
+            shared = await asyncio.wait_for(self._batch.share_local(), SHARE_SPOOL_TIMEOUT_S)
+        except TimeoutError:
+            log.warning(
+                "spool.not_shared", why=f"the database took over {SHARE_SPOOL_TIMEOUT_S:g} s", action="kept here"
+            )
+            return
+        if shared:
+            log.info("spool.shared", entries=shared, why="stopping: another process transcribes them")
+
+    def _say_why_not_handed_over(self) -> None:
+        for session in self.calls.sessions:
+            if session.call is not None:
+                log.info(
+                    "handover.skipped", call_sid=session.call.call_sid, stream_sid=session.call.stream_sid,
+                    why=self._handover_off, action="draining the stream as without hand-over",
+                )  # fmt: skip
 
     async def shutdown(self) -> None:
         """Hypercorn's after_serving: the calls finished (or spooled), then the background work stopped."""

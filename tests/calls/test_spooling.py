@@ -108,3 +108,14 @@ def test_disk_errors_lose_audio_not_the_call(spool: MemorySpool, spooled: int, l
     track.close()
     assert (counters.bytes_spooled, counters.bytes_lost) == (spooled, lost)
     assert counters.spool_entries == (["CA1-inbound-1"] if spooled else [])
+
+
+def test_a_hand_over_streams_audio_is_spooled_where_it_is_on_the_call_timeline() -> None:
+    """A stream that started 12.5 s into the call (a hand-over's new one): its spooled stretch starts at its own
+    time plus that, so batch transcripts land where the live ones would have."""
+    spool = MemorySpool()
+    later = CallInfo(call_sid="CA1", stream_sid="MZ2", account_sid="AC1", tracks=("inbound",), custom_parameters={},
+                     offset_s=12.5)  # fmt: skip
+    track = TrackSpooler(spool, call=later, track="inbound", counters=TrackCounters(), log=structlog.get_logger("t"))
+    track.stretch(1.0, b"\x01" * 800, "deepgram rejected the stream")
+    assert [(segment.start_s, segment.closed) for segment in spool.segments] == [(13.5, True)]

@@ -26,7 +26,7 @@ __all__ = ["database_url"]  # the fixture, parametrized over SQLite and PostgreS
 
 # The generic families the two backends' reflected types are compared in (PostgreSQL reflects Float as DOUBLE
 # PRECISION, SQLite reflects DateTime without its zone); lengths and time zones are compared where kept.
-_FAMILIES = (sa.Text, sa.String, sa.DateTime, sa.Float, sa.Integer, sa.JSON, sa.Boolean)
+_FAMILIES = (sa.Text, sa.String, sa.DateTime, sa.Float, sa.Integer, sa.JSON, sa.Boolean, sa.LargeBinary)
 
 
 def _family(column_type: Any) -> str:
@@ -231,6 +231,26 @@ async def test_create_all_builds_the_search_index_0004_builds(database_url: str)
     assert len(migrated) == (8 if database_url.startswith("sqlite") else 1)
 
 
+async def test_0005_adds_the_hand_over_columns_and_drops_them_without_touching_transcripts(database_url: str) -> None:
+    """Up to 0005 a stored call reads as not handed over and its streams as not ended; back down to 0002 the
+    call and its utterances are all still there (no table copied, so no cascade), and the schema is 0002's."""
+    await migrate.upgrade(database_url, "0002")
+    _, at_0002, _, _ = await inspect(database_url)
+    await run(database_url, INSERT_CALL, INSERT_UTTERANCE, INSERT_STREAM)
+    await migrate.upgrade(database_url, "0005")
+    assert await run(database_url, "SELECT handed_over FROM calls") in ([(False,)], [(0,)])
+    assert await run(database_url, "SELECT ended_at FROM streams") == [(None,)]
+    await migrate.downgrade(database_url, "0002")
+    _, reflected, _, revision = await inspect(database_url)
+    assert (reflected, revision) == (at_0002, "0002")
+    assert await run(database_url, "SELECT key, text FROM utterances") == [("CA1/inbound/500", "Hi.")]
+    assert await run(database_url, "SELECT call_sid FROM calls") == [("CA1",)]
+
+
+INSERT_STREAM = (
+    "INSERT INTO streams (stream_sid, call_sid, purpose, track, first_stream, started_at) VALUES"
+    " ('MZ1', 'CA1', 'voice', 'inbound_track', true, '2025-01-02 03:04:05+00:00')"
+)
 INSERT_CALL = (
     "INSERT INTO calls (call_sid, stream_sid, account_sid, from_number, to_number, direction, custom_parameters,"
     " tracks, started_at, status, deepgram_request_ids, audio_s_inbound, audio_s_outbound, summary) VALUES"

@@ -227,3 +227,42 @@ async def add_call(engine: AsyncEngine, call_sid: str, started_at: datetime.date
                 "summary": {},
             },
         )  # fmt: skip
+
+
+async def test_a_hand_over_stream_is_placed_on_its_call_timeline_by_the_rows_start_times(migrated_url: str) -> None:
+    """The offset of a stream is its start less the call's first stream's, from the rows every process reads; a
+    stream (or a call's first stream) without a row has none yet."""
+    clock = [T0]
+    async with engine_for(migrated_url) as engine:
+        claims = DatabaseStreamClaims(lambda: engine, clock=lambda: clock[0])
+        assert await claims.offset_s("CA1", "MZ1") is None
+        assert await claim(claims, "MZ1") is ClaimOutcome.CLAIMED
+        clock[0] = T0 + datetime.timedelta(seconds=12.345)
+        assert await claims.offset_s("CA1", "MZ2") is None  # asked for, not let in anywhere yet
+        assert await claim(claims, "MZ2", first_stream=False) is ClaimOutcome.CLAIMED
+        assert await claims.offset_s("CA1", "MZ1") == 0.0
+        assert await claims.offset_s("CA1", "MZ2") == 12.345
+        assert await claim(claims, "MZ9", "CA2", first_stream=False) is ClaimOutcome.CLAIMED
+        assert await claims.offset_s("CA2", "MZ9") is None  # no first stream on record: nothing to place it by
+
+
+async def test_a_new_stream_sees_the_streams_it_took_over_from_live_until_their_end_is_written(
+    migrated_url: str,
+) -> None:
+    """`others_live` is true while an earlier stream of the call has no end; a later stream or another call's never
+    counts."""
+    clock = [T0]
+    async with engine_for(migrated_url) as engine:
+        claims = DatabaseStreamClaims(lambda: engine, clock=lambda: clock[0])
+        await claim(claims, "MZ1")
+        await claim(claims, "MZx", "CA2")
+        clock[0] = T0 + datetime.timedelta(seconds=5)
+        await claim(claims, "MZ2", first_stream=False)
+        clock[0] = T0 + datetime.timedelta(seconds=9)
+        await claim(claims, "MZ3", first_stream=False)
+        assert await claims.others_live("CA1", "MZ2")
+        assert not await claims.others_live("CA1", "MZ1")  # MZ2 and MZ3 started after it
+        async with engine.begin() as connection:
+            await connection.execute(Stream.__table__.update().where(Stream.stream_sid == "MZ1").values(ended_at=T0))
+        assert not await claims.others_live("CA1", "MZ2")
+        assert await claims.others_live("CA1", "MZ3")  # MZ2 is still going

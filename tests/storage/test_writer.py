@@ -20,7 +20,7 @@ from service.deepgram.protocol import Word
 from service.settings import Settings
 from service.storage.journal import Journal
 from service.storage.retention import purge
-from service.storage.schema import Call, Utterance, WebhookDelivery, create_engine
+from service.storage.schema import Call, Stream, Utterance, WebhookDelivery, create_engine
 from service.storage.writer import TranscriptStore
 from service.storage.writes import (
     call_ended_write,
@@ -192,6 +192,50 @@ async def test_two_streams_of_one_call_keep_their_own_words(migrated_url: str, t
         ("CA1/MZCA1/inbound/500", "MZCA1", "The real words, again.", "batch"),
         ("CA1/MZother/inbound/500", "MZother", "Injected words.", "live"),
     ]
+
+
+async def test_a_stream_handed_over_marks_the_call_and_its_stream_but_leaves_the_call_going(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    """The old stream's end at a hand-over: the call says handed over, stays active and gets no call.completed; the
+    stream's row gets its end; the new stream's end completes the call, once, with call.completed saying so."""
+    settings = settings_for(
+        migrated_url, tmp_path, transcript_webhook_url="https://example.com/hook", webhook_secret="s"
+    )
+    engine = create_engine(migrated_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(insert(Stream), [
+                {"stream_sid": "MZCA1", "call_sid": "CA1", "purpose": "voice", "track": "inbound_track",
+                 "first_stream": True, "started_at": T0},
+                {"stream_sid": "MZnew", "call_sid": "CA1", "purpose": "handover", "track": "inbound_track",
+                 "first_stream": False, "started_at": T0 + datetime.timedelta(seconds=20)},
+            ])  # fmt: skip
+        store = new_store(settings)
+        await store.start()
+        store.call_started(started())
+        store.transcript(result("CA1", "inbound", 0.5, "Before the cut."))
+        store.call_ended(dataclasses.replace(ended(), ended_by="handed_over"))
+        await idle(store)
+        [call], _ = await rows(migrated_url)
+        assert (call["status"], call["handed_over"], call["ended_at"], call["ended_by"]) == ("active", True, None, None)
+        async with engine.connect() as connection:
+            streams = dict((await connection.execute(select(Stream.stream_sid, Stream.ended_at))).all())
+            kinds = (await connection.execute(select(WebhookDelivery.event_type))).scalars().all()
+        assert streams["MZCA1"] is not None
+        assert streams["MZnew"] is None
+        assert list(kinds) == ["utterance.final"]
+        store.call_ended(dataclasses.replace(ended(), stream_sid="MZnew"))
+        await idle(store)
+        await store.stop(5)
+        [call], _ = await rows(migrated_url)
+        assert (call["status"], call["handed_over"], call["ended_by"]) == ("completed", True, "stop")
+        async with engine.connect() as connection:
+            payloads = (await connection.execute(select(WebhookDelivery.payload))).scalars().all()
+        [completed] = [payload for payload in payloads if payload["type"] == "call.completed"]
+        assert completed["data"]["handed_over"] is True
+    finally:
+        await engine.dispose()
 
 
 async def test_an_utterance_before_its_call_gets_a_stand_in_row_that_the_call_fills_in(

@@ -295,6 +295,7 @@ async def test_a_call_is_shown_with_every_field(api: ApiClient) -> None:
         "tracks": ["inbound", "outbound"], "started_at": "2025-01-02T03:04:05Z", "ended_at": "2025-01-02T03:05:40Z",
         "status": "completed", "ended_by": "stop", "deepgram_request_ids": ["req-CA1"],
         "audio_s_inbound": 95.0, "audio_s_outbound": 94.5, "summary": {"finals": 4, "reconnects": 0},
+        "handed_over": False,
     }  # fmt: skip
     assert (await api.get("/api/calls")).json() == {"calls": [call], "next_cursor": None}
 

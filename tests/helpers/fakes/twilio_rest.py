@@ -10,9 +10,15 @@ package builds and the answers it parses. What it serves:
   numbers, `*` for any digit) and `PageSize`/`Page`, answered in Twilio's paged list shape.
 * `POST .../IncomingPhoneNumbers/{Sid}.json` with `VoiceUrl` and `VoiceMethod` (form-encoded): the number updated,
   answered as the resource (`twilio configure` and `restore`); an unknown SID is 404 (code 20404).
+* `POST .../Calls/{CallSid}/Streams.json` with `Url`, `Track`, `Name` and `ParameterN.Name`/`ParameterN.Value`: a
+  new stream of a call in progress (a `LiveCall` added with `add_call`, `twilio_call.py`), answered 201 as the
+  Stream resource, and opened like Twilio opens it: to that URL, from where the call's audio is. `POST
+  .../Streams/{StreamSid}.json` with `Status=stopped` stops it. A call not in progress is 404 (code 20404), a
+  missing `Url` 400 (21201). `streams_answer` makes the next Streams requests fail with that status, as Twilio's
+  rate limit (429, code 20429) or an outage (5xx) would.
 
-Shapes: https://www.twilio.com/docs/phone-numbers/api/incomingphonenumber-resource (read multiple) and
-https://www.twilio.com/docs/usage/twilios-response (errors).
+Shapes: https://www.twilio.com/docs/phone-numbers/api/incomingphonenumber-resource (read multiple),
+https://www.twilio.com/docs/voice/api/stream-resource and https://www.twilio.com/docs/usage/twilios-response (errors).
 """
 
 from __future__ import annotations
@@ -27,7 +33,10 @@ import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.helpers.fakes.twilio_call import CallStream, LiveCall
 
 API_VERSION = "2010-04-01"
 ACCOUNT_SID = "AC" + "0" * 31 + "1"
@@ -38,6 +47,11 @@ DATE = "Tue, 01 Dec 2026 12:00:00 +0000"  # Twilio's dates are RFC 2822
 DEFAULT_PAGE_SIZE = 50
 
 Message = dict[str, Any]
+_STREAMS_PATH = re.compile(
+    rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/Calls/(?P<call>CA[0-9a-f]{{32}})/Streams"
+    r"(?:/(?P<sid>MZ[0-9a-f]{32}))?\.json$"
+)
+_FAILURES = {401: (20003, "Authenticate"), 429: (20429, "Too Many Requests"), 500: (20500, "Internal Server Error")}
 _NUMBERS_PATH = re.compile(
     rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/IncomingPhoneNumbers(?:/(?P<sid>PN[0-9a-f]{{32}}))?\.json$"
 )
@@ -120,6 +134,8 @@ class FakeTwilioRest:
         self.account_sid = account_sid
         self._credentials = {account_sid: auth_token, api_key_sid: api_key_secret}
         self.numbers: list[IncomingNumber] = []
+        self.calls: dict[str, LiveCall] = {}
+        self.streams_answer: int | None = None  # a status every Streams request gets instead (429, 500, 503)
         self.requests: list[RecordedRequest] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -128,6 +144,14 @@ class FakeTwilioRest:
         number = IncomingNumber(phone_number=phone_number, **configuration)
         self.numbers.append(number)
         return number
+
+    def add_call(self, call: LiveCall) -> LiveCall:
+        """A call in progress, whose streams the Streams resource starts and stops."""
+        self.calls[call.call_sid] = call
+        return call
+
+    def stream_requests(self) -> list[RecordedRequest]:
+        return [request for request in self.requests if _STREAMS_PATH.match(request.path)]
 
     def __enter__(self) -> FakeTwilioRest:
         fake = self
@@ -188,9 +212,11 @@ class FakeTwilioRest:
         handler.end_headers()
         handler.wfile.write(data)
 
-    def _answer(self, request: RecordedRequest, authorization: str | None) -> tuple[int, Message]:
+    def _answer(self, request: RecordedRequest, authorization: str | None) -> tuple[int, Message]:  # noqa: PLR0911
         if not self._authenticated(authorization):
             return 401, _error(20003, "Authenticate", 401)
+        if (streams := _STREAMS_PATH.match(request.path)) is not None:
+            return self._streams_of(request, streams)
         route = _NUMBERS_PATH.match(request.path)
         if route is None:
             return 404, _error(20404, f"The requested resource {request.path} was not found", 404)
@@ -213,6 +239,56 @@ class FakeTwilioRest:
             if "VoiceMethod" in request.form:
                 number.voice_method = request.form["VoiceMethod"][0]
         return 200, number.resource(self.account_sid)
+
+    def _streams_of(self, request: RecordedRequest, route: re.Match[str]) -> tuple[int, Message]:
+        if route["account"] != self.account_sid:
+            return 401, _error(20003, "Authenticate", 401)  # credentials of one account, the path of another
+        return self._streams(request, route["call"], route["sid"])
+
+    def _streams(self, request: RecordedRequest, call_sid: str, sid: str | None) -> tuple[int, Message]:
+        if request.method != "POST":
+            return 405, _error(20004, "Method not allowed", 405)
+        if self.streams_answer is not None:
+            code, message = _FAILURES.get(self.streams_answer, (20500, "Service Unavailable"))
+            return self.streams_answer, _error(code, message, self.streams_answer)
+        call = self.calls.get(call_sid)
+        if call is None or not call.in_progress:
+            return 404, _error(20404, f"The requested resource {request.path} was not found", 404)
+        form = {name: values[0] for name, values in request.form.items()}
+        if sid is not None:
+            return self._update_stream(request, call, sid, form)
+        if not form.get("Url", "").startswith("wss://"):
+            return 400, _error(21201, "Url must be a wss:// URL", 400)
+        parameters = {}
+        for number in range(1, 100):
+            if f"Parameter{number}.Name" in form:
+                parameters[form[f"Parameter{number}.Name"]] = form.get(f"Parameter{number}.Value", "")
+        stream = call.open_stream_threadsafe(form["Url"], form.get("Track", "inbound_track"), parameters)
+        return 201, self._stream_resource(call_sid, stream, name=form.get("Name"))
+
+    def _update_stream(
+        self, request: RecordedRequest, call: LiveCall, sid: str, form: dict[str, str]
+    ) -> tuple[int, Message]:
+        stream = call.stream(sid)
+        if stream is None:
+            return 404, _error(20404, f"The requested resource {request.path} was not found", 404)
+        if form.get("Status") != "stopped":
+            return 400, _error(21218, "Status must be stopped", 400)
+        if stream.status == "in-progress":
+            call.stop_stream_threadsafe(stream)
+        stream.status = "stopped"
+        return 200, self._stream_resource(call.call_sid, stream, name=None)
+
+    def _stream_resource(self, call_sid: str, stream: CallStream, *, name: str | None) -> Message:
+        return {
+            "account_sid": self.account_sid,
+            "call_sid": call_sid,
+            "sid": stream.sid,
+            "name": name,
+            "status": stream.status,
+            "date_updated": DATE,
+            "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{call_sid}/Streams/{stream.sid}.json",
+        }
 
     def _authenticated(self, authorization: str | None) -> bool:
         scheme, _, encoded = (authorization or "").partition(" ")

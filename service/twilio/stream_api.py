@@ -1,0 +1,112 @@
+"""A live call's streams through Twilio's REST API, with the `twilio` client's async half (the hand-over).
+
+`start_stream` is `POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}/Streams.json` with `Url`, `Track` and the
+stream's parameters as `ParameterN.Name`/`ParameterN.Value`; `stop_stream` is `POST .../Streams/{StreamSid}.json`
+with `Status=stopped` (https://www.twilio.com/docs/voice/api/stream-resource). The client is pointed at
+TWILIO_API_URL through its API domain's `base_url`, as `numbers.py` does, and reads nothing from the environment.
+Every failure becomes one `StreamApiError` whose text says what Twilio answered (status and error code) or that it
+did not answer, never a credential.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+from service.settings import Settings
+from service.twilio.numbers import RestCredentials
+
+MAX_PARAMETERS = 99  # Twilio's Parameter1 ... Parameter99
+REQUEST_TIMEOUT_S = 5.0  # a hand-over has seconds, not minutes: Heroku kills the process 30 s after SIGTERM
+
+
+class StreamApiError(Exception):
+    """Twilio could not be asked, or refused: `status` is the HTTP status (0 when nothing answered)."""
+
+    def __init__(self, message: str, *, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def rest_credentials(settings: Settings) -> RestCredentials | None:
+    """The API key pair when set, else the account SID and auth token; None without an account SID."""
+    account = settings.twilio_account_sid
+    if account is None:
+        return None
+    if settings.twilio_api_key_sid and settings.twilio_api_key_secret:
+        return RestCredentials(account, settings.twilio_api_key_sid, settings.twilio_api_key_secret.get_secret_value())
+    if settings.twilio_auth_token is None:
+        return None
+    return RestCredentials(account, account, settings.twilio_auth_token.get_secret_value())
+
+
+def parameter_fields(parameters: Mapping[str, str]) -> dict[str, str]:
+    """The stream's <Parameter>s as the client's `parameterN_name`/`parameterN_value` arguments."""
+    if len(parameters) > MAX_PARAMETERS:
+        raise StreamApiError(f"{len(parameters)} stream parameters: Twilio takes at most {MAX_PARAMETERS}")
+    fields: dict[str, str] = {}
+    for number, (name, value) in enumerate(parameters.items(), start=1):
+        fields[f"parameter{number}_name"] = name
+        fields[f"parameter{number}_value"] = value
+    return fields
+
+
+class _HeaderAuthClient(AsyncTwilioHttpClient):  # type: ignore[misc] # twilio ships no types
+    """twilio's aiohttp client, with the credentials sent as an `Authorization` header: the client passes them as
+    aiohttp's `auth=BasicAuth(...)`, which aiohttp 3.14 deprecates (and 4.0 removes); the request is the same."""
+
+    async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        # twilio calls request(method, url, params=, data=, headers=, auth=, timeout=, allow_redirects=).
+        auth = kwargs.pop("auth", None)
+        if auth is not None:
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), "Authorization": aiohttp.encode_basic_auth(*auth)}
+        return await super().request(method, url, *args, **kwargs)
+
+
+class StreamApi:
+    """Start and stop streams on a live call, as the account `credentials` name."""
+
+    def __init__(self, credentials: RestCredentials, *, api_url: str, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        self._credentials = credentials
+        self._api_url = api_url
+        self._timeout_s = timeout_s
+
+    async def start_stream(self, call_sid: str, *, url: str, track: str, parameters: Mapping[str, str]) -> str:
+        """Ask Twilio for a new stream of `call_sid` to `url`; its StreamSid."""
+        fields = parameter_fields(parameters)
+        stream = await self._call(
+            "start the stream", lambda calls: calls(call_sid).streams.create_async(url=url, track=track, **fields)
+        )
+        return str(stream.sid)
+
+    async def stop_stream(self, call_sid: str, stream_sid: str) -> None:
+        """Ask Twilio to stop the stream (it then sends `stop` on the stream's socket)."""
+        await self._call("stop the stream", lambda calls: calls(call_sid).streams(stream_sid).update_async("stopped"))
+
+    async def _call(self, what: str, request: Any) -> Any:
+        http = _HeaderAuthClient(timeout=self._timeout_s)
+        client = Client(
+            self._credentials.username,
+            self._credentials.password,
+            account_sid=self._credentials.account_sid,
+            http_client=http,
+            environment={"TWILIO_ACCOUNT_SID": self._credentials.account_sid},
+        )
+        client.api.base_url = self._api_url
+        calls = client.api.v2010.accounts(self._credentials.account_sid).calls
+        try:
+            return await request(calls)
+        except TwilioRestException as exc:
+            code = f", error {exc.code}" if exc.code else ""
+            raise StreamApiError(f"Twilio refused to {what} (HTTP {exc.status}{code})", status=exc.status) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise StreamApiError(f"Twilio's REST API did not answer ({type(exc).__name__})") from None
+        except TwilioException as exc:
+            raise StreamApiError(f"Twilio's answer could not be read ({type(exc).__name__})") from None
+        finally:
+            await http.close()

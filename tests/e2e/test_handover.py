@@ -1,0 +1,285 @@
+"""Hand-over at SIGTERM: two real service processes (the Procfile's web line) on one database, Twilio's REST API
+and its Media Streams played by the stand-ins, SIGTERM to the first in the middle of a word, as Heroku sends it.
+
+The fake Deepgram hears one word per 0.5 s window of a connection's audio, so the old and the new stream, whose
+audio starts at different points of the call, hear different "words" where they overlap. "Every word once" is
+then: the words kept are exactly the old stream's before the cut and the new stream's from the cut on, placed on
+the call's timeline; they follow each other without a gap or an overlap longer than one window (and the placement's
+error); and they cover the call from its first audio to its last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from service.simulator.messages import CallSpec
+from service.storage import migrate, queries
+from service.storage.schema import create_engine
+from tests.helpers.audio import call_audio
+from tests.helpers.credentials import TWILIO_TOKEN
+from tests.helpers.databases import fresh_postgres_database, postgres_server_url
+from tests.helpers.fakes.deepgram_server import FakeDeepgram, RecordedConnection, expected_words
+from tests.helpers.fakes.twilio_call import LiveCall
+from tests.helpers.fakes.twilio_rest import ACCOUNT_SID, API_KEY_SECRET, API_KEY_SID, FakeTwilioRest
+from tests.helpers.processes import start_web
+from tests.helpers.waiting import eventually
+from tests.helpers.webhooks import SECRET, Clock, Receiver, serving
+
+PUBLIC_URL = "https://callscribe.test"  # the host Twilio is given; the router below maps it to a process
+CALL_S = 8.0
+SIGTERM_AT_BYTES = 18_000  # 2.25 s into the call: the middle of the fake's fifth 0.5 s word
+WINDOW_S = 0.5  # the fake Deepgram's word length
+PLACEMENT_S = 0.25  # how far from the audio's true offset a stream may be placed (the two starts' delays differ)
+
+
+@dataclass
+class Router:
+    """Heroku's router: a connection to the public host goes to the process `target` names (a dyno that got
+    SIGTERM gets no new connections)."""
+
+    target: str
+
+    def __call__(self, url: str) -> str:
+        assert url == f"wss://{PUBLIC_URL.removeprefix('https://')}/media", url
+        return self.target.replace("http://", "ws://") + "/media"
+
+
+@dataclass
+class Setup:
+    rest: FakeTwilioRest
+    receiver: Receiver
+    env: dict[str, str]
+    database_url: str
+
+
+@contextlib.asynccontextmanager
+async def shared_database(kind: str, tmp_path: Path) -> AsyncIterator[str]:
+    """The database both processes use: a SQLite file (migrated by the first process), or a fresh PostgreSQL
+    database migrated as the release phase would."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+        return
+    async with fresh_postgres_database(postgres_server_url()) as url:
+        await migrate.upgrade(url)
+        yield url
+
+
+@pytest.fixture
+async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Setup]:
+    receiver = Receiver(Clock.real())
+    with FakeTwilioRest() as rest:
+        async with serving(receiver) as hook, shared_database(getattr(request, "param", "sqlite"), tmp_path) as url:
+            env = {
+                "TWILIO_ACCOUNT_SID": rest.account_sid, "TWILIO_API_KEY_SID": API_KEY_SID,
+                "TWILIO_API_KEY_SECRET": API_KEY_SECRET, "TWILIO_API_URL": rest.url, "PUBLIC_URL": PUBLIC_URL,
+                "DATABASE_URL": url, "TRANSCRIPT_WEBHOOK_URL": hook, "WEBHOOK_SECRET": SECRET,
+                "HANDOVER_TIMEOUT_S": "4",
+            }  # fmt: skip
+            yield Setup(rest, receiver, env, url)
+
+
+async def start(deepgram: FakeDeepgram, directory: Path, env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
+    directory.mkdir()  # noqa: ASYNC240 - once, before the process starts
+    return await start_web(deepgram, directory, **env, DB_JOURNAL_PATH=str(directory / "journal.jsonl"))
+
+
+async def stop(process: asyncio.subprocess.Process) -> list[dict[str, Any]]:
+    """SIGTERM, as Heroku sends it to every process of the dyno; the process's JSON log lines once it exited 0."""
+    os.killpg(process.pid, signal.SIGTERM)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=40)
+    assert process.returncode == 0, stderr.decode()
+    return [json.loads(line) for line in stdout.decode().splitlines()]
+
+
+def events(lines: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [line for line in lines if line["event"] == name]
+
+
+def final_words_logged(lines: list[dict[str, Any]]) -> list[str]:
+    return [word for line in events(lines, "transcript") if line["is_final"] for word in line["text"].split()]
+
+
+def words_heard(connection: RecordedConnection, offset_s: float) -> list[tuple[str, float, float]]:
+    """Every word of the connection's finals, on the call's timeline (the connection starts `offset_s` into it)."""
+    return [
+        (word["word"], word["start"] + offset_s, word["end"] + offset_s)
+        for final in connection.finals()
+        for word in final["channel"]["alternatives"][0]["words"]
+    ]
+
+
+def mid(word: tuple[str, float, float]) -> float:
+    return (word[1] + word[2]) / 2
+
+
+async def place_call(setup: Setup, a_url: str, router: Router) -> LiveCall:
+    spec = CallSpec(inbound=call_audio(140, CALL_S), account_sid=ACCOUNT_SID)
+    call = setup.rest.add_call(LiveCall(spec, auth_token=TWILIO_TOKEN, route=router))
+    await call.place(a_url, f"{PUBLIC_URL}/voice")
+    return call
+
+
+@pytest.mark.parametrize("setup", ["sqlite", "postgresql"], indirect=True)
+async def test_sigterm_hands_the_call_to_the_other_process_and_every_word_arrives_once(
+    deepgram: FakeDeepgram, tmp_path: Path, setup: Setup
+) -> None:
+    """SIGTERM to the first of two processes mid-word: the call moves to the second through a REST-started stream,
+    and every word is logged, stored and delivered once, in order, with increasing times, as one handed-over call."""
+    a, a_url = await start(deepgram, tmp_path / "a", setup.env)
+    b, b_url = await start(deepgram, tmp_path / "b", setup.env)
+    router = Router(a_url)
+    call = await place_call(setup, a_url, router)
+    await deepgram.wait_for_connections(1)
+    await eventually(lambda: len(deepgram.connections[0].audio) >= SIGTERM_AT_BYTES)
+    router.target = b_url
+    a_lines = await stop(a)
+    await call.wait(timeout=CALL_S + 20)
+    await setup.receiver.wait_for("call.completed", timeout=20)
+    b_lines = await stop(b)
+
+    # Twilio's side: a second stream was asked for with the hand-over token, opened on B from where the call was.
+    [create] = [request for request in setup.rest.stream_requests() if "Url" in request.form]
+    assert (create.username, create.form["Url"], create.form["Track"]) == (
+        API_KEY_SID, ["wss://callscribe.test/media"], ["inbound_track"],
+    )  # fmt: skip
+    parameters = {create.form[f"Parameter{n}.Name"][0]: create.form[f"Parameter{n}.Value"][0] for n in range(1, 5)}
+    assert parameters.pop("callscribe_token").startswith("v1.handover.")  # the purpose /voice never issues
+    assert parameters == {"from": call.spec.from_number, "to": call.spec.to_number, "direction": "inbound"}
+    old, new = call.streams
+    assert old.status == new.status == "stopped"
+    assert new.first_slot is not None
+    assert 0 < new.first_slot < len(call.heard(old)) // 160
+    [done] = events(a_lines, "handover.done")
+    [taking] = events(b_lines, "handover.taking_over")
+    cut, offset = done["cut_s"], taking["offset_s"]
+    # The wall-clock placement is where the audio really is (to a few ms; a loaded machine's delays allowed for).
+    assert abs(offset - new.first_slot * 0.02) < PLACEMENT_S
+    assert len(call.heard(old)) / 8000 >= cut + 0.9  # the old stream went on past the cut
+    assert [line["ended_by"] for line in events(a_lines, "call.ended")] == ["handed_over"]
+    assert [line["ended_by"] for line in events(b_lines, "call.ended")] == ["stop"]
+
+    # The words: the old stream's before the cut, then the new stream's from it, covering the whole call.
+    first, second = deepgram.connections
+    kept = [w for w in words_heard(first, 0.0) if mid(w) < cut] + [
+        w for w in words_heard(second, offset) if mid(w) >= cut
+    ]
+    expected = [word for word, _, _ in kept]
+    assert kept[0][1] == 0.0
+    assert abs(kept[-1][2] - CALL_S) < WINDOW_S
+    seams = [later[1] - earlier[2] for earlier, later in itertools.pairwise(kept)]
+    assert all(abs(seam) < WINDOW_S + PLACEMENT_S for seam in seams)
+    assert sum(1 for seam in seams if abs(seam) > 0.01) <= 1
+
+    # Logged once, in order: all of the old process's words before any of the new one's.
+    assert final_words_logged(a_lines) + final_words_logged(b_lines) == expected
+    last_old = [line["timestamp"] for line in events(a_lines, "transcript") if line["is_final"]][-1]
+    first_new = next(line["timestamp"] for line in events(b_lines, "transcript") if line["is_final"])
+    assert last_old <= first_new
+
+    # Stored once, in order, one call that says it was handed over.
+    engine = create_engine(setup.database_url)
+    try:
+        utterances = await queries.get_utterances(engine, call.call_sid)
+        async with engine.connect() as connection:
+            by_arrival = (
+                await connection.execute(text("SELECT start FROM utterances ORDER BY created_at, start"))
+            ).scalars()
+            calls = (await connection.execute(text("SELECT call_sid, handed_over, status FROM calls"))).all()
+            ordered_starts = list(by_arrival)
+    finally:
+        await engine.dispose()
+    assert [word for u in utterances for word in u.text.split()] == expected
+    assert ordered_starts == sorted(ordered_starts)
+    starts = [word["start"] for u in utterances for word in u.words]
+    assert starts == sorted(starts)
+    assert len(set(starts)) == len(starts)
+    assert [(sid, bool(handed_over), status) for sid, handed_over, status in calls] == [
+        (call.call_sid, True, "completed")
+    ]
+
+    # Delivered once, in order, and one call.completed with the whole transcript.
+    hooks = setup.receiver.accepted
+    finals = [event for event in hooks if event["type"] == "utterance.final"]
+    assert [word for event in finals for word in event["data"]["text"].split()] == expected
+    assert len({event["id"] for event in hooks}) == len(hooks)
+    [completed] = [event for event in hooks if event["type"] == "call.completed"]
+    assert completed["data"]["call_sid"] == call.call_sid
+
+
+REFUSALS = {
+    # case: (what the environment changes, what Twilio's stand-in answers, what the log's `why` says)
+    "401": (
+        {"TWILIO_API_KEY_SECRET": "not-the-secret"},
+        None,
+        "Twilio refused to start the stream (HTTP 401, error 20003)",
+    ),
+    "429": ({}, 429, "Twilio refused to start the stream (HTTP 429, error 20429)"),
+    "503": ({}, 503, "Twilio refused to start the stream (HTTP 503"),
+    "unreachable": ({"TWILIO_API_URL": "http://127.0.0.1:9"}, None, "Twilio's REST API did not answer"),
+    "no other process": ({}, None, "no process let the new stream"),
+    "no account SID": ({"TWILIO_ACCOUNT_SID": ""}, None, "TWILIO_ACCOUNT_SID is unset"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+async def test_when_no_one_can_take_over_the_call_is_drained_as_before_and_the_log_says_why(
+    deepgram: FakeDeepgram, tmp_path: Path, setup: Setup, case: str
+) -> None:
+    """Twilio's API refusing (401, 429, 5xx) or unreachable, no second process, or no account SID: the stream is
+    drained and closed 1001 as without hand-over, every word Deepgram heard is logged and stored, none spooled,
+    and one line says why this call was not handed over."""
+    changes, answer, why = REFUSALS[case]
+    setup.rest.streams_answer = answer
+    a, a_url = await start(deepgram, tmp_path / "a", {**setup.env, **changes})
+    call = await place_call(setup, a_url, Router(a_url))  # the router has no other process to send a stream to
+    try:
+        await deepgram.wait_for_connections(1)
+        await eventually(lambda: len(deepgram.connections[0].audio) >= SIGTERM_AT_BYTES)
+        started = asyncio.get_running_loop().time()
+        lines = await stop(a)
+        assert asyncio.get_running_loop().time() - started < 25  # inside Heroku's 30 s
+    finally:
+        await call.hang_up()
+    [skipped] = events(lines, "handover.skipped")
+    assert why in skipped["why"]
+    if case == "no other process":  # the stream no one let in is stopped, so no one transcribes it later
+        new = call.streams[1]
+        # A stopping process takes no new stream: refused at the upgrade, or accepted and closed 1013.
+        assert new.connect_error is not None or new.close_code == 1013
+        assert (new.status, new.first_slot) == ("stopped", None)
+        assert [r.form for r in setup.rest.stream_requests()][-1] == {"Status": ["stopped"]}
+    assert skipped["call_sid"] == call.call_sid
+    assert len(events(lines, "service.handover_off")) == (1 if case == "no account SID" else 0)
+    old = call.streams[0]
+    assert (old.close_code, old.close_reason) == (1001, "callscribe is restarting")
+    [summary] = events(lines, "call.ended")
+    assert (summary["ended_by"], summary["audio_s_spooled"], summary["words_cut_ms"]) == ("shutdown", 0, 0)
+    heard = bytes(deepgram.connections[0].audio)
+    assert len(heard) > SIGTERM_AT_BYTES
+    assert final_words_logged(lines) == expected_words(heard)
+    engine = create_engine(setup.database_url)
+    try:
+        stored = await eventually(lambda: stored_words(engine, call.call_sid), timeout=10)
+        record = await queries.get_call(engine, call.call_sid)
+    finally:
+        await engine.dispose()
+    assert stored == expected_words(heard)
+    assert record is not None
+    assert (record.status, record.handed_over) == ("completed", False)
+
+
+async def stored_words(engine: Any, call_sid: str) -> list[str] | None:
+    utterances = await queries.get_utterances(engine, call_sid)
+    return [word for u in utterances for word in u.text.split()] or None
