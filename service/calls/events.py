@@ -46,7 +46,7 @@ class CallState(enum.StrEnum):
     STREAMING = "streaming"  # connected to Deepgram live: transcripts are coming
     RECONNECTING = "reconnecting"  # the connection failed and is being retried; the audio waits and is replayed
     SPOOLED = "spooled"  # live gave up on the track: the rest is transcribed in batch from the spool
-    HANDED_OVER = "handed_over"  # another process took the call over (reserved: no release emits it yet)
+    HANDED_OVER = "handed_over"  # this process is stopping and a new stream of the call took over elsewhere
 
 
 @dataclass(frozen=True, slots=True)

@@ -252,6 +252,8 @@ class CallSession:
 
     def hand_over_done(self) -> None:
         """The new stream has the call from the cut on: this one ends (its last finals still come)."""
+        for name in self.tracks:
+            self._track_state(name, CallState.HANDED_OVER, "a new stream of the call took over in another process")
         self._end(Ending(EndedBy.HANDED_OVER))
 
     def _begin(self, start: Start, params: dict[str, str]) -> None:

@@ -34,6 +34,7 @@ from tests.helpers.fakes.deepgram_server import FakeDeepgram, RecordedConnection
 from tests.helpers.fakes.twilio_call import LiveCall
 from tests.helpers.fakes.twilio_rest import ACCOUNT_SID, API_KEY_SECRET, API_KEY_SID, FakeTwilioRest
 from tests.helpers.processes import start_web
+from tests.helpers.sse import FeedReader
 from tests.helpers.waiting import eventually
 from tests.helpers.webhooks import SECRET, Clock, Receiver, serving
 
@@ -41,6 +42,7 @@ PUBLIC_URL = "https://callscribe.test"  # the host Twilio is given; the router b
 CALL_S = 8.0
 SIGTERM_AT_BYTES = 18_000  # 2.25 s into the call: the middle of the fake's fifth 0.5 s word
 WINDOW_S = 0.5  # the fake Deepgram's word length
+API_TOKEN = "handover-t0ken"  # for the first process's live feed
 PLACEMENT_S = 0.25  # how far from the audio's true offset a stream may be placed (the two starts' delays differ)
 
 
@@ -85,7 +87,7 @@ async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
                 "TWILIO_ACCOUNT_SID": rest.account_sid, "TWILIO_API_KEY_SID": API_KEY_SID,
                 "TWILIO_API_KEY_SECRET": API_KEY_SECRET, "TWILIO_API_URL": rest.url, "PUBLIC_URL": PUBLIC_URL,
                 "DATABASE_URL": url, "TRANSCRIPT_WEBHOOK_URL": hook, "WEBHOOK_SECRET": SECRET,
-                "HANDOVER_TIMEOUT_S": "4",
+                "HANDOVER_TIMEOUT_S": "4", "API_TOKEN": API_TOKEN,
             }  # fmt: skip
             yield Setup(rest, receiver, env, url)
 
@@ -140,11 +142,15 @@ async def test_sigterm_hands_the_call_to_the_other_process_and_every_word_arrive
     a, a_url = await start(deepgram, tmp_path / "a", setup.env)
     b, b_url = await start(deepgram, tmp_path / "b", setup.env)
     router = Router(a_url)
+    feed = FeedReader(a_url, headers={"Authorization": f"Bearer {API_TOKEN}"})
+    await feed.__aenter__()
     call = await place_call(setup, a_url, router)
     await deepgram.wait_for_connections(1)
     await eventually(lambda: len(deepgram.connections[0].audio) >= SIGTERM_AT_BYTES)
     router.target = b_url
     a_lines = await stop(a)
+    await eventually(lambda: feed.ended)  # the first process's feed ends with it
+    await feed.close()
     await call.wait(timeout=CALL_S + 20)
     await setup.receiver.wait_for("call.completed", timeout=20)
     b_lines = await stop(b)
@@ -168,6 +174,11 @@ async def test_sigterm_hands_the_call_to_the_other_process_and_every_word_arrive
     assert abs(offset - new.first_slot * 0.02) < PLACEMENT_S
     assert len(call.heard(old)) / 8000 >= cut + 0.9  # the old stream went on past the cut
     assert [line["ended_by"] for line in events(a_lines, "call.ended")] == ["handed_over"]
+    # The first process's live feed says the call was handed over, not that it ended.
+    states = [
+        e.data["state"] for e in feed.events if e.event == "call.state" and e.data["call_sid"] == call.spec.call_sid
+    ]
+    assert states == ["streaming", "handed_over"]
     assert [line["ended_by"] for line in events(b_lines, "call.ended")] == ["stop"]
 
     # The words: the old stream's before the cut, then the new stream's from it, covering the whole call.
