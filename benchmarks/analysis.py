@@ -7,6 +7,13 @@ monotonic, read once by the runner) converts the steady-state window to wall clo
 The steady-state window is [last call started + 2 s, first call stopping - 1 s], from the plan. When calls
 are too short or too staggered for that to last a second, it widens to [last start, first stop], then to the
 whole run, and says so (`window_fallback`).
+
+Whole calls: CPU from the first /proc sample (taken as the load generator starts, before any /voice) to the
+last (a tail after it ended: the last finals, the summaries, the store), over every track-second sent. What
+the calls cost beyond their audio at each end (set-up: /voice, the upgrade, the Deepgram connections; tear-
+down: CloseStream, the last finals, the summary, the store) is the CPU outside the steady window minus what
+its audio costs at the steady rate, per call. Forward latency is reported over whole calls, from each call's
+3rd second on, in the steady window, and per second of call.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import bisect
 import datetime
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks import stats
@@ -77,6 +84,10 @@ def planned_window(loadgen: Mapping[str, Any]) -> Window:
     return steady_window(starts, stops)
 
 
+FRAMES_PER_SECOND = 50  # 20 ms frames
+FROM_SECOND = 2  # "from the 3rd second on": frames at least 2 s into their call
+
+
 @dataclass
 class _Join:
     forward_ns: list[int]  # steady-state frames only
@@ -85,6 +96,9 @@ class _Join:
     send_times_ns: list[int]  # every frame's send time, sorted: for counting audio within an interval
     sent: int = 0
     received: int = 0
+    all_forward_ns: list[int] = field(default_factory=list)  # every frame of every call
+    later_forward_ns: list[int] = field(default_factory=list)  # frames from the 3rd second of their call on
+    by_second_ns: dict[int, list[int]] = field(default_factory=dict)  # second of call -> its frames' latencies
 
 
 def join_frames(loadgen: Mapping[str, Any], receipts: Mapping[str, Sequence[int]], window: Window) -> _Join:
@@ -109,10 +123,16 @@ def join_frames(loadgen: Mapping[str, Any], receipts: Mapping[str, Sequence[int]
                 if got is None:
                     continue
                 join.received += 1
+                forward = got - sent_ns
                 if seq == 0:
-                    join.first_ns.append(got - sent_ns)
+                    join.first_ns.append(forward)
                 if window.holds(sent_ns):
-                    join.forward_ns.append(got - sent_ns)
+                    join.forward_ns.append(forward)
+                join.all_forward_ns.append(forward)
+                second = seq // FRAMES_PER_SECOND
+                if second >= FROM_SECOND:
+                    join.later_forward_ns.append(forward)
+                join.by_second_ns.setdefault(second, []).append(forward)
     join.send_times_ns.sort()
     return join
 
@@ -182,6 +202,37 @@ def resource_metrics(ticks: Sequence[Tick], window: Window, join: _Join, idle_rs
     }
 
 
+def whole_call_metrics(ticks: Sequence[Tick], window: Window, join: _Join, calls: int) -> Metrics:
+    """CPU per track-second over whole calls, and each call's set-up and tear-down beyond its audio."""
+    if len(ticks) < 2:
+        raise ValueError("need at least two /proc samples")
+    first, last = ticks[0], ticks[-1]
+    cpu_s = last.service_cpu_s - first.service_cpu_s
+    audio_s = stats.track_seconds(join.sent)
+    before, after = _around(ticks, window)
+    steady_s = stats.track_seconds(_frames_between(join.send_times_ns, before.t_ns, after.t_ns))
+    steady_rate = (after.service_cpu_s - before.service_cpu_s) / steady_s if steady_s > 0 else 0.0  # CPU s / track-s
+
+    def beyond_audio(start: Tick, end: Tick, end_ns: int) -> float:
+        audio = stats.track_seconds(_frames_between(join.send_times_ns, start.t_ns, end_ns))
+        return 1000 * (end.service_cpu_s - start.service_cpu_s - steady_rate * audio) / calls
+
+    return {
+        "whole_cpu_s": cpu_s,
+        "whole_track_seconds": audio_s,
+        "cpu_ms_per_track_second_whole": stats.cpu_ms_per_call_second(cpu_s, audio_s) if audio_s > 0 else None,
+        "setup_cpu_ms_per_call": beyond_audio(first, before, before.t_ns),
+        "teardown_cpu_ms_per_call": beyond_audio(after, last, last.t_ns + 1),
+    }
+
+
+def per_second(join: _Join) -> dict[str, list[float | None]]:
+    """Forward latency p50 and p99 (ms) for each second of call, from the first."""
+    seconds = range(max(join.by_second_ns, default=-1) + 1)
+    summaries = [stats.summary(join.by_second_ns.get(second, [])) for second in seconds]
+    return {key: [summary[key] for summary in summaries] for key in ("p50", "p99")}
+
+
 def _prefixed(prefix: str, values: stats.Summary) -> Metrics:
     return {f"{prefix}_{key}_ms" if key != "n" else f"{prefix}_n": value for key, value in values.items()}
 
@@ -190,6 +241,8 @@ def latency_metrics(join: _Join, results_ns: Sequence[int]) -> Metrics:
     """Forward, first-audio, result latency and send-lag summaries, flattened (forward_p99_ms, ...)."""
     return {
         **_prefixed("forward", stats.summary(join.forward_ns)),
+        **_prefixed("forward_whole", stats.summary(join.all_forward_ns)),
+        **_prefixed("forward_later", stats.summary(join.later_forward_ns)),
         **_prefixed("first_audio", stats.summary(join.first_ns)),
         **_prefixed("result", stats.summary(results_ns)),
         **_prefixed("send_lag", stats.summary(join.send_lag_ns)),

@@ -11,8 +11,11 @@ Why it is shaped this way:
   The send time (read just before `send`) and the planned time give the harness's own send lag, so a
   saturated harness shows up as lag rather than being blamed on the service.
 - Each payload is tagged (benchmarks/tagging.py) so the stand-in can say when each frame arrived.
-- It does not POST /voice first: that webhook is a per-call cost, not a per-frame one, and leaving it out keeps
-  the measurement on the media path. The stream is signed as Twilio signs it: the wss:// URL, no parameters.
+- It POSTs /voice for every call first, signed as Twilio signs it, and gives each stream the <Parameter>s its
+  TwiML named (the stream token among them), as Twilio does; `--no-voice` leaves that out, for a server with
+  no /voice (the peer, `benchmarks/peer.py`). The upgrade is signed too: the wss:// URL, no parameters.
+- `--ringing-s S` (both tracks): the outbound track sends nothing for its first S seconds, as while a
+  `<Dial>` rings; its media then starts with Twilio's timestamps (ms since the stream's start) and chunk 1.
 - Sockets open CONNECT_LEAD_S before their call starts; `connected` goes out on open, `start` right before the
   first media message, `stop` one slot after the last, then the call waits (bounded) for the service's close.
 """
@@ -65,7 +68,7 @@ class Call:
     start_ns: int  # planned monotonic time of `start` and of media slot 0
     connected_text: str
     start_text: str
-    media: list[str]  # slot-major: slot k, track t is media[k * tracks + t]
+    media: list[list[tuple[int, str]]]  # per slot: (track index, message) for each track that sends in it
     stop_text: str
     sent_ns: list[list[int]] = field(default_factory=list)  # per track, per slot: monotonic ns before send; 0 = not
     next_slot: int = 0
@@ -127,23 +130,57 @@ async def stream_parameters(media_url: str, token: str, specs: list[CallSpec]) -
         return list(await asyncio.gather(*(one(client, spec) for spec in specs)))
 
 
-def prepare_call(index: int, spec: CallSpec, parameters: dict[str, str], tracks: int, frames: int) -> Call:
-    """Every message of call `index`, as the simulator builds them."""
+def prepare_call(
+    index: int, spec: CallSpec, parameters: dict[str, str], tracks: int, frames: int, *, ringing_frames: int = 0
+) -> Call:
+    """Every message of call `index`, as the simulator builds them; the outbound's first `ringing_frames` left out."""
     names = TRACK_NAMES[:tracks]
     planned = plan_messages(spec, new_stream_sid(), names, parameters)
-    media = [message.text for message in planned[2:-1]]
-    if len(media) != frames * tracks or any(len(m.payload) != FRAME_BYTES for m in planned[2:-1]):
+    if len(planned) != 3 + frames * tracks or any(len(m.payload) != FRAME_BYTES for m in planned[2:-1]):
         raise RuntimeError("the simulator's plan does not have one 160-byte media message per track and slot")
+    texts = [message.text for message in planned]
+    if ringing_frames:
+        texts = ringing(texts, ringing_frames)
+    media: list[list[tuple[int, str]]] = [[] for _ in range(frames)]
+    for slot, track, text in slots_of(texts[2:-1]):
+        media[slot].append((names.index(track), text))
     return Call(
         index=index,
         tracks=tracks,
         frames=frames,
         start_ns=0,
-        connected_text=planned[0].text,
-        start_text=planned[1].text,
+        connected_text=texts[0],
+        start_text=texts[1],
         media=media,
-        stop_text=planned[-1].text,
+        stop_text=texts[-1],
     )
+
+
+def slots_of(media: list[str]) -> list[tuple[int, str, str]]:
+    """(slot, track, message) of each media message: its slot is its timestamp in 20 ms frames."""
+    out = []
+    for text in media:
+        fields = json.loads(text)["media"]
+        out.append((int(fields["timestamp"]) // 20, str(fields["track"]), text))
+    return out
+
+
+def ringing(texts: list[str], silent_frames: int) -> list[str]:
+    """The plan without the outbound's first `silent_frames` media messages; sequence numbers stay gapless and
+    the outbound's chunks count from 1 when it starts, as Twilio numbers them."""
+    kept: list[str] = []
+    for text in texts:
+        message = json.loads(text)
+        media = message.get("media")
+        if media is not None and media["track"] == "outbound":
+            chunk = int(media["chunk"]) - silent_frames
+            if chunk < 1:
+                continue
+            media["chunk"] = str(chunk)
+        if "sequenceNumber" in message:
+            message["sequenceNumber"] = str(len(kept))  # `connected` has none, `start` is 1
+        kept.append(json.dumps(message, separators=(",", ":")))
+    return kept
 
 
 def start_offsets_ns(calls: int, start: str, stagger_s: float) -> list[int]:
@@ -169,10 +206,9 @@ async def _send_due(call: Call, now: int) -> int | None:
             return None
         if slot == 0:
             await ws.send(call.start_text)
-        base = slot * call.tracks
-        for track in range(call.tracks):
+        for track, text in call.media[slot]:
             call.sent_ns[track][slot] = time.monotonic_ns()
-            await ws.send(call.media[base + track])
+            await ws.send(text)
     except ConnectionClosed as exc:
         call.error = f"closed by the service before stop: {exc.rcvd.code if exc.rcvd else 1006}"
         call.finished.set()
@@ -274,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, required=True, help="audio per call and track, in seconds")
     parser.add_argument("--token", required=True, help="the service's TWILIO_AUTH_TOKEN, to sign the upgrade")
     parser.add_argument("--out", type=Path, required=True, help="JSON record of every send")
+    parser.add_argument("--no-voice", action="store_true", help="no /voice first: the streams carry no parameters")
+    parser.add_argument("--ringing-s", type=float, default=0.0, help="both tracks: the outbound silent this long")
     args = parser.parse_args(argv)
     if urlsplit(args.url).hostname != "127.0.0.1":
         parser.error("the load generator only targets 127.0.0.1")
@@ -281,9 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     frames = max(1, round(args.duration_s / 0.02))
     offsets = start_offsets_ns(args.calls, args.start, args.stagger_s)
     specs = [call_spec(index, args.tracks, frames) for index in range(args.calls)]
-    parameters = asyncio.run(stream_parameters(args.url, args.token, specs))
+    if args.no_voice:
+        parameters: list[dict[str, str]] = [{} for _ in specs]
+    else:
+        parameters = asyncio.run(stream_parameters(args.url, args.token, specs))
+    ringing_frames = round(args.ringing_s / 0.02) if args.tracks == len(TRACK_NAMES) else 0
     prepared = [
-        prepare_call(index, spec, params, args.tracks, frames)
+        prepare_call(index, spec, params, args.tracks, frames, ringing_frames=ringing_frames)
         for index, (spec, params) in enumerate(zip(specs, parameters, strict=True))
     ]
     prepare_s = time.monotonic() - started

@@ -1,4 +1,4 @@
-"""Pure layer: the benchmark report as Markdown (a table for docs/benchmarks.md) and as a short console summary."""
+"""Pure layer: the benchmark report as Markdown (tables for docs/benchmarks.md) and as a short console summary."""
 
 from __future__ import annotations
 
@@ -7,29 +7,58 @@ from typing import Any
 
 START_MARKER = "<!-- bench:start -->"
 END_MARKER = "<!-- bench:end -->"
+MARKERS = (START_MARKER, END_MARKER)
+STARTUP_MARKERS = ("<!-- bench-startup:start -->", "<!-- bench-startup:end -->")
+PINNED = "yes (server on CPU 0, harness on CPU 1)"
+UNPINNED = "no (load generator, stand-in and server share the cores)"
+PER_SECOND_COLUMNS = 6  # scenarios shown side by side in the per-second table
+PER_SECOND_ROWS = 60
 
-# (header, metric key, decimals): the table's columns after the scenario's name.
-COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("fwd p50 ms", "forward_p50_ms", 2),
-    ("fwd p99 ms", "forward_p99_ms", 2),
-    ("fwd max ms", "forward_max_ms", 1),
-    ("first-audio p50 ms", "first_audio_p50_ms", 1),
+Column = tuple[str, str, int]  # (header, metric key, decimals)
+
+LATENCY_COLUMNS: tuple[Column, ...] = (
+    ("fwd p50 ms", "forward_whole_p50_ms", 2),
+    ("fwd p99 ms", "forward_whole_p99_ms", 2),
+    ("fwd p99 from 3rd s", "forward_later_p99_ms", 2),
+    ("fwd p99 steady", "forward_p99_ms", 2),
+    ("fwd max ms", "forward_whole_max_ms", 1),
     ("first-audio p99 ms", "first_audio_p99_ms", 1),
-    ("first-audio max ms", "first_audio_max_ms", 1),
     ("result p50 ms", "result_p50_ms", 2),
     ("result p99 ms", "result_p99_ms", 2),
-    ("CPU ms / track-s", "cpu_ms_per_track_second", 2),
-    ("MiB / call", "mib_per_call", 3),
-    ("calls / core", "calls_per_core", 0),
     ("frames lost", "frames_lost", 0),
-    ("service CPU %", "service_cpu_pct", 0),
     ("send-lag p99 ms", "send_lag_p99_ms", 2),
+)
+COST_COLUMNS: tuple[Column, ...] = (
+    ("CPU ms / track-s, whole calls", "cpu_ms_per_track_second_whole", 2),
+    ("CPU ms / track-s, steady", "cpu_ms_per_track_second", 2),
+    ("set-up CPU ms / call", "setup_cpu_ms_per_call", 1),
+    ("tear-down CPU ms / call", "teardown_cpu_ms_per_call", 1),
+    ("service CPU % (steady)", "service_cpu_pct", 0),
+    ("MiB / call", "mib_per_call", 3),
+    ("harness CPU %", "harness_cpu_pct", 0),
+)
+STARTUP_COLUMNS: tuple[Column, ...] = (
+    ("start-up ms (to /healthz)", "startup_ms", 0),
+    ("start-up CPU s", "startup_cpu_s", 2),
+    ("idle RSS MiB", "idle_rss_mib", 1),
+    ("processes", "processes", 0),
+)
+RATIO_COLUMNS: tuple[Column, ...] = (
+    ("CPU, whole calls", "cpu_ms_per_track_second_whole", 2),
+    ("CPU, steady", "cpu_ms_per_track_second", 2),
+    ("fwd p99", "forward_whole_p99_ms", 2),
 )
 
 
-def scenario_name(calls: int, tracks: int, start: str) -> str:
-    """ "25 calls x 1 track, together"."""
-    return f"{calls} calls x {'1 track' if tracks == 1 else 'both tracks'}, {start}"
+def scenario_name(calls: int, tracks: int, start: str, duration_s: float = 0.0, ringing_s: float = 0.0) -> str:
+    """ "25 calls x 1 track, together, 20 s"; a ringing scenario says how long its outbound was silent."""
+    if tracks == 1:
+        shape = "1 track"
+    elif ringing_s:
+        shape = f"both tracks (outbound silent {ringing_s:g} s)"
+    else:
+        shape = "both tracks"
+    return f"{calls} calls x {shape}, {start}" + (f", {duration_s:g} s" if duration_s else "")
 
 
 def _cell(value: Any, decimals: int) -> str:
@@ -38,79 +67,171 @@ def _cell(value: Any, decimals: int) -> str:
     return f"{value:,.{decimals}f}"
 
 
-def table(scenarios: Sequence[Mapping[str, Any]]) -> str:
-    """The Markdown table: one row per scenario, each metric the median over repeats."""
-    header = "| scenario | " + " | ".join(title for title, _, _ in COLUMNS) + " |"
-    rule = "|---|" + "---:|" * len(COLUMNS)
+def _row_name(entry: Mapping[str, Any], many_variants: bool) -> str:
+    return f"{entry['name']} [{entry['variant']}]" if many_variants else str(entry["name"])
+
+
+def table(
+    entries: Sequence[Mapping[str, Any]],
+    columns: Sequence[Column],
+    *,
+    key: str = "median",
+    first: str = "scenario",
+    labelled: bool = False,
+) -> str:
+    """A Markdown table: one row per entry, each cell that entry's `key` mapping's metric; rows name their
+    variant when there are several (or when `labelled`)."""
+    many = labelled or len({entry.get("variant") for entry in entries}) > 1
+    header = f"| {first} | " + " | ".join(title for title, _, _ in columns) + " |"
+    rule = "|---|" + "---:|" * len(columns)
     rows = [
-        f"| {scenario['name']} | " + " | ".join(_cell(scenario["median"].get(key), d) for _, key, d in COLUMNS) + " |"
-        for scenario in scenarios
+        f"| {_row_name(entry, many)} | " + " | ".join(_cell(entry[key].get(k), d) for _, k, d in columns) + " |"
+        for entry in entries
+        if not entry.get("skipped")
     ]
     return "\n".join([header, rule, *rows])
 
 
-def markdown_block(report: Mapping[str, Any]) -> str:
-    """What goes between the markers: provenance, the table, and how to read it."""
+def per_second_table(entries: Sequence[Mapping[str, Any]]) -> str | None:
+    """Forward p99 (ms) by second of call, one column per scenario with both tracks that started together."""
+    chosen = [
+        entry for entry in entries if entry["tracks"] == 2 and entry["start"] == "together" and not entry.get("skipped")
+    ][:PER_SECOND_COLUMNS]
+    if not chosen:
+        return None
+    many = len({entry.get("variant") for entry in entries}) > 1
+    header = "| second of call | " + " | ".join(_row_name(entry, many) for entry in chosen) + " |"
+    rule = "|---|" + "---:|" * len(chosen)
+    length = min(PER_SECOND_ROWS, max(len(entry["per_second"]["p99"]) for entry in chosen))
+    rows = []
+    for second in range(length):
+        cells = [entry["per_second"]["p99"] for entry in chosen]
+        values = [_cell(values[second] if second < len(values) else None, 1) for values in cells]
+        rows.append(f"| {second + 1} | " + " | ".join(values) + " |")
+    return "\n".join([header, rule, *rows])
+
+
+def _provenance(report: Mapping[str, Any]) -> str:
     machine = report["machine"]
-    scenarios = report["scenarios"]
-    startup = [s["median"].get("startup_ms") for s in scenarios if s["median"].get("startup_ms") is not None]
-    idle = [s["median"].get("idle_rss_mib") for s in scenarios if s["median"].get("idle_rss_mib") is not None]
+    variants = ", ".join(f"{v['label']} (`{v['git_revision']}`)" for v in report.get("variants", []))
+    return (
+        f"Run {report['date']} at `{report['git_revision']}` on {machine['cpu_model']}, {machine['cpu_count']} CPUs, "
+        f"Python {machine['python']}; pinned: {PINNED if report['pinned'] else UNPINNED}. "
+        f"Served, in turn each round: {variants}. Median of {report['repeats']} round(s). "
+        f"Env overrides: {', '.join(report['env']) or 'none'}.\n\nCommand: `{report['command']}`"
+    )
+
+
+def markdown_block(report: Mapping[str, Any]) -> str:
+    """What goes between the markers: provenance, the tables, and how to read them."""
+    entries = report["scenarios"]
     lines = [
-        f"Run {report['date']} at `{report['git_revision']}` ({report['label']}) on {machine['cpu_model']}, "
-        f"{machine['cpu_count']} CPUs, Python {machine['python']}; service pinned to its own core: "
-        f"{'yes' if report['pinned'] else 'no'}. Audio {report['duration_s']:g} s per call, median of "
-        f"{report['repeats']} run(s). Env overrides: {', '.join(report['env']) or 'none'}."
-        + (" Served: `benchmarks/floor.py` (the stack alone), not callscribe." if report.get("floor") else ""),
+        _provenance(report),
         "",
-        table(scenarios),
+        "Latency (forward: Twilio media message sent until its audio reached the Deepgram stand-in; over whole "
+        "calls, from each call's 3rd second on, and in the steady window):",
         "",
-        "Forward: Twilio media message sent until its audio reached the Deepgram stand-in (steady state). "
-        "First-audio: the first frame of each track, which waits for the Deepgram connection. Result: stand-in "
-        "`Results` sent until the service logged the transcript. CPU is per track-second (one track of one call "
-        "for one second); calls/core = 1000 / that, for single-track calls.",
+        table(entries, LATENCY_COLUMNS),
+        "",
+        "Cost (CPU of the server's whole process tree; whole calls: from the load generator's start, /voice "
+        "included, until its end plus a tail; set-up and tear-down: CPU outside the steady window beyond what "
+        "its audio costs at the steady rate, per call):",
+        "",
+        table(entries, COST_COLUMNS),
+        "",
+        "Start-up of each run's server (spawn until /healthz answers; idle RSS after a settle):",
+        "",
+        table(entries, STARTUP_COLUMNS),
     ]
-    if startup and idle:
+    compared = [entry for entry in entries if entry.get("ratios_to_first") and not entry.get("skipped")]
+    if compared:
+        first = report["variants"][0]["label"]
         lines += [
             "",
-            f"Start-up (spawn until /healthz answers): {min(startup):.0f}-{max(startup):.0f} ms; idle RSS "
-            f"{min(idle):.1f}-{max(idle):.1f} MiB.",
+            f"Against {first}, the median of the per-round ratios:",
+            "",
+            table(compared, RATIO_COLUMNS, key="ratios_to_first", labelled=True),
         ]
-    first = report.get("first_limit")
-    if first:
-        lines += ["", f"First to give out: {first['scenario']}: {', '.join(first['limits'])}."]
+    seconds = per_second_table(entries)
+    if seconds:
+        lines += ["", "Forward p99 (ms) by second of call:", "", seconds]
+    first_limit = report.get("first_limit")
+    if first_limit:
+        lines += ["", f"First to give out: {first_limit['scenario']}: {', '.join(first_limit['limits'])}."]
     return "\n".join(lines)
 
 
-def replace_block(document: str, block: str) -> str | None:
-    """`document` with the text between the bench markers replaced by `block`; None if the markers are absent."""
-    start, end = document.find(START_MARKER), document.find(END_MARKER)
+def startup_block(report: Mapping[str, Any]) -> str:
+    """The --startup report: each variant's start-up medians, and their ratios to the first."""
+    rows = [dict(row, name=row["variant"]) for row in report["startup"]]
+    lines = [_provenance(report), "", table(rows, STARTUP_COLUMNS, first="server")]
+    compared = [row for row in rows if row.get("ratios_to_first")]
+    if compared:
+        ratio_columns = (("start-up CPU", "startup_cpu_s", 2), ("idle RSS", "idle_rss_mib", 2))
+        lines += [
+            "",
+            "Median of the per-round ratios:",
+            "",
+            table(compared, ratio_columns, key="ratios_to_first", first="server"),
+        ]
+    return "\n".join(lines)
+
+
+def replace_block(document: str, block: str, markers: tuple[str, str] = MARKERS) -> str | None:
+    """`document` with the text between the markers replaced by `block`; None if the markers are absent."""
+    start_marker, end_marker = markers
+    start, end = document.find(start_marker), document.find(end_marker)
     if start < 0 or end < start:
         return None
-    return f"{document[: start + len(START_MARKER)]}\n{block}\n{document[end:]}"
+    return f"{document[: start + len(start_marker)]}\n{block}\n{document[end:]}"
 
 
-def standalone(block: str) -> str:
+def standalone(block: str, markers: tuple[str, str] = MARKERS) -> str:
     """A whole Markdown file around `block`, markers included so later runs can rewrite just the block."""
     intro = "# Benchmarks\n\nWritten by `python -m benchmarks.run` (`make bench`)."
-    return f"{intro}\n\n{START_MARKER}\n{block}\n{END_MARKER}\n"
+    return f"{intro}\n\n{markers[0]}\n{block}\n{markers[1]}\n"
 
 
 def console_summary(report: Mapping[str, Any]) -> str:
     """A few lines per scenario for the terminal."""
     lines = []
-    for scenario in report["scenarios"]:
-        m = scenario["median"]
+    for entry in report["scenarios"]:
+        if entry.get("skipped"):
+            lines.append(f"{entry['name']} [{entry['variant']}]: skipped: {entry['skipped']}")
+            continue
+        m = entry["median"]
         lines.append(
-            f"{scenario['name']}: forward p50/p99/max {_cell(m.get('forward_p50_ms'), 2)}/"
-            f"{_cell(m.get('forward_p99_ms'), 2)}/{_cell(m.get('forward_max_ms'), 1)} ms, first-audio p99 "
-            f"{_cell(m.get('first_audio_p99_ms'), 1)} ms, result p99 {_cell(m.get('result_p99_ms'), 2)} ms, "
-            f"{_cell(m.get('cpu_ms_per_track_second'), 2)} CPU ms/track-s (service CPU "
-            f"{_cell(m.get('service_cpu_pct'), 0)}%), {_cell(m.get('mib_per_call'), 3)} MiB/call, lost "
-            f"{_cell(m.get('frames_lost'), 0)}, send-lag p99 {_cell(m.get('send_lag_p99_ms'), 2)} ms"
-            + (f"  <- {', '.join(scenario['limits'])}" if scenario["limits"] else "")
+            f"{entry['name']} [{entry['variant']}]: forward p50/p99/p99-from-3rd-s/max "
+            f"{_cell(m.get('forward_whole_p50_ms'), 2)}/{_cell(m.get('forward_whole_p99_ms'), 2)}/"
+            f"{_cell(m.get('forward_later_p99_ms'), 2)}/{_cell(m.get('forward_whole_max_ms'), 1)} ms, first-audio p99 "
+            f"{_cell(m.get('first_audio_p99_ms'), 1)} ms, result p99 {_cell(m.get('result_p99_ms'), 2)} ms, CPU "
+            f"{_cell(m.get('cpu_ms_per_track_second_whole'), 2)} ms/track-s whole calls "
+            f"({_cell(m.get('cpu_ms_per_track_second'), 2)} steady, set-up {_cell(m.get('setup_cpu_ms_per_call'), 1)} "
+            f"+ tear-down {_cell(m.get('teardown_cpu_ms_per_call'), 1)} ms/call), {_cell(m.get('mib_per_call'), 3)} "
+            f"MiB/call, lost {_cell(m.get('frames_lost'), 0)}, send-lag p99 {_cell(m.get('send_lag_p99_ms'), 2)} ms"
+            + (f"  <- {', '.join(entry['limits'])}" if entry["limits"] else "")
         )
+        ratios = entry.get("ratios_to_first") or {}
+        if ratios:
+            lines.append(
+                f"  vs first: CPU whole {_cell(ratios.get('cpu_ms_per_track_second_whole'), 2)}x, steady "
+                f"{_cell(ratios.get('cpu_ms_per_track_second'), 2)}x, "
+                f"fwd p99 {_cell(ratios.get('forward_whole_p99_ms'), 2)}x"
+            )
     first = report.get("first_limit")
     lines.append(
         f"first to give out: {first['scenario']}: {', '.join(first['limits'])}" if first else "nothing gave out"
     )
+    return "\n".join(lines)
+
+
+def startup_summary(report: Mapping[str, Any]) -> str:
+    """One line per variant for the terminal."""
+    lines = []
+    for row in report["startup"]:
+        m = row["median"]
+        lines.append(
+            f"{row['variant']}: start-up {_cell(m.get('startup_ms'), 0)} ms, {_cell(m.get('startup_cpu_s'), 2)} s CPU, "
+            f"idle RSS {_cell(m.get('idle_rss_mib'), 1)} MiB, {_cell(m.get('processes'), 0)} process(es)"
+        )
     return "\n".join(lines)

@@ -1,16 +1,23 @@
 """Orchestrator: `python -m benchmarks.run` (`make bench`) plays N calls through a fresh service per run.
 
-For each scenario (calls x tracks x start) and repeat: start the Deepgram stand-in, start the real service
-(`python -m service serve --workers 1`, Hypercorn) pointed at it, measure its start-up and idle memory, run the
-load generator while sampling the service's process tree from /proc, stop everything, then join the records
-(benchmarks/analysis.py). Each process is its own OS process; with two or more CPUs the service's tree is
-pinned to CPU 0 and the harness (stand-in, load generator, this runner) to CPU 1, so the service has a core to
-itself and a saturated harness cannot steal from it. Every wait is bounded, and child processes are stopped
-in `finally`, Ctrl-C included. Only 127.0.0.1 is ever contacted.
+For each scenario (calls x tracks x start x duration), round and variant: start the Deepgram stand-in, start
+the server (callscribe's `python -m service serve --workers 1`, or the floor, or the peer) pointed at it,
+measure its start-up (time and CPU until /healthz answers) and idle memory, run the load generator while
+sampling the server's process tree from /proc, stop everything, then join the records
+(benchmarks/analysis.py). Variants (callscribe from this checkout, from a `--baseline` checkout, the peer)
+take their turns inside each round, so a machine that drifts over minutes drifts for all of them alike.
 
-Output: a JSON report (default docs/benchmarks.json) and a Markdown table, written between the
-`<!-- bench:start -->`/`<!-- bench:end -->` markers of --out-md (default docs/benchmarks.md) when it has them,
-else as a whole file.
+By default nothing is pinned: the load generator, the stand-in and the server share the machine's cores, as
+on a laptop or a small dyno. `--pin` puts the server's tree on CPU 0 and the harness on CPU 1 instead. Each
+process is its own OS process; every wait is bounded, and child processes are stopped in `finally`, Ctrl-C
+included. Only 127.0.0.1 is ever contacted.
+
+`--startup N` only starts and stops each variant N times (rounds interleaved) and reports its start-up.
+
+Output: a JSON report (default docs/benchmarks.json) and Markdown, written between the
+`<!-- bench:start -->`/`<!-- bench:end -->` markers of --out-md (default docs/benchmarks.md; the start-up
+report between `<!-- bench-startup:start -->`/`<!-- bench-startup:end -->`) when it has them, else as a
+whole file.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 SAMPLE_INTERVAL_S = 0.5
 RESCAN_EVERY = 10  # samples between looking for new processes in the service's tree
+TAIL_S = 2.0  # after the load generator ends: the last finals, the summaries, the store
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0  # the service drains its calls on SIGTERM; they are all over by then
 READY_TIMEOUT_S = 15.0
@@ -50,7 +58,9 @@ IDLE_SETTLE_S = 1.0  # after the warm-up request, before idle memory is read
 LOADGEN_SLACK_S = 60.0  # beyond the plan: preparing, connecting, closing
 SERVICE_CPU, HARNESS_CPU = 0, 1
 DEFAULT_CALLS, DEFAULT_TRACKS, DEFAULT_STARTS = (25, 50, 100, 200), (1, 2), ("together", "staggered")
-NAMED_SCENARIO = (40, 1, "together")  # the issue's "40 calls, single track, all starting at the same moment"
+NAMED_SCENARIO = (40, 2, "together")  # the issue's "40 both-track calls starting together"
+RINGING_S = 5.0  # the "ringing" scenario: the outbound track silent this long (a <Dial> ringing)
+CLOSED_PORT = 9  # --startup: the service never reaches Deepgram before a call
 
 
 @dataclass(frozen=True, order=True)
@@ -58,24 +68,40 @@ class Scenario:
     """One load shape; ordered so that, within a track count and start, calls grow down the table."""
 
     tracks: int
+    ringing_s: float
     start: str
+    duration_s: float
     calls: int
 
     @property
     def name(self) -> str:
-        return report.scenario_name(self.calls, self.tracks, self.start)
+        return report.scenario_name(self.calls, self.tracks, self.start, self.duration_s, self.ringing_s)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One server under test: callscribe (from a checkout), the floor or the peer."""
+
+    label: str
+    served: str  # "callscribe", "floor" or "peer"
+    checkout: Path = REPO  # callscribe's code and interpreter
+
+    @property
+    def python(self) -> str:
+        if self.checkout == REPO:
+            return PYTHON
+        return str(self.checkout / ".venv" / "bin" / "python")
 
 
 @dataclass(frozen=True)
 class Options:
     """How every run is done."""
 
-    duration_s: float
     stagger_s: float
     repeats: int
     env: dict[str, str]
     wrapper: list[str]
-    floor: bool  # serve benchmarks/floor.py (the stack alone) instead of callscribe
+    variants: list[Variant]
     pin: bool
     workdir: Path
     subscribers: int = 0  # live feed clients (benchmarks/subscribers.py) open during every run
@@ -133,14 +159,16 @@ def free_port() -> int:
         return port
 
 
-def service_env(options: Options, rundir: Path, standin_port: int, token: str, tracks: int) -> dict[str, str]:
+def service_env(
+    options: Options, variant: Variant, rundir: Path, standin_port: int, token: str, *, tracks: int
+) -> dict[str, str]:
     """The service's environment: inherited variables minus any callscribe setting, then ours, then --env."""
     from service.settings import Settings  # noqa: PLC0415 - read-only use of the service's setting names
 
     names = {name.upper() for name in Settings.model_fields} | {"WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR"}
     env = {key: value for key, value in os.environ.items() if key.upper() not in names}
     env |= {
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(variant.checkout),
         "PYTHONUNBUFFERED": "1",
         "DEEPGRAM_API_KEY": "bench-key",
         "DEEPGRAM_URL": f"http://127.0.0.1:{standin_port}",
@@ -187,9 +215,12 @@ def wait_until_up(port: int, process: subprocess.Popen[bytes], log: Path) -> Non
             time.sleep(0.02)
 
 
-def portable(command: str) -> str:
+def portable(command: str, options: Options | None = None) -> str:
     """`command` as anyone could run it from the checkout: this machine's interpreter and checkout paths left out,
-    so a report names no path of the machine that produced it."""
+    so a report names no path of the machine that produced it (a --baseline checkout is `BASELINE`)."""
+    for variant in options.variants if options else []:
+        if variant.checkout != REPO:
+            command = command.replace(str(variant.checkout), "BASELINE")
     return command.replace(PYTHON, "python").replace(f"{REPO}/", "")
 
 
@@ -199,7 +230,7 @@ def idle_memory(root: int) -> list[dict[str, Any]]:
     for pid in procfs.descendants(root):
         with contextlib.suppress(OSError):
             cmdline = (procfs.PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            command = portable(cmdline)
+            command = portable(cmdline).split(" ", 1)[-1]  # the interpreter's path left out
             cpus = sorted(os.sched_getaffinity(pid))  # shows whether pinning took
             rows.append(
                 {"pid": pid, "command": command[:120], "rss_mib": procfs.rss_bytes(pid) / stats.MIB, "cpus": cpus}
@@ -213,11 +244,18 @@ def sample_until_exit(
     standin: subprocess.Popen[bytes],
     timeout_s: float,
 ) -> list[analysis.Tick]:
-    """/proc samples of the service tree and the harness, every SAMPLE_INTERVAL_S, until the load generator ends."""
+    """/proc samples of the service tree and the harness, every SAMPLE_INTERVAL_S, from the load generator's
+    start until TAIL_S after it ended (the calls' last work: finals, summaries, the store)."""
     deadline = time.monotonic() + timeout_s
     ticks: list[analysis.Tick] = []
     pids: list[int] = []
-    while loadgen.poll() is None:
+    ended_at: float | None = None
+    loadgen_cpu_s = 0.0
+    while ended_at is None or time.monotonic() < ended_at + TAIL_S:
+        if ended_at is None and loadgen.poll() is not None:
+            ended_at = time.monotonic()
+        if ended_at is None:  # an exited process reads 0: its last reading stands for the tail
+            loadgen_cpu_s = procfs.cpu_seconds(loadgen.pid) or loadgen_cpu_s
         if time.monotonic() > deadline:
             raise TimeoutError(f"the load generator did not finish within {timeout_s:.0f} s")
         if len(ticks) % RESCAN_EVERY == 0:  # scanning all of /proc costs the harness core; the tree is stable
@@ -227,7 +265,7 @@ def sample_until_exit(
                 t_ns=time.monotonic_ns(),
                 service_cpu_s=procfs.tree_cpu_seconds(pids),
                 service_rss_bytes=procfs.tree_rss_bytes(pids),
-                loadgen_cpu_s=procfs.cpu_seconds(loadgen.pid),
+                loadgen_cpu_s=loadgen_cpu_s,
                 standin_cpu_s=procfs.cpu_seconds(standin.pid),
             )
         )
@@ -238,7 +276,7 @@ def sample_until_exit(
 
 
 def start_standin(rundir: Path, options: Options, children: Children) -> tuple[subprocess.Popen[bytes], int]:
-    """The Deepgram stand-in on the harness core, and the port it bound."""
+    """The Deepgram stand-in (on the harness core when pinned), and the port it bound."""
     standin = children.spawn(
         [PYTHON, "-m", "benchmarks.standin", "--ready-file", str(rundir / "standin.port"),
          "--record-file", str(rundir / "standin.json")],
@@ -248,24 +286,45 @@ def start_standin(rundir: Path, options: Options, children: Children) -> tuple[s
     return standin, int(wait_for_file(rundir / "standin.port", standin, READY_TIMEOUT_S))
 
 
+def server_command(variant: Variant, port: int) -> list[str]:
+    if variant.served == "floor":
+        return [PYTHON, "-m", "hypercorn", "--workers", "1", "--bind", f"127.0.0.1:{port}", "benchmarks.floor:app"]
+    if variant.served == "peer":
+        return [PYTHON, "-m", "benchmarks.peer", "--port", str(port)]
+    return [variant.python, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+
 def start_service(
-    rundir: Path, options: Options, children: Children, *, env: dict[str, str], port: int, log: IO[bytes]
-) -> tuple[subprocess.Popen[bytes], float, list[dict[str, Any]]]:
-    """A fresh service on its own core; its start-up time (ms) and, once warmed up and settled, idle memory."""
+    rundir: Path,
+    options: Options,
+    variant: Variant,
+    children: Children,
+    *,
+    env: dict[str, str],
+    port: int,
+    log: IO[bytes],
+) -> tuple[subprocess.Popen[bytes], dict[str, Any], list[dict[str, Any]]]:
+    """A fresh server; its start-up (time and the CPU of its tree until /healthz answers) and, once warmed up
+    and settled, idle memory."""
     spawned_ns = time.monotonic_ns()
-    if options.floor:
-        command = [PYTHON, "-m", "hypercorn", "--workers", "1", "--bind", f"127.0.0.1:{port}", "benchmarks.floor:app"]
-    else:
-        command = [PYTHON, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    service = children.spawn([*options.wrapper, *command], cwd=rundir, env=env, out=log)
-    pin([service.pid], SERVICE_CPU, options)  # before Hypercorn spawns its worker, which inherits it
+    command = [*options.wrapper, *server_command(variant, port)]
+    if variant.served != "callscribe":
+        env = env | {"PYTHONPATH": str(REPO)}
+    service = children.spawn(command, cwd=rundir, env=env, out=log)
+    pin([service.pid], SERVICE_CPU, options)  # before Hypercorn spawns any worker, which inherits it
     wait_until_up(port, service, rundir / "service.log")
-    startup_ms = (time.monotonic_ns() - spawned_ns) / stats.NS_PER_MS
+    startup = {
+        "startup_ms": (time.monotonic_ns() - spawned_ns) / stats.NS_PER_MS,
+        "startup_cpu_s": procfs.tree_cpu_seconds(procfs.descendants(service.pid)),
+    }
     pin(procfs.descendants(service.pid), SERVICE_CPU, options)  # in case a wrapper started it elsewhere
     with httpx.Client(timeout=5.0) as client:
         client.get(f"http://127.0.0.1:{port}/healthz")  # warm-up: the first request's imports and caches
     time.sleep(IDLE_SETTLE_S)
-    return service, startup_ms, idle_memory(service.pid)
+    idle = idle_memory(service.pid)
+    startup["idle_rss_mib"] = sum(row["rss_mib"] for row in idle)
+    startup["processes"] = len(idle)
+    return service, startup, idle
 
 
 def start_subscribers(
@@ -286,36 +345,39 @@ def start_subscribers(
 
 
 def run_once(
-    scenario: Scenario, options: Options, repeat: int, children: Children
+    scenario: Scenario, variant: Variant, options: Options, repeat: int, children: Children
 ) -> tuple[analysis.Metrics, dict[str, Any]]:
-    """One fresh service, one load: its metrics (numbers, for medians) and details (everything else)."""
-    rundir = options.workdir / f"{scenario.calls}x{scenario.tracks}-{scenario.start}-r{repeat}"
+    """One fresh server, one load: its metrics (numbers, for medians) and details (everything else)."""
+    rundir = options.workdir / f"{scenario.name.replace(' ', '_').replace(',', '')}-{variant.label}-r{repeat}"
     rundir.mkdir(parents=True)
     shutil.copy(options.workdir / "template.sqlite3", rundir / "bench.sqlite3")
     standin, standin_port = start_standin(rundir, options, children)
     token, port = secrets.token_hex(16), free_port()
     with (rundir / "service.log").open("wb") as log:
-        env = service_env(options, rundir, standin_port, token, scenario.tracks)
-        service, startup_ms, idle = start_service(rundir, options, children, env=env, port=port, log=log)
-        subscribers = start_subscribers(rundir, options, children, port=port, token=token)
+        env = service_env(options, variant, rundir, standin_port, token, tracks=scenario.tracks)
+        service, startup, idle = start_service(rundir, options, variant, children, env=env, port=port, log=log)
+        subscribers = (
+            start_subscribers(rundir, options, children, port=port, token=token)
+            if variant.served == "callscribe"
+            else None
+        )
         wall_offset_ns = time.time_ns() - time.monotonic_ns()
         loadgen = children.spawn(
             [PYTHON, "-m", "benchmarks.loadgen", "--url", f"ws://127.0.0.1:{port}/media",
              "--calls", str(scenario.calls), "--tracks", str(scenario.tracks), "--start", scenario.start,
-             "--stagger-s", str(options.stagger_s), "--duration-s", str(options.duration_s), "--token", token,
-             "--out", str(rundir / "loadgen.json")],
+             "--stagger-s", str(options.stagger_s), "--duration-s", str(scenario.duration_s), "--token", token,
+             "--ringing-s", str(scenario.ringing_s), "--out", str(rundir / "loadgen.json"),
+             *(["--no-voice"] if variant.served == "peer" else [])],
             cwd=REPO, env=dict(os.environ) | {"PYTHONPATH": str(REPO)},
         )  # fmt: skip
         pin([loadgen.pid], HARNESS_CPU, options)
-        budget = options.duration_s + options.stagger_s + LOADGEN_SLACK_S
+        budget = scenario.duration_s + options.stagger_s + LOADGEN_SLACK_S
         ticks = sample_until_exit(service, loadgen, standin, budget)
         if subscribers is not None:
             children.stop(subscribers, READY_TIMEOUT_S)
         children.stop(service, STOP_TIMEOUT_S)
     children.stop(standin, READY_TIMEOUT_S)
-    metrics, details = analyse(
-        rundir, scenario, ticks=ticks, idle=idle, startup_ms=startup_ms, wall_offset_ns=wall_offset_ns
-    )
+    metrics, details = analyse(rundir, scenario, ticks=ticks, idle=idle, startup=startup, wall_offset_ns=wall_offset_ns)
     if subscribers is not None:
         record = json.loads((rundir / "subscribers.json").read_text())
         details["subscribers"] = {"count": options.subscribers, "events": record["events"], "cpu_s": record["cpu_s"]}
@@ -328,7 +390,7 @@ def analyse(
     *,
     ticks: list[analysis.Tick],
     idle: list[dict[str, Any]],
-    startup_ms: float,
+    startup: dict[str, Any],
     wall_offset_ns: int,
 ) -> tuple[analysis.Metrics, dict[str, Any]]:
     """Join the run's records into its metrics."""
@@ -341,10 +403,10 @@ def analyse(
         results = analysis.result_latencies(log, wall)
     idle_rss = sum(round(row["rss_mib"] * stats.MIB) for row in idle)
     metrics: analysis.Metrics = {
-        "startup_ms": startup_ms,
-        "idle_rss_mib": idle_rss / stats.MIB,
+        **startup,
         **analysis.latency_metrics(join, results),
         **analysis.resource_metrics(ticks, window, join, idle_rss, scenario.calls),
+        **analysis.whole_call_metrics(ticks, window, join, scenario.calls),
         **analysis.call_metrics(loadgen, standin),
     }
     errors = sorted({call["error"] for call in loadgen["calls"] if call["error"]})
@@ -353,40 +415,111 @@ def analyse(
         "idle_rss_per_process": idle,
         "call_errors": errors[:10],
         "limits": analysis.limits(metrics),
+        "per_second": analysis.per_second(join),
         "standin": {key: standin[key] for key in ("connections", "results_sent", "closed_by_close_stream",
-                                                   "duplicate_frames", "untagged_frames", "cpu_s", "wall_s")},
+                                                   "duplicate_frames", "untagged_frames", "silent_frames",
+                                                   "cpu_s", "wall_s")},
         "loadgen": {key: loadgen[key] for key in ("cpu_s", "wall_s", "prepare_s", "prepare_cpu_s")},
     }  # fmt: skip
     return metrics, details
 
 
-def run_scenario(scenario: Scenario, options: Options, children: Children) -> dict[str, Any]:
-    """Every repeat of one scenario, and the per-metric medians; a failed repeat is reported, not fatal."""
-    runs, details = [], []
-    for repeat in range(options.repeats):
-        print(f"{scenario.name}: run {repeat + 1}/{options.repeats}", flush=True)
-        try:
-            metrics, detail = run_once(scenario, options, repeat, children)
-        except (RuntimeError, TimeoutError, OSError, ValueError, KeyError) as exc:
-            children.stop_all()
-            details.append({"error": f"{type(exc).__name__}: {exc}"})
-            print(f"  failed: {exc}", flush=True)
-            continue
-        runs.append(metrics)
-        details.append(detail)
-    median = stats.median_of_runs(runs)
+def skipped(scenario: Scenario, variant: Variant) -> str | None:
+    """Why `variant` cannot serve `scenario`, if it cannot."""
+    if variant.served == "peer" and scenario.tracks != 2:
+        return "the peer's design needs both tracks (it sends only when both have 0.4 s)"
+    return None
+
+
+def run_grid(scenarios: Sequence[Scenario], options: Options, children: Children) -> list[dict[str, Any]]:
+    """Every scenario, round by round, each round running every variant in turn."""
+    entries = []
+    for scenario in scenarios:
+        runs: dict[str, list[analysis.Metrics | None]] = {variant.label: [] for variant in options.variants}
+        details: dict[str, list[dict[str, Any]]] = {variant.label: [] for variant in options.variants}
+        for repeat in range(options.repeats):
+            for variant in options.variants:
+                if skipped(scenario, variant):
+                    continue
+                print(f"{scenario.name} [{variant.label}]: round {repeat + 1}/{options.repeats}", flush=True)
+                try:
+                    metrics, detail = run_once(scenario, variant, options, repeat, children)
+                except (RuntimeError, TimeoutError, OSError, ValueError, KeyError) as exc:
+                    children.stop_all()
+                    runs[variant.label].append(None)
+                    details[variant.label].append({"error": f"{type(exc).__name__}: {exc}"})
+                    print(f"  failed: {exc}", flush=True)
+                    continue
+                runs[variant.label].append(metrics)
+                details[variant.label].append(detail)
+        entries += [scenario_entry(scenario, variant, runs, details, options) for variant in options.variants]
+    return entries
+
+
+def scenario_entry(
+    scenario: Scenario,
+    variant: Variant,
+    runs: dict[str, list[analysis.Metrics | None]],
+    details: dict[str, list[dict[str, Any]]],
+    options: Options,
+) -> dict[str, Any]:
+    """One scenario and variant: medians over its rounds, per-second latency, and ratios to the first variant."""
+    why_not = skipped(scenario, variant)
+    done = [run for run in runs[variant.label] if run is not None]
+    median = stats.median_of_runs(done)
+    first = options.variants[0].label
+    ratios = {} if variant.label == first else stats.ratios_per_round(runs[variant.label], runs[first])
+    series = [detail["per_second"] for detail in details[variant.label] if "per_second" in detail]
     return {
         "name": scenario.name,
+        "variant": variant.label,
+        "served": variant.served,
         "calls": scenario.calls,
         "tracks": scenario.tracks,
         "start": scenario.start,
+        "duration_s": scenario.duration_s,
+        "ringing_s": scenario.ringing_s,
         "repeats": options.repeats,
-        "completed_runs": len(runs),
+        "completed_runs": len(done),
+        "skipped": why_not,
         "median": median,
-        "runs": runs,
-        "details": details,
-        "limits": analysis.limits(median) if runs else ["every run failed"],
+        "ratios_to_first": ratios,
+        "per_second": {key: stats.median_per_index([run[key] for run in series]) for key in ("p50", "p99")},
+        "runs": runs[variant.label],
+        "details": details[variant.label],
+        "limits": analysis.limits(median) if done else ([] if why_not else ["every run failed"]),
     }
+
+
+def run_startups(options: Options, children: Children) -> list[dict[str, Any]]:
+    """--startup: each variant started and stopped, round by round; nothing but start-up and idle measured."""
+    rows: dict[str, list[analysis.Metrics | None]] = {variant.label: [] for variant in options.variants}
+    for repeat in range(options.repeats):
+        for variant in options.variants:
+            print(f"start-up [{variant.label}]: round {repeat + 1}/{options.repeats}", flush=True)
+            rundir = options.workdir / f"startup-{variant.label}-r{repeat}"
+            rundir.mkdir(parents=True)
+            shutil.copy(options.workdir / "template.sqlite3", rundir / "bench.sqlite3")
+            env = service_env(options, variant, rundir, CLOSED_PORT, secrets.token_hex(16), tracks=1)
+            with (rundir / "service.log").open("wb") as log:
+                service, startup, _ = start_service(
+                    rundir, options, variant, children, env=env, port=free_port(), log=log
+                )
+                children.stop(service, STOP_TIMEOUT_S)
+            rows[variant.label].append(startup)
+    first = options.variants[0].label
+    return [
+        {
+            "variant": variant.label,
+            "served": variant.served,
+            "median": stats.median_of_runs([run for run in rows[variant.label] if run is not None]),
+            "ratios_to_first": {}
+            if variant.label == first
+            else stats.ratios_per_round(rows[variant.label], rows[first]),
+            "runs": rows[variant.label],
+        }
+        for variant in options.variants
+    ]
 
 
 def first_limit(scenarios: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -395,7 +528,7 @@ def first_limit(scenarios: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     if not failing:
         return None
     first = min(failing, key=lambda scenario: scenario["calls"])
-    return {"scenario": first["name"], "limits": first["limits"]}
+    return {"scenario": f"{first['name']} [{first['variant']}]", "limits": first["limits"]}
 
 
 def prepare_database(workdir: Path) -> None:
@@ -409,17 +542,17 @@ def prepare_database(workdir: Path) -> None:
     )
 
 
-def git_revision() -> tuple[str, bool]:
+def git_revision(checkout: Path = REPO) -> tuple[str, bool]:
     """(short revision, whether the work tree has changes); ("unknown", False) outside git."""
     git = shutil.which("git")
     if git is None:
         return "unknown", False
     try:
         revision = subprocess.run(  # noqa: S603 - git from PATH, fixed arguments
-            [git, "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True, timeout=10
+            [git, "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         status = subprocess.run(  # noqa: S603
-            [git, "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True, timeout=10
+            [git, "status", "--porcelain"], cwd=checkout, capture_output=True, text=True, check=True, timeout=10
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown", False
@@ -444,19 +577,32 @@ def machine_info() -> dict[str, Any]:
 
 def scenarios_from(args: argparse.Namespace) -> list[Scenario]:
     """--quick's two, or the grid of --calls x --tracks x --start plus each --scenario (default: the full grid
-    and the issue's 40-calls-together)."""
+    and the issue's 40 both-track calls starting together), each for every --duration-s."""
+    durations = args.duration_s
     if args.quick:
-        return [Scenario(1, "together", 3), Scenario(2, "together", 2)]
-    chosen = {Scenario(tracks, start, calls) for calls, tracks, start in args.scenario}
+        return [Scenario(1, 0.0, "together", durations[0], 3), Scenario(2, 0.0, "together", durations[0], 2)]
+    shapes = {(tracks, ringing, start, calls) for calls, tracks, ringing, start in args.scenario}
     grid_asked = any(value is not None for value in (args.calls, args.tracks, args.start))
-    if grid_asked or not chosen:
-        calls = args.calls or DEFAULT_CALLS
+    if grid_asked or not shapes:
         for tracks in args.tracks or DEFAULT_TRACKS:
             for start in args.start or DEFAULT_STARTS:
-                chosen |= {Scenario(tracks, start, n) for n in calls}
+                shapes |= {(tracks, 0.0, start, calls) for calls in args.calls or DEFAULT_CALLS}
     if not grid_asked and not args.scenario:
-        chosen.add(Scenario(NAMED_SCENARIO[1], NAMED_SCENARIO[2], NAMED_SCENARIO[0]))
-    return sorted(chosen)
+        calls, tracks, start = NAMED_SCENARIO
+        shapes |= {(tracks, 0.0, start, calls), (tracks, RINGING_S, start, calls)}
+    return sorted(
+        Scenario(tracks, ringing, start, d, calls) for tracks, ringing, start, calls in shapes for d in durations
+    )
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from exc
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive numbers separated by commas, got {text!r}")
+    return values
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -480,12 +626,16 @@ def _starts(text: str) -> tuple[str, ...]:
     return values
 
 
-def _scenario(text: str) -> tuple[int, int, str]:
+def _scenario(text: str) -> tuple[int, int, float, str]:
     try:
         calls, tracks, start = text.split(":")
-        return _int_list(calls)[0], _tracks(tracks)[0], _starts(start)[0]
+        if tracks == "ringing":
+            return _int_list(calls)[0], 2, RINGING_S, _starts(start)[0]
+        return _int_list(calls)[0], _tracks(tracks)[0], 0.0, _starts(start)[0]
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected CALLS:TRACKS:START such as 40:1:together, got {text!r}") from exc
+        raise argparse.ArgumentTypeError(
+            f"expected CALLS:TRACKS:START such as 40:2:together (TRACKS 1, 2 or ringing), got {text!r}"
+        ) from exc
 
 
 def _env_pair(text: str) -> tuple[str, str]:
@@ -501,18 +651,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--calls", type=_int_list, help="simultaneous calls, e.g. 25,50,100,200 (the default grid)")
     p.add_argument("--tracks", type=_tracks, help="1 (inbound_track) and/or 2 (both_tracks); default 1,2")
     p.add_argument("--start", type=_starts, help="together and/or staggered; default both")
-    p.add_argument("--scenario", type=_scenario, action="append", default=[], help="CALLS:TRACKS:START, repeatable")
-    p.add_argument("--duration-s", type=float, default=20.0, help="audio per call, seconds (default 20)")
-    p.add_argument("--stagger-s", type=float, default=5.0, help="staggered starts spread over this (default 5)")
-    p.add_argument("--repeats", type=int, default=3, help="runs per scenario; the report takes medians (default 3)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 3 calls x 1 track and 2 x both, 3 s, once")
-    p.add_argument("--env", type=_env_pair, action="append", default=[], help="KEY=VALUE for the service")
-    p.add_argument("--label", default="default", help="a name for this configuration in the report")
-    p.add_argument("--service-wrapper", default="", help='prefix for the service command, e.g. "py-spy record -o x --"')
     p.add_argument(
+        "--scenario", type=_scenario, action="append", default=[],
+        help=f"CALLS:TRACKS:START, repeatable; TRACKS 'ringing' is both tracks, the outbound silent {RINGING_S:g} s",
+    )  # fmt: skip
+    p.add_argument("--duration-s", type=_float_list, default=(20.0,), help="audio per call, s; e.g. 10,60 (20)")
+    p.add_argument("--stagger-s", type=float, default=5.0, help="staggered starts spread over this (default 5)")
+    p.add_argument("--repeats", type=int, default=3, help="rounds; the report takes medians (default 3)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 3 calls x 1 track and 2 x both, 3 s, once")
+    p.add_argument("--startup", action="store_true", help="only start and stop the server, --repeats times")
+    p.add_argument("--env", type=_env_pair, action="append", default=[], help="KEY=VALUE for the service")
+    p.add_argument("--label", default="callscribe", help="a name for this checkout's callscribe in the report")
+    p.add_argument("--service-wrapper", default="", help='prefix for the service command, e.g. "py-spy record -o x --"')
+    served = p.add_mutually_exclusive_group()
+    served.add_argument(
         "--floor", action="store_true", help="serve benchmarks/floor.py (Hypercorn + SDK, nothing else) instead"
     )
-    p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    served.add_argument("--peer", action="store_true", help="also serve benchmarks/peer.py, in turn with callscribe")
+    p.add_argument("--baseline", type=Path, help="also callscribe from this checkout (its .venv), first in each round")
+    p.add_argument("--pin", action="store_true", help="the server on CPU 0, the harness on CPU 1 (default: shared)")
     p.add_argument("--subscribers", type=int, default=0, help="live feed clients (GET /api/live) open during every run")
     p.add_argument("--keep-workdir", action="store_true", help="keep the run directories (logs, records)")
     p.add_argument("--out-json", type=Path, default=REPO / "docs" / "benchmarks.json")
@@ -520,31 +677,43 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def variants_from(args: argparse.Namespace) -> list[Variant]:
+    """The servers each round runs, in order; ratios are to the first."""
+    if args.floor:
+        return [Variant("floor", "floor")]
+    variants = [Variant("baseline", "callscribe", args.baseline.resolve())] if args.baseline else []
+    variants.append(Variant(args.label, "callscribe"))
+    if args.peer:
+        variants.append(Variant("peer", "peer"))
+    return variants
+
+
 def write_outputs(result: dict[str, Any], out_json: Path, out_md: Path) -> None:
     """The JSON report, and the Markdown block (inside the markers if --out-md has them, else a whole file)."""
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
-    block = report.markdown_block(result)
+    startup = result.get("startup_only", False)
+    block = report.startup_block(result) if startup else report.markdown_block(result)
+    markers = report.STARTUP_MARKERS if startup else report.MARKERS
     existing = out_md.read_text() if out_md.exists() else ""
-    replaced = report.replace_block(existing, block)
+    replaced = report.replace_block(existing, block, markers)
     out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text(replaced if replaced is not None else report.standalone(block))
+    out_md.write_text(replaced if replaced is not None else report.standalone(block, markers))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every scenario, write the report, print a summary. Exit 1 if any run failed, 130 on Ctrl-C."""
     args = parser().parse_args(argv)
     if args.quick:
-        args.duration_s, args.repeats = 3.0, 1
-    pinning = not args.no_pin and (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
+        args.duration_s, args.repeats = (3.0,), 1
+    pinning = args.pin and (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
     workdir = Path(tempfile.mkdtemp(prefix="callscribe-bench-"))
     options = Options(
-        duration_s=args.duration_s,
         stagger_s=args.stagger_s,
         repeats=args.repeats,
         env=dict(args.env),
         wrapper=shlex.split(args.service_wrapper),
-        floor=args.floor,
+        variants=variants_from(args),
         pin=pinning,
         workdir=workdir,
         subscribers=args.subscribers,
@@ -554,8 +723,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ok = False
     try:
         prepare_database(workdir)
-        results = [run_scenario(scenario, options, children) for scenario in scenarios_from(args)]
-        ok = all(scenario["completed_runs"] == options.repeats for scenario in results)
+        if args.startup:
+            startups = run_startups(options, children)
+            results: list[dict[str, Any]] = []
+            ok = all(None not in row["runs"] for row in startups)
+        else:
+            startups = []
+            results = run_grid(scenarios_from(args), options, children)
+            ok = all(entry["completed_runs"] == options.repeats or entry["skipped"] for entry in results)
     except KeyboardInterrupt:
         print("interrupted; children stopped", file=sys.stderr)
         return 130
@@ -565,28 +740,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"run directories (logs, records): {workdir}", file=sys.stderr)
+    result = report_of(args, argv, options, results, startups)
+    write_outputs(result, args.out_json, args.out_md)
+    print(report.startup_summary(result) if args.startup else report.console_summary(result))
+    return 0 if ok else 1
+
+
+def report_of(
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    options: Options,
+    results: list[dict[str, Any]],
+    startups: list[dict[str, Any]],
+) -> dict[str, Any]:
     revision, dirty = git_revision()
-    result = {
+    command = shlex.join([PYTHON, "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)])
+    return {
         "label": args.label,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": portable(shlex.join([PYTHON, "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)])),
+        "command": portable(command, options),
         "git_revision": revision,
         "git_dirty": dirty,
+        "variants": [
+            {"label": v.label, "served": v.served, "git_revision": git_revision(v.checkout)[0]}
+            for v in options.variants
+        ],
         "machine": machine_info(),
-        "pinned": pinning,
-        "duration_s": options.duration_s,
+        "pinned": options.pin,
+        "durations_s": list(args.duration_s),
         "stagger_s": options.stagger_s,
         "repeats": options.repeats,
         "env": [f"{key}={value}" for key, value in options.env.items()],
         "service_wrapper": args.service_wrapper,
         "floor": args.floor,
         "subscribers": args.subscribers,
+        "peer": args.peer,
+        "startup_only": args.startup,
+        "startup": startups,
         "scenarios": results,
         "first_limit": first_limit(results),
     }
-    write_outputs(result, args.out_json, args.out_md)
-    print(report.console_summary(result))
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":

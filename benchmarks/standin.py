@@ -6,8 +6,10 @@ to F once listening), runs until SIGTERM/SIGINT, then writes what it received to
 It shares a core with the load generator, so it does as little as possible per frame: one clock read per
 binary message, one dict insert per 160-byte frame, no logging, no task per frame. Every 1 s of audio on a
 connection it sends one `Results` (interim and final alternate) whose only word is `t<wall-clock ns>`, read
-just before sending, so the run can match it to the service's `transcript` log line (whose timestamp is wall
-clock too). Message shapes copy tests/fakes/deepgram_server.py, which the real SDK parses
+just before sending; a `multichannel=true&channels=2` connection (the peer's, `benchmarks/peer.py`) is
+de-interleaved into its two channels, and each channel gets its own `Results` (`channel_index`) per second.
+So the run can match each result to the service's `transcript` log line (whose timestamp is wall clock too).
+Message shapes copy tests/fakes/deepgram_server.py, which the real SDK parses
 (https://developers.deepgram.com/docs/lower-level-websockets); it is not imported, because tests/ is not a
 package the harness should depend on.
 """
@@ -32,7 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from benchmarks.records import own_cpu_seconds, write_atomically
-from benchmarks.tagging import frame_keys, key_fields
+from benchmarks.tagging import FRAME_BYTES, frame_keys, key_fields
 
 LISTEN_PATH = "/v1/listen"
 BYTES_PER_SECOND = 8000  # 8 kHz μ-law, what the service asks for
@@ -50,6 +52,7 @@ class Recorder:
 
     received: dict[bytes, int] = field(default_factory=dict)  # frame key -> monotonic ns of its first receipt
     untagged_frames: int = 0
+    silent_frames: int = 0  # μ-law silence a bridge filled in (a gap, a track not streaming yet): no tag, no loss
     duplicate_frames: int = 0  # frames received again (the service replays audio after a reconnect)
     connections: int = 0
     results_sent: int = 0
@@ -65,6 +68,7 @@ class Recorder:
             "results_sent": self.results_sent,
             "closed_by_close_stream": self.closed_by_close_stream,
             "untagged_frames": self.untagged_frames,
+            "silent_frames": self.silent_frames,
             "duplicate_frames": self.duplicate_frames,
             "received": {
                 "call": [call for call, _, _ in fields],
@@ -76,14 +80,21 @@ class Recorder:
 
 
 def results_message(
-    request_id: str, text: str, start_s: float, duration_s: float, *, is_final: bool, from_finalize: bool
+    request_id: str,
+    text: str,
+    start_s: float,
+    duration_s: float,
+    *,
+    is_final: bool,
+    from_finalize: bool,
+    channel: tuple[int, int] = (0, 1),
 ) -> str:
     """A `Results` message with one word, built as a string (no dict, no json.dumps) because it is per second."""
     end_s = start_s + duration_s
     final = "true" if is_final else "false"
     word = f'{{"word":"{text}","start":{start_s},"end":{end_s},"confidence":{CONFIDENCE},"punctuated_word":"{text}"}}'
     return (
-        f'{{"type":"Results","channel_index":[0,1],"duration":{duration_s},"start":{start_s},'
+        f'{{"type":"Results","channel_index":[{channel[0]},{channel[1]}],"duration":{duration_s},"start":{start_s},'
         f'"is_final":{final},"speech_final":{final},"from_finalize":{"true" if from_finalize else "false"},'
         f'"channel":{{"alternatives":[{{"transcript":"{text}","confidence":{CONFIDENCE},"words":[{word}]}}]}},'
         f'"metadata":{{"request_id":"{request_id}","model_uuid":"{MODEL_UUID}","model_info":{MODEL_INFO}}}}}'
@@ -106,6 +117,21 @@ def metadata_message(request_id: str, duration_s: float) -> str:
     )
 
 
+SILENT_FRAME = b"\xff" * 160
+
+
+class _Channel:
+    """One channel of a connection's audio: its bytes so far, and where its next final starts."""
+
+    def __init__(self, index: int, count: int) -> None:
+        self.index = (index, count)  # Deepgram's channel_index: [channel, channels]
+        self.heard = 0  # bytes of this channel's audio
+        self.final_end = 0  # byte offset up to which a final was sent
+        self.next_result_at = RESULT_EVERY_BYTES
+        self.final_next = False  # interim and final results alternate
+        self.carry = b""  # a frame split across two messages (never, with whole 20 ms frames)
+
+
 class _Connection:
     """One accepted `/v1/listen` socket: record frames, answer with results, honour the control messages."""
 
@@ -113,10 +139,10 @@ class _Connection:
         self._ws = ws
         self._recorder = recorder
         self._request_id = str(uuid.uuid4())
-        self._heard = 0  # audio bytes on this connection's timeline
-        self._final_end = 0  # byte offset up to which a final was sent
-        self._next_result_at = RESULT_EVERY_BYTES
-        self._final_next = False  # interim and final results alternate
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(ws.request.path).query) if ws.request else {}
+        multichannel = query.get("multichannel", ["false"])[0].lower() == "true"
+        count = int(query.get("channels", ["1"])[0]) if multichannel else 1
+        self._channels = [_Channel(index, count) for index in range(count)]
 
     async def run(self) -> None:
         """Serve until either side closes."""
@@ -131,20 +157,40 @@ class _Connection:
             await self._close_stream()
             return
         now = time.monotonic_ns()  # one clock read for every frame of this message
+        channels = self._channels
+        if len(channels) == 1:
+            self._record(audio, now)
+            await self._heard(channels[0], len(audio))
+            return
+        for channel in channels:  # interleaved sample by sample: channel c is every len(channels)-th byte
+            fresh = audio[channel.index[0] :: len(channels)]
+            samples = channel.carry + fresh
+            whole = len(samples) - len(samples) % FRAME_BYTES
+            self._record(samples[:whole], now)
+            channel.carry = samples[whole:]
+            await self._heard(channel, len(fresh))
+
+    def _record(self, audio: bytes, now: int) -> None:
         recorder = self._recorder
         received = recorder.received
-        for key in frame_keys(audio):
+        for offset, key in enumerate(frame_keys(audio)):
             if not key:
-                recorder.untagged_frames += 1
+                frame = audio[offset * FRAME_BYTES : (offset + 1) * FRAME_BYTES]
+                if frame == SILENT_FRAME:
+                    recorder.silent_frames += 1
+                else:
+                    recorder.untagged_frames += 1
             elif key in received:
                 recorder.duplicate_frames += 1
             else:
                 received[key] = now
-        self._heard += len(audio)
-        if self._heard >= self._next_result_at:
-            self._next_result_at = (self._heard // RESULT_EVERY_BYTES + 1) * RESULT_EVERY_BYTES
-            is_final, self._final_next = self._final_next, not self._final_next
-            await self._send_results(is_final=is_final, from_finalize=False)
+
+    async def _heard(self, channel: _Channel, size: int) -> None:
+        channel.heard += size
+        if channel.heard >= channel.next_result_at:
+            channel.next_result_at = (channel.heard // RESULT_EVERY_BYTES + 1) * RESULT_EVERY_BYTES
+            is_final, channel.final_next = channel.final_next, not channel.final_next
+            await self._send_results(channel, is_final=is_final, from_finalize=False)
 
     async def _on_text(self, text: str) -> None:
         try:
@@ -152,26 +198,34 @@ class _Connection:
         except (ValueError, AttributeError):
             return  # not a control message we know; real Deepgram would answer an Error, the service sends none
         if kind == "Finalize":
-            await self._send_results(is_final=True, from_finalize=True)
+            for channel in self._channels:
+                await self._send_results(channel, is_final=True, from_finalize=True)
         elif kind == "CloseStream":
             await self._close_stream()
         # KeepAlive (and anything else) needs no answer
 
     async def _close_stream(self) -> None:
-        if self._heard > self._final_end:
-            await self._send_results(is_final=True, from_finalize=False)
-        await self._ws.send(metadata_message(self._request_id, self._heard / BYTES_PER_SECOND))
+        for channel in self._channels:
+            if channel.heard > channel.final_end:
+                await self._send_results(channel, is_final=True, from_finalize=False)
+        await self._ws.send(metadata_message(self._request_id, self._channels[0].heard / BYTES_PER_SECOND))
         self._recorder.closed_by_close_stream += 1
         await self._ws.close(1000)
 
-    async def _send_results(self, *, is_final: bool, from_finalize: bool) -> None:
-        start_s = self._final_end / BYTES_PER_SECOND
-        duration_s = (self._heard - self._final_end) / BYTES_PER_SECOND
+    async def _send_results(self, channel: _Channel, *, is_final: bool, from_finalize: bool) -> None:
+        start_s = channel.final_end / BYTES_PER_SECOND
+        duration_s = (channel.heard - channel.final_end) / BYTES_PER_SECOND
         if is_final:
-            self._final_end = self._heard
+            channel.final_end = channel.heard
         text = f"t{time.time_ns()}"  # wall clock, as late as possible: result latency starts here
         message = results_message(
-            self._request_id, text, start_s, duration_s, is_final=is_final, from_finalize=from_finalize
+            self._request_id,
+            text,
+            start_s,
+            duration_s,
+            is_final=is_final,
+            from_finalize=from_finalize,
+            channel=channel.index,
         )
         await self._ws.send(message)
         self._recorder.results_sent += 1

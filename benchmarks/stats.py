@@ -87,3 +87,38 @@ def median_of_runs(runs: Sequence[Mapping[str, Number | None]]) -> dict[str, Num
         present = [value for run in runs if (value := run.get(key)) is not None]
         medians[key] = statistics.median(present) if present else None
     return medians
+
+
+RATIO_KEYS = (
+    "cpu_ms_per_track_second_whole",
+    "cpu_ms_per_track_second",
+    "forward_whole_p99_ms",
+    "startup_cpu_s",
+    "idle_rss_mib",
+)
+
+
+def ratios_per_round(
+    runs: Sequence[Mapping[str, Number | None] | None], firsts: Sequence[Mapping[str, Number | None] | None]
+) -> dict[str, float | None]:
+    """For each of RATIO_KEYS, the median over rounds of this variant's value divided by the first variant's in
+    the same round (rounds where either failed, or the first's value is 0 or missing, are left out)."""
+    ratios: dict[str, float | None] = {}
+    for key in RATIO_KEYS:
+        per_round = []
+        for run, first in zip(runs, firsts, strict=False):
+            mine, theirs = (run or {}).get(key), (first or {}).get(key)
+            if mine is not None and theirs:
+                per_round.append(mine / theirs)
+        ratios[key] = statistics.median(per_round) if per_round else None
+    return ratios
+
+
+def median_per_index(series: Sequence[Sequence[float | None]]) -> list[float | None]:
+    """Position by position, the median of the values the series have there (None where none has one)."""
+    length = max((len(values) for values in series), default=0)
+    medians: list[float | None] = []
+    for index in range(length):
+        present = [values[index] for values in series if index < len(values) and values[index] is not None]
+        medians.append(statistics.median(present) if present else None)  # type: ignore[type-var]
+    return medians

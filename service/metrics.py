@@ -6,16 +6,15 @@ only adds to its call's plain integer counters (`TrackCounters`, `CallSession.me
 most a second behind. Rare events (connects, reconnects, failures, results, webhook deliveries) are
 counted where they happen.
 
-Several Hypercorn workers: `serve` points PROMETHEUS_MULTIPROC_DIR at a fresh directory before the workers
-start; each worker then keeps its values in files there and `/metrics`, answered by any worker, adds them
-up (prometheus-client's multiprocess mode). Gauges are summed over the live workers.
+Several Hypercorn workers: `serve` (`cli/serve.py`) points PROMETHEUS_MULTIPROC_DIR at a fresh directory
+before the workers start; each worker then keeps its values in files there and `/metrics`, answered by any
+worker, adds them up (prometheus-client's multiprocess mode). Gauges are summed over the live workers. One
+worker is served in-process, with the plain registry.
 """
 
 from __future__ import annotations
 
 import os
-import pathlib
-import tempfile
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -78,24 +77,6 @@ def exposition() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-
-
-def prepare_multiprocess_dir() -> pathlib.Path:
-    """Before Hypercorn starts workers: a directory for their values, empty, so counting starts from zero.
-
-    An operator's own PROMETHEUS_MULTIPROC_DIR is kept but emptied of metric files, as prometheus-client
-    requires between runs; otherwise a fresh temporary directory is used.
-    """
-    given = os.environ.get(MULTIPROC_ENV)
-    if given:
-        directory = pathlib.Path(given)
-        directory.mkdir(parents=True, exist_ok=True)
-        for stale in directory.glob("*.db"):
-            stale.unlink()
-    else:
-        directory = pathlib.Path(tempfile.mkdtemp(prefix="callscribe-metrics-"))
-        os.environ[MULTIPROC_ENV] = str(directory)
-    return directory
 
 
 def worker_stopped() -> None:

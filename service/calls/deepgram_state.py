@@ -28,11 +28,12 @@ class DeepgramState(enum.Enum):
         any -> FAILED                         live transcription gave up on the track
 
     Any other move is no move: DRAINING outlasts a reconnect (the new connection only drains), and an ended
-    track stays ended. Replaying is no state of its own: the replay pace applies to every connection.
+    track stays ended. Replaying is no state of its own: a connection opened after a failed one replays its
+    first `replay_bytes`, paced, and then only catches up.
     """
 
     CONNECTING = "connecting"  # no connection yet, or backing off between two; audio waits in the ledger
-    OPEN = "open"  # connected: the sender task sends the ledger, paced, and KeepAlive when idle
+    OPEN = "open"  # connected: the sender task sends the ledger (a replay paced), and KeepAlive when idle
     IDLE = "idle"  # connected, caught up, the sender asleep: the read loop sends new frames itself
     DRAINING = "draining"  # no more input for Deepgram: flush, CloseStream, wait (bounded) for the last finals
     CLOSED = "closed"  # Deepgram made all the audio it was sent final
@@ -78,6 +79,7 @@ class Connection:
     """One open Deepgram connection and its clocks (loop time)."""
 
     live: LiveConnection
+    replay_bytes: int = 0  # the connection's first bytes that are a replay (pending when it opened after a failure)
     started_at: float = 0.0  # when its sender started: the replay pace counts from here
     last_sent_at: float = 0.0  # the last message to Deepgram: KeepAlive is due DEEPGRAM_KEEPALIVE_S later
     last_heard_at: float = 0.0  # the last message from Deepgram, for DEEPGRAM_RESULT_TIMEOUT_S

@@ -53,13 +53,22 @@ class AudioLedger:
     def unacknowledged_bytes(self) -> int:
         return self._unacknowledged_bytes
 
-    def take(self, max_chunks: int) -> bytes:
-        """The next audio to send (up to `max_chunks` queued chunks joined), remembered until acknowledged."""
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    def take(self, max_bytes: int) -> bytes:
+        """The next audio to send: queued chunks joined up to `max_bytes` (always at least one chunk, whole), and
+        remembered until acknowledged."""
         pending = self._pending
-        if max_chunks == 1 or len(pending) == 1:
-            chunk = pending.popleft()
-        else:
-            chunk = b"".join([pending.popleft() for _ in range(min(max_chunks, len(pending)))])
+        chunk = pending.popleft()
+        if pending and len(chunk) + len(pending[0]) <= max_bytes:  # a backlog: one message carries several
+            parts, size = [chunk], len(chunk)
+            while pending and size + len(pending[0]) <= max_bytes:
+                part = pending.popleft()
+                parts.append(part)
+                size += len(part)
+            chunk = b"".join(parts)
         self._pending_bytes -= len(chunk)
         self._unacknowledged.append((self.connection_base + self.connection_sent, chunk))
         self._unacknowledged_bytes += len(chunk)

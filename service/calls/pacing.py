@@ -1,9 +1,15 @@
-"""Protocol layer (pure: times and byte counts in, seconds out): when a track's sender may send to Deepgram.
+"""Protocol layer (pure: times and byte counts in, seconds out): when a track's sender may send, and how much.
 
-Times are seconds on one clock the caller picks; nothing here reads a clock. Three deadlines:
+Times are seconds on one clock the caller picks; nothing here reads a clock. Two ways audio can be late, and
+three deadlines:
 
-- The replay pace. Deepgram accepts replayed audio at up to 1.25x real time; a short burst on top covers
-  what queued while connecting. It applies to every connection, and only a replay can get ahead of it.
+- Catching up. Audio that waited only because this process was busy (or while the call's first connection
+  opened) goes as soon as the loop gets to it: what is pending goes at once, coalesced into messages of up
+  to MESSAGE_MAX_BYTES (250 ms, the top of Deepgram's advice of 20-250 ms per message), with no timer.
+- Replaying. A connection that opens after a failed one starts with what the failure left unfinal plus what
+  queued during the outage (its `replay_bytes`). Deepgram accepts replayed audio at up to 1.25x real time;
+  a short burst on top covers what queued while connecting. The replay goes in the same coalesced messages,
+  one timer per message, not per frame; once it is out, the connection only catches up.
 - The batch. With AUDIO_BATCH_MS over one frame, frames go out together, and the first waits no longer
   than the batch lasts minus a frame.
 - KeepAlive. Deepgram closes a stream that hears nothing for about 10 s; DEEPGRAM_KEEPALIVE_S after the
@@ -18,14 +24,40 @@ from service import mulaw
 
 REPLAY_RATE = 1.25 * mulaw.BYTES_PER_SECOND
 REPLAY_BURST_BYTES = mulaw.BYTES_PER_SECOND // 2
+MESSAGE_MAX_BYTES = mulaw.BYTES_PER_SECOND // 4  # 250 ms
 
 
 def ahead_of_pace(sent_bytes: int, elapsed_s: float) -> float:
-    """Seconds a connection that sent `sent_bytes` in its first `elapsed_s` is ahead of the replay pace.
+    """Seconds a replaying connection that sent `sent_bytes` in its first `elapsed_s` is ahead of the replay pace.
 
     Zero or less means it may send now.
     """
     return (sent_bytes - REPLAY_BURST_BYTES) / REPLAY_RATE - elapsed_s
+
+
+@dataclass(frozen=True, slots=True)
+class NextMessage:
+    """What the sender does next with pending audio: send up to `max_bytes` now, or wait `wait_s` first."""
+
+    max_bytes: int
+    wait_s: float = 0.0
+
+
+def next_message(
+    *, pending_bytes: int, sent_bytes: int, replay_bytes: int, elapsed_s: float, max_bytes: int = MESSAGE_MAX_BYTES
+) -> NextMessage:
+    """The next message on a connection that has `pending_bytes` to send and sent `sent_bytes` in `elapsed_s`.
+
+    The first `replay_bytes` of the connection are a replay, paced; anything after them is catch-up and goes
+    at once. `max_bytes` bounds a message (the ledger sends whole chunks up to it, always at least one).
+    """
+    if sent_bytes >= replay_bytes:  # catching up (or live): everything pending, now
+        return NextMessage(max_bytes)
+    message = max(1, min(pending_bytes, max_bytes))
+    wait_s = ahead_of_pace(sent_bytes + message, elapsed_s)
+    if wait_s <= 0:
+        return NextMessage(max_bytes)
+    return NextMessage(0, wait_s)  # one wait for the whole next message, not one per frame
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """Orchestration: the sending half of a track's Deepgram side, and the read loop's shortcut around it.
 
-`TrackSender.run` is one connection's sender task: the ledger to Deepgram, paced while replaying and
-batched with AUDIO_BATCH_MS (`pacing.py`), KeepAlive when idle, CloseStream once input ends. `send_now`
+`TrackSender.run` is one connection's sender task: the ledger to Deepgram (`pacing.py`: a backlog goes at
+once in messages of up to 250 ms, a replay after a reconnect in the same messages at 1.25x real time, frames
+batched with AUDIO_BATCH_MS), KeepAlive when idle, CloseStream once input ends. `send_now`
 lets Twilio's read loop send a frame itself while that task sleeps; its docstring tells the whole shortcut.
 """
 
@@ -10,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+from service import mulaw
 from service.calls.counters import TrackCounters
 from service.calls.deepgram_state import DRAINING, IDLE, Connection, DeepgramSide, DeepgramState
 from service.calls.ledger import AudioLedger
-from service.calls.pacing import Batching, ahead_of_pace, idle_sleep_s, keepalive_in
+from service.calls.pacing import MESSAGE_MAX_BYTES, Batching, idle_sleep_s, keepalive_in, next_message
 from service.errors import SttError, SttFailure, SttUnavailable
 from service.settings import Settings
 
@@ -61,6 +63,8 @@ class TrackSender:
         self.batching = batch.chunks > 1  # frames wait to go together; `push` then stamps `batch_started_at`
         self.batch_started_at = 0.0  # time.monotonic() when the first pending frame of a batch came
         self._batch = batch
+        # The most audio one message carries: a batch when batching, else whatever is pending, up to 250 ms.
+        self._message_bytes = batch.chunks * mulaw.FRAME_BYTES if self.batching else MESSAGE_MAX_BYTES
         self._ledger = ledger
         self._side = side
         self._counters = counters
@@ -78,19 +82,21 @@ class TrackSender:
         state `push` woke the sender, and this returns.
 
         The frame is written to the socket before the first await, so it keeps its place among the sender's
-        messages. The await returns at once unless Deepgram's socket is backed up, and long before that the
-        ledger's bound (sent audio counts until it is final) moves the track to the spool. Ahead of the
-        replay pace, or when the send fails, the sender is woken and takes over: the frame is in the ledger,
-        unsent or unacknowledged, so it goes later or the next connection replays it.
+        messages (and anything else pending goes with it, up to a message's bound). The await returns at once
+        unless Deepgram's socket is backed up, and long before that the ledger's bound (sent audio counts until
+        it is final) moves the track to the spool. When the send fails, the sender is woken and takes over:
+        the frame is in the ledger, unacknowledged, so the next connection replays it. A connection still
+        replaying never sleeps IDLE (its replay is pending); should it, the sender is woken to pace it.
         """
         connection = self._connection
-        if self._side.state is not IDLE or connection is None or not self._ledger.pending_chunks:
+        ledger = self._ledger
+        if self._side.state is not IDLE or connection is None or not ledger.pending_chunks:
             return
-        now = asyncio.get_running_loop().time()
-        if ahead_of_pace(self._ledger.connection_sent, now - connection.started_at) > 0:
+        if ledger.connection_sent < connection.replay_bytes:
             self.wakeup.set()
             return
-        chunk = self._ledger.take(1)
+        now = asyncio.get_running_loop().time()
+        chunk = ledger.take(self._message_bytes)
         try:
             await connection.live.send_audio(chunk)
         except SttError:
@@ -99,7 +105,10 @@ class TrackSender:
         self._sent(connection, chunk, now)
 
     async def run(self, connection: Connection) -> None:
-        """Ledger to Deepgram, paced while replaying; KeepAlive when idle; CloseStream when input ends."""
+        """Ledger to Deepgram (a backlog at once, a replay paced); KeepAlive when idle; CloseStream when input ends.
+
+        Each pass sends one message; a backlog takes back-to-back passes with no sleep between them.
+        """
         loop = asyncio.get_running_loop()
         ledger = self._ledger
         self._connection = connection
@@ -124,11 +133,17 @@ class TrackSender:
 
     async def _send_pending(self, connection: Connection, now: float) -> None:
         ledger = self._ledger
-        ahead_s = ahead_of_pace(ledger.connection_sent, now - connection.started_at)
-        if ahead_s > 0:  # replaying faster than Deepgram allows
-            await asyncio.sleep(ahead_s)
+        planned = next_message(
+            pending_bytes=ledger.pending_bytes,
+            sent_bytes=ledger.connection_sent,
+            replay_bytes=connection.replay_bytes,
+            elapsed_s=now - connection.started_at,
+            max_bytes=self._message_bytes,
+        )
+        if planned.wait_s > 0:  # replaying: the next message would be ahead of the pace Deepgram allows
+            await asyncio.sleep(planned.wait_s)
             return
-        chunk = ledger.take(self._batch.chunks)
+        chunk = ledger.take(planned.max_bytes)
         await connection.live.send_audio(chunk)
         self._sent(connection, chunk, asyncio.get_running_loop().time())
         if self.batching and ledger.pending_chunks:

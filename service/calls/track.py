@@ -2,10 +2,10 @@
 
 `push` runs on the Twilio side and never waits: audio goes into the track's ledger (bounded by
 AUDIO_BUFFER_S) or, once live transcription cannot cover it, straight into a spool segment (`spooling.py`).
-`run` owns the Deepgram side, whose state is one `DeepgramState`: connect; send (`sender.py`: paced to 1.25x
-real time while replaying, KeepAlive when idle, CloseStream at the end) while reading the results
-concurrently (`receiver.py`); on a retryable failure reconnect with full-jitter backoff and replay what was
-not yet final; on a fatal one, or an outage longer than DEEPGRAM_OUTAGE_S, spool the rest.
+`run` owns the Deepgram side, whose state is one `DeepgramState`: connect; send (`sender.py`: a backlog at
+once, a replay after a failure paced to 1.25x real time, KeepAlive when idle, CloseStream at the end) while
+reading the results concurrently (`receiver.py`); on a retryable failure reconnect with full-jitter backoff
+and replay what was not yet final; on a fatal one, or an outage longer than DEEPGRAM_OUTAGE_S, spool the rest.
 """
 
 from __future__ import annotations
@@ -183,12 +183,17 @@ class TrackStream:
 
     def _connected(self, live: LiveConnection) -> Connection:
         DEEPGRAM_CONNECTS.inc()
-        self._ledger.restart()
-        replaying_s = round(self._ledger.waiting_bytes / mulaw.BYTES_PER_SECOND, 2)
-        self._log.info("deepgram.connected", track=self.name, replaying_s=replaying_s)
+        ledger = self._ledger
+        ledger.restart()
+        # After a failed connection (or attempt), what waits is a replay, paced; on the first, what queued while
+        # it opened is only late, and goes at once.
+        replay_bytes = ledger.pending_bytes if self.counters.reconnects else 0
+        replaying_s = round(replay_bytes / mulaw.BYTES_PER_SECOND, 2)
+        catching_up_s = round((ledger.pending_bytes - replay_bytes) / mulaw.BYTES_PER_SECOND, 2)
+        self._log.info("deepgram.connected", track=self.name, replaying_s=replaying_s, catching_up_s=catching_up_s)
         self._side.move(DeepgramState.OPEN)
         self._report_state(self.name, CallState.STREAMING, "")
-        return Connection(live)
+        return Connection(live, replay_bytes=replay_bytes)
 
     def _spool_stragglers(self) -> None:
         """Audio that arrived after CloseStream went out (a message Twilio sent as the stream was closing)."""

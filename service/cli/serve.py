@@ -1,16 +1,29 @@
-"""Command line: `python -m service serve`, Hypercorn with the app, as the Procfile and `make run` start it."""
+"""Command line: `python -m service serve`, Hypercorn with the app, as the Procfile and `make run` start it.
+
+One worker (WEB_CONCURRENCY=1, the default) is served in this very process: no supervisor, no spawned worker,
+no multiprocessing resource tracker, so start-up imports everything once and a dyno's memory holds one
+interpreter. SIGTERM finishes every call first (the runtime's own handler, `web/runtime.py`), then raises
+SIGINT, which stops Hypercorn gracefully. More workers run under Hypercorn's supervisor, each a spawned
+process that adds up metrics with the others through PROMETHEUS_MULTIPROC_DIR.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import pathlib
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.settings import load_settings
 
+if TYPE_CHECKING:
+    from hypercorn.config import Config
+
 # Routes Hypercorn's own log lines through the root logger, so they share the service's format.
 HYPERCORN_LOGGING = Path(__file__).resolve().parent / "hypercorn_logging.json"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client reads it when it is first imported
 
 
 def add_commands(commands: Any) -> None:
@@ -21,7 +34,8 @@ def add_commands(commands: Any) -> None:
         "--workers",
         type=int,
         default=int(os.environ.get("WEB_CONCURRENCY", "1")),
-        help="Hypercorn worker processes (default $WEB_CONCURRENCY, else 1); MAX_CALLS applies to each",
+        help="Hypercorn worker processes (default $WEB_CONCURRENCY, else 1, served in this process); "
+        "MAX_CALLS applies to each",
     )
     parser.set_defaults(handler=serve)
 
@@ -29,20 +43,61 @@ def add_commands(commands: Any) -> None:
 def serve(args: argparse.Namespace) -> int:
     # Imported here: the other commands need neither Hypercorn nor prometheus-client.
     from hypercorn.config import Config  # noqa: PLC0415
-    from hypercorn.run import run  # noqa: PLC0415
-
-    from service.metrics import prepare_multiprocess_dir  # noqa: PLC0415
 
     settings = load_settings()  # a bad setting stops here, with its message, before any worker starts
-    # Before the workers start: they inherit the directory and add up each other's metrics through it.
-    prepare_multiprocess_dir()
     config = Config()
-    config.application_path = "service.web.asgi:create()"
     config.bind = [f"{args.host}:{args.port or settings.port}"]
-    # Hypercorn's own default is one spawned worker process; WEB_CONCURRENCY is Heroku's name for the count.
-    config.workers = args.workers
     # Heroku sends SIGKILL 30 s after SIGTERM; calls get SHUTDOWN_TIMEOUT_S of that to finish.
     config.graceful_timeout = min(25.0, settings.shutdown_timeout_s + 5)
     config.websocket_max_message_size = settings.max_message_bytes * 2
     config.logconfig = f"json:{HYPERCORN_LOGGING}"
+    if os.environ.get(MULTIPROC_ENV) or args.workers > 1:
+        # Before prometheus-client is imported anywhere: the workers add up each other's metrics through it.
+        prepare_multiprocess_dir()
+    if args.workers <= 1:
+        return serve_here(config)
+    from hypercorn.run import run  # noqa: PLC0415
+
+    config.application_path = "service.web.asgi:create()"
+    config.workers = args.workers  # WEB_CONCURRENCY is Heroku's name for the count
     return run(config)
+
+
+def serve_here(config: Config) -> int:
+    """Hypercorn in this process, until SIGINT (or SIGTERM before the app has started: nothing to finish yet)."""
+    import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from hypercorn.asyncio import serve as hypercorn_serve  # noqa: PLC0415
+
+    from service.web.asgi import create  # noqa: PLC0415
+
+    async def main() -> None:
+        app = create()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            # The app's start-up replaces the SIGTERM handler with its own: finish the calls, then SIGINT.
+            loop.add_signal_handler(signum, stop.set)
+        await hypercorn_serve(app, config, shutdown_trigger=stop.wait, mode="asgi")
+
+    asyncio.run(main())
+    return 0
+
+
+def prepare_multiprocess_dir() -> pathlib.Path:
+    """Before Hypercorn starts workers: a directory for their values, empty, so counting starts from zero.
+
+    An operator's own PROMETHEUS_MULTIPROC_DIR is kept but emptied of metric files, as prometheus-client
+    requires between runs; otherwise a fresh temporary directory is used.
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        directory = pathlib.Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+    else:
+        directory = pathlib.Path(tempfile.mkdtemp(prefix="callscribe-metrics-"))
+        os.environ[MULTIPROC_ENV] = str(directory)
+    return directory

@@ -152,8 +152,9 @@ class Runtime:
         gc.collect()
         gc.freeze()
         if self._handle_sigterm:
-            # Installed after Hypercorn's own handlers (it sets them before the lifespan starts): on SIGTERM we
-            # first finish every call, then let Hypercorn's graceful shutdown run.
+            # Installed after the server's own handlers (Hypercorn's in a worker, `serve_here`'s in-process: both
+            # are set before the lifespan starts): on SIGTERM we first finish every call, then let Hypercorn's
+            # graceful shutdown run.
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._on_sigterm)
 
     def _log_ready(self) -> None:
@@ -230,7 +231,7 @@ class Runtime:
     async def _stop_then_exit(self) -> None:
         await self.finish_calls()
         if multiprocessing.parent_process() is None:
-            # Hypercorn serving in this process (no worker processes): its SIGINT handler is still ours to use.
+            # Served in this process (`serve` with one worker): its SIGINT handler stops Hypercorn gracefully.
             signal.raise_signal(signal.SIGINT)
         # A spawned worker stops when Hypercorn's parent, which got the dyno's SIGTERM too, tells it to.
 

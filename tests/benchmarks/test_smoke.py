@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,62 +17,54 @@ REPO = ROOT
 LATENCIES = ("forward", "first_audio", "result")
 
 
-@pytest.mark.parametrize("served", ["callscribe", "floor"])
-def test_quick_benchmark_writes_a_well_formed_report(tmp_path: Path, served: str) -> None:
-    """Two scenarios run, every frame arrives, and each latency, CPU and memory figure is a sane number; for
-    callscribe and for the stack's floor (benchmarks/floor.py) that docs/benchmarks.md compares it with."""
+def run_benchmark(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str, Path]:
+    """`python -m benchmarks.run ARGS` into tmp_path: its JSON report, its output and the Markdown file."""
     out_json, out_md = tmp_path / "x.json", tmp_path / "x.md"
-    outputs = ["--out-json", str(out_json), "--out-md", str(out_md)]
-    floor = ["--floor"] if served == "floor" else []
     completed = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "benchmarks.run", "--quick", *floor, *outputs],
+        [sys.executable, "-m", "benchmarks.run", *args, "--out-json", str(out_json), "--out-md", str(out_md)],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    result = json.loads(out_json.read_text())
-    output = completed.stdout + completed.stderr  # shown with any failure below
-    assert result["floor"] is (served == "floor")
-    assert result["machine"]["cpu_count"] >= 1
+    text = out_json.read_text()
     # The report is committed: it names no path of the machine that made it (the checkout, the interpreter).
-    assert str(REPO) not in out_json.read_text()
-    assert sys.executable not in out_json.read_text()
+    assert str(REPO) not in text
+    assert sys.executable not in text
+    return json.loads(text), completed.stdout + completed.stderr, out_md
+
+
+@pytest.mark.parametrize("served", ["callscribe", "floor", "peer"])
+def test_quick_benchmark_writes_a_well_formed_report(tmp_path: Path, served: str) -> None:
+    """Two scenarios run, every frame arrives, and each latency, CPU and memory figure is a sane number; for
+    callscribe, for the stack's floor (benchmarks/floor.py), and for callscribe and the peer in turn."""
+    flags = {"callscribe": [], "floor": ["--floor"], "peer": ["--peer"]}[served]
+    result, output, out_md = run_benchmark(tmp_path, "--quick", *flags)
+    assert result["floor"] is (served == "floor")
+    assert result["pinned"] is False, "unpinned by default: the harness shares the cores with the server"
+    assert result["machine"]["cpu_count"] >= 1
     assert {"cpu_model", "platform", "python"} <= set(result["machine"])
-    assert [(s["calls"], s["tracks"], s["start"]) for s in result["scenarios"]] == [
-        (3, 1, "together"),
-        (2, 2, "together"),
-    ]
+    variants = {"callscribe": ["callscribe"], "floor": ["floor"], "peer": ["callscribe", "peer"]}[served]
+    assert [v["label"] for v in result["variants"]] == variants
+    shapes = [(s["calls"], s["tracks"], s["start"], s["variant"]) for s in result["scenarios"]]
+    assert shapes == [(3, 1, "together", v) for v in variants] + [(2, 2, "together", v) for v in variants]
     for scenario in result["scenarios"]:
-        median = scenario["median"]
-        context = f"{scenario['name']}: {median} {scenario['details']}\n{output}"
-        for name in LATENCIES:
-            p50, p99, top = (median[f"{name}_{key}_ms"] for key in ("p50", "p99", "max"))
-            assert all(isinstance(v, float) and math.isfinite(v) and v >= 0 for v in (p50, p99, top)), context
-            assert p50 <= p99 <= top, context
-        assert median["frames_lost"] == 0, context
-        frames = scenario["calls"] * scenario["tracks"] * 150  # 3 s of 20 ms frames per track
-        assert median["frames_sent"] == median["frames_received"] == frames, context
-        assert median["cpu_ms_per_track_second"] > 0, context
-        assert math.isfinite(median["mib_per_call"]), context
-        assert median["calls_failed"] == 0, context
-    lines = [line for line in out_md.read_text().splitlines() if line.startswith("|")]
+        if scenario["variant"] == "peer" and scenario["tracks"] == 1:
+            assert scenario["skipped"], "the peer's design needs both tracks"
+            continue
+        check_scenario(scenario, output)
+    lines = [line for line in out_md.read_text().splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| scenario |")
-    assert len(lines) == 2 + len(result["scenarios"])  # header, rule, one row per scenario
+    assert any(line.startswith("| second of call |") for line in lines), "forward p99 by second of call"
 
 
 def test_subscribers_read_the_live_feed_through_the_run(tmp_path: Path) -> None:
     """--subscribers N keeps N feed clients open during each run; each of them reads every call's events."""
-    out_json, out_md = tmp_path / "x.json", tmp_path / "x.md"
-    completed = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "benchmarks.run", "--scenario", "2:1:together", "--duration-s", "2", "--repeats", "1",
-         "--subscribers", "3", "--out-json", str(out_json), "--out-md", str(out_md)],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    result = json.loads(out_json.read_text())
+    result, _, _ = run_benchmark(
+        tmp_path, "--scenario", "2:1:together", "--duration-s", "2", "--repeats", "1", "--subscribers", "3"
+    )
     assert result["subscribers"] == 3
     [detail] = result["scenarios"][0]["details"]
     events = detail["subscribers"]["events"]
@@ -79,3 +72,43 @@ def test_subscribers_read_the_live_feed_through_the_run(tmp_path: Path) -> None:
     # Two calls: call.started, a call.state and call.ended each, and their transcripts, on every feed alike.
     assert len(set(events)) == 1
     assert events[0] > 6
+
+
+def check_scenario(scenario: dict[str, Any], output: str) -> None:
+    median = scenario["median"]
+    context = f"{scenario['name']}: {median} {scenario['details']}\n{output}"
+    for name in LATENCIES:
+        p50, p99, top = (median[f"{name}_{key}_ms"] for key in ("p50", "p99", "max"))
+        assert all(isinstance(v, float) and math.isfinite(v) and v >= 0 for v in (p50, p99, top)), context
+        assert p50 <= p99 <= top, context
+    frames = scenario["calls"] * scenario["tracks"] * 150  # 3 s of 20 ms frames per track
+    assert median["frames_sent"] == frames, context
+    if scenario["variant"] == "peer":  # the sample's design leaves the last part-filled 0.4 s unsent
+        assert frames - median["frames_received"] < scenario["calls"] * scenario["tracks"] * 20, context
+    else:
+        assert median["frames_lost"] == 0, context
+        assert median["frames_received"] == frames, context
+    assert median["cpu_ms_per_track_second"] > 0, context
+    assert median["cpu_ms_per_track_second_whole"] > 0, context
+    assert len(scenario["per_second"]["p99"]) == 3, context
+    assert median["startup_cpu_s"] > 0, context
+    if scenario["variant"] != "floor":  # the floor is `hypercorn --workers 1`: a supervisor and its worker
+        assert median["processes"] == 1, "one worker is served in-process"
+    assert math.isfinite(median["mib_per_call"]), context
+    assert median["calls_failed"] == 0, context
+
+
+def test_startup_mode_reports_time_cpu_and_memory(tmp_path: Path) -> None:
+    """`--startup` starts and stops the server only, and reports its start-up and idle memory."""
+    result, _, out_md = run_benchmark(tmp_path, "--startup", "--repeats", "1")
+    [row] = result["startup"]
+    median = row["median"]
+    assert median["startup_ms"] > 0
+    assert 0 < median["startup_cpu_s"] < 30
+    assert 10 < median["idle_rss_mib"] < 1000
+    assert median["processes"] == 1
+    assert report_markers_in(out_md.read_text())
+
+
+def report_markers_in(text: str) -> bool:
+    return "<!-- bench-startup:start -->" in text and "| server |" in text

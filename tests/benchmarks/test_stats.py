@@ -176,7 +176,57 @@ def test_markdown_block_replaces_only_between_markers() -> None:
     document = f"intro\n{report.START_MARKER}\nold\n{report.END_MARKER}\noutro\n"
     assert report.replace_block(document, "new") == f"intro\n{report.START_MARKER}\nnew\n{report.END_MARKER}\noutro\n"
     assert report.replace_block("no markers", "new") is None
-    scenario = {"name": "1 calls x 1 track, together", "median": {"forward_p50_ms": 1.234, "frames_lost": 0}}
-    lines = report.table([scenario]).splitlines()
+    scenario = {"name": "1 calls x 1 track, together", "median": {"forward_whole_p50_ms": 1.234, "frames_lost": 0}}
+    lines = report.table([scenario], report.LATENCY_COLUMNS).splitlines()
     assert lines[0].startswith("| scenario |")
     assert lines[2].startswith("| 1 calls x 1 track, together | 1.23 |")
+    startup = f"a\n{report.STARTUP_MARKERS[0]}\nold\n{report.STARTUP_MARKERS[1]}\n{document}"
+    replaced = report.replace_block(startup, "new", report.STARTUP_MARKERS)
+    assert replaced == f"a\n{report.STARTUP_MARKERS[0]}\nnew\n{report.STARTUP_MARKERS[1]}\n{document}"
+
+
+def test_join_frames_reports_whole_calls_later_seconds_and_each_second() -> None:
+    """Every frame counts over the whole call; from the 3rd second on only frames 2 s or more into their call."""
+    sends = [[MS + seq * 20 * MS for seq in range(150)]]  # 3 s of one track (0 would mean "never sent")
+    receipts = {
+        "call": [0] * 150,
+        "track": [0] * 150,
+        "seq": list(range(150)),
+        "ns": [MS + seq * 20 * MS + (50 if seq < 50 else 2) * MS for seq in range(150)],  # the first second slow
+    }
+    join = analysis.join_frames(_loadgen(sends), receipts, analysis.Window(0, 0, False))
+    assert len(join.all_forward_ns) == 150
+    assert join.later_forward_ns == [2 * MS] * 50
+    assert sorted(join.by_second_ns) == [0, 1, 2]
+    assert analysis.per_second(join) == {"p50": [50.0, 2.0, 2.0], "p99": [50.0, 2.0, 2.0]}
+    metrics = analysis.latency_metrics(join, [])
+    assert (metrics["forward_whole_max_ms"], metrics["forward_later_p99_ms"]) == (50.0, 2.0)
+
+
+def test_whole_calls_count_set_up_and_tear_down_beyond_their_audio() -> None:
+    """Steady: 0.1 CPU s per track-second. Set-up spends 0.5 s more than its audio, tear-down 0.3 s, for 2 calls."""
+    ticks = [
+        analysis.Tick(0, 10.0, 0, 0.0, 0.0),  # the load generator starts: /voice, upgrades, connections
+        analysis.Tick(2 * S, 10.7, 0, 0.0, 0.0),  # 2 track-s of audio in set-up: 0.2 s of it, 0.5 s beyond
+        analysis.Tick(4 * S, 11.1, 0, 0.0, 0.0),  # steady: 4 track-s, 0.4 s
+        analysis.Tick(6 * S, 11.5, 0, 0.0, 0.0),  # 0 track-s after the last frame: all of it tear-down
+    ]
+    sends = [[S + t * 20 * MS for t in range(150)] for _ in range(2)]  # two tracks, 1 s to 4 s
+    join = analysis.join_frames(
+        _loadgen(sends), {"call": [], "track": [], "seq": [], "ns": []}, analysis.Window(0, 0, False)
+    )
+    metrics = analysis.whole_call_metrics(ticks, analysis.Window(2 * S, 4 * S, False), join, calls=2)
+    assert metrics["whole_track_seconds"] == pytest.approx(6.0)
+    assert metrics["cpu_ms_per_track_second_whole"] == pytest.approx(1500 / 6)
+    assert metrics["setup_cpu_ms_per_call"] == pytest.approx(250.0)
+    assert metrics["teardown_cpu_ms_per_call"] == pytest.approx(200.0)  # 0.4 CPU s, no audio in it, 2 calls
+
+
+def test_ratios_are_per_round_medians_and_series_per_second() -> None:
+    """Each round's ratio to the first variant in that round, then the median; failed rounds left out."""
+    firsts = [{"cpu_ms_per_track_second_whole": 10.0}, {"cpu_ms_per_track_second_whole": 20.0}, None]
+    mine = [{"cpu_ms_per_track_second_whole": 5.0}, {"cpu_ms_per_track_second_whole": 30.0}, {"x": 1.0}]
+    ratios = stats.ratios_per_round(mine, firsts)
+    assert ratios["cpu_ms_per_track_second_whole"] == pytest.approx(1.0)  # median of 0.5 and 1.5
+    assert ratios["forward_whole_p99_ms"] is None
+    assert stats.median_per_index([[1.0, 5.0], [3.0, None, 7.0]]) == [2.0, 5.0, 7.0]

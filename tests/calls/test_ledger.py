@@ -19,13 +19,13 @@ def test_a_reconnect_replays_from_the_first_byte_not_yet_final() -> None:
     ledger = AudioLedger()
     for frame in frames(5):
         ledger.receive(frame)
-    sent = [ledger.take(1) for _ in range(4)]
+    sent = [ledger.take(FRAME) for _ in range(4)]
     ledger.acknowledge(0.04)  # 320 bytes: the first two frames are final
     assert ledger.unacknowledged_bytes == 2 * FRAME
     ledger.restart()
     assert ledger.connection_base == 320
     assert ledger.call_time(0.5) == 0.54
-    replay = [ledger.take(1) for _ in range(3)]
+    replay = [ledger.take(FRAME) for _ in range(3)]
     assert replay == [*sent[2:], frames(5)[4]]
 
 
@@ -34,10 +34,10 @@ def test_a_final_inside_a_chunk_cuts_the_replay_there() -> None:
     ledger = AudioLedger()
     for frame in frames(5):
         ledger.receive(frame)
-    chunk = ledger.take(5)
+    chunk = ledger.take(5 * FRAME)
     ledger.acknowledge(0.05)  # 400 bytes: two and a half frames
     ledger.restart()
-    assert ledger.take(5) == chunk[400:]
+    assert ledger.take(5 * FRAME) == chunk[400:]
 
 
 def test_release_hands_over_everything_not_final_with_its_start() -> None:
@@ -46,7 +46,7 @@ def test_release_hands_over_everything_not_final_with_its_start() -> None:
     audio = b"".join(frames(10))
     for frame in frames(10):
         ledger.receive(frame)
-    ledger.take(3)
+    ledger.take(3 * FRAME)
     ledger.acknowledge(0.02)
     start_s, rest = ledger.release()
     assert start_s == 0.02
@@ -59,7 +59,7 @@ def test_acknowledgements_never_go_past_what_was_sent() -> None:
     ledger = AudioLedger()
     for frame in frames(3):
         ledger.receive(frame)
-    ledger.take(1)
+    ledger.take(FRAME)
     ledger.acknowledge(9.0)
     assert ledger.acknowledged == FRAME
     assert ledger.waiting_bytes == 2 * FRAME
@@ -68,7 +68,7 @@ def test_acknowledgements_never_go_past_what_was_sent() -> None:
 OPERATIONS = st.lists(
     st.one_of(
         st.tuples(st.just("receive"), st.integers(1, 400)),
-        st.tuples(st.just("take"), st.integers(1, 6)),
+        st.tuples(st.just("take"), st.integers(1, 2000)),
         st.tuples(st.just("ack"), st.floats(0, 1)),
         st.tuples(st.just("restart"), st.just(0)),
     ),
@@ -107,6 +107,18 @@ def test_spooled_audio_keeps_its_place_on_the_timeline_but_is_not_held() -> None
     ledger.receive(second)
     assert ledger.received == 5 * FRAME
     assert ledger.waiting_bytes == 2 * FRAME
-    assert ledger.take(5) == first + second
+    assert ledger.take(5 * FRAME) == first + second
     start_s, rest = ledger.release()
     assert (start_s, rest) == (0.0, first + second)
+
+
+def test_take_joins_whole_chunks_up_to_the_bound() -> None:
+    """A backlog leaves in few messages: whole chunks joined up to the bound, never split; one too big goes alone."""
+    ledger = AudioLedger()
+    for frame in frames(30):
+        ledger.receive(frame)
+    ledger.receive(b"\x02" * 3000)
+    assert [len(ledger.take(2000)) for _ in range(3)] == [1920, 1920, 960]
+    assert ledger.pending_bytes == 3000
+    assert len(ledger.take(2000)) == 3000, "a chunk larger than the bound is never cut"
+    assert (ledger.pending_chunks, ledger.pending_bytes, ledger.connection_sent) == (0, 0, 30 * FRAME + 3000)

@@ -1,4 +1,4 @@
-"""The sender's deadlines as numbers: replay pace, batching, KeepAlive, and how long an idle sender sleeps."""
+"""The sender's deadlines as numbers: catch-up, replay pace, batching, KeepAlive, how long an idle sender sleeps."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from service.calls.pacing import Batching, ahead_of_pace, idle_sleep_s, keepalive_in
+from service.calls.pacing import (
+    MESSAGE_MAX_BYTES,
+    Batching,
+    NextMessage,
+    ahead_of_pace,
+    idle_sleep_s,
+    keepalive_in,
+    next_message,
+)
 
 # 8000 bytes are one second of audio; the pace is 1.25x that (10,000 bytes a second) after a 4000-byte burst.
 
@@ -27,6 +35,54 @@ from service.calls.pacing import Batching, ahead_of_pace, idle_sleep_s, keepaliv
 )
 def test_replay_pace(sent_bytes: int, elapsed_s: float, ahead_s: float) -> None:
     assert ahead_of_pace(sent_bytes, elapsed_s) == pytest.approx(ahead_s, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("pending", "sent", "replay", "elapsed_s", "max_bytes", "expected"),
+    [
+        # Catching up (nothing to replay: the first connection, or a replay already out): all at once, 250 ms a message.
+        (160, 0, 0, 0.0, 2000, NextMessage(2000)),  # one live frame
+        (24_000, 0, 0, 0.0, 2000, NextMessage(2000)),  # 3 s queued while the first connection opened: no wait
+        (24_000, 200_000, 0, 1.0, 2000, NextMessage(2000)),  # far ahead of any pace: catch-up has none
+        (8000, 30_000, 24_000, 2.0, 2000, NextMessage(2000)),  # the replay is out: what queued since catches up
+        # Replaying (the connection's first `replay` bytes): 1.25x real time after a 4000-byte burst.
+        (24_000, 0, 24_000, 0.0, 2000, NextMessage(2000)),  # the first message, inside the burst
+        (22_000, 2000, 24_000, 0.0, 2000, NextMessage(2000)),  # the second: 4000 bytes, exactly the burst
+        (20_000, 4000, 24_000, 0.0, 2000, NextMessage(0, 0.2)),  # the third waits: 250 ms of audio at 1.25x
+        (20_000, 4000, 24_000, 0.1, 2000, NextMessage(0, 0.1)),  # ... half of it already waited
+        (20_000, 4000, 24_000, 0.2, 2000, NextMessage(2000)),  # ... and then goes, whole
+        (500, 23_500, 24_000, 1.9, 2000, NextMessage(0, 0.1)),  # a short last piece waits only for its own bytes
+        (0, 4000, 24_000, 0.0, 2000, NextMessage(0, 0.0001)),  # nothing pending: as if one byte were
+        (8000, 4000, 24_000, 0.0, 800, NextMessage(0, 0.08)),  # the caller's bound (AUDIO_BATCH_MS=100: 800 bytes)
+    ],
+)
+def test_the_next_message(  # noqa: PLR0917 - one parameter per column of the table
+    pending: int, sent: int, replay: int, elapsed_s: float, max_bytes: int, expected: NextMessage
+) -> None:
+    """How much goes now, or how long to wait: a backlog never waits, a replay waits once per message."""
+    got = next_message(
+        pending_bytes=pending, sent_bytes=sent, replay_bytes=replay, elapsed_s=elapsed_s, max_bytes=max_bytes
+    )
+    assert got.max_bytes == expected.max_bytes
+    assert got.wait_s == pytest.approx(expected.wait_s)
+
+
+def test_a_replay_goes_at_the_pace_in_whole_messages() -> None:
+    """Ten seconds of replay, planned message by message: 1.25x real time on average, every message 250 ms."""
+    sent, now, waits, sizes = 0, 0.0, 0, []
+    replay = 80_000
+    while sent < replay:
+        planned = next_message(pending_bytes=replay - sent, sent_bytes=sent, replay_bytes=replay, elapsed_s=now)
+        if planned.wait_s > 0:
+            now += planned.wait_s
+            waits += 1
+            continue
+        size = min(planned.max_bytes, replay - sent)
+        sizes.append(size)
+        sent += size
+    assert set(sizes) == {MESSAGE_MAX_BYTES}
+    assert waits == len(sizes) - 2, "one timer per message, none for the burst's two"
+    assert now == pytest.approx((replay - 4000) / 10_000), "the last message went when the pace allowed it"
 
 
 @pytest.mark.parametrize(

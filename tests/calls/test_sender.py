@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -14,6 +15,7 @@ from service.calls.ledger import AudioLedger
 from service.calls.sender import TrackSender, Wakeup
 from service.errors import SttFailure, SttUnavailable
 from tests.helpers.service import make_settings
+from tests.helpers.waiting import eventually
 
 FRAME = b"\x01" * 160
 
@@ -23,6 +25,7 @@ class RecordingLive:
     """A connection that keeps what is sent to it; `fail` makes audio sends fail as a dropped socket does."""
 
     sent: list[bytes] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)  # loop time of each audio send
     control: list[str] = field(default_factory=list)
     fail: bool = False
 
@@ -30,6 +33,7 @@ class RecordingLive:
         if self.fail:
             raise SttUnavailable("network error while sending audio", failure=SttFailure.NETWORK)
         self.sent.append(audio)
+        self.sent_at.append(asyncio.get_running_loop().time())
 
     async def keep_alive(self) -> None:
         self.control.append("KeepAlive")
@@ -62,6 +66,28 @@ async def running(request: pytest.FixtureRequest) -> AsyncIterator[Running]:
     await asyncio.gather(task, return_exceptions=True)
 
 
+@contextlib.asynccontextmanager
+async def sending(ledger: AudioLedger, *, replay_bytes: int) -> AsyncIterator[tuple[TrackSender, RecordingLive]]:
+    """A sender started on a connection whose first `replay_bytes` are a replay, with `ledger` already filled."""
+    side = DeepgramSide()
+    side.move(DeepgramState.OPEN)
+    sender = TrackSender(ledger=ledger, side=side, counters=TrackCounters(), settings=make_settings())
+    live = RecordingLive()
+    task = asyncio.create_task(sender.run(Connection(live, replay_bytes=replay_bytes)))  # type: ignore[arg-type]
+    try:
+        yield sender, live
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def filled(frames: int) -> AudioLedger:
+    ledger = AudioLedger()
+    for seq in range(frames):
+        ledger.receive(bytes([seq % 256]) * 160)
+    return ledger
+
+
 async def test_an_idle_sender_leaves_the_frame_to_the_read_loop(running: Running) -> None:
     assert running.side.state is DeepgramState.IDLE
     running.ledger.receive(FRAME)  # as `push` does, without waking the sender
@@ -91,21 +117,32 @@ async def test_once_input_ends_the_read_loop_never_sends(running: Running) -> No
     assert (running.live.sent, running.live.control) == ([FRAME], ["CloseStream"]), "the sender flushes and closes"
 
 
-async def test_ahead_of_the_replay_pace_the_sender_takes_the_frame(running: Running) -> None:
-    """A second of replay just went out at once (the burst allows half): the next frame waits for the pace."""
-    running.ledger.receive(b"\x01" * 8000)
-    running.sender.wakeup.set()
-    await asyncio.sleep(0)  # the sender sends the burst and sleeps again
-    running.ledger.receive(FRAME)
-    await running.sender.send_now()
-    assert running.live.sent == [b"\x01" * 8000]
-    assert running.sender.wakeup.is_set(), "the sender is woken to send it when the pace allows"
-    async with asyncio.timeout(3):  # due (8000 + 160 - 4000) / 10,000 = 0.416 s after the connection started
-        while True:
-            if len(running.live.sent) == 2:
-                break
-            await asyncio.sleep(0.02)
-    assert running.live.sent == [b"\x01" * 8000, FRAME]
+async def test_a_backlog_goes_at_once_in_messages_of_250_ms() -> None:
+    """Three seconds that queued while the first connection opened: 13 messages, back to back, no pace."""
+    ledger = filled(150)
+    audio = b"".join(bytes([seq % 256]) * 160 for seq in range(150))
+    async with sending(ledger, replay_bytes=0) as (sender, live):
+        await asyncio.sleep(0)  # the sender's first turn: every message, none of them after a sleep
+        assert [len(message) for message in live.sent] == [1920] * 12 + [960]
+        assert b"".join(live.sent) == audio
+        ledger.receive(FRAME)  # the first live frame after it goes alone, from the read loop
+        await sender.send_now()
+        assert live.sent[-1] == FRAME
+
+
+async def test_a_replay_goes_in_messages_of_250_ms_at_the_pace() -> None:
+    """Three seconds to replay after a failure: the burst's two messages at once, then one per 0.2 s."""
+    loop = asyncio.get_running_loop()
+    ledger = filled(150)
+    async with sending(ledger, replay_bytes=24_000) as (_, live):
+        started = loop.time()
+        await asyncio.sleep(0)
+        assert [len(message) for message in live.sent] == [1920] * 2, "the burst: two messages at once"
+        await eventually(lambda: len(live.sent) >= 4, timeout=5.0)
+        assert [len(message) for message in live.sent[:4]] == [1920] * 4
+        # Due when 1.25x real time allows them: (3840 + 1920 - 4000) / 10,000 s and (5760 + 1920 - 4000) / 10,000 s.
+        assert live.sent_at[2] - started >= 0.17
+        assert live.sent_at[3] - started >= 0.36
 
 
 async def test_a_failed_send_from_the_read_loop_is_replayed_later(running: Running) -> None:

@@ -16,6 +16,7 @@ from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.helpers.logs import LogLines, final_words
 from tests.helpers.service import make_settings, running_service
 from tests.helpers.twilio_stream import open_media, streaming, token_parameters
+from tests.helpers.waiting import eventually
 
 
 async def place_call(service_url: str, spec: CallSpec) -> CallResult:
@@ -151,6 +152,28 @@ async def test_audio_batching_groups_frames_without_changing_the_bytes(
     sizes = [len(frame) for frame in connection.audio_frames]
     assert max(sizes) == 800
     assert len(sizes) <= len(audio) // 800 + 2  # at real-time-like pace frames wait for their batch
+    assert final_words(log_lines, spec.call_sid) == expected_words(audio)
+
+
+async def test_a_backlog_goes_to_deepgram_coalesced_and_at_once(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
+    """Audio that queued while Deepgram was slow to answer leaves in 250 ms messages, not one frame at a time."""
+    audio = call_audio(52, 3.0)
+    deepgram.faults.hold_handshake = asyncio.Event()
+    async with running_service(make_settings(deepgram)) as service:
+        spec = CallSpec(inbound=audio, speed=0)
+        async with streaming(service.url, spec) as stream:
+            await stream.send_media()
+            [session] = await eventually(lambda: list(service.service.calls.sessions))
+            track = await eventually(lambda: session.tracks.get("inbound"))
+            await eventually(lambda: track.received_bytes == len(audio))  # all of it waits for Deepgram
+            deepgram.faults.hold_handshake.set()
+            await eventually(lambda: deepgram.connections and len(deepgram.connections[0].audio) == len(audio))
+        await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
+
+    [connection] = deepgram.connections
+    assert bytes(connection.audio) == audio
+    # 24,000 bytes as whole 160-byte frames joined up to 250 ms (2000 bytes): twelve frames a message.
+    assert [len(message) for message in connection.audio_frames] == [1920] * 12 + [960]
     assert final_words(log_lines, spec.call_sid) == expected_words(audio)
 
 

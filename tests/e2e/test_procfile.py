@@ -20,6 +20,19 @@ from tests.helpers.processes import start_web
 from tests.helpers.waiting import eventually
 
 
+def children_of(pid: int) -> list[int]:
+    """The live processes whose parent is `pid` (Linux's /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited while we looked
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
 def json_lines(stdout: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.decode().splitlines()]
 
@@ -30,6 +43,7 @@ async def test_the_procfile_web_process_serves_calls_and_stops_on_sigterm(
     """`web:` binds $PORT, transcribes a simulated call, logs JSON lines, and exits cleanly on SIGTERM."""
     process, url = await start_web(deepgram, tmp_path)
     try:
+        assert children_of(process.pid) == [], "one worker is served in-process: no supervisor, no resource tracker"
         spec = CallSpec(inbound=call_audio(61, 1.5), speed=0)
         result = await simulate_call(url, spec, auth_token=TWILIO_TOKEN)
         assert result.close_code == 1000

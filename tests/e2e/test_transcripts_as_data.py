@@ -51,8 +51,10 @@ async def test_a_both_sides_call_is_stored_served_and_delivered(
             await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
             total = len(expected_words(caller)) + len(expected_words(agent))
             transcript = await wait_for_transcript(client, service.url, spec.call_sid, total)
-            # call.completed is committed with the call's end: after it, the stored call is complete.
+            # call.completed is committed with the call's end: after it, the stored call is complete. It may be
+            # delivered before the last utterance.final (committed in one batch, they sort by event id): wait for all.
             await receiver.wait_for("call.completed")
+            await eventually(lambda: len(receiver.accepted) >= len(transcript) + 1)
             call = (
                 await client.get(
                     f"{service.url}/api/calls/{spec.call_sid}", headers={"Authorization": f"Bearer {API_TOKEN}"}

@@ -342,6 +342,7 @@ class Faults:
     reject_status: int | None = None  # answer the upgrade with this HTTP status (e.g. 401, 403, 503)...
     reject_count: int | None = None  # ...for this many upgrades, then accept (None = always); counts down
     hang_handshake: bool = False  # accept TCP, never answer the HTTP upgrade (held until the fake stops)
+    hold_handshake: asyncio.Event | None = None  # answer upgrades only once this is set (a slow Deepgram)
     close_after_bytes: int | None = None  # after this many audio bytes on a connection, close with:
     close_code: int = 1011
     close_reason: str = "NET-0000"
@@ -686,6 +687,8 @@ class FakeDeepgram:
         request_id = connection.request_id
         if self.faults.hang_handshake:
             return await self._hang(connection)
+        if self.faults.hold_handshake is not None:
+            await self.faults.hold_handshake.wait()
         rejected = self._take_rejection()
         if rejected is not None:
             return _error_response(rejected, "INJECTED_FAULT", "Rejected by Faults.reject_status.", request_id)
