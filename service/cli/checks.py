@@ -17,7 +17,7 @@ from typing import Final
 from service.deepgram.keys import ask_about_key
 from service.settings import Settings
 from service.storage import migrate
-from service.twilio.numbers import NumberLookupError, NumberVoice, RestCredentials, find_number
+from service.twilio.numbers import NumberLookupError, NumberVoice, find_number, rest_credentials
 
 VOICE_PATH: Final = "/voice"  # the route that answers Twilio's voice webhook (service/web/voice.py)
 VOICE_METHOD: Final = "POST"
@@ -189,18 +189,6 @@ def check_number(settings: Settings, number: str | None, *, timeout_s: float = T
             "check the number (E.164, such as +14155550100) and that TWILIO_ACCOUNT_SID is the account that owns it",
         )
     return _voice_configuration(found, webhook_url(settings))
-
-
-def rest_credentials(settings: Settings) -> RestCredentials | None:
-    """The API key pair when set, else the account SID and auth token; None without an account SID."""
-    account = settings.twilio_account_sid
-    if account is None:
-        return None
-    if settings.twilio_api_key_sid and settings.twilio_api_key_secret:
-        return RestCredentials(account, settings.twilio_api_key_sid, settings.twilio_api_key_secret.get_secret_value())
-    if settings.twilio_auth_token is None:
-        return None
-    return RestCredentials(account, account, settings.twilio_auth_token.get_secret_value())
 
 
 def _voice_configuration(found: NumberVoice, expected: str | None) -> Check:

@@ -54,8 +54,8 @@ def add_commands(commands: Any) -> None:
 
 
 def configure(args: argparse.Namespace) -> int:
-    from service.cli.checks import rest_credentials, webhook_url  # noqa: PLC0415 - loads twilio only when run
-    from service.twilio.numbers import NumberLookupError, find_number  # noqa: PLC0415
+    from service.cli.checks import webhook_url  # noqa: PLC0415 - loads twilio only when run
+    from service.twilio.numbers import NumberLookupError, find_number, rest_credentials  # noqa: PLC0415
 
     settings = load_settings()
     target, credentials = webhook_url(settings), rest_credentials(settings)
@@ -109,9 +109,8 @@ def _plan(number: NumberVoice, target: str, method: str) -> str:
 
 
 def restore(args: argparse.Namespace) -> int:
-    from service.cli.checks import rest_credentials  # noqa: PLC0415 - loads twilio only when run
     from service.storage import number_backups  # noqa: PLC0415
-    from service.twilio.numbers import NumberLookupError  # noqa: PLC0415
+    from service.twilio.numbers import NumberLookupError, rest_credentials  # noqa: PLC0415 - loads twilio when run
 
     settings = load_settings()
     credentials = rest_credentials(settings)

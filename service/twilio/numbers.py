@@ -17,6 +17,8 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from service.settings import Settings
+
 
 @dataclass(frozen=True, slots=True)
 class RestCredentials:
@@ -29,6 +31,18 @@ class RestCredentials:
     @property
     def kind(self) -> str:
         return "API key" if self.username.startswith("SK") else "account SID and auth token"
+
+
+def rest_credentials(settings: Settings) -> RestCredentials | None:
+    """The API key pair when set, else the account SID and auth token; None without an account SID."""
+    account = settings.twilio_account_sid
+    if account is None:
+        return None
+    if settings.twilio_api_key_sid and settings.twilio_api_key_secret:
+        return RestCredentials(account, settings.twilio_api_key_sid, settings.twilio_api_key_secret.get_secret_value())
+    if settings.twilio_auth_token is None:
+        return None
+    return RestCredentials(account, account, settings.twilio_auth_token.get_secret_value())
 
 
 @dataclass(frozen=True, slots=True)

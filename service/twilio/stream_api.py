@@ -18,7 +18,6 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from service.settings import Settings
 from service.twilio.numbers import RestCredentials
 
 MAX_PARAMETERS = 99  # Twilio's Parameter1 ... Parameter99
@@ -31,18 +30,6 @@ class StreamApiError(Exception):
     def __init__(self, message: str, *, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
-
-
-def rest_credentials(settings: Settings) -> RestCredentials | None:
-    """The API key pair when set, else the account SID and auth token; None without an account SID."""
-    account = settings.twilio_account_sid
-    if account is None:
-        return None
-    if settings.twilio_api_key_sid and settings.twilio_api_key_secret:
-        return RestCredentials(account, settings.twilio_api_key_sid, settings.twilio_api_key_secret.get_secret_value())
-    if settings.twilio_auth_token is None:
-        return None
-    return RestCredentials(account, account, settings.twilio_auth_token.get_secret_value())
 
 
 def parameter_fields(parameters: Mapping[str, str]) -> dict[str, str]:

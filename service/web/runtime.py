@@ -36,8 +36,9 @@ from service.storage import migrate
 from service.storage.spool_segments import DatabaseSpool, is_postgresql
 from service.storage.streams import DatabaseStreamClaims
 from service.storage.writer import TranscriptStore
+from service.twilio.numbers import rest_credentials
 from service.twilio.signatures import TwilioSignatures, stream_token_key
-from service.twilio.stream_api import StreamApi, rest_credentials
+from service.twilio.stream_api import StreamApi
 from service.web.next_steps import next_steps
 from service.web.stream_watch import StreamWatch
 from service.webhooks.sender import WebhookSender
