@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import functools
 import random
 import time
@@ -173,12 +174,14 @@ class _DatabaseWriter:
             dialect = connection.dialect.name
             # One execute per row, not one executemany per batch: each await lets the event loop forward
             # audio, where a batch of 100 finals in one go held it for milliseconds (docs/benchmarks.md).
-            for write in writes:
+            for index, write in enumerate(writes):
                 for statement, parameters in statements(dialect, write, now):
                     await connection.execute(statement, parameters)
                 if self._webhooks:
-                    # The outbox: the event is committed with the data it describes, or not at all.
-                    await add_webhook_event(connection, write, now)
+                    # The outbox: the event is committed with the data it describes, or not at all. Its time
+                    # moves on a microsecond per write, so the outbox's (created_at, event_id) order is the
+                    # batch's order: a call's last finals go before its call.completed.
+                    await add_webhook_event(connection, write, now + datetime.timedelta(microseconds=index))
 
     async def _failed(self, batch: Batch[Write], error: Exception) -> None:
         if not is_permanent(error):

@@ -238,6 +238,28 @@ async def test_a_stream_handed_over_marks_the_call_and_its_stream_but_leaves_the
         await engine.dispose()
 
 
+async def test_the_outbox_keeps_a_batchs_order_so_call_completed_follows_the_last_final(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    """A call's finals and its end committed in one batch are due in that order: call.completed comes last."""
+    settings = settings_for(
+        migrated_url, tmp_path, transcript_webhook_url="https://example.com/hook", webhook_secret="s"
+    )
+    store = new_store(settings)
+    await store.start()
+    store_call(store, "CA1", finals=3)  # no await in between: the writer takes all five in one batch
+    await idle(store)
+    await store.stop(5)
+    engine = create_engine(migrated_url)
+    try:
+        async with engine.connect() as connection:
+            due = select(WebhookDelivery.event_type).order_by(WebhookDelivery.created_at, WebhookDelivery.event_id)
+            kinds = (await connection.execute(due)).scalars().all()
+    finally:
+        await engine.dispose()
+    assert list(kinds) == ["utterance.final"] * 3 + ["call.completed"]
+
+
 async def test_an_utterance_before_its_call_gets_a_stand_in_row_that_the_call_fills_in(
     migrated_url: str, tmp_path: Path
 ) -> None:
