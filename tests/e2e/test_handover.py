@@ -249,8 +249,8 @@ async def test_when_no_one_can_take_over_the_call_is_drained_as_before_and_the_l
     deepgram: FakeDeepgram, tmp_path: Path, setup: Setup, case: str
 ) -> None:
     """Twilio's API refusing (401, 429, 5xx) or unreachable, no second process, or no account SID: the stream is
-    drained and closed 1001 as without hand-over, every word Deepgram heard is logged and stored, none spooled,
-    and one line says why this call was not handed over."""
+    drained and closed 1001 as without hand-over, every word Deepgram heard is logged and stored, nothing but the
+    frames that came after CloseStream spooled, and one line says why this call was not handed over."""
     changes, answer, why = REFUSALS[case]
     setup.rest.streams_answer = answer
     a, a_url = await start(deepgram, tmp_path / "a", {**setup.env, **changes})
@@ -267,16 +267,21 @@ async def test_when_no_one_can_take_over_the_call_is_drained_as_before_and_the_l
     assert why in skipped["why"]
     if case == "no other process":  # the stream no one let in is stopped, so no one transcribes it later
         new = call.streams[1]
-        # A stopping process takes no new stream: refused at the upgrade, or accepted and closed 1013.
-        assert new.connect_error is not None or new.close_code == 1013
-        assert (new.status, new.first_slot) == ("stopped", None)
+        # A stopping process takes no new stream: refused at the upgrade, closed 1013 at its start, or cut (1006)
+        # as the process exits. Twilio may send a frame before it sees the close; none of it reaches Deepgram.
+        assert new.connect_error is not None or new.close_code in {1013, 1006}
+        assert new.status == "stopped"
+        assert len(deepgram.connections) == 1
         assert [r.form for r in setup.rest.stream_requests()][-1] == {"Status": ["stopped"]}
     assert skipped["call_sid"] == call.call_sid
     assert len(events(lines, "service.handover_off")) == (1 if case == "no account SID" else 0)
     old = call.streams[0]
     assert (old.close_code, old.close_reason) == (1001, "callscribe is restarting")
     [summary] = events(lines, "call.ended")
-    assert (summary["ended_by"], summary["audio_s_spooled"], summary["words_cut_ms"]) == ("shutdown", 0, 0)
+    assert (summary["ended_by"], summary["words_cut_ms"]) == ("shutdown", 0)
+    # Only what Twilio sent after CloseStream, while the stream was closing, is spooled (kept, not lost): on a
+    # busy machine a frame or two, never the call.
+    assert summary["audio_s_spooled"] <= 0.1
     heard = bytes(deepgram.connections[0].audio)
     assert len(heard) > SIGTERM_AT_BYTES
     assert final_words_logged(lines) == expected_words(heard)
