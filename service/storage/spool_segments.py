@@ -11,8 +11,9 @@ process that dies holding a claim gives it back by its lease running out.
 Where the audio lives is the `AudioStore` seam: `ChunkAudio`, the `spool_chunks` table (the default), or
 `S3Audio` (`storage/spool_objects.py`, SPOOL_URL=s3://...), one object per segment. The rows (the claims, the
 bound, retention) stay in the database either way. An object is written before its row's transaction opens,
-so a row never names audio that is not there (and an upload holds no database lock); it is deleted after its row, and an object left without a row (a commit
-or a delete that failed) is deleted by `purge` once it is older than the lease.
+so a row never names audio that is not there (and an upload holds no database lock); it is deleted after its
+row, and an object left without a row (a commit or a delete that failed) is deleted by `purge` once it is older
+than the lease.
 
 Bounded: past `max_bytes` of audio waiting here, `put` says no and the entry stays on the local disk (and is
 transcribed there, as without a shared spool). Retention: segments older than `retention_days` are deleted by
