@@ -295,16 +295,17 @@ class Settings(BaseSettings):
     spool_shared_max_mb: int = Field(
         default=1024,
         ge=1,
-        description="With PostgreSQL as `DATABASE_URL`, spooled audio goes to the database, where every process "
-        "(every dyno) can transcribe it, so it outlives the dyno that spooled it. Past this many megabytes waiting "
-        "there, new entries stay on the local disk (`SPOOL_DIR`) and are transcribed by the process that spooled "
+        description="With PostgreSQL as `DATABASE_URL` (or with `SPOOL_URL`), spooled audio goes to the database "
+        "(or the bucket), where every process (every dyno) can transcribe it, so it outlives the dyno that spooled "
+        "it. Past this many megabytes waiting there, new entries stay on the local disk (`SPOOL_DIR`) and are transcribed by the process that spooled "
         "them, as without a shared spool.",
         json_schema_extra=_doc("spool"),
     )
     spool_retention_days: int = Field(
         default=7,
         ge=1,
-        description="Shared spool entries (PostgreSQL) older than this many days are deleted, each logged as "
+        description="Shared spool entries (PostgreSQL or `SPOOL_URL`) older than this many days are deleted, "
+        "their objects with them, each logged as "
         "`spool.expired`: audio that Deepgram's pre-recorded API refused for that long is given up.",
         json_schema_extra=_doc("spool"),
     )
@@ -333,7 +334,7 @@ class Settings(BaseSettings):
     )
     aws_secret_access_key: SecretStr | None = Field(
         default=None,
-        description="The secret of `AWS_ACCESS_KEY_ID`. Never logged.",
+        description="The secret of `AWS_ACCESS_KEY_ID`.",
         json_schema_extra=_doc("spool", fill_in=True, heroku={}),
     )
     aws_region: str | None = Field(
