@@ -297,8 +297,8 @@ class Settings(BaseSettings):
         ge=1,
         description="With PostgreSQL as `DATABASE_URL` (or with `SPOOL_URL`), spooled audio goes to the database "
         "(or the bucket), where every process (every dyno) can transcribe it, so it outlives the dyno that spooled "
-        "it. Past this many megabytes waiting there, new entries stay on the local disk (`SPOOL_DIR`) and are transcribed by the process that spooled "
-        "them, as without a shared spool.",
+        "it. Past this many megabytes waiting there, new entries stay on the local disk (`SPOOL_DIR`) and are "
+        "transcribed by the process that spooled them, as without a shared spool.",
         json_schema_extra=_doc("spool"),
     )
     spool_retention_days: int = Field(
