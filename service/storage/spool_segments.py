@@ -126,6 +126,7 @@ class DatabaseSpool:
         self._retention_days = retention_days
         self._clock = clock
         self._audio: AudioStore = audio or ChunkAudio()
+        self._swept_at: datetime.datetime | None = None
 
     async def put(self, segment: Mapping[str, Any], wav: bytes) -> bool:
         """Keep `segment` (its `_FIELDS`) and its WAV; False when that would pass the bound. Putting the same
@@ -222,8 +223,12 @@ class DatabaseSpool:
 
     async def _sweep(self) -> int:
         """Delete the audio whose row is gone (or never committed), once older than the lease: younger, its row
-        may still be on its way. How many went."""
-        settled = as_utc(self._clock()) - self._lease
+        may still be on its way. At most once a lease (a listing of the bucket is a billed request). How many went."""
+        now = as_utc(self._clock())
+        if self._swept_at is not None and now - self._swept_at < self._lease:
+            return 0
+        self._swept_at = now
+        settled = now - self._lease
         held = [segment_id for segment_id, written in await self._audio.listed() if as_utc(written) < settled]
         if not held:
             return 0
