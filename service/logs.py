@@ -48,6 +48,9 @@ def configure(level: LogLevel, fmt: LogFormat, stream: TextIO | None = None) -> 
     root.setLevel(level)
     # websockets logs every frame at DEBUG; keep it at INFO even when callscribe is at DEBUG.
     logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLevelName(level)))
+    # botocore (the S3 spool) logs every request's headers at DEBUG, the access key and signature among them.
+    for name in ("botocore", "aiobotocore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def render_text(_logger: Any, _method: str, event_dict: EventDict) -> str:

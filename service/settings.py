@@ -295,18 +295,52 @@ class Settings(BaseSettings):
     spool_shared_max_mb: int = Field(
         default=1024,
         ge=1,
-        description="With PostgreSQL as `DATABASE_URL`, spooled audio goes to the database, where every process "
-        "(every dyno) can transcribe it, so it outlives the dyno that spooled it. Past this many megabytes waiting "
-        "there, new entries stay on the local disk (`SPOOL_DIR`) and are transcribed by the process that spooled "
-        "them, as without a shared spool.",
+        description="With PostgreSQL as `DATABASE_URL` (or with `SPOOL_URL`), spooled audio goes to the database "
+        "(or the bucket), where every process (every dyno) can transcribe it, so it outlives the dyno that spooled "
+        "it. Past this many megabytes waiting there, new entries stay on the local disk (`SPOOL_DIR`) and are "
+        "transcribed by the process that spooled them, as without a shared spool.",
         json_schema_extra=_doc("spool"),
     )
     spool_retention_days: int = Field(
         default=7,
         ge=1,
-        description="Shared spool entries (PostgreSQL) older than this many days are deleted, each logged as "
+        description="Shared spool entries (PostgreSQL or `SPOOL_URL`) older than this many days are deleted, "
+        "their objects with them, each logged as "
         "`spool.expired`: audio that Deepgram's pre-recorded API refused for that long is given up.",
         json_schema_extra=_doc("spool"),
+    )
+    spool_url: str | None = Field(
+        default=None,
+        description="Where the shared spool keeps its audio: `s3://bucket/prefix` puts each spooled segment in an "
+        "object of that S3-compatible bucket (AWS S3, MinIO, Cloudflare R2, Heroku's bucket add-ons), and its claim "
+        "in the database (`DATABASE_URL`), so with PostgreSQL every dyno shares it, and with SQLite every process "
+        "on this machine does. Unset: the audio goes to PostgreSQL's `spool_chunks` when `DATABASE_URL` is "
+        "PostgreSQL, else it stays on the local disk (`SPOOL_DIR`).",
+        json_schema_extra=_doc(
+            "spool", accepts="an `s3://bucket` or `s3://bucket/prefix` URL", default="(unset)", heroku={}
+        ),
+    )
+    spool_s3_endpoint_url: str | None = Field(
+        default=None,
+        description="The S3 API's URL for a server that is not AWS (MinIO, R2's "
+        "`https://<account>.r2.cloudflarestorage.com`, a bucket add-on's endpoint). Unset: AWS S3 in `AWS_REGION`.",
+        json_schema_extra=_doc("spool", accepts="an `http(s)://` URL", default="(unset: AWS)", heroku={}),
+    )
+    aws_access_key_id: SecretStr | None = Field(
+        default=None,
+        description="The access key of the bucket in `SPOOL_URL`. Unset: botocore's usual chain (its own "
+        "environment variables, `~/.aws`, an instance role).",
+        json_schema_extra=_doc("spool", fill_in=True, heroku={}),
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None,
+        description="The secret of `AWS_ACCESS_KEY_ID`.",
+        json_schema_extra=_doc("spool", fill_in=True, heroku={}),
+    )
+    aws_region: str | None = Field(
+        default=None,
+        description="The bucket's region (`us-east-1`, `eu-west-1`; `auto` for R2).",
+        json_schema_extra=_doc("spool", example="us-east-1", default="(unset: us-east-1)", heroku={}),
     )
     spool_claim_lease_s: float = Field(
         default=600.0,
@@ -668,6 +702,8 @@ class Settings(BaseSettings):
         "metrics_token",
         "stream_token_secret",
         "twilio_api_key_secret",
+        "aws_access_key_id",
+        "aws_secret_access_key",
         mode="before",
     )
     @classmethod
@@ -681,6 +717,15 @@ class Settings(BaseSettings):
         scheme = value.split("://", 1)[0] if "://" in value else ""
         if scheme.split("+", 1)[0] not in {"sqlite", "postgres", "postgresql"}:
             raise ValueError("must be a sqlite:/// or postgres:// URL, such as postgres://user:pass@host:5432/db")
+        return value
+
+    @field_validator("spool_url")
+    @classmethod
+    def _spool_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith("s3://") or not value[5:].split("/", 1)[0]:
+            raise ValueError("must be an s3://bucket or s3://bucket/prefix URL, such as s3://my-bucket/spool")
         return value
 
     @field_validator("redis_url")

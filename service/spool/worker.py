@@ -151,6 +151,7 @@ class BatchWorker:
         self._shared = shared
         # Entries delivered whose files could not be removed: never delivered twice by this process.
         self._delivered: set[str] = set()
+        self._sharing = False  # whether the shared spool took every entry offered this pass
 
     async def run_once(self) -> int:
         """One pass over the spool; returns how many entries were delivered."""
@@ -168,6 +169,8 @@ class BatchWorker:
             with self._spool.claim(listed) as entry:
                 if entry is None:
                     skipped += 1
+                elif self._shared is not None and self._sharing and await self._share(self._shared, entry):
+                    continue  # completed since share_local looked (the shared pass takes time): shared like the rest
                 elif await self._process(entry):
                     delivered += 1
                 else:
@@ -189,21 +192,31 @@ class BatchWorker:
         if self._shared is None:
             return 0
         shared = 0
+        self._sharing = True
         for listed in self._spool.entries():
             with self._spool.claim(listed) as entry:
                 if entry is None:
                     continue
-                try:
-                    wav = await asyncio.to_thread(entry.wav_path.read_bytes)
-                    if not await self._shared.put(shared_fields(entry), wav):
-                        log.warning("spool.shared_full", spool_id=entry.id, why="over SPOOL_SHARED_MAX_MB: kept here")
-                        return shared
-                except Exception as exc:  # noqa: BLE001 - the entry stays on the disk, whatever went wrong
-                    log.warning("spool.not_shared", spool_id=entry.id, error=type(exc).__name__, action="kept here")
+                if not await self._share(self._shared, entry):
                     return shared
-                self._spool.remove(entry)
                 shared += 1
         return shared
+
+    async def _share(self, shared: SharedSpool, entry: SpoolEntry) -> bool:
+        """One claimed local entry into the shared spool and off this disk; False (and no more sharing this pass)
+        if it stays here."""
+        try:
+            wav = await asyncio.to_thread(entry.wav_path.read_bytes)
+            if not await shared.put(shared_fields(entry), wav):
+                log.warning("spool.shared_full", spool_id=entry.id, why="over SPOOL_SHARED_MAX_MB: kept here")
+                self._sharing = False
+                return False
+        except Exception as exc:  # noqa: BLE001 - the entry stays on the disk, whatever went wrong
+            log.warning("spool.not_shared", spool_id=entry.id, error=type(exc).__name__, action="kept here")
+            self._sharing = False
+            return False
+        self._spool.remove(entry)
+        return True
 
     async def _shared_pass(self, shared: SharedSpool) -> tuple[int, int]:
         """Shared segments, claimed one at a time until none is free: (delivered, failed)."""

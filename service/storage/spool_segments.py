@@ -8,6 +8,13 @@ then claims the oldest segment no one holds (`claim`: a conditional UPDATE that 
 lease `claimed_until` moved LEASE_S on), transcribes it, and removes it; a failure gives it back (`failed`). A
 process that dies holding a claim gives it back by its lease running out.
 
+Where the audio lives is the `AudioStore` seam: `ChunkAudio`, the `spool_chunks` table (the default), or
+`S3Audio` (`storage/spool_objects.py`, SPOOL_URL=s3://...), one object per segment. The rows (the claims, the
+bound, retention) stay in the database either way. An object is written before its row's transaction opens,
+so a row never names audio that is not there (and an upload holds no database lock); it is deleted after its
+row, and an object left without a row (a commit or a delete that failed) is deleted by `purge` once it is older
+than the lease.
+
 Bounded: past `max_bytes` of audio waiting here, `put` says no and the entry stays on the local disk (and is
 transcribed there, as without a shared spool). Retention: segments older than `retention_days` are deleted by
 `purge`, and each is logged. Logs name an error's type, never its text or the URL.
@@ -16,12 +23,12 @@ transcribed there, as without a shared spool). Retention: segments older than `r
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Mapping
-from typing import Any, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, cast
 
 import structlog
 from sqlalchemy import Table, delete, func, insert, make_url, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.storage.schema import SpoolChunk, SpoolSegment, async_url
 from service.times import Clock, as_utc, utc_now
@@ -40,6 +47,64 @@ def is_postgresql(database_url: str) -> bool:
     return make_url(async_url(database_url)).get_backend_name() == "postgresql"
 
 
+class AudioStore(Protocol):
+    """Where a shared segment's WAV is kept, beside its row."""
+
+    async def stage(self, segment_id: str, wav: bytes) -> None:
+        """Before the row's transaction: keep the WAV outside the database (raises if it cannot)."""
+        ...
+
+    async def write(self, connection: AsyncConnection, segment_id: str, wav: bytes) -> None:
+        """In the transaction that inserts the row, after the insert: keep the WAV in the database."""
+        ...
+
+    async def read(self, connection: AsyncConnection, segment_id: str) -> bytes:
+        """The WAV, whole."""
+        ...
+
+    async def forget(self, connection: AsyncConnection, segment_id: str) -> None:
+        """In the transaction that deletes the row: what goes with it there."""
+        ...
+
+    async def discard(self, segment_ids: Sequence[str]) -> None:
+        """After the rows are gone: what lives outside the database goes."""
+        ...
+
+    async def listed(self) -> list[tuple[str, datetime.datetime]]:
+        """The segments this store holds outside the database, with when each was written."""
+        ...
+
+
+class ChunkAudio:
+    """The WAV in `spool_chunks`, CHUNK_BYTES a row, in the row's own transaction."""
+
+    async def stage(self, segment_id: str, wav: bytes) -> None:
+        return None  # all of it goes in with the row (`write`)
+
+    async def write(self, connection: AsyncConnection, segment_id: str, wav: bytes) -> None:
+        chunks = [
+            {"segment_id": segment_id, "seq": seq, "data": wav[start : start + CHUNK_BYTES]}
+            for seq, start in enumerate(range(0, len(wav), CHUNK_BYTES))
+        ]
+        if chunks:
+            await connection.execute(insert(CHUNKS), chunks)
+
+    async def read(self, connection: AsyncConnection, segment_id: str) -> bytes:
+        rows = await connection.scalars(
+            select(CHUNKS.c.data).where(CHUNKS.c.segment_id == segment_id).order_by(CHUNKS.c.seq)
+        )
+        return b"".join(rows)
+
+    async def forget(self, connection: AsyncConnection, segment_id: str) -> None:
+        await connection.execute(delete(CHUNKS).where(CHUNKS.c.segment_id == segment_id))
+
+    async def discard(self, segment_ids: Sequence[str]) -> None:
+        return None  # the chunks went with their rows
+
+    async def listed(self) -> list[tuple[str, datetime.datetime]]:
+        return []  # nothing outside the database
+
+
 class DatabaseSpool:
     """Spool segments in the database, claimed by one process at a time."""
 
@@ -52,6 +117,7 @@ class DatabaseSpool:
         lease_s: float,
         retention_days: int | None,
         clock: Clock = utc_now,
+        audio: AudioStore | None = None,
     ) -> None:
         self._engine = engine
         self.owner = owner
@@ -59,25 +125,25 @@ class DatabaseSpool:
         self._lease = datetime.timedelta(seconds=lease_s)
         self._retention_days = retention_days
         self._clock = clock
+        self._audio: AudioStore = audio or ChunkAudio()
+        self._swept_at: datetime.datetime | None = None
 
     async def put(self, segment: Mapping[str, Any], wav: bytes) -> bool:
         """Keep `segment` (its `_FIELDS`) and its WAV; False when that would pass the bound. Putting the same
-        segment again is a no-op (True)."""
-        async with self._engine().begin() as connection:
+        segment again is a no-op (True). Raises, keeping nothing, if the audio cannot be kept."""
+        async with self._engine().connect() as connection:
             if await connection.scalar(select(SEGMENTS.c.id).where(SEGMENTS.c.id == segment["id"])) is not None:
                 return True
             waiting = int(await connection.scalar(select(func.coalesce(func.sum(SEGMENTS.c.bytes), 0))) or 0)
-            if waiting + len(wav) > self._max_bytes:
-                return False
-            row = {name: segment[name] for name in _FIELDS}
-            row["created_at"] = as_utc(row["created_at"])
+        if waiting + len(wav) > self._max_bytes:
+            return False
+        # Staged before the row's transaction opens: an upload never holds a database lock (SQLite's is the file's).
+        await self._audio.stage(segment["id"], wav)
+        row = {name: segment[name] for name in _FIELDS}
+        row["created_at"] = as_utc(row["created_at"])
+        async with self._engine().begin() as connection:
             await connection.execute(insert(SEGMENTS).values(**row, bytes=len(wav)))
-            chunks = [
-                {"segment_id": segment["id"], "seq": seq, "data": wav[start : start + CHUNK_BYTES]}
-                for seq, start in enumerate(range(0, len(wav), CHUNK_BYTES))
-            ]
-            if chunks:
-                await connection.execute(insert(CHUNKS), chunks)
+            await self._audio.write(connection, segment["id"], wav)
         return True
 
     async def claim(self) -> dict[str, Any] | None:
@@ -102,18 +168,16 @@ class DatabaseSpool:
         return None
 
     async def wav(self, segment_id: str) -> bytes:
-        """The segment's WAV, its chunks in order."""
+        """The segment's WAV."""
         async with self._engine().connect() as connection:
-            rows = await connection.scalars(
-                select(CHUNKS.c.data).where(CHUNKS.c.segment_id == segment_id).order_by(CHUNKS.c.seq)
-            )
-            return b"".join(rows)
+            return await self._audio.read(connection, segment_id)
 
     async def remove(self, segment_id: str) -> None:
         """Transcribed and delivered: the segment and its chunks go."""
         async with self._engine().begin() as connection:
-            await connection.execute(delete(CHUNKS).where(CHUNKS.c.segment_id == segment_id))
+            await self._audio.forget(connection, segment_id)
             await connection.execute(delete(SEGMENTS).where(SEGMENTS.c.id == segment_id))
+        await self._audio.discard([segment_id])
 
     async def failed(self, segment_id: str, error: str, *, retry_s: float) -> int:
         """The attempt failed: the error kept, and no process claims the segment again for `retry_s` (the next
@@ -135,7 +199,13 @@ class DatabaseSpool:
             return int(await connection.scalar(select(func.count()).select_from(SEGMENTS)) or 0)
 
     async def purge(self) -> int:
-        """Delete the segments older than the retention limit, each logged (their audio is lost); how many."""
+        """Delete the segments older than the retention limit, each logged (their audio is lost), and the audio
+        no row names any more; how many segments expired."""
+        expired = await self._expire()
+        await self._sweep()
+        return expired
+
+    async def _expire(self) -> int:
         if self._retention_days is None:
             return 0
         cutoff = as_utc(self._clock()) - datetime.timedelta(days=self._retention_days)
@@ -143,9 +213,29 @@ class DatabaseSpool:
             expired = select(SEGMENTS.c.id, SEGMENTS.c.call_sid).where(SEGMENTS.c.created_at < cutoff)
             old = (await connection.execute(expired)).all()
             for segment_id, call_sid in old:
-                await connection.execute(delete(CHUNKS).where(CHUNKS.c.segment_id == segment_id))
+                await self._audio.forget(connection, segment_id)
                 await connection.execute(delete(SEGMENTS).where(SEGMENTS.c.id == segment_id))
                 log.warning(
                     "spool.expired", spool_id=segment_id, call_sid=call_sid, why="older than SPOOL_RETENTION_DAYS"
                 )
+        await self._audio.discard([segment_id for segment_id, _ in old])
         return len(old)
+
+    async def _sweep(self) -> int:
+        """Delete the audio whose row is gone (or never committed), once older than the lease: younger, its row
+        may still be on its way. At most once a lease (a listing of the bucket is a billed request). How many went."""
+        now = as_utc(self._clock())
+        if self._swept_at is not None and now - self._swept_at < self._lease:
+            return 0
+        self._swept_at = now
+        settled = now - self._lease
+        held = [segment_id for segment_id, written in await self._audio.listed() if as_utc(written) < settled]
+        if not held:
+            return 0
+        async with self._engine().connect() as connection:
+            known = set(await connection.scalars(select(SEGMENTS.c.id).where(SEGMENTS.c.id.in_(held))))
+        orphans = [segment_id for segment_id in held if segment_id not in known]
+        if orphans:
+            await self._audio.discard(orphans)
+            log.info("spool.orphans_deleted", count=len(orphans), why="audio whose row is gone")
+        return len(orphans)

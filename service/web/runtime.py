@@ -33,6 +33,7 @@ from service.settings import Settings
 from service.spool.directory import Spool
 from service.spool.worker import BatchWorker
 from service.storage import migrate
+from service.storage.spool_objects import S3Audio
 from service.storage.spool_segments import DatabaseSpool, is_postgresql
 from service.storage.streams import DatabaseStreamClaims
 from service.storage.writer import TranscriptStore
@@ -115,14 +116,17 @@ class Runtime:
         self.schema_at_head = False  # once seen at head it stays there: /readyz stops asking
 
     def _make_shared_spool(self) -> DatabaseSpool | None:
-        """The spool every process shares, when the database is one every process shares (PostgreSQL)."""
+        """The spool every process shares: its audio in S3 with SPOOL_URL (its claims in the database, PostgreSQL
+        for every dyno, SQLite for this machine's processes), else in the database when it is one every process
+        shares (PostgreSQL)."""
         settings = self.settings
-        if not is_postgresql(settings.database_url):
+        if settings.spool_url is None and not is_postgresql(settings.database_url):
             return None
         return DatabaseSpool(
             lambda: self.store.engine, owner=f"{socket.gethostname()[:40]}:{os.getpid()}",
             max_bytes=settings.spool_shared_max_mb * 1024 * 1024, lease_s=settings.spool_claim_lease_s,
             retention_days=settings.spool_retention_days,
+            audio=S3Audio(settings) if settings.spool_url is not None else None,
         )  # fmt: skip
 
     def _make_handover(self) -> tuple[Handover | None, str]:
@@ -171,6 +175,7 @@ class Runtime:
             stream_tokens=settings.stream_tokens,
             twilio_account_sid="set" if settings.twilio_account_sid else "unset (any account's streams are let in)",
             handover="on" if self.handover is not None else "off",
+            shared_spool=self._shared_spool_where(),
         )
         if self.handover is None:
             log.info(
@@ -184,6 +189,14 @@ class Runtime:
                 why="STREAM_TOKENS=off: a stream without a token is let in, so anyone who once saw a Twilio upgrade "
                 "can open streams (the account check and one live stream per call still apply)",
             )
+
+    def _shared_spool_where(self) -> str:
+        """Where spooled audio goes, for the ready line: the bucket and prefix, never a credential."""
+        settings = self.settings
+        if settings.spool_url is not None:
+            host = settings.spool_s3_endpoint_url or "AWS"
+            return f"{settings.spool_url} at {host}, claims in the database"
+        return "PostgreSQL (spool_chunks)" if self.shared_spool is not None else "off (SPOOL_DIR only)"
 
     async def _migrate_sqlite(self) -> None:
         """A SQLite file is this process's own: bring it to head here, so serving needs no `db upgrade` first.

@@ -108,6 +108,35 @@ async def test_audio_one_process_spooled_is_transcribed_by_another_once_after_th
     assert batch_api.request_count == 1
 
 
+class CompletingMeanwhile(DatabaseSpool):
+    """A shared spool during whose purge (the pass's first call to it) a live call completes a local entry."""
+
+    directory = Path()
+
+    async def purge(self) -> int:
+        spool_audio(self.directory, SPEECH, start_s=0.0)
+        return await super().purge()
+
+
+async def test_an_entry_completed_while_the_pass_talked_to_the_shared_spool_is_shared_not_transcribed_here(
+    engine: AsyncEngine, batch_api: FakeDeepgramBatch, tmp_path: Path
+) -> None:
+    """The entry appears after share_local looked: the same pass puts it in the shared spool instead of holding it
+    here (where a dyno that dies takes it along), and the next pass transcribes it from there."""
+    spool = CompletingMeanwhile(lambda: engine, owner="a", max_bytes=10_000_000, lease_s=LEASE_S, retention_days=7)
+    spool.directory = tmp_path / "a"
+    sink = Sink()
+    local = worker(batch_api, tmp_path / "a", spool, sink)
+    assert (await local.run_pass()).delivered == 0
+    assert Spool(tmp_path / "a").entries() == []
+    assert await spool.waiting() == 1
+    assert batch_api.request_count == 0
+    spool.directory = tmp_path / "elsewhere"
+    spool.directory.mkdir()
+    assert await local.run_once() == 1
+    assert sink.words() == expected_words(SPEECH)
+
+
 async def test_two_processes_claiming_at_once_get_each_segment_once(engine: AsyncEngine) -> None:
     """Three segments, two claimers taking turns: each segment is claimed by exactly one of them."""
     clock = Clock()

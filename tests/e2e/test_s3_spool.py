@@ -1,0 +1,120 @@
+"""The spool outlives the dyno through S3 (SPOOL_URL=s3://bucket/prefix, moto's S3 server): two real service
+processes (the Procfile's web line) on one database, PostgreSQL as on Heroku or one SQLite file as on one
+machine; the first spools a call's audio into the bucket, claims it and is killed (SIGKILL, its disk thrown
+away); the second transcribes it, once, and the object is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from service.simulator.client import simulate_call
+from service.simulator.messages import CallSpec
+from service.storage import migrate, queries
+from service.storage.schema import SpoolSegment, create_engine
+from tests.helpers.audio import call_audio
+from tests.helpers.credentials import DEEPGRAM_KEY, TWILIO_TOKEN
+from tests.helpers.databases import fresh_postgres_database, postgres_server_url, sqlite_url
+from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch
+from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
+from tests.helpers.processes import start_web
+from tests.helpers.s3 import S3Server, s3_server, s3_settings
+from tests.helpers.waiting import eventually
+
+__all__ = ["s3_server"]  # fixture
+
+LEASE_S = "3"  # short, so the test need not wait minutes for the dead process's claim to run out
+
+
+@contextlib.asynccontextmanager
+async def silent_api() -> AsyncIterator[str]:
+    """A pre-recorded API that takes the request and never answers: the first process stays mid-claim."""
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client goes (it is killed)
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+
+
+@contextlib.asynccontextmanager
+async def shared_database(kind: str, directory: Path) -> AsyncIterator[str]:
+    """A database both processes use: a fresh PostgreSQL one, or one SQLite file outside either's disk."""
+    if kind == "sqlite":
+        yield sqlite_url(directory / "shared.sqlite3")
+        return
+    async with fresh_postgres_database(postgres_server_url()) as url:
+        yield url
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+async def test_audio_a_killed_dyno_put_in_s3_is_transcribed_by_the_other_once(
+    deepgram: FakeDeepgram, s3_server: S3Server, tmp_path: Path, kind: str
+) -> None:
+    """Live transcription refused (401): the call is spooled, its audio into the bucket and its row into the
+    database; the first process claims it and dies; the second takes it once the lease ran out, every word is
+    stored once, from batch, and neither row nor object is left."""
+    deepgram.faults.reject_status = 401
+    bucket = s3_server.new_bucket()
+    spec = CallSpec(inbound=call_audio(172, 2.0), speed=0)
+    async with shared_database(kind, tmp_path) as url, silent_api() as silent:
+        await migrate.upgrade(url)
+        engine = create_engine(url)
+        common = {
+            "DATABASE_URL": url, "SPOOL_RETRY_S": "0.5", "SPOOL_CLAIM_LEASE_S": LEASE_S,
+            **s3_settings(s3_server, bucket),
+        }  # fmt: skip
+        try:
+            (tmp_path / "a").mkdir()
+            a, a_url = await start_web(deepgram, tmp_path / "a", **common, DEEPGRAM_BATCH_URL=silent)
+            result = await simulate_call(a_url, spec, auth_token=TWILIO_TOKEN)
+            assert result.close_code == 1000
+
+            async def claimed() -> str | None:
+                async with engine.connect() as connection:
+                    return await connection.scalar(select(SpoolSegment.claimed_by))
+
+            assert await eventually(claimed, timeout=20)  # in the database, and the first process is on it
+            assert len(s3_server.keys(bucket)) == 1  # its audio in the bucket
+            os.killpg(a.pid, signal.SIGKILL)
+            await a.wait()
+            shutil.rmtree(tmp_path / "a")  # the dyno's disk goes with it
+            async with FakeDeepgramBatch(api_key=DEEPGRAM_KEY) as batch:
+                (tmp_path / "b").mkdir()
+                b, _ = await start_web(deepgram, tmp_path / "b", **common, DEEPGRAM_BATCH_URL=batch.url)
+                try:
+                    expected = expected_words(bytes(result.sent["inbound"]))
+
+                    async def stored() -> list[str] | None:
+                        utterances = await queries.get_utterances(engine, spec.call_sid)
+                        words = [word for u in utterances for word in u.text.split()]
+                        return words if len(words) >= len(expected) else None
+
+                    words = await eventually(stored, timeout=30)
+                    await eventually(lambda: s3_server.keys(bucket) == [], timeout=10)
+                finally:
+                    os.killpg(b.pid, signal.SIGTERM)
+                    b_out, b_err = await asyncio.wait_for(b.communicate(), timeout=40)
+                assert batch.request_count == 1
+            async with engine.connect() as connection:
+                left = await connection.scalar(select(func.count()).select_from(SpoolSegment))
+                sources = (await connection.execute(text("SELECT DISTINCT source FROM utterances"))).scalars().all()
+        finally:
+            await engine.dispose()
+    assert words == expected
+    assert (left, list(sources)) == (0, ["batch"])
+    b_log = (b_out + b_err).decode()
+    assert f"s3://{bucket}/spool" in b_log  # the ready line says where the spool is
+    assert "callscribe-test-secret" not in b_log
