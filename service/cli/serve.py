@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,7 +84,7 @@ def serve_here(config: Config) -> int:
     return 0
 
 
-def prepare_multiprocess_dir() -> pathlib.Path:
+def prepare_multiprocess_dir() -> Path:
     """Before Hypercorn starts workers: a directory for their values, empty, so counting starts from zero.
 
     An operator's own PROMETHEUS_MULTIPROC_DIR is kept but emptied of metric files, as prometheus-client
@@ -93,11 +92,11 @@ def prepare_multiprocess_dir() -> pathlib.Path:
     """
     given = os.environ.get(MULTIPROC_ENV)
     if given:
-        directory = pathlib.Path(given)
+        directory = Path(given)
         directory.mkdir(parents=True, exist_ok=True)
         for stale in directory.glob("*.db"):
             stale.unlink()
     else:
-        directory = pathlib.Path(tempfile.mkdtemp(prefix="callscribe-metrics-"))
+        directory = Path(tempfile.mkdtemp(prefix="callscribe-metrics-"))
         os.environ[MULTIPROC_ENV] = str(directory)
     return directory
