@@ -80,7 +80,9 @@ async def test_sigterm_with_a_call_in_flight_finishes_it_before_exiting(deepgram
     lines = json_lines(stdout)
     [summary] = [line for line in lines if line["event"] == "call.ended"]
     assert summary["ended_by"] == "shutdown"
-    assert summary["audio_s_spooled"] == 0
+    # Only frames Twilio sent after CloseStream, as the stream was closing, are spooled (kept, not lost): on a
+    # busy machine a frame or two, never the call.
+    assert summary["audio_s_spooled"] <= 0.1
     [connection] = deepgram.connections
     assert connection.control[-1] == {"type": "CloseStream"}
     heard = bytes(connection.audio)
