@@ -151,7 +151,14 @@ def test_idle_sleep(
 
 
 @pytest.mark.parametrize(
-    "module", ["service.calls.pacing", "service.calls.timeline", "service.calls.deepgram_state", "service.calls.ending"]
+    "module",
+    [
+        "service.calls.pacing",
+        "service.calls.interleave",
+        "service.calls.timeline",
+        "service.calls.deepgram_state",
+        "service.calls.ending",
+    ],
 )
 def test_pure_modules_import_no_runtime(module: str) -> None:
     """Pure means not even indirectly: no event loop, no logging library, no database toolkit."""
