@@ -1,8 +1,9 @@
 """Protocol layer (pure: frames and Twilio timestamps in, two-channel μ-law out): both tracks on one connection.
 
 With DEEPGRAM_CONNECTIONS=per_call a both-track call's `TrackStream` (`track.py`) carries both tracks through
-one `Interleaver`, bounded by DEEPGRAM_CHANNEL_LAG_MS. With `multichannel=true&channels=2` Deepgram reads 8 kHz μ-law with the channels interleaved sample by sample; channel 0 is Twilio's inbound
-track, channel 1 the outbound, and each result's `channel_index` says which it is (`track_of`).
+one `Interleaver`, bounded by DEEPGRAM_CHANNEL_LAG_MS. With `multichannel=true&channels=2` Deepgram reads
+8 kHz μ-law with the channels interleaved sample by sample; channel 0 is Twilio's inbound track, channel 1
+the outbound, and each result's `channel_index` says which it is (`track_of`).
 
 `Interleaver` places every frame of a track on the stream's clock by its media `timestamp` (ms since the
 stream started, Twilio's own), so the two channels line up whatever order their messages come in:
