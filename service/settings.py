@@ -264,7 +264,7 @@ class Settings(BaseSettings):
         "sample by sample on Twilio's timestamps, results mapped back to track and speaker by channel), which "
         "halves the concurrent streams a call takes from a Deepgram plan's limit. Single-track calls always use "
         "one connection.",
-        json_schema_extra=_doc("deepgram_connection"),
+        json_schema_extra=_doc("deepgram_connection", heroku={"required": False}),
     )
     deepgram_channel_lag_ms: int = Field(
         default=200,
