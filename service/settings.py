@@ -392,7 +392,8 @@ class Settings(BaseSettings):
     stream_track: StreamTrack = Field(
         default="inbound_track",
         description="`inbound_track` (the caller), `outbound_track` (what Twilio plays to the caller, which with "
-        "`FORWARD_TO` is the other party) or `both_tracks`. Each track uses its own Deepgram connection.",
+        "`FORWARD_TO` is the other party) or `both_tracks`. With `both_tracks`, `DEEPGRAM_CONNECTIONS` says "
+        "whether each track gets a Deepgram connection of its own.",
         json_schema_extra=_doc("twilio", heroku={}),
     )
     max_message_bytes: int = Field(
