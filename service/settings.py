@@ -257,6 +257,25 @@ class Settings(BaseSettings):
         "the spool. A connection that lasted 5 s, or returned a final, ends the outage.",
         json_schema_extra=_doc("deepgram_connection"),
     )
+    deepgram_connections: Literal["per_track", "per_call"] = Field(
+        default="per_track",
+        description="How a call streamed with `both_tracks` reaches Deepgram: `per_track`, one connection per "
+        "track; `per_call`, both tracks on one connection (`multichannel=true&channels=2`, the tracks interleaved "
+        "sample by sample on Twilio's timestamps, results mapped back to track and speaker by channel), which "
+        "halves the concurrent streams a call takes from a Deepgram plan's limit. Single-track calls always use "
+        "one connection.",
+        json_schema_extra=_doc("deepgram_connection", heroku={"required": False}),
+    )
+    deepgram_channel_lag_ms: int = Field(
+        default=200,
+        ge=20,
+        le=2000,
+        description="With `DEEPGRAM_CONNECTIONS=per_call`: how many milliseconds one track may fall behind the "
+        "other (an outbound track with nothing playing, a `<Dial>` still ringing) before it is padded with "
+        "silence so the other goes on to Deepgram. Audio that then arrives for the padded stretch is cut and "
+        "counted as lost.",
+        json_schema_extra=_doc("deepgram_connection"),
+    )
     deepgram_batch_url: str | None = Field(
         default=None,
         description="Base URL of Deepgram's pre-recorded API, used for spooled audio.",
@@ -407,7 +426,8 @@ class Settings(BaseSettings):
     stream_track: StreamTrack = Field(
         default="inbound_track",
         description="`inbound_track` (the caller), `outbound_track` (what Twilio plays to the caller, which with "
-        "`FORWARD_TO` is the other party) or `both_tracks`. Each track uses its own Deepgram connection.",
+        "`FORWARD_TO` is the other party) or `both_tracks`. With `both_tracks`, `DEEPGRAM_CONNECTIONS` says "
+        "whether each track gets a Deepgram connection of its own.",
         json_schema_extra=_doc("twilio", heroku={}),
     )
     max_message_bytes: int = Field(

@@ -16,7 +16,11 @@ from service import mulaw
 
 
 class AudioLedger:
-    def __init__(self) -> None:
+    def __init__(self, *, channels: int = 1) -> None:
+        # Interleaved channels: a second is `channels` times the bytes, and positions stay on whole frames
+        # (one sample of every channel), so a cut never splits a frame.
+        self.channels = channels
+        self.bytes_per_second = mulaw.BYTES_PER_SECOND * channels
         self.received = 0  # call bytes received from Twilio: the position of the next byte
         self.acknowledged = 0  # call bytes covered by Deepgram's finals
         self.connection_base = 0  # call position of the current connection's first byte
@@ -77,7 +81,8 @@ class AudioLedger:
 
     def acknowledge(self, connection_end_s: float) -> None:
         """A final covers the current connection's audio up to `connection_end_s`."""
-        covered = self.connection_base + min(round(connection_end_s * mulaw.BYTES_PER_SECOND), self.connection_sent)
+        frames = round(connection_end_s * mulaw.SAMPLE_RATE)
+        covered = self.connection_base + min(frames * self.channels, self.connection_sent)
         self.acknowledged = max(self.acknowledged, covered)
         unacknowledged = self._unacknowledged
         while unacknowledged and unacknowledged[0][0] + len(unacknowledged[0][1]) <= self.acknowledged:
@@ -85,7 +90,7 @@ class AudioLedger:
 
     def call_time(self, connection_s: float) -> float:
         """A time on the current connection's timeline, on the call's timeline instead."""
-        return connection_s + self.connection_base / mulaw.BYTES_PER_SECOND
+        return connection_s + self.connection_base / self.bytes_per_second
 
     def restart(self) -> None:
         """A new connection: resend from the first unacknowledged byte, ahead of what is still pending."""
@@ -97,7 +102,7 @@ class AudioLedger:
 
     def release(self) -> tuple[float, bytes]:
         """Everything not yet final, in order, with its start on the call's timeline; the ledger is emptied."""
-        start_s = self.acknowledged / mulaw.BYTES_PER_SECOND
+        start_s = self.acknowledged / self.bytes_per_second
         audio = b"".join([*self._unsent_from_acknowledged(), *self._pending])
         self._pending.clear()
         self._pending_bytes = 0

@@ -50,6 +50,7 @@ class CallMeter:
         # What was already reported, by id() of the track's counters, while its call is active.
         self._tracks: dict[int, dict[str, int]] = {}
         self._messages: dict[int, int] = {}  # by id() of the session
+        self._received: dict[int, int] = {}  # audio bytes received, by id() of the track's input
 
     def started(self) -> None:
         CALLS_ACTIVE.inc()
@@ -58,14 +59,16 @@ class CallMeter:
         buffered = 0
         for session in sessions:
             self._report(session)
-            buffered += sum(track.waiting_bytes for track in session.tracks.values())
+            buffered += sum(stream.waiting_bytes for stream in session.streams)
         AUDIO_BUFFERED.set(buffered / mulaw.BYTES_PER_SECOND)
 
     def finished(self, session: CallSession) -> None:
         self._report(session)
         self._messages.pop(id(session), None)
+        for stream in session.streams:
+            self._tracks.pop(id(stream.counters), None)
         for track in session.tracks.values():
-            self._tracks.pop(id(track.counters), None)
+            self._received.pop(id(track), None)
         CALLS.labels(ended_by=ended_by_label(session.ended_by)).inc()
         CALLS_ACTIVE.dec()
 
@@ -76,15 +79,19 @@ class CallMeter:
             TWILIO_MESSAGES.inc(messages)
             self._messages[key] = session.messages_in
         for name, track in session.tracks.items():
-            self._report_track(name, track)
+            received = track.received_bytes
+            _add(
+                AUDIO_RECEIVED.labels(track=name),
+                (received - self._received.get(id(track), 0)) / mulaw.BYTES_PER_SECOND,
+            )
+            self._received[id(track)] = received
+        for stream in session.streams:
+            self._report_stream(stream)
 
-    def _report_track(self, name: str, track: TrackStream) -> None:
-        counters = track.counters
+    def _report_stream(self, stream: TrackStream) -> None:
+        counters = stream.counters
         now = {field: getattr(counters, field) for field, *_ in _FROM_TRACK_COUNTERS}
-        now["bytes_received"] = track.received_bytes
         before = self._tracks.get(id(counters), {})
-        received = now["bytes_received"] - before.get("bytes_received", 0)
-        _add(AUDIO_RECEIVED.labels(track=name), received / mulaw.BYTES_PER_SECOND)
         for field, metric, labels, divisor in _FROM_TRACK_COUNTERS:
             _add(metric.labels(**labels) if labels else metric, (now[field] - before.get(field, 0)) / divisor)
         self._tracks[id(counters)] = now

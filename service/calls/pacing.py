@@ -27,12 +27,12 @@ REPLAY_BURST_BYTES = mulaw.BYTES_PER_SECOND // 2
 MESSAGE_MAX_BYTES = mulaw.BYTES_PER_SECOND // 4  # 250 ms
 
 
-def ahead_of_pace(sent_bytes: int, elapsed_s: float) -> float:
+def ahead_of_pace(sent_bytes: int, elapsed_s: float, channels: int = 1) -> float:
     """Seconds a replaying connection that sent `sent_bytes` in its first `elapsed_s` is ahead of the replay pace.
 
-    Zero or less means it may send now.
+    Zero or less means it may send now. `channels` interleaved channels carry that many times the bytes.
     """
-    return (sent_bytes - REPLAY_BURST_BYTES) / REPLAY_RATE - elapsed_s
+    return (sent_bytes - REPLAY_BURST_BYTES * channels) / (REPLAY_RATE * channels) - elapsed_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,13 @@ class NextMessage:
 
 
 def next_message(
-    *, pending_bytes: int, sent_bytes: int, replay_bytes: int, elapsed_s: float, max_bytes: int = MESSAGE_MAX_BYTES
+    *,
+    pending_bytes: int,
+    sent_bytes: int,
+    replay_bytes: int,
+    elapsed_s: float,
+    max_bytes: int = MESSAGE_MAX_BYTES,
+    channels: int = 1,
 ) -> NextMessage:
     """The next message on a connection that has `pending_bytes` to send and sent `sent_bytes` in `elapsed_s`.
 
@@ -54,7 +60,7 @@ def next_message(
     if sent_bytes >= replay_bytes:  # catching up (or live): everything pending, now
         return NextMessage(max_bytes)
     message = max(1, min(pending_bytes, max_bytes))
-    wait_s = ahead_of_pace(sent_bytes + message, elapsed_s)
+    wait_s = ahead_of_pace(sent_bytes + message, elapsed_s, channels)
     if wait_s <= 0:
         return NextMessage(max_bytes)
     return NextMessage(0, wait_s)  # one wait for the whole next message, not one per frame

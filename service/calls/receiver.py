@@ -3,6 +3,9 @@
 A final acknowledges its audio in the ledger (a final for audio already final before a reconnect is
 counted, not emitted again); a result's transcripts, placed on the call's timeline (`timeline.py`), go to
 the sinks; Metadata, Deepgram's last word on a stream, acknowledges all the audio it processed.
+
+With both tracks on one connection (`multichannel=true`), each result's `channel_index` picks the track's
+timeline, and the ledger (interleaved audio) is final only as far as every channel's finals reach.
 """
 
 from __future__ import annotations
@@ -23,14 +26,21 @@ class TrackReceiver:
     """Reads one track's Deepgram connections, one connection at a time."""
 
     def __init__(
-        self, *, ledger: AudioLedger, counters: TrackCounters, timeline: TrackTimeline, emit: TranscriptSink, log: Any
+        self,
+        *,
+        ledger: AudioLedger,
+        counters: TrackCounters,
+        timelines: list[TrackTimeline],
+        emit: TranscriptSink,
+        log: Any,
     ) -> None:
         self._ledger = ledger
         self._counters = counters
-        self._timeline = timeline
+        self._timelines = timelines  # by channel index
         self._emit = emit
         self._log = log
-        self._last_final_end_s = 0.0  # on the call's timeline
+        self._last_final_end_s = [0.0] * len(timelines)  # per channel, on the call's timeline
+        self._final_to_s = [0.0] * len(timelines)  # per channel: how far its finals reach on this connection
 
     async def run(self, connection: Connection) -> None:
         """Deepgram's messages on `connection` until it closes (an abnormal close raises SttError)."""
@@ -45,35 +55,47 @@ class TrackReceiver:
                 self._ledger.acknowledge(event.duration)
                 self._remember_request(event.request_id)
             elif isinstance(event, SttServerError):
-                self._log.warning("deepgram.error_message", track=self._timeline.track, description=event.description)
+                track = "+".join(timeline.track for timeline in self._timelines)
+                self._log.warning("deepgram.error_message", track=track, description=event.description)
 
     def _on_result(self, connection: Connection, result: SttResult) -> bool:
         """Count the result and emit its transcripts; True when any went to the sinks."""
         if result.request_id:
             self._remember_request(result.request_id)
+        channel = result.channel
+        if not 0 <= channel < len(self._timelines):
+            self._log.warning("deepgram.unknown_channel", channel=channel, why="a result for a channel not sent")
+            return False
         offset_s = self._ledger.call_time(0.0)  # where this connection's audio starts on the call's timeline
         if result.is_final:
             connection.produced_results = True
-            if not self._take_final(result, offset_s):
+            if not self._take_final(result, channel, offset_s):
                 return False
         else:
             self._counters.interims += 1
         if not result.text:
             return False  # Deepgram's results for silence: nothing to show or keep
-        for transcript in self._timeline.transcripts(result, offset_s):
+        for transcript in self._timelines[channel].transcripts(result, offset_s):
             self._emit(transcript)
         return True
 
-    def _take_final(self, result: SttResult, offset_s: float) -> bool:
-        """A final acknowledges its audio; False when that audio was final already (before a reconnect)."""
-        self._ledger.acknowledge(result.end)
+    def _take_final(self, result: SttResult, channel: int, offset_s: float) -> bool:
+        """A final acknowledges its audio (as far as every channel's finals reach); False when that audio was
+        final already (before a reconnect)."""
+        reach = self._final_to_s
+        reach[channel] = max(reach[channel], result.end)
+        self._ledger.acknowledge(min(reach))
         self._counters.finals += 1
         end_s = result.end + offset_s
-        if repeats_a_final(end_s, result.duration, self._last_final_end_s):
+        if repeats_a_final(end_s, result.duration, self._last_final_end_s[channel]):
             self._counters.finals_repeated += 1
             return False
-        self._last_final_end_s = max(self._last_final_end_s, end_s)
+        self._last_final_end_s[channel] = max(self._last_final_end_s[channel], end_s)
         return True
+
+    def connection_opened(self) -> None:
+        """A new connection's results are timed from its own start."""
+        self._final_to_s = [0.0] * len(self._timelines)
 
     def _remember_request(self, request_id: str) -> None:
         if request_id not in self._counters.request_ids:

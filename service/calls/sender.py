@@ -64,7 +64,8 @@ class TrackSender:
         self.batch_started_at = 0.0  # time.monotonic() when the first pending frame of a batch came
         self._batch = batch
         # The most audio one message carries: a batch when batching, else whatever is pending, up to 250 ms.
-        self._message_bytes = batch.chunks * mulaw.FRAME_BYTES if self.batching else MESSAGE_MAX_BYTES
+        message_bytes = batch.chunks * mulaw.FRAME_BYTES if self.batching else MESSAGE_MAX_BYTES
+        self._message_bytes = message_bytes * ledger.channels  # interleaved channels: the same audio time
         self._ledger = ledger
         self._side = side
         self._counters = counters
@@ -139,6 +140,7 @@ class TrackSender:
             replay_bytes=connection.replay_bytes,
             elapsed_s=now - connection.started_at,
             max_bytes=self._message_bytes,
+            channels=ledger.channels,
         )
         if planned.wait_s > 0:  # replaying: the next message would be ahead of the pace Deepgram allows
             await asyncio.sleep(planned.wait_s)

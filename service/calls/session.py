@@ -28,7 +28,7 @@ from service.calls.events import CallEnded, CallObserver, CallStarted, CallState
 from service.calls.handover import OVERLAP_S, RELEASE_AFTER_S, StreamRecords, wait_until_others_ended
 from service.calls.spooling import Spool
 from service.calls.stitching import StreamShare
-from service.calls.track import TrackStream
+from service.calls.track import ChannelInput, TrackStream
 from service.calls.transcript import Transcript
 from service.deepgram.live import SttClient
 from service.errors import InvalidState, SttError, TwilioProtocolError
@@ -78,7 +78,8 @@ class CallSession:
     ) -> None:
         self.state = StreamState.AWAITING_CONNECTED
         self.call: CallInfo | None = None
-        self.tracks: dict[str, TrackStream] = {}
+        self.tracks: dict[str, TrackStream | ChannelInput] = {}  # by track: where its frames go
+        self.streams: list[TrackStream] = []  # the Deepgram streams: one per track, or one for both (per_call)
         self.ended_by: Ending | None = None  # set once, when the stream ends; str() is what is logged and kept
         self.finished = asyncio.Event()
         self._settings = settings
@@ -98,7 +99,9 @@ class CallSession:
         self._unknown_events: set[str] = set()
         self._last_sequence = 0
         self.messages_in = 0  # every message Twilio sent on this stream (for /metrics)
-        self._pushed: TrackStream | None = None  # the track `on_message` just gave a frame, for `send_pushed`
+        self._pushed: TrackStream | ChannelInput | None = (
+            None  # the track `on_message` just gave a frame, for `send_pushed`
+        )
         self._messages_missing = 0
         self._failure: SttError | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -127,7 +130,7 @@ class CallSession:
             track = self.tracks.get(event.track)
             if track is None:
                 return self._reject(close_codes.POLICY_VIOLATION, f"media for track '{event.track}' not in start")
-            track.push(event.chunk, event.payload)
+            track.push(event.chunk, event.payload, event.timestamp_ms)
             self._pushed = track
             return None
         return self._on_control(event)
@@ -283,10 +286,12 @@ class CallSession:
             tracks=",".join(start.tracks),
             **{key: value for key, value in params.items() if key in {"from", "to", "direction"}},
         )
-        for name in start.tracks:
-            self.tracks[name] = TrackStream(
-                name=name,
+        together = len(start.tracks) > 1 and self._settings.deepgram_connections == "per_call"
+        for channels in [tuple(start.tracks)] if together else [(name,) for name in start.tracks]:
+            stream = TrackStream(
+                name="+".join(channels),
                 call=self.call,
+                channels=channels,
                 settings=self._settings,
                 stt=self._stt,
                 spool=self._spool,
@@ -295,7 +300,10 @@ class CallSession:
                 log=self._log,
                 report_state=self._track_state,
             )
-        self._track_tasks = [self._spawn(track.run(), name=f"track-{track.name}") for track in self.tracks.values()]
+            self.streams.append(stream)
+            for name in channels:
+                self.tracks[name] = ChannelInput(name, stream) if together else stream
+        self._track_tasks = [self._spawn(stream.run(), name=f"track-{stream.name}") for stream in self.streams]
         self._spawn(self._finish(self._track_tasks), name="finish")
 
     @property
@@ -338,16 +346,16 @@ class CallSession:
 
     def abandon(self) -> None:
         """Shutdown ran out of time: spool whatever Deepgram has not made final, and stop waiting for it."""
-        for track in self.tracks.values():
-            track.abandon()
+        for stream in self.streams:
+            stream.abandon()
         for task in self._track_tasks:
             task.cancel()
 
     def _end(self, why: Ending) -> None:
         if self.ended_by is None:
             self.ended_by = why
-        for track in self.tracks.values():
-            track.end()
+        for stream in self.streams:
+            stream.end()
 
     def refuse(self, code: int, reason: str) -> Reject:
         """End the stream before it starts, for a reason of the process's own (MAX_CALLS filled up meanwhile)."""
@@ -397,7 +405,7 @@ class CallSession:
             self.finished.set()
 
     def _log_summary(self) -> None:
-        counters = [track.counters for track in self.tracks.values()]
+        counters = [stream.counters for stream in self.streams]
         summary = self._summary(counters)
         self._log.info("call.ended", **summary)
         if self.call is not None:

@@ -115,3 +115,47 @@ class TrackSpooler:
     def _record(self, entry: Any) -> None:
         if entry is not None:
             self._counters.spool_entries.append(str(getattr(entry, "id", entry)))
+
+
+class SplitSegment:
+    """A spool segment for interleaved audio: each channel's samples go to its own track's segment."""
+
+    def __init__(self, segments: list[GuardedSegment]) -> None:
+        self._segments = segments
+
+    def write(self, mulaw: bytes) -> None:
+        count = len(self._segments)
+        for channel, segment in enumerate(self._segments):
+            segment.write(mulaw[channel::count])
+
+    def close(self) -> list[Any]:
+        return [segment.close() for segment in self._segments]
+
+
+class ChannelSpooler:
+    """Both tracks' spool entries when they share one Deepgram connection: the interleaved audio is split back
+    into one mono entry per track, so the spool and batch see exactly what a connection per track leaves."""
+
+    def __init__(self, spoolers: list[TrackSpooler]) -> None:
+        self.segment: SplitSegment | None = None  # as `TrackSpooler.segment`
+        self._spoolers = spoolers
+
+    def start(self, start_s: float, reason: str) -> SplitSegment:
+        self.segment = SplitSegment([spooler.start(start_s, reason) for spooler in self._spoolers])
+        return self.segment
+
+    def take_over(self, start_s: float, audio: bytes, reason: str, *, stream_open: bool) -> None:
+        if self.segment is None and (audio or stream_open):
+            self.start(start_s, reason).write(audio)
+        else:
+            self.stretch(start_s, audio, reason)
+
+    def stretch(self, start_s: float, audio: bytes, reason: str) -> None:
+        count = len(self._spoolers)
+        for channel, spooler in enumerate(self._spoolers):
+            spooler.stretch(start_s, audio[channel::count], reason)
+
+    def close(self) -> None:
+        for spooler in self._spoolers:
+            spooler.close()
+        self.segment = None

@@ -6,6 +6,11 @@ AUDIO_BUFFER_S) or, once live transcription cannot cover it, straight into a spo
 once, a replay after a failure paced to 1.25x real time, KeepAlive when idle, CloseStream at the end) while
 reading the results concurrently (`receiver.py`); on a retryable failure reconnect with full-jitter backoff
 and replay what was not yet final; on a fatal one, or an outage longer than DEEPGRAM_OUTAGE_S, spool the rest.
+
+With DEEPGRAM_CONNECTIONS=per_call, one `TrackStream` carries both tracks of a call (`channels` names them,
+channel 0 inbound): `ChannelInput.push` places each track's frames on the stream's clock (`interleave.py`),
+the ledger holds the interleaved audio (so replay, KeepAlive and CloseStream work on it unchanged), results
+go back to their track by `channel_index` (`receiver.py`), and the spool gets one mono entry per track.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from service import mulaw
 from service.calls.counters import CallInfo, TrackCounters
 from service.calls.deepgram_state import IDLE, Connection, DeepgramSide, DeepgramState
 from service.calls.events import CallState
+from service.calls.interleave import Interleaver
 from service.calls.ledger import AudioLedger
 from service.calls.receiver import TrackReceiver
 from service.calls.sender import TrackSender
-from service.calls.spooling import GuardedSegment, Spool, TrackSpooler
+from service.calls.spooling import ChannelSpooler, GuardedSegment, SplitSegment, Spool, TrackSpooler
 from service.calls.timeline import TrackTimeline
 from service.calls.transcript import TranscriptSink, speaker_for
 from service.deepgram.live import LiveConnection, SttClient
@@ -41,13 +47,15 @@ def _unreported(_track: str, _state: CallState, _reason: str) -> None:
 
 
 class TrackStream:
-    """One track of a call: the ledger of its audio, its Deepgram side, and its spooler."""
+    """One Deepgram stream of a call (one track, or both interleaved): its audio's ledger, its Deepgram side,
+    and its spooler."""
 
     def __init__(
         self,
         *,
         name: str,
         call: CallInfo,
+        channels: tuple[str, ...] = (),
         settings: Settings,
         stt: SttClient,
         spool: Spool,
@@ -58,6 +66,7 @@ class TrackStream:
         rng: random.Random | None = None,
     ) -> None:
         self.name = name
+        self.channels = channels or (name,)  # the tracks it carries, by channel index
         self._report_state: StateReport = report_state or _unreported
         self.counters = TrackCounters()
         self._settings = settings
@@ -65,7 +74,8 @@ class TrackStream:
         self._on_failure = on_failure
         self._log = log
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
-        self._ledger = AudioLedger()
+        self._ledger = AudioLedger(channels=len(self.channels))
+        self._bytes_per_second = self._ledger.bytes_per_second
         self._side = DeepgramSide()
         self._sender = TrackSender(ledger=self._ledger, side=self._side, counters=self.counters, settings=settings)
         self._wakeup = self._sender.wakeup
@@ -73,27 +83,56 @@ class TrackStream:
         self.send_now: Callable[[], Awaitable[None]] = self._sender.send_now
         # Diarization separates voices sharing one track; with both tracks, each track is already one side.
         self._diarize = settings.deepgram_diarize and len(call.tracks) == 1
-        timeline = TrackTimeline(
-            call_sid=call.call_sid, stream_sid=call.stream_sid, track=name, speaker=speaker_for(settings, name),
-            diarize=self._diarize,
-        )  # fmt: skip
+        timelines = [
+            TrackTimeline(
+                call_sid=call.call_sid,
+                stream_sid=call.stream_sid,
+                track=track,
+                speaker=speaker_for(settings, track),
+                diarize=self._diarize,
+            )
+            for track in self.channels
+        ]
         self._receiver = TrackReceiver(
-            ledger=self._ledger, counters=self.counters, timeline=timeline, emit=emit, log=log
+            ledger=self._ledger, counters=self.counters, timelines=timelines, emit=emit, log=log
         )
-        self._spooler = TrackSpooler(spool, call=call, track=name, counters=self.counters, log=log)
-        self._max_bytes = max(mulaw.FRAME_BYTES, int(settings.audio_buffer_s * mulaw.BYTES_PER_SECOND))
+        spoolers = [
+            TrackSpooler(spool, call=call, track=track, counters=self.counters, log=log) for track in self.channels
+        ]
+        self._spooler: TrackSpooler | ChannelSpooler = spoolers[0] if len(spoolers) == 1 else ChannelSpooler(spoolers)
+        self._interleaver = Interleaver(max_lag_ms=settings.deepgram_channel_lag_ms)
+        self._last_chunks = dict.fromkeys(self.channels, 0)
+        self._max_bytes = max(mulaw.FRAME_BYTES, int(settings.audio_buffer_s * self._bytes_per_second))
         self._twilio_done = asyncio.Event()
         self._last_chunk = 0
 
     # --- Twilio side (synchronous, never blocks) --------------------------------------------------------
 
-    def push(self, chunk: int, payload: bytes) -> None:
+    def push(self, chunk: int, payload: bytes, _timestamp_ms: int = 0) -> None:
         """Take a frame from Twilio (never waits); the caller then awaits `send_now`."""
         counters = self.counters
         counters.frames_in += 1
         if self._last_chunk and chunk > self._last_chunk + 1:
             counters.chunks_missing += chunk - self._last_chunk - 1
         self._last_chunk = chunk
+        self._take(payload)
+
+    def push_channel(self, track: str, chunk: int, payload: bytes, timestamp_ms: int) -> None:
+        """A frame of one of the tracks this stream interleaves; what both tracks now cover goes on."""
+        counters = self.counters
+        counters.frames_in += 1
+        last = self._last_chunks[track]
+        if last and chunk > last + 1:
+            counters.chunks_missing += chunk - last - 1
+        self._last_chunks[track] = chunk
+        interleaver = self._interleaver
+        interleaver.add(track, timestamp_ms, payload)
+        mixed = interleaver.take()
+        if mixed:
+            self._take(mixed)
+
+    def _take(self, payload: bytes) -> None:
+        """Audio for Deepgram (one track's, or both interleaved): into the ledger, or to the spool."""
         ledger = self._ledger
         segment = self._spooler.segment
         if segment is None and ledger.waiting_bytes + len(payload) > self._max_bytes:
@@ -106,19 +145,28 @@ class TrackStream:
         if sender.batching and not ledger.pending_chunks:
             sender.batch_started_at = time.monotonic()  # this batch starts waiting now
         ledger.receive(payload)
+        counters = self.counters
         counters.peak_waiting_bytes = max(counters.peak_waiting_bytes, ledger.waiting_bytes)
         if self._side.state is not IDLE:  # an IDLE sender sleeps on: `send_now` sends the frame
             self._wakeup.set()
 
     def end(self) -> None:
         """Twilio's stream ended: flush what is held, CloseStream, and close any spool segment."""
+        if len(self.channels) > 1 and not self._twilio_done.is_set():
+            interleaver = self._interleaver
+            rest = interleaver.flush()
+            if rest:
+                self._take(rest)
+            # Samples Twilio sent after their place had been padded over: cut, and counted as lost.
+            self.counters.bytes_lost += interleaver.late_samples
+            interleaver.late_samples = 0
         self._twilio_done.set()
         self._end_live_input()
 
-    def _overflow(self) -> GuardedSegment:
+    def _overflow(self) -> GuardedSegment | SplitSegment:
         """Deepgram is too far behind: live keeps what it holds, the rest of the track goes to the spool."""
         segment = self._spooler.start(
-            self._ledger.received / mulaw.BYTES_PER_SECOND,
+            self._ledger.received / self._bytes_per_second,
             f"more than AUDIO_BUFFER_S ({self._settings.audio_buffer_s:g} s) of audio waiting for Deepgram",
         )
         self._end_live_input()
@@ -163,7 +211,8 @@ class TrackStream:
             connection: Connection | None = None
             opened_at = loop.time()
             try:
-                async with self._stt.connect(live_options(self._settings, diarize=self._diarize)) as live:
+                options = live_options(self._settings, channels=len(self.channels), diarize=self._diarize)
+                async with self._stt.connect(options) as live:
                     opened_at = loop.time()
                     connection = self._connected(live)
                     await self._stream(connection)
@@ -188,11 +237,12 @@ class TrackStream:
         # After a failed connection (or attempt), what waits is a replay, paced; on the first, what queued while
         # it opened is only late, and goes at once.
         replay_bytes = ledger.pending_bytes if self.counters.reconnects else 0
-        replaying_s = round(replay_bytes / mulaw.BYTES_PER_SECOND, 2)
-        catching_up_s = round((ledger.pending_bytes - replay_bytes) / mulaw.BYTES_PER_SECOND, 2)
+        replaying_s = round(replay_bytes / self._bytes_per_second, 2)
+        catching_up_s = round((ledger.pending_bytes - replay_bytes) / self._bytes_per_second, 2)
+        self._receiver.connection_opened()
         self._log.info("deepgram.connected", track=self.name, replaying_s=replaying_s, catching_up_s=catching_up_s)
         self._side.move(DeepgramState.OPEN)
-        self._report_state(self.name, CallState.STREAMING, "")
+        self._report(CallState.STREAMING, "")
         return Connection(live, replay_bytes=replay_bytes)
 
     def _spool_stragglers(self) -> None:
@@ -200,7 +250,7 @@ class TrackStream:
         if not self._ledger.pending_chunks:
             return
         # The connection closed cleanly, so what it carried is final; only the unsent audio is left to keep.
-        self._ledger.acknowledge(self._ledger.connection_sent / mulaw.BYTES_PER_SECOND)
+        self._ledger.acknowledge(self._ledger.connection_sent / self._bytes_per_second)
         self._spooler.stretch(*self._ledger.release(), "arrived after the stream to Deepgram was closed")
 
     async def _wait_to_retry(self, error: SttUnavailable, outage: Outage) -> bool:
@@ -223,7 +273,7 @@ class TrackStream:
         self._log.warning(
             "deepgram.reconnecting", track=self.name, why=error.reason, attempt=outage.attempts, in_s=round(delay, 3)
         )
-        self._report_state(self.name, CallState.RECONNECTING, error.reason)
+        self._report(CallState.RECONNECTING, error.reason)
         await asyncio.sleep(delay)
         return True
 
@@ -253,7 +303,9 @@ class TrackStream:
                 f"no final results within DEEPGRAM_CLOSE_TIMEOUT_S ({timeout:g} s) of CloseStream",
                 failure=SttFailure.CLOSE_TIMEOUT,
             ) from exc
-        if self._ledger.unacknowledged_bytes > mulaw.FRAME_BYTES:  # timestamps are rounded; a frame is noise
+        if self._ledger.unacknowledged_bytes > mulaw.FRAME_BYTES * len(
+            self.channels
+        ):  # timestamps are rounded; a frame is noise
             raise SttUnavailable(
                 "Deepgram closed without final results for all the audio", failure=SttFailure.MISSING_FINALS
             )
@@ -267,10 +319,28 @@ class TrackStream:
         start_s, audio = self._ledger.release()
         self._spooler.take_over(start_s, audio, reason, stream_open=not self._twilio_done.is_set())
         self._side.move(DeepgramState.FAILED)
-        self._report_state(self.name, CallState.SPOOLED, reason)
+        self._report(CallState.SPOOLED, reason)
         await self._on_failure(self, error)
+
+    def _report(self, state: CallState, reason: str) -> None:
+        for track in self.channels:
+            self._report_state(track, state, reason)
 
     def abandon(self) -> None:
         """The process is stopping and Deepgram did not finish in time: spool what is not yet final."""
         self._spooler.stretch(*self._ledger.release(), "callscribe stopped before Deepgram's final results")
         self._spooler.close()
+
+
+class ChannelInput:
+    """One track of a call whose tracks share one Deepgram stream: what the session pushes that track's frames to."""
+
+    def __init__(self, name: str, stream: TrackStream) -> None:
+        self.name = name
+        self.stream = stream
+        self.send_now = stream.send_now
+        self.received_bytes = 0  # audio Twilio delivered on this track
+
+    def push(self, chunk: int, payload: bytes, timestamp_ms: int) -> None:
+        self.received_bytes += len(payload)
+        self.stream.push_channel(self.name, chunk, payload, timestamp_ms)

@@ -112,6 +112,8 @@ def live_options(settings: Settings, *, channels: int = 1, diarize: bool = False
         "encoding": "mulaw",
         "sample_rate": mulaw.SAMPLE_RATE,
         "channels": channels,
+        # More than one channel: each transcribed on its own, its results naming it (`channel_index`).
+        **({"multichannel": True} if channels > 1 else {}),
         "interim_results": settings.deepgram_interim_results,
         "punctuate": settings.deepgram_punctuate,
         "smart_format": settings.deepgram_smart_format,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -122,3 +123,21 @@ def test_take_joins_whole_chunks_up_to_the_bound() -> None:
     assert ledger.pending_bytes == 3000
     assert len(ledger.take(2000)) == 3000, "a chunk larger than the bound is never cut"
     assert (ledger.pending_chunks, ledger.pending_bytes, ledger.connection_sent) == (0, 0, 30 * FRAME + 3000)
+
+
+def test_two_interleaved_channels_count_seconds_at_twice_the_bytes_and_cut_on_whole_frames() -> None:
+    """A two-channel ledger: a final at 0.04 s covers 640 bytes (320 per channel), times shift by bytes / 16 000,
+    and a cut never splits a sample pair."""
+    ledger = AudioLedger(channels=2)
+    for frame in frames(6):
+        ledger.receive(frame)
+    for _ in range(6):
+        ledger.take(FRAME)
+    ledger.acknowledge(0.04)
+    assert ledger.acknowledged == 640
+    ledger.acknowledge(0.0401875)  # 321.5 samples: whole pairs only, never 643 bytes
+    assert ledger.acknowledged == 644
+    ledger.restart()
+    assert ledger.call_time(0.5) == pytest.approx(0.5 + 644 / 16_000)
+    start_s, audio = ledger.release()
+    assert (start_s, audio) == (644 / 16_000, b"".join(frames(6))[644:])

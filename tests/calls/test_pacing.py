@@ -38,6 +38,19 @@ def test_replay_pace(sent_bytes: int, elapsed_s: float, ahead_s: float) -> None:
 
 
 @pytest.mark.parametrize(
+    ("sent_bytes", "elapsed_s", "ahead_s"), [(8000, 0.0, 0.0), (28_000, 1.0, 0.0), (28_320, 1.0, 0.016)]
+)
+def test_two_interleaved_channels_replay_at_the_same_pace_in_audio_time(
+    sent_bytes: int, elapsed_s: float, ahead_s: float
+) -> None:
+    """Two channels carry twice the bytes per second: the burst and the 1.25x pace double with them."""
+    assert ahead_of_pace(sent_bytes, elapsed_s, channels=2) == pytest.approx(ahead_s, abs=1e-9)
+    assert next_message(
+        pending_bytes=640, sent_bytes=sent_bytes - 640, replay_bytes=10**6, elapsed_s=elapsed_s, channels=2
+    ) == (NextMessage(MESSAGE_MAX_BYTES) if ahead_s <= 0 else NextMessage(0, pytest.approx(ahead_s)))
+
+
+@pytest.mark.parametrize(
     ("pending", "sent", "replay", "elapsed_s", "max_bytes", "expected"),
     [
         # Catching up (nothing to replay: the first connection, or a replay already out): all at once, 250 ms a message.
@@ -151,7 +164,14 @@ def test_idle_sleep(
 
 
 @pytest.mark.parametrize(
-    "module", ["service.calls.pacing", "service.calls.timeline", "service.calls.deepgram_state", "service.calls.ending"]
+    "module",
+    [
+        "service.calls.pacing",
+        "service.calls.interleave",
+        "service.calls.timeline",
+        "service.calls.deepgram_state",
+        "service.calls.ending",
+    ],
 )
 def test_pure_modules_import_no_runtime(module: str) -> None:
     """Pure means not even indirectly: no event loop, no logging library, no database toolkit."""

@@ -20,7 +20,7 @@ def settings(**values: Any) -> Settings:
     [
         ({"deepgram_vad_events": True}, {}, {"vad_events": True}),
         ({}, {"diarize": True}, {"diarize": True}),
-        ({}, {"channels": 2}, {"channels": 2}),
+        ({}, {"channels": 2}, {"channels": 2, "multichannel": True}),
         ({"deepgram_endpointing_ms": 500}, {}, {"endpointing": 500}),
         ({"deepgram_utterance_end_ms": 0}, {}, {"utterance_end_ms": None}),
         ({"deepgram_interim_results": False}, {}, {"interim_results": False, "utterance_end_ms": None}),

@@ -36,6 +36,7 @@ from tests.helpers.fakes.deepgram_server import (
     FakeDeepgram,
     Faults,
     ListenOptions,
+    MultichannelSession,
     TranscriptionSession,
     expected_words,
     is_silence,
@@ -143,6 +144,38 @@ def test_session_finals_equal_expected_words_for_any_split(voiced: list[bool], t
     assert sent[-1]["type"] == "Metadata"
 
 
+def interleaved(first: bytes, second: bytes) -> bytes:
+    mixed = bytearray(2 * len(first))
+    mixed[0::2], mixed[1::2] = first, second
+    return bytes(mixed)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cuts=st.lists(st.integers(1, 3001), max_size=20))
+def test_multichannel_session_transcribes_each_channel_on_its_own(cuts: list[int]) -> None:
+    """multichannel=true: however the interleaved audio is framed (odd cuts too), each channel's finals hold
+    that channel's words and say so in channel_index [c, 2]."""
+    first = speech(WINDOW, "a") + SILENCE * WINDOW + speech(700, "b")
+    second = SILENCE * WINDOW + speech(WINDOW + 700, "c")
+    audio = interleaved(first, second)
+    options = ListenOptions(channels=2, multichannel=True, encoding="mulaw", sample_rate=8000)
+    session = MultichannelSession(options, request_id="r")
+    sent: list[dict[str, Any]] = []
+    offset = 0
+    for cut in [*cuts, len(audio)]:
+        sent += session.feed(audio[offset : offset + cut])
+        offset += cut
+    sent += session.close_stream()
+    finals = [m for m in sent if m["type"] == "Results" and m["is_final"]]
+    for channel, track in enumerate((first, second)):
+        mine = [m for m in finals if m["channel_index"] == [channel, 2]]
+        assert [w["word"] for m in mine for w in m["channel"]["alternatives"][0]["words"]] == expected_words(track)
+    assert {tuple(m["channel_index"]) for m in finals} == {(0, 2), (1, 2)}
+    (metadata,) = [m for m in sent if m["type"] == "Metadata"]
+    assert (metadata["duration"], metadata["channels"]) == (len(first) / 8000, 2)
+    assert metadata["sha256"] == hashlib.sha256(audio).hexdigest()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Recording
 # ----------------------------------------------------------------------------------------------------------
@@ -239,6 +272,22 @@ async def test_finals_hold_expected_words_for_any_frame_size(frame_size: int) ->
     assert words_of(messages) == expected_words(audio)
     assert rec.final_words() == expected_words(audio)
     assert len(expected_words(audio)) == 4  # 3 voiced windows and the partial one; the silent one is dropped
+
+
+async def test_multichannel_results_name_their_channel_through_the_sdk() -> None:
+    """Over the real SDK, multichannel=true&channels=2 gets each channel's words with its channel_index."""
+    first, second = speech(2 * WINDOW, "in"), speech(WINDOW, "out") + SILENCE * WINDOW
+    async with FakeDeepgram() as fake:
+        async with listen(fake, channels=2, multichannel=True) as conn:
+            await send_all(conn, frames(interleaved(first, second), 320))
+            await conn.send_close_stream()
+            messages = await read_to_end(conn)
+        rec = fake.connections[0]
+    finals = [m for m in messages if is_final(m)]
+    for channel, track in enumerate((first, second)):
+        assert words_of([m for m in finals if m.channel_index == [channel, 2]]) == expected_words(track)
+        assert rec.final_words(channel) == expected_words(track)
+    assert messages[-1].duration == 2 * WINDOW / 8000
 
 
 async def test_finalize_flushes_the_partial_window() -> None:

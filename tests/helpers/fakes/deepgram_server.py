@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import http
@@ -45,6 +46,7 @@ __all__ = [
     "FakeDeepgram",
     "Faults",
     "ListenOptions",
+    "MultichannelSession",
     "RecordedConnection",
     "TranscriptionSession",
     "expected_words",
@@ -139,6 +141,7 @@ class ListenOptions:
     encoding: str | None = None
     sample_rate: int | None = None
     channels: int = 1
+    multichannel: bool = False  # with channels > 1: each channel transcribed on its own (`MultichannelSession`)
     interim_results: bool = False
     vad_events: bool = False
     utterance_end_ms: int | None = None
@@ -152,6 +155,7 @@ class ListenOptions:
             encoding=_first(query, "encoding", "") or None,
             sample_rate=_positive_int(query, "sample_rate"),
             channels=_positive_int(query, "channels") or 1,
+            multichannel=_flag(query, "multichannel"),
             interim_results=_flag(query, "interim_results"),
             vad_events=_flag(query, "vad_events"),
             utterance_end_ms=_positive_int(query, "utterance_end_ms"),
@@ -162,10 +166,19 @@ class ListenOptions:
         return options
 
     @property
+    def sample_width(self) -> int:
+        """Bytes per sample of one channel: 2 for linear16, 1 for mu-law."""
+        return 2 if self.encoding == "linear16" else 1
+
+    @property
     def bytes_per_second(self) -> int:
         """Audio bytes per second of stream time: 8,000 for 8 kHz mu-law, 16,000 for 8 kHz linear16."""
-        sample_width = 2 if self.encoding == "linear16" else 1
-        return (self.sample_rate or DEFAULT_SAMPLE_RATE) * sample_width * self.channels
+        return (self.sample_rate or DEFAULT_SAMPLE_RATE) * self.sample_width * self.channels
+
+    @property
+    def split_channels(self) -> bool:
+        """True when each channel gets results of its own (`multichannel=true` with more than one channel)."""
+        return self.multichannel and self.channels > 1
 
 
 @dataclass(frozen=True)
@@ -184,12 +197,19 @@ class TranscriptionSession:
     """
 
     def __init__(
-        self, options: ListenOptions, *, request_id: str, window_bytes: int = 4000, words_per_final: int = 4
+        self,
+        options: ListenOptions,
+        *,
+        request_id: str,
+        window_bytes: int = 4000,
+        words_per_final: int = 4,
+        channel: tuple[int, int] = (0, 1),
     ) -> None:
         if window_bytes <= 0 or words_per_final <= 0:
             raise ValueError("window_bytes and words_per_final must be positive")
         self.options = options
         self.request_id = request_id
+        self._channel = list(channel)  # (this channel, channels): every message's channel_index
         self._window_bytes = window_bytes
         self._words_per_final = words_per_final
         self._bps = options.bytes_per_second
@@ -271,7 +291,7 @@ class TranscriptionSession:
         if word is None or self._speaking or not self.options.vad_events:
             return []
         self._speaking = True
-        return [{"type": "SpeechStarted", "channel": [0], "timestamp": window.start / self._bps}]
+        return [{"type": "SpeechStarted", "channel": self._channel[:1], "timestamp": window.start / self._bps}]
 
     def _take_pending(self) -> list[_Window]:
         windows, self._pending = self._pending, []
@@ -283,7 +303,7 @@ class TranscriptionSession:
         voiced = [window for window in windows if window.word is not None]
         if self.options.utterance_end_ms is None or not voiced:
             return []
-        return [{"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": voiced[-1].end / self._bps}]
+        return [{"type": "UtteranceEnd", "channel": self._channel, "last_word_end": voiced[-1].end / self._bps}]
 
     def _results(self, windows: list[_Window], *, is_final: bool, speech_final: bool, from_finalize: bool) -> Message:
         start = windows[0].start if windows else self._window_start
@@ -291,7 +311,7 @@ class TranscriptionSession:
         words = [self._word(window) for window in windows if window.word is not None]
         return {
             "type": "Results",
-            "channel_index": [0, 1],
+            "channel_index": self._channel,
             "duration": (end - start) / self._bps,
             "start": start / self._bps,
             "is_final": is_final,
@@ -328,6 +348,73 @@ class TranscriptionSession:
         if self.options.diarize:
             word["speaker"] = speaker_for_window(window.start // self._window_bytes)
         return word
+
+
+class MultichannelSession:
+    """`multichannel=true`: the interleaved audio split per channel, one `TranscriptionSession` each.
+
+    Deepgram transcribes each channel on its own and says which in `channel_index: [channel, channels]`; times
+    are seconds of stream time (a channel's own bytes), and one `Metadata` covers the whole stream.
+    """
+
+    def __init__(
+        self, options: ListenOptions, *, request_id: str, window_bytes: int = 4000, words_per_final: int = 4
+    ) -> None:
+        self.options = options
+        self.request_id = request_id
+        mono = dataclasses.replace(options, channels=1, multichannel=False)
+        self.channels = [
+            TranscriptionSession(
+                mono, request_id=request_id, window_bytes=window_bytes, words_per_final=words_per_final,
+                channel=(index, options.channels),
+            )
+            for index in range(options.channels)
+        ]  # fmt: skip
+        self._frame = options.sample_width * options.channels  # one sample of every channel
+        self._rest = b""  # a trailing partial frame, kept for the next message
+        self._sha256 = hashlib.sha256()
+
+    @property
+    def bytes_heard(self) -> int:
+        return sum(session.bytes_heard for session in self.channels) + len(self._rest)
+
+    def channel_audio(self, audio: bytes) -> list[bytes]:
+        """Interleaved whole frames split into one byte string per channel."""
+        width, count = self.options.sample_width, self.options.channels
+        return [
+            b"".join(audio[at + index * width : at + (index + 1) * width] for at in range(0, len(audio), self._frame))
+            if width > 1
+            else audio[index::count]
+            for index in range(count)
+        ]
+
+    def feed(self, audio: bytes) -> list[Message]:
+        """Take interleaved audio; every channel's messages now due, channel 0's first."""
+        self._sha256.update(audio)
+        audio = self._rest + audio
+        whole = len(audio) - len(audio) % self._frame
+        self._rest = audio[whole:]
+        out: list[Message] = []
+        for session, part in zip(self.channels, self.channel_audio(audio[:whole]), strict=True):
+            out += session.feed(part)
+        return out
+
+    def finalize(self) -> list[Message]:
+        """`Finalize`: a final for every channel."""
+        return [message for session in self.channels for message in session.finalize()]
+
+    def close_stream(self) -> list[Message]:
+        """`CloseStream`: every channel's last finals, then one `Metadata` for the stream."""
+        out = [message for session in self.channels for message in session.close_stream()[:-1]]
+        return [*out, self.metadata()]
+
+    def metadata(self) -> Message:
+        """One `Metadata`: the whole stream's hash, its duration in stream time, its channel count."""
+        metadata = self.channels[0].metadata()
+        metadata["sha256"] = self._sha256.hexdigest()
+        metadata["duration"] = self.bytes_heard / self.options.bytes_per_second
+        metadata["channels"] = self.options.channels
+        return metadata
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -385,9 +472,10 @@ class RecordedConnection:
         """The final `Results` the fake sent, in order."""
         return [message for message in self.messages("Results") if message["is_final"]]
 
-    def final_words(self) -> list[str]:
-        """Every word of every final, in order (compare with `expected_words`)."""
-        return [word["word"] for final in self.finals() for word in final["channel"]["alternatives"][0]["words"]]
+    def final_words(self, channel: int | None = None) -> list[str]:
+        """Every word of every final (of one channel, if given), in order (compare with `expected_words`)."""
+        finals = [final for final in self.finals() if channel is None or final["channel_index"][0] == channel]
+        return [word["word"] for final in finals for word in final["channel"]["alternatives"][0]["words"]]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -462,7 +550,8 @@ class _ConnectionHandler:
         self._fake = fake
         self._ws = ws
         self._record = record
-        self._session = TranscriptionSession(
+        session = MultichannelSession if ws.options.split_channels else TranscriptionSession
+        self._session: TranscriptionSession | MultichannelSession = session(
             ws.options,
             request_id=record.request_id,
             window_bytes=fake.window_bytes,
