@@ -61,7 +61,27 @@ class GuardedSegment:
         self._log.error("audio.lost", why=f"cannot write the spool: {error.strerror or error}")
 
 
-class TrackSpooler:
+class _Spooling:
+    """What both spoolers share: live transcription giving up on their audio."""
+
+    segment: GuardedSegment | SplitSegment | None
+
+    def start(self, start_s: float, reason: str) -> GuardedSegment | SplitSegment:
+        raise NotImplementedError
+
+    def stretch(self, start_s: float, audio: bytes, reason: str) -> None:
+        raise NotImplementedError
+
+    def take_over(self, start_s: float, audio: bytes, reason: str, *, stream_open: bool) -> None:
+        """Live transcription gave up: `audio` (not final, from `start_s`) and, while the stream is open, what comes."""
+        if self.segment is None and (audio or stream_open):
+            self.start(start_s, reason).write(audio)
+        else:
+            # Already spooling newer audio: this older stretch gets its own entry.
+            self.stretch(start_s, audio, reason)
+
+
+class TrackSpooler(_Spooling):
     """One track's spool entries: the open segment its new audio goes to, and closed stretches of older audio."""
 
     def __init__(self, spool: Spool, *, call: CallInfo, track: str, counters: TrackCounters, log: Any) -> None:
@@ -78,14 +98,6 @@ class TrackSpooler:
         self.segment = self._open(start_s, reason)
         self._log.warning("audio.spooling", track=self._track, from_s=round(start_s, 2), why=reason)
         return self.segment
-
-    def take_over(self, start_s: float, audio: bytes, reason: str, *, stream_open: bool) -> None:
-        """Live transcription gave up: `audio` (not final, from `start_s`) and, while the stream is open, what comes."""
-        if self.segment is None and (audio or stream_open):
-            self.start(start_s, reason).write(audio)
-        else:
-            # Already spooling newer audio: this older stretch gets its own entry.
-            self.stretch(start_s, audio, reason)
 
     def stretch(self, start_s: float, audio: bytes, reason: str) -> None:
         """One closed spool entry for a stretch of audio (none for no audio)."""
@@ -132,7 +144,7 @@ class SplitSegment:
         return [segment.close() for segment in self._segments]
 
 
-class ChannelSpooler:
+class ChannelSpooler(_Spooling):
     """Both tracks' spool entries when they share one Deepgram connection: the interleaved audio is split back
     into one mono entry per track, so the spool and batch see exactly what a connection per track leaves."""
 
@@ -144,12 +156,6 @@ class ChannelSpooler:
         self.segment = SplitSegment([spooler.start(start_s, reason) for spooler in self._spoolers])
         return self.segment
 
-    def take_over(self, start_s: float, audio: bytes, reason: str, *, stream_open: bool) -> None:
-        if self.segment is None and (audio or stream_open):
-            self.start(start_s, reason).write(audio)
-        else:
-            self.stretch(start_s, audio, reason)
-
     def stretch(self, start_s: float, audio: bytes, reason: str) -> None:
         count = len(self._spoolers)
         for channel, spooler in enumerate(self._spoolers):
@@ -158,4 +164,5 @@ class ChannelSpooler:
     def close(self) -> None:
         for spooler in self._spoolers:
             spooler.close()
+        self.segment = None  # as `TrackSpooler.close`: new audio no longer goes to closed segments
         self.segment = None

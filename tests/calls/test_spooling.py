@@ -8,7 +8,7 @@ import pytest
 import structlog
 
 from service.calls.counters import CallInfo, TrackCounters
-from service.calls.spooling import TrackSpooler
+from service.calls.spooling import ChannelSpooler, TrackSpooler
 
 CALL = CallInfo(call_sid="CA1", stream_sid="MZ1", account_sid="AC1", tracks=("inbound",), custom_parameters={})
 
@@ -119,3 +119,21 @@ def test_a_hand_over_streams_audio_is_spooled_where_it_is_on_the_call_timeline()
     track = TrackSpooler(spool, call=later, track="inbound", counters=TrackCounters(), log=structlog.get_logger("t"))
     track.stretch(1.0, b"\x01" * 800, "deepgram rejected the stream")
     assert [(segment.start_s, segment.closed) for segment in spool.segments] == [(13.5, True)]
+
+
+def test_both_tracks_on_one_connection_spool_each_channel_to_its_track_and_close_like_one() -> None:
+    """Interleaved audio is split into one entry per track; once closed, new audio no longer goes to the spool."""
+    spool, log = MemorySpool(), structlog.get_logger("test")
+    tracks = [
+        TrackSpooler(spool, call=CALL, track=name, counters=TrackCounters(), log=log)
+        for name in ("inbound", "outbound")
+    ]
+    both = ChannelSpooler(tracks)
+    both.take_over(1.0, b"\x01\x02" * 80, "Deepgram unavailable", stream_open=True)
+    assert both.segment is not None
+    both.close()
+    assert both.segment is None
+    assert [(s.id, bytes(s.audio), s.closed) for s in spool.segments] == [
+        ("CA1-inbound-1", b"\x01" * 80, True),
+        ("CA1-outbound-2", b"\x02" * 80, True),
+    ]
