@@ -23,7 +23,7 @@ from service.storage.schema import SpoolSegment, create_engine
 from tests.helpers.audio import call_audio
 from tests.helpers.credentials import DEEPGRAM_KEY, TWILIO_TOKEN
 from tests.helpers.databases import fresh_postgres_database, postgres_server_url, sqlite_url
-from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch
+from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch, silent_api
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.helpers.processes import start_web
 from tests.helpers.s3 import S3Server, s3_server, s3_settings
@@ -32,21 +32,6 @@ from tests.helpers.waiting import eventually
 __all__ = ["s3_server"]  # fixture
 
 LEASE_S = "3"  # short, so the test need not wait minutes for the dead process's claim to run out
-
-
-@contextlib.asynccontextmanager
-async def silent_api() -> AsyncIterator[str]:
-    """A pre-recorded API that takes the request and never answers: the first process stays mid-claim."""
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read()  # until the client goes (it is killed)
-        writer.close()
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
 
 
 @contextlib.asynccontextmanager

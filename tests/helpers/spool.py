@@ -6,12 +6,21 @@ tests see exactly what a killed dyno leaves on disk.
 
 from __future__ import annotations
 
+import datetime
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.calls.transcript import Transcript
 from service.spool.directory import Spool, SpoolEntry
+from service.storage.schema import create_engine
+from tests.helpers.credentials import DEEPGRAM_KEY
+from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch
 from tests.helpers.paths import ROOT
 
 AUDIO = bytes(i % 251 for i in range(10_001))  # odd length: the WAV needs its pad byte
@@ -77,3 +86,46 @@ def crash_while_spooling(directory: Path, crash_at: str) -> None:
         [sys.executable, "-c", CRASH, str(directory), crash_at], cwd=ROOT, capture_output=True, timeout=30, check=False
     )
     assert process.returncode == -signal.SIGKILL, process.stderr.decode()
+
+
+class Clock:
+    """A wall clock the test moves (`advance`): leases and retention run out when the test says."""
+
+    def __init__(self) -> None:
+        self.now = datetime.datetime.now(datetime.UTC)
+
+    def __call__(self) -> datetime.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += datetime.timedelta(seconds=seconds)
+
+
+class Sink:
+    """The batch worker's transcripts, as they come."""
+
+    def __init__(self) -> None:
+        self.transcripts: list[Transcript] = []
+
+    def __call__(self, transcript: Transcript) -> None:
+        self.transcripts.append(transcript)
+
+    def words(self) -> list[str]:
+        return [word for transcript in self.transcripts for word in transcript.text.split()]
+
+
+@pytest.fixture
+async def engine(migrated_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the test's migrated database (the module's `migrated_url` fixture)."""
+    engine = create_engine(migrated_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def batch_api() -> AsyncIterator[FakeDeepgramBatch]:
+    """The fake pre-recorded API, taking the tests' Deepgram key."""
+    async with FakeDeepgramBatch(api_key=DEEPGRAM_KEY) as fake:
+        yield fake

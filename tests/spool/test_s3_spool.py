@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,63 +13,24 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.calls.transcript import Transcript
 from service.settings import Settings
 from service.spool.directory import Spool
 from service.spool.worker import BatchWorker
-from service.storage.schema import SpoolChunk, SpoolSegment, create_engine
+from service.storage.schema import SpoolChunk, SpoolSegment
 from service.storage.spool_objects import S3Audio, split_spool_url
 from service.storage.spool_segments import DatabaseSpool
 from tests.helpers.audio import SPEECH
-from tests.helpers.credentials import DEEPGRAM_KEY
 from tests.helpers.databases import database_url, migrated_url
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch
 from tests.helpers.fakes.deepgram_server import expected_words
 from tests.helpers.logs import LogLines
 from tests.helpers.s3 import ACCESS_KEY, SECRET_KEY, S3Server, check_credentials, s3_server, s3_settings
 from tests.helpers.service import make_settings
-from tests.helpers.spool import spool_audio
+from tests.helpers.spool import Clock, Sink, batch_api, engine, spool_audio
 
-__all__ = ["database_url", "migrated_url", "s3_server"]  # fixtures
+__all__ = ["batch_api", "database_url", "engine", "migrated_url", "s3_server"]  # fixtures
 
 LEASE_S = 60.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.datetime.now(datetime.UTC)
-
-    def __call__(self) -> datetime.datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += datetime.timedelta(seconds=seconds)
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.transcripts: list[Transcript] = []
-
-    def __call__(self, transcript: Transcript) -> None:
-        self.transcripts.append(transcript)
-
-    def words(self) -> list[str]:
-        return [word for transcript in self.transcripts for word in transcript.text.split()]
-
-
-@pytest.fixture
-async def engine(migrated_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-async def batch_api() -> AsyncIterator[FakeDeepgramBatch]:
-    async with FakeDeepgramBatch(api_key=DEEPGRAM_KEY) as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -4,68 +4,27 @@ disks, own claims) on one database, the real SDK against the fake pre-recorded A
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.calls.transcript import Transcript
 from service.spool.directory import Spool
 from service.spool.worker import BatchWorker
-from service.storage.schema import SpoolChunk, create_engine
+from service.storage.schema import SpoolChunk
 from service.storage.spool_segments import CHUNK_BYTES, DatabaseSpool, is_postgresql
 from tests.helpers.audio import SPEECH, call_audio
-from tests.helpers.credentials import DEEPGRAM_KEY
 from tests.helpers.databases import database_url, migrated_url
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch
 from tests.helpers.fakes.deepgram_server import expected_words
 from tests.helpers.logs import LogLines
 from tests.helpers.service import make_settings
-from tests.helpers.spool import spool_audio
+from tests.helpers.spool import Clock, Sink, batch_api, engine, spool_audio
 
-__all__ = ["database_url", "migrated_url"]  # fixtures: SQLite and PostgreSQL
+__all__ = ["batch_api", "database_url", "engine", "migrated_url"]  # fixtures: SQLite and PostgreSQL
 
 LEASE_S = 60.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.datetime.now(datetime.UTC)
-
-    def __call__(self) -> datetime.datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += datetime.timedelta(seconds=seconds)
-
-
-@pytest.fixture
-async def engine(migrated_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-async def batch_api() -> AsyncIterator[FakeDeepgramBatch]:
-    async with FakeDeepgramBatch(api_key=DEEPGRAM_KEY) as fake:
-        yield fake
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.transcripts: list[Transcript] = []
-
-    def __call__(self, transcript: Transcript) -> None:
-        self.transcripts.append(transcript)
-
-    def words(self) -> list[str]:
-        return [word for transcript in self.transcripts for word in transcript.text.split()]
 
 
 def shared(engine: AsyncEngine, owner: str, clock: Clock, **overrides: Any) -> DatabaseSpool:

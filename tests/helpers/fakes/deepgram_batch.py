@@ -21,6 +21,7 @@ import http
 import json
 import urllib.parse
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -281,3 +282,18 @@ async def _respond(writer: asyncio.StreamWriter, status: int, body: Message, req
     )
     writer.write(head.encode("latin-1") + data)
     await writer.drain()
+
+
+@contextlib.asynccontextmanager
+async def silent_api() -> AsyncIterator[str]:
+    """A pre-recorded API that takes the request and never answers: the first process stays mid-claim."""
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client goes (it is killed)
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
