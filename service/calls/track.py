@@ -104,32 +104,31 @@ class TrackStream:
         self._last_chunks = dict.fromkeys(self.channels, 0)
         self._max_bytes = max(mulaw.FRAME_BYTES, int(settings.audio_buffer_s * self._bytes_per_second))
         self._twilio_done = asyncio.Event()
-        self._last_chunk = 0
 
     # --- Twilio side (synchronous, never blocks) --------------------------------------------------------
 
     def push(self, chunk: int, payload: bytes, _timestamp_ms: int = 0) -> None:
         """Take a frame from Twilio (never waits); the caller then awaits `send_now`."""
-        counters = self.counters
-        counters.frames_in += 1
-        if self._last_chunk and chunk > self._last_chunk + 1:
-            counters.chunks_missing += chunk - self._last_chunk - 1
-        self._last_chunk = chunk
+        self._count_frame(self.channels[0], chunk)
         self._take(payload)
 
     def push_channel(self, track: str, chunk: int, payload: bytes, timestamp_ms: int) -> None:
         """A frame of one of the tracks this stream interleaves; what both tracks now cover goes on."""
+        self._count_frame(track, chunk)
+        interleaver = self._interleaver
+        interleaver.add(track, timestamp_ms, payload)
+        mixed = interleaver.take()
+        if mixed:
+            self._take(mixed)
+
+    def _count_frame(self, track: str, chunk: int) -> None:
+        """A frame of `track` came: counted, and the chunks Twilio skipped before it (its `chunk` numbers)."""
         counters = self.counters
         counters.frames_in += 1
         last = self._last_chunks[track]
         if last and chunk > last + 1:
             counters.chunks_missing += chunk - last - 1
         self._last_chunks[track] = chunk
-        interleaver = self._interleaver
-        interleaver.add(track, timestamp_ms, payload)
-        mixed = interleaver.take()
-        if mixed:
-            self._take(mixed)
 
     def _take(self, payload: bytes) -> None:
         """Audio for Deepgram (one track's, or both interleaved): into the ledger, or to the spool."""
