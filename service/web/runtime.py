@@ -52,6 +52,7 @@ LIVE_FLUSH_TIMEOUT_S = 2.0  # for Redis to take the live events still queued at 
 SHARE_SPOOL_TIMEOUT_S = 3.0  # for the spooled audio to reach the shared spool at shutdown
 MIN_DRAIN_S = 2.0  # however long the hand-overs took, Deepgram's last finals get this long
 STORE_STOP_TIMEOUT_S = 3.0  # for the database to take the last writes at shutdown; the rest goes to the journal
+WEBHOOK_STOP_TIMEOUT_S = 2.0  # for the delivery in flight at shutdown; one cut short is given back to the outbox
 
 
 class BackgroundTasks:
@@ -110,6 +111,9 @@ class Runtime:
         )
         self.shared_spool = self._make_shared_spool()
         self._batch = BatchWorker(settings, self.spool, self.observer.transcript, self.shared_spool)
+        self._webhooks = (
+            WebhookSender(settings, lambda: self.store.engine) if settings.transcript_webhook_url is not None else None
+        )
         self._handle_sigterm = handle_sigterm
         self._stopping = False
         self._draining: asyncio.Future[None] | None = None
@@ -225,8 +229,8 @@ class Runtime:
             log.warning("service.next_steps", missing=steps.missing, lines=steps.lines)
 
     def _start_workers(self) -> None:
-        if self.settings.transcript_webhook_url is not None:
-            self.tasks.start(WebhookSender(self.settings, lambda: self.store.engine).run_forever())
+        if self._webhooks is not None:
+            self.tasks.start(self._webhooks.run_forever())
         recovered = self.spool.recover()
         if recovered:
             log.warning("spool.recovered", entries=len(recovered), why="audio left by a process that crashed")
@@ -305,6 +309,8 @@ class Runtime:
     async def shutdown(self) -> None:
         """Hypercorn's after_serving: the calls finished (or spooled), then the background work stopped."""
         await self.finish_calls()
+        if self._webhooks is not None and not await self._webhooks.stop(WEBHOOK_STOP_TIMEOUT_S):
+            log.info("webhooks.stop_cut_short", why=f"a delivery took over {WEBHOOK_STOP_TIMEOUT_S:g} s")
         await self.tasks.cancel_all()
         if self.redis is not None:
             await self.redis.close()

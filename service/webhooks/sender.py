@@ -7,12 +7,15 @@ later with full-jitter backoff, or given up after MAX_ATTEMPTS. It runs beside t
 them: a slow or failing receiver only delays its own deliveries.
 
 Several processes may run a sender against one database: a row is claimed by moving its
-`next_attempt_at` forward in a conditional UPDATE, which only one of them can win.
+`next_attempt_at` forward in a conditional UPDATE, which only one of them can win. A process that stops
+finishes the delivery in flight, or gives its claim back: otherwise the event would wait out the lease, and
+reach the receiver after the events that followed it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import random
@@ -76,22 +79,48 @@ class WebhookSender:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._poll_s = poll_s
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
 
     async def run_forever(self) -> None:
-        async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as client:
-            while True:
-                try:
-                    await self.run_once(client)
-                except Exception:
-                    log.exception("webhooks.pass_failed")
-                await asyncio.sleep(self._poll_s)
+        try:
+            async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as client:
+                while not self._stopping.is_set():
+                    try:
+                        await self.run_once(client)
+                    except Exception:
+                        log.exception("webhooks.pass_failed")
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._poll_s):
+                            await self._stopping.wait()
+        finally:
+            self._stopped.set()
+
+    async def stop(self, timeout_s: float) -> bool:
+        """Claim nothing more and wait up to `timeout_s` for the delivery in flight; False if it is still going.
+
+        A sender still going is then cancelled (shutdown cancels its task), and gives its claim back.
+        """
+        self._stopping.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._stopped.wait()
+        return self._stopped.is_set()
 
     async def run_once(self, client: httpx.AsyncClient) -> int:
         """Deliver every due event once; returns how many the receiver accepted."""
         accepted = 0
         for row in await self._due():
-            if await self._claim(row) and await self._deliver(client, row):
-                accepted += 1
+            if self._stopping.is_set():
+                break
+            lease_until = self._clock() + datetime.timedelta(seconds=CLAIM_LEASE_S)
+            try:
+                if await self._claim(row, lease_until) and await self._deliver(client, row):
+                    accepted += 1
+            except asyncio.CancelledError:
+                # Cut short anywhere from the claim on; giving back a claim never made changes nothing.
+                await asyncio.shield(self._give_back(row, lease_until))
+                raise
         return accepted
 
     async def _due(self) -> list[Due]:
@@ -105,9 +134,25 @@ class WebhookSender:
         async with self._engine().connect() as connection:
             return [Due(*row) for row in await connection.execute(query)]
 
-    async def _claim(self, row: Due) -> bool:
-        lease_until = self._clock() + datetime.timedelta(seconds=CLAIM_LEASE_S)
+    async def _claim(self, row: Due, lease_until: datetime.datetime) -> bool:
+        """True if this sender won the row (until `lease_until`), False if another one did."""
         return await self._update(row, {"next_attempt_at": lease_until}, expected_next=row.next_attempt_at)
+
+    async def _give_back(self, row: Due, lease_until: datetime.datetime) -> None:
+        """A delivery cut short: the row is due again at once, for whichever sender looks next.
+
+        If the receiver did accept it, it gets it again: the event id lets it drop the repeat.
+        """
+        try:
+            given_back = await self._update(row, {"next_attempt_at": row.next_attempt_at}, expected_next=lease_until)
+        except Exception as exc:  # noqa: BLE001 - the lease then runs out as if this process had died
+            log.warning(
+                "webhooks.claim_kept", event_id=row.event_id, call_sid=row.call_sid, error=type(exc).__name__,
+                why="stopping mid-delivery and the database did not answer", retry_in_s=CLAIM_LEASE_S,
+            )  # fmt: skip
+            return
+        if given_back:
+            log.info("webhooks.claim_given_back", event_id=row.event_id, call_sid=row.call_sid, why="stopping")
 
     async def _deliver(self, client: httpx.AsyncClient, row: Due) -> bool:
         body = encode(row.payload)

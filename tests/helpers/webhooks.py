@@ -38,11 +38,18 @@ class Clock:
 
 
 class Receiver:
-    """A real HTTP receiver: verifies every signature, fails the first `failures` requests, records the rest."""
+    """A real HTTP receiver: verifies every signature, fails the first `failures` requests, records the rest.
 
-    def __init__(self, clock: Callable[[], datetime.datetime], failures: int = 0) -> None:
+    With `answer_when`, each request waits for that event before it is answered (`holding` says one is waiting).
+    """
+
+    def __init__(
+        self, clock: Callable[[], datetime.datetime], failures: int = 0, *, answer_when: asyncio.Event | None = None
+    ) -> None:
         self.clock = clock
         self.failures = failures
+        self.answer_when = answer_when
+        self.holding = asyncio.Event()
         self.accepted: list[dict[str, Any]] = []
         self.refused: list[str] = []
         self.requests = 0
@@ -53,6 +60,9 @@ class Receiver:
     async def hook(self) -> tuple[str, int]:
         self.requests += 1
         body = await request.get_data()
+        if self.answer_when is not None:
+            self.holding.set()
+            await self.answer_when.wait()
         why = verify(
             SECRET,
             timestamp=request.headers.get(TIMESTAMP_HEADER, ""),

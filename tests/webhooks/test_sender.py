@@ -108,6 +108,61 @@ async def test_two_senders_never_deliver_the_same_event_twice(tmp_path: Path) ->
     await engine.dispose()
 
 
+async def pending_rows(engine: Any) -> dict[str, datetime.datetime]:
+    """Each pending event's next attempt (SQLite gives the times back without their zone)."""
+    async with engine.connect() as connection:
+        rows = (await connection.execute(WebhookDelivery.__table__.select())).mappings().all()
+    pending = (row for row in rows if row["status"] == "pending")
+    return {row["event_id"]: row["next_attempt_at"].replace(tzinfo=datetime.UTC) for row in pending}
+
+
+async def test_a_sender_stopped_mid_delivery_gives_its_claim_back(tmp_path: Path) -> None:
+    """Cancelled while the receiver has not answered (a shutdown's last word): the event is due again at once, so
+    another process delivers it now, not after the claim's lease and after the events that followed it."""
+    clock = Clock()
+    answer = asyncio.Event()
+    receiver = Receiver(clock, answer_when=answer)
+    sent = events(2)
+    engine = await outbox(tmp_path / "db.sqlite3", sent, clock)
+    async with serving(receiver) as url:
+        settings = make_settings(None, transcript_webhook_url=url, webhook_secret=SECRET)
+        stopping = WebhookSender(settings, lambda: engine, clock=clock)
+        task = asyncio.create_task(stopping.run_forever())
+        await receiver.holding.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert await pending_rows(engine) == {event["id"]: T0 for event in sent}  # the first one's claim too
+        answer.set()
+        async with httpx.AsyncClient() as client:
+            assert await WebhookSender(settings, lambda: engine, clock=clock).run_once(client) == len(sent)
+    assert sorted(event["id"] for event in receiver.accepted) == sorted(event["id"] for event in sent)
+    await engine.dispose()
+
+
+async def test_a_stopping_sender_finishes_the_delivery_in_flight_and_claims_no_more(tmp_path: Path) -> None:
+    """stop(): the event being sent is delivered and recorded; the rest stay due for the next process."""
+    clock = Clock()
+    answer = asyncio.Event()
+    receiver = Receiver(clock, answer_when=answer)
+    sent = events(2)
+    engine = await outbox(tmp_path / "db.sqlite3", sent, clock)
+    async with serving(receiver) as url:
+        settings = make_settings(None, transcript_webhook_url=url, webhook_secret=SECRET)
+        sender = WebhookSender(settings, lambda: engine, clock=clock)
+        task = asyncio.create_task(sender.run_forever())
+        await receiver.holding.wait()
+        stopped = asyncio.create_task(sender.stop(timeout_s=10.0))
+        await asyncio.sleep(0)  # stop() has begun: from now on no row is claimed
+        answer.set()
+        assert await stopped
+        assert task.done()
+        await task
+    assert receiver.requests == 1
+    [delivered] = receiver.accepted
+    assert await pending_rows(engine) == {event["id"]: T0 for event in sent if event["id"] != delivered["id"]}
+    await engine.dispose()
+
+
 async def test_a_receiver_that_never_accepts_is_given_up_on(tmp_path: Path) -> None:
     """After MAX_ATTEMPTS failures the event is marked failed, with the receiver's last answer."""
     clock = Clock()
