@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from service.cli import db as db_cli
@@ -316,6 +318,43 @@ async def test_two_processes_starting_on_one_sqlite_file_migrate_it_once(tmp_pat
     assert sorted([first, second], key=str) == [(None, migrate.head()), None]
     assert await migrate.is_at_head(url)
     assert await migrate.upgrade_sqlite(url) is None  # at head: nothing to do, no Alembic run
+
+
+def test_the_named_head_is_the_newest_migration_script() -> None:
+    """HEAD_REVISION (what the start-up and /readyz checks compare with) moves with every new migration."""
+    assert migrate.head() == ScriptDirectory.from_config(migrate.config()).get_current_head()
+
+
+async def test_the_revision_read_without_alembic_is_alembics_own(database_url: str) -> None:
+    """The one-query check reads what Alembic writes: nothing before a migration, then each revision on the way."""
+    assert await migrate.current_revision(database_url) is None
+    for revision in ("0001", "0003", migrate.head()):
+        await migrate.upgrade(database_url, revision)
+        engine = create_engine(database_url)
+        try:
+            async with engine.connect() as connection:
+                alembics = await connection.run_sync(
+                    lambda sync: MigrationContext.configure(sync).get_current_revision()
+                )
+        finally:
+            await engine.dispose()
+        assert await migrate.current_revision(database_url) == alembics == revision
+
+
+def test_a_start_up_on_a_migrated_sqlite_file_does_not_load_alembic(tmp_path: Path) -> None:
+    """Alembic (with Mako and Pygments) is loaded to migrate, not to find that nothing needs migrating."""
+    url = sqlite_url(tmp_path / "migrated.sqlite3")
+    db_main(["db", "upgrade"], url)
+    script = (
+        "import asyncio, sys\n"
+        "from service.storage import migrate\n"
+        f"assert asyncio.run(migrate.upgrade_sqlite({url!r})) is None\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in {'alembic', 'mako', 'pygments'}))\n"
+    )
+    done = subprocess.run(  # noqa: S603 - this interpreter, with a script written here
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_only_a_sqlite_file_is_migrated_at_start_up() -> None:
