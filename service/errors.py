@@ -3,9 +3,10 @@
 CallscribeError
 ├── TwilioProtocolError   a message from Twilio we cannot understand (malformed JSON, bad field, bad base64)
 ├── InvalidState          a well-formed message the stream's state forbids (media before start, second start)
-└── SttError              Deepgram could not transcribe for us
-    ├── SttRejected       it refused us for good (401/403/400, 1008): retrying cannot help
-    └── SttUnavailable    it failed in a way that may pass (refused, timeout, 5xx, 1006/1011/1012/1013)
+├── SttError              Deepgram could not transcribe for us
+│   ├── SttRejected       it refused us for good (401/403/400, 1008): retrying cannot help
+│   └── SttUnavailable    it failed in a way that may pass (refused, timeout, 5xx, 1006/1011/1012/1013)
+└── StreamApiError        Twilio's REST API could not start or stop a stream on a live call (the hand-over)
 """
 
 from __future__ import annotations
@@ -75,3 +76,15 @@ class SttRejected(SttError):
 
 class SttUnavailable(SttError):
     """Deepgram failed in a way that may pass."""
+
+
+class StreamApiError(CallscribeError):
+    """Twilio could not be asked, or refused: `status` is the HTTP status (0 when nothing answered).
+
+    Here rather than beside the client (`twilio/stream_api.py`), so the hand-over can catch it without loading
+    twilio's REST client and aiohttp (a quarter of a second of start-up) where hand-over is off.
+    """
+
+    def __init__(self, message: str, *, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status

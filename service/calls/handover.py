@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from service.twilio.stream_api import StreamApi, StreamApiError
+from service.errors import StreamApiError
 from service.twilio.stream_tokens import PARAMETER, Claim, Purpose, issue
 
 if TYPE_CHECKING:
     from service.calls.session import CallSession
+    from service.twilio.stream_api import StreamApi
 
 log: Any = structlog.get_logger("callscribe.handover")
 

@@ -17,7 +17,8 @@ from typing import Final
 from service.deepgram.keys import ask_about_key
 from service.settings import Settings
 from service.storage import migrate
-from service.twilio.numbers import NumberLookupError, NumberVoice, find_number, rest_credentials
+from service.twilio.credentials import rest_credentials
+from service.twilio.numbers import NumberLookupError, NumberVoice, find_number
 
 VOICE_PATH: Final = "/voice"  # the route that answers Twilio's voice webhook (service/web/voice.py)
 VOICE_METHOD: Final = "POST"

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from service.storage.number_backups import SavedWebhook
-    from service.twilio.numbers import NumberVoice, RestCredentials
+    from service.twilio.credentials import RestCredentials
+    from service.twilio.numbers import NumberVoice
 
 T = TypeVar("T")
 NOT_MIGRATED = "database not migrated: run `python -m service db upgrade`"
@@ -55,7 +56,8 @@ def add_commands(commands: Any) -> None:
 
 def configure(args: argparse.Namespace) -> int:
     from service.cli.checks import webhook_url  # noqa: PLC0415 - loads twilio only when run
-    from service.twilio.numbers import NumberLookupError, find_number, rest_credentials  # noqa: PLC0415
+    from service.twilio.credentials import rest_credentials  # noqa: PLC0415
+    from service.twilio.numbers import NumberLookupError, find_number  # noqa: PLC0415
 
     settings = load_settings()
     target, credentials = webhook_url(settings), rest_credentials(settings)
@@ -110,7 +112,8 @@ def _plan(number: NumberVoice, target: str, method: str) -> str:
 
 def restore(args: argparse.Namespace) -> int:
     from service.storage import number_backups  # noqa: PLC0415
-    from service.twilio.numbers import NumberLookupError, rest_credentials  # noqa: PLC0415 - loads twilio when run
+    from service.twilio.credentials import rest_credentials  # noqa: PLC0415
+    from service.twilio.numbers import NumberLookupError  # noqa: PLC0415 - loads twilio when run
 
     settings = load_settings()
     credentials = rest_credentials(settings)

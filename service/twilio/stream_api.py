@@ -18,18 +18,14 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from service.twilio.numbers import RestCredentials
+from service.errors import StreamApiError
+from service.twilio.credentials import RestCredentials
 
 MAX_PARAMETERS = 99  # Twilio's Parameter1 ... Parameter99
 REQUEST_TIMEOUT_S = 5.0  # a hand-over has seconds, not minutes: Heroku kills the process 30 s after SIGTERM
 
 
-class StreamApiError(Exception):
-    """Twilio could not be asked, or refused: `status` is the HTTP status (0 when nothing answered)."""
-
-    def __init__(self, message: str, *, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
+__all__ = ["MAX_PARAMETERS", "StreamApi", "StreamApiError", "parameter_fields"]
 
 
 def parameter_fields(parameters: Mapping[str, str]) -> dict[str, str]:

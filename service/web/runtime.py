@@ -33,13 +33,11 @@ from service.settings import Settings
 from service.spool.directory import Spool
 from service.spool.worker import BatchWorker
 from service.storage import migrate
-from service.storage.spool_objects import S3Audio
 from service.storage.spool_segments import DatabaseSpool, is_postgresql
 from service.storage.streams import DatabaseStreamClaims
 from service.storage.writer import TranscriptStore
-from service.twilio.numbers import rest_credentials
+from service.twilio.credentials import rest_credentials
 from service.twilio.signatures import TwilioSignatures, stream_token_key
-from service.twilio.stream_api import StreamApi
 from service.web.next_steps import next_steps
 from service.web.stream_watch import StreamWatch
 from service.webhooks.sender import WebhookSender
@@ -126,11 +124,16 @@ class Runtime:
         settings = self.settings
         if settings.spool_url is None and not is_postgresql(settings.database_url):
             return None
+        audio = None
+        if settings.spool_url is not None:
+            # aiobotocore (and aiohttp) only where SPOOL_URL asks for S3: 0.2 s of start-up CPU otherwise.
+            from service.storage.spool_objects import S3Audio  # noqa: PLC0415
+
+            audio = S3Audio(settings)
         return DatabaseSpool(
             lambda: self.store.engine, owner=f"{socket.gethostname()[:40]}:{os.getpid()}",
             max_bytes=settings.spool_shared_max_mb * 1024 * 1024, lease_s=settings.spool_claim_lease_s,
-            retention_days=settings.spool_retention_days,
-            audio=S3Audio(settings) if settings.spool_url is not None else None,
+            retention_days=settings.spool_retention_days, audio=audio,
         )  # fmt: skip
 
     def _make_handover(self) -> tuple[Handover | None, str]:
@@ -145,6 +148,10 @@ class Runtime:
             return None, "no REST credentials: set TWILIO_AUTH_TOKEN, or TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET"
         if self.token_key is None:
             return None, "no TWILIO_AUTH_TOKEN or STREAM_TOKEN_SECRET to issue hand-over tokens with"
+        # twilio's REST client and aiohttp (0.25 s of CPU) where hand-over is on, at start-up rather than at SIGTERM:
+        # loaded then, they would hold every call's audio while the hand-overs wait for them.
+        from service.twilio.stream_api import StreamApi  # noqa: PLC0415
+
         api = StreamApi(credentials, api_url=settings.twilio_api_url)
         return Handover(api, self._claims, key=self.token_key, timeout_s=settings.handover_timeout_s), ""
 
@@ -155,10 +162,10 @@ class Runtime:
         self._log_next_steps()
         await self.store.start()  # replays a journal an earlier process left; never waits for the database
         self._start_workers()
-        # Everything built so far (the SDK's, pydantic's and SQLAlchemy's ~100k objects) lives as long as the
+        # Everything built so far (the SDK's, pydantic's and SQLAlchemy's ~120k objects) lives as long as the
         # process. Frozen, the collector stops walking it: a full collection took ~50 ms of the event loop,
-        # every call's audio included (docs/benchmarks.md).
-        gc.collect()
+        # every call's audio included (docs/benchmarks.md). No collection first: it took 75-90 ms of start-up
+        # to find 80 objects of garbage (1,800 after a migration), which now stay, frozen.
         gc.freeze()
         if self._handle_sigterm:
             # Installed after the server's own handlers (Hypercorn's in a worker, `serve_here`'s in-process: both

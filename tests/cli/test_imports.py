@@ -40,3 +40,35 @@ def test_listing_commands_load_no_sdk_and_no_web_framework(tmp_path) -> None:
     """`calls list` and `spool list` read the database or the spool directory only."""
     assert loaded_by("calls", "list", tmp_path=tmp_path) == []
     assert loaded_by("spool", "list", tmp_path=tmp_path) == []
+
+
+OPTIONAL = ("alembic", "aiohttp", "aiobotocore", "botocore", "twilio.rest", "twilio.http", "redis")
+
+APP_PROBE = """
+import json, sys
+from service.web.asgi import create
+create()
+print(json.dumps(sorted({name.split(".")[0] if not name.startswith("twilio.") else ".".join(name.split(".")[:2])
+                         for name in sys.modules if name.startswith(%r)})))
+"""
+
+
+def loaded_by_the_app(tmp_path, **env: str) -> list[str]:
+    """The optional packages in sys.modules once the served app is built (as `serve` builds it) with `env`."""
+    base = {"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/app.sqlite3",
+            "SPOOL_DIR": str(tmp_path / "spool"), "DB_JOURNAL_PATH": str(tmp_path / "journal")}  # fmt: skip
+    process = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", APP_PROBE % (OPTIONAL,)], cwd=ROOT, env={**base, **env}, capture_output=True,
+        timeout=60, check=True,
+    )  # fmt: skip
+    return json.loads(process.stdout.decode().splitlines()[-1])
+
+
+def test_the_app_loads_the_rest_client_and_the_s3_client_only_where_they_are_used(tmp_path) -> None:
+    """Hand-over (twilio's REST client, aiohttp) and an S3 spool (aiobotocore) are a quarter of a second of CPU
+    each at start-up: a process configured for neither does not load them, nor Alembic or redis."""
+    assert loaded_by_the_app(tmp_path) == []
+    account = {"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": "t0ken"}
+    assert loaded_by_the_app(tmp_path, **account) == ["aiohttp", "aiohttp_retry", "twilio.http", "twilio.rest"]
+    s3 = {"SPOOL_URL": "s3://bucket/spool", "AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret"}
+    assert {"aiobotocore", "botocore"} <= set(loaded_by_the_app(tmp_path, **s3))

@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from service.simulator.messages import CallSpec
-from service.twilio.numbers import RestCredentials, rest_credentials
+from service.twilio.credentials import RestCredentials, rest_credentials
 from service.twilio.stream_api import MAX_PARAMETERS, StreamApi, StreamApiError, parameter_fields
 from tests.helpers.audio import call_audio
 from tests.helpers.credentials import TWILIO_TOKEN
