@@ -19,6 +19,7 @@ from service.spool.wav import read_mulaw_wav
 from tests.helpers.audio import call_audio
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.helpers.service import make_settings
+from tests.helpers.waiting import eventually
 
 CALL = CallInfo(call_sid="CA1", stream_sid="MZ1", account_sid="AC1", tracks=("inbound",), custom_parameters={})
 
@@ -89,3 +90,24 @@ async def test_a_track_without_a_key_fails_to_the_spool(tmp_path: Path) -> None:
     assert [error.kind for error in failures] == ["no_key"]
     [entry] = Spool(tmp_path).entries()
     assert entry.duration_s == 0.02
+
+
+async def test_a_short_batch_goes_at_its_deadline_not_at_the_next_keepalive(
+    deepgram: FakeDeepgram, tmp_path: Path
+) -> None:
+    """AUDIO_BATCH_MS=100 and a pause after two frames: the sender sends both when the batch's time is up
+    (80 ms), not when something else next wakes it."""
+    failures: list[SttError] = []
+    track = quiet_track(make_settings(deepgram, spool_dir=tmp_path, audio_batch_ms=100), tmp_path, failures)
+    running = asyncio.create_task(track.run())
+    await eventually(lambda: deepgram.connections and track.state in {DeepgramState.OPEN, DeepgramState.IDLE})
+    audio = call_audio(4, 0.04)
+    for chunk, start in enumerate(range(0, len(audio), 160), start=1):
+        track.push(chunk, audio[start : start + 160])
+        await track.send_now()  # as the read loop does after each message
+    assert deepgram.connections[0].audio_frames == []
+    # 0.1 s here; a sender left asleep would wake only at its next alarm or Deepgram's next message (1 s or more).
+    await eventually(lambda: deepgram.connections[0].audio_frames == [audio], timeout=0.6)
+    track.end()
+    await asyncio.wait_for(running, timeout=5)
+    assert failures == []
