@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import socket
 
@@ -49,6 +50,22 @@ async def test_upgrade_statuses_are_classified(deepgram: FakeDeepgram, status: i
         async with SttClient(settings).connect(live_options(settings)):
             pass
     assert caught.value.status == status
+
+
+async def test_every_connection_sends_the_sdks_headers_and_the_key(deepgram: FakeDeepgram) -> None:
+    """The headers are built once per client, and every connection still carries the key and the SDK's own
+    User-Agent."""
+    settings = make_settings(deepgram)
+    client = SttClient(settings)
+    for _ in range(2):
+        async with client.connect(live_options(settings)) as live:
+            await live.close_stream()
+            _ = [event async for event in live.events()]
+    key = settings.deepgram_api_key.get_secret_value() if settings.deepgram_api_key else ""
+    for connection in deepgram.connections:
+        assert connection.headers["authorization"] == f"Token {key}"
+        assert connection.headers["user-agent"] == f"deepgram-sdk/{importlib.metadata.version('deepgram-sdk')}"
+    assert len(deepgram.connections) == 2
 
 
 async def test_a_wrong_key_is_rejected(deepgram: FakeDeepgram) -> None:
