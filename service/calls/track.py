@@ -75,7 +75,7 @@ class TrackStream:
         self._log = log
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._ledger = AudioLedger(channels=len(self.channels))
-        self._bytes_per_second = self._ledger.bytes_per_second
+        self.bytes_per_second = self._ledger.bytes_per_second  # of every channel: 16 000 for two
         self._side = DeepgramSide()
         self._sender = TrackSender(ledger=self._ledger, side=self._side, counters=self.counters, settings=settings)
         self._wakeup = self._sender.wakeup
@@ -102,7 +102,7 @@ class TrackStream:
         self._spooler: TrackSpooler | ChannelSpooler = spoolers[0] if len(spoolers) == 1 else ChannelSpooler(spoolers)
         self._interleaver = Interleaver(max_lag_ms=settings.deepgram_channel_lag_ms)
         self._last_chunks = dict.fromkeys(self.channels, 0)
-        self._max_bytes = max(mulaw.FRAME_BYTES, int(settings.audio_buffer_s * self._bytes_per_second))
+        self._max_bytes = max(mulaw.FRAME_BYTES, int(settings.audio_buffer_s * self.bytes_per_second))
         self._twilio_done = asyncio.Event()
 
     # --- Twilio side (synchronous, never blocks) --------------------------------------------------------
@@ -165,7 +165,7 @@ class TrackStream:
     def _overflow(self) -> GuardedSegment | SplitSegment:
         """Deepgram is too far behind: live keeps what it holds, the rest of the track goes to the spool."""
         segment = self._spooler.start(
-            self._ledger.received / self._bytes_per_second,
+            self._ledger.received / self.bytes_per_second,
             f"more than AUDIO_BUFFER_S ({self._settings.audio_buffer_s:g} s) of audio waiting for Deepgram",
         )
         self._end_live_input()
@@ -236,8 +236,8 @@ class TrackStream:
         # After a failed connection (or attempt), what waits is a replay, paced; on the first, what queued while
         # it opened is only late, and goes at once.
         replay_bytes = ledger.pending_bytes if self.counters.reconnects else 0
-        replaying_s = round(replay_bytes / self._bytes_per_second, 2)
-        catching_up_s = round((ledger.pending_bytes - replay_bytes) / self._bytes_per_second, 2)
+        replaying_s = round(replay_bytes / self.bytes_per_second, 2)
+        catching_up_s = round((ledger.pending_bytes - replay_bytes) / self.bytes_per_second, 2)
         self._receiver.connection_opened()
         self._log.info("deepgram.connected", track=self.name, replaying_s=replaying_s, catching_up_s=catching_up_s)
         self._side.move(DeepgramState.OPEN)
@@ -249,7 +249,7 @@ class TrackStream:
         if not self._ledger.pending_chunks:
             return
         # The connection closed cleanly, so what it carried is final; only the unsent audio is left to keep.
-        self._ledger.acknowledge(self._ledger.connection_sent / self._bytes_per_second)
+        self._ledger.acknowledge(self._ledger.connection_sent / self.bytes_per_second)
         self._spooler.stretch(*self._ledger.release(), "arrived after the stream to Deepgram was closed")
 
     async def _wait_to_retry(self, error: SttUnavailable, outage: Outage) -> bool:
