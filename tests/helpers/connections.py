@@ -68,6 +68,12 @@ class Layout:
         tracks = [audio[at:] for audio in self.sent(spec).values()]
         return tracks[0] if len(tracks) == 1 else interleaved(*tracks)
 
+    def split(self, heard: bytes) -> dict[str, bytes]:
+        """What one connection carried, back as each track's audio (whole samples of every channel)."""
+        count = len(self.tracks)
+        whole = heard[: len(heard) - len(heard) % count]
+        return {track: whole[channel::count] for channel, track in enumerate(self.tracks)}
+
 
 LAYOUTS = [Layout("per_track"), Layout("per_call")]
 layouts = pytest.mark.parametrize("layout", LAYOUTS, ids=[layout.connections for layout in LAYOUTS])
