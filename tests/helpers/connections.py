@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from service.simulator.audio import frames
-from service.simulator.messages import CallSpec
+from service.simulator.messages import CallSpec, track_audio
 from tests.helpers.audio import call_audio
 
 OUTBOUND_SEED = 5000  # the agent's audio: another seed than any caller's, so its words differ
@@ -45,8 +45,9 @@ class Layout:
 
     def spec(self, seed: int, seconds: float, **fields: Any) -> CallSpec:
         """A call of `seconds` on each track (the agent's as long as the caller's, other words)."""
-        outbound = call_audio(seed + OUTBOUND_SEED, seconds) if self.channels == 2 else b""
-        return CallSpec(inbound=call_audio(seed, seconds), outbound=outbound, **fields)
+        if self.channels == 2:
+            fields["outbound"] = call_audio(seed + OUTBOUND_SEED, seconds)
+        return CallSpec(inbound=call_audio(seed, seconds), **fields)
 
     def settings(self) -> dict[str, Any]:
         """The settings that make the service stream the call this way."""
@@ -60,7 +61,7 @@ class Layout:
 
     def sent(self, spec: CallSpec) -> dict[str, bytes]:
         """Each track's audio as the simulator sends it."""
-        return {track: padded(spec.inbound if track == "inbound" else spec.outbound) for track in self.tracks}
+        return {track: padded(track_audio(spec, track)) for track in self.tracks}
 
     def heard(self, spec: CallSpec, start_s: float = 0.0) -> bytes:
         """What the one connection carries of the call from `start_s` (each track's second in turn, if two)."""
