@@ -163,3 +163,25 @@ async def test_a_refused_connection_spools_each_track_and_batch_brings_them_back
     assert summary["audio_s_spooled"] == 4.0  # two tracks of 2 s (the agent's padded at its end)
     assert all(line["batch"] for line in log_lines.events("transcript", call_sid=spec.call_sid, is_final=True))
     assert_tracks_heard(log_lines, spec.call_sid, caller, agent)
+
+
+async def test_channel_options_in_deepgram_options_cannot_undo_the_multichannel_connection(
+    deepgram: FakeDeepgram, log_lines: LogLines
+) -> None:
+    """DEEPGRAM_OPTIONS asking for multichannel=false&channels=1 is dropped with a warning that names
+    DEEPGRAM_CONNECTIONS: the connection still carries both tracks as two channels, each heard as its own."""
+    caller, agent = call_audio(309, 1.0), call_audio(310, 1.0)
+    settings = per_call(deepgram, deepgram_options="multichannel=false&channels=1&tag=support")
+    async with running_service(settings) as service:
+        spec = CallSpec(inbound=caller, outbound=agent, speed=0)
+        await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
+        await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
+
+    [connection] = deepgram.connections
+    assert {name: connection.query[name] for name in ("multichannel", "channels", "tag")} == {
+        "multichannel": ["true"], "channels": ["2"], "tag": ["support"],
+    }  # fmt: skip
+    warnings = {line["option"]: line["why"] for line in log_lines.events("settings.option_ignored")}
+    assert set(warnings) == {"channels", "multichannel"}
+    assert all("DEEPGRAM_CONNECTIONS" in why for why in warnings.values())
+    assert_tracks_heard(log_lines, spec.call_sid, caller, agent)
