@@ -26,6 +26,7 @@ from service.calls.counters import CallInfo, TrackCounters
 from service.calls.ending import EndedBy, Ending
 from service.calls.events import CallEnded, CallObserver, CallStarted, CallState, CallStateChanged
 from service.calls.handover import OVERLAP_S, RELEASE_AFTER_S, StreamRecords, wait_until_others_ended
+from service.calls.interleave import CHANNELS
 from service.calls.spooling import Spool
 from service.calls.stitching import StreamShare
 from service.calls.track import ChannelInput, TrackStream
@@ -287,7 +288,9 @@ class CallSession:
             **{key: value for key, value in params.items() if key in {"from", "to", "direction"}},
         )
         together = len(start.tracks) > 1 and self._settings.deepgram_connections == "per_call"
-        for channels in [tuple(start.tracks)] if together else [(name,) for name in start.tracks]:
+        # Together, the tracks go by channel index (inbound first, as the interleaver places them), whatever
+        # order Twilio's `start` lists them in: results and spool entries go back to their track by that index.
+        for channels in [CHANNELS] if together else [(name,) for name in start.tracks]:
             stream = TrackStream(
                 name="+".join(channels),
                 call=self.call,

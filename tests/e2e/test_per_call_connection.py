@@ -185,3 +185,36 @@ async def test_channel_options_in_deepgram_options_cannot_undo_the_multichannel_
     assert set(warnings) == {"channels", "multichannel"}
     assert all("DEEPGRAM_CONNECTIONS" in why for why in warnings.values())
     assert_tracks_heard(log_lines, spec.call_sid, caller, agent)
+
+
+async def test_a_start_listing_the_outbound_track_first_still_maps_each_channel_to_its_track(
+    deepgram: FakeDeepgram, log_lines: LogLines, tmp_path: Path
+) -> None:
+    """Twilio's `start.tracks` as ["outbound", "inbound"] (the order is not promised): channel 0 is still the
+    caller, and the words and the spool entries of each track come back under that track and speaker."""
+    caller, agent = call_audio(311, 4.0), call_audio(312, 4.0)
+    spec = CallSpec(inbound=caller, outbound=agent, speed=0)
+    parameters = token_parameters(spec, ("inbound", "outbound"))
+    messages = build_messages(spec, "MZ" + spec.call_sid[2:], ["outbound", "inbound"], parameters)
+    assert json.loads(messages[1])["start"]["tracks"] == ["outbound", "inbound"]
+    deepgram.faults.close_after_bytes = 40_000  # 2.5 s of each track: one final (2 s) each, then Deepgram is gone
+    deepgram.faults.close_code = 1008  # fatal: the rest of each track goes to the spool
+    async with running_service(per_call(deepgram, spool_dir=tmp_path)) as service:
+        socket = await open_media(service.url)
+        for message in messages:
+            await socket.send(message)
+        await socket.wait_closed()
+        summary = await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
+
+    [connection] = deepgram.connections
+    assert bytes(connection.audio) == interleaved(caller, agent)[:40_000]
+    assert final_words(log_lines, spec.call_sid, "inbound") == expected_words(caller[:16_000])
+    assert final_words(log_lines, spec.call_sid, "outbound") == expected_words(agent[:16_000])
+    speakers = {(line["track"], line["speaker"]) for line in log_lines.events("transcript", call_sid=spec.call_sid)}
+    assert speakers == {("inbound", "caller"), ("outbound", "agent")}
+    entries = {entry.track: entry for entry in Spool(tmp_path).entries()}
+    assert {track: read_mulaw_wav(entry.wav_path.read_bytes()) for track, entry in entries.items()} == {
+        "inbound": caller[16_000:],
+        "outbound": agent[16_000:],
+    }
+    assert summary["audio_s_spooled"] == 4.0
