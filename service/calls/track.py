@@ -25,7 +25,7 @@ from service import mulaw
 from service.calls.counters import CallInfo, TrackCounters
 from service.calls.deepgram_state import IDLE, Connection, DeepgramSide, DeepgramState
 from service.calls.events import CallState
-from service.calls.interleave import Interleaver
+from service.calls.interleave import CHANNELS, Interleaver
 from service.calls.ledger import AudioLedger
 from service.calls.receiver import TrackReceiver
 from service.calls.sender import TrackSender
@@ -156,11 +156,20 @@ class TrackStream:
             rest = interleaver.flush()
             if rest:
                 self._take(rest)
-            # Samples Twilio sent after their place had been padded over: cut, and counted as lost.
-            self.counters.bytes_lost += interleaver.late_samples
-            interleaver.late_samples = 0
+            self._count_late(interleaver.late)
         self._twilio_done.set()
         self._end_live_input()
+
+    def _count_late(self, late: list[int]) -> None:
+        """Samples Twilio sent after their place had been padded over were cut: counted as lost, and said."""
+        for track, samples in zip(CHANNELS, late, strict=True):
+            if samples:
+                self.counters.bytes_lost += samples
+                self._log.warning(
+                    "audio.lost", track=track, lost_s=round(samples / mulaw.BYTES_PER_SECOND, 2),
+                    why=f"it came more than DEEPGRAM_CHANNEL_LAG_MS ({self._settings.deepgram_channel_lag_ms} ms) "
+                    "behind the other track, after its place had been filled with silence",
+                )  # fmt: skip
 
     def _overflow(self) -> GuardedSegment | SplitSegment:
         """Deepgram is too far behind: live keeps what it holds, the rest of the track goes to the spool."""

@@ -40,6 +40,14 @@ def interleaved(first: bytes, second: bytes) -> bytes:
     return bytes(mixed)
 
 
+def at(message: str) -> int:
+    """Where a message of the stream is on its clock: a media message's timestamp (ms); stop after them all."""
+    media = json.loads(message)
+    if media.get("event") == "media":
+        return int(media["media"]["timestamp"])
+    return 10**9 if media.get("event") == "stop" else -1
+
+
 def per_call(deepgram: FakeDeepgram, **values: Any) -> Any:
     return make_settings(deepgram, stream_track="both_tracks", deepgram_connections="per_call", **values)
 
@@ -85,12 +93,6 @@ async def test_a_ringing_track_does_not_hold_back_the_other(deepgram: FakeDeepgr
         if media.get("event") != "media":
             return False
         return media["media"]["track"] == "outbound" and int(media["media"]["timestamp"]) < 3000
-
-    def at(message: str) -> int:
-        media = json.loads(message)
-        if media.get("event") == "media":
-            return int(media["media"]["timestamp"])
-        return 10**9 if media.get("event") == "stop" else -1
 
     sent = [message for message in messages if not ringing(message)]
     before, after = [m for m in sent if at(m) < 3000], [m for m in sent if at(m) >= 3000]
@@ -218,3 +220,36 @@ async def test_a_start_listing_the_outbound_track_first_still_maps_each_channel_
         "outbound": agent[16_000:],
     }
     assert summary["audio_s_spooled"] == 4.0
+
+
+async def test_frames_later_than_the_lag_bound_are_cut_counted_and_said(
+    deepgram: FakeDeepgram, log_lines: LogLines
+) -> None:
+    """The agent's first second arrives only after the caller's: what lies more than DEEPGRAM_CHANNEL_LAG_MS
+    behind had been filled with silence, so it is cut, counted in audio_s_lost and said once; the rest is heard."""
+    caller, agent = call_audio(313, 2.0), call_audio(314, 2.0)
+    spec = CallSpec(inbound=caller, outbound=agent, speed=0)
+    tracks = ("inbound", "outbound")
+    messages = build_messages(spec, "MZ" + spec.call_sid[2:], list(tracks), token_parameters(spec, tracks))
+
+    def held(message: str) -> bool:  # the agent's first second, which Twilio delivers late
+        return 0 <= at(message) < 1000 and json.loads(message)["media"]["track"] == "outbound"
+
+    first_second = [m for m in messages[2:] if not held(m) and at(m) < 1000]
+    rest = [m for m in messages[2:] if at(m) >= 1000]
+    async with running_service(per_call(deepgram, deepgram_channel_lag_ms=200)) as service:
+        socket = await open_media(service.url)
+        for message in [*messages[:2], *first_second, *filter(held, messages), *rest]:
+            await socket.send(message)
+        await socket.wait_closed()
+        summary = await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
+
+    # The outbound was padded to 200 ms behind the caller's 1 s: its first 800 ms are silence, and cut.
+    heard_agent = SILENCE * (8 * SECOND // 10) + agent[8 * SECOND // 10 :]
+    [connection] = deepgram.connections
+    assert bytes(connection.audio) == interleaved(caller, heard_agent)
+    assert_tracks_heard(log_lines, spec.call_sid, caller, heard_agent)
+    assert summary["audio_s_lost"] == 0.8
+    [lost] = log_lines.events("audio.lost", call_sid=spec.call_sid)
+    assert (lost["track"], lost["lost_s"]) == ("outbound", 0.8)
+    assert "DEEPGRAM_CHANNEL_LAG_MS (200 ms)" in lost["why"]
