@@ -87,6 +87,11 @@ class Interleaver:
             self._pad(channel, longest - self._end[channel])
         return self.take()
 
+    def take_late(self) -> list[int]:
+        """`late` since the last call, per channel (then zero again), so each cut is counted once."""
+        late, self.late = self.late, [0, 0]
+        return late
+
     @property
     def position_s(self) -> float:
         """Stream time interleaved so far, in seconds (each channel's, not the bytes sent)."""

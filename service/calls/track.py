@@ -151,14 +151,22 @@ class TrackStream:
 
     def end(self) -> None:
         """Twilio's stream ended: flush what is held, CloseStream, and close any spool segment."""
-        if len(self.channels) > 1 and not self._twilio_done.is_set():
-            interleaver = self._interleaver
-            rest = interleaver.flush()
-            if rest:
-                self._take(rest)
-            self._count_late(interleaver.late)
+        if not self._twilio_done.is_set():
+            self._flush_channels()
         self._twilio_done.set()
         self._end_live_input()
+
+    def _flush_channels(self) -> None:
+        """Both tracks on one stream: what the interleaver holds goes on, the shorter track padded to the longer
+        (at the end of the stream, and for frames Twilio sent as it closed, which have no frame of the other
+        track to wait for); the samples it cut are counted and said."""
+        if len(self.channels) == 1:
+            return
+        interleaver = self._interleaver
+        rest = interleaver.flush()
+        if rest:
+            self._take(rest)
+        self._count_late(interleaver.take_late())
 
     def _count_late(self, late: list[int]) -> None:
         """Samples Twilio sent after their place had been padded over were cut: counted as lost, and said."""
@@ -210,6 +218,7 @@ class TrackStream:
             self._log.exception("call.internal_error", track=self.name)
             await self._give_up(SttUnavailable(f"internal error: {type(exc).__name__}", failure=SttFailure.INTERNAL))
         finally:
+            self._flush_channels()  # into the open spool segment, if any: frames Twilio sent as it closed
             self._spooler.close()
 
     async def _transcribe_live(self) -> None:
@@ -255,6 +264,7 @@ class TrackStream:
 
     def _spool_stragglers(self) -> None:
         """Audio that arrived after CloseStream went out (a message Twilio sent as the stream was closing)."""
+        self._flush_channels()
         if not self._ledger.pending_chunks:
             return
         # The connection closed cleanly, so what it carried is final; only the unsent audio is left to keep.
@@ -336,6 +346,7 @@ class TrackStream:
 
     def abandon(self) -> None:
         """The process is stopping and Deepgram did not finish in time: spool what is not yet final."""
+        self._flush_channels()
         self._spooler.stretch(*self._ledger.release(), "callscribe stopped before Deepgram's final results")
         self._spooler.close()
 
