@@ -150,12 +150,15 @@ async def test_a_silent_deepgram_is_detected_and_replaced(
     assert "sent nothing" in log_lines.events("deepgram.reconnecting")[0]["why"]
 
 
-async def test_malformed_and_unknown_deepgram_messages_are_ignored(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
+@layouts
+async def test_malformed_and_unknown_deepgram_messages_are_ignored(
+    deepgram: FakeDeepgram, log_lines: LogLines, layout: Layout
+) -> None:
     """Truncated JSON and an unknown message type from Deepgram change nothing in the transcript."""
     deepgram.faults.send_garbage = True
-    spec = CallSpec(inbound=call_audio(206, 2.0), speed=0)
-    summary = await run_call(deepgram, log_lines, spec)
-    assert_every_word_once_in_order(log_lines, spec)
+    spec = layout.spec(206, 2.0, speed=0)
+    summary = await run_call(deepgram, log_lines, spec, layout)
+    assert_every_word_once_in_order(log_lines, spec, layout)
     assert summary["reconnects"] == 0
 
 
@@ -241,30 +244,35 @@ async def test_an_unwritable_spool_is_counted_and_said_not_a_crash(
     assert log_lines.events("audio.lost")
 
 
+@layouts
 async def test_spooled_audio_comes_back_as_batch_transcripts_after_a_restart(
-    deepgram: FakeDeepgram, log_lines: LogLines, tmp_path: Path
+    deepgram: FakeDeepgram, log_lines: LogLines, tmp_path: Path, layout: Layout
 ) -> None:
-    """Live down and batch failing: the call is spooled; after a restart the worker delivers it exactly once."""
+    """Live down and batch failing: the call is spooled; after a restart the worker delivers each track exactly
+    once."""
     deepgram.faults.reject_status = 503  # live Deepgram stays down
-    spec = CallSpec(inbound=call_audio(211, 3.0), speed=0)
+    spec = layout.spec(211, 3.0, speed=0)
     async with FakeDeepgramBatch(api_key=DEEPGRAM_KEY) as batch:
         batch.fail_status = 503  # and so does batch, for the first process's lifetime
         settings: dict[str, Any] = {
             "spool_dir": tmp_path, "deepgram_batch_url": batch.url, "deepgram_outage_s": 0.3,
-            "deepgram_backoff_initial_s": 0.05, "spool_retry_s": 0.2,
+            "deepgram_backoff_initial_s": 0.05, "spool_retry_s": 0.2, **layout.settings(),
         }  # fmt: skip
         async with running_service(make_settings(deepgram, **settings)) as service:
             await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
             await log_lines.wait_for("batch.failed", timeout=10, call_sid=spec.call_sid)
-        assert [entry.call_sid for entry in Spool(tmp_path).entries()] == [spec.call_sid]
+        entries = Spool(tmp_path).entries()
+        assert sorted((entry.call_sid, entry.track) for entry in entries) == [(spec.call_sid, t) for t in layout.tracks]
         assert not log_lines.events("transcript", call_sid=spec.call_sid, is_final=True)
 
         batch.fail_status = None  # Deepgram's batch API is back; a new process starts
         async with running_service(make_settings(deepgram, **settings)):
-            await log_lines.wait_for("batch.delivered", timeout=10)
+            for track in layout.tracks:
+                await log_lines.wait_for("batch.delivered", timeout=10, track=track)
             await asyncio.sleep(0.5)  # the point: time for more worker passes, in which nothing may be delivered twice
 
     finals = log_lines.events("transcript", call_sid=spec.call_sid, is_final=True)
     assert all(line["batch"] for line in finals)
-    assert final_words(log_lines, spec.call_sid) == expected_words(padded(spec.inbound))
+    for track, audio in layout.sent(spec).items():
+        assert final_words(log_lines, spec.call_sid, track) == expected_words(audio)
     assert Spool(tmp_path).entries() == []
