@@ -47,7 +47,8 @@ SETTING_GROUPS: Final = (
         "deepgram",
         "Deepgram: what to ask for",
         "callscribe always sends `encoding=mulaw`, `sample_rate=8000` and `channels=1`, because that is Twilio's "
-        "audio. With `diarize=true` in `DEEPGRAM_OPTIONS`, Deepgram labels each word with a speaker, but the log "
+        "audio (both tracks on one connection, with `DEEPGRAM_CONNECTIONS=per_call`: `multichannel=true&channels=2`). "
+        "With `diarize=true` in `DEEPGRAM_OPTIONS`, Deepgram labels each word with a speaker, but the log "
         "lines show only the text (`DEEPGRAM_DIARIZE` splits finals per voice instead).",
     ),
     SettingGroup(
@@ -180,9 +181,10 @@ class Settings(BaseSettings):
         default="",
         description="Any other live option (`diarize`, `redact`, `numerals`, `tag`, ...). A name repeated in the "
         "string is sent repeated. callscribe drops, with a `settings.option_ignored` warning at start-up, any name "
-        "it sets itself: `model`, `language`, `encoding`, `sample_rate`, `channels`, `interim_results`, "
-        "`punctuate`, `smart_format`, `endpointing`, and `utterance_end_ms`/`vad_events`/`keyterm` when the "
-        "settings above send them. A malformed query string stops start-up.",
+        "it sets itself: `model`, `language`, `encoding`, `sample_rate`, `channels` and `multichannel` (which "
+        "`DEEPGRAM_CONNECTIONS` decides), `interim_results`, `punctuate`, `smart_format`, `endpointing`, and "
+        "`utterance_end_ms`/`vad_events`/`keyterm` when the settings above send them. A malformed query string "
+        "stops start-up.",
         json_schema_extra=_doc(
             "deepgram", accepts="a query string", example="diarize=true&redact=pci&tag=support", heroku={}
         ),

@@ -12,7 +12,7 @@ stream started, Twilio's own), so the two channels line up whatever order their 
 - a track that falls more than `max_lag_ms` behind the other (an outbound track with nothing playing, a
   `<Dial>` still ringing) is padded with silence up to that bound, so it never holds the other back;
 - a frame that comes after its place was padded over keeps only what is past the padding; the samples cut
-  are counted (`late_samples`), never silently dropped;
+  are counted per track (`late`), never silently dropped;
 - `take` interleaves whatever both channels have; `flush` pads the shorter at the end of the stream.
 """
 
@@ -45,7 +45,7 @@ class Interleaver:
 
     def __init__(self, *, max_lag_ms: int) -> None:
         self.max_lag_samples = max_lag_ms * SAMPLES_PER_MS
-        self.late_samples = 0  # samples cut because a lagging track had been padded past them
+        self.late = [0, 0]  # per channel: samples cut because the track had been padded past them
         self.padded_samples = 0  # silence written for gaps and lagging tracks
         self._end = [0, 0]  # per channel: the stream position (in samples) its audio reaches
         self._pending = [bytearray(), bytearray()]  # per channel: placed, not yet interleaved
@@ -60,7 +60,7 @@ class Interleaver:
             self._pad(channel, start - end)
         elif start < end:  # its place was already padded over (or Twilio repeated it): keep what is new
             cut = min(end - start, len(payload))
-            self.late_samples += cut
+            self.late[channel] += cut
             payload = payload[cut:]
         self._pending[channel] += payload
         self._end[channel] += len(payload)
@@ -86,6 +86,11 @@ class Interleaver:
         for channel in (0, 1):
             self._pad(channel, longest - self._end[channel])
         return self.take()
+
+    def take_late(self) -> list[int]:
+        """`late` since the last call, per channel (then zero again), so each cut is counted once."""
+        late, self.late = self.late, [0, 0]
+        return late
 
     @property
     def position_s(self) -> float:

@@ -26,6 +26,7 @@ from service.calls.counters import CallInfo, TrackCounters
 from service.calls.ending import EndedBy, Ending
 from service.calls.events import CallEnded, CallObserver, CallStarted, CallState, CallStateChanged
 from service.calls.handover import OVERLAP_S, RELEASE_AFTER_S, StreamRecords, wait_until_others_ended
+from service.calls.interleave import CHANNELS
 from service.calls.spooling import Spool
 from service.calls.stitching import StreamShare
 from service.calls.track import ChannelInput, TrackStream
@@ -287,7 +288,9 @@ class CallSession:
             **{key: value for key, value in params.items() if key in {"from", "to", "direction"}},
         )
         together = len(start.tracks) > 1 and self._settings.deepgram_connections == "per_call"
-        for channels in [tuple(start.tracks)] if together else [(name,) for name in start.tracks]:
+        # Together, the tracks go by channel index (inbound first, as the interleaver places them), whatever
+        # order Twilio's `start` lists them in: results and spool entries go back to their track by that index.
+        for channels in [CHANNELS] if together else [(name,) for name in start.tracks]:
             stream = TrackStream(
                 name="+".join(channels),
                 call=self.call,
@@ -439,13 +442,19 @@ class CallSession:
             finals_repeated=sum(c.finals_repeated for c in counters),
             chunks_missing=sum(c.chunks_missing for c in counters),
             messages_missing=self._messages_missing,
-            buffer_peak_s=round(max((c.peak_waiting_bytes for c in counters), default=0) / mulaw.BYTES_PER_SECOND, 2),
+            buffer_peak_s=self._buffer_peak_s(),
             keepalives=sum(c.keepalives for c in counters),
             deepgram_request_ids=",".join(rid for c in counters for rid in c.request_ids),
             deepgram_error=self._failure.reason if self._failure else None,
             offset_s=round(self.share.offset_s, 3),
             words_cut_ms=self.share.cut_ms,
         )
+
+    def _buffer_peak_s(self) -> float:
+        """The most audio any stream held for Deepgram at once, in seconds of the call (AUDIO_BUFFER_S's unit):
+        an interleaved stream's bytes are seconds of both its tracks at once."""
+        peaks = (stream.counters.peak_waiting_bytes / stream.bytes_per_second for stream in self.streams)
+        return round(max(peaks, default=0.0), 2)
 
     async def wait_finished(self) -> None:
         await self.finished.wait()

@@ -25,7 +25,7 @@ from service import mulaw
 from service.calls.counters import CallInfo, TrackCounters
 from service.calls.deepgram_state import IDLE, Connection, DeepgramSide, DeepgramState
 from service.calls.events import CallState
-from service.calls.interleave import Interleaver
+from service.calls.interleave import CHANNELS, Interleaver
 from service.calls.ledger import AudioLedger
 from service.calls.receiver import TrackReceiver
 from service.calls.sender import TrackSender
@@ -75,7 +75,7 @@ class TrackStream:
         self._log = log
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._ledger = AudioLedger(channels=len(self.channels))
-        self._bytes_per_second = self._ledger.bytes_per_second
+        self.bytes_per_second = self._ledger.bytes_per_second  # of every channel: 16 000 for two
         self._side = DeepgramSide()
         self._sender = TrackSender(ledger=self._ledger, side=self._side, counters=self.counters, settings=settings)
         self._wakeup = self._sender.wakeup
@@ -102,7 +102,7 @@ class TrackStream:
         self._spooler: TrackSpooler | ChannelSpooler = spoolers[0] if len(spoolers) == 1 else ChannelSpooler(spoolers)
         self._interleaver = Interleaver(max_lag_ms=settings.deepgram_channel_lag_ms)
         self._last_chunks = dict.fromkeys(self.channels, 0)
-        self._max_bytes = max(mulaw.FRAME_BYTES, int(settings.audio_buffer_s * self._bytes_per_second))
+        self._max_bytes = max(mulaw.FRAME_BYTES, int(settings.audio_buffer_s * self.bytes_per_second))
         self._twilio_done = asyncio.Event()
 
     # --- Twilio side (synchronous, never blocks) --------------------------------------------------------
@@ -151,21 +151,38 @@ class TrackStream:
 
     def end(self) -> None:
         """Twilio's stream ended: flush what is held, CloseStream, and close any spool segment."""
-        if len(self.channels) > 1 and not self._twilio_done.is_set():
-            interleaver = self._interleaver
-            rest = interleaver.flush()
-            if rest:
-                self._take(rest)
-            # Samples Twilio sent after their place had been padded over: cut, and counted as lost.
-            self.counters.bytes_lost += interleaver.late_samples
-            interleaver.late_samples = 0
+        if not self._twilio_done.is_set():
+            self._flush_channels()
         self._twilio_done.set()
         self._end_live_input()
+
+    def _flush_channels(self) -> None:
+        """Both tracks on one stream: what the interleaver holds goes on, the shorter track padded to the longer
+        (at the end of the stream, and for frames Twilio sent as it closed, which have no frame of the other
+        track to wait for); the samples it cut are counted and said."""
+        if len(self.channels) == 1:
+            return
+        interleaver = self._interleaver
+        rest = interleaver.flush()
+        if rest:
+            self._take(rest)
+        self._count_late(interleaver.take_late())
+
+    def _count_late(self, late: list[int]) -> None:
+        """Samples Twilio sent after their place had been padded over were cut: counted as lost, and said."""
+        for track, samples in zip(CHANNELS, late, strict=True):
+            if samples:
+                self.counters.bytes_lost += samples
+                self._log.warning(
+                    "audio.lost", track=track, lost_s=round(samples / mulaw.BYTES_PER_SECOND, 2),
+                    why=f"it came more than DEEPGRAM_CHANNEL_LAG_MS ({self._settings.deepgram_channel_lag_ms} ms) "
+                    "behind the other track, after its place had been filled with silence",
+                )  # fmt: skip
 
     def _overflow(self) -> GuardedSegment | SplitSegment:
         """Deepgram is too far behind: live keeps what it holds, the rest of the track goes to the spool."""
         segment = self._spooler.start(
-            self._ledger.received / self._bytes_per_second,
+            self._ledger.received / self.bytes_per_second,
             f"more than AUDIO_BUFFER_S ({self._settings.audio_buffer_s:g} s) of audio waiting for Deepgram",
         )
         self._end_live_input()
@@ -201,6 +218,7 @@ class TrackStream:
             self._log.exception("call.internal_error", track=self.name)
             await self._give_up(SttUnavailable(f"internal error: {type(exc).__name__}", failure=SttFailure.INTERNAL))
         finally:
+            self._flush_channels()  # into the open spool segment, if any: frames Twilio sent as it closed
             self._spooler.close()
 
     async def _transcribe_live(self) -> None:
@@ -236,8 +254,8 @@ class TrackStream:
         # After a failed connection (or attempt), what waits is a replay, paced; on the first, what queued while
         # it opened is only late, and goes at once.
         replay_bytes = ledger.pending_bytes if self.counters.reconnects else 0
-        replaying_s = round(replay_bytes / self._bytes_per_second, 2)
-        catching_up_s = round((ledger.pending_bytes - replay_bytes) / self._bytes_per_second, 2)
+        replaying_s = round(replay_bytes / self.bytes_per_second, 2)
+        catching_up_s = round((ledger.pending_bytes - replay_bytes) / self.bytes_per_second, 2)
         self._receiver.connection_opened()
         self._log.info("deepgram.connected", track=self.name, replaying_s=replaying_s, catching_up_s=catching_up_s)
         self._side.move(DeepgramState.OPEN)
@@ -246,10 +264,11 @@ class TrackStream:
 
     def _spool_stragglers(self) -> None:
         """Audio that arrived after CloseStream went out (a message Twilio sent as the stream was closing)."""
+        self._flush_channels()
         if not self._ledger.pending_chunks:
             return
         # The connection closed cleanly, so what it carried is final; only the unsent audio is left to keep.
-        self._ledger.acknowledge(self._ledger.connection_sent / self._bytes_per_second)
+        self._ledger.acknowledge(self._ledger.connection_sent / self.bytes_per_second)
         self._spooler.stretch(*self._ledger.release(), "arrived after the stream to Deepgram was closed")
 
     async def _wait_to_retry(self, error: SttUnavailable, outage: Outage) -> bool:
@@ -327,6 +346,7 @@ class TrackStream:
 
     def abandon(self) -> None:
         """The process is stopping and Deepgram did not finish in time: spool what is not yet final."""
+        self._flush_channels()
         self._spooler.stretch(*self._ledger.release(), "callscribe stopped before Deepgram's final results")
         self._spooler.close()
 

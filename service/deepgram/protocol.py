@@ -135,15 +135,22 @@ def live_options(settings: Settings, *, channels: int = 1, diarize: bool = False
     return options
 
 
+# The audio's layout, which callscribe always decides: Twilio's format, and the channels DEEPGRAM_CONNECTIONS picks
+# (one track a connection, or both interleaved with multichannel=true). Never taken from DEEPGRAM_OPTIONS, live or
+# batch (the spool's WAVs are one track each, so batch never asks for multichannel either).
+AUDIO_LAYOUT_OPTIONS = frozenset({"encoding", "sample_rate", "channels", "multichannel"})
+CHANNEL_OPTIONS = frozenset({"channels", "multichannel"})  # the ones DEEPGRAM_CONNECTIONS decides
+
+
 def pass_through_options(pairs: list[tuple[str, str]], *, reserved: Any) -> dict[str, str | list[str]]:
     """DEEPGRAM_OPTIONS as query parameters; a repeated name becomes a list (Deepgram's repeated keys).
 
-    Names that callscribe sets itself (encoding, sample_rate, ...) are ignored here so a stray option can
-    never make Deepgram misread Twilio's audio.
+    Names that callscribe sets itself (`reserved`, and the audio's layout: encoding, sample_rate, channels,
+    multichannel) are ignored here so a stray option can never make Deepgram misread Twilio's audio.
     """
     extra: dict[str, str | list[str]] = {}
     for name, value in pairs:
-        if name in reserved or name in {"encoding", "sample_rate", "channels"}:
+        if name in reserved or name in AUDIO_LAYOUT_OPTIONS:
             continue
         previous = extra.get(name)
         if previous is None:
@@ -186,11 +193,21 @@ def batch_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def ignored_options(settings: Settings) -> list[str]:
-    """DEEPGRAM_OPTIONS names that `live_options` drops because callscribe sets them; for a start-up warning."""
-    fixed = set(live_options(settings.model_copy(update={"deepgram_options": ""})).keys())
-    fixed |= {"encoding", "sample_rate", "channels"}
-    return sorted({name for name, _ in settings.deepgram_extra_options if name in fixed})
+def ignored_options(settings: Settings) -> list[tuple[str, str]]:
+    """DEEPGRAM_OPTIONS names that `live_options` drops because callscribe sets them, each with why; for a
+    start-up warning."""
+    fixed = set(live_options(settings.model_copy(update={"deepgram_options": ""})).keys()) | AUDIO_LAYOUT_OPTIONS
+    names = sorted({name for name, _ in settings.deepgram_extra_options if name in fixed})
+    return [(name, _why_ignored(name)) for name in names]
+
+
+def _why_ignored(name: str) -> str:
+    if name in CHANNEL_OPTIONS:
+        return (
+            "callscribe sets it from DEEPGRAM_CONNECTIONS: channels=1 on a connection per track (per_track), "
+            "multichannel=true&channels=2 for both tracks of a call on one connection (per_call)"
+        )
+    return "callscribe sets it itself"
 
 
 # Deepgram's reference reconnect loop treats these close codes as final; 1006/1011/1012/1013 may pass.

@@ -192,8 +192,8 @@ class Runtime:
             log.info(
                 "service.handover_off", why=self._handover_off, action="at SIGTERM calls are drained, not handed over"
             )
-        for name in ignored_options(settings):
-            log.warning("settings.option_ignored", option=name, why="callscribe sets it itself")
+        for name, why in ignored_options(settings):
+            log.warning("settings.option_ignored", option=name, why=why)
         if settings.stream_tokens == "off":
             log.warning(
                 "settings.stream_tokens_off",

@@ -70,8 +70,19 @@ def test_frames_are_placed_by_their_timestamps(
         mixed += mixer.take()
     mixed += mixer.flush()
     assert channels(mixed) == (inbound, outbound)
-    assert (mixer.padded_samples, mixer.late_samples) == (padded, late)
+    assert (mixer.padded_samples, mixer.late) == (padded, [0, late])  # only the outbound comes late here
     assert mixer.position_s == len(inbound) / 8000
+
+
+def test_samples_cut_are_counted_on_the_track_that_came_late() -> None:
+    """The inbound lagging this time: what is cut of it is counted on channel 0, none on channel 1, and taken
+    once."""
+    mixer = Interleaver(max_lag_ms=40)
+    for ms in range(0, 120, 20):
+        mixer.add("outbound", ms, OUT)
+    mixer.add("inbound", 20, IN)  # padded to 40 ms behind the outbound (80 ms): all of it was padded over
+    assert mixer.late == [160, 0]
+    assert (mixer.take_late(), mixer.take_late()) == ([160, 0], [0, 0])  # each cut is taken once
 
 
 def test_a_lagging_track_never_holds_the_other_back() -> None:

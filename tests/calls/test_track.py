@@ -9,6 +9,7 @@ import structlog
 
 from service.calls.counters import CallInfo
 from service.calls.deepgram_state import DeepgramState
+from service.calls.interleave import CHANNELS
 from service.calls.track import TrackStream
 from service.calls.transcript import Transcript
 from service.deepgram.live import SttClient
@@ -53,6 +54,45 @@ async def test_audio_arriving_after_close_stream_is_spooled_not_lost(deepgram: F
     assert [w for t in heard if t.is_final for w in t.text.split()] == expected_words(audio)
     [entry] = Spool(tmp_path).entries()
     assert (entry.start_s, read_mulaw_wav(entry.wav_path.read_bytes())) == (1.0, late)
+
+
+async def test_a_frame_of_one_track_after_close_stream_is_spooled_not_lost_on_one_connection(
+    deepgram: FakeDeepgram, tmp_path: Path
+) -> None:
+    """Both tracks on one connection: a frame of one track that Twilio sends as the stream closes, with no frame
+    of the other to pair with, waits in the spool at its time (the other track's entry is that slot's padding)."""
+    settings = make_settings(deepgram, spool_dir=tmp_path, stream_track="both_tracks", deepgram_connections="per_call")
+    caller, agent, late = call_audio(4, 1.0), call_audio(5, 1.0), call_audio(6, 0.02)
+    heard: list[Transcript] = []
+
+    def emit(transcript: Transcript) -> None:
+        heard.append(transcript)
+        if transcript.is_final and transcript.end == 1.0 and transcript.track == "outbound":
+            # Both channels' last finals come after CloseStream went out: the caller's last frame arrives now.
+            assert {"type": "CloseStream"} in deepgram.connections[0].control
+            track.push_channel("inbound", 51, late, 1000)
+
+    async def on_failure(_track: TrackStream, error: SttError) -> None:
+        raise AssertionError(error.reason)
+
+    both = CallInfo(call_sid="CA1", stream_sid="MZ1", account_sid="AC1", tracks=CHANNELS, custom_parameters={})
+    track = TrackStream(
+        name="inbound+outbound", call=both, channels=CHANNELS, settings=settings, stt=SttClient(settings),
+        spool=Spool(tmp_path), emit=emit, on_failure=on_failure, log=structlog.get_logger("test"),
+    )  # fmt: skip
+    running = asyncio.create_task(track.run())
+    for chunk, start in enumerate(range(0, len(caller), 160), start=1):
+        track.push_channel("inbound", chunk, caller[start : start + 160], (chunk - 1) * 20)
+        track.push_channel("outbound", chunk, agent[start : start + 160], (chunk - 1) * 20)
+    track.end()
+    await asyncio.wait_for(running, timeout=5)
+
+    for name, audio in (("inbound", caller), ("outbound", agent)):
+        assert [w for t in heard if t.is_final and t.track == name for w in t.text.split()] == expected_words(audio)
+    entries = {entry.track: entry for entry in Spool(tmp_path).entries()}
+    spooled = {name: (entry.start_s, read_mulaw_wav(entry.wav_path.read_bytes())) for name, entry in entries.items()}
+    assert spooled == {"inbound": (1.0, late), "outbound": (1.0, b"\xff" * 160)}
+    assert (track.counters.bytes_spooled, track.counters.bytes_lost) == (320, 0)
 
 
 def quiet_track(settings: Settings, tmp_path: Path, failures: list[SttError]) -> TrackStream:

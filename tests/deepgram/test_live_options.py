@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from service.deepgram.protocol import SttResult, live_options, pass_through_options
+from service.deepgram.protocol import SttResult, batch_options, ignored_options, live_options, pass_through_options
 from service.settings import Settings
 from tests.helpers.service import make_settings
 
@@ -60,6 +60,7 @@ def test_the_defaults_ask_for_twilios_audio_as_it_is() -> None:
         ([("tag", "a"), ("redact", "pci"), ("tag", "b")], {"tag": ["a", "b"], "redact": "pci"}),
         ([("tag", "")], {"tag": ""}),
         ([("model", "x"), ("encoding", "linear16"), ("sample_rate", "16000"), ("channels", "2")], {}),
+        ([("multichannel", "true"), ("multichannel", "false")], {}),
     ],
 )
 def test_pass_through_options_repeat_names_and_never_override_ours(
@@ -67,6 +68,26 @@ def test_pass_through_options_repeat_names_and_never_override_ours(
 ) -> None:
     """A repeated name becomes a list in order; names we set (here model), or that describe the audio, are dropped."""
     assert pass_through_options(pairs, reserved={"model"}) == expected
+
+
+@pytest.mark.parametrize("connections", ["per_track", "per_call"])
+def test_channels_in_deepgram_options_never_override_deepgram_connections(connections: str) -> None:
+    """`multichannel` and `channels` in DEEPGRAM_OPTIONS are dropped, live and batch, and the start-up warning
+    says that DEEPGRAM_CONNECTIONS decides them; the other options still go."""
+    configured = settings(
+        deepgram_options="multichannel=false&channels=4&tag=a", deepgram_connections=connections,
+        stream_track="both_tracks",
+    )  # fmt: skip
+    channels = 2 if connections == "per_call" else 1
+    options = live_options(configured, channels=channels)
+    assert options["channels"] == channels
+    assert options.get("multichannel") is (True if channels == 2 else None)
+    assert options["request_options"] == {"additional_query_parameters": {"tag": "a"}}
+    assert batch_options(configured)["request_options"] == {"additional_query_parameters": {"tag": "a"}}
+    assert [name for name, _ in ignored_options(configured)] == ["channels", "multichannel"]
+    for _, why in ignored_options(configured):
+        assert "DEEPGRAM_CONNECTIONS" in why
+        assert "multichannel=true&channels=2" in why
 
 
 def test_a_results_end_is_its_start_plus_its_duration() -> None:

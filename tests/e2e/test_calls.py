@@ -11,6 +11,7 @@ import asyncio
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallResult, CallSpec, build_messages
 from tests.helpers.audio import call_audio
+from tests.helpers.connections import Layout, layouts
 from tests.helpers.credentials import DEEPGRAM_KEY, TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.helpers.logs import LogLines, final_words
@@ -117,15 +118,17 @@ async def test_both_tracks_are_transcribed_separately(deepgram: FakeDeepgram, lo
     assert speakers == {("inbound", "caller"), ("outbound", "agent")}
 
 
-async def test_keepalive_is_sent_while_no_audio_flows(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
+@layouts
+async def test_keepalive_is_sent_while_no_audio_flows(
+    deepgram: FakeDeepgram, log_lines: LogLines, layout: Layout
+) -> None:
     """A pause longer than DEEPGRAM_KEEPALIVE_S sends KeepAlive, so Deepgram's 10 s idle close never comes."""
     deepgram.faults.idle_timeout_s = 2.0
-    audio = call_audio(31, 1.0)
-    settings = make_settings(deepgram, deepgram_keepalive_s=0.5)
+    settings = make_settings(deepgram, deepgram_keepalive_s=0.5, **layout.settings())
     async with running_service(settings) as service:
-        spec = CallSpec(inbound=audio, speed=0)
-        async with streaming(service.url, spec) as stream:
-            await stream.send_media(frames=25)
+        spec = layout.spec(31, 1.0, speed=0)
+        async with streaming(service.url, spec, layout.tracks) as stream:
+            await stream.send_media(frames=25 * len(layout.tracks))  # the first half second of each track
             await asyncio.sleep(3.0)  # the point: a pause longer than the fake's idle timeout
             await stream.send_media()
         await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
@@ -133,7 +136,8 @@ async def test_keepalive_is_sent_while_no_audio_flows(deepgram: FakeDeepgram, lo
     [connection] = deepgram.connections
     assert {"type": "KeepAlive"} in connection.control
     assert connection.close_code == 1000
-    assert final_words(log_lines, spec.call_sid) == expected_words(audio)
+    for track, audio in layout.sent(spec).items():
+        assert final_words(log_lines, spec.call_sid, track) == expected_words(audio)
 
 
 async def test_audio_batching_groups_frames_without_changing_the_bytes(

@@ -24,10 +24,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from service.simulator.messages import CallSpec
 from service.storage import migrate, queries
 from service.storage.schema import create_engine
-from tests.helpers.audio import call_audio
+from tests.helpers.connections import Layout
 from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.databases import fresh_postgres_database, postgres_server_url
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, RecordedConnection, expected_words
@@ -35,6 +34,7 @@ from tests.helpers.fakes.twilio_call import LiveCall
 from tests.helpers.fakes.twilio_rest import ACCOUNT_SID, API_KEY_SECRET, API_KEY_SID, FakeTwilioRest
 from tests.helpers.processes import start_web
 from tests.helpers.sse import FeedReader
+from tests.helpers.twilio_stream import TRACK_SETTINGS
 from tests.helpers.waiting import eventually
 from tests.helpers.webhooks import SECRET, Clock, Receiver, serving
 
@@ -43,6 +43,7 @@ CALL_S = 8.0
 SIGTERM_AT_BYTES = 18_000  # 2.25 s into the call: the middle of the fake's fifth 0.5 s word
 WINDOW_S = 0.5  # the fake Deepgram's word length
 API_TOKEN = "handover-t0ken"  # for the first process's live feed
+PER_TRACK = Layout("per_track")  # the call's inbound track alone, as Twilio's default <Stream> sends it
 PLACEMENT_S = 0.25  # how far from the audio's true offset a stream may be placed (the two starts' delays differ)
 
 
@@ -109,15 +110,18 @@ def events(lines: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [line for line in lines if line["event"] == name]
 
 
-def final_words_logged(lines: list[dict[str, Any]]) -> list[str]:
-    return [word for line in events(lines, "transcript") if line["is_final"] for word in line["text"].split()]
+def final_words_logged(lines: list[dict[str, Any]], track: str = "inbound") -> list[str]:
+    finals = [line for line in events(lines, "transcript") if line["is_final"] and line["track"] == track]
+    return [word for line in finals for word in line["text"].split()]
 
 
-def words_heard(connection: RecordedConnection, offset_s: float) -> list[tuple[str, float, float]]:
-    """Every word of the connection's finals, on the call's timeline (the connection starts `offset_s` into it)."""
+def words_heard(connection: RecordedConnection, offset_s: float, channel: int = 0) -> list[tuple[str, float, float]]:
+    """Every word of the connection's finals on `channel`, on the call's timeline (the connection starts
+    `offset_s` into it)."""
     return [
         (word["word"], word["start"] + offset_s, word["end"] + offset_s)
         for final in connection.finals()
+        if final["channel_index"][0] == channel
         for word in final["channel"]["alternatives"][0]["words"]
     ]
 
@@ -126,27 +130,34 @@ def mid(word: tuple[str, float, float]) -> float:
     return (word[1] + word[2]) / 2
 
 
-async def place_call(setup: Setup, a_url: str, router: Router) -> LiveCall:
-    spec = CallSpec(inbound=call_audio(140, CALL_S), account_sid=ACCOUNT_SID)
+async def place_call(setup: Setup, a_url: str, router: Router, layout: Layout = PER_TRACK) -> LiveCall:
+    spec = layout.spec(140, CALL_S, account_sid=ACCOUNT_SID)
     call = setup.rest.add_call(LiveCall(spec, auth_token=TWILIO_TOKEN, route=router))
     await call.place(a_url, f"{PUBLIC_URL}/voice")
     return call
 
 
-@pytest.mark.parametrize("setup", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    ("setup", "layout"),
+    [("sqlite", PER_TRACK), ("postgresql", PER_TRACK), ("sqlite", Layout("per_call"))],
+    ids=["sqlite", "postgresql", "sqlite-per_call"],
+    indirect=["setup"],
+)
 async def test_sigterm_hands_the_call_to_the_other_process_and_every_word_arrives_once(
-    deepgram: FakeDeepgram, tmp_path: Path, setup: Setup
+    deepgram: FakeDeepgram, tmp_path: Path, setup: Setup, layout: Layout
 ) -> None:
     """SIGTERM to the first of two processes mid-word: the call moves to the second through a REST-started stream,
-    and every word is logged, stored and delivered once, in order, with increasing times, as one handed-over call."""
-    a, a_url = await start(deepgram, tmp_path / "a", setup.env)
-    b, b_url = await start(deepgram, tmp_path / "b", setup.env)
+    and every word of each track is logged, stored and delivered once, in order, with increasing times, as one
+    handed-over call (per_call: both tracks over one multichannel connection in each process)."""
+    env = {**setup.env, **layout.env()}
+    a, a_url = await start(deepgram, tmp_path / "a", env)
+    b, b_url = await start(deepgram, tmp_path / "b", env)
     router = Router(a_url)
     feed = FeedReader(a_url, headers={"Authorization": f"Bearer {API_TOKEN}"})
     await feed.__aenter__()
-    call = await place_call(setup, a_url, router)
+    call = await place_call(setup, a_url, router, layout)
     await deepgram.wait_for_connections(1)
-    await eventually(lambda: len(deepgram.connections[0].audio) >= SIGTERM_AT_BYTES)
+    await eventually(lambda: len(deepgram.connections[0].audio) >= SIGTERM_AT_BYTES * layout.channels)
     router.target = b_url
     a_lines = await stop(a)
     await eventually(lambda: feed.ended)  # the first process's feed ends with it
@@ -158,7 +169,7 @@ async def test_sigterm_hands_the_call_to_the_other_process_and_every_word_arrive
     # Twilio's side: a second stream was asked for with the hand-over token, opened on B from where the call was.
     [create] = [request for request in setup.rest.stream_requests() if "Url" in request.form]
     assert (create.username, create.form["Url"], create.form["Track"]) == (
-        API_KEY_SID, ["wss://callscribe.test/media"], ["inbound_track"],
+        API_KEY_SID, ["wss://callscribe.test/media"], [TRACK_SETTINGS[layout.tracks]],
     )  # fmt: skip
     parameters = {create.form[f"Parameter{n}.Name"][0]: create.form[f"Parameter{n}.Value"][0] for n in range(1, 5)}
     assert parameters.pop("callscribe_token").startswith("v1.handover.")  # the purpose /voice never issues
@@ -174,27 +185,32 @@ async def test_sigterm_hands_the_call_to_the_other_process_and_every_word_arrive
     assert abs(offset - new.first_slot * 0.02) < PLACEMENT_S
     assert len(call.heard(old)) / 8000 >= cut + 0.9  # the old stream went on past the cut
     assert [line["ended_by"] for line in events(a_lines, "call.ended")] == ["handed_over"]
-    # The first process's live feed says the call was handed over, not that it ended.
+    # The first process's live feed says each track was handed over, not that the call ended.
     states = [
-        e.data["state"] for e in feed.events if e.event == "call.state" and e.data["call_sid"] == call.spec.call_sid
+        (e.data["track"], e.data["state"])
+        for e in feed.events
+        if e.event == "call.state" and e.data["call_sid"] == call.spec.call_sid
     ]
-    assert states == ["streaming", "handed_over"]
+    for track in layout.tracks:
+        assert [state for of, state in states if of == track] == ["streaming", "handed_over"]
     assert [line["ended_by"] for line in events(b_lines, "call.ended")] == ["stop"]
 
-    # The words: the old stream's before the cut, then the new stream's from it, covering the whole call.
+    # Each track's words: the old stream's before the cut, then the new stream's from it, covering the whole call.
     first, second = deepgram.connections
-    kept = [w for w in words_heard(first, 0.0) if mid(w) < cut] + [
-        w for w in words_heard(second, offset) if mid(w) >= cut
-    ]
-    expected = [word for word, _, _ in kept]
-    assert kept[0][1] == 0.0
-    assert abs(kept[-1][2] - CALL_S) < WINDOW_S
-    seams = [later[1] - earlier[2] for earlier, later in itertools.pairwise(kept)]
-    assert all(abs(seam) < WINDOW_S + PLACEMENT_S for seam in seams)
-    assert sum(1 for seam in seams if abs(seam) > 0.01) <= 1
+    expected: dict[str, list[str]] = {}
+    for channel, track in enumerate(layout.tracks):
+        kept = [w for w in words_heard(first, 0.0, channel) if mid(w) < cut] + [
+            w for w in words_heard(second, offset, channel) if mid(w) >= cut
+        ]
+        expected[track] = [word for word, _, _ in kept]
+        assert kept[0][1] == 0.0
+        assert abs(kept[-1][2] - CALL_S) < WINDOW_S
+        seams = [later[1] - earlier[2] for earlier, later in itertools.pairwise(kept)]
+        assert all(abs(seam) < WINDOW_S + PLACEMENT_S for seam in seams)
+        assert sum(1 for seam in seams if abs(seam) > 0.01) <= 1
 
-    # Logged once, in order: all of the old process's words before any of the new one's.
-    assert final_words_logged(a_lines) + final_words_logged(b_lines) == expected
+        # Logged once, in order: all of the old process's words before any of the new one's.
+        assert final_words_logged(a_lines, track) + final_words_logged(b_lines, track) == expected[track]
     last_old = [line["timestamp"] for line in events(a_lines, "transcript") if line["is_final"]][-1]
     first_new = next(line["timestamp"] for line in events(b_lines, "transcript") if line["is_final"])
     assert last_old <= first_new
@@ -204,18 +220,27 @@ async def test_sigterm_hands_the_call_to_the_other_process_and_every_word_arrive
     try:
         utterances = await queries.get_utterances(engine, call.call_sid)
         async with engine.connect() as connection:
-            by_arrival = (
-                await connection.execute(text("SELECT start FROM utterances ORDER BY created_at, start"))
-            ).scalars()
+            by_arrival = {
+                track: list(
+                    (
+                        await connection.execute(
+                            text("SELECT start FROM utterances WHERE track = :track ORDER BY created_at, start"),
+                            {"track": track},
+                        )
+                    ).scalars()
+                )
+                for track in layout.tracks
+            }
             calls = (await connection.execute(text("SELECT call_sid, handed_over, status FROM calls"))).all()
-            ordered_starts = list(by_arrival)
     finally:
         await engine.dispose()
-    assert [word for u in utterances for word in u.text.split()] == expected
-    assert ordered_starts == sorted(ordered_starts)
-    starts = [word["start"] for u in utterances for word in u.words]
-    assert starts == sorted(starts)
-    assert len(set(starts)) == len(starts)
+    for track in layout.tracks:
+        mine = [u for u in utterances if u.track == track]
+        assert [word for u in mine for word in u.text.split()] == expected[track]
+        assert by_arrival[track] == sorted(by_arrival[track])
+        starts = [word["start"] for u in mine for word in u.words]
+        assert starts == sorted(starts)
+        assert len(set(starts)) == len(starts)
     assert [(sid, bool(handed_over), status) for sid, handed_over, status in calls] == [
         (call.call_sid, True, "completed")
     ]
@@ -223,12 +248,17 @@ async def test_sigterm_hands_the_call_to_the_other_process_and_every_word_arrive
     # Delivered once, and one call.completed with the whole transcript. Both processes deliver from the one outbox
     # for a while, so two events can arrive out of order: each says where it is on the call's timeline.
     hooks = setup.receiver.accepted
-    finals = sorted((event["data"] for event in hooks if event["type"] == "utterance.final"), key=lambda d: d["start"])
-    assert [word for data in finals for word in data["text"].split()] == expected
     assert len({event["id"] for event in hooks}) == len(hooks)
     [completed] = [event for event in hooks if event["type"] == "call.completed"]
     assert completed["data"]["call_sid"] == call.call_sid
-    assert [word for utterance in completed["data"]["transcript"] for word in utterance["text"].split()] == expected
+    for track in layout.tracks:
+        finals = sorted(
+            (e["data"] for e in hooks if e["type"] == "utterance.final" and e["data"]["track"] == track),
+            key=lambda d: d["start"],
+        )
+        assert [word for data in finals for word in data["text"].split()] == expected[track]
+        transcript = [u for u in completed["data"]["transcript"] if u["track"] == track]
+        assert [word for utterance in transcript for word in utterance["text"].split()] == expected[track]
 
 
 REFUSALS = {

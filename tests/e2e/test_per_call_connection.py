@@ -40,6 +40,14 @@ def interleaved(first: bytes, second: bytes) -> bytes:
     return bytes(mixed)
 
 
+def at(message: str) -> int:
+    """Where a message of the stream is on its clock: a media message's timestamp (ms); stop after them all."""
+    media = json.loads(message)
+    if media.get("event") == "media":
+        return int(media["media"]["timestamp"])
+    return 10**9 if media.get("event") == "stop" else -1
+
+
 def per_call(deepgram: FakeDeepgram, **values: Any) -> Any:
     return make_settings(deepgram, stream_track="both_tracks", deepgram_connections="per_call", **values)
 
@@ -85,12 +93,6 @@ async def test_a_ringing_track_does_not_hold_back_the_other(deepgram: FakeDeepgr
         if media.get("event") != "media":
             return False
         return media["media"]["track"] == "outbound" and int(media["media"]["timestamp"]) < 3000
-
-    def at(message: str) -> int:
-        media = json.loads(message)
-        if media.get("event") == "media":
-            return int(media["media"]["timestamp"])
-        return 10**9 if media.get("event") == "stop" else -1
 
     sent = [message for message in messages if not ringing(message)]
     before, after = [m for m in sent if at(m) < 3000], [m for m in sent if at(m) >= 3000]
@@ -163,3 +165,91 @@ async def test_a_refused_connection_spools_each_track_and_batch_brings_them_back
     assert summary["audio_s_spooled"] == 4.0  # two tracks of 2 s (the agent's padded at its end)
     assert all(line["batch"] for line in log_lines.events("transcript", call_sid=spec.call_sid, is_final=True))
     assert_tracks_heard(log_lines, spec.call_sid, caller, agent)
+
+
+async def test_channel_options_in_deepgram_options_cannot_undo_the_multichannel_connection(
+    deepgram: FakeDeepgram, log_lines: LogLines
+) -> None:
+    """DEEPGRAM_OPTIONS asking for multichannel=false&channels=1 is dropped with a warning that names
+    DEEPGRAM_CONNECTIONS: the connection still carries both tracks as two channels, each heard as its own."""
+    caller, agent = call_audio(309, 1.0), call_audio(310, 1.0)
+    settings = per_call(deepgram, deepgram_options="multichannel=false&channels=1&tag=support")
+    async with running_service(settings) as service:
+        spec = CallSpec(inbound=caller, outbound=agent, speed=0)
+        await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
+        await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
+
+    [connection] = deepgram.connections
+    assert {name: connection.query[name] for name in ("multichannel", "channels", "tag")} == {
+        "multichannel": ["true"], "channels": ["2"], "tag": ["support"],
+    }  # fmt: skip
+    warnings = {line["option"]: line["why"] for line in log_lines.events("settings.option_ignored")}
+    assert set(warnings) == {"channels", "multichannel"}
+    assert all("DEEPGRAM_CONNECTIONS" in why for why in warnings.values())
+    assert_tracks_heard(log_lines, spec.call_sid, caller, agent)
+
+
+async def test_a_start_listing_the_outbound_track_first_still_maps_each_channel_to_its_track(
+    deepgram: FakeDeepgram, log_lines: LogLines, tmp_path: Path
+) -> None:
+    """Twilio's `start.tracks` as ["outbound", "inbound"] (the order is not promised): channel 0 is still the
+    caller, and the words and the spool entries of each track come back under that track and speaker."""
+    caller, agent = call_audio(311, 4.0), call_audio(312, 4.0)
+    spec = CallSpec(inbound=caller, outbound=agent, speed=0)
+    parameters = token_parameters(spec, ("inbound", "outbound"))
+    messages = build_messages(spec, "MZ" + spec.call_sid[2:], ["outbound", "inbound"], parameters)
+    assert json.loads(messages[1])["start"]["tracks"] == ["outbound", "inbound"]
+    deepgram.faults.close_after_bytes = 40_000  # 2.5 s of each track: one final (2 s) each, then Deepgram is gone
+    deepgram.faults.close_code = 1008  # fatal: the rest of each track goes to the spool
+    async with running_service(per_call(deepgram, spool_dir=tmp_path)) as service:
+        socket = await open_media(service.url)
+        for message in messages:
+            await socket.send(message)
+        await socket.wait_closed()
+        summary = await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
+
+    [connection] = deepgram.connections
+    assert bytes(connection.audio) == interleaved(caller, agent)[:40_000]
+    assert final_words(log_lines, spec.call_sid, "inbound") == expected_words(caller[:16_000])
+    assert final_words(log_lines, spec.call_sid, "outbound") == expected_words(agent[:16_000])
+    speakers = {(line["track"], line["speaker"]) for line in log_lines.events("transcript", call_sid=spec.call_sid)}
+    assert speakers == {("inbound", "caller"), ("outbound", "agent")}
+    entries = {entry.track: entry for entry in Spool(tmp_path).entries()}
+    assert {track: read_mulaw_wav(entry.wav_path.read_bytes()) for track, entry in entries.items()} == {
+        "inbound": caller[16_000:],
+        "outbound": agent[16_000:],
+    }
+    assert summary["audio_s_spooled"] == 4.0
+
+
+async def test_frames_later_than_the_lag_bound_are_cut_counted_and_said(
+    deepgram: FakeDeepgram, log_lines: LogLines
+) -> None:
+    """The agent's first second arrives only after the caller's: what lies more than DEEPGRAM_CHANNEL_LAG_MS
+    behind had been filled with silence, so it is cut, counted in audio_s_lost and said once; the rest is heard."""
+    caller, agent = call_audio(313, 2.0), call_audio(314, 2.0)
+    spec = CallSpec(inbound=caller, outbound=agent, speed=0)
+    tracks = ("inbound", "outbound")
+    messages = build_messages(spec, "MZ" + spec.call_sid[2:], list(tracks), token_parameters(spec, tracks))
+
+    def held(message: str) -> bool:  # the agent's first second, which Twilio delivers late
+        return 0 <= at(message) < 1000 and json.loads(message)["media"]["track"] == "outbound"
+
+    first_second = [m for m in messages[2:] if not held(m) and at(m) < 1000]
+    rest = [m for m in messages[2:] if at(m) >= 1000]
+    async with running_service(per_call(deepgram, deepgram_channel_lag_ms=200)) as service:
+        socket = await open_media(service.url)
+        for message in [*messages[:2], *first_second, *filter(held, messages), *rest]:
+            await socket.send(message)
+        await socket.wait_closed()
+        summary = await log_lines.wait_for("call.ended", call_sid=spec.call_sid)
+
+    # The outbound was padded to 200 ms behind the caller's 1 s: its first 800 ms are silence, and cut.
+    heard_agent = SILENCE * (8 * SECOND // 10) + agent[8 * SECOND // 10 :]
+    [connection] = deepgram.connections
+    assert bytes(connection.audio) == interleaved(caller, heard_agent)
+    assert_tracks_heard(log_lines, spec.call_sid, caller, heard_agent)
+    assert summary["audio_s_lost"] == 0.8
+    [lost] = log_lines.events("audio.lost", call_sid=spec.call_sid)
+    assert (lost["track"], lost["lost_s"]) == ("outbound", 0.8)
+    assert "DEEPGRAM_CHANNEL_LAG_MS (200 ms)" in lost["why"]

@@ -11,9 +11,12 @@ from typing import Any
 
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec
+from service.spool.directory import Spool
+from service.spool.wav import read_mulaw_wav
 from service.storage import queries
 from service.storage.schema import create_engine
 from tests.helpers.audio import call_audio
+from tests.helpers.connections import Layout, layouts
 from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.helpers.processes import start_web
@@ -35,6 +38,12 @@ def children_of(pid: int) -> list[int]:
 
 def json_lines(stdout: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.decode().splitlines()]
+
+
+def final_words_of(lines: list[dict[str, Any]], track: str) -> list[str]:
+    """Every word of the finals logged on `track`, in order."""
+    finals = [line for line in lines if line["event"] == "transcript" and line["is_final"] and line["track"] == track]
+    return [word for line in finals for word in line["text"].split()]
 
 
 async def test_the_procfile_web_process_serves_calls_and_stops_on_sigterm(
@@ -62,13 +71,16 @@ async def test_the_procfile_web_process_serves_calls_and_stops_on_sigterm(
     assert stderr.decode() == ""
 
 
-async def test_sigterm_with_a_call_in_flight_finishes_it_before_exiting(deepgram: FakeDeepgram, tmp_path: Path) -> None:
+@layouts
+async def test_sigterm_with_a_call_in_flight_finishes_it_before_exiting(
+    deepgram: FakeDeepgram, tmp_path: Path, layout: Layout
+) -> None:
     """SIGTERM mid-call: Twilio's stream is closed 1001, Deepgram's last finals arrive, the process exits 0."""
-    process, url = await start_web(deepgram, tmp_path)
-    spec = CallSpec(inbound=call_audio(62, 6.0), speed=1)
+    process, url = await start_web(deepgram, tmp_path, **layout.env())
+    spec = layout.spec(62, 6.0, speed=1)
     call = asyncio.create_task(simulate_call(url, spec, auth_token=TWILIO_TOKEN))
     await deepgram.wait_for_connections(1)
-    await eventually(lambda: len(deepgram.connections[0].audio) >= 8000)  # a second of the call is in
+    await eventually(lambda: len(deepgram.connections[0].audio) >= 8000 * layout.channels)  # a second is in
     started = asyncio.get_running_loop().time()
     os.killpg(process.pid, signal.SIGTERM)  # as Heroku does: every process of the dyno
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
@@ -81,31 +93,70 @@ async def test_sigterm_with_a_call_in_flight_finishes_it_before_exiting(deepgram
     [summary] = [line for line in lines if line["event"] == "call.ended"]
     assert summary["ended_by"] == "shutdown"
     # Only frames Twilio sent after CloseStream, as the stream was closing, are spooled (kept, not lost): on a
-    # busy machine a frame or two, never the call.
-    assert summary["audio_s_spooled"] <= 0.1
+    # busy machine a frame or two of each track, never the call.
+    assert summary["audio_s_spooled"] <= 0.1 * layout.channels
+    assert summary["audio_s_lost"] == 0
     [connection] = deepgram.connections
     assert connection.control[-1] == {"type": "CloseStream"}
     heard = bytes(connection.audio)
-    assert 0 < len(heard) < len(spec.inbound)
-    finals = [line for line in lines if line["event"] == "transcript" and line["is_final"]]
-    assert [w for line in finals for w in line["text"].split()] == expected_words(heard)
+    assert 0 < len(heard) < len(layout.heard(spec))
+    for track, audio in layout.split(heard).items():
+        assert final_words_of(lines, track) == expected_words(audio)
     [stopped] = [line for line in lines if line["event"] == "service.stopped"]
     assert (stopped["calls"], stopped["calls_spooled"]) == (1, 0)
 
 
-async def test_sigterm_while_deepgram_catches_up_loses_nothing(deepgram: FakeDeepgram, tmp_path: Path) -> None:
+@layouts
+async def test_sigterm_while_deepgram_catches_up_loses_nothing(
+    deepgram: FakeDeepgram, tmp_path: Path, layout: Layout
+) -> None:
     """SIGTERM just after Twilio's stop, with audio still queued for Deepgram: it is all sent and transcribed."""
-    process, url = await start_web(deepgram, tmp_path)
-    spec = CallSpec(inbound=call_audio(63, 3.0), speed=0)  # all at once: Deepgram gets it at 1.25x real time
+    process, url = await start_web(deepgram, tmp_path, **layout.env())
+    spec = layout.spec(63, 3.0, speed=0)  # all at once: Deepgram gets it at 1.25x real time
     result = await simulate_call(url, spec, auth_token=TWILIO_TOKEN)
     os.killpg(process.pid, signal.SIGTERM)
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
     assert (result.close_code, process.returncode) == (1000, 0), stderr.decode()
     [connection] = deepgram.connections
-    assert bytes(connection.audio) == bytes(result.sent["inbound"])
+    assert bytes(connection.audio) == layout.heard(spec)
     lines = json_lines(stdout)
-    finals = [line for line in lines if line["event"] == "transcript" and line["is_final"]]
-    assert [w for line in finals for w in line["text"].split()] == expected_words(bytes(connection.audio))
+    for track, audio in layout.sent(spec).items():
+        assert final_words_of(lines, track) == expected_words(audio)
+
+
+@layouts
+async def test_sigterm_with_finals_later_than_the_drain_spools_what_is_not_final(
+    deepgram: FakeDeepgram, tmp_path: Path, layout: Layout
+) -> None:
+    """SIGTERM while Deepgram has stopped answering: past SHUTDOWN_TIMEOUT_S what is not final is spooled, each
+    track from where its finals reached, and nothing is lost."""
+    process, url = await start_web(deepgram, tmp_path, **layout.env(), SHUTDOWN_TIMEOUT_S="1")
+    spec = layout.spec(65, 6.0, speed=1)
+    call = asyncio.create_task(simulate_call(url, spec, auth_token=TWILIO_TOKEN))
+    await deepgram.wait_for_connections(1)
+    [connection] = deepgram.connections
+    await eventually(lambda: len(connection.finals()) >= layout.channels, timeout=10)  # 2 s of each track final
+    await eventually(lambda: len(connection.audio) >= 24_000 * layout.channels)  # and a second more heard
+    deepgram.faults.silent = True  # no more results, not even for CloseStream
+    os.killpg(process.pid, signal.SIGTERM)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, stderr.decode()
+    assert (await call).close_code == 1001
+    lines = json_lines(stdout)
+    [summary] = [line for line in lines if line["event"] == "call.ended"]
+    assert summary["audio_s_lost"] == 0
+    entries = {entry.track: entry for entry in Spool(tmp_path).entries()}
+    assert set(entries) == set(layout.tracks)
+    for track, audio in layout.sent(spec).items():
+        assert final_words_of(lines, track) == expected_words(audio[:16_000])
+        spooled = read_mulaw_wav(entries[track].wav_path.read_bytes())
+        assert entries[track].start_s == 2.0
+        assert 8000 <= len(spooled) < len(audio) - 16_000  # what was heard after the final; the rest never came
+        assert spooled == audio[16_000 : 16_000 + len(spooled)]
+        assert "callscribe stopped before Deepgram's final results" in entries[track].reason
+    assert summary["audio_s_spooled"] == round(sum(e.duration_s for e in entries.values()), 2)
+    [stopped] = [line for line in lines if line["event"] == "service.stopped"]
+    assert (stopped["calls"], stopped["calls_spooled"]) == (1, 1)
 
 
 async def test_the_web_line_alone_stores_transcripts_in_a_fresh_sqlite_file(

@@ -69,10 +69,12 @@ class TwilioStream:
 
 
 @contextlib.asynccontextmanager
-async def streaming(base_url: str, spec: CallSpec) -> AsyncIterator[TwilioStream]:
-    """A signed stream for `spec`; on exit: the rest of the media, stop, and the server's close."""
-    parameters = token_parameters(spec, **{"from": spec.from_number})
-    messages = build_messages(spec, "MZ" + spec.call_sid[2:], ["inbound"], parameters)
+async def streaming(
+    base_url: str, spec: CallSpec, tracks: tuple[str, ...] = ("inbound",)
+) -> AsyncIterator[TwilioStream]:
+    """A signed stream of `tracks` for `spec`; on exit: the rest of the media, stop, and the server's close."""
+    parameters = token_parameters(spec, tracks, **{"from": spec.from_number})
+    messages = build_messages(spec, "MZ" + spec.call_sid[2:], list(tracks), parameters)
     socket = await open_media(base_url)
     try:
         for message in messages[:2]:  # connected, start

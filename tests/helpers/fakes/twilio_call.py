@@ -7,7 +7,8 @@ the streams already open go on with theirs. `LiveCall` does that: `place` posts 
 does, follows the TwiML's `<Start><Stream>`, and plays the call; `open_stream` is what the REST stand-in calls to
 start another stream, to the URL it was given, through `route` (the router: the `wss://` URL Twilio was given, to
 the address of the process that gets the connection). Messages are the simulator's (`service/simulator`); the
-call's audio is the caller's (`spec.inbound`), on the inbound track.
+call's audio is the caller's (`spec.inbound`) on the inbound track and, on a stream that asks for the outbound
+track, the agent's (`spec.outbound`, as long or shorter; silence without it, as the simulator sends).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from service.simulator.messages import (
     post_url,
     start_text,
     stop_text,
+    track_audio,
     twilio_signature,
     webhook_form,
 )
@@ -70,7 +72,7 @@ class LiveCall:
         self.spec = spec
         self._auth_token = auth_token
         self.route = route
-        self._frames = frames(spec.inbound)
+        self._frames = {track: frames(track_audio(spec, track)) for track in ("inbound", "outbound")}
         self.streams: list[CallStream] = []
         self.slot = 0  # the call's next frame
         self._loop = asyncio.get_running_loop()
@@ -191,7 +193,7 @@ class LiveCall:
 
     async def _play(self) -> None:
         started = time.monotonic() - self.slot * mulaw.FRAME_MS / 1000
-        for slot in range(self.slot, len(self._frames)):
+        for slot in range(self.slot, len(self._frames["inbound"])):
             await asyncio.sleep(max(0.0, started + slot * mulaw.FRAME_MS / 1000 - time.monotonic()))
             for stream in self.streams:
                 await self._send_frame(stream, slot)
@@ -205,16 +207,21 @@ class LiveCall:
         if stream.socket is None or stream.first_slot is None or stream.status != "in-progress":
             return
         own = slot - stream.first_slot
-        stream.sequence += 1
-        message = media_text(
-            stream.sid, "inbound", stream.sequence, chunk=own + 1, timestamp_ms=own * mulaw.FRAME_MS,
-            payload=self._frames[slot],
-        )  # fmt: skip
-        try:
-            await stream.socket.send(message)
-            stream.slots_sent += 1
-        except ConnectionClosed:
-            self._closed(stream)
+        for track in stream.tracks:
+            track_frames = self._frames[track]
+            if slot >= len(track_frames):  # a shorter track just ends, as Twilio's does
+                continue
+            stream.sequence += 1
+            message = media_text(
+                stream.sid, track, stream.sequence, chunk=own + 1, timestamp_ms=own * mulaw.FRAME_MS,
+                payload=track_frames[slot],
+            )  # fmt: skip
+            try:
+                await stream.socket.send(message)
+            except ConnectionClosed:
+                self._closed(stream)
+                return
+        stream.slots_sent += 1
 
     async def _stop(self, stream: CallStream) -> None:
         if stream.socket is None:
@@ -229,7 +236,7 @@ class LiveCall:
         await stream.socket.close()
         self._closed(stream)
 
-    def heard(self, stream: CallStream) -> bytes:
-        """The audio that went out on `stream`."""
+    def heard(self, stream: CallStream, track: str = "inbound") -> bytes:
+        """The audio of `track` that went out on `stream`."""
         assert stream.first_slot is not None
-        return b"".join(self._frames[stream.first_slot : stream.first_slot + stream.slots_sent])
+        return b"".join(self._frames[track][stream.first_slot : stream.first_slot + stream.slots_sent])
