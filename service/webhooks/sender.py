@@ -81,8 +81,10 @@ class WebhookSender:
         self._poll_s = poll_s
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._started = False
 
     async def run_forever(self) -> None:
+        self._started = True
         try:
             async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S) as client:
                 while not self._stopping.is_set():
@@ -102,6 +104,8 @@ class WebhookSender:
         A sender still going is then cancelled (shutdown cancels its task), and gives its claim back.
         """
         self._stopping.set()
+        if not self._started:  # a start-up that failed before the workers started: nothing to wait for
+            return True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self._stopped.wait()

@@ -179,3 +179,11 @@ async def test_a_receiver_that_never_accepts_is_given_up_on(tmp_path: Path) -> N
         [row] = (await connection.execute(WebhookDelivery.__table__.select())).mappings().all()
     assert (row["status"], row["attempts"], row["last_error"]) == ("failed", MAX_ATTEMPTS, "HTTP 503")
     await engine.dispose()
+
+
+async def test_stopping_a_sender_that_never_ran_does_not_wait() -> None:
+    """A start-up that failed before the workers started: shutdown's stop returns at once, not after its timeout."""
+    settings = make_settings(None, transcript_webhook_url="http://127.0.0.1:9/hook", webhook_secret=SECRET)
+    sender = WebhookSender(settings, lambda: create_engine("sqlite+aiosqlite://"))
+    async with asyncio.timeout(1.0):
+        assert await sender.stop(timeout_s=30.0)
