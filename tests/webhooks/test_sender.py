@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from service.settings import Settings
 from service.storage.schema import Base, WebhookDelivery, create_engine
 from service.storage.webhook_events import call_completed_event, utterance_event
 from service.webhooks.sender import MAX_ATTEMPTS, WebhookSender
@@ -116,51 +120,65 @@ async def pending_rows(engine: Any) -> dict[str, datetime.datetime]:
     return {row["event_id"]: row["next_attempt_at"].replace(tzinfo=datetime.UTC) for row in pending}
 
 
-async def test_a_sender_stopped_mid_delivery_gives_its_claim_back(tmp_path: Path) -> None:
-    """Cancelled while the receiver has not answered (a shutdown's last word): the event is due again at once, so
-    another process delivers it now, not after the claim's lease and after the events that followed it."""
-    clock = Clock()
-    answer = asyncio.Event()
+@dataclass
+class MidDelivery:
+    """A sender running on two due events, the receiver holding its first request until `answer` is set."""
+
+    clock: Clock
+    answer: asyncio.Event
+    receiver: Receiver
+    sent: list[dict[str, Any]]
+    engine: Any
+    settings: Settings
+    sender: WebhookSender
+    task: asyncio.Task[None]
+
+
+@contextlib.asynccontextmanager
+async def mid_delivery(tmp_path: Path) -> AsyncIterator[MidDelivery]:
+    clock, answer = Clock(), asyncio.Event()
     receiver = Receiver(clock, answer_when=answer)
     sent = events(2)
     engine = await outbox(tmp_path / "db.sqlite3", sent, clock)
-    async with serving(receiver) as url:
-        settings = make_settings(None, transcript_webhook_url=url, webhook_secret=SECRET)
-        stopping = WebhookSender(settings, lambda: engine, clock=clock)
-        task = asyncio.create_task(stopping.run_forever())
-        await receiver.holding.wait()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        assert await pending_rows(engine) == {event["id"]: T0 for event in sent}  # the first one's claim too
-        answer.set()
+    try:
+        async with serving(receiver) as url:
+            settings = make_settings(None, transcript_webhook_url=url, webhook_secret=SECRET)
+            sender = WebhookSender(settings, lambda: engine, clock=clock)
+            task = asyncio.create_task(sender.run_forever())
+            await receiver.holding.wait()
+            yield MidDelivery(clock, answer, receiver, sent, engine, settings, sender, task)
+            answer.set()  # a request still held is answered before the server stops
+    finally:
+        await engine.dispose()
+
+
+async def test_a_sender_stopped_mid_delivery_gives_its_claim_back(tmp_path: Path) -> None:
+    """Cancelled while the receiver has not answered (a shutdown's last word): the event is due again at once, so
+    another process delivers it now, not after the claim's lease and after the events that followed it."""
+    async with mid_delivery(tmp_path) as held:
+        held.task.cancel()
+        await asyncio.gather(held.task, return_exceptions=True)
+        assert await pending_rows(held.engine) == {event["id"]: T0 for event in held.sent}  # the first one's too
+        held.answer.set()
         async with httpx.AsyncClient() as client:
-            assert await WebhookSender(settings, lambda: engine, clock=clock).run_once(client) == len(sent)
-    assert sorted(event["id"] for event in receiver.accepted) == sorted(event["id"] for event in sent)
-    await engine.dispose()
+            other = WebhookSender(held.settings, lambda: held.engine, clock=held.clock)
+            assert await other.run_once(client) == len(held.sent)
+    assert sorted(event["id"] for event in held.receiver.accepted) == sorted(event["id"] for event in held.sent)
 
 
 async def test_a_stopping_sender_finishes_the_delivery_in_flight_and_claims_no_more(tmp_path: Path) -> None:
     """stop(): the event being sent is delivered and recorded; the rest stay due for the next process."""
-    clock = Clock()
-    answer = asyncio.Event()
-    receiver = Receiver(clock, answer_when=answer)
-    sent = events(2)
-    engine = await outbox(tmp_path / "db.sqlite3", sent, clock)
-    async with serving(receiver) as url:
-        settings = make_settings(None, transcript_webhook_url=url, webhook_secret=SECRET)
-        sender = WebhookSender(settings, lambda: engine, clock=clock)
-        task = asyncio.create_task(sender.run_forever())
-        await receiver.holding.wait()
-        stopped = asyncio.create_task(sender.stop(timeout_s=10.0))
+    async with mid_delivery(tmp_path) as held:
+        stopped = asyncio.create_task(held.sender.stop(timeout_s=10.0))
         await asyncio.sleep(0)  # stop() has begun: from now on no row is claimed
-        answer.set()
+        held.answer.set()
         assert await stopped
-        assert task.done()
-        await task
-    assert receiver.requests == 1
-    [delivered] = receiver.accepted
-    assert await pending_rows(engine) == {event["id"]: T0 for event in sent if event["id"] != delivered["id"]}
-    await engine.dispose()
+        assert held.task.done()
+        await held.task
+        assert held.receiver.requests == 1
+        [delivered] = held.receiver.accepted
+        remaining = {event["id"]: T0 for event in held.sent if event["id"] != delivered["id"]}
+        assert await pending_rows(held.engine) == remaining
 
 
 async def test_a_receiver_that_never_accepts_is_given_up_on(tmp_path: Path) -> None:
