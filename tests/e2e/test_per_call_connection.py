@@ -12,12 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.simulator.audio import frames
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec, build_messages
 from service.spool.directory import Spool
 from service.spool.wav import read_mulaw_wav
 from tests.helpers.audio import call_audio
+from tests.helpers.connections import interleaved
 from tests.helpers.credentials import DEEPGRAM_KEY, TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
@@ -27,17 +27,6 @@ from tests.helpers.twilio_stream import open_media, token_parameters
 
 SECOND = 8000
 SILENCE = b"\xff"
-
-
-def padded(audio: bytes) -> bytes:
-    """What the simulator sends: the audio with its last 20 ms frame filled up with mu-law silence."""
-    return b"".join(frames(audio))
-
-
-def interleaved(first: bytes, second: bytes) -> bytes:
-    mixed = bytearray(2 * len(first))
-    mixed[0::2], mixed[1::2] = first, second
-    return bytes(mixed)
 
 
 def at(message: str) -> int:
