@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
+from tests.helpers.connections import interleaved
 from tests.helpers.fakes.deepgram_server import (
     FakeDeepgram,
     Faults,
@@ -122,6 +123,16 @@ def test_expected_words_skip_silence_and_count_the_partial_window() -> None:
     assert expected_words(audio) == [word_for(speech(WINDOW, "a")), word_for(speech(1000, "b"))]
 
 
+def fed_in_pieces(session: TranscriptionSession | MultichannelSession, audio: bytes, cuts: list[int]) -> list[Any]:
+    """Everything the session sends for `audio` fed in pieces of `cuts` bytes (the rest in one), then CloseStream."""
+    sent: list[dict[str, Any]] = []
+    offset = 0
+    for cut in [*cuts, len(audio)]:
+        sent += session.feed(audio[offset : offset + cut])
+        offset += cut
+    return sent + session.close_stream()
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     voiced=st.lists(st.booleans(), min_size=1, max_size=12),
@@ -133,21 +144,10 @@ def test_session_finals_equal_expected_words_for_any_split(voiced: list[bool], t
     audio = b"".join(speech(WINDOW, str(i)) if v else SILENCE * WINDOW for i, v in enumerate(voiced))
     audio += speech(tail, "tail")
     session = TranscriptionSession(ListenOptions(interim_results=True), request_id="r", words_per_final=3)
-    sent: list[dict[str, Any]] = []
-    offset = 0
-    for cut in [*cuts, len(audio)]:
-        sent += session.feed(audio[offset : offset + cut])
-        offset += cut
-    sent += session.close_stream()
+    sent = fed_in_pieces(session, audio, cuts)
     finals = [m for m in sent if m["type"] == "Results" and m["is_final"]]
     assert [w["word"] for m in finals for w in m["channel"]["alternatives"][0]["words"]] == expected_words(audio)
     assert sent[-1]["type"] == "Metadata"
-
-
-def interleaved(first: bytes, second: bytes) -> bytes:
-    mixed = bytearray(2 * len(first))
-    mixed[0::2], mixed[1::2] = first, second
-    return bytes(mixed)
 
 
 @settings(max_examples=40, deadline=None)
@@ -159,13 +159,7 @@ def test_multichannel_session_transcribes_each_channel_on_its_own(cuts: list[int
     second = SILENCE * WINDOW + speech(WINDOW + 700, "c")
     audio = interleaved(first, second)
     options = ListenOptions(channels=2, multichannel=True, encoding="mulaw", sample_rate=8000)
-    session = MultichannelSession(options, request_id="r")
-    sent: list[dict[str, Any]] = []
-    offset = 0
-    for cut in [*cuts, len(audio)]:
-        sent += session.feed(audio[offset : offset + cut])
-        offset += cut
-    sent += session.close_stream()
+    sent = fed_in_pieces(MultichannelSession(options, request_id="r"), audio, cuts)
     finals = [m for m in sent if m["type"] == "Results" and m["is_final"]]
     for channel, track in enumerate((first, second)):
         mine = [m for m in finals if m["channel_index"] == [channel, 2]]
