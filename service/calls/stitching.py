@@ -22,7 +22,7 @@ import dataclasses
 import math
 
 from service.calls.timeline import shifted
-from service.calls.transcript import Transcript
+from service.calls.transcript import Transcript, of_words
 
 
 def placed(transcript: Transcript, offset_s: float) -> Transcript:
@@ -50,14 +50,7 @@ def within(transcript: Transcript, lower_s: float, upper_s: float) -> Transcript
         return transcript
     if not kept:
         return None
-    return dataclasses.replace(
-        transcript,
-        text=" ".join(word.punctuated_word or word.word for word in kept),
-        start=kept[0].start,
-        end=kept[-1].end,
-        confidence=round(sum(word.confidence for word in kept) / len(kept), 3),
-        words=kept,
-    )
+    return of_words(transcript, kept)
 
 
 class StreamShare:

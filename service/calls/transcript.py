@@ -46,21 +46,27 @@ def speaker_for(settings: Settings, track: str) -> str:
     return settings.speaker_inbound if track == "inbound" else settings.speaker_outbound
 
 
+def of_words(transcript: Transcript, words: tuple[Word, ...], speaker: str | None = None) -> Transcript:
+    """`transcript` narrowed to some of its `words` (at least one): their text, times and mean confidence, and
+    `speaker` if given."""
+    return dataclasses.replace(
+        transcript,
+        text=" ".join(word.punctuated_word or word.word for word in words),
+        start=words[0].start,
+        end=words[-1].end,
+        confidence=round(sum(word.confidence for word in words) / len(words), 3),
+        words=words,
+        speaker=transcript.speaker if speaker is None else speaker,
+    )
+
+
 def by_speaker(transcript: Transcript) -> list[Transcript]:
     """A diarized final as one transcript per run of one voice, labelled "speaker 1", "speaker 2", ..."""
     runs = speaker_runs(transcript.words)
     if len(runs) <= 1 and (not runs or runs[0][0] is None):
         return [transcript]
     return [
-        dataclasses.replace(
-            transcript,
-            text=" ".join(word.punctuated_word or word.word for word in words),
-            start=words[0].start,
-            end=words[-1].end,
-            confidence=round(sum(word.confidence for word in words) / len(words), 3),
-            words=words,
-            speaker=f"speaker {speaker + 1}" if speaker is not None else transcript.speaker,
-        )
+        of_words(transcript, words, speaker=f"speaker {speaker + 1}" if speaker is not None else transcript.speaker)
         for speaker, words in runs
     ]
 
