@@ -164,7 +164,7 @@ class Runtime:
         self._start_workers()
         # Everything built so far (the SDK's, pydantic's and SQLAlchemy's ~120k objects) lives as long as the
         # process. Frozen, the collector stops walking it: a full collection took ~50 ms of the event loop,
-        # every call's audio included (docs/benchmarks.md). No collection first: it took 75-90 ms of start-up
+        # every call's audio included (docs/benchmarks.md). No collection first: it took 70-90 ms of start-up
         # to find 80 objects of garbage (1,800 after a migration), which now stay, frozen.
         gc.freeze()
         if self._handle_sigterm:
