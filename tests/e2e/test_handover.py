@@ -11,7 +11,6 @@ error); and they cover the call from its first audio to its last.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import os
@@ -28,7 +27,7 @@ from service.storage import migrate, queries
 from service.storage.schema import create_engine
 from tests.helpers.connections import Layout
 from tests.helpers.credentials import TWILIO_TOKEN
-from tests.helpers.databases import fresh_postgres_database, postgres_server_url
+from tests.helpers.databases import dialect_of, shared_database
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, RecordedConnection, expected_words
 from tests.helpers.fakes.twilio_call import LiveCall
 from tests.helpers.fakes.twilio_rest import ACCOUNT_SID, API_KEY_SECRET, API_KEY_SID, FakeTwilioRest
@@ -67,23 +66,13 @@ class Setup:
     database_url: str
 
 
-@contextlib.asynccontextmanager
-async def shared_database(kind: str, tmp_path: Path) -> AsyncIterator[str]:
-    """The database both processes use: a SQLite file (migrated by the first process), or a fresh PostgreSQL
-    database migrated as the release phase would."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.sqlite3'}"
-        return
-    async with fresh_postgres_database(postgres_server_url()) as url:
-        await migrate.upgrade(url)
-        yield url
-
-
 @pytest.fixture
 async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Setup]:
     receiver = Receiver(Clock.real())
     with FakeTwilioRest() as rest:
         async with serving(receiver) as hook, shared_database(getattr(request, "param", "sqlite"), tmp_path) as url:
+            if dialect_of(url) == "postgresql":
+                await migrate.upgrade(url)  # as the release phase would; a SQLite file, the first process migrates
             env = {
                 "TWILIO_ACCOUNT_SID": rest.account_sid, "TWILIO_API_KEY_SID": API_KEY_SID,
                 "TWILIO_API_KEY_SECRET": API_KEY_SECRET, "TWILIO_API_URL": rest.url, "PUBLIC_URL": PUBLIC_URL,

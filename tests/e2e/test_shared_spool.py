@@ -7,11 +7,9 @@ file as on one machine."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ from service.storage import migrate, queries
 from service.storage.schema import SpoolSegment, create_engine
 from tests.helpers.audio import call_audio
 from tests.helpers.credentials import DEEPGRAM_KEY, TWILIO_TOKEN
-from tests.helpers.databases import fresh_postgres_database, postgres_server_url, sqlite_url
+from tests.helpers.databases import shared_database
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch, silent_api
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.helpers.processes import start_web
@@ -33,16 +31,6 @@ from tests.helpers.waiting import eventually
 __all__ = ["s3_server"]  # fixture, taken by the S3 cases only
 
 LEASE_S = "3"  # short, so the test need not wait minutes for the dead process's claim to run out
-
-
-@contextlib.asynccontextmanager
-async def shared_database(kind: str, directory: Path) -> AsyncIterator[str]:
-    """A database both processes use: a fresh PostgreSQL one, or one SQLite file outside either's disk."""
-    if kind == "sqlite":
-        yield sqlite_url(directory / "shared.sqlite3")
-        return
-    async with fresh_postgres_database(postgres_server_url()) as url:
-        yield url
 
 
 @pytest.mark.parametrize(("kind", "audio_in"), [("postgresql", "database"), ("postgresql", "s3"), ("sqlite", "s3")])

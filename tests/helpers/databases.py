@@ -72,6 +72,17 @@ async def fresh_postgres_database(server_url: str) -> AsyncIterator[str]:
             await admin.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextlib.asynccontextmanager
+async def shared_database(kind: str, directory: Path) -> AsyncIterator[str]:
+    """A database two service processes share, not yet migrated: a fresh PostgreSQL one, or one SQLite file
+    in `directory`, outside either process's own."""
+    if kind == "sqlite":
+        yield sqlite_url(directory / "shared.sqlite3")
+        return
+    async with fresh_postgres_database(postgres_server_url()) as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """An empty database: a SQLite file in the test's directory, or a fresh PostgreSQL database."""
