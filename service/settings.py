@@ -391,8 +391,10 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None,
         description="The base URL Twilio uses to reach you. When it is set, signatures are checked against it and "
-        "the `<Stream>` URL uses its host. When it is unset, both come from the request, trusting one proxy hop "
-        "(`X-Forwarded-Proto`, `X-Forwarded-Host`); set it behind more hops or under another host name.",
+        "the `<Stream>` URL uses its host. When it is unset, both come from the request: its `Host` header (which "
+        "Heroku's router and ngrok route by) and the one proxy hop's `X-Forwarded-Proto`; `X-Forwarded-Host` is "
+        "never trusted, since any client can set it. Set it when clients can reach the service without such a "
+        "router in front, behind more hops, or under another host name.",
         json_schema_extra=_doc(
             "twilio",
             accepts="an `http(s)://` scheme and host, no path or query",
@@ -701,6 +703,25 @@ class Settings(BaseSettings):
         le=65535,
         description="Port for `python -m service serve` when `--port` is not given. `make run` binds make's "
         "`PORT` (`make run PORT=8080`); the Procfile binds `$PORT`.",
+        json_schema_extra=_doc("serving"),
+    )
+    http_body_timeout_s: float = Field(
+        default=10.0,
+        ge=1.0,
+        le=60.0,
+        description="A request's body must arrive whole within this long, or the request is answered 408 and its "
+        "connection closed (a body sent a byte every few seconds would hold a connection forever). Twilio and "
+        "browsers send the few KB callscribe reads at once.",
+        json_schema_extra=_doc("serving", accepts="seconds, 1 to 60"),
+    )
+    http_max_in_progress: int = Field(
+        default=256,
+        ge=8,
+        le=100_000,
+        description="HTTP requests one process serves at once, `/voice` apart (the page, the API, the live feed's "
+        "open connections, health checks); past it the answer is 503 with `Retry-After`. `/voice` has a bound of its "
+        "own (twice `MAX_CALLS`) and `/media` its own (`MAX_CALLS`), so a flood of other requests never keeps a call "
+        "out.",
         json_schema_extra=_doc("serving"),
     )
     log_level: LogLevel = Field(

@@ -95,18 +95,22 @@ async def replay_stream(
     stream_sid: str,
     custom_parameters: Mapping[str, str],
     track_setting: str = "inbound_track",
+    stream_url: str | None = None,
+    ws_headers: Mapping[str, str] | None = None,
 ) -> CallResult:
     """Open /media without any /voice webhook, as someone holding a captured upgrade signature could.
 
     Twilio signs the upgrade over the stream URL alone, so the signature is the same for every call: this is
     that signature, with a `start` that claims `spec.call_sid`, `stream_sid` and whatever parameters are given.
+    `stream_url`: the URL the captured signature was made for (default: base_url's host); `ws_headers` are
+    added to the upgrade (a `Host` among them is sent as the Host, see `_stream`).
     """
-    stream_url = f"wss://{urlsplit(base_url).netloc}{MEDIA_PATH}"
+    stream_url = stream_url or f"wss://{urlsplit(base_url).netloc}{MEDIA_PATH}"
     request = StreamRequest(url=stream_url, track_setting=track_setting, params=dict(custom_parameters))
     result = _result(spec, 0, "", request)
     result.stream_sid = stream_sid
     result.replayed = True
-    headers = {"x-twilio-signature": twilio_signature(auth_token, stream_url, {})}
+    headers = {"x-twilio-signature": twilio_signature(auth_token, stream_url, {}), **(ws_headers or {})}
     planned = plan_messages(spec, stream_sid, request.tracks, stream_parameters(spec, request.params))
     await _stream(connect_url(base_url, stream_url), headers, spec, planned, result)
     return result
@@ -150,11 +154,23 @@ async def _post_webhook(url: str, form: Mapping[str, str], headers: Mapping[str,
 async def _stream(
     url: str, headers: Mapping[str, str], spec: CallSpec, planned: list[Outgoing], result: CallResult
 ) -> None:
-    """Open the stream, send the plan, wait for the close; fills in `result`'s stream fields."""
+    """Open the stream, send the plan, wait for the close; fills in `result`'s stream fields.
+
+    A `Host` among `headers` is sent as the upgrade's Host while the socket still goes to `url`'s address, as
+    a proxy that routes by Host (Heroku's router, ngrok) forwards it.
+    """
+    sent = {name: value for name, value in headers.items() if name.lower() != "host"}
+    host = next((value for name, value in headers.items() if name.lower() == "host"), None)
+    address: dict[str, object] = {}
+    if host is not None:
+        target = urlsplit(url)
+        address = {"host": target.hostname, "port": target.port, "proxy": None}
+        url = target._replace(netloc=host).geturl()
     try:
         socket = await connect(
             url,
-            additional_headers=dict(headers),
+            additional_headers=sent,
+            **address,  # type: ignore[arg-type]
             compression=None,  # Twilio does not negotiate permessage-deflate
             max_size=MAX_INCOMING_BYTES,
             open_timeout=OPEN_TIMEOUT_S,

@@ -72,6 +72,11 @@ class TwilioSignatures:
         """Can Twilio's requests get in at all: a token to check them with, or the insecure escape hatch."""
         return bool(self._token) or self._insecure_dev
 
+    @property
+    def checked(self) -> bool:
+        """Whether requests must carry a signature at all (False only in insecure development, with no token)."""
+        return not (self._token is None and self._insecure_dev)
+
     def token_state(self) -> str:
         """What `service.ready` says about TWILIO_AUTH_TOKEN (never the token)."""
         if self._token:

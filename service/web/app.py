@@ -2,7 +2,8 @@
 
 `asgi_app(settings)` builds everything a process needs (no module-level state), so tests build apps with
 their own settings: the runtime (runtime.py), the Quart app with every route but /media (`create_app`), and
-/media as plain ASGI in front of it (media.py, media_socket.py), all behind one trusted proxy (proxy.py).
+/media as plain ASGI in front of it (media.py, media_socket.py), all behind the request guard (guard.py) and
+one trusted proxy (proxy.py).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from service.calls.observers import LogObserver
 from service.settings import Settings
 from service.web.api import api_blueprint
 from service.web.dashboard import Dashboard, dashboard_blueprint, dashboard_key
+from service.web.guard import RequestGuard
 from service.web.live import live_blueprint
 from service.web.media import MediaStreams
 from service.web.media_socket import MediaRoute
 from service.web.ops import ops_blueprint
-from service.web.proxy import WebsocketSchemeFix, behind_one_proxy
+from service.web.proxy import behind_one_proxy
 from service.web.readiness import readiness
+from service.web.request_rules import VOICE_BODY_MAX
 from service.web.responses import bearer_refusal
 from service.web.runtime import Runtime
 from service.web.voice import voice_blueprint
@@ -41,6 +44,9 @@ class ServedApp:
 def create_app(runtime: Runtime) -> Quart:
     """The Quart app of `runtime`: start-up and shutdown, /voice, the API and the operator's routes."""
     app = Quart("callscribe", static_folder=None)  # the page's files are its blueprint's (/assets)
+    # The guard (guard.py) reads every body before Quart does; these are a second line behind it.
+    app.config["MAX_CONTENT_LENGTH"] = VOICE_BODY_MAX
+    app.config["BODY_TIMEOUT"] = runtime.settings.http_body_timeout_s
     app.before_serving(runtime.announce)
     app.after_serving(runtime.shutdown)
     app.register_blueprint(voice_blueprint(runtime))
@@ -71,8 +77,16 @@ def _bearer_or_session(dashboard: Dashboard) -> Callable[[], Awaitable[Response 
 def asgi_app(
     settings: Settings, *, observers: Sequence[CallObserver] | None = None, handle_sigterm: bool = False
 ) -> ServedApp:
-    """The app as Hypercorn serves it: /media straight from ASGI, the rest through Quart, one proxy hop trusted."""
+    """The app as Hypercorn serves it: one proxy hop trusted, every HTTP request guarded (bounded before it is
+    read), /media straight from ASGI, the rest through Quart."""
     runtime = Runtime(settings, observers or [LogObserver()], handle_sigterm=handle_sigterm)
     quart_app = cast(ASGIFramework, create_app(runtime))
-    routed = MediaRoute(WebsocketSchemeFix(quart_app), MediaStreams(runtime).serve)
-    return ServedApp(asgi=behind_one_proxy(routed), runtime=runtime)
+    routed = MediaRoute(quart_app, MediaStreams(runtime).serve)
+    guarded = RequestGuard(
+        routed,
+        signatures_required=runtime.signatures.checked,
+        body_timeout_s=settings.http_body_timeout_s,
+        voice_in_progress=2 * settings.max_calls,
+        other_in_progress=settings.http_max_in_progress,
+    )
+    return ServedApp(asgi=behind_one_proxy(guarded), runtime=runtime)

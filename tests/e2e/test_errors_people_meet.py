@@ -27,7 +27,13 @@ from tests.helpers.waiting import eventually
 FORM = {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "1" * 32, "From": "+15005550006", "To": "+15005550001"}
 OLD_TUNNEL = "old-tunnel.ngrok-free.app"
 NEW_TUNNEL = "new-tunnel.ngrok-free.app"
-THROUGH_NGROK = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": NEW_TUNNEL}  # what ngrok adds
+# What reaches us through ngrok: the Host it routed by, passed through, and the headers it adds.
+THROUGH_NGROK = {
+    "Host": NEW_TUNNEL,
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": NEW_TUNNEL,
+    "X-Forwarded-For": "198.51.100.7",
+}
 
 
 async def post_voice(url: str, signed_url: str, token: str, headers: dict[str, str] | None = None) -> httpx.Response:

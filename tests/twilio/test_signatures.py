@@ -6,7 +6,7 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from service.simulator.client import simulate_call
+from service.simulator.client import replay_stream, simulate_call
 from service.simulator.messages import CallSpec, twilio_signature
 from tests.helpers.audio import call_audio
 from tests.helpers.credentials import TWILIO_TOKEN
@@ -95,8 +95,9 @@ async def test_media_upgrade_without_a_valid_signature_never_reaches_deepgram(
 
 
 async def test_behind_a_tls_proxy_urls_are_the_public_ones(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
-    """Behind Heroku's router (X-Forwarded-Proto/-Host) /voice checks https://PUBLIC and streams to wss://PUBLIC."""
-    proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "calls.example.org"}
+    """Behind Heroku's router (the public Host, X-Forwarded-Proto) /voice checks https://PUBLIC and streams to
+    wss://PUBLIC."""
+    proxy = {"Host": "calls.example.org", "X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
     spec = CallSpec(inbound=call_audio(41, 1.0), speed=0)
     async with running_service(make_settings(deepgram)) as service:
         response = await _post_voice(service.url, "https://calls.example.org/voice", TWILIO_TOKEN, proxy)
@@ -114,6 +115,29 @@ async def test_behind_a_tls_proxy_urls_are_the_public_ones(deepgram: FakeDeepgra
     assert result.stream_url == "wss://calls.example.org/media"
     assert result.close_code == 1000
     assert bytes(deepgram.connections[0].audio) == spec.inbound
+
+
+@pytest.mark.parametrize("forwarded", ["staging.example.org", "prod.example.org, staging.example.org"])
+async def test_a_signature_made_for_another_host_is_refused_whatever_x_forwarded_host_says(
+    deepgram: FakeDeepgram, log_lines: LogLines, forwarded: str
+) -> None:
+    """Requests captured on another deployment of the same account (staging, an old tunnel) are signed for its
+    host; X-Forwarded-Host is any client's to set (Heroku passes it through, ngrok keeps a client's), so naming
+    that host there must not make the signature fit, on /voice or on the /media upgrade."""
+    staging = "https://staging.example.org"
+    spec = CallSpec(inbound=call_audio(43, 0.2), speed=0)
+    claimed = {"Host": "prod.example.org", "X-Forwarded-Proto": "https", "X-Forwarded-Host": forwarded}
+    async with running_service(make_settings(deepgram)) as service:
+        voice = await _post_voice(service.url, f"{staging}/voice", TWILIO_TOKEN, claimed)
+        stream = await replay_stream(
+            service.url, spec, auth_token=TWILIO_TOKEN, stream_sid="MZ" + "4" * 32, custom_parameters={},
+            ws_headers=claimed, stream_url="wss://staging.example.org/media",
+        )  # fmt: skip
+    assert voice.status_code == 403
+    assert stream.upgrade_status == 403
+    assert "does not match https://prod.example.org/voice" in log_lines.events("voice.refused")[0]["why"]
+    assert len(log_lines.events("media.refused")) == 1
+    assert deepgram.connections == []
 
 
 async def test_public_url_is_what_signatures_are_checked_against(deepgram: FakeDeepgram, log_lines: LogLines) -> None:

@@ -450,6 +450,7 @@ class RecordedConnection:
     headers: dict[str, str]  # request headers, lower-case names
     audio: bytearray = field(default_factory=bytearray)  # every binary frame's bytes, concatenated, in order
     audio_frames: list[bytes] = field(default_factory=list)  # each binary frame as received
+    audio_times: list[float] = field(default_factory=list)  # each binary frame's arrival (the loop's clock)
     control: list[dict[str, Any]] = field(default_factory=list)  # every text frame that parsed to a JSON object
     sent: list[dict[str, Any]] = field(default_factory=list)  # every JSON message the fake sent back, in order
     request_id: str  # uuid4; also in the 101 response's dg-request-id, results' metadata and Metadata
@@ -584,6 +585,7 @@ class _ConnectionHandler:
     async def _on_audio(self, frame: bytes) -> None:
         before = len(self._record.audio)
         self._record.audio_frames.append(frame)
+        self._record.audio_times.append(asyncio.get_running_loop().time())
         self._record.audio += frame
         self._audio_started = True
         self._last_input = asyncio.get_running_loop().time()
