@@ -3,44 +3,95 @@
 Every line of a call carries its `call_sid` (bound with structlog's contextvars at `start`). Transcripts
 are product output: `event="transcript"`, rendered in text mode as `[FINAL] CA… 00:01.20-00:02.40 caller: words`
 (the speaker, else the track). Libraries that log through `logging` (Hypercorn, websockets, the SDK) go
-through the same renderer.
+through the same renderer and the same writer.
+
+**No value can start a line of its own.** Request paths, form fields and transcripts reach the log, so:
+- Text: a value (and an event name, and a key) is written bare only when it is made of ASCII letters, digits
+  and `_ . , : ; / @ + - ( ) [ ] { } < > ! ? # $ % & * ^ ~ |`; anything else (empty, a space, a quote, `=`, a
+  backslash, any non-ASCII character) is written as a JSON string: in double quotes, `"` and `\\` escaped, and
+  every character that is not printable (`str.isprintable`: Unicode's Other and Separator categories, so
+  control and format characters, U+2028/U+2029, U+00A0 and every other space but the plain one) as `\\n`,
+  `\\r`, `\\t` or `\\uXXXX`. `json.loads` reads such a value back. A transcript's words stay readable (accents
+  and CJK as they are) with only `\\` and the characters that are not printable escaped the same way, so the
+  words can never hold a line break. The continuation lines of a record (a traceback, the next-steps block)
+  are indented by four spaces and escaped the same way: only a record's first line starts unindented.
+- JSON: `ensure_ascii`, so every line is plain ASCII: U+2028, U+0085 and the like arrive as `\\uXXXX`, and a
+  reader that splits on more than `\\n` (Python's `str.splitlines` does) still sees one object per line.
+
+**Each line leaves the process in one write, newline included** (`os.write` on the stream's descriptor), from
+structlog and the standard library's loggers alike, and is at most `LINE_MAX` bytes: select.PIPE_BUF (4096 on
+Linux), the size up to which the kernel never interleaves two processes' writes to one pipe. So with
+WEB_CONCURRENCY > 1 the workers' lines never mix, buffered output or not. A longer line is shortened (`_Bounded`):
+its longest values first, each cut with a marker of how many characters went (`…[log cut N chars]`), a
+transcript's `text` last of all, and only when the rest cannot make room; its marker then says the whole text
+is in the database, the feed and the webhooks (interims: the feed). A JSON line still parses after that.
+
+**Repeated refusals are summarised** (`RefusalSummary`, `log_refusal`): per event and client address, the first
+`REFUSAL_BURST` refusals in `REFUSAL_WINDOW_S` are logged as they come, the rest only counted, and one
+`<event>.suppressed` line gives the count once the window has ended.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import os
+import re
+import select
 import sys
-from typing import Any, TextIO
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TextIO
 
 import structlog
-from structlog.typing import EventDict, Processor
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 from service.settings import LogFormat, LogLevel
 
 # The text renderer shows these first and in this order; the rest follow as key=value.
 _LEADING = ("call_sid", "stream_sid", "track")
+LINE_MAX = select.PIPE_BUF  # bytes, newline included: one write of at most this much is never interleaved
+_BARE = re.compile(r"[A-Za-z0-9_.,:;/@+\-()\[\]{}<>!?#$%&*^~|]+")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_TEXT_CUT = "…[log cut {} chars; the whole text is in the database, the feed and the webhooks]"
+_CUT = "…[log cut {} chars]"
+# Never cut: short, and what a reader finds a line by.
+_SHORT = 64  # characters: a field this short is never cut (the line loses its essentials instead)
+_UNCUT = frozenset({"timestamp", "level", "logger", "call_sid", "stream_sid", "track"})
 
 
 def configure(level: LogLevel, fmt: LogFormat, stream: TextIO | None = None) -> None:
-    """Route structlog and the standard library's logging to `stream` (stdout by default)."""
-    out = stream if stream is not None else sys.stdout
+    """Route structlog and the standard library's logging to `stream` (stdout by default), one write a line."""
+    writer = LineWriter(stream if stream is not None else sys.stdout)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: Processor = structlog.processors.JSONRenderer(sort_keys=False) if fmt == "json" else render_text
+    # ensure_ascii: every JSON line is ASCII, whatever a transcript or a path holds (see the docstring).
+    render: Processor = (
+        structlog.processors.JSONRenderer(sort_keys=False, ensure_ascii=True) if fmt == "json" else render_text
+    )
+    renderer = _Bounded(render, LINE_MAX - 1)
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=lambda *_: LineLogger(writer),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(out)
+    handler = LineHandler(writer)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,  # a library's traceback as text, inside the one line
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()
@@ -53,22 +104,80 @@ def configure(level: LogLevel, fmt: LogFormat, stream: TextIO | None = None) -> 
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
+class LineWriter:
+    """Writes each line and its newline with one `os.write` on the stream's file descriptor.
+
+    A stream without one (a test's StringIO) gets one `write` and a `flush`. Lines are at most LINE_MAX bytes
+    (`_Bounded`), so on a pipe the one write is atomic: no other process's line lands inside it.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._fd: int | None = None
+        with contextlib.suppress(AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            self._fd = stream.fileno()
+        self._lock = threading.Lock()  # only for the stream without a descriptor: os.write needs none
+
+    def write(self, line: str) -> None:
+        if self._fd is None:
+            with self._lock:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            return
+        data = memoryview((line + "\n").encode("utf-8", "backslashreplace"))
+        try:
+            # Whatever was printed to the stream and is still in its buffer goes first, so the order holds (no
+            # write when the buffer is empty, as it is in the service, which prints nothing).
+            self._stream.flush()
+            while data:  # a pipe takes a line of up to PIPE_BUF whole; a partial write is for files past a limit
+                data = data[os.write(self._fd, data) :]
+        except (OSError, ValueError):
+            # stdout closed or full beyond repair: a log line is not worth failing a call or a request for.
+            return
+
+
+class LineLogger:
+    """structlog's logger: each rendered line to the `LineWriter`, whatever its level."""
+
+    def __init__(self, writer: LineWriter) -> None:
+        self._writer = writer
+
+    def msg(self, message: str) -> None:
+        self._writer.write(message)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = err = msg
+
+
+class LineHandler(logging.Handler):
+    """The standard library's handler: each record, rendered by the same renderer, to the same `LineWriter`."""
+
+    def __init__(self, writer: LineWriter) -> None:
+        super().__init__()
+        self._writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._writer.write(self.format(record))
+        except Exception:  # noqa: BLE001  logging's convention: a record that cannot be written is reported
+            self.handleError(record)
+
+
 def render_text(_logger: Any, _method: str, event_dict: EventDict) -> str:
     """One readable line; transcripts get their own shape so a person can follow the call."""
     if event_dict.get("event") == "transcript":
         return _transcript_line(event_dict)
     if event_dict.get("event") == "service.next_steps" and "lines" in event_dict:
         # A block to read and copy from: its lines as they are, under the usual line (which carries the rest).
-        block = "\n".join(f"    {line}" for line in event_dict.pop("lines", []))
+        block = _continued("\n".join(str(line) for line in event_dict.pop("lines", [])))
         return f"{render_text(_logger, _method, event_dict)}\n{block}"
     timestamp = event_dict.pop("timestamp", "")
     level = str(event_dict.pop("level", "")).upper()
-    event = event_dict.pop("event", "")
+    event = _value(event_dict.pop("event", ""))
     exception = event_dict.pop("exception", None)
-    fields = [f"{key}={_value(event_dict.pop(key))}" for key in _LEADING if key in event_dict]
-    fields += [f"{key}={_value(value)}" for key, value in event_dict.items()]
+    fields = [f"{_value(key)}={_value(event_dict.pop(key))}" for key in _LEADING if key in event_dict]
+    fields += [f"{_value(key)}={_value(value)}" for key, value in event_dict.items()]
     line = f"{timestamp} {level:<7} {event} {' '.join(fields)}".rstrip()
-    return f"{line}\n{exception}" if exception else line
+    return f"{line}\n{_continued(str(exception))}" if exception else line
 
 
 def _transcript_line(event: EventDict) -> str:
@@ -78,8 +187,8 @@ def _transcript_line(event: EventDict) -> str:
     start, end = float(event.get("start", 0.0)), float(event.get("end", 0.0))
     speaker = event.get("speaker") or event.get("track", "")
     return (
-        f"{event.get('timestamp', '')} [{kind}] {event.get('call_sid', '')} "
-        f"{_clock(start)}-{_clock(end)} {speaker}: {event.get('text', '')}"
+        f"{event.get('timestamp', '')} [{kind}] {_value(event.get('call_sid', ''))} "
+        f"{_clock(start)}-{_clock(end)} {_value(speaker)}: {_words(str(event.get('text', '')))}"
     )
 
 
@@ -89,5 +198,208 @@ def _clock(seconds: float) -> str:
 
 
 def _value(value: object) -> str:
+    """Bare when it is plain ASCII that cannot be mistaken for anything else, else a JSON string."""
     text = str(value)
-    return repr(text) if (" " in text or not text) else text
+    if _BARE.fullmatch(text):
+        return text
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + _escaped(quoted) + '"'
+
+
+def _words(text: str) -> str:
+    """A transcript's words as a person reads them, with nothing in them that could break the line."""
+    return _escaped(text.replace("\\", "\\\\"))
+
+
+def _continued(block: str) -> str:
+    """A record's continuation lines: each escaped and indented, so none can pass for a record of its own."""
+    return "\n".join(f"    {_escaped(line)}" for line in block.split("\n"))
+
+
+def _escaped(text: str) -> str:
+    """Every character that is not printable (control, format, separators but the plain space) as an escape."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    if ch in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[ch]
+    code = ord(ch)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # as JSON writes it: a surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+class _Bounded:
+    """A renderer whose lines are at most `limit` bytes in UTF-8: longer ones are shortened, saying by how much.
+
+    Fields are cut longest first, `text` (a transcript's words) last; `exception` keeps its end, where the error
+    is; the others keep their start. If the line is still too long with every field cut (hundreds of keys), it
+    becomes its timestamp, level, event and call, with `log_line_cut` giving the bytes the whole line had.
+    """
+
+    def __init__(self, render: Processor, limit: int) -> None:
+        self._render = render
+        self._limit = limit
+
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> str:
+        line = self._line(logger, method, event_dict)
+        if _size(line) <= self._limit:
+            return line
+        fields = dict(event_dict)
+        for key in _cut_order(fields):
+            line = self._cut(logger, method, fields, key)
+            if _size(line) <= self._limit:
+                return line
+        return self._line(logger, method, _essentials(event_dict, _size(line)))
+
+    def _line(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> str:
+        rendered = self._render(logger, method, dict(event_dict))  # renderers pop from what they are given
+        return rendered if isinstance(rendered, str) else str(rendered)
+
+    def _cut(self, logger: WrappedLogger, method: str, fields: EventDict, key: str) -> str:
+        """Cut `fields[key]` as little as fits (a binary search on what it keeps); the line as it is then."""
+        whole = str(fields[key])
+        low, high = 0, len(whole)  # keeping `low` characters fits, or nothing does
+        while low < high:
+            keep = (low + high + 1) // 2
+            fields[key] = _shortened(key, whole, keep)
+            if _size(self._line(logger, method, fields)) <= self._limit:
+                low = keep
+            else:
+                high = keep - 1
+        fields[key] = _shortened(key, whole, low)
+        return self._line(logger, method, fields)
+
+
+def _size(line: str) -> int:
+    return len(line) if line.isascii() else len(line.encode("utf-8", "backslashreplace"))
+
+
+def _cut_order(fields: EventDict) -> list[str]:
+    """The fields that may be cut, in the order they are: longest first, a transcript's text last.
+
+    A short field is left whole: cutting it gains little and loses what it says (an event name, a status).
+    """
+    cuttable = [
+        key
+        for key, value in fields.items()
+        if key not in _UNCUT and isinstance(value, str) and (len(value) > _SHORT or key == "text")
+    ]
+    return sorted(cuttable, key=lambda key: (key == "text", -len(fields[key])))
+
+
+def _shortened(key: str, whole: str, keep: int) -> str:
+    cut = len(whole) - keep
+    if key == "exception":
+        return _CUT.format(cut) + whole[cut:]
+    return whole[:keep] + (_TEXT_CUT if key == "text" else _CUT).format(cut)
+
+
+def _essentials(event_dict: EventDict, size: int) -> EventDict:
+    kept = {key: event_dict[key] for key in ("timestamp", "level", "logger", "call_sid") if key in event_dict}
+    event = str(event_dict.get("event", ""))
+    return kept | {"event": event[:200], "log_line_cut": f"{size} bytes, fields left out"}
+
+
+# Refusals an unauthenticated client can cause in bulk, summarised per event and client address.
+REFUSAL_BURST = 5  # logged one by one per (event, address) in a window...
+REFUSAL_WINDOW_S = 60.0  # ...of this long; the rest are counted, and the count logged when it ends
+REFUSAL_ADDRESSES = 1024  # (event, address) pairs tracked at once; beyond them, one pair for all other addresses
+OTHER_ADDRESSES = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Suppressed:
+    """Refusals counted but not logged: `count` of `event` from `address` in a window of `window_s`."""
+
+    event: str
+    address: str
+    count: int
+    window_s: float
+
+
+@dataclass(slots=True)
+class _Window:
+    started: float
+    logged: int = 0
+    suppressed: int = 0
+
+
+class RefusalSummary:
+    """Which refusals to log one by one, and the counts of those that were not (no I/O; `clock` injectable).
+
+    Each (event, address) has a window that opens at its first refusal and lasts `window_s`: its first `burst`
+    refusals are logged, the rest counted. A window that has ended is reported (when it counted any) at the next
+    `admit` of any pair, or by `ended()`, which a caller may run periodically. At most `max_pairs` pairs are
+    tracked; a new address beyond them shares the pair (event, "other"), so memory stays bounded under a flood
+    from many addresses.
+    """
+
+    def __init__(
+        self,
+        *,
+        burst: int = REFUSAL_BURST,
+        window_s: float = REFUSAL_WINDOW_S,
+        max_pairs: int = REFUSAL_ADDRESSES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst, self.window_s, self._max_pairs, self._clock = burst, window_s, max_pairs, clock
+        self._windows: OrderedDict[tuple[str, str], _Window] = OrderedDict()  # oldest window first
+
+    def admit(self, event: str, address: str) -> tuple[bool, list[Suppressed]]:
+        """Whether this refusal is logged, and the counts of windows that have ended (to log first)."""
+        now = self._clock()
+        ended = self.ended(now)
+        key = (event, address)
+        if key not in self._windows and len(self._windows) >= self._max_pairs:
+            key = (event, OTHER_ADDRESSES)
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = _Window(started=now)
+        if window.logged < self.burst:
+            window.logged += 1
+            return True, ended
+        window.suppressed += 1
+        return False, ended
+
+    def ended(self, now: float | None = None) -> list[Suppressed]:
+        """The windows that have ended, forgotten; those that counted refusals as `Suppressed`."""
+        now = self._clock() if now is None else now
+        reported = []
+        while self._windows:
+            (event, address), window = next(iter(self._windows.items()))
+            if now - window.started < self.window_s:
+                break
+            del self._windows[event, address]
+            if window.suppressed:
+                reported.append(Suppressed(event, address, window.suppressed, self.window_s))
+        return reported
+
+
+class WarningLogger(Protocol):
+    def warning(self, event: str, **fields: Any) -> Any: ...
+
+
+# One per process, as the log is: every app of the process shares its stdout, so they share its summary too.
+refusals = RefusalSummary()
+
+
+def log_refusal(log: WarningLogger, event: str, address: str | None, **fields: object) -> None:
+    """A refusal's WARNING line, with the client's address, unless its (event, address) is over the burst."""
+    address = address or "unknown"
+    logged, ended = refusals.admit(event, address)
+    flush_refusals(log, ended)
+    if logged:
+        log.warning(event, address=address, **fields)
+
+
+def flush_refusals(log: WarningLogger, ended: list[Suppressed] | None = None) -> None:
+    """One `<event>.suppressed` line per ended window that counted refusals (all that have ended by now if None)."""
+    for summary in refusals.ended() if ended is None else ended:
+        log.warning(
+            f"{summary.event}.suppressed", address=summary.address, count=summary.count, window_s=summary.window_s
+        )

@@ -32,6 +32,12 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_refusal_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no refusals counted: the summary is the process's, and the tests share one process."""
+    monkeypatch.setattr(logs, "refusals", logs.RefusalSummary())
+
+
 @pytest.fixture
 def log_lines() -> Iterator[LogLines]:
     """Every log line the service writes, as parsed JSON (LOG_FORMAT=json, the real renderer)."""

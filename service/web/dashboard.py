@@ -24,6 +24,7 @@ from werkzeug.datastructures import MultiDict
 from service import captions
 from service.live.format import format_id
 from service.live.hub import LiveHub
+from service.logs import log_refusal
 from service.settings import Settings
 from service.storage import queries
 from service.web import login_tokens
@@ -157,7 +158,7 @@ class _Pages:
         secret = self._d.settings.dashboard_password or self._d.settings.api_token
         assert secret is not None  # key is derived from it
         if not hmac.compare_digest(given, secret.get_secret_value().encode()):
-            log.warning("dashboard.login_failed", why="wrong password")
+            log_refusal(log, "dashboard.login_failed", request.remote_addr, why="wrong password")
             return await self.login_form(failed=True)
         lifetime_s = self._d.settings.dashboard_session_hours * 3600
         session = login_tokens.issue_session(key, now=time.time(), lifetime_s=lifetime_s)

@@ -17,6 +17,7 @@ import asyncio
 import structlog
 
 from service.calls.session import CallSession, Reject
+from service.logs import log_refusal
 from service.twilio import close_codes
 from service.twilio.urls import request_stream_url, stream_url
 from service.web.media_socket import TwilioSocket
@@ -51,7 +52,7 @@ class MediaStreams:
         signature, claimed = socket.header("X-Twilio-Signature"), request_stream_url(socket.host)
         why = runtime.signatures.refusal(url, {}, signature, request_url=claimed)
         if why is not None:
-            log.warning("media.refused", status=403, why=why)
+            log_refusal(log, "media.refused", socket.client_address, status=403, why=why)
             await socket.refuse(403, "Forbidden: stream not signed by Twilio\n")  # the upgrade fails
             return False
         await socket.accept()

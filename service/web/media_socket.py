@@ -39,6 +39,12 @@ class TwilioSocket:
     def host(self) -> str:
         return self.header("host") or ""
 
+    @property
+    def client_address(self) -> str | None:
+        """The client's address (the trusted proxy's X-Forwarded-For, as ProxyFixMiddleware set it), if known."""
+        client = self._scope.get("client")
+        return client[0] if client else None
+
     async def refuse(self, status: int, body: str) -> None:
         """Answer the upgrade with an HTTP error instead of a WebSocket (before `accept`)."""
         await self._expect_connect()

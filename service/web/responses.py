@@ -8,6 +8,8 @@ import json
 import structlog
 from quart import Response, request
 
+from service.logs import log_refusal
+
 log = structlog.get_logger("callscribe.api")
 
 
@@ -35,9 +37,13 @@ def error_response(status: int, error: str, message: str, **extra: str) -> Respo
 def refuse(
     status: int, error: str, why: str, *, parameter: str | None = None, challenge: str | None = None
 ) -> Response:
-    """A 4xx/503 answer, logged as one `api.refused` line (the token never appears in it)."""
+    """A 4xx/503 answer, logged as one `api.refused` line with the address (the token never appears in it).
+
+    Past 5 a minute from one address the lines are counted instead (`log_refusal`): a flood is one summary line.
+    """
     named = {"parameter": parameter} if parameter else {}
-    log.warning("api.refused", status=status, error=error, why=why, method=request.method, path=request.path, **named)
+    fields = {"status": status, "error": error, "why": why, "method": request.method, "path": request.path}
+    log_refusal(log, "api.refused", request.remote_addr, **fields, **named)
     response = error_response(status, error, why, **named)
     if challenge is not None:
         response.headers["WWW-Authenticate"] = challenge

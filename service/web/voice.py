@@ -8,6 +8,7 @@ import time
 import structlog
 from quart import Blueprint, Response, request
 
+from service.logs import log_refusal
 from service.twilio.stream_tokens import PARAMETER, Claim, Purpose, issue
 from service.twilio.twiml import stream_parameters, voice_response
 from service.twilio.urls import request_webhook_url, stream_url, webhook_url
@@ -27,7 +28,7 @@ def voice_blueprint(runtime: Runtime) -> Blueprint:
         signature = request.headers.get("X-Twilio-Signature")
         why = runtime.signatures.refusal(_signed_url(runtime), form, signature, request_url=_request_url())
         if why is not None:
-            log.warning("voice.refused", status=403, why=why)
+            log_refusal(log, "voice.refused", request.remote_addr, status=403, why=why)
             return "Forbidden: request not signed by Twilio\n", 403
         fields = form if request.method == "POST" else dict(request.args.items())
         stream = _stream_unless_busy(runtime, fields)
