@@ -631,6 +631,15 @@ class Settings(BaseSettings):
         "it can reconnect with `Last-Event-ID`. Calls never wait for a client.",
         json_schema_extra=_doc("live"),
     )
+    live_max_subscribers: int = Field(
+        default=200,
+        ge=1,
+        le=100_000,
+        description="Clients that may read the live feed at once, per process (each open page is one, as is each "
+        "integration's `GET /api/live`). One more gets 503 `feed_full` with `Retry-After`, counted in "
+        "`callscribe_live_subscribers_refused` and logged as `live.refused` with its address.",
+        json_schema_extra=_doc("live"),
+    )
     live_heartbeat_s: float = Field(
         default=15.0,
         gt=0.0,

@@ -88,7 +88,8 @@ class Runtime:
         self.store = TranscriptStore(settings)
         self.live = LiveHub(
             window_s=settings.live_replay_s, max_events=settings.live_replay_max_events,
-            queue_bound=settings.live_subscriber_queue, floor=(time.time_ns() // 1_000_000, 0),
+            queue_bound=settings.live_subscriber_queue, max_subscribers=settings.live_max_subscribers,
+            floor=(time.time_ns() // 1_000_000, 0),
         )  # fmt: skip
         # With REDIS_URL every process's events go through the stream, this one's too: one order, one set of ids.
         self.redis = _redis_feed(settings, self.live)

@@ -408,6 +408,9 @@ async def test_every_bad_transcript_parameter_is_a_400_naming_it(api: ApiClient,
         "/api/calls?number=",
         "/api/calls?active=yes",
         "/api/calls/CA1/transcript?format=pdf",
+        f"/api/calls?number=%2B1{'5' * 63}",
+        f"/api/calls?since=2025-01-02T03:04:05{'0' * 60}",
+        f"/api/calls?cursor={'e' * 161}",
     ],
 )
 def test_the_document_refuses_what_the_api_refuses(path: str) -> None:
@@ -545,7 +548,7 @@ async def test_the_document_covers_every_route_the_blueprint_has(engine: AsyncEn
     """Every route and method the blueprints serve (the API's and the live feed's) is a documented operation, and
     nothing more is documented."""
     app = api_app(TOKEN, engine)
-    hub = LiveHub(window_s=10, max_events=10, queue_bound=1, floor=(0, 0))
+    hub = LiveHub(window_s=10, max_events=10, queue_bound=1, max_subscribers=1, floor=(0, 0))
     app.register_blueprint(live_blueprint(make_settings(None), lambda: hub, lambda: asyncio.sleep(0)))
     served = {
         (rule.rule.replace("<call_sid>", "{call_sid}"), method.lower())
