@@ -64,6 +64,9 @@ LIVE_SUBSCRIBERS = Gauge(
 LIVE_SUBSCRIBERS_DROPPED = Counter(
     "callscribe_live_subscribers_dropped", "Live feed clients dropped for falling behind, by reason", ["reason"]
 )
+LIVE_SUBSCRIBERS_REFUSED = Counter(
+    "callscribe_live_subscribers_refused", "Live feed clients refused because LIVE_MAX_SUBSCRIBERS already read it"
+)
 LIVE_EVENTS_UNPUBLISHED = Counter(
     "callscribe_live_events_unpublished",
     "Call events that never reached Redis (its queue full while Redis was slow or down); calls are unaffected",

@@ -633,6 +633,15 @@ class Settings(BaseSettings):
         "it can reconnect with `Last-Event-ID`. Calls never wait for a client.",
         json_schema_extra=_doc("live"),
     )
+    live_max_subscribers: int = Field(
+        default=200,
+        ge=1,
+        le=100_000,
+        description="Clients that may read the live feed at once, per process (each open page is one, as is each "
+        "integration's `GET /api/live`). One more gets 503 `feed_full` with `Retry-After`, counted in "
+        "`callscribe_live_subscribers_refused` and logged as `live.refused` with its address.",
+        json_schema_extra=_doc("live"),
+    )
     live_heartbeat_s: float = Field(
         default=15.0,
         gt=0.0,
@@ -917,6 +926,43 @@ class Settings(BaseSettings):
         parts = urllib.parse.urlsplit(self.deepgram_url)
         scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
         return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, "", ""))
+
+
+URL_MASK: Final = "***"
+
+
+def masked_url(text: str) -> str:
+    """`text` fit to print when it is a URL: any user and password as one `***` (https://***@dg.example.com),
+    each query value as `***` with its key kept (a webhook's `?token=`), a fragment as `***`; other text unchanged.
+
+    The one way a URL setting is shown (the start-up line, the doctor): DEEPGRAM_URL, DATABASE_URL, PUBLIC_URL or
+    TRANSCRIPT_WEBHOOK_URL may carry a credential in any of those places, and the host, port and path that stay
+    are what a person needs to recognise the setting. Pure string work: nothing is resolved or fetched.
+    """
+    if "://" not in text:
+        return text
+    scheme = text.split("://", 1)[0]
+    try:
+        parts = urllib.parse.urlsplit(text)
+        _ = parts.port  # a port that is not a number: a password with an unencoded `/` or `?` cut the netloc short
+    except ValueError:
+        return f"{scheme}://{URL_MASK}"  # not a URL we can take apart: nothing of it is shown but the scheme
+    _userinfo, at, host = parts.netloc.rpartition("@")
+    if not at and "@" in text.split("://", 1)[1]:
+        return f"{scheme}://{URL_MASK}"  # an `@` past the host: likely a password with a raw `/`, `?` or `#`
+    shown = f"{scheme}://{URL_MASK}@{host}" if at else f"{scheme}://{host}"
+    shown += parts.path
+    if parts.query:
+        shown += "?" + "&".join(_masked_pair(pair) for pair in parts.query.split("&"))
+    if parts.fragment:
+        shown += "#" + URL_MASK
+    return shown
+
+
+def _masked_pair(pair: str) -> str:
+    """`key=***`; a pair without `=` may itself be the secret (`?s3cret`), so all of it is masked."""
+    key, equals, _value = pair.partition("=")
+    return f"{key}={URL_MASK}" if equals else (URL_MASK if pair else "")
 
 
 def describe_error(error: ValidationError) -> str:

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from service.deepgram.environment import environment_for
 from service.deepgram.protocol import ignored_options, live_options
-from service.settings import Settings, describe_error
+from service.settings import Settings, describe_error, masked_url
 from tests.helpers.paths import ROOT
 
 
@@ -132,3 +132,29 @@ def test_utterance_end_is_left_out_without_interim_results() -> None:
     """Deepgram needs interim results for UtteranceEnd, so it is not asked for without them."""
     settings = Settings(_env_file=None, deepgram_interim_results=False)  # type: ignore[call-arg]
     assert "utterance_end_ms" not in live_options(settings)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:s3cret@dg.example.com", "https://***@dg.example.com"),
+        ("https://t0ken@dg.example.com:8443/base", "https://***@dg.example.com:8443/base"),  # a user alone too
+        ("postgresql://callscribe:pw@db.internal:5432/calls", "postgresql://***@db.internal:5432/calls"),
+        ("rediss://:pw@redis.example.com:6379/0", "rediss://***@redis.example.com:6379/0"),
+        ("https://u:p@[::1]:8080/x", "https://***@[::1]:8080/x"),
+        ("https://u:p@ss@host/x", "https://***@host/x"),  # an unencoded @ in the password: the last @ ends it
+        ("https://u:pa/ss@host", "https://***"),  # an unencoded / in the password: nothing but the scheme
+        ("https://u:1234/ss@host", "https://***"),  # the same, where what follows the : looks like a port
+        ("http://[::1", "http://***"),  # not a URL to take apart
+        ("https://hooks.example.com/in?token=abc&v=2", "https://hooks.example.com/in?token=***&v=***"),
+        ("https://hooks.example.com/in?s3cret", "https://hooks.example.com/in?***"),  # no key: all of it
+        ("https://hooks.example.com/in#s3cret", "https://hooks.example.com/in#***"),
+        ("sqlite:///data/calls.sqlite3", "sqlite:///data/calls.sqlite3"),
+        ("https://api.deepgram.com", "https://api.deepgram.com"),
+        ("s3://bucket/prefix", "s3://bucket/prefix"),
+        ("nova-3", "nova-3"),
+    ],
+)
+def test_a_url_is_shown_without_its_credentials(url: str, shown: str) -> None:
+    """masked_url hides userinfo, query values and fragments, keeping what names the place: scheme, host, path."""
+    assert masked_url(url) == shown

@@ -2,7 +2,8 @@
 
 Each asks one thing of the world (Deepgram, the database, Twilio) with a short timeout, or looks at the
 settings alone, and says OK, WARN or FAIL with one line of why and one line of what to do. None of them puts a
-secret or the database's URL into its answer: errors are reported by their type and the services' own codes.
+secret or the database's URL into its answer: errors are reported by their type and the services' own codes, and
+every URL they name goes through `masked_url` (a password in DEEPGRAM_URL or PUBLIC_URL, a token in a query).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from service.deepgram.keys import ask_about_key
-from service.settings import Settings
+from service.settings import Settings, masked_url
 from service.storage import migrate
 from service.twilio.credentials import rest_credentials
 from service.twilio.numbers import NumberLookupError, NumberVoice, find_number
@@ -54,8 +55,9 @@ def check_deepgram(settings: Settings, *, timeout_s: float = TIMEOUT_S) -> Check
             "DEEPGRAM_API_KEY is unset: no call is transcribed (audio waits in the spool)",
             "create a key at https://console.deepgram.com and set DEEPGRAM_API_KEY",
         )
-    base = settings.deepgram_rest_url
-    answer = ask_about_key(base, settings.deepgram_api_key.get_secret_value(), timeout_s=timeout_s)
+    key = settings.deepgram_api_key.get_secret_value()
+    answer = ask_about_key(settings.deepgram_rest_url, key, timeout_s=timeout_s)
+    base = masked_url(settings.deepgram_rest_url)  # what the answer names: DEEPGRAM_URL may hold a password
     if answer.accepted:
         return Check("deepgram", Status.OK, f"{base} accepted the key")
     if answer.refused:
@@ -140,21 +142,22 @@ def check_public_url(settings: Settings) -> Check:
             "set PUBLIC_URL to the https:// base URL Twilio reaches this service at",
         )
     parts = urllib.parse.urlsplit(settings.public_url)
+    shown = masked_url(settings.public_url)
     if _is_local(parts.hostname or ""):
         return Check(
             "public_url",
             Status.FAIL,
-            f"PUBLIC_URL {settings.public_url} is not reachable from Twilio's side",
+            f"PUBLIC_URL {shown} is not reachable from Twilio's side",
             "expose the service (a tunnel such as ngrok, or a deployment) and set PUBLIC_URL to its https:// URL",
         )
     if parts.scheme != "https":
         return Check(
             "public_url",
             Status.WARN,
-            f"PUBLIC_URL {settings.public_url} is not https: the webhook travels, and is signed, in clear text",
+            f"PUBLIC_URL {shown} is not https: the webhook travels, and is signed, in clear text",
             "serve it behind TLS and set PUBLIC_URL to its https:// URL",
         )
-    return Check("public_url", Status.OK, f"webhook URL {webhook_url(settings)} ({VOICE_METHOD})")
+    return Check("public_url", Status.OK, f"webhook URL {masked_url(webhook_url(settings) or '')} ({VOICE_METHOD})")
 
 
 def check_number(settings: Settings, number: str | None, *, timeout_s: float = TIMEOUT_S) -> Check:
@@ -193,24 +196,26 @@ def check_number(settings: Settings, number: str | None, *, timeout_s: float = T
 
 
 def _voice_configuration(found: NumberVoice, expected: str | None) -> Check:
-    target = expected or f"https://<your host>{VOICE_PATH}"
+    # Compared as they are, shown masked: a voice URL may carry basic-auth credentials or a token in its query.
+    target = masked_url(expected) if expected else f"https://<your host>{VOICE_PATH}"
+    now = masked_url(found.voice_url) or "unset"
     elsewhere = _routed_elsewhere(found, target)
     if elsewhere is not None:
         return elsewhere
     fix = f"set the number's 'A call comes in' webhook to {target}, HTTP {VOICE_METHOD}"
     if expected is None:
         if urllib.parse.urlsplit(found.voice_url).path != VOICE_PATH:
-            return Check("twilio_number", Status.WARN, f"voice URL is {found.voice_url or 'unset'}", fix)
+            return Check("twilio_number", Status.WARN, f"voice URL is {now}", fix)
         return Check(
             "twilio_number",
             Status.OK,
-            f"voice URL is {found.voice_url} ({found.voice_method}); set PUBLIC_URL to compare it exactly",
+            f"voice URL is {now} ({found.voice_method}); set PUBLIC_URL to compare it exactly",
         )
     if found.voice_url != expected:
-        return Check("twilio_number", Status.WARN, f"voice URL is {found.voice_url or 'unset'}, not {expected}", fix)
+        return Check("twilio_number", Status.WARN, f"voice URL is {now}, not {target}", fix)
     if found.voice_method != VOICE_METHOD:
-        return Check("twilio_number", Status.WARN, f"voice URL is {expected} with HTTP {found.voice_method}", fix)
-    return Check("twilio_number", Status.OK, f"{found.phone_number} calls {expected} ({VOICE_METHOD})")
+        return Check("twilio_number", Status.WARN, f"voice URL is {target} with HTTP {found.voice_method}", fix)
+    return Check("twilio_number", Status.OK, f"{found.phone_number} calls {target} ({VOICE_METHOD})")
 
 
 def _routed_elsewhere(found: NumberVoice, target: str) -> Check | None:
@@ -220,7 +225,7 @@ def _routed_elsewhere(found: NumberVoice, target: str) -> Check | None:
             "twilio_number",
             Status.WARN,
             f"{found.phone_number} sends calls to TwiML App {found.voice_application_sid}: its voice URL "
-            f"({found.voice_url or 'none'}) is ignored",
+            f"({masked_url(found.voice_url) or 'none'}) is ignored",
             f"set the App's Voice URL to {target} ({VOICE_METHOD}), or configure the number with a webhook instead",
         )
     if found.trunk_sid:

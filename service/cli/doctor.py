@@ -1,6 +1,7 @@
 """Command line: `python -m service doctor [--number +1...] [--json]`, what stands between this set-up and a call.
 
-It prints every setting and what it resolved to (secrets only as `set` or `unset`, a URL's password masked),
+It prints every setting and what it resolved to (secrets only as `set` or `unset`, a URL through `masked_url`:
+its user and password, query values and fragment as `***`),
 then the checks of `checks.py`, each OK, WARN or FAIL with why and the fix, and the exact webhook URL to set on
 the number. It exits 0 when nothing FAILs. A bad setting is itself the first FAIL: the rest cannot be checked.
 """
@@ -11,12 +12,11 @@ import argparse
 import json
 import re
 import sys
-import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr, ValidationError
 
-from service.settings import Settings, describe_error
+from service.settings import Settings, describe_error, masked_url
 from service.settings_docs import setting_docs
 
 if TYPE_CHECKING:
@@ -57,7 +57,8 @@ def examine(number: str | None) -> dict[str, Any]:
         checks.check_public_url(settings),
         checks.check_number(settings, number),
     ]
-    return _report(resolved_settings(settings), results, webhook=checks.webhook_url(settings))
+    webhook = checks.webhook_url(settings)
+    return _report(resolved_settings(settings), results, webhook=None if webhook is None else masked_url(webhook))
 
 
 def resolved_settings(settings: Settings) -> dict[str, dict[str, str]]:
@@ -118,18 +119,7 @@ def _shown(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     text = ",".join(str(item) for item in value) if isinstance(value, tuple) else str(value)
-    return _without_password(text) if text else "(empty)"
-
-
-def _without_password(text: str) -> str:
-    """A URL with its password as `***` (DATABASE_URL may carry one); anything else as it is."""
-    if "://" not in text:
-        return text
-    parts = urllib.parse.urlsplit(text)
-    if parts.password is None:
-        return text
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return masked_url(text) if text else "(empty)"
 
 
 def phone_number(value: str) -> str:

@@ -3,7 +3,9 @@
 `LiveHub.deliver` is synchronous: it appends the event to the replay buffer (`replay.py`) and offers it to each
 subscriber's bounded queue. A subscriber whose queue is full (a slow or stuck client) is dropped there and then:
 it gets what it had queued and one `feed.dropped` event saying why, and is counted. Nothing awaits a subscriber,
-so a call's path costs the same whoever watches. Where events come from is the publisher's business:
+so a call's path costs the same whoever watches. At most `max_subscribers` (LIVE_MAX_SUBSCRIBERS) read at once:
+each holds a queue and a response, so one more is refused (`FeedFull`) rather than let the process's memory and
+sockets grow with whoever asks. Where events come from is the publisher's business:
 `LocalPublisher` numbers them in this process; with REDIS_URL, `redis_stream.py` brings every process's events.
 """
 
@@ -32,12 +34,16 @@ from service.live.format import (
     feed_frame,
 )
 from service.live.replay import Cursor, ReplayBuffer
-from service.metrics import LIVE_SUBSCRIBERS, LIVE_SUBSCRIBERS_DROPPED
+from service.metrics import LIVE_SUBSCRIBERS, LIVE_SUBSCRIBERS_DROPPED, LIVE_SUBSCRIBERS_REFUSED
 
 log = structlog.get_logger("callscribe.live")
 
 Publish = Callable[[str, str, object], None]  # (kind, call_sid, the call event)
 Item = LiveEvent | bytes  # a call event, or a frame of the feed's own
+
+
+class FeedFull(Exception):
+    """LIVE_MAX_SUBSCRIBERS clients already read this process's feed: the next one is refused, not queued."""
 
 
 class Subscriber:
@@ -116,12 +122,13 @@ class LiveHub:
     """The replay buffer and the subscribers of one process."""
 
     def __init__(
-        self, *, window_s: float, max_events: int, queue_bound: int, floor: EventId,
+        self, *, window_s: float, max_events: int, queue_bound: int, max_subscribers: int, floor: EventId,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:  # fmt: skip
         self.buffer = ReplayBuffer(window_s=window_s, max_events=max_events, floor=floor)
         self.board = CallBoard()
         self._queue_bound = queue_bound
+        self._max_subscribers = max_subscribers
         self._clock = clock
         self._subscribers: set[Subscriber] = set()
         self.behind: str | None = None  # why the feed may be missing events right now (Redis unreachable)
@@ -136,7 +143,12 @@ class LiveHub:
             self._drop(sub, f"more than LIVE_SUBSCRIBER_QUEUE ({sub.bound}) events waited for this client")
 
     def subscribe(self, call_sid: str | None, last_id: EventId | None) -> Subscriber:
-        """A new subscriber, first given what it missed after `last_id`; in one step, so nothing comes twice."""
+        """A new subscriber, first given what it missed after `last_id`; in one step, so nothing comes twice.
+
+        FeedFull when LIVE_MAX_SUBSCRIBERS already read (counted); nothing of the refused client is kept."""
+        if len(self._subscribers) >= self._max_subscribers:
+            LIVE_SUBSCRIBERS_REFUSED.inc()
+            raise FeedFull(f"LIVE_MAX_SUBSCRIBERS ({self._max_subscribers}) clients already read this process's feed")
         sub = Subscriber(Cursor(call_sid, last_id), self._queue_bound)
         self.buffer.evict(self._clock())
         replay = self.buffer.after(last_id)

@@ -40,6 +40,10 @@ from service.times import as_utc
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
+MAX_SID_CHARS = 64  # the widest SID the calls table holds
+# The longest cursor encode_cursor writes: base64 of {"s":<32 characters>,"c":<64>} is 148 characters.
+MAX_CURSOR_CHARS = 160
+_START_AGAIN = "start again without one"  # what a client does with a cursor it should not have sent
 
 
 class CursorError(ValueError):
@@ -202,17 +206,33 @@ def encode_cursor(call: CallRecord) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime.datetime, str]:
-    """(started_at, call_sid) of the last call of the previous page; CursorError if we did not issue it."""
+    """(started_at, call_sid) of the last call of the previous page; CursorError, saying what is wrong, if we did not
+    issue it.
+
+    Only what `encode_cursor` can write gets through: a cursor no longer than one of ours (so no JSON nested deep
+    enough to exhaust the recursion limit), a time with its offset that is still a time in UTC (years 1 to 9999),
+    and a call SID as stored (letters and digits, `twilio/protocol.py`), never a NUL or a lone surrogate, which
+    PostgreSQL refuses (a 503, as if it were down) and SQLite's driver cannot encode (a 500).
+    """
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise CursorError(f"longer than any cursor this API issues ({MAX_CURSOR_CHARS} characters); {_START_AGAIN}")
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
         payload = json.loads(raw)
         started_at = datetime.datetime.fromisoformat(payload["s"])
         call_sid = payload["c"]
     except (binascii.Error, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
-        raise CursorError("not a cursor this API issued; start again without one") from exc
-    if not isinstance(call_sid, str) or started_at.tzinfo is None:
-        raise CursorError("not a cursor this API issued; start again without one")
-    return as_utc(started_at), call_sid
+        raise CursorError(f"not a cursor this API issued; {_START_AGAIN}") from exc
+    if started_at.tzinfo is None or not _is_sid(call_sid):
+        raise CursorError(f"not a cursor this API issued; {_START_AGAIN}")
+    try:
+        return as_utc(started_at), call_sid
+    except OverflowError as exc:
+        raise CursorError(f"its time falls outside the years 1 to 9999 in UTC; {_START_AGAIN}") from exc
+
+
+def _is_sid(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_SID_CHARS and value.isascii() and value.isalnum()
 
 
 def _call_record(call: Call) -> CallRecord:

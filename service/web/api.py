@@ -28,6 +28,7 @@ from service.captions import Format
 from service.settings import Settings
 from service.storage import queries, search_terms
 from service.storage.queries import CallRecord, CursorError
+from service.times import as_utc
 from service.web.responses import bearer_refusal, error_response, json_response, no_store, refuse
 
 log = structlog.get_logger("callscribe.api")
@@ -36,6 +37,8 @@ PREFIX: Final = "/api"
 OPENAPI_PATH: Final = Path(__file__).with_name("openapi.json")
 LIST_PARAMETERS: Final = frozenset({"limit", "cursor", "number", "since", "until", "active", "q"})
 MAX_SEARCH_CHARS: Final = 200
+MAX_NUMBER_CHARS: Final = 64  # the numbers' columns are as wide (storage/schema.py)
+MAX_MOMENT_CHARS: Final = 64  # the longest ISO 8601 form fromisoformat takes is 32 characters
 # What `Accept` may name for a transcript, best first when the client does not mind (*/*).
 MEDIA_TYPES: Final[dict[str, Format]] = {
     "application/json": "json",
@@ -227,23 +230,36 @@ def _cursor(value: str | None) -> str | None:
 
 
 def _number(value: str | None) -> str | None:
-    if value is not None and not value.strip():
+    if value is None:
+        return None
+    if not value.strip():
         raise BadParameter("number", "must not be empty; leave it out to list every number")
-    if value is not None and value != value.strip():
+    if value != value.strip():
         # `?number=+1415…` arrives as " 1415…" (a + in a query string is a space) and would match nothing.
         raise BadParameter("number", "starts or ends with a space; send + as %2B, such as ?number=%2B14155550100")
+    if len(value) > MAX_NUMBER_CHARS:
+        raise BadParameter("number", f"must be at most {MAX_NUMBER_CHARS} characters, as a stored number is")
+    if not value.isprintable():
+        # PostgreSQL refuses a NUL in text outright: without this it was a 503, as if the database were down.
+        raise BadParameter("number", "must be printable text (no control characters)")
     return value
 
 
 def _moment(value: str | None, name: str) -> datetime.datetime | None:
+    """`?since=`/`?until=` in UTC; without an offset the time is UTC, the zone every stored time is in."""
     if value is None:
         return None
+    if len(value) > MAX_MOMENT_CHARS or not value.isascii():
+        raise BadParameter(
+            name, f"must be an ISO 8601 date or date-time in ASCII, at most {MAX_MOMENT_CHARS} characters"
+        )
     try:
-        moment = datetime.datetime.fromisoformat(value)
+        return as_utc(datetime.datetime.fromisoformat(value))
     except ValueError as exc:
         raise BadParameter(name, "must be an ISO 8601 date or date-time, such as 2025-01-02T03:04:05Z") from exc
-    # Without an offset the time is UTC, the zone every stored time is in.
-    return moment.replace(tzinfo=datetime.UTC) if moment.tzinfo is None else moment
+    except OverflowError as exc:
+        # 9999-12-31T23:59:59-01:00 parses, but is in the year 10000 in UTC: past the calendar Python counts in.
+        raise BadParameter(name, "must fall within the years 1 to 9999 once turned into UTC") from exc
 
 
 def search_words(value: str | None) -> str | None:

@@ -5,7 +5,8 @@ is given). The subscription is made, and what the client missed after `Last-Even
 first byte goes out; then each event is one `id:`/`event:`/`data:` frame, and a comment line every
 LIVE_HEARTBEAT_S of silence keeps proxies from closing the connection. The hub (`service/live/hub.py`) never
 waits for this loop: a client too slow to keep up is dropped there, and this loop sends its last
-`feed.dropped` event and ends the response.
+`feed.dropped` event and ends the response. When LIVE_MAX_SUBSCRIBERS already read, an authenticated client gets
+503 `feed_full` with `Retry-After`, and one `live.refused` line with its address.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import structlog
 from quart import Blueprint, Response, request
 
 from service.live.format import BadEventId, EventId, LiveEvent, format_id, parse_id
-from service.live.hub import LiveHub, Subscriber
+from service.live.hub import FeedFull, LiveHub, Subscriber
 from service.settings import Settings
-from service.web.responses import refuse
+from service.web.responses import error_response, no_store, refuse
 
 log = structlog.get_logger("callscribe.live")
 
@@ -28,6 +29,7 @@ PARAMETERS: Final = frozenset({"call_sid", "last_event_id"})
 CALL_SID: Final = re.compile(r"[A-Za-z0-9]{1,64}")
 OPENING: Final = b": callscribe live feed\nretry: 2000\n\n"  # the headers and this go out at once
 HEARTBEAT: Final = b": heartbeat\n\n"
+FULL_RETRY_AFTER_S: Final = 30  # long enough for a page or two to close; a client that obeys does not hammer
 
 Authorize = Callable[[], Awaitable[Response | None]]  # None lets the request through
 
@@ -44,7 +46,10 @@ def live_blueprint(settings: Settings, hub: Callable[[], LiveHub], authorize: Au
             call_sid, last_id = parse_live_query()
         except _BadQuery as exc:
             return refuse(400, "bad_request", exc.message, parameter=exc.parameter)
-        subscriber = hub().subscribe(call_sid, last_id)
+        try:
+            subscriber = hub().subscribe(call_sid, last_id)
+        except FeedFull as exc:
+            return feed_full(str(exc))
         log.info(
             "live.subscribed", call_sid=call_sid, last_event_id=format_id(last_id) if last_id else None,
             replayed=len(subscriber.queue), subscribers=hub().subscribers,
@@ -57,6 +62,14 @@ def live_blueprint(settings: Settings, hub: Callable[[], LiveHub], authorize: Au
 
     blueprint.add_url_rule("/api/live", view_func=live, methods=["GET"])
     return blueprint
+
+
+def feed_full(why: str) -> Response:
+    """503 feed_full with Retry-After, and one line saying from where (repeated refusals are summarised by address)."""
+    log.warning("live.refused", status=503, error="feed_full", why=why, address=request.remote_addr)
+    response = no_store(error_response(503, "feed_full", f"{why}; try again in {FULL_RETRY_AFTER_S} s"))
+    response.headers["Retry-After"] = str(FULL_RETRY_AFTER_S)
+    return response
 
 
 class _BadQuery(ValueError):

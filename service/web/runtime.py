@@ -29,7 +29,7 @@ from service.deepgram.live import SttClient
 from service.deepgram.protocol import ignored_options
 from service.live.hub import LiveHub, LiveObserver, LocalPublisher, Publish
 from service.metrics import worker_stopped
-from service.settings import Settings
+from service.settings import Settings, masked_url
 from service.spool.directory import Spool
 from service.spool.worker import BatchWorker
 from service.storage import migrate
@@ -88,7 +88,8 @@ class Runtime:
         self.store = TranscriptStore(settings)
         self.live = LiveHub(
             window_s=settings.live_replay_s, max_events=settings.live_replay_max_events,
-            queue_bound=settings.live_subscriber_queue, floor=(time.time_ns() // 1_000_000, 0),
+            queue_bound=settings.live_subscriber_queue, max_subscribers=settings.live_max_subscribers,
+            floor=(time.time_ns() // 1_000_000, 0),
         )  # fmt: skip
         # With REDIS_URL every process's events go through the stream, this one's too: one order, one set of ids.
         self.redis = _redis_feed(settings, self.live)
@@ -177,7 +178,7 @@ class Runtime:
         settings = self.settings
         log.info(
             "service.ready",
-            deepgram_url=settings.deepgram_url,
+            deepgram_url=masked_url(settings.deepgram_url),
             model=settings.deepgram_model,
             stream_track=settings.stream_track,
             max_calls=settings.max_calls,
@@ -205,8 +206,8 @@ class Runtime:
         """Where spooled audio goes, for the ready line: the bucket and prefix, never a credential."""
         settings = self.settings
         if settings.spool_url is not None:
-            host = settings.spool_s3_endpoint_url or "AWS"
-            return f"{settings.spool_url} at {host}, claims in the database"
+            host = masked_url(settings.spool_s3_endpoint_url) if settings.spool_s3_endpoint_url else "AWS"
+            return f"{masked_url(settings.spool_url)} at {host}, claims in the database"
         return "PostgreSQL (spool_chunks)" if self.shared_spool is not None else "off (SPOOL_DIR only)"
 
     async def _migrate_sqlite(self) -> None:

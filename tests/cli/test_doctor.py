@@ -222,7 +222,35 @@ async def test_a_password_in_a_url_setting_is_masked(healthy, monkeypatch, capsy
     monkeypatch.setenv("DATABASE_URL", "postgresql://callscribe:hunter2-db@127.0.0.1:1/calls")
     _, out = await run_doctor(capsys)
     assert "hunter2-db" not in out
-    assert "postgresql://callscribe:***@127.0.0.1:1/calls" in out
+    assert "postgresql://***@127.0.0.1:1/calls" in out
+
+
+async def test_credentials_in_any_url_are_masked_in_settings_and_checks(healthy, deepgram, monkeypatch, capsys) -> None:
+    """A password in DEEPGRAM_URL or PUBLIC_URL, a webhook's query-string token, a number's basic-auth voice URL:
+    each shown with `***` in its place, in the settings, the checks and the webhook line, in text and in JSON."""
+    host = deepgram.url.split("://", 1)[1]
+    monkeypatch.setenv("DEEPGRAM_URL", f"http://dg-user:dg-pass-41c9@{host}")
+    monkeypatch.setenv("PUBLIC_URL", "https://tw-user:pub-pass-77e2@calls.example.com")
+    monkeypatch.setenv("TRANSCRIPT_WEBHOOK_URL", "https://hooks.example.com/in?token=hook-token-5d1b&v=2")
+    monkeypatch.setenv("WEBHOOK_SECRET", "webhook-secret-0a8f")
+    healthy.numbers.clear()
+    healthy.add_number(NUMBER, voice_url="https://old:voice-pass-3e6a@old.example.com/voice")
+    _, out = await run_doctor(capsys, "--number", NUMBER)
+    _, report = await doctor_json(capsys, "--number", NUMBER)
+    for secret in ("dg-user", "dg-pass-41c9", "tw-user", "pub-pass-77e2", "hook-token-5d1b", "voice-pass-3e6a"):
+        assert secret not in out
+        assert secret not in json.dumps(report)
+    settings = report["settings"]
+    assert isinstance(settings, dict)
+    assert settings["DEEPGRAM_URL"]["value"] == f"http://***@{host}"
+    assert settings["PUBLIC_URL"]["value"] == "https://***@calls.example.com"
+    assert settings["TRANSCRIPT_WEBHOOK_URL"]["value"] == "https://hooks.example.com/in?token=***&v=***"
+    assert f"http://***@{host}" in check(report, "deepgram")["reason"]
+    assert check(report, "public_url")["reason"] == "webhook URL https://***@calls.example.com/voice (POST)"
+    assert check(report, "twilio_number")["reason"] == (
+        "voice URL is https://***@old.example.com/voice, not https://***@calls.example.com/voice"
+    )
+    assert report["webhook"] == {"url": "https://***@calls.example.com/voice", "method": "POST"}
 
 
 async def test_a_number_answered_by_a_twiml_app_warns(healthy, capsys) -> None:

@@ -281,3 +281,41 @@ async def test_a_bad_feed_query_is_a_400_naming_it(
     async with running_service(live_settings(deepgram)) as service, httpx.AsyncClient() as client:
         response = await client.get(f"{service.url}/api/live", params=params, headers={**AUTH, **headers})
     assert (response.status_code, response.json()["parameter"]) == (400, parameter)
+
+
+async def test_past_live_max_subscribers_a_client_is_refused_and_the_readers_go_on(
+    deepgram: FakeDeepgram, log_lines: LogLines
+) -> None:
+    """With LIVE_MAX_SUBSCRIBERS=2 a third authenticated client gets 503 feed_full with Retry-After, logged with its
+    address and counted, while the first two receive a whole call; once one leaves, a new client is let in."""
+    spec = CallSpec(inbound=call_audio(450, 1.0), speed=4)
+    settings = live_settings(deepgram, live_max_subscribers=2)
+    async with (
+        running_service(settings) as service,
+        FeedReader(service.url, AUTH) as first,
+        FeedReader(service.url, AUTH) as second,
+        httpx.AsyncClient() as client,
+    ):
+        refused = await client.get(f"{service.url}/api/live", headers=AUTH, timeout=10)  # a feed never ends
+        assert service.service.live.subscribers == 2
+        await place(service.url, spec)
+        await first.wait_for("call.ended", call_sid=spec.call_sid)
+        await second.wait_for("call.ended", call_sid=spec.call_sid)
+        metrics = (await client.get(f"{service.url}/metrics", headers=AUTH)).text
+        await first.close()
+        await eventually(lambda: service.service.live.subscribers == 1, timeout=10)
+        async with FeedReader(service.url, AUTH) as third:
+            assert third.status == 200
+            await eventually(lambda: service.service.live.subscribers == 2, timeout=10)
+
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "30"
+    assert refused.headers["content-type"] == "application/json"
+    assert refused.json() == {
+        "error": "feed_full",
+        "message": "LIVE_MAX_SUBSCRIBERS (2) clients already read this process's feed; try again in 30 s",
+    }
+    [line] = log_lines.events("live.refused")
+    assert (line["status"], line["error"], line["address"]) == (503, "feed_full", "127.0.0.1")
+    assert "callscribe_live_subscribers_refused_total 1.0" in metrics
+    assert final_words(call_events(second, spec.call_sid), "inbound") == expected_words(spec.inbound)

@@ -23,7 +23,7 @@ def test_rediss_is_tls_without_certificate_checks() -> None:
 async def test_past_its_bound_the_queue_counts_what_it_does_not_keep() -> None:
     """publish never waits: past LIVE_REDIS_QUEUE an event is counted (metric and attribute), not queued."""
     settings = make_settings(None, redis_url="redis://127.0.0.1:9/0", live_redis_queue=10)
-    hub = LiveHub(window_s=60, max_events=100, queue_bound=10, floor=(0, 0))
+    hub = LiveHub(window_s=60, max_events=100, queue_bound=10, max_subscribers=10, floor=(0, 0))
     feed = RedisFeed(settings, hub)
     before = LIVE_EVENTS_UNPUBLISHED._value.get()
     for n in range(15):

@@ -8,6 +8,7 @@ the tests of undocumented paths and methods use the unvalidated `raw` client.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import hmac
@@ -27,12 +28,12 @@ from openapi_core.validation.response.exceptions import MissingData
 from openapi_spec_validator import validate as validate_spec
 from quart import Quart
 from sqlalchemy.ext.asyncio import AsyncEngine
-from werkzeug.datastructures import Headers, ImmutableMultiDict
+from werkzeug.datastructures import Headers, ImmutableMultiDict, MultiDict
 
 from service.live.hub import LiveHub
 from service.storage import queries
 from service.storage.schema import create_engine
-from service.web.api import OPENAPI_PATH, api_blueprint
+from service.web.api import OPENAPI_PATH, BadParameter, api_blueprint, parse_list_query
 from service.web.live import live_blueprint
 from tests.helpers.callsdb import (
     AGENT,
@@ -43,6 +44,7 @@ from tests.helpers.callsdb import (
     make_database,
     make_delivery,
     make_utterance,
+    postgres_database,
     sqlite_file_url,
     two_speaker_utterances,
 )
@@ -406,6 +408,9 @@ async def test_every_bad_transcript_parameter_is_a_400_naming_it(api: ApiClient,
         "/api/calls?number=",
         "/api/calls?active=yes",
         "/api/calls/CA1/transcript?format=pdf",
+        f"/api/calls?number=%2B1{'5' * 63}",
+        f"/api/calls?since=2025-01-02T03:04:05{'0' * 60}",
+        f"/api/calls?cursor={'e' * 161}",
     ],
 )
 def test_the_document_refuses_what_the_api_refuses(path: str) -> None:
@@ -543,7 +548,7 @@ async def test_the_document_covers_every_route_the_blueprint_has(engine: AsyncEn
     """Every route and method the blueprints serve (the API's and the live feed's) is a documented operation, and
     nothing more is documented."""
     app = api_app(TOKEN, engine)
-    hub = LiveHub(window_s=10, max_events=10, queue_bound=1, floor=(0, 0))
+    hub = LiveHub(window_s=10, max_events=10, queue_bound=1, max_subscribers=1, floor=(0, 0))
     app.register_blueprint(live_blueprint(make_settings(None), lambda: hub, lambda: asyncio.sleep(0)))
     served = {
         (rule.rule.replace("<call_sid>", "{call_sid}"), method.lower())
@@ -613,6 +618,89 @@ async def test_q_finds_the_calls_whose_words_were_said(varied: ApiClient) -> Non
     assert await listed(varied, q="order", limit="1") == ["CB1"]
     assert await listed(varied, q="refund") == []
     assert await listed(varied, q='order" OR "x*') == []  # query syntax is just words: "x" was never said
+
+
+# --- The calendar's edges and hostile values: each a 400 naming what is wrong, never a 500 or a 503 ---------
+
+
+def cursor_of(payload: bytes) -> str:
+    """A cursor as encode_cursor would spell it, around any payload."""
+    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
+
+
+# (parameter, value, what the message says). Each was a 500 (OverflowError, RecursionError, UnicodeEncodeError)
+# or, on PostgreSQL, a 503 database_unavailable (a NUL in text) before it was refused here.
+EDGE_QUERIES = [
+    ("since", "9999-12-31T23:59:59-01:00", "years 1 to 9999"),  # parses, but is in the year 10000 in UTC
+    ("until", "9999-12-31T23:59:59-00:01", "years 1 to 9999"),
+    ("since", "0001-01-01T00:00:00+01:00", "years 1 to 9999"),  # the year 0 in UTC
+    ("until", "0001-01-01T00:59:59+01:00", "years 1 to 9999"),
+    ("since", "\u0662\u0660\u0662\u0665-01-02", "in ASCII"),  # Arabic-Indic digits
+    ("until", "2025-01-02T03:04:05" + "0" * 60, "at most 64 characters"),
+    ("number", "+1415555\x000100", "printable"),  # PostgreSQL refuses a NUL in text
+    ("number", "+1" + "5" * 63, "at most 64 characters"),
+    ("cursor", cursor_of(b'{"s":"9999-12-31T23:59:59-01:00","c":"CA1"}'), "years 1 to 9999"),
+    ("cursor", cursor_of(b'{"s":"0001-01-01T00:00:00+00:01","c":"CA1"}'), "years 1 to 9999"),
+    ("cursor", cursor_of(b'{"s":"2025-01-02T03:04:05+00:00","c":"CA\\u0000"}'), "not a cursor this API issued"),
+    ("cursor", cursor_of(b'{"s":"2025-01-02T03:04:05+00:00","c":"\\ud800"}'), "not a cursor this API issued"),
+    ("cursor", cursor_of(b'{"s":"2025-01-02T03:04:05+00:00","c":"' + b"C" * 65 + b'"}'), "not a cursor"),
+    ("cursor", cursor_of(b"[" * 3000), "longer than any cursor"),  # deep enough for a RecursionError
+]
+
+
+@pytest.mark.parametrize(("parameter", "value", "message"), EDGE_QUERIES)
+def test_the_parser_refuses_each_edge_naming_the_parameter(parameter: str, value: str, message: str) -> None:
+    """parse_list_query (the API's and the page's search form's) raises BadParameter for each, with why."""
+    with pytest.raises(BadParameter) as refused:
+        parse_list_query(MultiDict([(parameter, value)]))
+    assert refused.value.parameter == parameter
+    assert message in refused.value.message
+
+
+def test_the_calendars_first_and_last_moments_are_taken_and_handed_on_in_utc() -> None:
+    """Up to the edges a moment is accepted, and handed on already in UTC, so nothing later converts it again."""
+    given_and_utc = [
+        ("9999-12-31T23:59:59+00:00", datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)),
+        ("9999-12-31T23:59:59", datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)),
+        ("0001-01-01T00:00:00-01:00", datetime.datetime(1, 1, 1, 1, tzinfo=datetime.UTC)),
+        ("2025-01-02T03:04:05+02:00", datetime.datetime(2025, 1, 2, 1, 4, 5, tzinfo=datetime.UTC)),
+    ]
+    for given, expected in given_and_utc:
+        moment = parse_list_query(MultiDict([("since", given)])).since
+        assert moment is not None
+        assert (moment, moment.tzinfo) == (expected, datetime.UTC), given
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def either_api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ApiClient]:
+    """The API over SQLite and over PostgreSQL, whose time range and text rules are not Python's."""
+    async with contextlib.AsyncExitStack() as stack:
+        if request.param == "postgresql":
+            engine = await stack.enter_async_context(postgres_database())
+        else:
+            engine = await make_database(tmp_path)
+            stack.push_async_callback(engine.dispose)
+        await insert(engine, [make_call("CA1")])
+        yield await stack.enter_async_context(serve_api(TOKEN, engine))
+
+
+# One request per kind of edge: an offset past either end of the calendar, a cursor whose time does the same,
+# a cursor from no JSON we wrote (nested, NUL, surrogate), a NUL in a number, too long, non-ASCII digits.
+EDGE_REQUESTS = [EDGE_QUERIES[i] for i in (0, 2, 4, 5, 6, 8, 10, 11, 13)]
+
+
+@pytest.mark.parametrize(("parameter", "value", "message"), EDGE_REQUESTS)
+async def test_each_edge_is_a_400_on_either_database(
+    either_api: ApiClient, log_lines: LogLines, parameter: str, value: str, message: str
+) -> None:
+    """GET /api/calls with the edge answers 400 bad_request naming the parameter, logged with why."""
+    response = await either_api.get("/api/calls", params={parameter: value})
+    assert response.status_code == 400, response.text
+    body = error(response)
+    assert (body["error"], body["parameter"]) == ("bad_request", parameter)
+    assert message in body["message"]
+    [line] = log_lines.events("api.refused", status=400)
+    assert (line["parameter"], line["why"]) == (parameter, body["message"])
 
 
 @pytest.mark.parametrize(("value", "message"), [("?!", "at least one word"), ("w" * 201, "at most 200")])

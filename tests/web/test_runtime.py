@@ -1,10 +1,13 @@
-"""The runtime's background tasks: kept referenced while they run, cancelled together at shutdown."""
+"""The runtime: its background tasks, kept referenced while they run and cancelled together at shutdown, and
+the start-up line."""
 
 from __future__ import annotations
 
 import asyncio
 
 from service.web.runtime import BackgroundTasks
+from tests.helpers.logs import LogLines
+from tests.helpers.service import make_settings, running_service
 
 
 async def test_a_started_task_runs_to_its_end() -> None:
@@ -38,3 +41,13 @@ async def test_cancel_all_stops_what_still_runs_and_waits_for_it() -> None:
     await asyncio.sleep(0)
     await tasks.cancel_all()
     assert cancelled.is_set()
+
+
+async def test_the_ready_line_shows_deepgram_url_without_its_credentials(log_lines: LogLines) -> None:
+    """service.ready names DEEPGRAM_URL's host, with `***` where its user and password were."""
+    settings = make_settings(deepgram_url="http://dg-user:dg-pass-9b2e@127.0.0.1:9")
+    async with running_service(settings):
+        ready = await log_lines.wait_for("service.ready")
+    assert ready["deepgram_url"] == "http://***@127.0.0.1:9"
+    assert "dg-pass-9b2e" not in log_lines.text()
+    assert "dg-user" not in log_lines.text()
