@@ -25,6 +25,10 @@ StreamTrack = Literal["inbound_track", "outbound_track", "both_tracks"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
+MIN_PASSWORD_LENGTH: Final = 12  # DASHBOARD_PASSWORD: scrypt slows each guess, length makes them many
+MIN_SECRET_LENGTH: Final = 32  # SESSION_SECRET: Heroku's generator makes 64 hex digits
+SESSION_SECRET_FILE: Final = "callscribe-session-secret"  # noqa: S105 - a file name, not a secret
+
 # E.164 numbers, or SIP URIs / client identities, which <Dial> also takes.
 _DIAL_TARGET = re.compile(r"^(\+[1-9]\d{6,14}|sip:\S+|client:\S+)$")
 _ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
@@ -652,17 +656,32 @@ class Settings(BaseSettings):
     )
     dashboard_password: SecretStr | None = Field(
         default=None,
-        description="Password of the page at `/` (active and recent calls, live transcripts). Unset, the page takes "
-        "`API_TOKEN`; with neither, it says so and shows nothing.",
-        json_schema_extra=_doc("live", fill_in=True),
+        description="Password of the page at `/` (active and recent calls, live transcripts). Unset, the page "
+        "takes `API_TOKEN`; with neither, it says so and shows nothing. Login attempts are limited per address and "
+        "overall ([docs/live.md](live.md)).",
+        json_schema_extra=_doc("live", accepts=f"text, at least {MIN_PASSWORD_LENGTH} characters", fill_in=True),
     )
     dashboard_session_hours: float = Field(
         default=12.0,
         gt=0.0,
         le=720.0,
-        description="How long a login to the page lasts. The session cookie is `Secure`, `HttpOnly` and "
-        "`SameSite=Lax`; changing the password ends every session.",
+        description="How long a login to the page lasts, at most: a session whose expiry is further away is "
+        "refused. The session cookie is `Secure`, `HttpOnly` and `SameSite=Lax`; changing the password or "
+        "`SESSION_SECRET` ends every session.",
         json_schema_extra=_doc("live"),
+    )
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description="The server's secret the page's sessions and forms are signed with (never the password, so "
+        "nothing the page hands out lets anyone test a guessed password). Set the same on every dyno and worker; "
+        "a new value ends every session. Unset: the service makes a random one and keeps it in "
+        f"`{SESSION_SECRET_FILE}` beside `DB_JOURNAL_PATH` (mode 0600), which every worker on that machine shares.",
+        json_schema_extra=_doc(
+            "live",
+            accepts=f"text, at least {MIN_SECRET_LENGTH} characters",
+            default="(unset: made once and kept in a file)",
+            heroku={"generator": "secret"},
+        ),
     )
     redis_url: SecretStr | None = Field(
         default=None,
@@ -749,6 +768,7 @@ class Settings(BaseSettings):
         "twilio_auth_token",
         "api_token",
         "dashboard_password",
+        "session_secret",
         "redis_url",
         "webhook_secret",
         "metrics_token",
@@ -762,6 +782,23 @@ class Settings(BaseSettings):
     def _blank_secret_is_unset(cls, value: object) -> object:
         # `DEEPGRAM_API_KEY=` in a .env means "not set", not "a key that Deepgram will refuse".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("dashboard_password")
+    @classmethod
+    def _password_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_PASSWORD_LENGTH:
+            raise ValueError(f"must be at least {MIN_PASSWORD_LENGTH} characters")  # a secret: never quoted
+        return value
+
+    @field_validator("session_secret")
+    @classmethod
+    def _secret_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_LENGTH} characters, such as the output of "
+                "`python -c 'import secrets; print(secrets.token_hex(32))'`"
+            )
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -8,6 +8,7 @@ one trusted proxy (proxy.py).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -19,9 +20,10 @@ from service.calls.events import CallObserver
 from service.calls.observers import LogObserver
 from service.settings import Settings
 from service.web.api import api_blueprint
-from service.web.dashboard import Dashboard, dashboard_blueprint, dashboard_key
+from service.web.dashboard import Dashboard, dashboard_blueprint, dashboard_keys
 from service.web.guard import RequestGuard
 from service.web.live import live_blueprint
+from service.web.login_limits import LoginLimits
 from service.web.media import MediaStreams
 from service.web.media_socket import MediaRoute
 from service.web.ops import ops_blueprint
@@ -41,8 +43,11 @@ class ServedApp:
     runtime: Runtime
 
 
-def create_app(runtime: Runtime) -> Quart:
-    """The Quart app of `runtime`: start-up and shutdown, /voice, the API and the operator's routes."""
+def create_app(runtime: Runtime, *, login_clock: Callable[[], float] = time.monotonic) -> Quart:
+    """The Quart app of `runtime`: start-up and shutdown, /voice, the API and the operator's routes.
+
+    `login_clock` is what the page's login limits count by (tests move it instead of waiting a minute).
+    """
     app = Quart("callscribe", static_folder=None)  # the page's files are its blueprint's (/assets)
     # The guard (guard.py) reads every body before Quart does; these are a second line behind it.
     app.config["MAX_CONTENT_LENGTH"] = VOICE_BODY_MAX
@@ -53,7 +58,11 @@ def create_app(runtime: Runtime) -> Quart:
     # The engine is made at startup (before_serving), so the API asks for it per request.
     app.register_blueprint(api_blueprint(runtime.settings, lambda: runtime.store.engine))
     dashboard = Dashboard(
-        runtime.settings, dashboard_key(runtime.settings), lambda: runtime.live, lambda: runtime.store.engine
+        runtime.settings,
+        dashboard_keys(runtime.settings),
+        lambda: runtime.live,
+        lambda: runtime.store.engine,
+        LoginLimits(login_clock),
     )
     app.register_blueprint(live_blueprint(runtime.settings, lambda: runtime.live, _bearer_or_session(dashboard)))
     app.register_blueprint(dashboard_blueprint(dashboard))
@@ -75,12 +84,16 @@ def _bearer_or_session(dashboard: Dashboard) -> Callable[[], Awaitable[Response 
 
 
 def asgi_app(
-    settings: Settings, *, observers: Sequence[CallObserver] | None = None, handle_sigterm: bool = False
+    settings: Settings,
+    *,
+    observers: Sequence[CallObserver] | None = None,
+    handle_sigterm: bool = False,
+    login_clock: Callable[[], float] = time.monotonic,
 ) -> ServedApp:
     """The app as Hypercorn serves it: one proxy hop trusted, every HTTP request guarded (bounded before it is
     read), /media straight from ASGI, the rest through Quart."""
     runtime = Runtime(settings, observers or [LogObserver()], handle_sigterm=handle_sigterm)
-    quart_app = cast(ASGIFramework, create_app(runtime))
+    quart_app = cast(ASGIFramework, create_app(runtime, login_clock=login_clock))
     routed = MediaRoute(quart_app, MediaStreams(runtime).serve)
     guarded = RequestGuard(
         routed,

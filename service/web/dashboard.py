@@ -5,19 +5,23 @@ live feed (`/api/live`, with the session cookie) and updates the page; no build 
 needs a session (`login_tokens.py`): without one, or with a bad or expired one, the answer is a redirect to the
 login page, never a transcript. The forms carry CSRF tokens; the pages are sent with a strict Content-Security-
 Policy (scripts and styles from this origin only) and `Cache-Control: no-store`.
+
+A login is refused with 429 and `Retry-After` past the attempts `login_limits.py` allows from its address or from
+everyone, before its password is looked at. The password is checked through scrypt in a worker thread, at most
+`KDF_AT_ONCE` at a time, so neither the event loop that carries the calls nor the memory waits on guesses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
-import hmac
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import structlog
-from quart import Blueprint, Response, g, render_template, request
+from quart import Blueprint, Response, render_template, request
 from sqlalchemy.ext.asyncio import AsyncEngine
 from werkzeug.datastructures import MultiDict
 
@@ -29,6 +33,8 @@ from service.settings import Settings
 from service.storage import queries
 from service.web import login_tokens
 from service.web.api import BadParameter, ListQuery, parse_list_query
+from service.web.login_limits import LoginLimits
+from service.web.page_secret import server_secret
 
 log = structlog.get_logger("callscribe.dashboard")
 
@@ -40,27 +46,48 @@ CSP: Final = (
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 RECENT_CALLS: Final = 50
+KDF_AT_ONCE: Final = 2  # scrypt checks at once: 16 MiB and one core each
 
 
 @dataclass(frozen=True, slots=True)
 class Dashboard:
-    """The page's parts: the key its sessions are signed with (None: no password set), the feed and the database."""
+    """The page's parts: its keys (None: no password set), the feed, the database and the login limits."""
 
     settings: Settings
-    key: bytes | None
+    keys: login_tokens.PageKeys | None
     hub: Callable[[], LiveHub]
     engine: Callable[[], AsyncEngine]
+    limits: LoginLimits = field(default_factory=lambda: LoginLimits(time.monotonic))
+    kdf_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(KDF_AT_ONCE))
+
+    @property
+    def lifetime_s(self) -> float:
+        return self.settings.dashboard_session_hours * 3600
 
     def signed_in(self) -> bool:
-        """Whether the request carries a session this process can check and that has not expired."""
-        return self.key is not None and login_tokens.session_valid(
-            self.key, request.cookies.get(SESSION_COOKIE), now=time.time()
+        """Whether the request carries a session this process can check, not expired and not too long-lived."""
+        return self.keys is not None and login_tokens.session_valid(
+            self.keys, request.cookies.get(SESSION_COOKIE), now=time.time(), lifetime_s=self.lifetime_s
         )
 
 
-def dashboard_key(settings: Settings) -> bytes | None:
-    secret = settings.dashboard_password or settings.api_token
-    return login_tokens.derive_key(secret.get_secret_value().encode()) if secret is not None else None
+def dashboard_keys(settings: Settings) -> login_tokens.PageKeys | None:
+    """The page's keys from the server's secret and the password (one scrypt), or None when there is no password.
+
+    No password, no secret: a run without the page never writes a secret file.
+    """
+    password = settings.dashboard_password or settings.api_token
+    if password is None:
+        return None
+    secret = server_secret(settings)
+    log.info("dashboard.secret", source=secret.source)
+    if settings.session_secret is None and not settings.database_url.startswith("sqlite"):
+        log.warning(
+            "dashboard.secret_local",
+            why="SESSION_SECRET is unset: sessions are signed with this machine's own secret, so a login made on "
+            "another dyno or host is not accepted here; set SESSION_SECRET, the same everywhere",
+        )
+    return login_tokens.page_keys(secret.value, password.get_secret_value().encode())
 
 
 def dashboard_blueprint(dashboard: Dashboard) -> Blueprint:
@@ -106,7 +133,7 @@ class _Pages:
             "calls.html", active=rows, recent=[_call_row(c, None) for c in recent], since=format_id(since),
             csrf=self._csrf_field(), searched=search is not None, problem=problem, form=request.args,
         )  # fmt: skip
-        return self._with_csrf_cookie(Response(body, content_type="text/html; charset=utf-8"))
+        return Response(body, content_type="text/html; charset=utf-8")
 
     async def call(self, call_sid: str) -> Response:
         if not self._d.signed_in():
@@ -120,14 +147,14 @@ class _Pages:
         board = hub.board.calls.get(call_sid)
         if call is None and board is None:
             body = await render_template("missing.html", call_sid=call_sid, csrf=self._csrf_field())
-            return self._with_csrf_cookie(Response(body, status=404, content_type="text/html; charset=utf-8"))
+            return Response(body, status=404, content_type="text/html; charset=utf-8")
         utterances = await queries.get_utterances(engine, call_sid)
         row = _call_row(call, board) if call is not None else _board_row(call_sid, board or {})
         body = await render_template(
             "call.html", call=row, utterances=[_utterance_row(u) for u in utterances],
             lanes=_lanes(utterances), downloads=list(DOWNLOADS), since=since, csrf=self._csrf_field(),
         )  # fmt: skip
-        return self._with_csrf_cookie(Response(body, content_type="text/html; charset=utf-8"))
+        return Response(body, content_type="text/html; charset=utf-8")
 
     async def download(self, call_sid: str, extension: str) -> Response:
         if not self._d.signed_in():
@@ -141,64 +168,91 @@ class _Pages:
         response.headers["Content-Disposition"] = f'attachment; filename="{call_sid}.{extension}"'
         return response
 
-    async def login_form(self, *, failed: bool = False) -> Response:
+    async def login_form(self, *, failed: bool = False, retry_after: int | None = None) -> Response:
+        keys = self._d.keys
+        cookie = self._login_csrf_cookie()
         body = await render_template(
-            "login.html", failed=failed, configured=self._d.key is not None, csrf=self._csrf_field()
-        )
-        status = 401 if failed else 200 if self._d.key is not None else 503
-        return self._with_csrf_cookie(Response(body, status=status, content_type="text/html; charset=utf-8"))
+            "login.html", failed=failed, retry_after=retry_after, configured=keys is not None,
+            csrf=login_tokens.login_csrf_token(keys, cookie) if keys is not None and cookie else "",
+        )  # fmt: skip
+        status = 429 if retry_after else 401 if failed else 200 if keys is not None else 503
+        response = Response(body, status=status, content_type="text/html; charset=utf-8")
+        if retry_after:
+            response.headers["Retry-After"] = str(retry_after)
+        if cookie and cookie != request.cookies.get(CSRF_COOKIE):
+            response.set_cookie(CSRF_COOKIE, cookie, secure=True, httponly=True, samesite="Strict", path="/")
+        return response
 
     async def login(self) -> Response:
+        keys = self._d.keys
+        address = request.remote_addr or "unknown"
+        if keys is None:
+            log.warning("dashboard.refused", why="no password set", address=address)
+            return await self.login_form(failed=True)
+        # Before the form is read: a locked-out address costs no parsing and no scrypt.
+        if (wait := self._d.limits.retry_after(address)) is not None:
+            return await self._limited(address, wait)
         form = await request.form
-        key = self._d.key
-        if key is None or not self._csrf_ok(form.get("csrf")):
-            log.warning("dashboard.refused", why="login form without a valid CSRF token" if key else "no password set")
+        if not login_tokens.login_csrf_valid(keys, request.cookies.get(CSRF_COOKIE), form.get("csrf")):
+            log_refusal(log, "dashboard.refused", address, why="login form without a valid CSRF token")
             return await self.login_form(failed=True)
+        # Counted before the check, so attempts in flight count too (asked again: others may have come meanwhile).
+        if (wait := self._d.limits.attempt(address)) is not None:
+            return await self._limited(address, wait)
         given = form.get("password", "").encode()
-        secret = self._d.settings.dashboard_password or self._d.settings.api_token
-        assert secret is not None  # key is derived from it
-        if not hmac.compare_digest(given, secret.get_secret_value().encode()):
-            log_refusal(log, "dashboard.login_failed", request.remote_addr, why="wrong password")
+        async with self._d.kdf_slots:
+            matches = await asyncio.to_thread(login_tokens.password_matches, keys, given)
+        if not matches:
+            log_refusal(log, "dashboard.login_failed", address, why="wrong password")
             return await self.login_form(failed=True)
-        lifetime_s = self._d.settings.dashboard_session_hours * 3600
-        session = login_tokens.issue_session(key, now=time.time(), lifetime_s=lifetime_s)
-        log.info("dashboard.login")
+        self._d.limits.succeeded(address)
+        lifetime_s = self._d.lifetime_s
+        session = login_tokens.issue_session(keys, now=time.time(), lifetime_s=lifetime_s)
+        log.info("dashboard.login", address=address)
         response = _see_other("/")
         response.set_cookie(
             SESSION_COOKIE, session, max_age=int(lifetime_s), secure=True, httponly=True, samesite="Lax", path="/"
         )
         return response
 
+    async def _limited(self, address: str, wait: int) -> Response:
+        limits = self._d.limits
+        log_refusal(
+            log,
+            "dashboard.login_limited",
+            address,
+            why=f"more than {limits.per_address} login attempts from this address or {limits.overall} from everyone "
+            f"in {limits.window_s:g} s",
+            retry_after_s=wait,
+        )
+        return await self.login_form(retry_after=wait)
+
     async def logout(self) -> Response:
         form = await request.form
-        if self._d.key is None or not self._csrf_ok(form.get("csrf")):
-            log.warning("dashboard.refused", why="logout form without a valid CSRF token")
+        session = request.cookies.get(SESSION_COOKIE)
+        if self._d.keys is None or not login_tokens.session_csrf_valid(self._d.keys, session, form.get("csrf")):
+            log_refusal(log, "dashboard.refused", request.remote_addr, why="logout form without a valid CSRF token")
             return Response("refused: reload the page and try again\n", status=403, content_type="text/plain")
         response = _see_other("/login")
         response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="Lax")
         return response
 
-    # --- CSRF: a random cookie per visitor, and its HMAC in every form ------------------------------------
+    # --- CSRF: the login form's token goes with a signed cookie, a signed-in page's with the session -------------
 
-    def _csrf_cookie(self) -> str:
+    def _login_csrf_cookie(self) -> str:
+        """The visitor's `csrf` cookie if the server signed it, else a new one (a made-up value is never used)."""
+        keys = self._d.keys
+        if keys is None:
+            return ""
         given = request.cookies.get(CSRF_COOKIE)
-        if given:
-            return given
-        if "csrf_cookie" not in g:
-            g.csrf_cookie = login_tokens.new_csrf_cookie()  # set with this response (`_with_csrf_cookie`)
-        return str(g.csrf_cookie)
+        return given if login_tokens.csrf_cookie_valid(keys, given) and given else login_tokens.new_csrf_cookie(keys)
 
     def _csrf_field(self) -> str:
-        return login_tokens.csrf_token(self._d.key, self._csrf_cookie()) if self._d.key is not None else ""
-
-    def _csrf_ok(self, token: str | None) -> bool:
-        assert self._d.key is not None
-        return login_tokens.csrf_valid(self._d.key, request.cookies.get(CSRF_COOKIE), token)
-
-    def _with_csrf_cookie(self, response: Response) -> Response:
-        if CSRF_COOKIE not in request.cookies and "csrf_cookie" in g:
-            response.set_cookie(CSRF_COOKIE, g.csrf_cookie, secure=True, httponly=True, samesite="Strict", path="/")
-        return response
+        """A signed-in page's forms' token (the logout form): bound to the session it was shown with."""
+        session = request.cookies.get(SESSION_COOKIE)
+        if self._d.keys is None or not session:
+            return ""
+        return login_tokens.session_csrf_token(self._d.keys, session)
 
 
 def _see_other(location: str) -> Response:
@@ -222,7 +276,11 @@ def _search(args: MultiDict[str, str]) -> tuple[ListQuery | None, str]:
 def _to_login() -> Response:
     response = _see_other("/login")
     if request.cookies.get(SESSION_COOKIE):
-        log.info("dashboard.session_refused", why="expired or not issued with this password")
+        log.info(
+            "dashboard.session_refused",
+            why="expired, longer-lived than DASHBOARD_SESSION_HOURS, or not issued with this secret and password",
+            address=request.remote_addr,
+        )
         response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="Lax")
     return response
 

@@ -13,7 +13,8 @@ buffer. In order:
    the bound gets 413, one that trickles in gets 408. Only then does the app run, with the body replayed to it,
    so no route ever waits on a client's body.
 
-Each refusal is one log line (`voice.refused` for /voice, else `http.refused`, with the client's address) and
+Each refusal is one log line (`voice.refused` for /voice, else `http.refused`, with the client's address,
+summarised past a burst from one address: `logs.log_refusal`) and
 closes the connection, since the rest of its body was never read (what the client still sends is drained for a
 moment, `_drain`). WebSockets pass by: /media has bounds of its own (media.py).
 """
@@ -35,6 +36,7 @@ from hypercorn.typing import (
     Scope,
 )
 
+from service.logs import log_refusal
 from service.web import request_rules
 from service.web.request_rules import Refusal
 
@@ -155,14 +157,15 @@ def _replaying(body: bytes, receive: ASGIReceiveCallable) -> ASGIReceiveCallable
 
 async def _refuse(scope: HTTPScope, send: ASGISendCallable, why: Refusal) -> None:
     client = scope.get("client")
-    log.warning(
+    log_refusal(
+        log,
         "voice.refused" if scope["path"] == request_rules.VOICE_PATH else "http.refused",
+        client[0] if client else None,
         status=why.status,
         error=why.error,
         why=why.why,
         method=scope["method"],
         path=scope["path"],
-        address=client[0] if client else None,
     )
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
     if why.status == 503:

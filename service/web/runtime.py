@@ -28,6 +28,7 @@ from service.calls.registry import Calls
 from service.deepgram.live import SttClient
 from service.deepgram.protocol import ignored_options
 from service.live.hub import LiveHub, LiveObserver, LocalPublisher, Publish
+from service.logs import flush_refusals
 from service.metrics import worker_stopped
 from service.settings import Settings, masked_url
 from service.spool.directory import Spool
@@ -50,7 +51,15 @@ LIVE_FLUSH_TIMEOUT_S = 2.0  # for Redis to take the live events still queued at 
 SHARE_SPOOL_TIMEOUT_S = 3.0  # for the spooled audio to reach the shared spool at shutdown
 MIN_DRAIN_S = 2.0  # however long the hand-overs took, Deepgram's last finals get this long
 STORE_STOP_TIMEOUT_S = 3.0  # for the database to take the last writes at shutdown; the rest goes to the journal
+REFUSAL_SUMMARY_EVERY_S = 10.0  # how late a `<event>.suppressed` line may come after its window ends
 WEBHOOK_STOP_TIMEOUT_S = 2.0  # for the delivery in flight at shutdown; one cut short is given back to the outbox
+
+
+async def _summarise_refusals_forever() -> None:
+    """The counts of refusals held back (logs.log_refusal) said once their window ends, even if no refusal follows."""
+    while True:
+        await asyncio.sleep(REFUSAL_SUMMARY_EVERY_S)
+        flush_refusals(log)
 
 
 class BackgroundTasks:
@@ -247,6 +256,7 @@ class Runtime:
         if self.redis is not None:
             self.tasks.start(self.redis.run_publisher())
             self.tasks.start(self.redis.run_reader())
+        self.tasks.start(_summarise_refusals_forever())
 
     def _on_sigterm(self) -> None:
         if not self._stopping:

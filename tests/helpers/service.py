@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +43,14 @@ class RunningService:
 
 
 @contextlib.asynccontextmanager
-async def running_service(settings: Settings, *, send_buffer: int | None = None) -> AsyncIterator[RunningService]:
+async def running_service(
+    settings: Settings, *, send_buffer: int | None = None, login_clock: Callable[[], float] | None = None
+) -> AsyncIterator[RunningService]:
     """The real ASGI app (with ProxyFix) served by Hypercorn on 127.0.0.1, a port the OS picked.
 
     `send_buffer` sets SO_SNDBUF on the listener, which the connections it accepts inherit (Linux): a client
-    that stops reading then holds the server up after a few kilobytes instead of megabytes.
+    that stops reading then holds the server up after a few kilobytes instead of megabytes. `login_clock` is
+    the clock the page's login limits count by.
     """
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -61,7 +64,7 @@ async def running_service(settings: Settings, *, send_buffer: int | None = None)
     config.bind = [f"fd://{listener.detach()}"]  # Hypercorn owns (and closes) the socket from here
     config.graceful_timeout = 5
     config.accesslog = None
-    served = asgi_app(settings)
+    served = asgi_app(settings) if login_clock is None else asgi_app(settings, login_clock=login_clock)
     app = served.asgi
     stop = asyncio.Event()
     server = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]

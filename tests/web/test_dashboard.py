@@ -1,35 +1,60 @@
-"""The page's login, sessions and CSRF through the real service: no session, a bad or expired one never sees a
-call; the cookie is Secure, HttpOnly and SameSite; the forms need their CSRF token; the feed takes the session."""
+"""The page's login, sessions and CSRF through the real service: no session, a bad, expired or too long-lived one
+never sees a call; the cookie is Secure, HttpOnly and SameSite; the forms need their CSRF token, bound to what the
+server signed; login attempts are limited per address; the feed takes the session."""
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
 import re
+import stat
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pydantic
 import pytest
 
 from service.calls.events import CallStarted
 from service.calls.transcript import Transcript
+from service.settings import SESSION_SECRET_FILE, describe_error
 from service.storage import queries
 from service.web import login_tokens
 from service.web.dashboard import CSRF_COOKIE, SESSION_COOKIE
 from tests.helpers.fakes.deepgram_server import FakeDeepgram
+from tests.helpers.logs import LogLines
 from tests.helpers.service import RunningService, make_settings, running_service
 from tests.helpers.waiting import eventually
 
 PASSWORD = "dash-passw0rd"
 API_TOKEN = "api-t0ken"
+SECRET = "0123456789abcdef" * 4
+KEYS = login_tokens.page_keys(SECRET.encode(), PASSWORD.encode())  # what the service signs with
 CALL = "CA0123456789abcdef0123456789abcdef"
 
 
+class Clock:
+    """The login limits' clock, which the test moves instead of waiting a minute."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
-async def service(deepgram: FakeDeepgram) -> AsyncIterator[RunningService]:
-    settings = make_settings(deepgram, dashboard_password=PASSWORD, api_token=API_TOKEN)
-    async with running_service(settings) as running:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def service(deepgram: FakeDeepgram, clock: Clock) -> AsyncIterator[RunningService]:
+    settings = make_settings(deepgram, dashboard_password=PASSWORD, api_token=API_TOKEN, session_secret=SECRET)
+    async with running_service(settings, login_clock=clock) as running:
         yield running
 
 
@@ -38,20 +63,31 @@ def cookies(**values: str) -> dict[str, str]:
     return {"Cookie": "; ".join(f"{name}={value}" for name, value in values.items())}
 
 
-async def login_form(client: httpx.AsyncClient, url: str) -> tuple[str, str]:
+async def login_form(client: httpx.AsyncClient, url: str, **headers: str) -> tuple[str, str]:
     """The login page's CSRF cookie and the token its form carries."""
-    page = await client.get(f"{url}/login")
-    cookie = re.search(rf"{CSRF_COOKIE}=([0-9a-f]+)", page.headers["set-cookie"])
-    token = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+    page = await client.get(f"{url}/login", headers=headers)
+    cookie = re.search(rf"{CSRF_COOKIE}=([0-9a-f]+\.[0-9a-f]+)", page.headers["set-cookie"])
+    token = form_token(page)
     assert cookie is not None
+    return cookie[1], token
+
+
+def form_token(page: httpx.Response) -> str:
+    token = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
     assert token is not None
-    return cookie[1], token[1]
+    return token[1]
 
 
-async def log_in(client: httpx.AsyncClient, url: str, password: str = PASSWORD) -> httpx.Response:
+async def log_in(
+    client: httpx.AsyncClient, url: str, password: str = PASSWORD, address: str | None = None
+) -> httpx.Response:
+    """A login as a browser makes it: the form, then the POST (from `address`, as the proxy reports it)."""
     csrf_cookie, token = await login_form(client, url)
+    forwarded = {"X-Forwarded-For": address} if address else {}
     return await client.post(
-        f"{url}/login", data={"password": password, "csrf": token}, headers=cookies(**{CSRF_COOKIE: csrf_cookie})
+        f"{url}/login",
+        data={"password": password, "csrf": token},
+        headers=cookies(**{CSRF_COOKIE: csrf_cookie}) | forwarded,
     )
 
 
@@ -93,9 +129,9 @@ async def test_logging_in_gives_a_secure_httponly_samesite_cookie_with_an_expiry
 async def test_no_bad_or_expired_session_gets_the_login_page_never_a_call(service: RunningService, path: str) -> None:
     """Without a cookie, with a forged one or an expired one: a redirect to /login, and nothing of the call."""
     await with_a_call(service)
-    key = login_tokens.derive_key(PASSWORD.encode())
-    expired = login_tokens.issue_session(key, now=time.time() - 7200, lifetime_s=3600)
-    other_key = login_tokens.issue_session(login_tokens.derive_key(b"other"), now=time.time(), lifetime_s=3600)
+    expired = login_tokens.issue_session(KEYS, now=time.time() - 7200, lifetime_s=3600)
+    other_secret = login_tokens.page_keys(b"other-secret" * 4, PASSWORD.encode())
+    other_key = login_tokens.issue_session(other_secret, now=time.time(), lifetime_s=3600)
     async with httpx.AsyncClient() as client:
         for headers in ({}, cookies(**{SESSION_COOKIE: "1.2.3"}), cookies(**{SESSION_COOKIE: expired}),
                         cookies(**{SESSION_COOKIE: other_key})):  # fmt: skip
@@ -126,31 +162,30 @@ async def test_a_wrong_password_or_a_missing_csrf_token_is_refused(service: Runn
 
 
 async def test_logging_out_needs_the_forms_token_and_clears_the_cookie(service: RunningService) -> None:
-    """A logout POST without its CSRF token is 403; with it, 303 to /login and the cookie removed."""
+    """A logout POST without its session's CSRF token (a made-up one, or another session's) is 403; with it, 303
+    to /login and the cookie removed."""
     async with httpx.AsyncClient() as client:
         session = session_of(await log_in(client, service.url))
-        page = await client.get(f"{service.url}/", headers=cookies(**{SESSION_COOKIE: session}))
-        csrf_cookie = re.search(rf"{CSRF_COOKIE}=([0-9a-f]+)", page.headers["set-cookie"])
-        token = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
-        assert csrf_cookie is not None
-        assert token is not None
-        forged = await client.post(
-            f"{service.url}/logout", data={"csrf": "0" * 64},
-            headers=cookies(**{SESSION_COOKIE: session, CSRF_COOKIE: csrf_cookie[1]}),
-        )  # fmt: skip
+        other = session_of(await log_in(client, service.url))
+        token = form_token(await client.get(f"{service.url}/", headers=cookies(**{SESSION_COOKIE: session})))
+        other_token = form_token(await client.get(f"{service.url}/", headers=cookies(**{SESSION_COOKIE: other})))
+        refused = [
+            await client.post(
+                f"{service.url}/logout", data={"csrf": forged}, headers=cookies(**{SESSION_COOKIE: session})
+            )
+            for forged in ("0" * 64, other_token)
+        ]
         out = await client.post(
-            f"{service.url}/logout", data={"csrf": token[1]},
-            headers=cookies(**{SESSION_COOKIE: session, CSRF_COOKIE: csrf_cookie[1]}),
-        )  # fmt: skip
-    assert forged.status_code == 403
+            f"{service.url}/logout", data={"csrf": token}, headers=cookies(**{SESSION_COOKIE: session})
+        )
+    assert [response.status_code for response in refused] == [403, 403]
     assert (out.status_code, out.headers["location"]) == (303, "/login")
     assert f'{SESSION_COOKIE}=""' in out.headers["set-cookie"] or "max-age=0" in out.headers["set-cookie"].lower()
 
 
 async def test_the_feed_takes_the_session_but_not_an_expired_one(service: RunningService) -> None:
     """The page's EventSource sends the cookie: a valid session opens /api/live, an expired one is 401."""
-    key = login_tokens.derive_key(PASSWORD.encode())
-    expired = login_tokens.issue_session(key, now=time.time() - 7200, lifetime_s=3600)
+    expired = login_tokens.issue_session(KEYS, now=time.time() - 7200, lifetime_s=3600)
     async with httpx.AsyncClient() as client:
         session = session_of(await log_in(client, service.url))
         refused = await client.get(f"{service.url}/api/live", headers=cookies(**{SESSION_COOKIE: expired}))
@@ -211,3 +246,94 @@ async def test_the_list_searches_by_words_number_and_date(service: RunningServic
     assert f'href="/calls/{CALL}"' not in missed.text.split('role="search"')[1]
     assert 'id="no-results"' in missed.text
     assert "since: must be an ISO 8601 date" in bad.text
+
+
+async def test_a_session_signed_with_the_real_key_but_living_too_long_is_refused(service: RunningService) -> None:
+    """Sessions a key holder could forge: a year-long one, and an expiry of 4000 digits (10^4000 once got in), are
+    sent to the login page like any bad session, without an error."""
+    year = login_tokens.issue_session(KEYS, now=time.time(), lifetime_s=365 * 86400)
+    huge = "9" * 4000
+    mac = hmac.new(KEYS.session, f"{huge}.n".encode(), hashlib.sha256).hexdigest()
+    async with httpx.AsyncClient() as client:
+        for forged in (year, f"{huge}.n.{mac}"):
+            page = await client.get(f"{service.url}/", headers=cookies(**{SESSION_COOKIE: forged}))
+            assert (page.status_code, page.headers["location"]) == (303, "/login")
+            feed = await client.get(f"{service.url}/api/live", headers=cookies(**{SESSION_COOKIE: forged}))
+            assert feed.status_code == 401
+
+
+async def test_a_csrf_cookie_the_client_chose_is_never_used(service: RunningService) -> None:
+    """A login page asked with a made-up `csrf` cookie sets a signed one of its own; the made-up cookie with that
+    page's token, or with a token made as the old scheme made it from the right password, logs nobody in."""
+    chosen = "a" * 32
+    async with httpx.AsyncClient() as client:
+        given, token = await login_form(client, service.url, **cookies(**{CSRF_COOKIE: chosen}))
+        old_key = hmac.new(PASSWORD.encode(), b"callscribe dashboard session v1", hashlib.sha256).digest()
+        old_token = hmac.new(old_key, b"csrf:" + chosen.encode(), hashlib.sha256).hexdigest()
+        attempts = [
+            await client.post(
+                f"{service.url}/login",
+                data={"password": PASSWORD, "csrf": guess},
+                headers=cookies(**{CSRF_COOKIE: chosen}),
+            )
+            for guess in (token, old_token)
+        ]
+    assert given != chosen
+    for response in attempts:
+        assert response.status_code == 401
+        assert SESSION_COOKIE not in response.headers.get("set-cookie", "")
+
+
+async def test_the_eleventh_wrong_password_in_a_minute_gets_429(
+    service: RunningService, clock: Clock, log_lines: LogLines
+) -> None:
+    """Ten wrong passwords from an address are 401; then even the right one is 429 with Retry-After, until a minute
+    has passed; another address is not locked; each failure and refusal is logged with its address."""
+    attacker, other = "203.0.113.9", "198.51.100.7"
+    async with httpx.AsyncClient() as client:
+        wrong = [(await log_in(client, service.url, "wrong-passw0rd", attacker)).status_code for _ in range(10)]
+        eleventh = await log_in(client, service.url, "wrong-passw0rd", attacker)
+        right_but_locked = await log_in(client, service.url, PASSWORD, attacker)
+        elsewhere = await log_in(client, service.url, PASSWORD, other)
+        clock.now += 60
+        after = await log_in(client, service.url, PASSWORD, attacker)
+    assert wrong == [401] * 10
+    for refused in (eleventh, right_but_locked):
+        assert refused.status_code == 429
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert SESSION_COOKIE not in refused.headers.get("set-cookie", "")
+        assert "Too many login attempts" in refused.text
+    assert (elsewhere.status_code, after.status_code) == (303, 303)
+    failed = log_lines.events("dashboard.login_failed")
+    limited = log_lines.events("dashboard.login_limited")
+    assert [line["address"] for line in failed] == [attacker] * 10
+    assert [line["address"] for line in limited] == [attacker] * 2
+
+
+async def test_without_session_secret_a_local_run_makes_one_and_keeps_it(deepgram: FakeDeepgram) -> None:
+    """No SESSION_SECRET: the first start writes a secret file only its owner can read, and a session from that
+    run is still good after a restart, which reads the same file."""
+    settings = make_settings(deepgram, dashboard_password=PASSWORD)
+    async with running_service(settings) as first, httpx.AsyncClient() as client:
+        session = session_of(await log_in(client, first.url))
+    kept = Path.cwd() / SESSION_SECRET_FILE  # beside DB_JOURNAL_PATH, in the working directory by default
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    secret = kept.read_bytes()
+    async with running_service(settings) as second, httpx.AsyncClient() as client:
+        page = await client.get(f"{second.url}/", headers=cookies(**{SESSION_COOKIE: session}))
+    assert page.status_code == 200
+    assert kept.read_bytes() == secret
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [("dashboard_password", "short-pass1", "at least 12"), ("session_secret", "x" * 31, "at least 32")],
+)
+def test_a_short_password_or_secret_stops_start_up(name: str, value: str, message: str) -> None:
+    """DASHBOARD_PASSWORD under 12 characters or SESSION_SECRET under 32 is a settings error naming the variable
+    and the bound, never the value."""
+    with pytest.raises(pydantic.ValidationError) as raised:
+        make_settings(**{name: value})
+    said = describe_error(raised.value)
+    assert f"{name.upper()}: Value error, must be {message} characters" in said
+    assert value not in said
