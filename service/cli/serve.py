@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 # Routes Hypercorn's own log lines through the root logger, so they share the service's format.
 HYPERCORN_LOGGING = Path(__file__).resolve().parent / "hypercorn_logging.json"
+OPEN_FILES_WITHOUT_HARD_LIMIT = 65536  # when the hard limit is unlimited, the soft one is raised this far
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client reads it when it is first imported
 
 
@@ -44,6 +45,7 @@ def serve(args: argparse.Namespace) -> int:
     from hypercorn.config import Config  # noqa: PLC0415
 
     settings = load_settings()  # a bad setting stops here, with its message, before any worker starts
+    raise_open_files_limit()
     config = Config()
     config.bind = [f"{args.host}:{args.port or settings.port}"]
     # Heroku sends SIGKILL 30 s after SIGTERM; calls get SHUTDOWN_TIMEOUT_S of that to finish.
@@ -82,6 +84,22 @@ def serve_here(config: Config) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def raise_open_files_limit() -> int:
+    """The soft limit on open files raised to the hard one (workers inherit it); the limit now in force.
+
+    Every connection is a file: under a soft limit of 1024 (a common default), 1,100 connections held open by
+    anyone stopped the process from accepting Twilio's. The hard limit is what the platform allows a process.
+    """
+    import resource  # noqa: PLC0415
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_WITHOUT_HARD_LIMIT if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    return soft
 
 
 def prepare_multiprocess_dir() -> Path:

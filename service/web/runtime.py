@@ -12,6 +12,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import socket
 import time
@@ -197,6 +198,7 @@ class Runtime:
             twilio_account_sid="set" if settings.twilio_account_sid else "unset (any account's streams are let in)",
             handover="on" if self.handover is not None else "off",
             shared_spool=self._shared_spool_where(),
+            open_files_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         )
         if self.handover is None:
             log.info(

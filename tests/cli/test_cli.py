@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import sys
 
+from service.cli.serve import OPEN_FILES_WITHOUT_HARD_LIMIT, raise_open_files_limit
 from service.simulator.audio import wav_to_mulaw
 from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
@@ -47,3 +49,17 @@ async def test_simulate_command_reports_a_refused_call(deepgram: FakeDeepgram) -
     assert code == 1
     assert "403" in stderr
     assert deepgram.upgrade_attempts == 0
+
+
+def test_serve_raises_the_open_files_limit_to_the_hard_one() -> None:
+    """Every connection is a file: a soft limit of 1024 (a common default) must not be what stops the process
+    accepting Twilio's connections; `serve` raises it to the hard limit before Hypercorn starts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    try:
+        raised = raise_open_files_limit()
+        in_force = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert raised == in_force
+    assert in_force == (OPEN_FILES_WITHOUT_HARD_LIMIT if hard == resource.RLIM_INFINITY else hard)

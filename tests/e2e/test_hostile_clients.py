@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import statistics
 import threading
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from service import mulaw
+from service.logs import REFUSAL_BURST
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec
 from tests.helpers.audio import call_audio
@@ -116,8 +118,13 @@ async def test_huge_forms_are_refused_unread_while_a_call_streams(deepgram: Fake
     log = stdout.decode()
     errors = [line for line in log.splitlines() if '"level": "error"' in line]
     assert not errors, "\n".join(errors)
-    assert log.count('"voice.refused"') == 6 + 1  # and start_web's own unsigned probe
-    assert log.count('"http.refused"') == 4
+    lines = [json.loads(line) for line in log.splitlines()]
+    login = [line for line in lines if line["event"] == "http.refused"]
+    assert [line["why"] for line in login] == ["a body of 15000000 bytes; at most 4096 are read here"] * 4
+    # Seven /voice refusals (start_web's own unsigned probe too) from one address: a burst, then a count.
+    voice = [line for line in lines if line["event"] == "voice.refused"]
+    assert len(voice) == REFUSAL_BURST
+    assert {line["address"] for line in voice + login} == {"127.0.0.1"}
 
 
 async def test_a_trickled_body_is_cut(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
