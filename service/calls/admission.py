@@ -5,8 +5,9 @@ Twilio (or someone who once saw a Twilio upgrade) is on the line, not which call
 only when, in this order:
 
 1. its `accountSid` is TWILIO_ACCOUNT_SID, when that is set;
-2. its stream token (`twilio/stream_tokens.py`, issued by /voice for this call, account and track setting) is
-   valid and fresh; with STREAM_TOKENS=off a stream without one is let in, with a warning;
+2. its stream token (`twilio/stream_tokens.py`, issued by /voice for this call, account and track setting, and
+   for the `from` and `to` parameters beside it) is valid and fresh; with STREAM_TOKENS=off a stream without
+   one is let in, with a warning;
 3. its `streamSid` is not live, and its call has no first stream yet, unless the token is a hand-over's:
    in this process (`RecentStreams`, which remembers them as long as a token for them could still be fresh),
    then across processes through the database (`StreamClaims`, implemented in `storage/streams.py`).
@@ -173,7 +174,8 @@ class StreamGate:
         try:
             return verify(
                 self._key, token, account_sid=start.account_sid, call_sid=start.call_sid, track=track,
-                now=self._clock(), ttl_s=self._settings.stream_token_ttl_s, purposes=ANY_PURPOSE,
+                parameters=start.custom_parameters, now=self._clock(), ttl_s=self._settings.stream_token_ttl_s,
+                purposes=ANY_PURPOSE,
             )  # fmt: skip
         except TokenRefused as exc:
             raise AdmissionRefused(f"stream token refused ({exc.reason.value}): {exc}") from None

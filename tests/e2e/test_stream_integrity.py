@@ -71,6 +71,23 @@ async def test_a_token_for_another_call_an_old_token_and_another_account_are_ref
         assert parameters[PARAMETER].rsplit(".", 1)[1] not in log_lines.text()  # no token in any log line
 
 
+@pytest.mark.parametrize("shown", [{"from": "+19005550199"}, {"to": "+19005550199"}, {"from": None}])
+async def test_a_start_showing_other_numbers_than_voice_was_given_is_refused(
+    deepgram: FakeDeepgram, log_lines: LogLines, shown: dict[str, str | None]
+) -> None:
+    """A real /voice answer's token, with the start's `from` or `to` changed (or dropped): close 1008 naming the
+    numbers, no Deepgram connection, no call stored or logged."""
+    spec = CallSpec(inbound=call_audio(8, 1.0), parameter_overrides=shown)
+    async with running_service(make_settings(deepgram)) as service:
+        result = await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
+    assert result.close_code == 1008
+    assert "from/to numbers" in (result.close_reason or "")
+    [rejected] = log_lines.events("twilio.rejected")
+    assert rejected["why"] == result.close_reason  # the whole reason fits a close frame
+    assert deepgram.connections == []
+    assert log_lines.events("call.started") == []
+
+
 async def _victims_call(
     deepgram: FakeDeepgram, log_lines: LogLines, directory: Path, *, attack: bool
 ) -> tuple[str, list[dict[str, Any]], list[int | None]]:
