@@ -158,7 +158,7 @@ def test_streams_without_a_token_are_let_in_only_with_stream_tokens_off() -> Non
 
 async def test_the_database_has_the_last_word_across_processes() -> None:
     """A stream another process started is refused; an unanswered database lets the stream in on the rest."""
-    for outcome, said in [(ClaimOutcome.STREAM_TAKEN, "has already started"), (ClaimOutcome.CALL_TAKEN, "already has")]:
+    for outcome, said in [(ClaimOutcome.STREAM_TAKEN, "has already started"), (ClaimOutcome.CALL_TAKEN, "already had")]:
         check = gate(Claims(outcome))
         event = start()
         admission = check.check(event)
