@@ -180,7 +180,10 @@ async def _record_calls(connection: AsyncConnection, firsts: list[dict[str, Any]
 
 
 async def call_has_stream(engine: AsyncEngine, call_sid: str) -> bool:
-    """Whether any process has recorded a stream of `call_sid` (the watch for streams that never came asks)."""
+    """Whether any process has recorded a stream of `call_sid` (the watch for streams that never came asks), even
+    one whose call has since been deleted: a replay of its `/voice` request is refused at `/media`, and that
+    refusal's own log line says so, not a guess about an unreachable URL."""
+    streamed = exists().where(STREAMED_CALLS.c.call_sid == call_sid)
+    streaming = exists().where(STREAMS.c.call_sid == call_sid)
     async with engine.connect() as connection:
-        found = await connection.scalar(select(STREAMS.c.stream_sid).where(STREAMS.c.call_sid == call_sid).limit(1))
-    return found is not None
+        return bool(await connection.scalar(select(streamed | streaming)))

@@ -17,7 +17,7 @@ from service.calls.admission import ClaimOutcome
 from service.storage import queries
 from service.storage.retention import purge_older_than
 from service.storage.schema import Call, Stream, StreamedCall, async_url, create_engine
-from service.storage.streams import DatabaseStreamClaims
+from service.storage.streams import DatabaseStreamClaims, call_has_stream
 from service.times import as_utc
 from tests.helpers.databases import database_down, database_url, dialect_of, migrated_url
 from tests.helpers.logs import LogLines
@@ -242,6 +242,9 @@ async def test_a_calls_first_stream_is_refused_for_good_after_delete_and_purge(m
             assert await claim(restarted, f"MZ{call_sid}", call_sid) is ClaimOutcome.CALL_TAKEN  # the same start
             assert await claim(restarted, f"MZ{call_sid}2", call_sid) is ClaimOutcome.CALL_TAKEN  # a new streamSid
         assert await claim(restarted, "MZhandover", "CAdeleted", first_stream=False) is ClaimOutcome.CLAIMED
+        # The watch for streams that never came hears that the purged call had one (its replay was refused).
+        assert await call_has_stream(engine, "CApurged") is True
+        assert await call_has_stream(engine, "CAnever") is False
     assert await streamed_calls(migrated_url) == {"CAdeleted": T0, "CApurged": T0}
 
 
