@@ -5,11 +5,14 @@ Twilio (or someone who once saw a Twilio upgrade) is on the line, not which call
 only when, in this order:
 
 1. its `accountSid` is TWILIO_ACCOUNT_SID, when that is set;
-2. its stream token (`twilio/stream_tokens.py`, issued by /voice for this call, account and track setting) is
-   valid and fresh; with STREAM_TOKENS=off a stream without one is let in, with a warning;
-3. its `streamSid` is not live, and its call has no first stream yet, unless the token is a hand-over's:
+2. its stream token (`twilio/stream_tokens.py`, issued by /voice for this call, account and track setting, and
+   for the `from` and `to` parameters beside it) is valid and fresh; with STREAM_TOKENS=off a stream without
+   one is let in, with a warning;
+3. its `streamSid` is not live, and its call has never had a first stream, unless the token is a hand-over's:
    in this process (`RecentStreams`, which remembers them as long as a token for them could still be fresh),
-   then across processes through the database (`StreamClaims`, implemented in `storage/streams.py`).
+   then across processes and restarts through the database (`StreamClaims`, implemented in
+   `storage/streams.py`, whose record of a call's first stream outlives the call's deletion and retention:
+   a replayed `/voice` request mints a fresh token, so only that record refuses its stream).
 
 Every refusal is one `AdmissionRefused` whose text is the close reason and the log line (never the token).
 When the database cannot answer the cross-process question in time, the stream is let in on the other
@@ -51,7 +54,7 @@ class ClaimOutcome(enum.StrEnum):
 
     CLAIMED = "claimed"  # it is this stream's now
     STREAM_TAKEN = "stream_taken"  # a stream with this streamSid already started
-    CALL_TAKEN = "call_taken"  # the call already has its first stream (and this is no hand-over)
+    CALL_TAKEN = "call_taken"  # the call has had its first stream, even if since deleted (and this is no hand-over)
     UNCHECKED = "unchecked"  # the database did not answer in time: nothing is known
 
 
@@ -147,9 +150,9 @@ class StreamGate:
         if outcome is ClaimOutcome.STREAM_TAKEN:
             raise AdmissionRefused(f"stream {start.stream_sid} has already started (in another process)")
         if outcome is ClaimOutcome.CALL_TAKEN:
-            raise AdmissionRefused(
-                f"call {start.call_sid} already has its stream (in another process; only a hand-over may start another)"
-            )
+            # The database's record outlives the call's deletion and retention, and this process's own memory.
+            why = "recorded for good; only a hand-over may start another"
+            raise AdmissionRefused(f"call {start.call_sid} already had its stream ({why})")
         if outcome is ClaimOutcome.UNCHECKED:
             log.warning(
                 "stream.claim_unchecked",
@@ -173,7 +176,8 @@ class StreamGate:
         try:
             return verify(
                 self._key, token, account_sid=start.account_sid, call_sid=start.call_sid, track=track,
-                now=self._clock(), ttl_s=self._settings.stream_token_ttl_s, purposes=ANY_PURPOSE,
+                parameters=start.custom_parameters, now=self._clock(), ttl_s=self._settings.stream_token_ttl_s,
+                purposes=ANY_PURPOSE,
             )  # fmt: skip
         except TokenRefused as exc:
             raise AdmissionRefused(f"stream token refused ({exc.reason.value}): {exc}") from None

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from service.errors import StreamApiError
-from service.twilio.stream_tokens import PARAMETER, Claim, Purpose, issue
+from service.twilio.stream_tokens import PARAMETER, Claim, Purpose, issue, numbers
 
 if TYPE_CHECKING:
     from service.calls.session import CallSession
@@ -134,7 +134,11 @@ class Handover:
     async def _ask_twilio(self, session: CallSession) -> str:
         call = session.call
         assert call is not None
-        claim = Claim(Purpose.HANDOVER, call.account_sid, call.call_sid, session.track_setting, int(self._clock()))
+        from_number, to_number = numbers(call.custom_parameters)  # the first stream's, which its token covered
+        claim = Claim(
+            Purpose.HANDOVER, call.account_sid, call.call_sid, session.track_setting, int(self._clock()),
+            from_number=from_number, to_number=to_number,
+        )  # fmt: skip
         parameters = {**call.custom_parameters, PARAMETER: issue(self._key, claim)}
         try:
             return await self._api.start_stream(

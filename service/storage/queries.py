@@ -188,7 +188,8 @@ async def get_utterances(engine: AsyncEngine, call_sid: str) -> list[UtteranceRe
 
 async def delete_call(engine: AsyncEngine, call_sid: str) -> bool:
     """Delete the call, its utterances, its webhook deliveries and its record of streams in one transaction; False
-    if there was no call."""
+    if there was no call. Its row in `streamed_calls` (the CallSid and a time) stays, so the call's `/voice`
+    request, replayed, cannot store it again (`storage/streams.py`)."""
     async with AsyncSession(engine) as session, session.begin():
         # Explicit deletes rather than ON DELETE CASCADE: deliveries have no foreign key, and an engine made
         # without `schema.create_engine` leaves SQLite's foreign keys off.

@@ -1,5 +1,6 @@
 """Storage layer: RETENTION_DAYS, that is calls older than that deleted with their utterances, deliveries and
-streams.
+streams. A call's row in `streamed_calls` (its CallSid and a time, nothing more) stays: it is what refuses a
+replayed `/voice` request's stream for good (`storage/streams.py`).
 
 `purge` is one pass on its own engine (`python -m service db purge`); `purge_hourly` is the loop the running
 service keeps (`TranscriptStore.start`), on the store's engine. Logs name an error's type, never its text.

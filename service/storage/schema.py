@@ -121,6 +121,18 @@ class Stream(Base):
     ended_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
+class StreamedCall(Base):
+    """A call that has had its first stream: the CallSid and when, nothing else. Neither deleting the call
+    (`DELETE /api/calls/{sid}`) nor RETENTION_DAYS removes it, so the `/voice` request of a call, replayed
+    after the call is gone (Twilio's signature never expires, and each answer mints a fresh stream token),
+    can never store the call again (`storage/streams.py`)."""
+
+    __tablename__ = "streamed_calls"
+
+    call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_stream_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+
+
 class SpoolSegment(Base):
     """One stretch of one track's audio waiting for batch transcription, in the spool every process shares
     (`spool/shared.py`), with the claim of the process transcribing it, if any."""

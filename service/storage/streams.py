@@ -5,6 +5,11 @@ database's constraints answer the question for every process at once: the primar
 once, the partial unique index on `call_sid` where `first_stream` says a call has one first stream (hand-overs
 are not limited). When a row is refused, a look at the table tells which of the two it was.
 
+A first stream also needs its call to be new to `streamed_calls` (the CallSid and a time, nothing else), which
+neither deleting the call nor RETENTION_DAYS touches: `streams` goes with its call, and a captured `/voice`
+request replayed later gets a fresh token, so without that record the call could be planted again after its
+deletion and a restart. Its primary key answers for every process as the index on `streams` does.
+
 It is also `calls/handover.py`'s `StreamRecords`: where a stream started on its call's timeline (its `started_at`
 less the call's first stream's), and whether the streams a hand-over's new stream took over from have ended.
 
@@ -19,18 +24,19 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Table, exists, select
+from sqlalchemy import Table, delete, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.calls.admission import ClaimOutcome
-from service.storage.schema import Stream
+from service.storage.schema import Stream, StreamedCall
 from service.storage.writes import describe
 from service.times import Clock, as_utc, utc_now
 
 log = structlog.get_logger("callscribe.store")
 
 STREAMS: Table = cast(Table, Stream.__table__)
+STREAMED_CALLS: Table = cast(Table, StreamedCall.__table__)
 GROUP_MAX = 500  # claims per statement: far below SQLite's limit on bound parameters (32766)
 CLAIM_TIMEOUT_S = 2.0  # a start waits no longer than this for the database before it is let in unchecked
 
@@ -125,13 +131,24 @@ class DatabaseStreamClaims:
             return [ClaimOutcome.UNCHECKED] * len(rows)
 
     async def _insert(self, rows: list[dict[str, Any]]) -> list[ClaimOutcome]:
-        """One statement for the group: each row goes in unless a constraint refuses it (then nothing happens to
-        it, and the others still go in), and the rows that went in come back."""
+        """One transaction for the group: the first streams' calls into `streamed_calls`, then into `streams`
+        every row whose call was new there (hand-overs need not be); each goes in unless a constraint refuses it
+        (then nothing happens to it, and the others still go in), and the rows that went in come back."""
         engine = self._engine()
         async with engine.begin() as connection:
-            dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-            statement = dialect_insert(STREAMS).values(rows).on_conflict_do_nothing()
-            claimed = set((await connection.scalars(statement.returning(STREAMS.c.stream_sid))).all())
+            firsts = [row for row in rows if row["first_stream"]]
+            new_calls = await _record_calls(connection, firsts)
+            allowed = [row for row in rows if not row["first_stream"] or row["call_sid"] in new_calls]
+            inserted: list[Any] = []
+            if allowed:
+                statement = _dialect_insert(connection, STREAMS).values(allowed).on_conflict_do_nothing()
+                returned = STREAMS.c.stream_sid, STREAMS.c.call_sid, STREAMS.c.first_stream
+                inserted = list(await connection.execute(statement.returning(*returned)))
+            claimed = {str(row.stream_sid) for row in inserted}
+            # A call recorded here whose first stream did not go in (its streamSid was taken) had no stream.
+            unused = new_calls - {str(row.call_sid) for row in inserted if row.first_stream}
+            if unused:
+                await connection.execute(delete(STREAMED_CALLS).where(STREAMED_CALLS.c.call_sid.in_(unused)))
         outcomes = []
         for row in rows:
             stream_sid = str(row["stream_sid"])
@@ -149,8 +166,24 @@ class DatabaseStreamClaims:
         return ClaimOutcome.STREAM_TAKEN if found is not None else ClaimOutcome.CALL_TAKEN
 
 
+def _dialect_insert(connection: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    return postgresql.insert(table) if connection.dialect.name == "postgresql" else sqlite.insert(table)
+
+
+async def _record_calls(connection: AsyncConnection, firsts: list[dict[str, Any]]) -> set[str]:
+    """The first streams' calls put in `streamed_calls`; returns those that were not there before."""
+    if not firsts:
+        return set()
+    values = [{"call_sid": row["call_sid"], "first_stream_at": row["started_at"]} for row in firsts]
+    statement = _dialect_insert(connection, STREAMED_CALLS).values(values).on_conflict_do_nothing()
+    return set((await connection.scalars(statement.returning(STREAMED_CALLS.c.call_sid))).all())
+
+
 async def call_has_stream(engine: AsyncEngine, call_sid: str) -> bool:
-    """Whether any process has recorded a stream of `call_sid` (the watch for streams that never came asks)."""
+    """Whether any process has recorded a stream of `call_sid` (the watch for streams that never came asks), even
+    one whose call has since been deleted: a replay of its `/voice` request is refused at `/media`, and that
+    refusal's own log line says so, not a guess about an unreachable URL."""
+    streamed = exists().where(STREAMED_CALLS.c.call_sid == call_sid)
+    streaming = exists().where(STREAMS.c.call_sid == call_sid)
     async with engine.connect() as connection:
-        found = await connection.scalar(select(STREAMS.c.stream_sid).where(STREAMS.c.call_sid == call_sid).limit(1))
-    return found is not None
+        return bool(await connection.scalar(select(streamed | streaming)))

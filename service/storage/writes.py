@@ -25,7 +25,7 @@ from sqlalchemy.sql import Executable
 
 from service.calls.events import CallEnded, CallStarted
 from service.calls.transcript import Transcript
-from service.storage.schema import Call, Stream, Utterance
+from service.storage.schema import Call, Stream, StreamedCall, Utterance
 from service.storage.statuses import CallStatus
 from service.times import as_utc
 
@@ -35,6 +35,7 @@ JOURNAL_VERSION = 1
 CALLS: Table = cast(Table, Call.__table__)
 UTTERANCES: Table = cast(Table, Utterance.__table__)
 STREAMS: Table = cast(Table, Stream.__table__)
+STREAMED_CALLS: Table = cast(Table, StreamedCall.__table__)
 HANDED_OVER = "handed_over"  # EndedBy.HANDED_OVER: the call goes on in another process
 
 # What call_started may fill in on a row an utterance or call_ended created first; the rest is theirs to keep.
@@ -159,7 +160,8 @@ def statements(dialect: str, write: Write, now: datetime.datetime) -> list[Step]
     The statements are built once per dialect and take the row as parameters: nothing is rebuilt per write.
     """
     if write.kind == "call_started":
-        return [(_call_started(dialect), write.row)]
+        streamed = {"call_sid": write.call_sid, "first_stream_at": write.row["started_at"]}
+        return [(_call_started(dialect), write.row), (_call_streamed(dialect), streamed)]
     if write.kind == "call_ended":
         ended = {"ended_stream_sid": write.stream_sid, "stream_ended_at": write.row["ended_at"]}
         if write.row.get("handed_over"):
@@ -192,6 +194,13 @@ def _call_started(dialect: str) -> Executable:
     # A stand-in row's start is when it was written, so the real one is earlier.
     fill["started_at"] = sql_case((new.started_at < old.started_at, new.started_at), else_=old.started_at)
     return statement.on_conflict_do_update(index_elements=["call_sid"], set_=fill)
+
+
+@functools.cache
+def _call_streamed(dialect: str) -> Executable:
+    """The call's lasting record of its stream, when the stream's claim did not write it (the database did not
+    answer in time, `storage/streams.py`): a stream that started counts, however it was let in."""
+    return _insert(dialect, STREAMED_CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
 
 
 @functools.cache

@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from twilio.twiml.voice_response import Dial, Start, VoiceResponse
 
 from service.settings import Settings
+from service.twilio.stream_tokens import FROM, TO
 
 STREAM_NAME = "callscribe"
-# What the transcript needs later, carried to /media as <Parameter>s (start.customParameters).
-FORWARDED_FIELDS = {"From": "from", "To": "to", "Direction": "direction"}
+# What the transcript needs later, carried to /media as <Parameter>s (start.customParameters). The stream token
+# covers `from` and `to` (stream_tokens.numbers), so a `start` cannot show other numbers than /voice was given.
+FORWARDED_FIELDS = {"From": FROM, "To": TO, "Direction": "direction"}
 
 
 def stream_parameters(form: Mapping[str, str]) -> dict[str, str]:

@@ -9,7 +9,7 @@ import structlog
 from quart import Blueprint, Response, request
 
 from service.logs import log_refusal
-from service.twilio.stream_tokens import PARAMETER, Claim, Purpose, issue
+from service.twilio.stream_tokens import PARAMETER, Claim, Purpose, issue, numbers
 from service.twilio.twiml import stream_parameters, voice_response
 from service.twilio.urls import request_webhook_url, stream_url, webhook_url
 from service.web.readiness import busy_reason
@@ -68,14 +68,18 @@ def _stream_unless_busy(runtime: Runtime, fields: dict[str, str]) -> str | None:
 
 
 def _stream_token(runtime: Runtime, fields: dict[str, str]) -> dict[str, str]:
-    """The <Parameter> that lets this call's stream in at /media: a token for this call, account and track."""
+    """The <Parameter> that lets this call's stream in at /media: a token for this call, account and track, and
+    for the numbers forwarded beside it (as `stream_parameters` forwards them, cut to length)."""
     if runtime.token_key is None:
         return {}  # no secret to make one with (CALLSCRIBE_INSECURE_DEV without TWILIO_AUTH_TOKEN)
+    from_number, to_number = numbers(stream_parameters(fields))
     claim = Claim(
         purpose=Purpose.VOICE,
         account_sid=fields.get("AccountSid", ""),
         call_sid=fields.get("CallSid", ""),
         track=runtime.settings.stream_track,
         issued_at=int(time.time()),
+        from_number=from_number,
+        to_number=to_number,
     )
     return {PARAMETER: issue(runtime.token_key, claim)}

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from service.calls.admission import AdmissionRefused, ClaimOutcome, StreamGate, without_token
 from service.twilio.protocol import MediaFormat, Start
-from service.twilio.stream_tokens import PARAMETER, Claim, Purpose, derive_key, issue
+from service.twilio.stream_tokens import PARAMETER, Claim, Purpose, derive_key, issue, numbers
 from tests.helpers.service import make_settings
 
 ACCOUNT = "AC" + "a" * 32
@@ -21,14 +21,19 @@ NOW = 1_760_000_000.0
 KEY = derive_key("twilio-test-token")
 
 
+CALLER = "+14155550100"
+
+
 def token(call_sid: str = CALL, *, purpose: Purpose = Purpose.VOICE, track: str = "inbound_track",
-          issued_at: float = NOW, account_sid: str = ACCOUNT) -> str:  # fmt: skip
-    return issue(KEY, Claim(purpose, account_sid, call_sid, track, int(issued_at)))
+          issued_at: float = NOW, account_sid: str = ACCOUNT, from_number: str = "",
+          to_number: str = "") -> str:  # fmt: skip
+    claim = Claim(purpose, account_sid, call_sid, track, int(issued_at), from_number=from_number, to_number=to_number)
+    return issue(KEY, claim)
 
 
 def start(*, call_sid: str = CALL, stream_sid: str = "MZ" + "1" * 32, account_sid: str = ACCOUNT,
           tracks: tuple[str, ...] = ("inbound",), parameters: dict[str, str] | None = None) -> Start:  # fmt: skip
-    params = {PARAMETER: token(call_sid), "from": "+14155550100"} if parameters is None else parameters
+    params = {PARAMETER: token(call_sid, from_number=CALLER), "from": CALLER} if parameters is None else parameters
     return Start(1, stream_sid, account_sid, call_sid, tracks, params, MediaFormat("audio/x-mulaw", 8000, 1))
 
 
@@ -61,14 +66,15 @@ def test_a_start_with_its_own_token_is_let_in_without_the_token() -> None:
     admission = gate().check(start())
     assert admission.purpose is Purpose.VOICE
     assert admission.first_stream
-    assert admission.parameters == {"from": "+14155550100"}
+    assert admission.parameters == {"from": CALLER}
 
 
 @pytest.mark.parametrize(
     ("event", "said"),
     [
         (start(parameters={"from": "+1"}), "no callscribe_token parameter"),
-        (start(parameters={PARAMETER: "v1.voice.1.x"}), "not one this service issues"),
+        (start(parameters={PARAMETER: "v9.voice.1.x"}), "not one this service issues"),
+        (start(parameters={PARAMETER: "v1.voice.1.x"}), "earlier version (v1)"),
         (start(parameters={PARAMETER: token("CA" + "2" * 32)}), "issued for another call"),
         (start(parameters={PARAMETER: token(track="both_tracks")}), "issued for another call"),
         (start(tracks=("inbound", "outbound")), "issued for another call"),
@@ -81,6 +87,28 @@ def test_a_start_without_a_good_token_is_refused_and_says_why(event: Start, said
     why = refusal(gate(), event)
     assert said in why
     assert event.custom_parameters.get(PARAMETER, "\x00") not in why
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"from": "+19005550199"},  # another caller shown
+        {},  # the caller left out
+        {"from": CALLER, "to": "+19005550199"},  # a called number the token did not vouch for
+        {"from": CALLER[:-1]},
+    ],
+)
+def test_a_start_showing_other_numbers_than_its_token_vouches_for_is_refused(parameters: dict[str, str]) -> None:
+    """`from` and `to` are under the token: a start whose numbers differ from what /voice was given is refused."""
+    event = start(parameters={PARAMETER: token(from_number=CALLER), **parameters})
+    assert "from/to numbers" in refusal(gate(), event)
+
+
+def test_the_numbers_the_token_vouches_for_are_let_in_and_kept() -> None:
+    """Both numbers as /voice forwarded them: admitted, and passed on as the call's parameters."""
+    both = {"from": CALLER, "to": "+14155550111", "direction": "inbound"}
+    event = start(parameters={PARAMETER: token(from_number=CALLER, to_number="+14155550111"), **both})
+    assert gate().check(event).parameters == both
 
 
 def test_the_account_must_be_twilio_account_sid_when_it_is_set() -> None:
@@ -103,7 +131,7 @@ def test_a_hand_over_may_start_a_second_stream_of_a_call() -> None:
     """Only callscribe's own hand-over token opens another stream of a call that has its first."""
     check = gate()
     check.check(start())
-    handover = {PARAMETER: issue(KEY, Claim(Purpose.HANDOVER, ACCOUNT, CALL, "inbound_track", int(NOW)))}
+    handover = {PARAMETER: token(purpose=Purpose.HANDOVER, from_number=CALLER), "from": CALLER}
     admission = check.check(start(stream_sid="MZ" + "9" * 32, parameters=handover))
     assert (admission.purpose, admission.first_stream) == (Purpose.HANDOVER, False)
 
@@ -130,7 +158,7 @@ def test_streams_without_a_token_are_let_in_only_with_stream_tokens_off() -> Non
 
 async def test_the_database_has_the_last_word_across_processes() -> None:
     """A stream another process started is refused; an unanswered database lets the stream in on the rest."""
-    for outcome, said in [(ClaimOutcome.STREAM_TAKEN, "has already started"), (ClaimOutcome.CALL_TAKEN, "already has")]:
+    for outcome, said in [(ClaimOutcome.STREAM_TAKEN, "has already started"), (ClaimOutcome.CALL_TAKEN, "already had")]:
         check = gate(Claims(outcome))
         event = start()
         admission = check.check(event)
@@ -147,19 +175,24 @@ async def test_the_database_has_the_last_word_across_processes() -> None:
     ]  # fmt: skip
 
 
-@given(parameters=st.dictionaries(st.text(max_size=20), st.text(max_size=80), max_size=5), with_token=st.booleans())
+NAMES = st.one_of(st.sampled_from(["from", "to", "direction"]), st.text(max_size=20))
+
+
+@given(parameters=st.dictionaries(NAMES, st.text(max_size=80), max_size=5), with_token=st.booleans())
 def test_any_parameters_are_let_in_with_the_right_token_or_refused(
     parameters: dict[str, str], with_token: bool
 ) -> None:
-    """Whatever `start.customParameters` holds, the gate admits it (the right token among them) or refuses it."""
+    """Whatever `start.customParameters` holds, the gate admits it (the right token among them, for the numbers
+    beside it) or refuses it."""
     if with_token:
         parameters = {**parameters, PARAMETER: token()}
     try:
         admission = gate().check(start(parameters=parameters))
     except AdmissionRefused:
-        assert parameters.get(PARAMETER) != token()
+        assert parameters.get(PARAMETER) != token() or numbers(parameters) != ("", "")
         return
     assert parameters[PARAMETER] == token()
+    assert numbers(parameters) == ("", "")
     assert admission.parameters == without_token(parameters)
 
 

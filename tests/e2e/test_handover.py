@@ -161,7 +161,7 @@ async def test_sigterm_hands_the_call_to_the_other_process_and_every_word_arrive
         API_KEY_SID, ["wss://callscribe.test/media"], [TRACK_SETTINGS[layout.tracks]],
     )  # fmt: skip
     parameters = {create.form[f"Parameter{n}.Name"][0]: create.form[f"Parameter{n}.Value"][0] for n in range(1, 5)}
-    assert parameters.pop("callscribe_token").startswith("v1.handover.")  # the purpose /voice never issues
+    assert parameters.pop("callscribe_token").startswith("v2.handover.")  # the purpose /voice never issues
     assert parameters == {"from": call.spec.from_number, "to": call.spec.to_number, "direction": "inbound"}
     old, new = call.streams
     assert old.status == new.status == "stopped"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import datetime
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,12 @@ from service.cli.simulate import add_arguments, run
 from service.simulator.client import replay_stream, simulate_call
 from service.simulator.messages import CallResult, CallSpec, new_stream_sid
 from service.storage import migrate
+from service.storage.retention import purge
+from service.times import utc_now
 from service.twilio.stream_tokens import PARAMETER
 from tests.helpers.audio import call_audio
 from tests.helpers.credentials import TWILIO_TOKEN
+from tests.helpers.databases import shared_database
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.helpers.logs import LogLines, final_words
 from tests.helpers.paths import SAMPLES
@@ -28,6 +33,7 @@ from tests.helpers.waiting import eventually
 from tests.helpers.webhooks import SECRET, Clock, Receiver, serving
 
 API_TOKEN = "api-t0ken"
+PUBLIC_URL = "https://callscribe.example.com"  # the host Twilio signs for, the same across restarts
 ACCOUNT = "AC" + "5ca1ab1e" * 4  # the simulator's account
 
 
@@ -69,6 +75,66 @@ async def test_a_token_for_another_call_an_old_token_and_another_account_are_ref
     assert deepgram.connections == []
     for parameters in (token_parameters(somebody_else), token_parameters(attacker)):
         assert parameters[PARAMETER].rsplit(".", 1)[1] not in log_lines.text()  # no token in any log line
+
+
+@pytest.mark.parametrize("shown", [{"from": "+19005550199"}, {"to": "+19005550199"}, {"from": None}])
+async def test_a_start_showing_other_numbers_than_voice_was_given_is_refused(
+    deepgram: FakeDeepgram, log_lines: LogLines, shown: dict[str, str | None]
+) -> None:
+    """A real /voice answer's token, with the start's `from` or `to` changed (or dropped): close 1008 naming the
+    numbers, no Deepgram connection, no call stored or logged."""
+    spec = CallSpec(inbound=call_audio(8, 1.0), parameter_overrides=shown)
+    async with running_service(make_settings(deepgram)) as service:
+        result = await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
+    assert result.close_code == 1008
+    assert "from/to numbers" in (result.close_reason or "")
+    [rejected] = log_lines.events("twilio.rejected")
+    assert rejected["why"] == result.close_reason  # the whole reason fits a close frame
+    assert deepgram.connections == []
+    assert log_lines.events("call.started") == []
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("gone_by", ["delete", "retention"])
+async def test_a_replayed_voice_request_after_the_call_is_gone_and_a_restart_is_refused(
+    deepgram: FakeDeepgram, log_lines: LogLines, tmp_path: Path, kind: str, gone_by: str
+) -> None:
+    """The same signed /voice request and stream played again after DELETE /api/calls/{sid} (or RETENTION_DAYS)
+    and a restart on the same database: /voice mints a fresh token, but the call already had its stream, so
+    the stream is refused 1008 and nothing is transcribed, stored or sent to the webhook again."""
+    spec = CallSpec(inbound=call_audio(9, 1.0), speed=0)
+    receiver = Receiver(Clock.real())
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    async with serving(receiver) as hook_url, shared_database(kind, tmp_path) as url:
+        await migrate.upgrade(url)
+        settings = make_settings(
+            deepgram, database_url=url, api_token=API_TOKEN, public_url=PUBLIC_URL, retention_days=30,
+            transcript_webhook_url=hook_url, webhook_secret=SECRET, db_journal_path=tmp_path / "journal.jsonl",
+        )  # fmt: skip
+        async with running_service(settings) as service, httpx.AsyncClient() as client:
+            first = await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN, voice_url=f"{PUBLIC_URL}/voice")
+            await receiver.wait_for("call.completed")
+            if gone_by == "delete":
+                deleted = await client.delete(f"{service.url}/api/calls/{spec.call_sid}", headers=auth)
+                assert deleted.status_code == 204
+        if gone_by == "retention":
+            assert await purge(settings, now=utc_now() + datetime.timedelta(days=31)) == 1
+        events = len(receiver.accepted)
+        async with running_service(settings) as service, httpx.AsyncClient() as client:  # a new process
+            # At Twilio's pace, as the refused streams above: a flood still in flight could reset the close.
+            again = dataclasses.replace(spec, speed=1.0)
+            replay = await simulate_call(service.url, again, auth_token=TWILIO_TOKEN, voice_url=f"{PUBLIC_URL}/voice")
+            stored = await client.get(f"{service.url}/api/calls/{spec.call_sid}", headers=auth)
+    assert first.close_code == 1000
+    assert replay.voice_status == 200
+    assert replay.stream_params[PARAMETER] != first.stream_params[PARAMETER]  # a fresh token, as good as the first
+    assert replay.close_code == 1008
+    assert f"call {spec.call_sid} already had its stream" in (replay.close_reason or "")
+    [rejected] = log_lines.events("twilio.rejected")
+    assert rejected["call_sid"] == spec.call_sid
+    assert len(deepgram.connections) == 1  # the first call's
+    assert stored.status_code == 404
+    assert len(receiver.accepted) == events
 
 
 async def _victims_call(

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from websockets.asyncio.client import ClientConnection, connect
 
 from service.simulator.messages import CallSpec, build_messages, twilio_signature
-from service.twilio.stream_tokens import PARAMETER, Claim, Purpose, derive_key, issue
+from service.twilio.stream_tokens import PARAMETER, Claim, Purpose, derive_key, issue, numbers
 from tests.helpers.credentials import TWILIO_TOKEN
 
 TRACK_SETTINGS = {
@@ -24,13 +24,16 @@ def token_parameters(
     spec: CallSpec, tracks: tuple[str, ...] = ("inbound",), *, issued_at: int | None = None, **extra: str
 ) -> dict[str, str]:
     """The stream's <Parameter>s as /voice gives them: a stream token for `spec`'s call (signed with the tests'
-    TWILIO_AUTH_TOKEN, like the service's own), and `extra`."""
+    TWILIO_AUTH_TOKEN, like the service's own) and for the `from` and `to` among `extra`, and `extra`."""
+    from_number, to_number = numbers(extra)
     claim = Claim(
         purpose=Purpose.VOICE,
         account_sid=spec.account_sid,
         call_sid=spec.call_sid,
         track=TRACK_SETTINGS[tracks],
         issued_at=int(time.time()) if issued_at is None else issued_at,
+        from_number=from_number,
+        to_number=to_number,
     )
     return {PARAMETER: issue(derive_key(TWILIO_TOKEN), claim), **extra}
 

@@ -249,6 +249,27 @@ async def test_0005_adds_the_hand_over_columns_and_drops_them_without_touching_t
     assert await run(database_url, "SELECT call_sid FROM calls") == [("CA1",)]
 
 
+async def test_0006_records_the_calls_that_had_a_stream_and_goes_away_down(database_url: str) -> None:
+    """Up to 0006 each stored call and each first stream already claimed is in `streamed_calls` once (at its
+    earliest time), a hand-over's stream alone is not; back down to 0005 the table is gone, the rest untouched."""
+    await migrate.upgrade(database_url, "0005")
+    _, at_0005, _, _ = await inspect(database_url)
+    handover = INSERT_STREAM.replace("'MZ1', 'CA1', 'voice'", "'MZ3', 'CA3', 'handover'").replace("true", "false")
+    only_a_call = INSERT_CALL.replace("'CA1', 'MZ1'", "'CA4', 'MZ4'")
+    earlier_claim = INSERT_STREAM.replace("'MZ1', 'CA1'", "'MZ2', 'CA2'").replace("2025-01-02", "2025-01-01")
+    later_call = INSERT_CALL.replace("'CA1', 'MZ1'", "'CA2', 'MZ2'")
+    await run(database_url, INSERT_CALL, INSERT_STREAM, handover, only_a_call, earlier_claim, later_call)
+    await migrate.upgrade(database_url, "0006")
+    recorded = await run(database_url, "SELECT call_sid, first_stream_at FROM streamed_calls ORDER BY call_sid")
+    assert [call_sid for call_sid, _ in recorded] == ["CA1", "CA2", "CA4"]
+    assert [str(at)[:10] for _, at in recorded] == ["2025-01-02", "2025-01-01", "2025-01-02"]
+    await migrate.downgrade(database_url, "0005")
+    _, reflected, _, revision = await inspect(database_url)
+    assert (reflected, revision) == (at_0005, "0005")
+    assert await run(database_url, "SELECT call_sid FROM calls ORDER BY call_sid") == [("CA1",), ("CA2",), ("CA4",)]
+    assert len(await run(database_url, "SELECT stream_sid FROM streams")) == 3
+
+
 INSERT_STREAM = (
     "INSERT INTO streams (stream_sid, call_sid, purpose, track, first_stream, started_at) VALUES"
     " ('MZ1', 'CA1', 'voice', 'inbound_track', true, '2025-01-02 03:04:05+00:00')"

@@ -16,8 +16,9 @@ from sqlalchemy.pool import NullPool
 from service.calls.admission import ClaimOutcome
 from service.storage import queries
 from service.storage.retention import purge_older_than
-from service.storage.schema import Call, Stream, async_url, create_engine
-from service.storage.streams import DatabaseStreamClaims
+from service.storage.schema import Call, Stream, StreamedCall, async_url, create_engine
+from service.storage.streams import DatabaseStreamClaims, call_has_stream
+from service.times import as_utc
 from tests.helpers.databases import database_down, database_url, dialect_of, migrated_url
 from tests.helpers.logs import LogLines
 
@@ -214,6 +215,48 @@ async def test_purging_deletes_old_calls_streams_and_old_streams_without_a_call(
         assert await claim(new_claims, "MZrecent", "CArecent") is ClaimOutcome.CLAIMED
         assert await purge_older_than(engine, 30, now) == 1
     assert [row[0] for row in await streams(migrated_url)] == ["MZnew", "MZrecent"]
+
+
+async def streamed_calls(url: str) -> dict[str, datetime.datetime]:
+    """The lasting record of calls that had a stream: each CallSid and when (in UTC), and nothing more."""
+    async with engine_for(url) as engine, engine.connect() as connection:
+        rows = (await connection.execute(select(StreamedCall.__table__))).mappings().all()
+    assert all(set(row) == {"call_sid", "first_stream_at"} for row in rows)
+    return {str(row["call_sid"]): as_utc(row["first_stream_at"]) for row in rows}
+
+
+async def test_a_calls_first_stream_is_refused_for_good_after_delete_and_purge(migrated_url: str) -> None:
+    """Once a call's row and streams are gone (DELETE, or RETENTION_DAYS), a new first stream of it is still
+    refused, by a new process too; its record is the SID and a time; a hand-over is still let in."""
+    now = T0 + datetime.timedelta(days=40)
+    async with engine_for(migrated_url) as engine:
+        first = DatabaseStreamClaims(lambda: engine, clock=lambda: T0)
+        for call_sid in ("CAdeleted", "CApurged"):
+            await add_call(engine, call_sid, T0)
+            assert await claim(first, f"MZ{call_sid}", call_sid) is ClaimOutcome.CLAIMED
+        assert await queries.delete_call(engine, "CAdeleted") is True
+        assert await purge_older_than(engine, 30, now) == 1
+        assert await streams(migrated_url) == []
+        restarted = DatabaseStreamClaims(lambda: engine, clock=lambda: now)  # the process knows nothing of them
+        for call_sid in ("CAdeleted", "CApurged"):
+            assert await claim(restarted, f"MZ{call_sid}", call_sid) is ClaimOutcome.CALL_TAKEN  # the same start
+            assert await claim(restarted, f"MZ{call_sid}2", call_sid) is ClaimOutcome.CALL_TAKEN  # a new streamSid
+        assert await claim(restarted, "MZhandover", "CAdeleted", first_stream=False) is ClaimOutcome.CLAIMED
+        # The watch for streams that never came hears that the purged call had one (its replay was refused).
+        assert await call_has_stream(engine, "CApurged") is True
+        assert await call_has_stream(engine, "CAnever") is False
+    assert await streamed_calls(migrated_url) == {"CAdeleted": T0, "CApurged": T0}
+
+
+async def test_a_first_stream_refused_for_its_stream_sid_leaves_its_call_unrecorded(migrated_url: str) -> None:
+    """A start for a new call under a streamSid already taken is refused, and the call may still get its stream."""
+    async with engine_for(migrated_url) as engine:
+        claims = DatabaseStreamClaims(lambda: engine)
+        assert await claim(claims, "MZ1", "CA1") is ClaimOutcome.CLAIMED
+        assert await claim(claims, "MZ1", "CA2") is ClaimOutcome.STREAM_TAKEN
+        assert set(await streamed_calls(migrated_url)) == {"CA1"}
+        assert await claim(claims, "MZ2", "CA2") is ClaimOutcome.CLAIMED
+    assert set(await streamed_calls(migrated_url)) == {"CA1", "CA2"}
 
 
 async def add_call(engine: AsyncEngine, call_sid: str, started_at: datetime.datetime) -> None:

@@ -14,13 +14,16 @@ from typing import Any
 from sqlalchemy import insert, make_url, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from service.calls.admission import ClaimOutcome
 from service.calls.events import CallEnded, CallStarted
 from service.calls.transcript import Transcript
 from service.deepgram.protocol import Word
 from service.settings import Settings
+from service.storage import queries
 from service.storage.journal import Journal
 from service.storage.retention import purge
 from service.storage.schema import Call, Stream, Utterance, WebhookDelivery, create_engine
+from service.storage.streams import DatabaseStreamClaims
 from service.storage.writer import TranscriptStore
 from service.storage.writes import (
     call_ended_write,
@@ -428,6 +431,28 @@ async def test_a_write_the_database_refuses_is_dropped_alone(postgres_url: str, 
     _, utterances = await rows(postgres_url)
     assert [u["text"] for u in utterances] == ["Kept before.", "Kept after."]
     assert (store.counters.rejected, store.counters.written) == (1, 3)
+
+
+async def test_a_stored_call_is_recorded_as_streamed_even_when_its_claim_went_unchecked(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    """A stream let in while the database did not answer has no claim row: its call_started records the call as
+    streamed, so a first stream of it is refused from then on, after the call's deletion too."""
+    store = new_store(settings_for(migrated_url, tmp_path))
+    await store.start()
+    store.call_started(started("CA1"))
+    await idle(store)
+    await store.stop(5)
+    engine = create_engine(migrated_url)
+    try:
+        assert await queries.delete_call(engine, "CA1") is True
+        claims = DatabaseStreamClaims(lambda: engine)
+        outcome = await claims.claim(
+            call_sid="CA1", stream_sid="MZ2", purpose="voice", track="inbound_track", first_stream=True
+        )
+    finally:
+        await engine.dispose()
+    assert outcome is ClaimOutcome.CALL_TAKEN
 
 
 async def test_purge_deletes_old_calls_with_their_utterances_and_deliveries_only(

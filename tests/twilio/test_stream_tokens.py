@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import hmac
 
 import pytest
 from hypothesis import given
@@ -17,20 +20,30 @@ from service.twilio.stream_tokens import (
     TokenRefused,
     derive_key,
     issue,
+    numbers,
     verify,
 )
 
 KEY = derive_key("auth-token")
 NOW = 1_760_000_000
-CLAIM = Claim(Purpose.VOICE, "AC" + "1" * 32, "CA" + "2" * 32, "inbound_track", NOW)
+CLAIM = Claim(
+    Purpose.VOICE, "AC" + "1" * 32, "CA" + "2" * 32, "inbound_track", NOW, from_number="+14155550100",
+    to_number="+14155550111",
+)  # fmt: skip
 TOKEN = issue(KEY, CLAIM)
+
+
+def parameters_of(claim: Claim) -> dict[str, str]:
+    """The stream's other parameters as /voice forwards them beside the token (none for an empty number)."""
+    both = {"from": claim.from_number, "to": claim.to_number, "direction": "inbound"}
+    return {name: value for name, value in both.items() if value}
 
 
 def check(token: str | None, *, claim: Claim = CLAIM, now: float = NOW + 5, ttl_s: float = 300.0,
           purposes: frozenset[Purpose] = frozenset({Purpose.VOICE})) -> Purpose:  # fmt: skip
     return verify(
-        KEY, token, account_sid=claim.account_sid, call_sid=claim.call_sid, track=claim.track, now=now,
-        ttl_s=ttl_s, purposes=purposes,
+        KEY, token, account_sid=claim.account_sid, call_sid=claim.call_sid, track=claim.track,
+        parameters=parameters_of(claim), now=now, ttl_s=ttl_s, purposes=purposes,
     )  # fmt: skip
 
 
@@ -56,10 +69,16 @@ def test_a_token_fits_in_a_twilio_parameter() -> None:
         ({"account_sid": "AC" + "9" * 32}, Refusal.NOT_FOR_THIS_STREAM),
         ({"track": "both_tracks"}, Refusal.NOT_FOR_THIS_STREAM),
         ({"call_sid": CLAIM.call_sid[:-1]}, Refusal.NOT_FOR_THIS_STREAM),
+        ({"from_number": "+19005550199"}, Refusal.NOT_FOR_THIS_STREAM),
+        ({"to_number": "+19005550199"}, Refusal.NOT_FOR_THIS_STREAM),
+        ({"from_number": ""}, Refusal.NOT_FOR_THIS_STREAM),
+        # The numbers swapped, or moved across their boundary: each field is length-prefixed under the MAC.
+        ({"from_number": CLAIM.to_number, "to_number": CLAIM.from_number}, Refusal.NOT_FOR_THIS_STREAM),
+        ({"from_number": CLAIM.from_number + "+", "to_number": CLAIM.to_number[1:]}, Refusal.NOT_FOR_THIS_STREAM),
     ],
 )
 def test_a_token_for_another_stream_is_refused(changed: dict[str, str], reason: Refusal) -> None:
-    """A token copied to another call, account or track setting does not verify."""
+    """A token copied to another call, account or track setting, or beside other numbers, does not verify."""
     with pytest.raises(TokenRefused) as refused:
         check(TOKEN, claim=dataclasses.replace(CLAIM, **changed))
     assert refused.value.reason is reason
@@ -118,8 +137,8 @@ def test_another_key_does_not_verify() -> None:
     [
         (None, Refusal.MISSING),
         ("", Refusal.MISSING),
-        ("v1", Refusal.MALFORMED),
-        ("v2" + TOKEN[2:], Refusal.MALFORMED),
+        ("v2", Refusal.MALFORMED),
+        ("v3" + TOKEN[2:], Refusal.MALFORMED),
         (TOKEN + ".x", Refusal.MALFORMED),
         (TOKEN.replace(".voice.", ".admin."), Refusal.MALFORMED),
         (TOKEN.replace(f".{NOW}.", ".-5."), Refusal.MALFORMED),
@@ -137,6 +156,28 @@ def test_malformed_tokens_are_refused_with_the_reason(token: str | None, reason:
     assert refused.value.reason is reason
 
 
+def version_1_token(claim: Claim) -> str:
+    """A token as callscribe issued it before the numbers were covered: v1, its MAC over the rest alone."""
+    fields = ("v1", claim.purpose.value, claim.account_sid, claim.call_sid, claim.track, str(claim.issued_at))
+    message = "".join(f"{len(field)}:{field}" for field in fields)
+    mac = base64.urlsafe_b64encode(hmac.new(KEY, message.encode(), hashlib.sha256).digest()).decode().rstrip("=")
+    return f"v1.{claim.purpose.value}.{claim.issued_at}.{mac}"
+
+
+def test_a_token_of_the_earlier_version_is_refused_as_outdated() -> None:
+    """A real v1 token vouches for no numbers, so it lets in no stream, whatever numbers ride beside it."""
+    with pytest.raises(TokenRefused) as refused:
+        check(version_1_token(CLAIM))
+    assert refused.value.reason is Refusal.OUTDATED
+    assert "does not cover the call's numbers" in str(refused.value)
+
+
+def test_the_numbers_are_read_from_the_forwarded_parameters() -> None:
+    """`from` and `to` as the stream's parameters carry them, "" where /voice forwarded none."""
+    assert numbers({"from": "+1", "to": "+2", "direction": "inbound"}) == ("+1", "+2")
+    assert numbers({"direction": "inbound"}) == ("", "")
+
+
 def test_the_refusal_message_never_holds_the_token() -> None:
     """What a refusal says (and so the log line and the close reason) names the problem, not the token."""
     with pytest.raises(TokenRefused) as refused:
@@ -152,8 +193,8 @@ def test_any_input_is_accepted_only_with_the_right_token_or_refused(
     """Whatever a stream sends, verify returns or raises TokenRefused: never another exception, never a pass."""
     try:
         verify(
-            KEY, token, account_sid=account_sid, call_sid=call_sid, track="inbound_track", now=NOW, ttl_s=300,
-            purposes=frozenset(Purpose),
+            KEY, token, account_sid=account_sid, call_sid=call_sid, track="inbound_track", parameters={}, now=NOW,
+            ttl_s=300, purposes=frozenset(Purpose),
         )  # fmt: skip
     except TokenRefused:
         return

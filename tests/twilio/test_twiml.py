@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from service.simulator.messages import twilio_signature
-from service.twilio.stream_tokens import PARAMETER, Purpose, derive_key, verify
+from service.twilio.stream_tokens import PARAMETER, Purpose, TokenRefused, derive_key, verify
 from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.paths import ROOT
 from tests.helpers.service import make_settings, running_service
@@ -69,7 +69,10 @@ async def test_voice_streams_then_says_and_pauses() -> None:
     token = params.pop(PARAMETER)
     assert params == {"from": "+15005550006", "to": "+15005550001", "direction": "inbound"}
     claim = {"account_sid": "", "call_sid": "CA1", "track": "inbound_track", "now": time.time(), "ttl_s": 300}
-    assert verify(derive_key(TWILIO_TOKEN), token, **claim, purposes=frozenset({Purpose.VOICE})) is Purpose.VOICE
+    voice = frozenset({Purpose.VOICE})
+    assert verify(derive_key(TWILIO_TOKEN), token, **claim, parameters=params, purposes=voice) is Purpose.VOICE
+    with pytest.raises(TokenRefused):  # the token covers the numbers it was handed out with
+        verify(derive_key(TWILIO_TOKEN), token, **claim, parameters={**params, "from": "+1900"}, purposes=voice)
     assert root.findtext("Say") == "Hello there."
     pause = root.find("Pause")
     assert pause is not None
