@@ -12,6 +12,7 @@ import structlog
 from websockets.exceptions import InvalidStatus
 
 from service import logs
+from tests.helpers.clock import Clock
 from tests.helpers.fakes.deepgram_server import FakeDeepgram
 from tests.helpers.logs import LogLines
 from tests.helpers.service import make_settings, running_service
@@ -19,14 +20,6 @@ from tests.helpers.twilio_stream import open_media
 
 TOKEN = "t0ken-for-refusals"
 ATTACKER, OTHER = "203.0.113.7", "198.51.100.2"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
