@@ -8,7 +8,7 @@ The package is in layers; a module imports only its own layer and those below it
     spool | storage      audio waiting for batch transcription | the database
     calls                one CallSession per stream, one TrackStream per track
     deepgram | twilio    deepgram-sdk's adapter and Deepgram's protocol | Media Streams, signatures, TwiML
-    root modules         settings, errors, times, mulaw, retry, files, logs, metrics, captions, settings_docs
+    root modules         settings, errors, times, mulaw, retry, files, logs, refusals, metrics, captions, settings_docs
 
 `simulator` stands apart: it imports nothing of the server but `service.mulaw`.
 """

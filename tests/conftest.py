@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import structlog
 
-from service import logs
+from service import logs, refusals
 from service.settings import Settings
 from tests.helpers.credentials import DEEPGRAM_KEY
 from tests.helpers.fakes.deepgram_server import FakeDeepgram
@@ -35,7 +35,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
 @pytest.fixture(autouse=True)
 def _fresh_refusal_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with no refusals counted: the summary is the process's, and the tests share one process."""
-    monkeypatch.setattr(logs, "refusals", logs.RefusalSummary())
+    monkeypatch.setattr(refusals, "summary", refusals.RefusalSummary())
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from werkzeug.datastructures import MultiDict
 from service import captions
 from service.live.format import format_id
 from service.live.hub import LiveHub
-from service.logs import log_refusal
+from service.refusals import log_refusal
 from service.settings import Settings
 from service.storage import queries
 from service.web import login_tokens

@@ -36,7 +36,7 @@ from hypercorn.typing import (
     Scope,
 )
 
-from service.logs import log_refusal
+from service.refusals import log_refusal
 from service.web import request_rules
 from service.web.request_rules import Refusal
 

@@ -17,7 +17,7 @@ import asyncio
 import structlog
 
 from service.calls.session import CallSession, Reject
-from service.logs import log_refusal
+from service.refusals import log_refusal
 from service.twilio import close_codes
 from service.twilio.urls import request_stream_url, stream_url
 from service.web.media_socket import TwilioSocket

@@ -8,7 +8,7 @@ import json
 import structlog
 from quart import Response, request
 
-from service.logs import log_refusal
+from service.refusals import log_refusal
 
 log = structlog.get_logger("callscribe.api")
 

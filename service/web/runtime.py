@@ -29,8 +29,8 @@ from service.calls.registry import Calls
 from service.deepgram.live import SttClient
 from service.deepgram.protocol import ignored_options
 from service.live.hub import LiveHub, LiveObserver, LocalPublisher, Publish
-from service.logs import flush_refusals
 from service.metrics import worker_stopped
+from service.refusals import flush_refusals
 from service.settings import Settings, masked_url
 from service.spool.directory import Spool
 from service.spool.worker import BatchWorker

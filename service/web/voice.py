@@ -8,7 +8,7 @@ import time
 import structlog
 from quart import Blueprint, Response, request
 
-from service.logs import log_refusal
+from service.refusals import log_refusal
 from service.twilio.stream_tokens import PARAMETER, Claim, Purpose, issue, numbers
 from service.twilio.twiml import stream_parameters, voice_response
 from service.twilio.urls import request_webhook_url, stream_url, webhook_url

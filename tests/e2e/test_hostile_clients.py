@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from service import mulaw
-from service.logs import REFUSAL_BURST
+from service.refusals import REFUSAL_BURST
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec
 from tests.helpers.audio import call_audio

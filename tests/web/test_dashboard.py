@@ -20,7 +20,7 @@ import pytest
 
 from service.calls.events import CallStarted
 from service.calls.transcript import Transcript
-from service.logs import REFUSAL_BURST
+from service.refusals import REFUSAL_BURST
 from service.settings import SESSION_SECRET_FILE, describe_error
 from service.storage import queries
 from service.web import login_tokens

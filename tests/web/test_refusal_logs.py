@@ -11,7 +11,7 @@ import pytest
 import structlog
 from websockets.exceptions import InvalidStatus
 
-from service import logs
+from service import logs, refusals
 from tests.helpers.clock import Clock
 from tests.helpers.fakes.deepgram_server import FakeDeepgram
 from tests.helpers.logs import LogLines
@@ -37,7 +37,7 @@ def text_log() -> Iterator[io.StringIO]:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """The process's refusal summary on a clock the test moves."""
     clock = Clock()
-    monkeypatch.setattr(logs, "refusals", logs.RefusalSummary(clock=clock))
+    monkeypatch.setattr(refusals, "summary", refusals.RefusalSummary(clock=clock))
     return clock
 
 
@@ -62,15 +62,15 @@ async def test_a_flood_of_api_refusals_from_one_address_is_summarised(log_lines:
             assert response.status_code == 401
         for _ in range(3):
             await client.get(f"{service.url}/api/calls", headers={"X-Forwarded-For": OTHER})
-        assert len(log_lines.events("api.refused", address=ATTACKER)) == logs.REFUSAL_BURST
+        assert len(log_lines.events("api.refused", address=ATTACKER)) == refusals.REFUSAL_BURST
         assert len(log_lines.events("api.refused", address=OTHER)) == 3
         assert log_lines.events("api.refused.suppressed") == []
-        clock.now += logs.REFUSAL_WINDOW_S
+        clock.now += refusals.REFUSAL_WINDOW_S
         await client.get(f"{service.url}/api/calls", headers={"X-Forwarded-For": ATTACKER})
     [summary] = log_lines.events("api.refused.suppressed")
     assert (summary["address"], summary["window_s"], summary["level"]) == (ATTACKER, 60.0, "warning")
-    assert logs.REFUSAL_BURST + summary["count"] == 100
-    assert len(log_lines.events("api.refused", address=ATTACKER)) == logs.REFUSAL_BURST + 1  # a new window
+    assert refusals.REFUSAL_BURST + summary["count"] == 100
+    assert len(log_lines.events("api.refused", address=ATTACKER)) == refusals.REFUSAL_BURST + 1  # a new window
 
 
 async def test_unsigned_voice_and_media_floods_are_summarised_with_the_address(
@@ -85,18 +85,18 @@ async def test_unsigned_voice_and_media_floods_are_summarised_with_the_address(
         for _ in range(20):
             with pytest.raises(InvalidStatus):
                 await open_media(service.url, headers={"X-Twilio-Signature": "forged"})
-        clock.now += logs.REFUSAL_WINDOW_S
-        logs.flush_refusals(structlog.get_logger("callscribe.app"))  # the periodic flush
+        clock.now += refusals.REFUSAL_WINDOW_S
+        refusals.flush_refusals(structlog.get_logger("callscribe.app"))  # the periodic flush
     for event in ("voice.refused", "media.refused"):
-        assert len(log_lines.events(event, address="127.0.0.1")) == logs.REFUSAL_BURST
+        assert len(log_lines.events(event, address="127.0.0.1")) == refusals.REFUSAL_BURST
         [summary] = log_lines.events(f"{event}.suppressed", address="127.0.0.1")
-        assert summary["count"] == 20 - logs.REFUSAL_BURST
+        assert summary["count"] == 20 - refusals.REFUSAL_BURST
 
 
 def test_the_summary_forgets_ended_windows_and_bounds_the_addresses_it_tracks() -> None:
     """Past max_pairs, new addresses share one `other` pair; an ended window is reported once, then forgotten."""
     clock = Clock()
-    summary = logs.RefusalSummary(burst=1, window_s=10.0, max_pairs=2, clock=clock)
+    summary = refusals.RefusalSummary(burst=1, window_s=10.0, max_pairs=2, clock=clock)
     assert [summary.admit("e", address)[0] for address in ("a", "b", "c", "d", "a")] == [True, True, True, False, False]
     clock.now += 10.0
     logged, ended = summary.admit("e", "z")
