@@ -105,6 +105,7 @@ class Options:
     pin: bool
     workdir: Path
     subscribers: int = 0  # live feed clients (benchmarks/subscribers.py) open during every run
+    attackers: int = 0  # unauthenticated clients posting 15 MB forms (benchmarks/attackers.py) during every run
 
 
 @dataclass
@@ -327,20 +328,19 @@ def start_service(
     return service, startup, idle
 
 
-def start_subscribers(
-    rundir: Path, options: Options, children: Children, *, port: int, token: str
+def start_clients(
+    rundir: Path, options: Options, children: Children, name: str, *, count: int, extra: list[str], port: int
 ) -> subprocess.Popen[bytes] | None:
-    """`options.subscribers` live feed clients on the harness core, all connected before the load starts."""
-    if not options.subscribers:
+    """`count` clients of `benchmarks.<name>` on the harness core, all started before the load starts."""
+    if not count:
         return None
     process = children.spawn(
-        [PYTHON, "-m", "benchmarks.subscribers", "--url", f"http://127.0.0.1:{port}", "--count",
-         str(options.subscribers), "--token", token, "--ready-file", str(rundir / "subscribers.ready"),
-         "--out", str(rundir / "subscribers.json")],
+        [PYTHON, "-m", f"benchmarks.{name}", "--url", f"http://127.0.0.1:{port}", "--count", str(count), *extra,
+         "--ready-file", str(rundir / f"{name}.ready"), "--out", str(rundir / f"{name}.json")],
         cwd=REPO, env=dict(os.environ) | {"PYTHONPATH": str(REPO)},
     )  # fmt: skip
     pin([process.pid], HARNESS_CPU, options)
-    wait_for_file(rundir / "subscribers.ready", process, READY_TIMEOUT_S)
+    wait_for_file(rundir / f"{name}.ready", process, READY_TIMEOUT_S)
     return process
 
 
@@ -356,10 +356,14 @@ def run_once(
     with (rundir / "service.log").open("wb") as log:
         env = service_env(options, variant, rundir, standin_port, token, tracks=scenario.tracks)
         service, startup, idle = start_service(rundir, options, variant, children, env=env, port=port, log=log)
-        subscribers = (
-            start_subscribers(rundir, options, children, port=port, token=token)
-            if variant.served == "callscribe"
-            else None
+        callscribe = variant.served == "callscribe"
+        subscribers = start_clients(
+            rundir, options, children, "subscribers",
+            count=options.subscribers if callscribe else 0, extra=["--token", token], port=port,
+        )  # fmt: skip
+        # The peer serves no /voice or /login to attack: only callscribe's runs get the attackers.
+        attackers = start_clients(
+            rundir, options, children, "attackers", count=options.attackers if callscribe else 0, extra=[], port=port
         )
         wall_offset_ns = time.time_ns() - time.monotonic_ns()
         loadgen = children.spawn(
@@ -373,14 +377,18 @@ def run_once(
         pin([loadgen.pid], HARNESS_CPU, options)
         budget = scenario.duration_s + options.stagger_s + LOADGEN_SLACK_S
         ticks = sample_until_exit(service, loadgen, standin, budget)
-        if subscribers is not None:
-            children.stop(subscribers, READY_TIMEOUT_S)
+        for clients in (subscribers, attackers):
+            if clients is not None:
+                children.stop(clients, READY_TIMEOUT_S)
         children.stop(service, STOP_TIMEOUT_S)
     children.stop(standin, READY_TIMEOUT_S)
     metrics, details = analyse(rundir, scenario, ticks=ticks, idle=idle, startup=startup, wall_offset_ns=wall_offset_ns)
     if subscribers is not None:
         record = json.loads((rundir / "subscribers.json").read_text())
         details["subscribers"] = {"count": options.subscribers, "events": record["events"], "cpu_s": record["cpu_s"]}
+    if attackers is not None:
+        record = json.loads((rundir / "attackers.json").read_text())
+        details["attackers"] = {"count": options.attackers, "statuses": record["statuses"], "cpu_s": record["cpu_s"]}
     return metrics, details
 
 
@@ -671,6 +679,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", type=Path, help="also callscribe from this checkout (its .venv), first in each round")
     p.add_argument("--pin", action="store_true", help="the server on CPU 0, the harness on CPU 1 (default: shared)")
     p.add_argument("--subscribers", type=int, default=0, help="live feed clients (GET /api/live) open during every run")
+    p.add_argument(
+        "--attackers", type=int, default=0, help="unauthenticated clients posting 15 MB forms during every run"
+    )
     p.add_argument("--keep-workdir", action="store_true", help="keep the run directories (logs, records)")
     p.add_argument("--out-json", type=Path, default=REPO / "docs" / "benchmarks.json")
     p.add_argument("--out-md", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -717,6 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pin=pinning,
         workdir=workdir,
         subscribers=args.subscribers,
+        attackers=args.attackers,
     )
     pin([os.getpid()], HARNESS_CPU, options)  # the runner is harness too
     children = Children()
@@ -774,6 +786,7 @@ def report_of(
         "service_wrapper": args.service_wrapper,
         "floor": args.floor,
         "subscribers": args.subscribers,
+        "attackers": args.attackers,
         "peer": args.peer,
         "startup_only": args.startup,
         "startup": startups,

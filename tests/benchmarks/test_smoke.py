@@ -74,6 +74,24 @@ def test_subscribers_read_the_live_feed_through_the_run(tmp_path: Path) -> None:
     assert events[0] > 6
 
 
+def test_attackers_post_huge_forms_through_the_run_and_every_frame_still_arrives(tmp_path: Path) -> None:
+    """--attackers N posts unsigned 15 MB forms to /voice and /login during each run: each is refused, and the
+    calls lose no frame to them."""
+    result, _, _ = run_benchmark(
+        tmp_path, "--scenario", "2:1:together", "--duration-s", "2", "--repeats", "1", "--attackers", "2"
+    )
+    assert result["attackers"] == 2
+    [scenario] = result["scenarios"]
+    [detail] = scenario["details"]
+    statuses = detail["attackers"]["statuses"]
+    # 0: the connection was reset before the answer was read (the server closes on the body it did not read).
+    assert set(statuses) <= {"/voice 403", "/login 413", "/voice 0", "/login 0"}, statuses
+    assert statuses.get("/voice 403", 0) >= 1
+    assert statuses.get("/login 413", 0) >= 1
+    assert scenario["median"]["frames_lost"] == 0
+    assert scenario["median"]["frames_received"] == 2 * 100  # 2 s of 20 ms frames, two calls
+
+
 def check_scenario(scenario: dict[str, Any], output: str) -> None:
     median = scenario["median"]
     context = f"{scenario['name']}: {median} {scenario['details']}\n{output}"
