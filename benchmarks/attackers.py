@@ -36,10 +36,10 @@ async def attack(host: str, port: int, path: str) -> int:
         )
         answer = asyncio.ensure_future(reader.readline())
         with contextlib.suppress(OSError):  # the server closes the connection once it has answered
-            for _ in range(BODY_BYTES // len(PIECE)):
+            for start in range(0, BODY_BYTES, len(PIECE)):
                 if answer.done():
                     break
-                writer.write(PIECE)
+                writer.write(PIECE[: BODY_BYTES - start])  # exactly Content-Length, the last piece cut short
                 await writer.drain()
         with contextlib.suppress(OSError, asyncio.TimeoutError):
             status = (await asyncio.wait_for(answer, timeout=60)).split(b" ", 2)
