@@ -4,8 +4,9 @@
 POSTing an unsigned 15 MB `a=1&a=1&...` form (Content-Length, sent whole unless the server answers first) to
 `/voice` and to `/login` in turn, as issue 19's outside probe did, until SIGTERM; then it writes the record: the
 requests made, their statuses (0: the connection was reset before the answer could be read, as a server that
-closes on a body it did not read may do), its own CPU. It runs on the harness core, so what the attack costs the calls is
-the difference in their forward delays and in the service's CPU (the runner's `--attackers N` against none).
+closes on a body it did not read may do), its own CPU. It runs on the harness core, so what the attack costs the
+calls is the difference in their forward delays and in the service's CPU (the runner's `--attackers N` against
+none).
 """
 
 from __future__ import annotations
