@@ -14,9 +14,9 @@ buffer. In order:
    so no route ever waits on a client's body.
 
 Each refusal is one log line (`voice.refused` for /voice, else `http.refused`, with the client's address,
-summarised past a burst from one address: `logs.log_refusal`) and
-closes the connection, since the rest of its body was never read (what the client still sends is drained for a
-moment, `_drain`). WebSockets pass by: /media has bounds of its own (media.py).
+summarised past a burst from one address: `refusals.log_refusal`) and closes the connection, since the rest of
+its body was never read (what the client still sends is drained until it pauses, `_drain`). WebSockets pass by:
+/media has bounds of its own (media.py).
 """
 
 from __future__ import annotations
