@@ -20,6 +20,7 @@ from quart import Blueprint, Response, request
 
 from service.live.format import BadEventId, EventId, LiveEvent, format_id, parse_id
 from service.live.hub import FeedFull, LiveHub, Subscriber
+from service.refusals import log_refusal
 from service.settings import Settings
 from service.web.responses import error_response, no_store, refuse
 
@@ -66,7 +67,7 @@ def live_blueprint(settings: Settings, hub: Callable[[], LiveHub], authorize: Au
 
 def feed_full(why: str) -> Response:
     """503 feed_full with Retry-After, and one line saying from where (repeated refusals are summarised by address)."""
-    log.warning("live.refused", status=503, error="feed_full", why=why, address=request.remote_addr)
+    log_refusal(log, "live.refused", request.remote_addr, status=503, error="feed_full", why=why)
     response = no_store(error_response(503, "feed_full", f"{why}; try again in {FULL_RETRY_AFTER_S} s"))
     response.headers["Retry-After"] = str(FULL_RETRY_AFTER_S)
     return response
