@@ -2,8 +2,9 @@
 
 Twilio signs the URL exactly as it was configured (the webhook) or as written in the TwiML (the stream's
 `wss://` URL, with no parameters). Behind a TLS-terminating proxy the app sees http/ws, so the public URL is
-rebuilt from PUBLIC_URL, or else from the request's scheme and host after Hypercorn's ProxyFixMiddleware
-applied X-Forwarded-Proto/-Host. Pure string work (twilio layer): `signatures.py` checks against these URLs.
+rebuilt from PUBLIC_URL, or else from the request's Host header and its scheme as the one trusted proxy hop's
+X-Forwarded-Proto gives it (`web/proxy.py`; never X-Forwarded-Host, which any client can set). Pure string
+work (twilio layer): `signatures.py` checks against these URLs.
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ class _Pages:
         keys = self._d.keys
         address = request.remote_addr or "unknown"
         if keys is None:
-            log.warning("dashboard.refused", why="no password set", address=address)
+            log_refusal(log, "dashboard.refused", address, why="no password set")
             return await self.login_form(failed=True)
         # Before the form is read: a locked-out address costs no parsing and no scrypt.
         if (wait := self._d.limits.retry_after(address)) is not None:
@@ -228,9 +228,10 @@ class _Pages:
         return await self.login_form(retry_after=wait)
 
     async def logout(self) -> Response:
-        form = await request.form
         session = request.cookies.get(SESSION_COOKIE)
-        if self._d.keys is None or not login_tokens.session_csrf_valid(self._d.keys, session, form.get("csrf")):
+        # Without a session there is no token to match: the form is not even read.
+        token = (await request.form).get("csrf") if session and self._d.keys is not None else None
+        if self._d.keys is None or not login_tokens.session_csrf_valid(self._d.keys, session, token):
             log_refusal(log, "dashboard.refused", request.remote_addr, why="logout form without a valid CSRF token")
             return Response("refused: reload the page and try again\n", status=403, content_type="text/plain")
         response = _see_other("/login")

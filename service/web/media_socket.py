@@ -41,7 +41,7 @@ class TwilioSocket:
 
     @property
     def client_address(self) -> str | None:
-        """The client's address (the trusted proxy's X-Forwarded-For, as ProxyFixMiddleware set it), if known."""
+        """The client's address (the trusted proxy's X-Forwarded-For, as `behind_one_proxy` set it), if known."""
         client = self._scope.get("client")
         return client[0] if client else None
 

@@ -12,7 +12,10 @@ is then read only up to its route's bound (`body_limit`) and within a deadline (
 - Nothing takes `multipart/form-data`: Werkzeug's multipart parser is the costliest one to feed.
 
 The bounds are far above what Twilio and a browser send, and far below what parsing could hold the loop with:
-Werkzeug parses a 32 KiB form of `a=1&a=1&...` (8192 fields) in a few milliseconds.
+Werkzeug parses a 32 KiB form of `a=1&a=1&...` (8192 fields) in 4.7 ms (`python -m timeit -s "from io import
+BytesIO; from werkzeug.formparser import parse_form_data; b = b'a=1&' * 8192" "parse_form_data({'REQUEST_METHOD':
+'POST', 'CONTENT_TYPE': 'application/x-www-form-urlencoded', 'CONTENT_LENGTH': str(len(b)), 'wsgi.input':
+BytesIO(b)})"`, best of 5).
 """
 
 from __future__ import annotations

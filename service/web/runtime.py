@@ -57,7 +57,8 @@ WEBHOOK_STOP_TIMEOUT_S = 2.0  # for the delivery in flight at shutdown; one cut 
 
 
 async def _summarise_refusals_forever() -> None:
-    """The counts of refusals held back (logs.log_refusal) said once their window ends, even if no refusal follows."""
+    """The counts of refusals held back (refusals.log_refusal), said once their window ends even if no refusal
+    follows."""
     while True:
         await asyncio.sleep(REFUSAL_SUMMARY_EVERY_S)
         flush_refusals(log)

@@ -46,7 +46,8 @@ class RunningService:
 async def running_service(
     settings: Settings, *, send_buffer: int | None = None, login_clock: Callable[[], float] | None = None
 ) -> AsyncIterator[RunningService]:
-    """The real ASGI app (with ProxyFix) served by Hypercorn on 127.0.0.1, a port the OS picked.
+    """The real ASGI app (its proxy middleware and request guard included) served by Hypercorn on 127.0.0.1, on a
+    port the OS picked.
 
     `send_buffer` sets SO_SNDBUF on the listener, which the connections it accepts inherit (Linux): a client
     that stops reading then holds the server up after a few kilobytes instead of megabytes. `login_clock` is
