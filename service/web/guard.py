@@ -84,16 +84,14 @@ class RequestGuard:
             else request_rules.refusal(method, path, scope["headers"], signatures_required=self.signatures_required)
         )
         if why is not None:
-            await _refuse(scope, send, why)
-            await self._drain(receive)
+            await self._refuse(scope, receive, send, why)
             return
         pool.in_progress += 1
         try:
             limit = request_rules.body_limit(method, path)
             body = await self._read_body(receive, limit)
             if isinstance(body, Refusal):
-                await _refuse(scope, send, body)
-                await self._drain(receive)
+                await self._refuse(scope, receive, send, body)
                 return
             if body is None:
                 return  # the client left before its body was whole: nobody to answer
@@ -121,6 +119,13 @@ class RequestGuard:
                         return b"".join(chunks)
         except TimeoutError:
             return request_rules.too_slow(self.body_timeout_s)
+
+    async def _refuse(
+        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable, why: Refusal
+    ) -> None:
+        """Say why (`_answer`), then drop what the client still sends (`_drain`)."""
+        await _answer(scope, send, why)
+        await self._drain(receive)
 
     async def _drain(self, receive: ASGIReceiveCallable) -> None:
         """What the client still sends after its refusal, read and dropped until it stops or leaves.
@@ -155,7 +160,8 @@ def _replaying(body: bytes, receive: ASGIReceiveCallable) -> ASGIReceiveCallable
     return replay
 
 
-async def _refuse(scope: HTTPScope, send: ASGISendCallable, why: Refusal) -> None:
+async def _answer(scope: HTTPScope, send: ASGISendCallable, why: Refusal) -> None:
+    """The refusal's one log line (summarised past a burst from one address) and its answer, closing."""
     client = scope.get("client")
     log_refusal(
         log,
