@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from prometheus_client import Counter
 
 from service import mulaw
-from service.calls.ending import Ending
-from service.calls.session import CallSession
-from service.calls.track import TrackStream
+from service.calls.pipeline.track import TrackStream
+from service.calls.stream.ending import Ending
+from service.calls.stream.session import CallSession
 from service.metrics import (
     AUDIO_BUFFERED,
     AUDIO_LOST,

@@ -13,7 +13,7 @@ import asyncio
 import structlog
 
 from service.calls.meter import SAMPLE_INTERVAL_S, CallMeter
-from service.calls.session import CallSession
+from service.calls.stream.session import CallSession
 
 log = structlog.get_logger("callscribe.calls")
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # types only: this module stays importable without the settings' dependencies
-    from service.deepgram.protocol import Word
     from service.settings import Settings
+    from service.stt.events import Word
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,11 @@
-"""I/O adapter (layer: deepgram): deepgram-sdk's live client. One connection per track.
+"""I/O adapter (layer: deepgram): Deepgram's v1 live API through deepgram-sdk, as the seam's `LiveEngine`.
 
 `prerecorded.py` is the pre-recorded client. The SDK 7.x live client has no reconnect and no KeepAlive of its
 own: Deepgram leaves both to the client (https://developers.deepgram.com/docs/audio-keep-alive,
 https://developers.deepgram.com/docs/recovering-from-connection-errors-and-timeouts-when-live-streaming-audio).
 This adapter only opens, sends, reads and translates errors once, into `SttRejected` / `SttUnavailable` (HTTP
 statuses through `protocol.status_error`, shared with the pre-recorded client). Policy lives in `calls/`: when
-to reconnect in `track.py`, when to send KeepAlive and CloseStream in `sender.py`.
+to reconnect in `calls/pipeline/track.py`, when to send KeepAlive and CloseStream in `calls/pipeline/sender.py`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import websockets.exceptions
 from deepgram import AsyncDeepgramClient
@@ -28,23 +27,23 @@ from deepgram.listen.v1 import (
 from deepgram.listen.v1.socket_client import AsyncV1SocketClient
 
 from service.deepgram.environment import environment_for
-from service.deepgram.protocol import (
+from service.deepgram.protocol import is_fatal_close, live_options, status_error
+from service.errors import SttFailure, SttRejected, SttUnavailable
+from service.settings import Settings
+from service.stt.events import (
     SttEvent,
     SttMetadata,
     SttResult,
     SttServerError,
+    SttSettled,
     SttSpeechStarted,
     SttUtteranceEnd,
     Word,
-    is_fatal_close,
-    status_error,
 )
-from service.errors import SttFailure, SttRejected, SttUnavailable
-from service.settings import Settings
 
 
 class LiveConnection:
-    """One open Deepgram live socket: send audio and control messages, iterate over its events."""
+    """One open Deepgram v1 live socket (the seam's `LiveStream`): send audio and control messages, read events."""
 
     def __init__(self, socket: AsyncV1SocketClient) -> None:
         self._socket = socket
@@ -67,16 +66,18 @@ class LiveConnection:
         """Deepgram's messages until it closes normally; an abnormal close raises SttError."""
         with _translated("reading results"):
             async for message in self._socket:
-                event = to_event(message)
-                if event is not None:
+                for event in to_events(message):
                     yield event
 
 
-class SttClient:
-    """Opens live connections. One per process: the SDK client is reused, not built per call."""
+class DeepgramLive:
+    """Deepgram's v1 live API as a `LiveEngine`. One per process: the SDK client is reused, not built per call."""
 
-    def __init__(self, settings: Settings) -> None:
+    max_channels = 2  # multichannel=true: both tracks of a call on one connection
+
+    def __init__(self, settings: Settings, *, name: str = "primary") -> None:
         self._settings = settings
+        self._name = name
         key = settings.deepgram_api_key
         self._client = (
             _with_fixed_headers(
@@ -87,12 +88,17 @@ class SttClient:
         )
 
     @property
+    def name(self) -> str:
+        return self._name
+
+    @property
     def configured(self) -> bool:
         return self._client is not None
 
     @contextlib.asynccontextmanager
-    async def connect(self, options: dict[str, Any]) -> AsyncIterator[LiveConnection]:
-        """Open a live connection with `options` (see `protocol.live_options`)."""
+    async def connect(self, *, channels: int, diarize: bool) -> AsyncIterator[LiveConnection]:
+        """Open a live connection for `channels` interleaved channels (`protocol.live_options`)."""
+        options = live_options(self._settings, channels=channels, diarize=diarize)
         if self._client is None:
             raise SttRejected("DEEPGRAM_API_KEY is not set", failure=SttFailure.NO_KEY)
         async with contextlib.AsyncExitStack() as stack:
@@ -153,19 +159,29 @@ def _code(exc: websockets.exceptions.ConnectionClosed) -> int | None:
     return exc.rcvd.code if exc.rcvd is not None else None
 
 
-def to_event(message: object) -> SttEvent | None:
-    """Map one SDK message to our types; None for what we do not use (unknown types arrive as None)."""
+def to_events(message: object) -> tuple[SttEvent, ...]:  # noqa: PLR0911 - one return per message type
+    """One SDK message as the seam's events; () for what we do not use (unknown types arrive as None).
+
+    Deepgram v1 settles audio two ways: a final settles its channel's audio up to its end, and Metadata, its
+    last word on a stream, all the audio it processed.
+    """
     if isinstance(message, ListenV1Results):
-        return _result(message)
+        result = _result(message)
+        if result is None:
+            return ()
+        if result.is_final:
+            return (result, SttSettled(until_s=result.end, channel=result.channel))
+        return (result,)
     if isinstance(message, ListenV1Metadata):
-        return SttMetadata(request_id=str(message.request_id), duration=float(message.duration or 0.0))
+        duration = float(message.duration or 0.0)
+        return (SttMetadata(request_id=str(message.request_id), duration=duration), SttSettled(until_s=duration))
     if isinstance(message, ListenV1UtteranceEnd):
-        return SttUtteranceEnd(last_word_end=float(message.last_word_end or 0.0))
+        return (SttUtteranceEnd(last_word_end=float(message.last_word_end or 0.0)),)
     if isinstance(message, ListenV1SpeechStarted):
-        return SttSpeechStarted(timestamp=float(message.timestamp or 0.0))
+        return (SttSpeechStarted(timestamp=float(message.timestamp or 0.0)),)
     if isinstance(message, ListenV1Error):
-        return SttServerError(description=str(message.description or message.message or "unknown error"))
-    return None
+        return (SttServerError(description=str(message.description or message.message or "unknown error")),)
+    return ()
 
 
 def _result(message: ListenV1Results) -> SttResult | None:

@@ -21,9 +21,10 @@ from deepgram.core.parse_error import ParsingError
 from deepgram.types.listen_v1response import ListenV1Response
 
 from service.deepgram.environment import environment_for
-from service.deepgram.protocol import BatchAnswer, BatchUtterance, Word, batch_options, error_message, status_error
+from service.deepgram.protocol import batch_options, error_message, status_error
 from service.errors import SttRejected, SttUnavailable
 from service.settings import Settings
+from service.stt.events import BatchAnswer, BatchUtterance, Word
 
 # Deepgram answers an hour of audio in well under a minute; this bounds a stuck request, not a slow one.
 REQUEST_TIMEOUT_S = 300.0

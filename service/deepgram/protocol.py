@@ -1,15 +1,14 @@
 """Deepgram's protocol (layer: deepgram, pure, no I/O): what we ask Deepgram for, what it answers, and its errors.
 
 `live.py` (live client) and `prerecorded.py` (pre-recorded client) are the only modules that import the SDK;
-they map the SDK's models onto these dataclasses, and its HTTP statuses onto our errors with `status_error`,
-so the rest of the service never depends on the SDK's shapes.
+they map the SDK's models onto the seam's events (`service/stt/events.py`), and its HTTP statuses onto our
+errors with `status_error`, so the rest of the service never depends on the SDK's shapes.
 Live options: https://developers.deepgram.com/reference/speech-to-text-api/listen-streaming
 Pre-recorded options: https://developers.deepgram.com/reference/speech-to-text-api/listen
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from service import mulaw
@@ -17,87 +16,6 @@ from service.errors import SttError, SttRejected, SttUnavailable
 
 if TYPE_CHECKING:  # annotations only: settings.py pulls in pydantic-settings, which imports asyncio
     from service.settings import Settings
-
-
-@dataclass(frozen=True, slots=True)
-class Word:
-    word: str
-    start: float
-    end: float
-    confidence: float
-    punctuated_word: str | None = None
-    speaker: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SttResult:
-    """One `Results` message: an interim (is_final False) or a final stretch of transcript."""
-
-    is_final: bool
-    speech_final: bool
-    from_finalize: bool
-    start: float
-    duration: float
-    text: str
-    confidence: float
-    words: tuple[Word, ...] = field(repr=False)
-    request_id: str | None
-    channel: int = 0
-
-    @property
-    def end(self) -> float:
-        return self.start + self.duration
-
-
-@dataclass(frozen=True, slots=True)
-class SttMetadata:
-    """Deepgram's last message on a stream closed with CloseStream."""
-
-    request_id: str
-    duration: float
-
-
-@dataclass(frozen=True, slots=True)
-class SttUtteranceEnd:
-    last_word_end: float
-
-
-@dataclass(frozen=True, slots=True)
-class SttSpeechStarted:
-    timestamp: float
-
-
-@dataclass(frozen=True, slots=True)
-class SttServerError:
-    """Deepgram's `Error` message, for example a SchemaError for a control message it did not understand."""
-
-    description: str
-
-
-SttEvent = SttResult | SttMetadata | SttUtteranceEnd | SttSpeechStarted | SttServerError
-
-
-@dataclass(frozen=True, slots=True)
-class BatchUtterance:
-    """One stretch of a pre-recorded answer, in seconds from the start of the WAV.
-
-    An utterance when Deepgram sent utterances (it has its own span); otherwise a channel's best alternative,
-    whose span is None (its words, if any, give it).
-    """
-
-    text: str
-    confidence: float
-    words: tuple[Word, ...] = field(repr=False)
-    start: float | None
-    end: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class BatchAnswer:
-    """The pre-recorded API's answer to one WAV."""
-
-    utterances: tuple[BatchUtterance, ...]
-    request_id: str | None
 
 
 def live_options(settings: Settings, *, channels: int = 1, diarize: bool = False) -> dict[str, Any]:

@@ -33,10 +33,10 @@ import structlog
 
 from service.calls.transcript import Transcript, TranscriptSink, speaker_for
 from service.deepgram.prerecorded import PrerecordedClient
-from service.deepgram.protocol import BatchAnswer, BatchUtterance, Word
 from service.errors import SttError
 from service.settings import Settings
 from service.spool.directory import Spool, SpoolEntry
+from service.stt.events import BatchAnswer, BatchUtterance, Word
 
 log: Any = structlog.get_logger("callscribe.batch")
 

@@ -1,4 +1,5 @@
-"""Storage layer: the database's record of the streams that were let in, as `calls/admission.py`'s `StreamClaims`.
+"""Storage layer: the database's record of the streams that were let in (`calls/stream/admission.py`'s
+`StreamClaims`).
 
 A claim is one row in `streams`, inserted with the claims that came with it in one short transaction. The
 database's constraints answer the question for every process at once: the primary key says a streamSid starts
@@ -10,8 +11,9 @@ neither deleting the call nor RETENTION_DAYS touches: `streams` goes with its ca
 request replayed later gets a fresh token, so without that record the call could be planted again after its
 deletion and a restart. Its primary key answers for every process as the index on `streams` does.
 
-It is also `calls/handover.py`'s `StreamRecords`: where a stream started on its call's timeline (its `started_at`
-less the call's first stream's), and whether the streams a hand-over's new stream took over from have ended.
+It is also `calls/handover/passing.py`'s `StreamRecords`: where a stream started on its call's timeline (its
+`started_at` less the call's first stream's), and whether the streams a hand-over's new stream took over from
+have ended.
 
 A claim never raises: an outage, a missing table or an answer slower than `timeout_s` is `UNCHECKED`, and the
 gate lets the stream in on its other checks. Logs name an error's type, never its text or the URL.
@@ -28,7 +30,7 @@ from sqlalchemy import Table, delete, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.calls.admission import ClaimOutcome
+from service.calls.stream.admission import ClaimOutcome
 from service.storage.schema import Stream, StreamedCall
 from service.storage.writes import describe
 from service.times import Clock, as_utc, utc_now

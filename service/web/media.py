@@ -3,7 +3,7 @@
 The upgrade is refused (403) unless Twilio signed it, and closed with 1013 (try again later) above
 MAX_CALLS or while shutting down; at the bound on sockets that have not started, the oldest of them is closed
 to make room (`calls/registry.py`). A socket then has
-STREAM_START_TIMEOUT_S to send a `start` that the stream gate lets in (`calls/admission.py`); once started,
+STREAM_START_TIMEOUT_S to send a `start` that the stream gate lets in (`calls/stream/admission.py`); once started,
 it is finished as if Twilio had hung up when it sends nothing for STREAM_IDLE_TIMEOUT_S. Served as plain ASGI
 (media_socket.py): the message loop of a started stream runs 50 times a second per track, so it stays one
 loop with nothing between the socket and the session, and its idle deadline is moved by a timer a few times
@@ -16,7 +16,7 @@ import asyncio
 
 import structlog
 
-from service.calls.session import CallSession, Reject
+from service.calls.stream.session import CallSession, Reject
 from service.refusals import log_refusal
 from service.twilio import close_codes
 from service.twilio.urls import request_stream_url, stream_url
@@ -74,7 +74,7 @@ class MediaStreams:
         runtime = self._runtime
         session = CallSession(
             settings=runtime.settings,
-            stt=runtime.stt,
+            engine=runtime.stt,
             spool=runtime.spool,
             observer=runtime.observer,
             close_twilio=socket.close,

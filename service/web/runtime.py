@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from service.calls.admission import StreamGate
 from service.calls.events import CallObserver
-from service.calls.handover import Handover
+from service.calls.handover.passing import Handover
 from service.calls.observers import Fanout
 from service.calls.registry import Calls
-from service.deepgram.live import SttClient
+from service.calls.stream.admission import StreamGate
+from service.deepgram.live import DeepgramLive
 from service.deepgram.protocol import ignored_options
 from service.live.hub import LiveHub, LiveObserver, LocalPublisher, Publish
 from service.metrics import worker_stopped
@@ -107,7 +107,7 @@ class Runtime:
         publish: Publish = self.redis.publish if self.redis is not None else LocalPublisher(self.live).publish
         self.observer = Fanout([*observers, self.store, LiveObserver(publish)])
         self.calls = Calls(settings.max_calls)
-        self.stt = SttClient(settings)
+        self.stt = DeepgramLive(settings)  # the live engine
         self.spool = Spool(settings.spool_dir)
         self.signatures = TwilioSignatures(settings)
         self.token_key = stream_token_key(settings)  # /voice issues stream tokens with it, the gate checks them

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.calls.admission import AdmissionRefused, ClaimOutcome, StreamGate, without_token
+from service.calls.stream.admission import AdmissionRefused, ClaimOutcome, StreamGate, without_token
 from service.twilio.protocol import MediaFormat, Start
 from service.twilio.stream_tokens import PARAMETER, Claim, Purpose, derive_key, issue, numbers
 from tests.helpers.service import make_settings

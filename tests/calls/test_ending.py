@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.calls.ending import EndedBy, Ending
 from service.calls.meter import ended_by_label
+from service.calls.stream.ending import EndedBy, Ending
 
 
 @pytest.mark.parametrize(

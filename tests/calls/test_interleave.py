@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.calls.interleave import Interleaver, interleave, track_of
+from service.calls.pipeline.interleave import Interleaver, interleave, track_of
 
 IN = b"\x11" * 160  # one 20 ms frame of the inbound track
 OUT = b"\x22" * 160

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.calls.ledger import AudioLedger
+from service.calls.pipeline.ledger import AudioLedger
 
 FRAME = 160
 

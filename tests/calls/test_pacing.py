@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.calls.pacing import (
+from service.calls.pipeline.pacing import (
     MESSAGE_MAX_BYTES,
     Batching,
     NextMessage,
@@ -166,11 +166,11 @@ def test_idle_sleep(
 @pytest.mark.parametrize(
     "module",
     [
-        "service.calls.pacing",
-        "service.calls.interleave",
-        "service.calls.timeline",
-        "service.calls.deepgram_state",
-        "service.calls.ending",
+        "service.calls.pipeline.pacing",
+        "service.calls.pipeline.interleave",
+        "service.calls.pipeline.timeline",
+        "service.calls.pipeline.engine_state",
+        "service.calls.stream.ending",
     ],
 )
 def test_pure_modules_import_no_runtime(module: str) -> None:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from service.calls.counters import TrackCounters
-from service.calls.deepgram_state import Connection, DeepgramSide, DeepgramState
-from service.calls.ledger import AudioLedger
-from service.calls.sender import TrackSender, Wakeup
+from service.calls.pipeline.engine_state import Connection, EngineSide, EngineState
+from service.calls.pipeline.ledger import AudioLedger
+from service.calls.pipeline.sender import TrackSender, Wakeup
 from service.errors import SttFailure, SttUnavailable
 from tests.helpers.service import make_settings
 from tests.helpers.waiting import eventually
@@ -45,7 +45,7 @@ class RecordingLive:
 @dataclass
 class Running:
     sender: TrackSender
-    side: DeepgramSide
+    side: EngineSide
     ledger: AudioLedger
     counters: TrackCounters
     live: RecordingLive
@@ -54,8 +54,8 @@ class Running:
 @pytest.fixture
 async def running(request: pytest.FixtureRequest) -> AsyncIterator[Running]:
     """A sender on an open connection, run until it sleeps (`audio_batch_ms` from the test's parameter)."""
-    ledger, side, counters = AudioLedger(), DeepgramSide(), TrackCounters()
-    side.move(DeepgramState.OPEN)
+    ledger, side, counters = AudioLedger(), EngineSide(), TrackCounters()
+    side.move(EngineState.OPEN)
     settings = make_settings(audio_batch_ms=getattr(request, "param", 20))
     sender = TrackSender(ledger=ledger, side=side, counters=counters, settings=settings)
     live = RecordingLive()
@@ -69,8 +69,8 @@ async def running(request: pytest.FixtureRequest) -> AsyncIterator[Running]:
 @contextlib.asynccontextmanager
 async def sending(ledger: AudioLedger, *, replay_bytes: int) -> AsyncIterator[tuple[TrackSender, RecordingLive]]:
     """A sender started on a connection whose first `replay_bytes` are a replay, with `ledger` already filled."""
-    side = DeepgramSide()
-    side.move(DeepgramState.OPEN)
+    side = EngineSide()
+    side.move(EngineState.OPEN)
     sender = TrackSender(ledger=ledger, side=side, counters=TrackCounters(), settings=make_settings())
     live = RecordingLive()
     task = asyncio.create_task(sender.run(Connection(live, replay_bytes=replay_bytes)))  # type: ignore[arg-type]
@@ -89,7 +89,7 @@ def filled(frames: int) -> AudioLedger:
 
 
 async def test_an_idle_sender_leaves_the_frame_to_the_read_loop(running: Running) -> None:
-    assert running.side.state is DeepgramState.IDLE
+    assert running.side.state is EngineState.IDLE
     running.ledger.receive(FRAME)  # as `push` does, without waking the sender
     await running.sender.send_now()
     assert running.live.sent == [FRAME]
@@ -101,14 +101,14 @@ async def test_an_idle_sender_leaves_the_frame_to_the_read_loop(running: Running
 @pytest.mark.parametrize("running", [100], indirect=True)
 async def test_with_batches_the_read_loop_never_sends(running: Running) -> None:
     """AUDIO_BATCH_MS=100: the sender collects frames itself, so it sleeps OPEN, never IDLE."""
-    assert running.side.state is DeepgramState.OPEN
+    assert running.side.state is EngineState.OPEN
     running.ledger.receive(FRAME)
     await running.sender.send_now()
     assert running.live.sent == []
 
 
 async def test_once_input_ends_the_read_loop_never_sends(running: Running) -> None:
-    running.side.move(DeepgramState.DRAINING)  # Twilio's stop, while the sender sleeps
+    running.side.move(EngineState.DRAINING)  # Twilio's stop, while the sender sleeps
     running.ledger.receive(FRAME)
     await running.sender.send_now()
     assert running.live.sent == []

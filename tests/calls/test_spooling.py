@@ -8,7 +8,7 @@ import pytest
 import structlog
 
 from service.calls.counters import CallInfo, TrackCounters
-from service.calls.spooling import ChannelSpooler, TrackSpooler
+from service.calls.pipeline.spooling import ChannelSpooler, TrackSpooler
 
 CALL = CallInfo(call_sid="CA1", stream_sid="MZ1", account_sid="AC1", tracks=("inbound",), custom_parameters={})
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from service.calls.stitching import StreamShare, placed, within
+from service.calls.handover.stitching import StreamShare, placed, within
 from service.calls.transcript import Transcript
-from service.deepgram.protocol import Word
+from service.stt.events import Word
 
 
 def word(text: str, start: float, end: float) -> Word:

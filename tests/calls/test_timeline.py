@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.calls.timeline import TrackTimeline, repeats_a_final, shifted
-from service.deepgram.protocol import SttResult, Word
+from service.calls.pipeline.timeline import TrackTimeline, repeats_a_final, shifted
+from service.stt.events import SttResult, Word
 
 TIMELINE = TrackTimeline(call_sid="CA1", stream_sid="MZ1", track="inbound", speaker="caller", diarize=False)
 

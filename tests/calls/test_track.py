@@ -8,11 +8,11 @@ from pathlib import Path
 import structlog
 
 from service.calls.counters import CallInfo
-from service.calls.deepgram_state import DeepgramState
-from service.calls.interleave import CHANNELS
-from service.calls.track import TrackStream
+from service.calls.pipeline.engine_state import EngineState
+from service.calls.pipeline.interleave import CHANNELS
+from service.calls.pipeline.track import TrackStream
 from service.calls.transcript import Transcript
-from service.deepgram.live import SttClient
+from service.deepgram.live import DeepgramLive
 from service.errors import SttError
 from service.settings import Settings
 from service.spool.directory import Spool
@@ -42,7 +42,7 @@ async def test_audio_arriving_after_close_stream_is_spooled_not_lost(deepgram: F
         raise AssertionError(error.reason)
 
     track = TrackStream(
-        name="inbound", call=CALL, settings=settings, stt=SttClient(settings), spool=Spool(tmp_path),
+        name="inbound", call=CALL, settings=settings, engine=DeepgramLive(settings), spool=Spool(tmp_path),
         emit=emit, on_failure=on_failure, log=structlog.get_logger("test"),
     )  # fmt: skip
     running = asyncio.create_task(track.run())
@@ -77,7 +77,7 @@ async def test_a_frame_of_one_track_after_close_stream_is_spooled_not_lost_on_on
 
     both = CallInfo(call_sid="CA1", stream_sid="MZ1", account_sid="AC1", tracks=CHANNELS, custom_parameters={})
     track = TrackStream(
-        name="inbound+outbound", call=both, channels=CHANNELS, settings=settings, stt=SttClient(settings),
+        name="inbound+outbound", call=both, channels=CHANNELS, settings=settings, engine=DeepgramLive(settings),
         spool=Spool(tmp_path), emit=emit, on_failure=on_failure, log=structlog.get_logger("test"),
     )  # fmt: skip
     running = asyncio.create_task(track.run())
@@ -100,7 +100,7 @@ def quiet_track(settings: Settings, tmp_path: Path, failures: list[SttError]) ->
         failures.append(error)
 
     return TrackStream(
-        name="inbound", call=CALL, settings=settings, stt=SttClient(settings), spool=Spool(tmp_path),
+        name="inbound", call=CALL, settings=settings, engine=DeepgramLive(settings), spool=Spool(tmp_path),
         emit=lambda _transcript: None, on_failure=on_failure, log=structlog.get_logger("test"),
     )  # fmt: skip
 
@@ -108,14 +108,14 @@ def quiet_track(settings: Settings, tmp_path: Path, failures: list[SttError]) ->
 async def test_a_track_that_finished_live_is_closed(deepgram: FakeDeepgram, tmp_path: Path) -> None:
     failures: list[SttError] = []
     track = quiet_track(make_settings(deepgram, spool_dir=tmp_path), tmp_path, failures)
-    assert track.state is DeepgramState.CONNECTING
+    assert track.state is EngineState.CONNECTING
     running = asyncio.create_task(track.run())
     audio = call_audio(3, 1.0)
     for chunk, start in enumerate(range(0, len(audio), 160), start=1):
         track.push(chunk, audio[start : start + 160])
     track.end()
     await asyncio.wait_for(running, timeout=5)
-    assert (track.state, failures, Spool(tmp_path).entries()) == (DeepgramState.CLOSED, [], [])
+    assert (track.state, failures, Spool(tmp_path).entries()) == (EngineState.CLOSED, [], [])
 
 
 async def test_a_track_without_a_key_fails_to_the_spool(tmp_path: Path) -> None:
@@ -126,7 +126,7 @@ async def test_a_track_without_a_key_fails_to_the_spool(tmp_path: Path) -> None:
     track.push(1, call_audio(4, 0.02))
     track.end()
     await asyncio.wait_for(running, timeout=5)
-    assert track.state is DeepgramState.FAILED
+    assert track.state is EngineState.FAILED
     assert [error.kind for error in failures] == ["no_key"]
     [entry] = Spool(tmp_path).entries()
     assert entry.duration_s == 0.02
@@ -140,7 +140,7 @@ async def test_a_short_batch_goes_at_its_deadline_not_at_the_next_keepalive(
     failures: list[SttError] = []
     track = quiet_track(make_settings(deepgram, spool_dir=tmp_path, audio_batch_ms=100), tmp_path, failures)
     running = asyncio.create_task(track.run())
-    await eventually(lambda: deepgram.connections and track.state in {DeepgramState.OPEN, DeepgramState.IDLE})
+    await eventually(lambda: deepgram.connections and track.state in {EngineState.OPEN, EngineState.IDLE})
     audio = call_audio(4, 0.04)
     for chunk, start in enumerate(range(0, len(audio), 160), start=1):
         track.push(chunk, audio[start : start + 160])

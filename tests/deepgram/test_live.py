@@ -8,9 +8,10 @@ import socket
 
 import pytest
 
-from service.deepgram.live import SttClient
-from service.deepgram.protocol import SttMetadata, SttResult, is_fatal_close, is_fatal_status, live_options
+from service.deepgram.live import DeepgramLive
+from service.deepgram.protocol import is_fatal_close, is_fatal_status
 from service.errors import SttRejected, SttUnavailable
+from service.stt.events import SttMetadata, SttResult, SttSettled
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.helpers.service import make_settings
 
@@ -20,15 +21,20 @@ AUDIO = bytes(range(0x7F)) * 64  # 8128 bytes: two whole 0.5 s windows and a par
 async def test_results_and_metadata_arrive_as_our_types(deepgram: FakeDeepgram) -> None:
     """Audio in, our SttResult and SttMetadata out, words as the fake heard them, ending at close 1000."""
     settings = make_settings(deepgram)
-    async with SttClient(settings).connect(live_options(settings)) as live:
+    async with DeepgramLive(settings).connect(channels=1, diarize=False) as live:
         await live.send_audio(AUDIO)
         await live.send_audio(b"")  # never sent: an empty frame is Deepgram's deprecated close signal
         await live.close_stream()
         events = [event async for event in live.events()]
     finals = [e for e in events if isinstance(e, SttResult) and e.is_final]
     assert [w.word for f in finals for w in f.words] == expected_words(AUDIO)
-    assert isinstance(events[-1], SttMetadata)
-    assert events[-1].request_id == deepgram.connections[0].request_id
+    metadata = [e for e in events if isinstance(e, SttMetadata)]
+    assert [m.request_id for m in metadata] == [deepgram.connections[0].request_id]
+    # v1 settles a final's audio to its end, and Metadata (its last word) all it processed.
+    settled = [e.until_s for e in events if isinstance(e, SttSettled)]
+    assert settled == sorted(settled)
+    assert settled[:-1] == [round(f.end, 6) for f in finals] or settled[:-1] == [f.end for f in finals]
+    assert settled[-1] == metadata[0].duration == len(AUDIO) / 8000
     assert bytes(deepgram.connections[0].audio) == AUDIO
 
 
@@ -47,7 +53,7 @@ async def test_upgrade_statuses_are_classified(deepgram: FakeDeepgram, status: i
     deepgram.faults.reject_status = status
     settings = make_settings(deepgram)
     with pytest.raises(error, match=re.escape(says)) as caught:
-        async with SttClient(settings).connect(live_options(settings)):
+        async with DeepgramLive(settings).connect(channels=1, diarize=False):
             pass
     assert caught.value.status == status
 
@@ -56,9 +62,9 @@ async def test_every_connection_sends_the_sdks_headers_and_the_key(deepgram: Fak
     """The headers are built once per client, and every connection still carries the key and the SDK's own
     User-Agent."""
     settings = make_settings(deepgram)
-    client = SttClient(settings)
+    client = DeepgramLive(settings)
     for _ in range(2):
-        async with client.connect(live_options(settings)) as live:
+        async with client.connect(channels=1, diarize=False) as live:
             await live.close_stream()
             _ = [event async for event in live.events()]
     key = settings.deepgram_api_key.get_secret_value() if settings.deepgram_api_key else ""
@@ -72,7 +78,7 @@ async def test_a_wrong_key_is_rejected(deepgram: FakeDeepgram) -> None:
     """The fake checks the key like Deepgram: a wrong one is HTTP 401, never retried by the adapter."""
     settings = make_settings(deepgram, deepgram_api_key="not-the-key")
     with pytest.raises(SttRejected, match="HTTP 401"):
-        async with SttClient(settings).connect(live_options(settings)):
+        async with DeepgramLive(settings).connect(channels=1, diarize=False):
             pass
     assert deepgram.upgrade_attempts == 1
 
@@ -84,7 +90,7 @@ async def test_nothing_listening_is_unavailable() -> None:
         port = probe.getsockname()[1]
     settings = make_settings(None, deepgram_url=f"http://127.0.0.1:{port}")
     with pytest.raises(SttUnavailable, match="cannot reach Deepgram"):
-        async with SttClient(settings).connect(live_options(settings)):
+        async with DeepgramLive(settings).connect(channels=1, diarize=False):
             pass
 
 
@@ -93,7 +99,7 @@ async def test_a_handshake_that_never_finishes_times_out(deepgram: FakeDeepgram)
     deepgram.faults.hang_handshake = True
     settings = make_settings(deepgram, deepgram_connect_timeout_s=0.3)
     with pytest.raises(SttUnavailable, match=r"did not open the connection within 0\.3 s"):
-        async with SttClient(settings).connect(live_options(settings)):
+        async with DeepgramLive(settings).connect(channels=1, diarize=False):
             pass
 
 
@@ -110,7 +116,7 @@ async def test_closes_mid_stream_carry_code_and_reason(
     deepgram.faults.close_reason = reason
     settings = make_settings(deepgram)
     with pytest.raises(error, match=f"{code} {reason}") as caught:
-        async with SttClient(settings).connect(live_options(settings)) as live:
+        async with DeepgramLive(settings).connect(channels=1, diarize=False) as live:
             await live.send_audio(AUDIO)
             async for _ in live.events():
                 pass
@@ -122,7 +128,7 @@ async def test_a_dropped_connection_is_unavailable(deepgram: FakeDeepgram) -> No
     deepgram.faults.drop_after_bytes = 4000
     settings = make_settings(deepgram)
     with pytest.raises(SttUnavailable, match=r"no close frame") as caught:
-        async with SttClient(settings).connect(live_options(settings)) as live:
+        async with DeepgramLive(settings).connect(channels=1, diarize=False) as live:
             await live.send_audio(AUDIO)
             async for _ in live.events():
                 pass

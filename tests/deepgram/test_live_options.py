@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from service.deepgram.protocol import SttResult, batch_options, ignored_options, live_options, pass_through_options
+from service.deepgram.protocol import batch_options, ignored_options, live_options, pass_through_options
 from service.settings import Settings
+from service.stt.events import SttResult
 from tests.helpers.service import make_settings
 
 

@@ -15,10 +15,10 @@ from deepgram.core.unchecked_base_model import construct_type
 from deepgram.types.listen_v1response import ListenV1Response
 
 from service.deepgram.prerecorded import PrerecordedClient, parse
-from service.deepgram.protocol import BatchAnswer, BatchUtterance, Word
 from service.errors import SttRejected, SttUnavailable
 from service.settings import Settings
 from service.spool.wav import mulaw_wav
+from service.stt.events import BatchAnswer, BatchUtterance, Word
 from tests.helpers.audio import call_audio
 from tests.helpers.credentials import DEEPGRAM_KEY
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch, listen_response

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from service.calls.session import CallSession
+from service.calls.stream.session import CallSession
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec, build_messages, twilio_signature
 from service.spool.directory import Spool

@@ -13,7 +13,7 @@ from sqlalchemy import insert, make_url, select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from service.calls.admission import ClaimOutcome
+from service.calls.stream.admission import ClaimOutcome
 from service.storage import queries
 from service.storage.retention import purge_older_than
 from service.storage.schema import Call, Stream, StreamedCall, async_url, create_engine

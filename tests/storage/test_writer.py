@@ -14,10 +14,9 @@ from typing import Any
 from sqlalchemy import insert, make_url, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from service.calls.admission import ClaimOutcome
 from service.calls.events import CallEnded, CallStarted
+from service.calls.stream.admission import ClaimOutcome
 from service.calls.transcript import Transcript
-from service.deepgram.protocol import Word
 from service.settings import Settings
 from service.storage import queries
 from service.storage.journal import Journal
@@ -35,6 +34,7 @@ from service.storage.writes import (
     utterance_key,
     utterance_write,
 )
+from service.stt.events import Word
 from tests.helpers.databases import database_down, database_url, migrated_url, postgres_url
 from tests.helpers.logs import LogLines
 from tests.helpers.service import make_settings

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from service.calls.deepgram_state import DeepgramSide, DeepgramState
+from service.calls.pipeline.engine_state import EngineSide, EngineState
 
-CONNECTING, OPEN, IDLE = DeepgramState.CONNECTING, DeepgramState.OPEN, DeepgramState.IDLE
-DRAINING, CLOSED, FAILED = DeepgramState.DRAINING, DeepgramState.CLOSED, DeepgramState.FAILED
+CONNECTING, OPEN, IDLE = EngineState.CONNECTING, EngineState.OPEN, EngineState.IDLE
+DRAINING, CLOSED, FAILED = EngineState.DRAINING, EngineState.CLOSED, EngineState.FAILED
 
 
 @pytest.mark.parametrize(
@@ -31,12 +31,12 @@ DRAINING, CLOSED, FAILED = DeepgramState.DRAINING, DeepgramState.CLOSED, Deepgra
         (FAILED, OPEN, FAILED),
     ],
 )
-def test_moves(start: DeepgramState, to: DeepgramState, after: DeepgramState) -> None:
-    side = DeepgramSide()
+def test_moves(start: EngineState, to: EngineState, after: EngineState) -> None:
+    side = EngineSide()
     side.state = start
     side.move(to)
     assert side.state is after
 
 
 def test_a_track_starts_connecting() -> None:
-    assert DeepgramSide().state is CONNECTING
+    assert EngineSide().state is CONNECTING

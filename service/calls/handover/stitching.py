@@ -1,6 +1,6 @@
 """Protocol layer (pure): one stream's transcripts on the call's timeline, cut where another stream takes over.
 
-A hand-over (`calls/handover.py`) runs two streams of one call side by side for a moment: the old one, in the
+A hand-over (`calls/handover/passing.py`) runs two streams of one call side by side for a moment: the old one, in the
 process that is stopping, and the new one, in the process that took the call. Each stream's media timestamps
 start at 0, so each stream's results are first moved by where the stream started on the call's timeline
 (`offset_s`: wall-clock time at its start, less the call's first stream's). Then the overlap is cut by time, at
@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from service.calls.timeline import shifted
+from service.calls.pipeline.timeline import shifted
 from service.calls.transcript import Transcript, of_words
 
 

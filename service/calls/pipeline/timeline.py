@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from service.calls.transcript import Transcript, by_speaker
 
 if TYPE_CHECKING:
-    from service.deepgram.protocol import SttResult, Word
+    from service.stt.events import SttResult, Word
 
 
 @dataclass(frozen=True, slots=True)

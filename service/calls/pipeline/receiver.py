@@ -1,11 +1,11 @@
-"""Orchestration: the receiving half of a track's Deepgram side, what Deepgram's messages do to the track.
+"""Orchestration: the receiving half of a track's engine side, what the engine's events do to the track.
 
-A final acknowledges its audio in the ledger (a final for audio already final before a reconnect is
-counted, not emitted again); a result's transcripts, placed on the call's timeline (`timeline.py`), go to
-the sinks; Metadata, Deepgram's last word on a stream, acknowledges all the audio it processed.
+What the engine settles (`SttSettled`: each adapter says when) is acknowledged in the ledger, so a replay
+after a failure resends exactly the rest; a final for audio already final before a reconnect is counted, not
+emitted again; a result's transcripts, placed on the call's timeline (`timeline.py`), go to the sinks.
 
-With both tracks on one connection (`multichannel=true`), each result's `channel_index` picks the track's
-timeline, and the ledger (interleaved audio) is final only as far as every channel's finals reach.
+With both tracks on one connection (multichannel), each result's channel picks the track's timeline, and the
+ledger (interleaved audio) is final only as far as every channel is settled.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import asyncio
 from typing import Any
 
 from service.calls.counters import TrackCounters
-from service.calls.deepgram_state import Connection
-from service.calls.ledger import AudioLedger
-from service.calls.timeline import TrackTimeline, repeats_a_final
+from service.calls.pipeline.engine_state import Connection
+from service.calls.pipeline.ledger import AudioLedger
+from service.calls.pipeline.timeline import TrackTimeline, repeats_a_final
 from service.calls.transcript import TranscriptSink
-from service.deepgram.protocol import SttMetadata, SttResult, SttServerError
 from service.metrics import RESULT_LATENCY
+from service.stt.events import SttMetadata, SttResult, SttServerError, SttSettled
 
 
 class TrackReceiver:
@@ -40,7 +40,7 @@ class TrackReceiver:
         self._emit = emit
         self._log = log
         self._last_final_end_s = [0.0] * len(timelines)  # per channel, on the call's timeline
-        self._final_to_s = [0.0] * len(timelines)  # per channel: how far its finals reach on this connection
+        self._settled_to_s = [0.0] * len(timelines)  # per channel: how far the engine settled it on this connection
 
     async def run(self, connection: Connection) -> None:
         """Deepgram's messages on `connection` until it closes (an abnormal close raises SttError)."""
@@ -50,9 +50,9 @@ class TrackReceiver:
             if isinstance(event, SttResult):
                 if self._on_result(connection, event):
                     RESULT_LATENCY.observe(loop.time() - heard_at)
+            elif isinstance(event, SttSettled):
+                self._settle(event)
             elif isinstance(event, SttMetadata):
-                # Deepgram's last word on a stream: it has processed this much audio, finals included.
-                self._ledger.acknowledge(event.duration)
                 self._remember_request(event.request_id)
             elif isinstance(event, SttServerError):
                 track = "+".join(timeline.track for timeline in self._timelines)
@@ -79,12 +79,19 @@ class TrackReceiver:
             self._emit(transcript)
         return True
 
-    def _take_final(self, result: SttResult, channel: int, offset_s: float) -> bool:
-        """A final acknowledges its audio (as far as every channel's finals reach); False when that audio was
-        final already (before a reconnect)."""
-        reach = self._final_to_s
-        reach[channel] = max(reach[channel], result.end)
+    def _settle(self, settled: SttSettled) -> None:
+        """Audio the engine settled is acknowledged, as far as every channel is settled."""
+        reach = self._settled_to_s
+        channel = settled.channel
+        if channel is None:
+            for index, until_s in enumerate(reach):
+                reach[index] = max(until_s, settled.until_s)
+        elif 0 <= channel < len(reach):
+            reach[channel] = max(reach[channel], settled.until_s)
         self._ledger.acknowledge(min(reach))
+
+    def _take_final(self, result: SttResult, channel: int, offset_s: float) -> bool:
+        """A final, counted; False when its audio was final already (before a reconnect)."""
         self._counters.finals += 1
         end_s = result.end + offset_s
         if repeats_a_final(end_s, result.duration, self._last_final_end_s[channel]):
@@ -95,7 +102,7 @@ class TrackReceiver:
 
     def connection_opened(self) -> None:
         """A new connection's results are timed from its own start."""
-        self._final_to_s = [0.0] * len(self._timelines)
+        self._settled_to_s = [0.0] * len(self._timelines)
 
     def _remember_request(self, request_id: str) -> None:
         if request_id not in self._counters.request_ids:

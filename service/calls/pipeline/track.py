@@ -2,7 +2,7 @@
 
 `push` runs on the Twilio side and never waits: audio goes into the track's ledger (bounded by
 AUDIO_BUFFER_S) or, once live transcription cannot cover it, straight into a spool segment (`spooling.py`).
-`run` owns the Deepgram side, whose state is one `DeepgramState`: connect; send (`sender.py`: a backlog at
+`run` owns the Deepgram side, whose state is one `EngineState`: connect; send (`sender.py`: a backlog at
 once, a replay after a failure paced to 1.25x real time, KeepAlive when idle, CloseStream at the end) while
 reading the results concurrently (`receiver.py`); on a retryable failure reconnect with full-jitter backoff
 and replay what was not yet final; on a fatal one, or an outage longer than DEEPGRAM_OUTAGE_S, spool the rest.
@@ -23,21 +23,20 @@ from typing import Any
 
 from service import mulaw
 from service.calls.counters import CallInfo, TrackCounters
-from service.calls.deepgram_state import IDLE, Connection, DeepgramSide, DeepgramState
 from service.calls.events import CallState
-from service.calls.interleave import CHANNELS, Interleaver
-from service.calls.ledger import AudioLedger
-from service.calls.receiver import TrackReceiver
-from service.calls.sender import TrackSender
-from service.calls.spooling import ChannelSpooler, GuardedSegment, SplitSegment, Spool, TrackSpooler
-from service.calls.timeline import TrackTimeline
+from service.calls.pipeline.engine_state import IDLE, Connection, EngineSide, EngineState
+from service.calls.pipeline.interleave import CHANNELS, Interleaver
+from service.calls.pipeline.ledger import AudioLedger
+from service.calls.pipeline.receiver import TrackReceiver
+from service.calls.pipeline.sender import TrackSender
+from service.calls.pipeline.spooling import ChannelSpooler, GuardedSegment, SplitSegment, Spool, TrackSpooler
+from service.calls.pipeline.timeline import TrackTimeline
 from service.calls.transcript import TranscriptSink, speaker_for
-from service.deepgram.live import LiveConnection, SttClient
-from service.deepgram.protocol import live_options
 from service.errors import SttError, SttFailure, SttRejected, SttUnavailable
 from service.metrics import DEEPGRAM_CONNECTS, DEEPGRAM_FAILURES, DEEPGRAM_RECONNECTS
 from service.retry import Outage, backoff
 from service.settings import Settings
+from service.stt.engine import LiveEngine, LiveStream
 
 StateReport = Callable[[str, CallState, str], None]  # (track, state, reason): the live feed's call.state
 
@@ -57,7 +56,7 @@ class TrackStream:
         call: CallInfo,
         channels: tuple[str, ...] = (),
         settings: Settings,
-        stt: SttClient,
+        engine: LiveEngine,
         spool: Spool,
         emit: TranscriptSink,
         on_failure: Callable[[TrackStream, SttError], Awaitable[None]],
@@ -70,13 +69,13 @@ class TrackStream:
         self._report_state: StateReport = report_state or _unreported
         self.counters = TrackCounters()
         self._settings = settings
-        self._stt = stt
+        self._engine = engine
         self._on_failure = on_failure
         self._log = log
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._ledger = AudioLedger(channels=len(self.channels))
         self.bytes_per_second = self._ledger.bytes_per_second  # of every channel: 16 000 for two
-        self._side = DeepgramSide()
+        self._side = EngineSide()
         self._sender = TrackSender(ledger=self._ledger, side=self._side, counters=self.counters, settings=settings)
         self._wakeup = self._sender.wakeup
         # The read loop's send (see `TrackSender.send_now`), bound here so that call goes straight to the sender.
@@ -189,11 +188,11 @@ class TrackStream:
         return segment
 
     def _end_live_input(self) -> None:
-        self._side.move(DeepgramState.DRAINING)
+        self._side.move(EngineState.DRAINING)
         self._wakeup.set()
 
     @property
-    def state(self) -> DeepgramState:
+    def state(self) -> EngineState:
         return self._side.state
 
     @property
@@ -209,7 +208,7 @@ class TrackStream:
 
     async def run(self) -> None:
         try:
-            if not self._stt.configured:
+            if not self._engine.configured:
                 await self._give_up(SttRejected("DEEPGRAM_API_KEY is not set", failure=SttFailure.NO_KEY))
             else:
                 await self._transcribe_live()
@@ -228,8 +227,7 @@ class TrackStream:
             connection: Connection | None = None
             opened_at = loop.time()
             try:
-                options = live_options(self._settings, channels=len(self.channels), diarize=self._diarize)
-                async with self._stt.connect(options) as live:
+                async with self._engine.connect(channels=len(self.channels), diarize=self._diarize) as live:
                     opened_at = loop.time()
                     connection = self._connected(live)
                     await self._stream(connection)
@@ -237,17 +235,17 @@ class TrackStream:
                 await self._give_up(exc)
                 return
             except SttUnavailable as exc:
-                self._side.move(DeepgramState.CONNECTING)
+                self._side.move(EngineState.CONNECTING)
                 results = connection is not None and connection.produced_results
                 outage.connection_ended(opened_at=opened_at, now=loop.time(), produced_results=results)
                 if not await self._wait_to_retry(exc, outage):
                     return
             else:
-                self._side.move(DeepgramState.CLOSED)
+                self._side.move(EngineState.CLOSED)
                 self._spool_stragglers()
                 return
 
-    def _connected(self, live: LiveConnection) -> Connection:
+    def _connected(self, live: LiveStream) -> Connection:
         DEEPGRAM_CONNECTS.inc()
         ledger = self._ledger
         ledger.restart()
@@ -258,7 +256,7 @@ class TrackStream:
         catching_up_s = round((ledger.pending_bytes - replay_bytes) / self.bytes_per_second, 2)
         self._receiver.connection_opened()
         self._log.info("deepgram.connected", track=self.name, replaying_s=replaying_s, catching_up_s=catching_up_s)
-        self._side.move(DeepgramState.OPEN)
+        self._side.move(EngineState.OPEN)
         self._report(CallState.STREAMING, "")
         return Connection(live, replay_bytes=replay_bytes)
 
@@ -274,8 +272,8 @@ class TrackStream:
     async def _wait_to_retry(self, error: SttUnavailable, outage: Outage) -> bool:
         """Back off before the next attempt; False when there is nothing to retry or the outage is too long."""
         settings = self._settings
-        if self._side.state is DeepgramState.DRAINING and self._ledger.waiting_bytes == 0:
-            self._side.move(DeepgramState.CLOSED)  # all Deepgram was sent is final, and no more comes
+        if self._side.state is EngineState.DRAINING and self._ledger.waiting_bytes == 0:
+            self._side.move(EngineState.CLOSED)  # all Deepgram was sent is final, and no more comes
             return False
         if outage.exhausted(asyncio.get_running_loop().time()):
             await self._give_up(error, outage_s=settings.deepgram_outage_s)
@@ -336,7 +334,7 @@ class TrackStream:
         reason = error.reason if outage_s is None else f"Deepgram unavailable for {outage_s:g} s: {error.reason}"
         start_s, audio = self._ledger.release()
         self._spooler.take_over(start_s, audio, reason, stream_open=not self._twilio_done.is_set())
-        self._side.move(DeepgramState.FAILED)
+        self._side.move(EngineState.FAILED)
         self._report(CallState.SPOOLED, reason)
         await self._on_failure(self, error)
 

@@ -1,6 +1,7 @@
-"""Protocol layer (pure): what a track knows about its Deepgram side: the state it is in, and its connection.
+"""Protocol layer (pure): what a track knows about its engine side (its speech-to-text connections): the state
+it is in, and its connection.
 
-`DeepgramState` is the one answer to "what is this track's Deepgram side doing?"; `DeepgramSide.move` is
+`EngineState` is the one answer to "what is this track's engine side doing?"; `EngineSide.move` is
 the only place it changes, along `_MOVES`. `Connection` is the open connection with its clocks: the sender
 and the receiver of that connection read and set them.
 """
@@ -14,10 +15,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from service.deepgram.live import LiveConnection
+    from service.stt.engine import LiveStream
 
 
-class DeepgramState(enum.Enum):
+class EngineState(enum.Enum):
     """Where a track's Deepgram side is:
 
         CONNECTING -> OPEN                    a connection opened (it replays first what is not yet final)
@@ -40,35 +41,35 @@ class DeepgramState(enum.Enum):
     FAILED = "failed"  # live gave up (rejected, outage too long, a bug): the rest of the track is spooled
 
 
-_MOVES: Final[Mapping[DeepgramState, frozenset[DeepgramState]]] = MappingProxyType(
+_MOVES: Final[Mapping[EngineState, frozenset[EngineState]]] = MappingProxyType(
     {
-        DeepgramState.CONNECTING: frozenset({DeepgramState.OPEN, DeepgramState.DRAINING, DeepgramState.FAILED}),
-        DeepgramState.OPEN: frozenset(
-            {DeepgramState.IDLE, DeepgramState.CONNECTING, DeepgramState.DRAINING, DeepgramState.FAILED}
+        EngineState.CONNECTING: frozenset({EngineState.OPEN, EngineState.DRAINING, EngineState.FAILED}),
+        EngineState.OPEN: frozenset(
+            {EngineState.IDLE, EngineState.CONNECTING, EngineState.DRAINING, EngineState.FAILED}
         ),
-        DeepgramState.IDLE: frozenset(
-            {DeepgramState.OPEN, DeepgramState.CONNECTING, DeepgramState.DRAINING, DeepgramState.FAILED}
+        EngineState.IDLE: frozenset(
+            {EngineState.OPEN, EngineState.CONNECTING, EngineState.DRAINING, EngineState.FAILED}
         ),
-        DeepgramState.DRAINING: frozenset({DeepgramState.CLOSED, DeepgramState.FAILED}),
-        DeepgramState.CLOSED: frozenset({DeepgramState.FAILED}),
-        DeepgramState.FAILED: frozenset(),
+        EngineState.DRAINING: frozenset({EngineState.CLOSED, EngineState.FAILED}),
+        EngineState.CLOSED: frozenset({EngineState.FAILED}),
+        EngineState.FAILED: frozenset(),
     }
 )
 
 # Compared on every frame: a module constant is one lookup, an Enum member as a class attribute ~50 ns on 3.11.
-IDLE: Final = DeepgramState.IDLE
-DRAINING: Final = DeepgramState.DRAINING
+IDLE: Final = EngineState.IDLE
+DRAINING: Final = EngineState.DRAINING
 
 
-class DeepgramSide:
+class EngineSide:
     """A track's Deepgram state, shared by the track and its sender."""
 
     __slots__ = ("state",)
 
     def __init__(self) -> None:
-        self.state = DeepgramState.CONNECTING
+        self.state = EngineState.CONNECTING
 
-    def move(self, to: DeepgramState) -> None:
+    def move(self, to: EngineState) -> None:
         """The one place the state changes; a move `_MOVES` does not list is no move."""
         if to in _MOVES[self.state]:
             self.state = to
@@ -78,7 +79,7 @@ class DeepgramSide:
 class Connection:
     """One open Deepgram connection and its clocks (loop time)."""
 
-    live: LiveConnection
+    live: LiveStream
     replay_bytes: int = 0  # the connection's first bytes that are a replay (pending when it opened after a failure)
     started_at: float = 0.0  # when its sender started: the replay pace counts from here
     last_sent_at: float = 0.0  # the last message to Deepgram: KeepAlive is due DEEPGRAM_KEEPALIVE_S later

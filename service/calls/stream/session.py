@@ -21,19 +21,19 @@ from typing import Any
 import structlog
 
 from service import mulaw
-from service.calls.admission import Admission, AdmissionRefused, StreamGate
 from service.calls.counters import CallInfo, TrackCounters
-from service.calls.ending import EndedBy, Ending
 from service.calls.events import CallEnded, CallObserver, CallStarted, CallState, CallStateChanged
-from service.calls.handover import OVERLAP_S, RELEASE_AFTER_S, StreamRecords, wait_until_others_ended
-from service.calls.interleave import CHANNELS
-from service.calls.spooling import Spool
-from service.calls.stitching import StreamShare
-from service.calls.track import ChannelInput, TrackStream
+from service.calls.handover.passing import OVERLAP_S, RELEASE_AFTER_S, StreamRecords, wait_until_others_ended
+from service.calls.handover.stitching import StreamShare
+from service.calls.pipeline.interleave import CHANNELS
+from service.calls.pipeline.spooling import Spool
+from service.calls.pipeline.track import ChannelInput, TrackStream
+from service.calls.stream.admission import Admission, AdmissionRefused, StreamGate
+from service.calls.stream.ending import EndedBy, Ending
 from service.calls.transcript import Transcript
-from service.deepgram.live import SttClient
 from service.errors import InvalidState, SttError, TwilioProtocolError
 from service.settings import Settings
+from service.stt.engine import LiveEngine
 from service.twilio import close_codes
 from service.twilio.protocol import (
     Connected,
@@ -69,7 +69,7 @@ class CallSession:
         self,
         *,
         settings: Settings,
-        stt: SttClient,
+        engine: LiveEngine,
         spool: Spool,
         observer: CallObserver,
         close_twilio: CloseTwilio,
@@ -84,7 +84,7 @@ class CallSession:
         self.ended_by: Ending | None = None  # set once, when the stream ends; str() is what is logged and kept
         self.finished = asyncio.Event()
         self._settings = settings
-        self._stt = stt
+        self._engine = engine
         self._spool = spool
         self._observer = observer
         self._close_twilio = close_twilio
@@ -214,7 +214,7 @@ class CallSession:
 
     async def _take_over(self, start: Start) -> None:
         """A hand-over's new stream: placed on the call's timeline, keeping the words from the cut on, which wait
-        until the streams it took over from have ended (`calls/handover.py`)."""
+        until the streams it took over from have ended (`calls/handover/passing.py`)."""
         offset = None
         if self._records is not None:
             try:
@@ -287,7 +287,12 @@ class CallSession:
             tracks=",".join(start.tracks),
             **{key: value for key, value in params.items() if key in {"from", "to", "direction"}},
         )
-        together = len(start.tracks) > 1 and self._settings.deepgram_connections == "per_call"
+        # One connection for both tracks needs an engine with multichannel (Flux has none: start-up says so).
+        together = (
+            len(start.tracks) > 1
+            and self._settings.deepgram_connections == "per_call"
+            and self._engine.max_channels > 1
+        )
         # Together, the tracks go by channel index (inbound first, as the interleaver places them), whatever
         # order Twilio's `start` lists them in: results and spool entries go back to their track by that index.
         for channels in [CHANNELS] if together else [(name,) for name in start.tracks]:
@@ -296,7 +301,7 @@ class CallSession:
                 call=self.call,
                 channels=channels,
                 settings=self._settings,
-                stt=self._stt,
+                engine=self._engine,
                 spool=self._spool,
                 emit=self._offer,
                 on_failure=self._on_track_failure,

@@ -13,9 +13,9 @@ import time
 
 from service import mulaw
 from service.calls.counters import TrackCounters
-from service.calls.deepgram_state import DRAINING, IDLE, Connection, DeepgramSide, DeepgramState
-from service.calls.ledger import AudioLedger
-from service.calls.pacing import MESSAGE_MAX_BYTES, Batching, idle_sleep_s, keepalive_in, next_message
+from service.calls.pipeline.engine_state import DRAINING, IDLE, Connection, EngineSide, EngineState
+from service.calls.pipeline.ledger import AudioLedger
+from service.calls.pipeline.pacing import MESSAGE_MAX_BYTES, Batching, idle_sleep_s, keepalive_in, next_message
 from service.errors import SttError, SttFailure, SttUnavailable
 from service.settings import Settings
 
@@ -57,7 +57,7 @@ class Wakeup(asyncio.Event):
 class TrackSender:
     """Sends one track's ledger to its Deepgram connections, one connection at a time."""
 
-    def __init__(self, *, ledger: AudioLedger, side: DeepgramSide, counters: TrackCounters, settings: Settings) -> None:
+    def __init__(self, *, ledger: AudioLedger, side: EngineSide, counters: TrackCounters, settings: Settings) -> None:
         self.wakeup = Wakeup()  # `push` and `end` set it
         batch = Batching.of(settings.audio_batch_ms)
         self.batching = batch.chunks > 1  # frames wait to go together; `push` then stamps `batch_started_at`
@@ -165,11 +165,11 @@ class TrackSender:
         if self.batching:  # `push` wakes the sender for every frame, to collect it into the batch
             await self.wakeup.sleep(sleep_s)
             return
-        self._side.move(DeepgramState.IDLE)  # every frame goes alone: meanwhile the read loop sends them
+        self._side.move(EngineState.IDLE)  # every frame goes alone: meanwhile the read loop sends them
         try:
             await self.wakeup.sleep(sleep_s)
         finally:
-            self._side.move(DeepgramState.OPEN)
+            self._side.move(EngineState.OPEN)
 
     def _sent(self, connection: Connection, chunk: bytes, now: float) -> None:
         self._counters.bytes_sent += len(chunk)

@@ -35,7 +35,10 @@ from service.errors import StreamApiError
 from service.twilio.stream_tokens import PARAMETER, Claim, Purpose, issue, numbers
 
 if TYPE_CHECKING:
-    from service.calls.session import CallSession
+    from service.calls.counters import CallInfo
+    from service.calls.handover.stitching import StreamShare
+    from service.calls.stream.ending import Ending
+    from service.calls.transcript import Transcript
     from service.twilio.stream_api import StreamApi
 
 log: Any = structlog.get_logger("callscribe.handover")
@@ -70,6 +73,28 @@ async def wait_until_others_ended(records: StreamRecords, call_sid: str, stream_
     return False
 
 
+class HandingOver(Protocol):
+    """What a hand-over needs of a live stream (`stream/session.py`'s `CallSession`): named here, so hand-over
+    and the session each know the other only through this."""
+
+    call: CallInfo | None
+    share: StreamShare
+    ended_by: Ending | None
+    stream_url: str
+    track_setting: str
+
+    @property
+    def started(self) -> bool: ...
+
+    def heard_until_s(self) -> float: ...
+
+    def emit_now(self, transcripts: list[Transcript]) -> None: ...
+
+    def hand_over_done(self) -> None: ...
+
+    def cancel_handover(self) -> None: ...
+
+
 class Handover:
     """One process's hand-over of its live streams, at SIGTERM."""
 
@@ -88,12 +113,12 @@ class Handover:
         self._timeout_s = timeout_s
         self._clock = clock
 
-    async def hand_over_all(self, sessions: Sequence[CallSession]) -> None:
+    async def hand_over_all(self, sessions: Sequence[HandingOver]) -> None:
         """Hand over every started stream at once; each that cannot be is drained as before."""
         live = [session for session in sessions if session.started and session.ended_by is None]
         await asyncio.gather(*(self.hand_over(session) for session in live))
 
-    async def hand_over(self, session: CallSession) -> bool:
+    async def hand_over(self, session: HandingOver) -> bool:
         """Move one stream's call to a new stream elsewhere; False (and one log line why) if it cannot be."""
         call = session.call
         assert call is not None  # started
@@ -111,7 +136,7 @@ class Handover:
                 return False
             return True
 
-    async def _move(self, session: CallSession) -> None:
+    async def _move(self, session: HandingOver) -> None:
         call = session.call
         assert call is not None
         asked_at = session.heard_until_s()
@@ -131,7 +156,7 @@ class Handover:
         except StreamApiError as exc:
             log.info("handover.stop_failed", why=str(exc), action="the shutdown closes the old stream")
 
-    async def _ask_twilio(self, session: CallSession) -> str:
+    async def _ask_twilio(self, session: HandingOver) -> str:
         call = session.call
         assert call is not None
         from_number, to_number = numbers(call.custom_parameters)  # the first stream's, which its token covered
@@ -171,7 +196,7 @@ class Handover:
         except StreamApiError as exc:
             log.info("handover.stop_failed", stream=stream_sid, why=str(exc))
 
-    async def _overlap_until(self, session: CallSession, until_s: float) -> None:
+    async def _overlap_until(self, session: HandingOver, until_s: float) -> None:
         """The old stream goes on until its audio reaches `until_s` (or Twilio stops sending it)."""
         deadline = time.monotonic() + (until_s - session.heard_until_s()) * 2 + self._timeout_s
         # A timer, not an event set per frame: the read loop's 50 frames a second stay untouched.
