@@ -20,16 +20,17 @@ from typing import Any
 
 import structlog
 
-from service import mulaw
-from service.calls.counters import CallInfo, TrackCounters
+from service.calls.counters import CallInfo
 from service.calls.events import CallEnded, CallObserver, CallStarted, CallState, CallStateChanged
-from service.calls.handover.passing import OVERLAP_S, RELEASE_AFTER_S, StreamRecords, wait_until_others_ended
+from service.calls.handover.joining import release_after_old, take_over
+from service.calls.handover.passing import StreamRecords
 from service.calls.handover.stitching import StreamShare
-from service.calls.pipeline.interleave import CHANNELS
+from service.calls.pipeline.call_tracks import CallTracks
 from service.calls.pipeline.spooling import Spool
 from service.calls.pipeline.track import ChannelInput, TrackStream
 from service.calls.stream.admission import Admission, AdmissionRefused, StreamGate
 from service.calls.stream.ending import EndedBy, Ending
+from service.calls.stream.summary import StreamCounts, call_summary
 from service.calls.transcript import Transcript
 from service.errors import InvalidState, SttError, TwilioProtocolError
 from service.settings import Settings
@@ -80,7 +81,8 @@ class CallSession:
         self.state = StreamState.AWAITING_CONNECTED
         self.call: CallInfo | None = None
         self.tracks: dict[str, TrackStream | ChannelInput] = {}  # by track: where its frames go
-        self.streams: list[TrackStream] = []  # the Deepgram streams: one per track, or one for both (per_call)
+        self.streams: list[TrackStream] = []  # the engine streams: one per track, or one for both (per_call)
+        self._pipeline: CallTracks | None = None  # both of the above, once the call has begun
         self.ended_by: Ending | None = None  # set once, when the stream ends; str() is what is logged and kept
         self.finished = asyncio.Event()
         self._settings = settings
@@ -204,38 +206,17 @@ class CallSession:
         except AdmissionRefused as exc:
             return self._reject(close_codes.POLICY_VIOLATION, str(exc))
         if self.ended_by is None and admission.purpose is Purpose.HANDOVER:
-            await self._take_over(start)
+            self.share = await take_over(self._records, start.call_sid, start.stream_sid, self._log) or self.share
         if self.ended_by is None:  # not shut down meanwhile
             self.track_setting = admission.track
             self._begin(start, admission.parameters)
-            if self.share.holding:  # a hand-over's words wait for the old stream's end (`_finish` lets them out too)
-                self._release = self._spawn(self._release_after_old(start), name="handover-release")
+            if self.share.holding and self._records is not None:  # the words wait for the old stream's end
+                release = release_after_old(
+                    self._records, self.share, call_sid=start.call_sid, stream_sid=start.stream_sid,
+                    emit=self.emit_now, log=self._log,
+                )  # fmt: skip
+                self._release = self._spawn(release, name="handover-release")  # `_finish` lets them out too
         return None
-
-    async def _take_over(self, start: Start) -> None:
-        """A hand-over's new stream: placed on the call's timeline, keeping the words from the cut on, which wait
-        until the streams it took over from have ended (`calls/handover/passing.py`)."""
-        offset = None
-        if self._records is not None:
-            try:
-                offset = await self._records.offset_s(start.call_sid, start.stream_sid)
-            except Exception as exc:  # noqa: BLE001 - without the database the stream still transcribes
-                self._log.warning("handover.lookup_failed", error=type(exc).__name__)
-        if offset is None:
-            self._log.warning(
-                "handover.unplaced", why="the database has no record of the call's streams: timed from this stream's "
-                "start, and the overlap with the old stream is not cut",
-            )  # fmt: skip
-            return
-        self.share = StreamShare.taking_over(offset, offset + OVERLAP_S)
-        self._log.info("handover.taking_over", offset_s=round(offset, 3), cut_s=round(offset + OVERLAP_S, 3))
-
-    async def _release_after_old(self, start: Start) -> None:
-        assert self._records is not None  # a share holds only when the records placed it
-        ended = await wait_until_others_ended(self._records, start.call_sid, start.stream_sid, RELEASE_AFTER_S)
-        if not ended:
-            self._log.warning("handover.old_stream_silent", why=f"not ended after {RELEASE_AFTER_S:g} s: words let out")
-        self.emit_now(self.share.release())
 
     def _offer(self, transcript: Transcript) -> None:
         """A track's transcript, on its way to the observer through this stream's share of the call."""
@@ -247,8 +228,7 @@ class CallSession:
 
     def heard_until_s(self) -> float:
         """How far into the call (on its timeline) this stream's audio has come."""
-        received = max((track.received_bytes for track in self.tracks.values()), default=0)
-        return self.share.offset_s + received / mulaw.BYTES_PER_SECOND
+        return self.share.offset_s + (self._pipeline.heard_s() if self._pipeline is not None else 0.0)
 
     def cancel_handover(self) -> None:
         """No one took over: the words held for the hand-over go out, and the stream is drained as before."""
@@ -287,30 +267,12 @@ class CallSession:
             tracks=",".join(start.tracks),
             **{key: value for key, value in params.items() if key in {"from", "to", "direction"}},
         )
-        # One connection for both tracks needs an engine with multichannel (Flux has none: start-up says so).
-        together = (
-            len(start.tracks) > 1
-            and self._settings.deepgram_connections == "per_call"
-            and self._engine.max_channels > 1
-        )
-        # Together, the tracks go by channel index (inbound first, as the interleaver places them), whatever
-        # order Twilio's `start` lists them in: results and spool entries go back to their track by that index.
-        for channels in [CHANNELS] if together else [(name,) for name in start.tracks]:
-            stream = TrackStream(
-                name="+".join(channels),
-                call=self.call,
-                channels=channels,
-                settings=self._settings,
-                engine=self._engine,
-                spool=self._spool,
-                emit=self._offer,
-                on_failure=self._on_track_failure,
-                log=self._log,
-                report_state=self._track_state,
-            )
-            self.streams.append(stream)
-            for name in channels:
-                self.tracks[name] = ChannelInput(name, stream) if together else stream
+        pipeline = CallTracks(
+            self.call, settings=self._settings, engine=self._engine, spool=self._spool, emit=self._offer,
+            on_failure=self._on_track_failure, report_state=self._track_state, log=self._log,
+        )  # fmt: skip
+        self._pipeline = pipeline
+        self.tracks, self.streams = pipeline.inputs, pipeline.streams
         self._track_tasks = [self._spawn(stream.run(), name=f"track-{stream.name}") for stream in self.streams]
         self._spawn(self._finish(self._track_tasks), name="finish")
 
@@ -354,16 +316,16 @@ class CallSession:
 
     def abandon(self) -> None:
         """Shutdown ran out of time: spool whatever Deepgram has not made final, and stop waiting for it."""
-        for stream in self.streams:
-            stream.abandon()
+        if self._pipeline is not None:
+            self._pipeline.abandon()
         for task in self._track_tasks:
             task.cancel()
 
     def _end(self, why: Ending) -> None:
         if self.ended_by is None:
             self.ended_by = why
-        for stream in self.streams:
-            stream.end()
+        if self._pipeline is not None:
+            self._pipeline.end()
 
     def refuse(self, code: int, reason: str) -> Reject:
         """End the stream before it starts, for a reason of the process's own (MAX_CALLS filled up meanwhile)."""
@@ -414,7 +376,15 @@ class CallSession:
 
     def _log_summary(self) -> None:
         counters = [stream.counters for stream in self.streams]
-        summary = self._summary(counters)
+        summary = call_summary(
+            [StreamCounts(stream.counters, stream.bytes_per_second) for stream in self.streams],
+            ended_by=str(self.ended_by) if self.ended_by is not None else "unknown",
+            duration_s=time.monotonic() - self._started_at,
+            messages_missing=self._messages_missing,
+            engine_error=self._failure.reason if self._failure else None,
+            offset_s=self.share.offset_s,
+            words_cut_ms=self.share.cut_ms,
+        )
         self._log.info("call.ended", **summary)
         if self.call is not None:
             self._observer.call_ended(
@@ -424,42 +394,10 @@ class CallSession:
                     ended_at=datetime.datetime.now(datetime.UTC),
                     ended_by=summary["ended_by"],
                     deepgram_request_ids=tuple(rid for c in counters for rid in c.request_ids),
-                    audio_s_by_track={
-                        name: round(track.received_bytes / mulaw.BYTES_PER_SECOND, 2)
-                        for name, track in self.tracks.items()
-                    },
+                    audio_s_by_track=self._pipeline.audio_s_by_track() if self._pipeline is not None else {},
                     summary=summary,
                 )
             )
-
-    def _summary(self, counters: list[TrackCounters]) -> dict[str, Any]:
-        return dict(  # noqa: C408 - keyword form: these are the call.ended line's field names
-            ended_by=str(self.ended_by) if self.ended_by is not None else "unknown",
-            duration_s=round(time.monotonic() - self._started_at, 2),
-            audio_s_sent=round(sum(c.bytes_sent for c in counters) / mulaw.BYTES_PER_SECOND, 2),
-            frames_in=sum(c.frames_in for c in counters),
-            finals=sum(c.finals for c in counters),
-            interims=sum(c.interims for c in counters),
-            audio_s_spooled=round(sum(c.bytes_spooled for c in counters) / mulaw.BYTES_PER_SECOND, 2),
-            audio_s_lost=round(sum(c.bytes_lost for c in counters) / mulaw.BYTES_PER_SECOND, 2),
-            spool_entries=",".join(entry for c in counters for entry in c.spool_entries),
-            reconnects=sum(c.reconnects for c in counters),
-            finals_repeated=sum(c.finals_repeated for c in counters),
-            chunks_missing=sum(c.chunks_missing for c in counters),
-            messages_missing=self._messages_missing,
-            buffer_peak_s=self._buffer_peak_s(),
-            keepalives=sum(c.keepalives for c in counters),
-            deepgram_request_ids=",".join(rid for c in counters for rid in c.request_ids),
-            deepgram_error=self._failure.reason if self._failure else None,
-            offset_s=round(self.share.offset_s, 3),
-            words_cut_ms=self.share.cut_ms,
-        )
-
-    def _buffer_peak_s(self) -> float:
-        """The most audio any stream held for Deepgram at once, in seconds of the call (AUDIO_BUFFER_S's unit):
-        an interleaved stream's bytes are seconds of both its tracks at once."""
-        peaks = (stream.counters.peak_waiting_bytes / stream.bytes_per_second for stream in self.streams)
-        return round(max(peaks, default=0.0), 2)
 
     async def wait_finished(self) -> None:
         await self.finished.wait()
