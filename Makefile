@@ -30,9 +30,10 @@ lint: setup
 	$(BIN)/mypy --strict benchmarks
 	$(BIN)/lint-imports --no-cache
 
-# --cov measures only the pure modules ([tool.coverage.run] include) and fails under [tool.coverage.report] fail_under.
+# --cov measures only the pure modules (the `pure` import contract's list in pyproject.toml) and fails under
+# [tool.coverage.report] fail_under.
 test: setup lint
-	$(BIN)/pytest --cov --cov-report=term-missing:skip-covered
+	$(BIN)/pytest $$($(BIN)/python -m tests.helpers.architecture) --cov-report=term-missing:skip-covered
 
 format: setup
 	$(BIN)/ruff format service tests benchmarks
