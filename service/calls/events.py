@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,8 +60,30 @@ class CallStateChanged:
     at: datetime.datetime
 
 
+@dataclass(frozen=True, slots=True)
+class TurnChanged:
+    """A turn-based engine's turn boundary on a track (Flux): `moment` is the feed event's name (`TurnMoment`).
+
+    The turn's end is its final transcript; these are the moments before it that integrators act on: someone
+    started speaking, probably finished (an eager end, whose final may follow at once), or went on after all.
+    """
+
+    call_sid: str
+    stream_sid: str
+    track: str
+    moment: str  # turn.started, turn.eager_end, turn.resumed
+    turn_index: int
+    text: str  # the turn's transcript so far
+    start: float  # seconds on the call's timeline
+    end: float
+
+
+TurnSink = Callable[[TurnChanged], None]
+
+
 class CallObserver(Protocol):
     def call_started(self, event: CallStarted) -> None: ...
     def transcript(self, transcript: Transcript) -> None: ...
     def call_state(self, event: CallStateChanged) -> None: ...
+    def turn(self, event: TurnChanged) -> None: ...
     def call_ended(self, event: CallEnded) -> None: ...

@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from service.calls.events import CallEnded, CallObserver, CallStarted, CallStateChanged
+from service.calls.events import CallEnded, CallObserver, CallStarted, CallStateChanged, TurnChanged
 from service.calls.transcript import Transcript
 
 log = structlog.get_logger("callscribe.calls")
@@ -28,6 +28,9 @@ class LogObserver:
 
     def call_state(self, event: CallStateChanged) -> None:
         pass  # the track logs its own deepgram.connected, deepgram.reconnecting and deepgram.failed lines
+
+    def turn(self, event: TurnChanged) -> None:
+        pass  # live news for integrators; the turn's words are logged with its final transcript
 
     def call_ended(self, event: CallEnded) -> None:
         pass
@@ -50,6 +53,10 @@ class Fanout:
     def call_state(self, event: CallStateChanged) -> None:
         for observer in self._observers:
             self._guarded(observer.call_state, event)
+
+    def turn(self, event: TurnChanged) -> None:
+        for observer in self._observers:
+            self._guarded(observer.turn, event)
 
     def call_ended(self, event: CallEnded) -> None:
         for observer in self._observers:

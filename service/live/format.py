@@ -18,8 +18,9 @@ from typing import Any, Final
 
 import orjson
 
-from service.calls.events import CallEnded, CallStarted, CallStateChanged
+from service.calls.events import CallEnded, CallStarted, CallStateChanged, TurnChanged
 from service.calls.transcript import Transcript
+from service.stt.events import TurnMoment
 
 EventId = tuple[int, int]  # (milliseconds, sequence): ordered as Redis orders stream ids
 
@@ -27,7 +28,11 @@ CALL_STARTED: Final = "call.started"
 TRANSCRIPT: Final = "transcript"
 CALL_STATE: Final = "call.state"
 CALL_ENDED: Final = "call.ended"
-KINDS: Final = (CALL_STARTED, TRANSCRIPT, CALL_STATE, CALL_ENDED)
+# A turn-based engine's (Flux's) turn boundaries, as the seam names them.
+TURN_STARTED: Final = str(TurnMoment.STARTED)
+TURN_EAGER_END: Final = str(TurnMoment.EAGER_END)
+TURN_RESUMED: Final = str(TurnMoment.RESUMED)
+KINDS: Final = (CALL_STARTED, TRANSCRIPT, CALL_STATE, TURN_STARTED, TURN_EAGER_END, TURN_RESUMED, CALL_ENDED)
 # The feed's own news (no id: a client's Last-Event-ID stays on the last call event it saw).
 FEED_BEHIND: Final = "feed.behind"  # events may be missing: replay window passed, or Redis unreachable
 FEED_LIVE: Final = "feed.live"  # caught up again after feed.behind
@@ -111,6 +116,11 @@ def payload(kind: str, source: object) -> dict[str, Any]:
         return {
             "type": kind, "call_sid": source.call_sid, "stream_sid": source.stream_sid, "track": source.track,
             "state": str(source.state), "reason": source.reason, "at": timestamp(source.at),
+        }  # fmt: skip
+    if isinstance(source, TurnChanged):
+        return {
+            "type": kind, "call_sid": source.call_sid, "stream_sid": source.stream_sid, "track": source.track,
+            "turn_index": source.turn_index, "text": source.text, "start": source.start, "end": source.end,
         }  # fmt: skip
     if isinstance(source, CallStarted):
         return {

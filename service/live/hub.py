@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import structlog
 
-from service.calls.events import CallEnded, CallStarted, CallStateChanged
+from service.calls.events import CallEnded, CallStarted, CallStateChanged, TurnChanged
 from service.calls.transcript import Transcript
 from service.live.format import (
     CALL_ENDED,
@@ -218,6 +218,9 @@ class LiveObserver:
 
     def call_state(self, event: CallStateChanged) -> None:
         self._publish(CALL_STATE, event.call_sid, event)
+
+    def turn(self, event: TurnChanged) -> None:
+        self._publish(event.moment, event.call_sid, event)
 
     def call_ended(self, event: CallEnded) -> None:
         self._publish(CALL_ENDED, event.call_sid, event)

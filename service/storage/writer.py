@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.calls.events import CallEnded, CallStarted, CallStateChanged
+from service.calls.events import CallEnded, CallStarted, CallStateChanged, TurnChanged
 from service.calls.transcript import Transcript, speaker_for
 from service.retry import Outage, backoff
 from service.settings import Settings
@@ -304,6 +304,9 @@ class TranscriptStore:
 
     def call_state(self, event: CallStateChanged) -> None:
         pass  # a track's state is live news only; how the call ended is in call_ended's summary
+
+    def turn(self, event: TurnChanged) -> None:
+        pass  # live news only: the turn itself is stored as its final utterance
 
     def call_ended(self, event: CallEnded) -> None:
         self._accept(lambda: call_ended_write(event))

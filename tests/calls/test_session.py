@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.calls.events import CallEnded, CallStarted, CallState, CallStateChanged
+from service.calls.events import CallEnded, CallStarted, CallState, CallStateChanged, TurnChanged
 from service.calls.stream.admission import ClaimOutcome, StreamGate
 from service.calls.stream.session import CallSession, Reject
 from service.calls.transcript import Transcript
@@ -29,6 +29,7 @@ class Observed:
     started: list[CallStarted] = field(default_factory=list)
     transcripts: list[Transcript] = field(default_factory=list)
     states: list[CallStateChanged] = field(default_factory=list)
+    turns: list[TurnChanged] = field(default_factory=list)
     ended: list[CallEnded] = field(default_factory=list)
 
     def call_started(self, event: CallStarted) -> None:
@@ -39,6 +40,9 @@ class Observed:
 
     def call_state(self, event: CallStateChanged) -> None:
         self.states.append(event)
+
+    def turn(self, event: TurnChanged) -> None:
+        self.turns.append(event)
 
     def call_ended(self, event: CallEnded) -> None:
         self.ended.append(event)

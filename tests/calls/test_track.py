@@ -8,6 +8,7 @@ from pathlib import Path
 import structlog
 
 from service.calls.counters import CallInfo
+from service.calls.events import TurnChanged
 from service.calls.pipeline.engine_state import EngineState
 from service.calls.pipeline.interleave import CHANNELS
 from service.calls.pipeline.track import TrackStream
@@ -21,6 +22,11 @@ from tests.helpers.audio import call_audio
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.helpers.service import make_settings
 from tests.helpers.waiting import eventually
+
+
+def no_turns(_turn: TurnChanged) -> None:
+    raise AssertionError("Deepgram v1 has no turns")
+
 
 CALL = CallInfo(call_sid="CA1", stream_sid="MZ1", account_sid="AC1", tracks=("inbound",), custom_parameters={})
 
@@ -43,7 +49,7 @@ async def test_audio_arriving_after_close_stream_is_spooled_not_lost(deepgram: F
 
     track = TrackStream(
         name="inbound", call=CALL, settings=settings, engine=DeepgramLive(settings), spool=Spool(tmp_path),
-        emit=emit, on_failure=on_failure, log=structlog.get_logger("test"),
+        emit=emit, turns=no_turns, on_failure=on_failure, log=structlog.get_logger("test"),
     )  # fmt: skip
     running = asyncio.create_task(track.run())
     for chunk, start in enumerate(range(0, len(audio), 160), start=1):
@@ -78,7 +84,7 @@ async def test_a_frame_of_one_track_after_close_stream_is_spooled_not_lost_on_on
     both = CallInfo(call_sid="CA1", stream_sid="MZ1", account_sid="AC1", tracks=CHANNELS, custom_parameters={})
     track = TrackStream(
         name="inbound+outbound", call=both, channels=CHANNELS, settings=settings, engine=DeepgramLive(settings),
-        spool=Spool(tmp_path), emit=emit, on_failure=on_failure, log=structlog.get_logger("test"),
+        spool=Spool(tmp_path), emit=emit, turns=no_turns, on_failure=on_failure, log=structlog.get_logger("test"),
     )  # fmt: skip
     running = asyncio.create_task(track.run())
     for chunk, start in enumerate(range(0, len(caller), 160), start=1):
@@ -101,7 +107,7 @@ def quiet_track(settings: Settings, tmp_path: Path, failures: list[SttError]) ->
 
     return TrackStream(
         name="inbound", call=CALL, settings=settings, engine=DeepgramLive(settings), spool=Spool(tmp_path),
-        emit=lambda _transcript: None, on_failure=on_failure, log=structlog.get_logger("test"),
+        emit=lambda _transcript: None, turns=no_turns, on_failure=on_failure, log=structlog.get_logger("test"),
     )  # fmt: skip
 
 

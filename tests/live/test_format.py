@@ -7,9 +7,10 @@ import datetime
 import orjson
 import pytest
 
-from service.calls.events import CallEnded, CallStarted, CallState, CallStateChanged
+from service.calls.events import CallEnded, CallStarted, CallState, CallStateChanged, TurnChanged
 from service.calls.transcript import Transcript
 from service.live import format as live
+from service.stt.events import TurnMoment
 
 T = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 
@@ -90,6 +91,21 @@ def test_the_call_events_payloads() -> None:
         "type": "call.ended", "call_sid": "CA1", "stream_sid": "MZ1", "ended_by": "stop",
         "ended_at": "2026-01-02T03:04:05Z", "duration_s": 4.5,
     }  # fmt: skip
+
+
+def test_a_turn_boundary_is_its_own_event() -> None:
+    """Flux's turn boundaries go to the feed under their own names, with the turn so far and its place in the
+    call."""
+    turn = TurnChanged(
+        call_sid="CA1", stream_sid="MZ1", track="inbound", moment="turn.eager_end", turn_index=3, text="so yes",
+        start=1.25, end=2.5,
+    )  # fmt: skip
+    assert live.payload(turn.moment, turn) == {
+        "type": "turn.eager_end", "call_sid": "CA1", "stream_sid": "MZ1", "track": "inbound", "turn_index": 3,
+        "text": "so yes", "start": 1.25, "end": 2.5,
+    }  # fmt: skip
+    assert {live.TURN_STARTED, live.TURN_EAGER_END, live.TURN_RESUMED} == {str(m) for m in TurnMoment}
+    assert {live.TURN_STARTED, live.TURN_EAGER_END, live.TURN_RESUMED} <= set(live.KINDS)
 
 
 def test_something_else_is_no_call_event() -> None:

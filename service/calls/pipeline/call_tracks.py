@@ -13,6 +13,7 @@ from typing import Any
 
 from service import mulaw
 from service.calls.counters import CallInfo
+from service.calls.events import TurnSink
 from service.calls.pipeline.interleave import CHANNELS
 from service.calls.pipeline.spooling import Spool
 from service.calls.pipeline.track import ChannelInput, StateReport, TrackStream
@@ -33,6 +34,7 @@ class CallTracks:
         engine: LiveEngine,
         spool: Spool,
         emit: TranscriptSink,
+        turns: TurnSink,
         on_failure: Callable[[TrackStream, SttError], Awaitable[None]],
         report_state: StateReport,
         log: Any,
@@ -46,7 +48,7 @@ class CallTracks:
         for channels in [CHANNELS] if together else [(name,) for name in call.tracks]:
             stream = TrackStream(
                 name="+".join(channels), call=call, channels=channels, settings=settings, engine=engine, spool=spool,
-                emit=emit, on_failure=on_failure, log=log, report_state=report_state, rng=rng,
+                emit=emit, turns=turns, on_failure=on_failure, log=log, report_state=report_state, rng=rng,
             )  # fmt: skip
             self.streams.append(stream)
             for name in channels:

@@ -14,12 +14,13 @@ import asyncio
 from typing import Any
 
 from service.calls.counters import TrackCounters
+from service.calls.events import TurnSink
 from service.calls.pipeline.engine_state import Connection
 from service.calls.pipeline.ledger import AudioLedger
 from service.calls.pipeline.timeline import TrackTimeline, repeats_a_final
 from service.calls.transcript import TranscriptSink
 from service.metrics import RESULT_LATENCY
-from service.stt.events import SttMetadata, SttResult, SttServerError, SttSettled
+from service.stt.events import SttMetadata, SttResult, SttServerError, SttSettled, SttTurn
 
 
 class TrackReceiver:
@@ -32,9 +33,11 @@ class TrackReceiver:
         counters: TrackCounters,
         timelines: list[TrackTimeline],
         emit: TranscriptSink,
+        turns: TurnSink,
         log: Any,
     ) -> None:
         self._ledger = ledger
+        self._turns = turns
         self._counters = counters
         self._timelines = timelines  # by channel index
         self._emit = emit
@@ -52,6 +55,8 @@ class TrackReceiver:
                     RESULT_LATENCY.observe(loop.time() - heard_at)
             elif isinstance(event, SttSettled):
                 self._settle(event)
+            elif isinstance(event, SttTurn):
+                self._on_turn(event)
             elif isinstance(event, SttMetadata):
                 self._remember_request(event.request_id)
             elif isinstance(event, SttServerError):
@@ -78,6 +83,15 @@ class TrackReceiver:
         for transcript in self._timelines[channel].transcripts(result, offset_s):
             self._emit(transcript)
         return True
+
+    def _on_turn(self, event: SttTurn) -> None:
+        """A turn boundary goes to the live feed, on the call's timeline (a turn's end comes as its final)."""
+        channel = event.channel
+        if not 0 <= channel < len(self._timelines):
+            return
+        turn = self._timelines[channel].turn(event, self._ledger.call_time(0.0))
+        if turn.end > self._last_final_end_s[channel]:  # else a replay's, for a turn already final
+            self._turns(turn)
 
     def _settle(self, settled: SttSettled) -> None:
         """Audio the engine settled is acknowledged, as far as every channel is settled."""

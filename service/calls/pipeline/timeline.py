@@ -12,10 +12,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from service.calls.events import TurnChanged
 from service.calls.transcript import Transcript, by_speaker
 
 if TYPE_CHECKING:
-    from service.stt.events import SttResult, Word
+    from service.stt.events import SttResult, SttTurn, Word
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,14 @@ class TrackTimeline:
         if self.diarize and result.is_final:
             return by_speaker(transcript)
         return [transcript]
+
+    def turn(self, event: SttTurn, offset_s: float) -> TurnChanged:
+        """A turn boundary from a connection that starts `offset_s` into the call, on the call's timeline."""
+        return TurnChanged(
+            call_sid=self.call_sid, stream_sid=self.stream_sid, track=self.track, moment=str(event.moment),
+            turn_index=event.turn_index, text=event.text, start=round(event.start + offset_s, 3),
+            end=round(event.end + offset_s, 3),
+        )  # fmt: skip
 
 
 def shifted(words: tuple[Word, ...], offset_s: float) -> tuple[Word, ...]:

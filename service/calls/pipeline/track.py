@@ -23,7 +23,7 @@ from typing import Any
 
 from service import mulaw
 from service.calls.counters import CallInfo, TrackCounters
-from service.calls.events import CallState
+from service.calls.events import CallState, TurnSink
 from service.calls.pipeline.engine_state import IDLE, Connection, EngineSide, EngineState
 from service.calls.pipeline.interleave import CHANNELS, Interleaver
 from service.calls.pipeline.ledger import AudioLedger
@@ -59,6 +59,7 @@ class TrackStream:
         engine: LiveEngine,
         spool: Spool,
         emit: TranscriptSink,
+        turns: TurnSink,
         on_failure: Callable[[TrackStream, SttError], Awaitable[None]],
         log: Any,
         report_state: StateReport | None = None,
@@ -93,7 +94,7 @@ class TrackStream:
             for track in self.channels
         ]
         self._receiver = TrackReceiver(
-            ledger=self._ledger, counters=self.counters, timelines=timelines, emit=emit, log=log
+            ledger=self._ledger, counters=self.counters, timelines=timelines, emit=emit, turns=turns, log=log
         )
         spoolers = [
             TrackSpooler(spool, call=call, track=track, counters=self.counters, log=log) for track in self.channels

@@ -269,6 +269,7 @@ class CallSession:
         )
         pipeline = CallTracks(
             self.call, settings=self._settings, engine=self._engine, spool=self._spool, emit=self._offer,
+            turns=self._observer.turn,
             on_failure=self._on_track_failure, report_state=self._track_state, log=self._log,
         )  # fmt: skip
         self._pipeline = pipeline
