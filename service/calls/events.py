@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from service.calls.counters import CallInfo
 from service.calls.transcript import Transcript
 
 
@@ -28,6 +29,16 @@ class CallStarted:
     tracks: tuple[str, ...]
     custom_parameters: dict[str, str]
     started_at: datetime.datetime
+
+    @classmethod
+    def of(cls, call: CallInfo, started_at: datetime.datetime) -> CallStarted:
+        """A call let in, with the caller's details from its parameters (which its stream token covered)."""
+        params = call.custom_parameters
+        return cls(
+            call_sid=call.call_sid, stream_sid=call.stream_sid, account_sid=call.account_sid,
+            from_number=params.get("from", ""), to_number=params.get("to", ""), direction=params.get("direction", ""),
+            tracks=call.tracks, custom_parameters=dict(params), started_at=started_at,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,19 +249,7 @@ class CallSession:
             custom_parameters=dict(params),
             offset_s=self.share.offset_s,
         )
-        self._observer.call_started(
-            CallStarted(
-                call_sid=start.call_sid,
-                stream_sid=start.stream_sid,
-                account_sid=start.account_sid,
-                from_number=params.get("from", ""),
-                to_number=params.get("to", ""),
-                direction=params.get("direction", ""),
-                tracks=start.tracks,
-                custom_parameters=dict(params),
-                started_at=datetime.datetime.now(datetime.UTC),
-            )
-        )
+        self._observer.call_started(CallStarted.of(self.call, datetime.datetime.now(datetime.UTC)))
         self._log.info(
             "call.started",
             tracks=",".join(start.tracks),
@@ -269,8 +257,7 @@ class CallSession:
         )
         pipeline = CallTracks(
             self.call, settings=self._settings, engine=self._engine, spool=self._spool, emit=self._offer,
-            turns=self._observer.turn,
-            on_failure=self._on_track_failure, report_state=self._track_state, log=self._log,
+            turns=self._observer.turn, on_failure=self._on_track_failure, report_state=self._track_state, log=self._log,
         )  # fmt: skip
         self._pipeline = pipeline
         self.tracks, self.streams = pipeline.inputs, pipeline.streams
