@@ -20,6 +20,7 @@ from service.settings import Settings, masked_url
 from service.storage import migrate
 from service.twilio.credentials import rest_credentials
 from service.twilio.numbers import NumberLookupError, NumberVoice, find_number
+from service.twilio.twiml import FORKS_PER_CALL, forks
 
 VOICE_PATH: Final = "/voice"  # the route that answers Twilio's voice webhook (service/web/voice.py)
 VOICE_METHOD: Final = "POST"
@@ -158,6 +159,36 @@ def check_public_url(settings: Settings) -> Check:
             "serve it behind TLS and set PUBLIC_URL to its https:// URL",
         )
     return Check("public_url", Status.OK, f"webhook URL {masked_url(webhook_url(settings) or '')} ({VOICE_METHOD})")
+
+
+def check_handover_room(settings: Settings) -> Check:
+    """With hand-over on, how many of Twilio's forks per call are left for others while a call is handed over."""
+    if settings.handover == "off" or rest_credentials(settings) is None:
+        return Check(
+            "handover_room", Status.SKIP, "hand-over is off: a call keeps one stream, drained at SIGTERM",
+            "set TWILIO_ACCOUNT_SID with REST credentials (and leave HANDOVER unset or on) to hand calls over",
+        )  # fmt: skip
+    track = settings.stream_track
+    own = forks(track)
+    spare = FORKS_PER_CALL - 2 * own
+    first = (
+        f"a call answered by /voice has one {track} stream ({own} of Twilio's {FORKS_PER_CALL} forks per call), "
+        f"and a hand-over opens a second one like it before closing the first ({2 * own} at once)"
+    )
+    if spare == 0:
+        return Check(
+            "handover_room",
+            Status.OK,
+            f"{first}\nso the call has no room for any other fork (another <Stream>, a <Siprec>): with one, Twilio "
+            "refuses the second stream and the call is drained instead of handed over\nkeep other forks off these "
+            "calls, or stream one track (STREAM_TRACK=inbound_track) to leave 2 for them",
+        )
+    return Check(
+        "handover_room",
+        Status.OK,
+        f"{first}\nso other forks of the call (another <Stream>, a <Siprec>, which takes 2) may use {spare} at most: "
+        "past that, Twilio refuses the second stream and the call is drained instead of handed over",
+    )
 
 
 def check_number(settings: Settings, number: str | None, *, timeout_s: float = TIMEOUT_S) -> Check:

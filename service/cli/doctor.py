@@ -56,6 +56,7 @@ def examine(number: str | None) -> dict[str, Any]:
         checks.check_signatures(settings),
         checks.check_public_url(settings),
         checks.check_number(settings, number),
+        checks.check_handover_room(settings),
     ]
     webhook = checks.webhook_url(settings)
     return _report(resolved_settings(settings), results, webhook=None if webhook is None else masked_url(webhook))

@@ -5,11 +5,14 @@ stream's parameters as `ParameterN.Name`/`ParameterN.Value`; `stop_stream` is `P
 with `Status=stopped` (https://www.twilio.com/docs/voice/api/stream-resource). The client is pointed at
 TWILIO_API_URL through its API domain's `base_url`, as `numbers.py` does, and reads nothing from the environment.
 Every failure becomes one `StreamApiError` whose text says what Twilio answered (status and error code) or that it
-did not answer, never a credential.
+did not answer, never a credential. One refusal is named for what it means: a create that would take the call past
+Twilio's FORKS_PER_CALL forked streams (`twiml.py`), which Twilio documents without the error code it answers with,
+so it is recognised by its status (400) and its words.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,12 +23,14 @@ from twilio.rest import Client
 
 from service.errors import StreamApiError
 from service.twilio.credentials import RestCredentials
+from service.twilio.twiml import FORKS_PER_CALL, forks
 
 MAX_PARAMETERS = 99  # Twilio's Parameter1 ... Parameter99
 REQUEST_TIMEOUT_S = 5.0  # a hand-over has seconds, not minutes: Heroku kills the process 30 s after SIGTERM
+_LIMIT_WORDS = re.compile(r"\b(?:limit|maximum|max|too many|exceed(?:s|ed)?)\b", re.IGNORECASE)
 
 
-__all__ = ["MAX_PARAMETERS", "StreamApi", "StreamApiError", "parameter_fields"]
+__all__ = ["MAX_PARAMETERS", "StreamApi", "StreamApiError", "fork_limit_refusal", "parameter_fields"]
 
 
 def parameter_fields(parameters: Mapping[str, str]) -> dict[str, str]:
@@ -37,6 +42,24 @@ def parameter_fields(parameters: Mapping[str, str]) -> dict[str, str]:
         fields[f"parameter{number}_name"] = name
         fields[f"parameter{number}_value"] = value
     return fields
+
+
+def fork_limit_refusal(status: int, code: int | None, message: str, *, track: str) -> str | None:
+    """What a refused create of a `track` stream means when it is Twilio's limit of forks per call, else None.
+
+    A refusal says only that the new stream would not fit, so what the call has in use is told as a lower bound:
+    more than FORKS_PER_CALL less what the new stream needs.
+    """
+    if status != 400 or _LIMIT_WORDS.search(message) is None:  # 400: Twilio's "cannot do that on this call"
+        return None
+    needs = forks(track)
+    error = f", error {code}" if code else ""
+    return (
+        f"Twilio refused a second stream of the call (HTTP 400{error}): a call may have {FORKS_PER_CALL} forked "
+        f"streams, one per track (a both_tracks stream counts 2), and the new {track} stream needs {needs} while "
+        f"the call already has at least {FORKS_PER_CALL - needs + 1} in use (its callscribe stream and other "
+        "forks, such as a <Stream> or <Siprec> of your own)"
+    )
 
 
 class _HeaderAuthClient(AsyncTwilioHttpClient):  # type: ignore[misc] # twilio ships no types
@@ -63,7 +86,9 @@ class StreamApi:
         """Ask Twilio for a new stream of `call_sid` to `url`; its StreamSid."""
         fields = parameter_fields(parameters)
         stream = await self._call(
-            "start the stream", lambda calls: calls(call_sid).streams.create_async(url=url, track=track, **fields)
+            "start the stream",
+            lambda calls: calls(call_sid).streams.create_async(url=url, track=track, **fields),
+            track=track,
         )
         return str(stream.sid)
 
@@ -71,7 +96,8 @@ class StreamApi:
         """Ask Twilio to stop the stream (it then sends `stop` on the stream's socket)."""
         await self._call("stop the stream", lambda calls: calls(call_sid).streams(stream_sid).update_async("stopped"))
 
-    async def _call(self, what: str, request: Any) -> Any:
+    async def _call(self, what: str, request: Any, *, track: str | None = None) -> Any:
+        """Run `request` on the account's Calls list; any failure as one StreamApiError (`track`: a create's)."""
         http = _HeaderAuthClient(timeout=self._timeout_s)
         client = Client(
             self._credentials.username,
@@ -86,7 +112,10 @@ class StreamApi:
             return await request(calls)
         except TwilioRestException as exc:
             code = f", error {exc.code}" if exc.code else ""
-            raise StreamApiError(f"Twilio refused to {what} (HTTP {exc.status}{code})", status=exc.status) from None
+            full = f"Twilio refused to {what} (HTTP {exc.status}{code})"
+            if track is not None:
+                full = fork_limit_refusal(exc.status, exc.code, str(exc.msg), track=track) or full
+            raise StreamApiError(full, status=exc.status) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise StreamApiError(f"Twilio's REST API did not answer ({type(exc).__name__})") from None
         except TwilioException as exc:

@@ -3,6 +3,11 @@
 `<Start><Stream>` forks the call's audio to `/media` and Twilio goes straight on to the next verb, so one
 must follow: `<Dial>` to FORWARD_TO, or a `<Say>` greeting and a `<Pause>` long enough to talk
 (https://www.twilio.com/docs/voice/twiml/stream).
+
+A call may have at most FORKS_PER_CALL forked streams at once, and each track a stream carries is one fork (same
+page: "There are a maximum of 4 forked streams allowed per call. Each track, inbound or outbound, is a forked
+stream"); `<Siprec>` takes two by default. A hand-over opens a second stream like the first before it closes the
+first, so for that moment a call needs twice `forks(STREAM_TRACK)`.
 """
 
 from __future__ import annotations
@@ -15,9 +20,15 @@ from service.settings import Settings
 from service.twilio.stream_tokens import FROM, TO
 
 STREAM_NAME = "callscribe"
+FORKS_PER_CALL = 4
 # What the transcript needs later, carried to /media as <Parameter>s (start.customParameters). The stream token
 # covers `from` and `to` (stream_tokens.numbers), so a `start` cannot show other numbers than /voice was given.
 FORWARDED_FIELDS = {"From": FROM, "To": TO, "Direction": "direction"}
+
+
+def forks(track: str) -> int:
+    """How many of a call's FORKS_PER_CALL a stream with this `track` setting takes: `both_tracks` two, else one."""
+    return 2 if track == "both_tracks" else 1
 
 
 def stream_parameters(form: Mapping[str, str]) -> dict[str, str]:

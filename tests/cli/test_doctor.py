@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from service.cli import main
-from service.cli.checks import Status, check_public_url
+from service.cli.checks import Status, check_handover_room, check_public_url
 from service.settings import Settings
 from service.storage import migrate
 from tests.helpers.databases import sqlite_url
@@ -139,7 +139,7 @@ async def test_json_is_the_same_report(healthy, capsys) -> None:
     assert code == 0
     assert report["ok"] is True
     assert statuses(report) == dict.fromkeys(
-        ("deepgram", "database", "signatures", "public_url", "twilio_number"), "OK"
+        ("deepgram", "database", "signatures", "public_url", "twilio_number", "handover_room"), "OK"
     )
     assert report["webhook"] == {"url": f"{PUBLIC_URL}/voice", "method": "POST"}
 
@@ -309,6 +309,46 @@ async def test_without_a_number_the_twilio_check_is_skipped(healthy, capsys) -> 
     assert code == 0
     assert check(report, "twilio_number")["status"] == "SKIP"
     assert healthy.requests == []
+
+
+async def test_with_hand_over_on_the_doctor_says_how_much_room_other_forks_of_a_call_have(healthy, capsys) -> None:
+    """Hand-over on (account SID and auth token): the inbound stream is 1 of Twilio's 4 forks, 2 during a
+    hand-over, so other forks of a call may use 2; said in the text report as in the JSON one."""
+    code, out = await run_doctor(capsys)
+    _, report = await doctor_json(capsys)
+    assert code == 0
+    room = check(report, "handover_room")
+    assert room["status"] == "OK"
+    assert room["reason"].splitlines() == [
+        "a call answered by /voice has one inbound_track stream (1 of Twilio's 4 forks per call), and a hand-over "
+        "opens a second one like it before closing the first (2 at once)",
+        "so other forks of the call (another <Stream>, a <Siprec>, which takes 2) may use 2 at most: past that, "
+        "Twilio refuses the second stream and the call is drained instead of handed over",
+    ]
+    assert "OK    handover_room a call answered by /voice has one inbound_track stream" in out
+    assert f"{'':22}so other forks of the call" in out
+
+
+@pytest.mark.parametrize(
+    ("settings", "status", "says"),
+    [
+        ({"stream_track": "both_tracks"}, Status.OK, "no room for any other fork"),
+        ({"stream_track": "outbound_track"}, Status.OK, "may use 2 at most"),
+        ({"handover": "off"}, Status.SKIP, "hand-over is off"),
+        ({"twilio_account_sid": None}, Status.SKIP, "hand-over is off"),
+    ],
+)
+def test_the_room_left_for_other_forks_follows_the_track_and_is_skipped_with_hand_over_off(
+    settings: dict[str, object], status: Status, says: str
+) -> None:
+    """both_tracks takes 2 of the 4 forks, 4 during a hand-over: none left, and the fix named; one track leaves 2;
+    with hand-over off (or no account to ask Twilio with) there is nothing to count."""
+    base: dict[str, object] = {"twilio_account_sid": ACCOUNT_SID, "twilio_auth_token": AUTH_TOKEN}
+    result = check_handover_room(Settings(**{**base, **settings}))
+    assert result.status == status
+    assert says in result.reason
+    if settings.get("stream_track") == "both_tracks":
+        assert "STREAM_TRACK=inbound_track" in result.reason
 
 
 async def test_a_bad_setting_is_the_one_failure(monkeypatch, capsys) -> None:

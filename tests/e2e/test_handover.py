@@ -317,6 +317,51 @@ async def test_when_no_one_can_take_over_the_call_is_drained_as_before_and_the_l
     assert (record.status, record.handed_over) == ("completed", False)
 
 
+async def test_a_call_with_another_fork_has_no_room_for_the_second_stream_and_is_drained(
+    deepgram: FakeDeepgram, tmp_path: Path, setup: Setup
+) -> None:
+    """Twilio's limit of 4 forks per call: a both_tracks call (2) that another application also streams (1) has no
+    room for the hand-over's second both_tracks stream (2 more). Twilio refuses it and opens nothing; the call is
+    drained as without hand-over, every word of both tracks is logged and stored, and one line says why."""
+    layout = Layout("per_call")  # both_tracks, as STREAM_TRACK=both_tracks asks of Twilio
+    a, a_url = await start(deepgram, tmp_path / "a", {**setup.env, **layout.env()})
+    call = await place_call(setup, a_url, Router(a_url), layout)
+    other = setup.rest.add_fork(call)  # say, another application's <Stream> of the caller
+    try:
+        await deepgram.wait_for_connections(1)
+        await eventually(lambda: len(deepgram.connections[0].audio) >= SIGTERM_AT_BYTES * layout.channels)
+        lines = await stop(a)
+    finally:
+        await call.hang_up()
+    [skipped] = events(lines, "handover.skipped")
+    assert (skipped["call_sid"], skipped["action"]) == (call.call_sid, "draining the stream as without hand-over")
+    assert skipped["why"] == (
+        "Twilio refused a second stream of the call (HTTP 400, error 31999): a call may have 4 forked streams, one "
+        "per track (a both_tracks stream counts 2), and the new both_tracks stream needs 2 while the call already "
+        "has at least 3 in use (its callscribe stream and other forks, such as a <Stream> or <Siprec> of your own)"
+    )
+    [create] = setup.rest.stream_requests()
+    assert (create.form["Track"], create.status) == (["both_tracks"], 400)
+    [old] = call.streams  # nothing was opened, so nothing is transcribed twice
+    assert other.status == "in-progress"
+    assert (old.close_code, old.close_reason) == (1001, "callscribe is restarting")
+    [summary] = events(lines, "call.ended")
+    assert (summary["ended_by"], summary["words_cut_ms"]) == ("shutdown", 0)
+    assert summary["audio_s_spooled"] <= 0.1  # only what Twilio sent while the stream was closing
+    heard = layout.split(bytes(deepgram.connections[0].audio))
+    assert len(heard["inbound"]) > SIGTERM_AT_BYTES
+    engine = create_engine(setup.database_url)
+    try:
+        await eventually(lambda: stored_words(engine, call.call_sid), timeout=10)
+        utterances = await queries.get_utterances(engine, call.call_sid)
+    finally:
+        await engine.dispose()
+    for track in layout.tracks:
+        assert final_words_logged(lines, track) == expected_words(heard[track])
+        stored = [word for u in utterances if u.track == track for word in u.text.split()]
+        assert stored == expected_words(heard[track])
+
+
 async def stored_words(engine: Any, call_sid: str) -> list[str] | None:
     utterances = await queries.get_utterances(engine, call_sid)
     return [word for u in utterances for word in u.text.split()] or None

@@ -13,7 +13,14 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from service.simulator.messages import CallSpec
 from service.twilio.credentials import RestCredentials, rest_credentials
-from service.twilio.stream_api import MAX_PARAMETERS, StreamApi, StreamApiError, parameter_fields
+from service.twilio.stream_api import (
+    MAX_PARAMETERS,
+    StreamApi,
+    StreamApiError,
+    fork_limit_refusal,
+    parameter_fields,
+)
+from service.twilio.twiml import FORKS_PER_CALL, forks
 from tests.helpers.audio import call_audio
 from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.fakes.twilio_call import LiveCall
@@ -115,6 +122,67 @@ async def test_twilio_refusing_becomes_one_error_with_its_status_and_code_and_no
     assert message in str(refused.value)
     assert "wrong" not in str(refused.value)
     assert API_KEY_SECRET not in str(refused.value)
+
+
+async def test_a_stream_past_twilios_four_forks_is_refused_with_what_the_call_has_in_use(
+    media: tuple[MediaServer, str],
+) -> None:
+    """A both_tracks stream (2 forks) and another application's inbound fork (1): a second both_tracks stream would
+    make 5 of Twilio's 4, so the create is refused and opens nothing, and StreamApiError says so and why; once the
+    other fork stops, the same create fits (4 of 4)."""
+    _, target = media
+    spec = CallSpec(inbound=call_audio(151, 3.0), account_sid=ACCOUNT_SID)
+    with FakeTwilioRest() as rest:
+        call = rest.add_call(LiveCall(spec, auth_token=TWILIO_TOKEN, route=lambda _: target))
+        call.play()
+        api = StreamApi(KEY, api_url=rest.url)
+        try:
+            await api.start_stream(spec.call_sid, url=URL, track="both_tracks", parameters={})
+            other = rest.add_fork(call, track="inbound_track")
+            assert rest.forks_in_use(call) == 3
+            with pytest.raises(StreamApiError) as refused:
+                await api.start_stream(spec.call_sid, url=URL, track="both_tracks", parameters={})
+            assert len(call.streams) == 1  # nothing was opened
+            await api.stop_stream(spec.call_sid, other.sid)
+            await api.start_stream(spec.call_sid, url=URL, track="both_tracks", parameters={})
+            assert rest.forks_in_use(call) == FORKS_PER_CALL
+        finally:
+            await call.hang_up()
+    assert refused.value.status == 400
+    assert str(refused.value) == (
+        "Twilio refused a second stream of the call (HTTP 400, error 31999): a call may have 4 forked streams, one "
+        "per track (a both_tracks stream counts 2), and the new both_tracks stream needs 2 while the call already "
+        "has at least 3 in use (its callscribe stream and other forks, such as a <Stream> or <Siprec> of your own)"
+    )
+    assert "\n" not in str(refused.value)
+    assert [request.status for request in rest.stream_requests()] == [201, 400, 200, 201]
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "track", "meant"),
+    [
+        (400, "Unable to create record: Maximum of 4 forked streams per call reached", "inbound_track", "at least 4"),
+        (400, "Unable to create record: Stream limit exceeded", "both_tracks", "at least 3"),
+        (400, "Unable to create record: Url must be a wss:// URL", "both_tracks", None),  # another 400
+        (429, "Unable to create record: Too Many Requests", "both_tracks", None),  # the rate limit, not the forks
+    ],
+)
+def test_only_a_400_about_a_limit_is_read_as_the_fork_limit(
+    status: int, message: str, track: str, meant: str | None
+) -> None:
+    """Twilio documents the limit, not its code: a 400 whose words name a limit is the forks, told as a lower
+    bound on what the call has in use; any other refusal keeps its plain status-and-code text."""
+    text = fork_limit_refusal(status, 21999, message, track=track)
+    if meant is None:
+        assert text is None
+    else:
+        assert text is not None
+        assert f"needs {forks(track)} while the call already has {meant} in use" in text
+
+
+def test_a_both_tracks_stream_takes_two_of_a_calls_forks_and_any_other_one() -> None:
+    """Twilio counts each track a stream carries as one fork."""
+    assert (forks("both_tracks"), forks("inbound_track"), forks("outbound_track")) == (2, 1, 1)
 
 
 async def test_an_api_that_does_not_answer_is_an_error_with_no_status() -> None:

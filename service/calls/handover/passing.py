@@ -18,8 +18,9 @@ preboot the new release's. The sequence, on the call's timeline:
 5. Its end is written to the database after its last words; the new stream, which held its words until then,
    lets them out: the words from the cut on, after the old stream's, in every log, table and webhook.
 
-When no one can take over (hand-over off, Twilio's API unreachable or refusing, no process letting the new stream
-in within HANDOVER_TIMEOUT_S), the call is drained as before and the log says why, once per call.
+When no one can take over (hand-over off, Twilio's API unreachable or refusing, among which a call with no room
+left for the second stream under Twilio's 4 forks per call, no process letting the new stream in within
+HANDOVER_TIMEOUT_S), the call is drained as before and the log says why, once per call.
 """
 
 from __future__ import annotations

@@ -16,9 +16,15 @@ package builds and the answers it parses. What it serves:
   .../Streams/{StreamSid}.json` with `Status=stopped` stops it. A call not in progress is 404 (code 20404), a
   missing `Url` 400 (21201). `streams_answer` makes the next Streams requests fail with that status, as Twilio's
   rate limit (429, code 20429) or an outage (5xx) would.
+* Twilio's limit of FORKS_PER_CALL forked streams per call, one per track a stream carries (a `both_tracks` stream
+  is two): a create that would take the call's live streams (`in-progress`, its `LiveCall`'s and the other forks
+  `add_fork` registers, such as another application's `<Stream>` or a `<Siprec>`) past it is refused with
+  FORK_LIMIT_ANSWER, and opens nothing.
 
 Shapes: https://www.twilio.com/docs/phone-numbers/api/incomingphonenumber-resource (read multiple),
 https://www.twilio.com/docs/voice/api/stream-resource and https://www.twilio.com/docs/usage/twilios-response (errors).
+The limit: https://www.twilio.com/docs/voice/twiml/stream ("There are a maximum of 4 forked streams allowed per
+call. Each track, inbound or outbound, is a forked stream") and /docs/voice/twiml/siprec (two forks by default).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from service.simulator.messages import TRACKS_BY_SETTING
+
 if TYPE_CHECKING:
     from tests.helpers.fakes.twilio_call import CallStream, LiveCall
 
@@ -45,6 +53,11 @@ API_KEY_SID = "SK" + "0" * 31 + "2"
 API_KEY_SECRET = "twilio-rest-test-key-secret"
 DATE = "Tue, 01 Dec 2026 12:00:00 +0000"  # Twilio's dates are RFC 2822
 DEFAULT_PAGE_SIZE = 50
+FORKS_PER_CALL = 4
+# Twilio documents the limit but not the error its Streams resource answers with at it. This is the answer Twilio
+# gives a create it refuses on a call in progress (400 and its error body); the code is a stand-in, which is why
+# callscribe recognises the refusal by its status and words (stream_api.py), never by this number.
+FORK_LIMIT_ANSWER = (400, 31999, f"Maximum of {FORKS_PER_CALL} forked streams per call reached")
 
 Message = dict[str, Any]
 _STREAMS_PATH = re.compile(
@@ -111,6 +124,20 @@ class IncomingNumber:
 
 
 @dataclass(kw_only=True)
+class OtherFork:
+    """A fork of a call that is not one of callscribe's streams (another application's `<Stream>`, a `<Siprec>`):
+    nothing is sent to it here, but Twilio counts it against the call's FORKS_PER_CALL while it is in progress."""
+
+    track: str = "inbound_track"
+    status: str = "in-progress"
+    sid: str = field(default_factory=lambda: "MZ" + secrets.token_hex(16))
+
+    @property
+    def forks(self) -> int:
+        return len(TRACKS_BY_SETTING[self.track])
+
+
+@dataclass(kw_only=True)
 class RecordedRequest:
     method: str
     path: str
@@ -135,6 +162,8 @@ class FakeTwilioRest:
         self._credentials = {account_sid: auth_token, api_key_sid: api_key_secret}
         self.numbers: list[IncomingNumber] = []
         self.calls: dict[str, LiveCall] = {}
+        self.forks: dict[str, list[OtherFork]] = {}  # a call's forks that are not callscribe's, by CallSid
+        self._streams_lock = threading.Lock()  # one create at a time: two must not both fit in the last room
         self.streams_answer: int | None = None  # a status every Streams request gets instead (429, 500, 503)
         self.requests: list[RecordedRequest] = []
         self._server: ThreadingHTTPServer | None = None
@@ -149,6 +178,18 @@ class FakeTwilioRest:
         """A call in progress, whose streams the Streams resource starts and stops."""
         self.calls[call.call_sid] = call
         return call
+
+    def add_fork(self, call: LiveCall, track: str = "inbound_track") -> OtherFork:
+        """Another fork of `call` (another application's stream, a `<Siprec>`), counted against Twilio's limit."""
+        fork = OtherFork(track=track)
+        self.forks.setdefault(call.call_sid, []).append(fork)
+        return fork
+
+    def forks_in_use(self, call: LiveCall) -> int:
+        """The call's forks Twilio counts now: one per track of each stream in progress."""
+        mine = sum(len(stream.tracks) for stream in call.streams if stream.status == "in-progress")
+        others = sum(fork.forks for fork in self.forks.get(call.call_sid, []) if fork.status == "in-progress")
+        return mine + others
 
     def stream_requests(self) -> list[RecordedRequest]:
         return [request for request in self.requests if _STREAMS_PATH.match(request.path)]
@@ -257,29 +298,42 @@ class FakeTwilioRest:
         form = {name: values[0] for name, values in request.form.items()}
         if sid is not None:
             return self._update_stream(request, call, sid, form)
+        return self._create_stream(call, form)
+
+    def _create_stream(self, call: LiveCall, form: dict[str, str]) -> tuple[int, Message]:
         if not form.get("Url", "").startswith("wss://"):
             return 400, _error(21201, "Url must be a wss:// URL", 400)
         parameters = {}
         for number in range(1, 100):
             if f"Parameter{number}.Name" in form:
                 parameters[form[f"Parameter{number}.Name"]] = form.get(f"Parameter{number}.Value", "")
-        stream = call.open_stream_threadsafe(form["Url"], form.get("Track", "inbound_track"), parameters)
-        return 201, self._stream_resource(call_sid, stream, name=form.get("Name"))
+        track = form.get("Track", "inbound_track")
+        with self._streams_lock:
+            if self.forks_in_use(call) + len(TRACKS_BY_SETTING[track]) > FORKS_PER_CALL:
+                status, code, message = FORK_LIMIT_ANSWER
+                return status, _error(code, message, status)
+            stream = call.open_stream_threadsafe(form["Url"], track, parameters)
+        return 201, self._stream_resource(call.call_sid, stream, name=form.get("Name"))
 
     def _update_stream(
         self, request: RecordedRequest, call: LiveCall, sid: str, form: dict[str, str]
     ) -> tuple[int, Message]:
         stream = call.stream(sid)
-        if stream is None:
+        other = next((fork for fork in self.forks.get(call.call_sid, []) if fork.sid == sid), None)
+        if stream is None and other is None:
             return 404, _error(20404, f"The requested resource {request.path} was not found", 404)
         if form.get("Status") != "stopped":
             return 400, _error(21218, "Status must be stopped", 400)
+        if other is not None:
+            other.status = "stopped"
+            return 200, self._stream_resource(call.call_sid, other, name=None)
+        assert stream is not None
         if stream.status == "in-progress":
             call.stop_stream_threadsafe(stream)
         stream.status = "stopped"
         return 200, self._stream_resource(call.call_sid, stream, name=None)
 
-    def _stream_resource(self, call_sid: str, stream: CallStream, *, name: str | None) -> Message:
+    def _stream_resource(self, call_sid: str, stream: CallStream | OtherFork, *, name: str | None) -> Message:
         return {
             "account_sid": self.account_sid,
             "call_sid": call_sid,
