@@ -21,10 +21,11 @@ from typing import Any
 import structlog
 
 from service import mulaw
-from service.calls.counters import CallInfo, TrackCounters
+from service.calls.counters import CallInfo, TrackCounters, engines_text
 from service.calls.events import CallEnded, CallObserver, CallStarted, CallState, CallStateChanged
 from service.calls.handover.passing import OVERLAP_S, RELEASE_AFTER_S, StreamRecords, wait_until_others_ended
 from service.calls.handover.stitching import StreamShare
+from service.calls.pipeline.engines import LiveEngines
 from service.calls.pipeline.interleave import CHANNELS
 from service.calls.pipeline.spooling import Spool
 from service.calls.pipeline.track import ChannelInput, TrackStream
@@ -69,7 +70,7 @@ class CallSession:
         self,
         *,
         settings: Settings,
-        engine: LiveEngine,
+        engine: LiveEngine | LiveEngines,
         spool: Spool,
         observer: CallObserver,
         close_twilio: CloseTwilio,
@@ -443,6 +444,7 @@ class CallSession:
             audio_s_spooled=round(sum(c.bytes_spooled for c in counters) / mulaw.BYTES_PER_SECOND, 2),
             audio_s_lost=round(sum(c.bytes_lost for c in counters) / mulaw.BYTES_PER_SECOND, 2),
             spool_entries=",".join(entry for c in counters for entry in c.spool_entries),
+            engines=", ".join(text for stream in self.streams if (text := engines_text(stream.name, stream.counters))),
             reconnects=sum(c.reconnects for c in counters),
             finals_repeated=sum(c.finals_repeated for c in counters),
             chunks_missing=sum(c.chunks_missing for c in counters),
