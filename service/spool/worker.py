@@ -66,16 +66,16 @@ async def transcribe(
     """
     known = addresses(settings)
     clients: list[PrerecordedClient] = []
-    refusals: list[str] = []
+    refusals: list[tuple[str, str]] = []
     for name in order:
         if name not in known:
             continue
         try:
             clients.append(PrerecordedClient(settings, known[name]))
         except SttRejected as exc:  # no key: known before any audio is read
-            refusals.append(f"{name}: {exc.reason}")
+            refusals.append((name, exc.reason))
     if not clients:
-        raise SttRejected("; ".join(refusals))
+        raise SttRejected(_each_said(refusals))
     if wav is None:
         wav = await asyncio.to_thread(entry.wav_path.read_bytes)  # may be megabytes: off the event loop
     failures: list[SttError] = []
@@ -99,8 +99,15 @@ def _all_failed(clients: list[PrerecordedClient], failures: list[SttError]) -> S
     last = failures[-1]
     if len(failures) == 1:
         return last
-    reason = "; ".join(f"{client.name}: {failure.reason}" for client, failure in zip(clients, failures, strict=True))
+    reason = _each_said([(client.name, failure.reason) for client, failure in zip(clients, failures, strict=True)])
     return type(last)(reason, status=last.status, close_code=last.close_code, failure=last.failure)
+
+
+def _each_said(said: list[tuple[str, str]]) -> str:
+    """One Deepgram's reason as it is; two as `primary: ...; fallback: ...`."""
+    if len(said) == 1:
+        return said[0][1]
+    return "; ".join(f"{name}: {reason}" for name, reason in said)
 
 
 def shared_fields(entry: SpoolEntry) -> dict[str, Any]:

@@ -56,14 +56,6 @@ def engines_of(summary: dict[str, Any]) -> list[tuple[str, str, float, float]]:
     return spans
 
 
-def assert_continuous(spans: list[tuple[str, str, float, float]], track: str, end_s: float) -> None:
-    """The engines' stretches of `track` cover it from 0 to its end, each starting where the last ended."""
-    mine = [(start, end) for name, _, start, end in spans if name == track]
-    assert mine[0][0] == 0.0
-    assert mine[-1][1] == end_s
-    assert all(a[1] == b[0] for a, b in zip(mine, mine[1:], strict=False))
-
-
 @layouts
 async def test_a_primary_that_closes_mid_word_and_then_refuses_moves_the_call_to_the_fallback(
     deepgram: FakeDeepgram, deepgram_fallback: FakeDeepgram, log_lines: LogLines, layout: Layout
@@ -206,9 +198,8 @@ async def test_batch_asks_the_fallback_when_the_primary_refuses(
             await one_call(service, log_lines, spec)
         assert [entry.call_sid for entry in Spool(tmp_path).entries()] == [spec.call_sid]
 
-        batch = {
-            **spooling, "spool_retry_s": 0.2, **with_fallback(deepgram, fallback_batch.url, deepgram_failover_after_s=0.1)
-        }  # fmt: skip
+        fallback = with_fallback(deepgram, fallback_batch.url, deepgram_failover_after_s=0.1)
+        batch = {**spooling, "spool_retry_s": 0.2, **fallback}
         async with running_service(make_settings(deepgram, **batch)):
             await log_lines.wait_for("batch.delivered", timeout=10, call_sid=spec.call_sid)
         assert [request.status for request in primary_batch.requests] == [401]  # the primary first, once
