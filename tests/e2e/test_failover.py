@@ -167,6 +167,42 @@ async def test_a_refused_key_at_the_upgrade_moves_the_call_new_calls_start_on_th
     assert len(deepgram_fallback.connections) == 2
 
 
+async def test_the_outage_bound_holds_across_both_deepgrams(
+    deepgram: FakeDeepgram, deepgram_fallback: FakeDeepgram, log_lines: LogLines, tmp_path: Path
+) -> None:
+    """The primary closes mid-word and then answers 503, and so does the fallback: the track moves once, then
+    DEEPGRAM_OUTAGE_S (counted from the first failure, across both) spools the rest from the last final."""
+    deepgram.faults.close_after_bytes = 22_000
+    deepgram.faults.fault_connections = 1
+    deepgram_fallback.faults.reject_status = 503
+    spec = CallSpec(inbound=call_audio(308, 4.0), speed=2)
+
+    async def primary_gone() -> None:
+        await deepgram.wait_for_connections(1)
+        await deepgram.connections[0].closed.wait()
+        deepgram.faults.reject_status = 503
+
+    breaker = asyncio.create_task(primary_gone())
+    settings = make_settings(
+        deepgram, spool_dir=tmp_path,
+        **with_fallback(deepgram, deepgram_fallback, deepgram_outage_s=0.6, deepgram_failover_after_s=0.3),
+    )  # fmt: skip
+    async with running_service(settings) as service:
+        summary = await one_call(service, log_lines, spec)
+    await breaker
+
+    [move] = log_lines.events("deepgram.failover")
+    assert (move["from_engine"], move["to_engine"], move["why"]) == ("primary", "fallback", "unreachable")
+    assert deepgram_fallback.upgrade_attempts >= 1
+    assert deepgram_fallback.connections == []
+    [entry] = Spool(tmp_path).entries()
+    assert entry.start_s == 2.0  # from the primary's last final
+    assert "unavailable for 0.6 s" in entry.reason
+    assert final_words(log_lines, spec.call_sid) == expected_words(PER_TRACK.heard(spec)[:FINAL_BYTES])
+    assert engines_of(summary) == [("inbound", "primary", 0.0, 2.0)]  # the spooled rest is no engine's
+    assert summary["audio_s_spooled"] == 2.0
+
+
 async def test_without_a_fallback_nothing_moves(deepgram: FakeDeepgram, log_lines: LogLines, tmp_path: Path) -> None:
     """No DEEPGRAM_FALLBACK_URL: a refused key spools the call as before, and the record names the primary."""
     deepgram.api_key = "another-key"

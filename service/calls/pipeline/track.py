@@ -79,6 +79,7 @@ class TrackStream:
         self._engines = engine if isinstance(engine, LiveEngines) else LiveEngines.only(settings, engine)
         self._choice = self._engines.track_choice()
         self._failure = ""  # what the last failed connection said, for the failover line
+        self._open_span: tuple[str, int] | None = None  # the open connection's engine, and where its audio starts
         self._call_offset_s = call.offset_s  # the engines' record is on the call's timeline, like the spool's
         self._on_failure = on_failure
         self._log = log
@@ -239,15 +240,16 @@ class TrackStream:
             if move is not None:
                 self._moved(move)
             opened_at = loop.time()
-            settled_from = self._ledger.acknowledged
             try:
                 async with self._engines.engine(name).connect(
                     channels=len(self.channels), diarize=self._diarize
                 ) as live:
                     opened_at = loop.time()
                     connection = self._connected(live, name)
+                    self._open_span = (name, self._ledger.acknowledged)
                     await self._stream(connection)
             except SttError as exc:
+                self._close_span()
                 now = loop.time()
                 self._failure = exc.reason
                 if isinstance(exc, SttUnavailable):
@@ -264,12 +266,12 @@ class TrackStream:
                 if not await self._wait_to_retry(exc, outage, moving=moving):
                     return
             else:
+                self._close_span()
                 self._side.move(EngineState.CLOSED)
                 self._spool_stragglers()
                 return
             finally:
-                if connection is not None:
-                    self._transcribed(name, settled_from)
+                self._close_span()  # cancelled (the shutdown's drain ran out): what was settled, all the same
 
     def _moved(self, move: Move) -> None:
         """This connection goes to another engine than the last: said once, counted, and what it replays."""
@@ -280,9 +282,14 @@ class TrackStream:
             error=self._failure,
         )  # fmt: skip
 
-    def _transcribed(self, engine: str, settled_from: int) -> None:
-        """A connection ended: the stretch its finals settled goes into the track's record of which engine
-        transcribed what (joined to the last stretch when the same engine carried on)."""
+    def _close_span(self) -> None:
+        """The open connection ended: the stretch its finals settled goes into the track's record of which engine
+        transcribed what (joined to the last stretch when the same engine carried on). Called before anything
+        releases the ledger to the spool, which would count spooled audio as settled."""
+        if self._open_span is None:
+            return
+        engine, settled_from = self._open_span
+        self._open_span = None
         bytes_per_second, offset_s = self.bytes_per_second, self._call_offset_s
         start_s = round(settled_from / bytes_per_second + offset_s, 2)
         end_s = round(self._ledger.acknowledged / bytes_per_second + offset_s, 2)
@@ -384,6 +391,7 @@ class TrackStream:
 
     async def _give_up(self, error: SttError, *, outage_s: float | None = None) -> None:
         """Live transcription cannot cover this track any more: what is not final, and what comes, is spooled."""
+        self._close_span()
         DEEPGRAM_FAILURES.labels(reason=error.kind).inc()
         reason = error.reason if outage_s is None else f"Deepgram unavailable for {outage_s:g} s: {error.reason}"
         start_s, audio = self._ledger.release()
@@ -398,6 +406,7 @@ class TrackStream:
 
     def abandon(self) -> None:
         """The process is stopping and Deepgram did not finish in time: spool what is not yet final."""
+        self._close_span()
         self._flush_channels()
         self._spooler.stretch(*self._ledger.release(), "callscribe stopped before Deepgram's final results")
         self._spooler.close()
