@@ -304,13 +304,14 @@ class Settings(BaseSettings):
             "deepgram_connection",
             accepts="an `http(s)://` or `ws(s)://` URL, no query string",
             example="https://api.eu.deepgram.com",
+            heroku={"required": False},
         ),
     )
     deepgram_fallback_api_key: SecretStr | None = Field(
         default=None,
         description="The API key for `DEEPGRAM_FALLBACK_URL`, when it is not `DEEPGRAM_API_KEY` (another project, a "
         "self-hosted Deepgram's key).",
-        json_schema_extra=_doc("deepgram_connection", default="(`DEEPGRAM_API_KEY`)"),
+        json_schema_extra=_doc("deepgram_connection", default="(`DEEPGRAM_API_KEY`)", heroku={"required": False}),
     )
     deepgram_failover_after_s: float = Field(
         default=3.0,
