@@ -42,6 +42,16 @@ DEEPGRAM_RECONNECTS = Counter(
 DEEPGRAM_FAILURES = Counter(
     "callscribe_deepgram_failures", "Tracks whose live transcription gave up (audio spooled), by reason", ["reason"]
 )
+DEEPGRAM_FAILOVERS = Counter(
+    "callscribe_deepgram_failovers",
+    "Tracks that moved between the primary Deepgram and DEEPGRAM_FALLBACK_URL mid-call, by engine moved to and why",
+    ["to", "why"],
+)
+DEEPGRAM_PRIMARY_DOWN = Gauge(
+    "callscribe_deepgram_primary_down",
+    "1 while the primary Deepgram counts as down and new connections go to DEEPGRAM_FALLBACK_URL",
+    multiprocess_mode="livemax",
+)
 DEEPGRAM_RESULTS = Counter("callscribe_deepgram_results", "Results received from Deepgram live", ["kind"])
 RESULT_LATENCY = Histogram(
     "callscribe_result_latency_seconds",

@@ -293,6 +293,45 @@ class Settings(BaseSettings):
         ),
     )
 
+    deepgram_fallback_url: str | None = Field(
+        default=None,
+        description="A second Deepgram to fail over to mid-call: Deepgram's EU endpoint, another region or a "
+        "self-hosted Deepgram, in `DEEPGRAM_URL`'s form (its pre-recorded API at the same host, with http/https). "
+        "When the primary refuses the key or the account (HTTP 401, 402, 403), cannot be reached, or keeps failing "
+        "for `DEEPGRAM_FAILOVER_AFTER_S`, a track moves here and replays what was not final; while the primary is "
+        "down, new calls start here and it is probed every `DEEPGRAM_PROBE_S`. Unset: one Deepgram, as before.",
+        json_schema_extra=_doc(
+            "deepgram_connection",
+            accepts="an `http(s)://` or `ws(s)://` URL, no query string",
+            example="https://api.eu.deepgram.com",
+            heroku={"required": False},
+        ),
+    )
+    deepgram_fallback_api_key: SecretStr | None = Field(
+        default=None,
+        description="The API key for `DEEPGRAM_FALLBACK_URL`, when it is not `DEEPGRAM_API_KEY` (another project, a "
+        "self-hosted Deepgram's key).",
+        json_schema_extra=_doc("deepgram_connection", default="(`DEEPGRAM_API_KEY`)", heroku={"required": False}),
+    )
+    deepgram_failover_after_s: float = Field(
+        default=3.0,
+        gt=0,
+        le=600,
+        description="With `DEEPGRAM_FALLBACK_URL`: how many seconds a track's connection to the primary may keep "
+        "failing (drops, closes, silence; refusals and failed connects move at once) before the primary counts as "
+        "down and the track moves to the fallback. Must be below `DEEPGRAM_OUTAGE_S`.",
+        json_schema_extra=_doc("deepgram_connection"),
+    )
+    deepgram_probe_s: float = Field(
+        default=10.0,
+        ge=0.1,
+        le=600,
+        description="With `DEEPGRAM_FALLBACK_URL`, while the primary is down: how often one probe per process opens "
+        "a connection to the primary and closes it at once (no audio). When it answers, new connections go to the "
+        "primary again; calls already on the fallback stay there.",
+        json_schema_extra=_doc("deepgram_connection"),
+    )
+
     shutdown_timeout_s: float = Field(
         default=20.0,
         gt=0,
@@ -765,6 +804,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "deepgram_api_key",
+        "deepgram_fallback_api_key",
         "twilio_auth_token",
         "api_token",
         "dashboard_password",
@@ -845,12 +885,24 @@ class Settings(BaseSettings):
     @field_validator("deepgram_url")
     @classmethod
     def _deepgram_url(cls, value: str) -> str:
-        parts = urllib.parse.urlsplit(value)
-        if parts.scheme not in {"http", "https", "ws", "wss"} or not parts.netloc:
-            raise ValueError("must be an absolute http(s):// or ws(s):// URL such as https://api.deepgram.com")
-        if parts.query or parts.fragment:
-            raise ValueError("must not carry a query string or fragment")
-        return value.rstrip("/")
+        return _deepgram_base(value, example="https://api.deepgram.com")
+
+    @field_validator("deepgram_fallback_url")
+    @classmethod
+    def _fallback_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        return _deepgram_base(value, example="https://api.eu.deepgram.com")
+
+    @model_validator(mode="after")
+    def _failover_before_outage(self) -> Settings:
+        # A track spools at DEEPGRAM_OUTAGE_S: a bound past it would never fail over a primary that keeps failing.
+        if self.deepgram_fallback_url and self.deepgram_failover_after_s >= self.deepgram_outage_s:
+            raise ValueError(
+                f"DEEPGRAM_FAILOVER_AFTER_S ({self.deepgram_failover_after_s:g}) must be below DEEPGRAM_OUTAGE_S "
+                f"({self.deepgram_outage_s:g}), or a track spools before it fails over"
+            )
+        return self
 
     @field_validator("deepgram_batch_url")
     @classmethod
@@ -951,18 +1003,43 @@ class Settings(BaseSettings):
     @property
     def deepgram_live_url(self) -> str:
         """The live socket's base: the same host as DEEPGRAM_URL with ws/wss (the SDK appends /v1/listen)."""
-        parts = urllib.parse.urlsplit(self.deepgram_url)
-        scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-        return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, "", ""))
+        return live_base(self.deepgram_url)
 
     @property
     def deepgram_rest_url(self) -> str:
         """The REST base (pre-recorded API): DEEPGRAM_BATCH_URL, else DEEPGRAM_URL's host with http/https."""
         if self.deepgram_batch_url:
             return self.deepgram_batch_url
-        parts = urllib.parse.urlsplit(self.deepgram_url)
-        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-        return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, "", ""))
+        return rest_base(self.deepgram_url)
+
+    @property
+    def deepgram_fallback_key(self) -> SecretStr | None:
+        """DEEPGRAM_FALLBACK_API_KEY, else DEEPGRAM_API_KEY."""
+        return self.deepgram_fallback_api_key or self.deepgram_api_key
+
+
+def _deepgram_base(value: str, *, example: str) -> str:
+    """A Deepgram base URL (DEEPGRAM_URL, DEEPGRAM_FALLBACK_URL), checked, without a trailing slash."""
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in {"http", "https", "ws", "wss"} or not parts.netloc:
+        raise ValueError(f"must be an absolute http(s):// or ws(s):// URL such as {example}")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query string or fragment")
+    return value.rstrip("/")
+
+
+def live_base(url: str) -> str:
+    """A Deepgram base URL as its live socket's base: the same host with ws/wss."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, "", ""))
+
+
+def rest_base(url: str) -> str:
+    """A Deepgram base URL as its REST (pre-recorded API) base: the same host with http/https."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, "", ""))
 
 
 URL_MASK: Final = "***"

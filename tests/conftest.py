@@ -17,7 +17,7 @@ import structlog
 
 from service import logs, refusals
 from service.settings import Settings
-from tests.helpers.credentials import DEEPGRAM_KEY
+from tests.helpers.credentials import DEEPGRAM_FALLBACK_KEY, DEEPGRAM_KEY
 from tests.helpers.fakes.deepgram_server import FakeDeepgram
 from tests.helpers.logs import LogLines
 from tests.helpers.service import RunningService, running_service
@@ -52,6 +52,13 @@ def log_lines() -> Iterator[LogLines]:
 @pytest.fixture
 async def deepgram() -> AsyncIterator[FakeDeepgram]:
     async with FakeDeepgram(api_key=DEEPGRAM_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def deepgram_fallback() -> AsyncIterator[FakeDeepgram]:
+    """A second fake Deepgram, with a key of its own: DEEPGRAM_FALLBACK_URL and DEEPGRAM_FALLBACK_API_KEY."""
+    async with FakeDeepgram(api_key=DEEPGRAM_FALLBACK_KEY) as fake:
         yield fake
 
 

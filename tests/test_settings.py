@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from service.deepgram.environment import environment_for
+from service.deepgram.environment import addresses, environment_for
 from service.deepgram.protocol import ignored_options, live_options
 from service.settings import Settings, describe_error, masked_url
 from tests.helpers.paths import ROOT
@@ -66,6 +66,9 @@ def test_reads_a_dotenv_file(tmp_path: Path) -> None:
         ("TWILIO_API_URL", "api.twilio.com", "http(s)://"),
         ("TWILIO_API_KEY_SID", "AC0123456789abcdef0123456789abcdef", "SK and 32 hex digits"),
         ("TWILIO_API_KEY_SECRET", "a-secret-without-its-key", "set both or neither"),
+        ("DEEPGRAM_FALLBACK_URL", "api.eu.deepgram.com", "such as https://api.eu.deepgram.com"),
+        ("DEEPGRAM_FALLBACK_URL", "https://api.eu.deepgram.com/?region=eu", "query string"),
+        ("DEEPGRAM_FAILOVER_AFTER_S", "0", "DEEPGRAM_FAILOVER_AFTER_S"),
     ],
 )
 def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, says: str) -> None:
@@ -104,6 +107,36 @@ def test_deepgram_url_gives_the_live_and_rest_hosts() -> None:
     assert environment.base == "https://dg.internal:8443"
     local = Settings(_env_file=None, deepgram_url="http://127.0.0.1:8080")  # type: ignore[call-arg]
     assert environment_for(local).production == "ws://127.0.0.1:8080"
+
+
+def test_the_fallback_has_its_own_address_and_the_primary_key_unless_it_has_one() -> None:
+    """DEEPGRAM_FALLBACK_URL gives the fallback's live and REST bases; its key is DEEPGRAM_API_KEY unless
+    DEEPGRAM_FALLBACK_API_KEY is set (blank counts as unset); DEEPGRAM_BATCH_URL is the primary's alone."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, deepgram_api_key="primary-key", deepgram_fallback_url="https://api.eu.deepgram.com/",
+        deepgram_batch_url="http://127.0.0.1:9", deepgram_fallback_api_key=" ",
+    )  # fmt: skip
+    primary, fallback = addresses(settings).values()
+    assert (primary.name, primary.rest_url) == ("primary", "http://127.0.0.1:9")
+    assert (fallback.name, fallback.live_url, fallback.rest_url) == (
+        "fallback", "wss://api.eu.deepgram.com", "https://api.eu.deepgram.com",
+    )  # fmt: skip
+    assert fallback.api_key == SecretStr("primary-key")
+    own = settings.model_copy(update={"deepgram_fallback_api_key": SecretStr("eu-key")})
+    assert own.deepgram_fallback_key == SecretStr("eu-key")
+    assert list(addresses(Settings(_env_file=None))) == ["primary"]  # type: ignore[call-arg]
+
+
+def test_the_failover_bound_must_be_below_the_outage_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bound at or past DEEPGRAM_OUTAGE_S would spool a track before it could fail over: start-up says so;
+    without a fallback the bound is not used, and not checked."""
+    monkeypatch.setenv("DEEPGRAM_OUTAGE_S", "5")
+    monkeypatch.setenv("DEEPGRAM_FAILOVER_AFTER_S", "5")
+    assert Settings(_env_file=None).deepgram_failover_after_s == 5  # type: ignore[call-arg]
+    monkeypatch.setenv("DEEPGRAM_FALLBACK_URL", "https://api.eu.deepgram.com")
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    assert "DEEPGRAM_FAILOVER_AFTER_S (5) must be below DEEPGRAM_OUTAGE_S (5)" in describe_error(caught.value)
 
 
 def test_live_options_carry_the_settings_and_twilio_audio_format() -> None:

@@ -38,3 +38,10 @@ class TrackCounters:
     reconnects: int = 0
     request_ids: list[str] = field(default_factory=list)
     spool_entries: list[str] = field(default_factory=list)
+    # (engine, from_s, to_s): the stretches of the call each engine's finals settled, in order (`engines_text`)
+    engines: list[tuple[str, float, float]] = field(default_factory=list)
+
+
+def engines_text(track: str, counters: TrackCounters) -> str:
+    """Which engine transcribed what, for the call.ended line: `inbound primary 0-12.5, inbound fallback 12.5-30`."""
+    return ", ".join(f"{track} {engine} {start_s:g}-{end_s:g}" for engine, start_s, end_s in counters.engines)

@@ -26,7 +26,7 @@ from deepgram.listen.v1 import (
 )
 from deepgram.listen.v1.socket_client import AsyncV1SocketClient
 
-from service.deepgram.environment import environment_for
+from service.deepgram.environment import DeepgramAddress, primary_address
 from service.deepgram.protocol import is_fatal_close, live_options, status_error
 from service.errors import SttFailure, SttRejected, SttUnavailable
 from service.settings import Settings
@@ -75,21 +75,20 @@ class DeepgramLive:
 
     max_channels = 2  # multichannel=true: both tracks of a call on one connection
 
-    def __init__(self, settings: Settings, *, name: str = "primary") -> None:
+    def __init__(self, settings: Settings, address: DeepgramAddress | None = None) -> None:
+        """Deepgram at `address` (the primary, DEEPGRAM_URL and DEEPGRAM_API_KEY, unless given)."""
         self._settings = settings
-        self._name = name
-        key = settings.deepgram_api_key
+        self._address = address = address or primary_address(settings)
+        key = address.api_key
         self._client = (
-            _with_fixed_headers(
-                AsyncDeepgramClient(api_key=key.get_secret_value(), environment=environment_for(settings))
-            )
+            _with_fixed_headers(AsyncDeepgramClient(api_key=key.get_secret_value(), environment=address.environment()))
             if key is not None
             else None
         )
 
     @property
     def name(self) -> str:
-        return self._name
+        return self._address.name
 
     @property
     def configured(self) -> bool:
@@ -100,7 +99,7 @@ class DeepgramLive:
         """Open a live connection for `channels` interleaved channels (`protocol.live_options`)."""
         options = live_options(self._settings, channels=channels, diarize=diarize)
         if self._client is None:
-            raise SttRejected("DEEPGRAM_API_KEY is not set", failure=SttFailure.NO_KEY)
+            raise SttRejected(f"{self._address.key_setting} is not set", failure=SttFailure.NO_KEY)
         async with contextlib.AsyncExitStack() as stack:
             try:
                 async with asyncio.timeout(self._settings.deepgram_connect_timeout_s):

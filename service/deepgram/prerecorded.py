@@ -20,7 +20,7 @@ from deepgram.core.api_error import ApiError
 from deepgram.core.parse_error import ParsingError
 from deepgram.types.listen_v1response import ListenV1Response
 
-from service.deepgram.environment import environment_for
+from service.deepgram.environment import DeepgramAddress, primary_address
 from service.deepgram.protocol import batch_options, error_message, status_error
 from service.errors import SttRejected, SttUnavailable
 from service.settings import Settings
@@ -36,12 +36,18 @@ class PrerecordedClient:
     Raises SttRejected when built without DEEPGRAM_API_KEY, so a caller learns it before reading any audio.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        key = settings.deepgram_api_key
-        if key is None:
-            raise SttRejected("DEEPGRAM_API_KEY is not set")
+    def __init__(self, settings: Settings, address: DeepgramAddress | None = None) -> None:
+        """Deepgram's pre-recorded API at `address` (the primary's, DEEPGRAM_BATCH_URL or DEEPGRAM_URL, unless
+        given)."""
+        self._address = address = address or primary_address(settings)
+        if address.api_key is None:
+            raise SttRejected(f"{address.key_setting} is not set")
         self._settings = settings
-        self._api_key = key.get_secret_value()
+        self._api_key = address.api_key.get_secret_value()
+
+    @property
+    def name(self) -> str:
+        return self._address.name
 
     async def transcribe(self, wav: bytes) -> BatchAnswer:
         """Deepgram's answer for one WAV file's bytes; SttError if Deepgram cannot give one."""
@@ -57,7 +63,7 @@ class PrerecordedClient:
 
     def _sdk(self, http: httpx.AsyncClient) -> AsyncDeepgramClient:
         # max_retries=0: the caller retries on its own schedule, and counts and records every attempt.
-        environment = environment_for(self._settings)
+        environment = self._address.environment()
         return AsyncDeepgramClient(api_key=self._api_key, environment=environment, httpx_client=http, max_retries=0)
 
 

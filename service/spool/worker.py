@@ -2,7 +2,9 @@
 live transcripts.
 
 `transcribe` reads one spool entry's WAV, has `deepgram.prerecorded` transcribe it, and `place`s the answer on
-the call's timeline as final `Transcript`s, marked `batch`, with the track's speaker. `BatchWorker` owns the
+the call's timeline as final `Transcript`s, marked `batch`, with the track's speaker. With DEEPGRAM_FALLBACK_URL
+it asks the primary's pre-recorded API and then the fallback's, in the order live calls use (the fallback first
+while the primary is down). `BatchWorker` owns the
 policy: oldest entry first, deliver every transcript, and only then remove the entry; a failure is written into
 the entry's sidecar and retried on the next pass (every SPOOL_RETRY_S).
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,8 +34,9 @@ from typing import Any, Protocol
 import structlog
 
 from service.calls.transcript import Transcript, TranscriptSink, speaker_for
+from service.deepgram.environment import FALLBACK, PRIMARY, addresses
 from service.deepgram.prerecorded import PrerecordedClient
-from service.errors import SttError
+from service.errors import SttError, SttRejected
 from service.settings import Settings
 from service.spool.directory import Spool, SpoolEntry
 from service.stt.events import BatchAnswer, BatchUtterance, Word
@@ -52,17 +55,59 @@ class SharedSpool(Protocol):
     async def purge(self) -> int: ...
 
 
-async def transcribe(settings: Settings, entry: SpoolEntry, wav: bytes | None = None) -> list[Transcript]:
-    """The transcripts of one spool entry (its WAV read from disk unless given) from the pre-recorded API;
-    SttError if Deepgram cannot give them.
+async def transcribe(
+    settings: Settings, entry: SpoolEntry, wav: bytes | None = None, *, order: Sequence[str] = (PRIMARY, FALLBACK)
+) -> list[Transcript]:
+    """The transcripts of one spool entry (its WAV read from disk unless given) from the pre-recorded API of
+    each Deepgram in `order` in turn (the primary and the fallback, whichever of them is configured) until one
+    answers; SttError (each one's reason) if none can.
 
     OSError if the entry's audio cannot be read.
     """
-    client = PrerecordedClient(settings)  # without DEEPGRAM_API_KEY this raises before any audio is read
+    known = addresses(settings)
+    clients: list[PrerecordedClient] = []
+    refusals: list[tuple[str, str]] = []
+    for name in order:
+        if name not in known:
+            continue
+        try:
+            clients.append(PrerecordedClient(settings, known[name]))
+        except SttRejected as exc:  # no key: known before any audio is read
+            refusals.append((name, exc.reason))
+    if not clients:
+        raise SttRejected(_each_said(refusals))
     if wav is None:
         wav = await asyncio.to_thread(entry.wav_path.read_bytes)  # may be megabytes: off the event loop
-    answer = await client.transcribe(wav)
-    return place(answer, entry, speaker=speaker_for(settings, entry.track))
+    failures: list[SttError] = []
+    for client in clients:
+        try:
+            answer = await client.transcribe(wav)
+        except SttError as exc:
+            failures.append(exc)
+            continue
+        if failures:
+            log.warning(
+                "batch.failover", **_about(entry), from_engine=clients[0].name, to_engine=client.name,
+                error=failures[-1].reason,
+            )  # fmt: skip
+        return place(answer, entry, speaker=speaker_for(settings, entry.track))
+    raise _all_failed(clients, failures)
+
+
+def _all_failed(clients: list[PrerecordedClient], failures: list[SttError]) -> SttError:
+    """Every Deepgram failed: the last one's error, saying what each said when there were two."""
+    last = failures[-1]
+    if len(failures) == 1:
+        return last
+    reason = _each_said([(client.name, failure.reason) for client, failure in zip(clients, failures, strict=True)])
+    return type(last)(reason, status=last.status, close_code=last.close_code, failure=last.failure)
+
+
+def _each_said(said: list[tuple[str, str]]) -> str:
+    """One Deepgram's reason as it is; two as `primary: ...; fallback: ...`."""
+    if len(said) == 1:
+        return said[0][1]
+    return "; ".join(f"{name}: {reason}" for name, reason in said)
 
 
 def shared_fields(entry: SpoolEntry) -> dict[str, Any]:
@@ -143,9 +188,16 @@ class BatchWorker:
     """Transcribes the spool in batch, oldest entry first, and hands the transcripts to the sink."""
 
     def __init__(
-        self, settings: Settings, spool: Spool, sink: TranscriptSink, shared: SharedSpool | None = None
+        self,
+        settings: Settings,
+        spool: Spool,
+        sink: TranscriptSink,
+        shared: SharedSpool | None = None,
+        *,
+        order: Callable[[], Sequence[str]] = lambda: (PRIMARY, FALLBACK),
     ) -> None:
         self._settings = settings
+        self._order = order  # which Deepgram's pre-recorded API to ask first: the one live calls use now
         self._spool = spool
         self._sink = sink
         self._shared = shared
@@ -235,7 +287,7 @@ class BatchWorker:
 
     async def _process_shared(self, shared: SharedSpool, entry: SpoolEntry) -> bool:
         try:
-            transcripts = await transcribe(self._settings, entry, await shared.wav(entry.id))
+            transcripts = await transcribe(self._settings, entry, await shared.wav(entry.id), order=self._order())
         except SttError as exc:
             await self._failed_shared(shared, entry, exc.reason)
             return False
@@ -252,7 +304,7 @@ class BatchWorker:
 
     async def _process(self, entry: SpoolEntry) -> bool:
         try:
-            transcripts = await transcribe(self._settings, entry)
+            transcripts = await transcribe(self._settings, entry, order=self._order())
         except SttError as exc:
             self._failed(entry, exc.reason)
             return False

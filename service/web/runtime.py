@@ -24,8 +24,10 @@ import structlog
 from service.calls.events import CallObserver
 from service.calls.handover.passing import Handover
 from service.calls.observers import Fanout
+from service.calls.pipeline.engines import LiveEngines
 from service.calls.registry import Calls
 from service.calls.stream.admission import StreamGate
+from service.deepgram.environment import fallback_address
 from service.deepgram.live import DeepgramLive
 from service.deepgram.protocol import ignored_options
 from service.live.hub import LiveHub, LiveObserver, LocalPublisher, Publish
@@ -107,7 +109,11 @@ class Runtime:
         publish: Publish = self.redis.publish if self.redis is not None else LocalPublisher(self.live).publish
         self.observer = Fanout([*observers, self.store, LiveObserver(publish)])
         self.calls = Calls(settings.max_calls)
-        self.stt = DeepgramLive(settings)  # the live engine
+        # The live engines: the primary, and DEEPGRAM_FALLBACK_URL's when set, with the failover every call shares.
+        fallback = fallback_address(settings)
+        self.stt = LiveEngines(
+            settings, DeepgramLive(settings), DeepgramLive(settings, fallback) if fallback is not None else None
+        )
         self.spool = Spool(settings.spool_dir)
         self.signatures = TwilioSignatures(settings)
         self.token_key = stream_token_key(settings)  # /voice issues stream tokens with it, the gate checks them
@@ -120,7 +126,9 @@ class Runtime:
             lambda: self.store.engine, wait_s=settings.stream_start_timeout_s, spawn=self.tasks.start
         )
         self.shared_spool = self._make_shared_spool()
-        self._batch = BatchWorker(settings, self.spool, self.observer.transcript, self.shared_spool)
+        self._batch = BatchWorker(
+            settings, self.spool, self.observer.transcript, self.shared_spool, order=self.stt.failover.engines_in_order
+        )
         self._webhooks = (
             WebhookSender(settings, lambda: self.store.engine) if settings.transcript_webhook_url is not None else None
         )
@@ -190,6 +198,11 @@ class Runtime:
         log.info(
             "service.ready",
             deepgram_url=masked_url(settings.deepgram_url),
+            **(
+                {"deepgram_fallback_url": masked_url(settings.deepgram_fallback_url)}
+                if settings.deepgram_fallback_url
+                else {}
+            ),
             model=settings.deepgram_model,
             stream_track=settings.stream_track,
             max_calls=settings.max_calls,
@@ -255,6 +268,7 @@ class Runtime:
         if recovered:
             log.warning("spool.recovered", entries=len(recovered), why="audio left by a process that crashed")
         self.tasks.start(self._batch.run_forever())
+        self.tasks.start(self.stt.probe_forever())  # one probe per process, while the primary is down
         self.tasks.start(self.calls.meter_forever())
         if self.redis is not None:
             self.tasks.start(self.redis.run_publisher())

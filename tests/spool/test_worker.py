@@ -24,7 +24,7 @@ from service.settings import Settings
 from service.spool.directory import RECOVERED, Spool, SpoolEntry
 from service.spool.worker import BatchWorker, batch_key, place, transcribe
 from tests.helpers.audio import SILENCE, SPEECH, call_audio
-from tests.helpers.credentials import DEEPGRAM_KEY
+from tests.helpers.credentials import DEEPGRAM_FALLBACK_KEY, DEEPGRAM_KEY
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch, listen_response
 from tests.helpers.fakes.deepgram_server import expected_words
 from tests.helpers.logs import LogLines
@@ -216,6 +216,35 @@ async def test_errors_are_translated(batch_api: FakeDeepgramBatch, tmp_path: Pat
         assert raised.value.status == status
     with pytest.raises(SttUnavailable, match="cannot reach Deepgram"):
         await transcribe(make_settings(None, deepgram_batch_url="http://127.0.0.1:9", spool_dir=tmp_path), entry)
+
+
+async def test_the_fallback_is_asked_first_while_the_primary_is_down_and_each_error_is_kept(
+    batch_api: FakeDeepgramBatch, tmp_path: Path, log_lines: LogLines
+) -> None:
+    """With DEEPGRAM_FALLBACK_URL: the order live calls use (fallback first while the primary is down) is the
+    order batch asks in; when both fail, the entry's error says what each said."""
+    entry = spool_audio(tmp_path, SPEECH, start_s=0.0)
+    async with FakeDeepgramBatch(api_key=DEEPGRAM_FALLBACK_KEY) as fallback_api:
+        settings = settings_for(
+            batch_api, tmp_path, deepgram_fallback_url=fallback_api.url, deepgram_fallback_api_key=DEEPGRAM_FALLBACK_KEY
+        )
+        transcripts = await transcribe(settings, entry, order=("fallback", "primary"))
+        assert (batch_api.request_count, fallback_api.request_count) == (0, 1)  # the primary never asked
+        assert [word for t in transcripts for word in t.text.split()] == expected_words(SPEECH)
+        assert not log_lines.events("batch.failover")
+
+        batch_api.fail_status = fallback_api.fail_status = 503
+        with pytest.raises(SttUnavailable) as raised:
+            await transcribe(settings, entry)
+        assert raised.value.reason == (
+            "primary: Deepgram could not transcribe now (HTTP 503: Failed by FakeDeepgramBatch.fail_status.); "
+            "fallback: Deepgram could not transcribe now (HTTP 503: Failed by FakeDeepgramBatch.fail_status.)"
+        )
+        assert raised.value.status == 503
+    with pytest.raises(SttRejected, match=r"^primary: DEEPGRAM_API_KEY is not set; fallback: DEEPGRAM_FALLBACK"):
+        await transcribe(
+            settings.model_copy(update={"deepgram_api_key": None, "deepgram_fallback_api_key": None}), entry
+        )
 
 
 async def test_audio_that_is_not_a_wav_is_refused_as_a_bad_request(

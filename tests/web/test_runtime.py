@@ -49,5 +49,16 @@ async def test_the_ready_line_shows_deepgram_url_without_its_credentials(log_lin
     async with running_service(settings):
         ready = await log_lines.wait_for("service.ready")
     assert ready["deepgram_url"] == "http://***@127.0.0.1:9"
+    assert "deepgram_fallback_url" not in ready  # none set: nothing to show
     assert "dg-pass-9b2e" not in log_lines.text()
     assert "dg-user" not in log_lines.text()
+
+
+async def test_the_ready_line_shows_the_fallback_url_without_its_credentials(log_lines: LogLines) -> None:
+    """DEEPGRAM_FALLBACK_URL (a self-hosted Deepgram behind basic auth, say) is shown like DEEPGRAM_URL."""
+    settings = make_settings(deepgram_fallback_url="https://eu-user:eu-pass-41c7@dg.example.eu/base")
+    async with running_service(settings):
+        ready = await log_lines.wait_for("service.ready")
+    assert ready["deepgram_fallback_url"] == "https://***@dg.example.eu/base"
+    for secret in ("eu-pass-41c7", "eu-user"):
+        assert secret not in log_lines.text()

@@ -14,6 +14,7 @@ from typing import Any
 from service import mulaw
 from service.calls.counters import CallInfo
 from service.calls.events import TurnSink
+from service.calls.pipeline.engines import LiveEngines
 from service.calls.pipeline.interleave import CHANNELS
 from service.calls.pipeline.spooling import Spool
 from service.calls.pipeline.track import ChannelInput, StateReport, TrackStream
@@ -31,7 +32,7 @@ class CallTracks:
         call: CallInfo,
         *,
         settings: Settings,
-        engine: LiveEngine,
+        engine: LiveEngine | LiveEngines,
         spool: Spool,
         emit: TranscriptSink,
         turns: TurnSink,
@@ -73,7 +74,7 @@ class CallTracks:
             stream.abandon()
 
 
-def shares_a_connection(settings: Settings, engine: LiveEngine) -> bool:
+def shares_a_connection(settings: Settings, engine: LiveEngine | LiveEngines) -> bool:
     """Both tracks of a call go on one connection: DEEPGRAM_CONNECTIONS=per_call, on an engine with multichannel
-    (Flux has none: start-up says so, and each track gets its own)."""
+    (Flux has none: start-up says so, and each track gets its own). With a fallback, both engines need it."""
     return settings.deepgram_connections == "per_call" and engine.max_channels > 1

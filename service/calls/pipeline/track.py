@@ -7,6 +7,10 @@ once, a replay after a failure paced to 1.25x real time, KeepAlive when idle, Cl
 reading the results concurrently (`receiver.py`); on a retryable failure reconnect with full-jitter backoff
 and replay what was not yet final; on a fatal one, or an outage longer than DEEPGRAM_OUTAGE_S, spool the rest.
 
+With DEEPGRAM_FALLBACK_URL each connection asks the track's `TrackChoice` (`failover.py`) for its engine: a
+failure of the primary that a fallback can fix moves the track there at once, with no backoff wait, and the
+replay carries what was not final, so every word comes once; the outage bound counts across both engines.
+
 With DEEPGRAM_CONNECTIONS=per_call, one `TrackStream` carries both tracks of a call (`channels` names them,
 channel 0 inbound): `ChannelInput.push` places each track's frames on the stream's clock (`interleave.py`),
 the ledger holds the interleaved audio (so replay, KeepAlive and CloseStream work on it unchanged), results
@@ -25,6 +29,8 @@ from service import mulaw
 from service.calls.counters import CallInfo, TrackCounters
 from service.calls.events import CallState, TurnSink
 from service.calls.pipeline.engine_state import IDLE, Connection, EngineSide, EngineState
+from service.calls.pipeline.engines import LiveEngines
+from service.calls.pipeline.failover import Move
 from service.calls.pipeline.interleave import CHANNELS, Interleaver
 from service.calls.pipeline.ledger import AudioLedger
 from service.calls.pipeline.receiver import TrackReceiver
@@ -33,7 +39,7 @@ from service.calls.pipeline.spooling import ChannelSpooler, GuardedSegment, Spli
 from service.calls.pipeline.timeline import TrackTimeline
 from service.calls.transcript import TranscriptSink, speaker_for
 from service.errors import SttError, SttFailure, SttRejected, SttUnavailable
-from service.metrics import DEEPGRAM_CONNECTS, DEEPGRAM_FAILURES, DEEPGRAM_RECONNECTS
+from service.metrics import DEEPGRAM_CONNECTS, DEEPGRAM_FAILOVERS, DEEPGRAM_FAILURES, DEEPGRAM_RECONNECTS
 from service.retry import Outage, backoff
 from service.settings import Settings
 from service.stt.engine import LiveEngine, LiveStream
@@ -56,7 +62,7 @@ class TrackStream:
         call: CallInfo,
         channels: tuple[str, ...] = (),
         settings: Settings,
-        engine: LiveEngine,
+        engine: LiveEngine | LiveEngines,
         spool: Spool,
         emit: TranscriptSink,
         turns: TurnSink,
@@ -70,7 +76,12 @@ class TrackStream:
         self._report_state: StateReport = report_state or _unreported
         self.counters = TrackCounters()
         self._settings = settings
-        self._engine = engine
+        # The process's engines (one, or the primary and a fallback), and this track's choice among them.
+        self._engines = engine if isinstance(engine, LiveEngines) else LiveEngines.only(settings, engine)
+        self._choice = self._engines.track_choice()
+        self._failure = ""  # what the last failed connection said, for the failover line
+        self._open_span: tuple[str, int] | None = None  # the open connection's engine, and where its audio starts
+        self._call_offset_s = call.offset_s  # the engines' record is on the call's timeline, like the spool's
         self._on_failure = on_failure
         self._log = log
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
@@ -209,7 +220,7 @@ class TrackStream:
 
     async def run(self) -> None:
         try:
-            if not self._engine.configured:
+            if not self._engines.configured:
                 await self._give_up(SttRejected("DEEPGRAM_API_KEY is not set", failure=SttFailure.NO_KEY))
             else:
                 await self._transcribe_live()
@@ -226,27 +237,72 @@ class TrackStream:
         loop = asyncio.get_running_loop()
         while True:
             connection: Connection | None = None
+            name, move = self._choice.next()
+            if move is not None:
+                self._moved(move)
             opened_at = loop.time()
             try:
-                async with self._engine.connect(channels=len(self.channels), diarize=self._diarize) as live:
+                async with self._engines.engine(name).connect(
+                    channels=len(self.channels), diarize=self._diarize
+                ) as live:
                     opened_at = loop.time()
-                    connection = self._connected(live)
+                    connection = self._connected(live, name)
+                    self._open_span = (name, self._ledger.acknowledged)
                     await self._stream(connection)
-            except SttRejected as exc:
-                await self._give_up(exc)
-                return
-            except SttUnavailable as exc:
-                self._side.move(EngineState.CONNECTING)
-                results = connection is not None and connection.produced_results
-                outage.connection_ended(opened_at=opened_at, now=loop.time(), produced_results=results)
-                if not await self._wait_to_retry(exc, outage):
+            except SttError as exc:
+                self._close_span()
+                now = loop.time()
+                self._failure = exc.reason
+                if isinstance(exc, SttUnavailable):
+                    self._side.move(EngineState.CONNECTING)
+                    results = connection is not None and connection.produced_results
+                    outage.connection_ended(opened_at=opened_at, now=now, produced_results=results)
+                else:
+                    outage.failed(now)
+                failing_for_s = now - (outage.started_at if outage.started_at is not None else now)
+                moving = self._choice.failed(name, exc, opened=connection is not None, failing_for_s=failing_for_s)
+                if not moving and isinstance(exc, SttRejected):
+                    await self._give_up(exc)
+                    return
+                if not await self._wait_to_retry(exc, outage, moving=moving):
                     return
             else:
+                self._close_span()
                 self._side.move(EngineState.CLOSED)
                 self._spool_stragglers()
                 return
+            finally:
+                self._close_span()  # cancelled (the shutdown's drain ran out): what was settled, all the same
 
-    def _connected(self, live: LiveStream) -> Connection:
+    def _moved(self, move: Move) -> None:
+        """This connection goes to another engine than the last: said once, counted, and what it replays."""
+        DEEPGRAM_FAILOVERS.labels(to=move.to_engine, why=str(move.why)).inc()
+        self._log.warning(
+            "deepgram.failover", track=self.name, from_engine=move.from_engine, to_engine=move.to_engine,
+            why=str(move.why), replaying_s=round(self._ledger.waiting_bytes / self.bytes_per_second, 2),
+            error=self._failure,
+        )  # fmt: skip
+
+    def _close_span(self) -> None:
+        """The open connection ended: the stretch its finals settled goes into the track's record of which engine
+        transcribed what (joined to the last stretch when the same engine carried on). Called before anything
+        releases the ledger to the spool, which would count spooled audio as settled."""
+        if self._open_span is None:
+            return
+        engine, settled_from = self._open_span
+        self._open_span = None
+        bytes_per_second, offset_s = self.bytes_per_second, self._call_offset_s
+        start_s = round(settled_from / bytes_per_second + offset_s, 2)
+        end_s = round(self._ledger.acknowledged / bytes_per_second + offset_s, 2)
+        if end_s <= start_s:
+            return
+        spans = self.counters.engines
+        if spans and spans[-1][0] == engine and spans[-1][2] == start_s:
+            spans[-1] = (engine, spans[-1][1], end_s)
+        else:
+            spans.append((engine, start_s, end_s))
+
+    def _connected(self, live: LiveStream, engine: str) -> Connection:
         DEEPGRAM_CONNECTS.inc()
         ledger = self._ledger
         ledger.restart()
@@ -256,7 +312,9 @@ class TrackStream:
         replaying_s = round(replay_bytes / self.bytes_per_second, 2)
         catching_up_s = round((ledger.pending_bytes - replay_bytes) / self.bytes_per_second, 2)
         self._receiver.connection_opened()
-        self._log.info("deepgram.connected", track=self.name, replaying_s=replaying_s, catching_up_s=catching_up_s)
+        self._log.info(
+            "deepgram.connected", track=self.name, engine=engine, replaying_s=replaying_s, catching_up_s=catching_up_s
+        )
         self._side.move(EngineState.OPEN)
         self._report(CallState.STREAMING, "")
         return Connection(live, replay_bytes=replay_bytes)
@@ -270,8 +328,9 @@ class TrackStream:
         self._ledger.acknowledge(self._ledger.connection_sent / self.bytes_per_second)
         self._spooler.stretch(*self._ledger.release(), "arrived after the stream to Deepgram was closed")
 
-    async def _wait_to_retry(self, error: SttUnavailable, outage: Outage) -> bool:
-        """Back off before the next attempt; False when there is nothing to retry or the outage is too long."""
+    async def _wait_to_retry(self, error: SttError, outage: Outage, *, moving: bool = False) -> bool:
+        """Back off before the next attempt (none when the track moves to another engine: it goes at once); False
+        when there is nothing to retry or the outage is too long."""
         settings = self._settings
         if self._side.state is EngineState.DRAINING and self._ledger.waiting_bytes == 0:
             self._side.move(EngineState.CLOSED)  # all Deepgram was sent is final, and no more comes
@@ -279,18 +338,20 @@ class TrackStream:
         if outage.exhausted(asyncio.get_running_loop().time()):
             await self._give_up(error, outage_s=settings.deepgram_outage_s)
             return False
+        self.counters.reconnects += 1
+        DEEPGRAM_RECONNECTS.labels(reason=error.kind).inc()
+        self._report(CallState.RECONNECTING, error.reason)
+        if moving:
+            return True  # `deepgram.failover` says it, as the next connection starts
         delay = backoff(
             outage.attempts,
             base_s=settings.deepgram_backoff_initial_s,
             cap_s=settings.deepgram_backoff_max_s,
             rng=self._rng,
         )
-        self.counters.reconnects += 1
-        DEEPGRAM_RECONNECTS.labels(reason=error.kind).inc()
         self._log.warning(
             "deepgram.reconnecting", track=self.name, why=error.reason, attempt=outage.attempts, in_s=round(delay, 3)
         )
-        self._report(CallState.RECONNECTING, error.reason)
         await asyncio.sleep(delay)
         return True
 
@@ -331,6 +392,7 @@ class TrackStream:
 
     async def _give_up(self, error: SttError, *, outage_s: float | None = None) -> None:
         """Live transcription cannot cover this track any more: what is not final, and what comes, is spooled."""
+        self._close_span()
         DEEPGRAM_FAILURES.labels(reason=error.kind).inc()
         reason = error.reason if outage_s is None else f"Deepgram unavailable for {outage_s:g} s: {error.reason}"
         start_s, audio = self._ledger.release()
@@ -345,6 +407,7 @@ class TrackStream:
 
     def abandon(self) -> None:
         """The process is stopping and Deepgram did not finish in time: spool what is not yet final."""
+        self._close_span()
         self._flush_channels()
         self._spooler.stretch(*self._ledger.release(), "callscribe stopped before Deepgram's final results")
         self._spooler.close()

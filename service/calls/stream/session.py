@@ -26,6 +26,7 @@ from service.calls.handover.joining import release_after_old, take_over
 from service.calls.handover.passing import StreamRecords
 from service.calls.handover.stitching import StreamShare
 from service.calls.pipeline.call_tracks import CallTracks
+from service.calls.pipeline.engines import LiveEngines
 from service.calls.pipeline.spooling import Spool
 from service.calls.pipeline.track import ChannelInput, TrackStream
 from service.calls.stream.admission import Admission, AdmissionRefused, StreamGate
@@ -70,7 +71,7 @@ class CallSession:
         self,
         *,
         settings: Settings,
-        engine: LiveEngine,
+        engine: LiveEngine | LiveEngines,
         spool: Spool,
         observer: CallObserver,
         close_twilio: CloseTwilio,
@@ -365,7 +366,7 @@ class CallSession:
     def _log_summary(self) -> None:
         counters = [stream.counters for stream in self.streams]
         summary = call_summary(
-            [StreamCounts(stream.counters, stream.bytes_per_second) for stream in self.streams],
+            [StreamCounts(stream.name, stream.counters, stream.bytes_per_second) for stream in self.streams],
             ended_by=str(self.ended_by) if self.ended_by is not None else "unknown",
             duration_s=time.monotonic() - self._started_at,
             messages_missing=self._messages_missing,

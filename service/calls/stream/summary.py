@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import mulaw
-from service.calls.counters import TrackCounters
+from service.calls.counters import TrackCounters, engines_text
 
 
 @dataclass(frozen=True, slots=True)
 class StreamCounts:
     """One engine stream's counters, and its bytes per second of call (16 000 when it carries both tracks)."""
 
+    name: str  # the track, or `inbound+outbound`
     counters: TrackCounters
     bytes_per_second: int
 
@@ -44,6 +45,7 @@ def call_summary(
         audio_s_spooled=_seconds(sum(c.bytes_spooled for c in counters)),
         audio_s_lost=_seconds(sum(c.bytes_lost for c in counters)),
         spool_entries=",".join(entry for c in counters for entry in c.spool_entries),
+        engines=", ".join(text for stream in streams if (text := engines_text(stream.name, stream.counters))),
         reconnects=sum(c.reconnects for c in counters),
         finals_repeated=sum(c.finals_repeated for c in counters),
         chunks_missing=sum(c.chunks_missing for c in counters),
