@@ -12,9 +12,12 @@ from typing import Any
 import structlog
 
 from service.calls.events import CallEnded, CallObserver, CallStarted, CallStateChanged, TurnChanged
-from service.calls.transcript import Transcript
+from service.calls.transcript import Transcript, transcript_data
 
 log = structlog.get_logger("callscribe.calls")
+# What the transcript's log line does without, of `transcript_data`: the words (a line per result stays short;
+# the database keeps them). Every other field is logged as it is, a new one included.
+LOG_LEAVES_OUT = frozenset({"words"})
 
 
 class LogObserver:
@@ -71,18 +74,7 @@ class Fanout:
 
 
 def log_transcript(transcript: Transcript) -> None:
-    """The transcript sink of this release: one log line per interim or final result."""
-    log.info(
-        "transcript",
-        call_sid=transcript.call_sid,
-        stream_sid=transcript.stream_sid,
-        track=transcript.track,
-        is_final=transcript.is_final,
-        speech_final=transcript.speech_final,
-        text=transcript.text,
-        start=transcript.start,
-        end=transcript.end,
-        confidence=round(transcript.confidence, 3),
-        speaker=transcript.speaker,
-        batch=transcript.batch,
-    )
+    """The transcript sink of this release: one log line per interim or final result, of `transcript_data`."""
+    fields = transcript_data(transcript, leave_out=LOG_LEAVES_OUT)
+    fields["confidence"] = round(transcript.confidence, 3)
+    log.info("transcript", **fields)

@@ -1,21 +1,26 @@
 """The call's product (no I/O): a `Transcript` is one result placed on the call's timeline, with its speaker.
 
-Live results (`calls/timeline.py`) and batch results (`spool/worker.py`) both become `Transcript`s; the log, the
-database and the webhooks all take this one shape. Who speaks is decided here and nowhere else: Twilio's
-inbound track is the caller (SPEAKER_INBOUND), the outbound track the other party (SPEAKER_OUTBOUND), and a
-diarized single-track final is split into one transcript per voice.
+Live results (`calls/pipeline/timeline.py`) and batch results (`spool/worker.py`) both become `Transcript`s, and
+`transcript_data` turns one into data, once: the log line, the stored row (and from it the webhooks and the API)
+and the live feed all derive their shapes from that dict, each leaving out only what it names, so a field added
+here reaches them all.
+
+Who speaks is decided here and nowhere else: Twilio's inbound track is the caller (SPEAKER_INBOUND), the
+outbound track the other party (SPEAKER_OUTBOUND), and a diarized single-track final is split into one
+transcript per voice, each piece keeping its own words' languages.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from service.stt.events import Word, languages_of
 
 if TYPE_CHECKING:  # types only: this module stays importable without the settings' dependencies
     from service.settings import Settings
-    from service.stt.events import Word
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +41,29 @@ class Transcript:
     request_id: str | None
     batch: bool = False  # transcribed later from the spool, through the pre-recorded API
     speaker: str = ""  # SPEAKER_INBOUND / SPEAKER_OUTBOUND for the track ("caller", "agent")
+    languages: tuple[str, ...] = ()  # BCP-47 tags spoken in it, most words first; () when the engine did not say
 
 
 TranscriptSink = Callable[[Transcript], None]
+TRANSCRIPT_FIELDS: tuple[str, ...] = tuple(item.name for item in dataclasses.fields(Transcript))
+
+
+def transcript_data(transcript: Transcript, *, leave_out: Collection[str] = ()) -> dict[str, Any]:
+    """The transcript as data: every field by its name, in JSON's types (tuples as lists, each word a dict).
+
+    The one place a `Transcript` becomes data; every sink derives its shape from this dict, so a new field
+    appears in all of them. `leave_out` names fields a sink does without (the feed's words), which are then
+    not even built.
+    """
+    return {name: _as_data(getattr(transcript, name)) for name in TRANSCRIPT_FIELDS if name not in leave_out}
+
+
+def _as_data(value: object) -> object:
+    if isinstance(value, tuple):
+        return [_as_data(item) for item in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {item.name: getattr(value, item.name) for item in dataclasses.fields(value)}
+    return value
 
 
 def speaker_for(settings: Settings, track: str) -> str:
@@ -47,8 +72,8 @@ def speaker_for(settings: Settings, track: str) -> str:
 
 
 def of_words(transcript: Transcript, words: tuple[Word, ...], speaker: str | None = None) -> Transcript:
-    """`transcript` narrowed to some of its `words` (at least one): their text, times and mean confidence, and
-    `speaker` if given."""
+    """`transcript` narrowed to some of its `words` (at least one): their text, times, mean confidence and
+    languages (the whole's, when no word says its own), and `speaker` if given."""
     return dataclasses.replace(
         transcript,
         text=" ".join(word.punctuated_word or word.word for word in words),
@@ -57,6 +82,7 @@ def of_words(transcript: Transcript, words: tuple[Word, ...], speaker: str | Non
         confidence=round(sum(word.confidence for word in words) / len(words), 3),
         words=words,
         speaker=transcript.speaker if speaker is None else speaker,
+        languages=languages_of(words) or transcript.languages,
     )
 
 

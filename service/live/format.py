@@ -19,7 +19,7 @@ from typing import Any, Final
 import orjson
 
 from service.calls.events import CallEnded, CallStarted, CallStateChanged, TurnChanged
-from service.calls.transcript import Transcript
+from service.calls.transcript import Transcript, transcript_data
 from service.stt.events import TurnMoment
 
 EventId = tuple[int, int]  # (milliseconds, sequence): ordered as Redis orders stream ids
@@ -37,6 +37,10 @@ KINDS: Final = (CALL_STARTED, TRANSCRIPT, CALL_STATE, TURN_STARTED, TURN_EAGER_E
 FEED_BEHIND: Final = "feed.behind"  # events may be missing: replay window passed, or Redis unreachable
 FEED_LIVE: Final = "feed.live"  # caught up again after feed.behind
 FEED_DROPPED: Final = "feed.dropped"  # the last event of a subscriber that fell too far behind
+
+# What a transcript event does without, of `transcript_data`: the words (an event per interim stays ~0.3 KB in
+# the replay buffer; the stored transcript has them). Every other field goes out, a new one included.
+FEED_LEAVES_OUT: Final = frozenset({"words"})
 
 _ID: Final = re.compile(r"(\d{1,15})-(\d{1,9})")
 
@@ -137,19 +141,7 @@ def payload(kind: str, source: object) -> dict[str, Any]:
 
 
 def transcript_payload(transcript: Transcript) -> dict[str, Any]:
-    return {
-        "type": TRANSCRIPT,
-        "call_sid": transcript.call_sid,
-        "stream_sid": transcript.stream_sid,
-        "track": transcript.track,
-        "speaker": transcript.speaker,
-        "text": transcript.text,
-        "start": transcript.start,
-        "end": transcript.end,
-        "is_final": transcript.is_final,
-        "speech_final": transcript.speech_final,
-        "batch": transcript.batch,
-    }
+    return {"type": TRANSCRIPT, **transcript_data(transcript, leave_out=FEED_LEAVES_OUT)}
 
 
 def feed_frame(kind: str, reason: str) -> bytes:

@@ -162,6 +162,7 @@ def _transcript(entry: SpoolEntry, utterance: BatchUtterance, *, request_id: str
         request_id=request_id,
         batch=True,
         speaker=speaker,
+        languages=utterance.languages,
     )
 
 

@@ -12,6 +12,12 @@ from typing import Any
 
 from service.storage.statuses import EventType
 
+# What an `utterance.final` event leaves out of the stored row: the row's own bookkeeping, and the words (the
+# API has them). Every other column goes out as it is, so a field stored for a transcript is delivered too.
+UTTERANCE_LEAVES_OUT = frozenset({"key", "created_at", "words"})
+# What each entry of `call.completed`'s transcript leaves out besides: what the call itself says once.
+ENTRY_LEAVES_OUT = UTTERANCE_LEAVES_OUT | {"call_sid", "stream_sid", "confidence"}
+
 
 def _iso(value: datetime.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
@@ -23,16 +29,7 @@ def utterance_event(utterance: Mapping[str, Any], created_at: datetime.datetime)
         "id": f"{EventType.UTTERANCE_FINAL}:{utterance['key']}",
         "type": EventType.UTTERANCE_FINAL,
         "created_at": _iso(created_at),
-        "data": {
-            "call_sid": utterance["call_sid"],
-            "track": utterance["track"],
-            "speaker": utterance["speaker"],
-            "start": utterance["start"],
-            "end": utterance["end"],
-            "text": utterance["text"],
-            "confidence": utterance["confidence"],
-            "source": utterance["source"],
-        },
+        "data": {name: value for name, value in utterance.items() if name not in UTTERANCE_LEAVES_OUT},
     }
 
 
@@ -54,7 +51,7 @@ def call_completed_event(
             "ended_by": call.get("ended_by"),
             "handed_over": bool(call.get("handed_over", False)),
             "transcript": [
-                {key: utterance[key] for key in ("track", "speaker", "start", "end", "text", "source")}
+                {name: value for name, value in utterance.items() if name not in ENTRY_LEAVES_OUT}
                 for utterance in sorted(utterances, key=lambda u: (u["start"], u["track"]))
             ],
         },

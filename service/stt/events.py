@@ -7,7 +7,9 @@ vendor's messages onto these and nothing else: the call pipeline knows no vendor
 
 from __future__ import annotations
 
+import collections
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -20,6 +22,13 @@ class Word:
     punctuated_word: str | None = None
     speaker: int | None = None  # the voice, when the engine separates voices on one channel (diarization)
     language: str | None = None  # BCP-47, when the engine tells each word's language (language=multi, Flux multi)
+
+
+def languages_of(words: Iterable[Word]) -> tuple[str, ...]:
+    """The languages of the `words` that say theirs, most words first (a tie: the one heard first), as Deepgram
+    orders a result's `languages`; () when none says."""
+    counts = collections.Counter(word.language for word in words if word.language)
+    return tuple(language for language, _ in counts.most_common())
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,7 @@ def test_a_transcript_frame_is_made_once_with_every_field() -> None:
     assert orjson.loads(data) == {
         "type": "transcript", "call_sid": "CA1", "stream_sid": "MZ1", "track": "inbound", "speaker": "caller",
         "text": "hello there", "start": 1.5, "end": 2.25, "is_final": True, "speech_final": False, "batch": False,
+        "from_finalize": False, "confidence": 0.9, "request_id": "r1", "languages": [],
     }  # fmt: skip
 
 

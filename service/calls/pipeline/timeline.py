@@ -45,6 +45,7 @@ class TrackTimeline:
             words=shifted(result.words, offset_s),
             request_id=result.request_id,
             speaker=self.speaker,
+            languages=result.languages,
         )
         if self.diarize and result.is_final:
             return by_speaker(transcript)
