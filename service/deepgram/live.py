@@ -39,6 +39,7 @@ from service.stt.events import (
     SttSpeechStarted,
     SttUtteranceEnd,
     Word,
+    languages_of,
 )
 
 
@@ -197,6 +198,7 @@ def _result(message: ListenV1Results) -> SttResult | None:
             confidence=float(w.confidence),
             punctuated_word=w.punctuated_word,
             speaker=int(w.speaker) if w.speaker is not None else None,
+            language=w.language or None,
         )
         for w in (best.words or ())
     )
@@ -212,4 +214,7 @@ def _result(message: ListenV1Results) -> SttResult | None:
         words=words,
         request_id=message.metadata.request_id if message.metadata is not None else None,
         channel=int(channel_index[0]),
+        # language=multi: Deepgram's own list, most words first; "can be absent on audio that switches
+        # languages", and then the words tell.
+        languages=tuple(best.languages) if best.languages else languages_of(words),
     )

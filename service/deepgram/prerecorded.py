@@ -24,7 +24,7 @@ from service.deepgram.environment import DeepgramAddress, primary_address
 from service.deepgram.protocol import batch_options, error_message, status_error
 from service.errors import SttRejected, SttUnavailable
 from service.settings import Settings
-from service.stt.events import BatchAnswer, BatchUtterance, Word
+from service.stt.events import BatchAnswer, BatchUtterance, Word, languages_of
 
 # Deepgram answers an hour of audio in well under a minute; this bounds a stuck request, not a slow one.
 REQUEST_TIMEOUT_S = 300.0
@@ -89,9 +89,10 @@ def _utterance(utterance: Any) -> BatchUtterance:
     return BatchUtterance(
         text=str(utterance.transcript or ""),
         confidence=float(utterance.confidence or 0.0),
-        words=_words(utterance.words),
+        words=(words := _words(utterance.words)),
         start=float(utterance.start) if utterance.start is not None else None,
         end=float(utterance.end) if utterance.end is not None else None,
+        languages=_languages(utterance.languages, words),
     )
 
 
@@ -99,10 +100,17 @@ def _best_alternative(alternative: Any) -> BatchUtterance:
     return BatchUtterance(
         text=str(alternative.transcript or ""),
         confidence=float(alternative.confidence or 0.0),
-        words=_words(alternative.words),
+        words=(words := _words(alternative.words)),
         start=None,
         end=None,
+        languages=_languages(alternative.languages, words),
     )
+
+
+def _languages(said: Sequence[str] | None, words: tuple[Word, ...]) -> tuple[str, ...]:
+    # language=multi: Deepgram's list, most words first; when it is absent (it may be, on audio that switches
+    # languages), the words' own.
+    return tuple(said) if said else languages_of(words)
 
 
 def _words(words: Sequence[Any] | None) -> tuple[Word, ...]:
@@ -115,6 +123,7 @@ def _words(words: Sequence[Any] | None) -> tuple[Word, ...]:
             # Not in the SDK's model of a channel's words (only of an utterance's): an extra field, if sent at all.
             punctuated_word=getattr(word, "punctuated_word", None),
             speaker=int(word.speaker) if word.speaker is not None else None,
+            language=word.language or None,
         )
         for word in words or ()
     )

@@ -7,12 +7,14 @@ import re
 import socket
 
 import pytest
+from deepgram.core.unchecked_base_model import construct_type
+from deepgram.listen.v1.types.listen_v1results import ListenV1Results
 
-from service.deepgram.live import DeepgramLive
+from service.deepgram.live import DeepgramLive, to_events
 from service.deepgram.protocol import is_fatal_close, is_fatal_status
 from service.errors import SttRejected, SttUnavailable
 from service.stt.events import SttMetadata, SttResult, SttSettled
-from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
+from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_languages, expected_words
 from tests.helpers.service import make_settings
 
 AUDIO = bytes(range(0x7F)) * 64  # 8128 bytes: two whole 0.5 s windows and a partial one
@@ -36,6 +38,41 @@ async def test_results_and_metadata_arrive_as_our_types(deepgram: FakeDeepgram) 
     assert settled[:-1] == [round(f.end, 6) for f in finals] or settled[:-1] == [f.end for f in finals]
     assert settled[-1] == metadata[0].duration == len(AUDIO) / 8000
     assert bytes(deepgram.connections[0].audio) == AUDIO
+
+
+async def test_with_language_multi_each_word_and_result_keeps_its_languages(deepgram: FakeDeepgram) -> None:
+    """language=multi: each word's language as Deepgram told it, each result's languages most words first."""
+    settings = make_settings(deepgram, deepgram_language="multi")
+    async with DeepgramLive(settings).connect(channels=1, diarize=False) as live:
+        await live.send_audio(AUDIO)
+        await live.close_stream()
+        finals = [e async for e in live.events() if isinstance(e, SttResult) and e.is_final]
+    assert deepgram.connections[0].option("language") == "multi"
+    assert [w.language for f in finals for w in f.words] == expected_languages(AUDIO)
+    sent = [final["channel"]["alternatives"][0]["languages"] for final in deepgram.connections[0].finals()]
+    assert [list(f.languages) for f in finals] == sent
+    assert all(f.languages for f in finals if f.words)
+
+
+def test_a_result_without_its_languages_takes_its_words_languages() -> None:
+    """Deepgram may leave a result's `languages` out on audio that switches languages: the words then tell;
+    without either (a single DEEPGRAM_LANGUAGE), the result says none."""
+    words = [
+        {"word": w, "start": 0.0, "end": 0.1, "confidence": 0.9, "language": language}
+        for w, language in (("hello", "en"), ("hola", "es"), ("amigo", "es"))
+    ]
+    message: dict[str, object] = {
+        "type": "Results", "channel_index": [0, 1], "start": 0.0, "duration": 1.0, "is_final": True,
+        "channel": {"alternatives": [{"transcript": "hello hola amigo", "confidence": 0.9, "words": words}]},
+    }  # fmt: skip
+    result, _ = to_events(construct_type(type_=ListenV1Results, object_=message))
+    assert isinstance(result, SttResult)
+    assert (result.languages, [w.language for w in result.words]) == (("es", "en"), ["en", "es", "es"])
+    for item in words:
+        del item["language"]
+    result, _ = to_events(construct_type(type_=ListenV1Results, object_=message))
+    assert isinstance(result, SttResult)
+    assert (result.languages, [w.language for w in result.words]) == ((), [None, None, None])
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from service.stt.events import BatchAnswer, BatchUtterance, Word
 from tests.helpers.audio import call_audio
 from tests.helpers.credentials import DEEPGRAM_KEY
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch, listen_response
-from tests.helpers.fakes.deepgram_server import expected_words
+from tests.helpers.fakes.deepgram_server import expected_languages, expected_words
 from tests.helpers.service import make_settings
 
 SILENCE = b"\xff"
@@ -59,6 +59,28 @@ async def test_an_answer_is_ours_with_times_relative_to_the_wav(batch_api: FakeD
         "true",
         None,
     )
+
+
+async def test_with_language_multi_each_utterance_and_word_keeps_its_languages(
+    batch_api: FakeDeepgramBatch,
+) -> None:
+    """language=multi: each word's language as Deepgram told it, each utterance's languages most words first;
+    without utterances, the channel's alternative says them."""
+    wav = mulaw_wav(SPEECH)
+    answer = await PrerecordedClient(settings_for(batch_api, deepgram_language="multi")).transcribe(wav)
+    assert batch_api.requests[0].option("language") == "multi"
+    assert [w.language for u in answer.utterances for w in u.words] == expected_languages(SPEECH)
+    body = listen_response(
+        SPEECH, sample_rate=8000, channels=1, query={"language": ["multi"], "utterances": ["true"]}, request_id="r"
+    )
+    assert [list(u.languages) for u in answer.utterances] == [u["languages"] for u in body["results"]["utterances"]]
+    del body["results"]["utterances"]
+    [whole] = parse(construct_type(type_=ListenV1Response, object_=body)).utterances
+    assert list(whole.languages) == body["results"]["channels"][0]["alternatives"][0]["languages"]
+    assert set(whole.languages) == set(expected_languages(SPEECH))
+    del body["results"]["channels"][0]["alternatives"][0]["languages"]  # absent: the words tell
+    [whole] = parse(construct_type(type_=ListenV1Response, object_=body)).utterances
+    assert set(whole.languages) == set(expected_languages(SPEECH))
 
 
 @pytest.mark.parametrize(

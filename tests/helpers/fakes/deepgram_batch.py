@@ -7,7 +7,9 @@ production. One request per connection (`Connection: close`), which httpx handle
 
 "Transcription" is the live fake's (`deepgram_server.word_for`): each 4000-byte window of the WAV's μ-law
 samples is one word, silent windows none, so the words of an answer equal `expected_words(audio)`. With
-`utterances=true`, voiced windows in a row form one utterance; a silent window ends it.
+`utterances=true`, voiced windows in a row form one utterance; a silent window ends it. With `language=multi`,
+each word has the live fake's language for its window (`language_for`), and each utterance and alternative the
+languages of its words, most words first.
 Response shape: https://developers.deepgram.com/reference/speech-to-text-api/listen (200 response).
 """
 
@@ -27,7 +29,16 @@ from types import TracebackType
 from typing import Any
 
 from service.spool.wav import WavFormatError, parse_mulaw_wav
-from tests.helpers.fakes.deepgram_server import MODEL_UUID, MODEL_VERSION, WORD_CONFIDENCE, is_silence, word_for
+from tests.helpers.fakes.deepgram_server import (
+    MODEL_UUID,
+    MODEL_VERSION,
+    MULTI,
+    WORD_CONFIDENCE,
+    is_silence,
+    language_for,
+    languages_of,
+    word_for,
+)
 
 LISTEN_PATH = "/v1/listen"
 PROJECTS_PATH = "/v1/projects"  # the key's projects: what `python -m service doctor` asks to check a key
@@ -53,8 +64,11 @@ class RecordedRequest:
         return values[0] if values else None
 
 
-def transcription(audio: bytes, *, bytes_per_second: int, window_bytes: int = 4000) -> list[list[Message]]:
-    """The words Deepgram would hear in `audio`, as runs of voiced windows (each run one utterance)."""
+def transcription(
+    audio: bytes, *, bytes_per_second: int, window_bytes: int = 4000, multi: bool = False
+) -> list[list[Message]]:
+    """The words Deepgram would hear in `audio`, as runs of voiced windows (each run one utterance); `multi`
+    (language=multi) gives each its language."""
     runs: list[list[Message]] = [[]]
     for offset in range(0, len(audio), window_bytes):
         window = audio[offset : offset + window_bytes]
@@ -69,6 +83,7 @@ def transcription(audio: bytes, *, bytes_per_second: int, window_bytes: int = 40
                 "end": (offset + len(window)) / bytes_per_second,
                 "confidence": WORD_CONFIDENCE,
                 "punctuated_word": word,
+                **({"language": language_for(window)} if multi else {}),
             }
         )
     return [run for run in runs if run]
@@ -78,24 +93,20 @@ def listen_response(
     audio: bytes, *, sample_rate: int, channels: int, query: dict[str, list[str]], request_id: str
 ) -> Message:
     """The 200 body Deepgram's pre-recorded API answers for a WAV holding `audio`."""
-    runs = transcription(audio, bytes_per_second=sample_rate * channels)
+    multi = (query.get("language") or [""])[0] == MULTI
+    runs = transcription(audio, bytes_per_second=sample_rate * channels, multi=multi)
     words = [word for run in runs for word in run]
     model = (query.get("model") or ["nova-3"])[0]
-    results: Message = {
-        "channels": [
-            {
-                "alternatives": [
-                    {
-                        "transcript": " ".join(word["word"] for word in words),
-                        "confidence": WORD_CONFIDENCE if words else 0.0,
-                        "words": words,
-                    }
-                ]
-            }
-        ]
+    alternative: Message = {
+        "transcript": " ".join(word["word"] for word in words),
+        "confidence": WORD_CONFIDENCE if words else 0.0,
+        "words": words,
     }
+    if multi:
+        alternative["languages"] = languages_of([word["language"] for word in words])
+    results: Message = {"channels": [{"alternatives": [alternative]}]}
     if (query.get("utterances") or ["false"])[0].lower() == "true":
-        results["utterances"] = [_utterance(run) for run in runs]
+        results["utterances"] = [_utterance(run, multi=multi) for run in runs]
     created = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return {
         "metadata": {
@@ -112,8 +123,8 @@ def listen_response(
     }
 
 
-def _utterance(run: list[Message]) -> Message:
-    return {
+def _utterance(run: list[Message], *, multi: bool) -> Message:
+    utterance: Message = {
         "start": run[0]["start"],
         "end": run[-1]["end"],
         "confidence": WORD_CONFIDENCE,
@@ -123,6 +134,9 @@ def _utterance(run: list[Message]) -> Message:
         "speaker": 0,
         "id": str(uuid.uuid4()),
     }
+    if multi:
+        utterance["languages"] = languages_of([word["language"] for word in run])
+    return utterance
 
 
 class _BadRequest(Exception):

@@ -8,7 +8,9 @@ Two parts, in the sans-I/O shape of python-websockets:
 
 * `TranscriptionSession` is pure: audio bytes and control messages in, the JSON messages Deepgram would
   send out. "Transcription" is deterministic and derived from the audio itself, so a test can predict
-  every word (`expected_words`) and notice audio that went to the wrong call.
+  every word (`expected_words`) and notice audio that went to the wrong call. With `language=multi` each
+  word also has a language picked by its audio (`language_for`, `expected_languages`), and each result the
+  languages of its words, most words first, as Nova-3's code-switching reports them.
 * `FakeDeepgram` is the thin I/O adapter: a `websockets.asyncio.server` that authenticates, records
   everything, drives a session per connection and injects the faults listed in `Faults`.
 
@@ -22,6 +24,7 @@ https://developers.deepgram.com/docs/stt-troubleshooting-websocket-data-and-net-
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime
@@ -49,8 +52,11 @@ __all__ = [
     "MultichannelSession",
     "RecordedConnection",
     "TranscriptionSession",
+    "expected_languages",
     "expected_words",
     "is_silence",
+    "language_for",
+    "languages_of",
     "word_for",
 ]
 
@@ -69,6 +75,8 @@ WORD_CONFIDENCE = 0.99
 MODEL_UUID = "1dbdfb4d-85b2-4659-8c1d-0e7ce4b5a8b5"  # fixed: real Deepgram reports one uuid per model build
 MODEL_VERSION = "2025-01-01.0"
 DEFAULT_SAMPLE_RATE = 8000  # Twilio's 8 kHz; also used when the client names no encoding
+MULTI = "multi"  # the `language` that asks Nova-3 for code-switching, and a language on every word
+MULTI_LANGUAGES = ("en", "es")  # what the fake "hears" with language=multi: each word one of these
 SHUTDOWN_CLOSE_TIMEOUT_S = 1.0  # bound each close handshake so stopping the fake never hangs on a silent peer
 
 
@@ -80,6 +88,17 @@ SHUTDOWN_CLOSE_TIMEOUT_S = 1.0  # bound each close handshake so stopping the fak
 def word_for(window: bytes) -> str:
     """The deterministic "word" the fake hears in one window of audio (silence aside: see `is_silence`)."""
     return "w" + hashlib.sha256(window).hexdigest()[:8]
+
+
+def language_for(window: bytes) -> str:
+    """With language=multi, the language of the word the fake hears in `window`: picked by the window's audio,
+    so about half the words of a call are in each of MULTI_LANGUAGES."""
+    return MULTI_LANGUAGES[int(word_for(window)[-1], 16) % len(MULTI_LANGUAGES)]
+
+
+def languages_of(languages: list[str]) -> list[str]:
+    """A result's `languages` for its words' languages: most words first, a tie in the order first heard."""
+    return [language for language, _ in collections.Counter(languages).most_common()]
 
 
 def is_silence(window: bytes) -> bool:
@@ -99,6 +118,12 @@ def expected_words(audio: bytes, window_bytes: int = 4000) -> list[str]:
     """
     windows = (audio[i : i + window_bytes] for i in range(0, len(audio), window_bytes))
     return [word_for(window) for window in windows if not is_silence(window)]
+
+
+def expected_languages(audio: bytes, window_bytes: int = 4000) -> list[str]:
+    """With language=multi, the language of each of `expected_words(audio)`, in the same order."""
+    windows = (audio[i : i + window_bytes] for i in range(0, len(audio), window_bytes))
+    return [language_for(window) for window in windows if not is_silence(window)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -146,6 +171,7 @@ class ListenOptions:
     vad_events: bool = False
     utterance_end_ms: int | None = None
     diarize: bool = False
+    language: str = "en"
 
     @classmethod
     def from_query(cls, query: dict[str, list[str]]) -> ListenOptions:
@@ -160,6 +186,7 @@ class ListenOptions:
             vad_events=_flag(query, "vad_events"),
             utterance_end_ms=_positive_int(query, "utterance_end_ms"),
             diarize=_flag(query, "diarize"),
+            language=_first(query, "language", "en"),
         )
         if options.encoding is not None and options.sample_rate is None:
             raise BadRequestError("sample_rate is required when encoding is set")
@@ -186,6 +213,7 @@ class _Window:
     start: int  # byte offsets into the connection's audio
     end: int
     word: str | None  # None for silence
+    language: str = ""  # what language_for hears in it (reported only with language=multi)
 
 
 class TranscriptionSession:
@@ -284,7 +312,8 @@ class TranscriptionSession:
 
     def _add_window(self, audio: bytes) -> list[Message]:
         word = None if is_silence(audio) else word_for(audio)
-        window = _Window(self._window_start, self._window_start + len(audio), word)
+        language = language_for(audio) if word is not None and self.options.language == MULTI else ""
+        window = _Window(self._window_start, self._window_start + len(audio), word, language)
         self._window.clear()
         self._window_start = window.end
         self._pending.append(window)
@@ -309,6 +338,13 @@ class TranscriptionSession:
         start = windows[0].start if windows else self._window_start
         end = windows[-1].end if windows else start
         words = [self._word(window) for window in windows if window.word is not None]
+        alternative: Message = {
+            "transcript": " ".join(word["word"] for word in words),
+            "confidence": WORD_CONFIDENCE if words else 0.0,
+            "words": words,
+        }
+        if self.options.language == MULTI:
+            alternative["languages"] = languages_of([word["language"] for word in words])
         return {
             "type": "Results",
             "channel_index": self._channel,
@@ -317,15 +353,7 @@ class TranscriptionSession:
             "is_final": is_final,
             "speech_final": speech_final,
             "from_finalize": from_finalize,
-            "channel": {
-                "alternatives": [
-                    {
-                        "transcript": " ".join(word["word"] for word in words),
-                        "confidence": WORD_CONFIDENCE if words else 0.0,
-                        "words": words,
-                    }
-                ]
-            },
+            "channel": {"alternatives": [alternative]},
             "metadata": {
                 "request_id": self.request_id,
                 "model_uuid": MODEL_UUID,
@@ -347,6 +375,8 @@ class TranscriptionSession:
         }
         if self.options.diarize:
             word["speaker"] = speaker_for_window(window.start // self._window_bytes)
+        if self.options.language == MULTI:
+            word["language"] = window.language
         return word
 
 
