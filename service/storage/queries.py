@@ -83,8 +83,9 @@ class UtteranceRecord:
     end: float
     text: str
     confidence: float
-    words: tuple[dict[str, Any], ...]
+    words: tuple[dict[str, Any], ...]  # each with its `language` when the engine said it
     source: str  # live | batch
+    languages: tuple[str, ...] = ()  # BCP-47 tags, most words first; () when the engine did not say
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,4 +269,5 @@ def _utterance_record(utterance: Utterance) -> UtteranceRecord:
         confidence=utterance.confidence,
         words=tuple(utterance.words or ()),
         source=utterance.source,
+        languages=tuple(utterance.languages or ()),
     )

@@ -93,8 +93,10 @@ class Utterance(Base):
     end: Mapped[float] = mapped_column(Float)
     text: Mapped[str] = mapped_column(Text)
     confidence: Mapped[float] = mapped_column(Float, default=0.0)
-    words: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
+    words: Mapped[list[dict[str, Any]]] = mapped_column(default=list)  # each with its `language` (null: not said)
     source: Mapped[str] = mapped_column(String(8), default="live")  # live | batch
+    # BCP-47 tags, most words first (DEEPGRAM_LANGUAGE=multi); [] when the engine did not say.
+    languages: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
 
 

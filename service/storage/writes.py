@@ -24,7 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql import Executable
 
 from service.calls.events import CallEnded, CallStarted
-from service.calls.transcript import Transcript
+from service.calls.transcript import Transcript, transcript_data
 from service.storage.schema import Call, Stream, StreamedCall, Utterance
 from service.storage.statuses import CallStatus
 from service.times import as_utc
@@ -43,7 +43,19 @@ _FILLED_TEXT = ("stream_sid", "account_sid", "from_number", "to_number", "direct
 _FILLED_JSON = ("custom_parameters", "tracks")
 _ENDED = ("ended_at", "status", "ended_by", "deepgram_request_ids", "audio_s_inbound", "audio_s_outbound", "summary")
 # A later delivery of the same utterance (same call, stream, track and start) replaces its content; created_at stays.
-_UTTERANCE_CONTENT = ("speaker", "end", "text", "confidence", "words", "source")
+_UTTERANCE_CONTENT = ("speaker", "end", "text", "confidence", "words", "source", "languages")
+_UTTERANCE_COLUMNS = frozenset(UTTERANCES.c.keys())
+# The fields of `transcript_data` an utterances row has no column for, and why. Every other field must have one:
+# tests/storage/test_writes.py fails for a Transcript field that is in neither.
+NOT_STORED = {
+    "is_final": "only finals are stored",
+    "speech_final": "the engine's endpointing, of no use once the words are final",
+    "from_finalize": "the engine's bookkeeping: whether the final answered our Finalize",
+    "request_id": "the call row keeps every request id (deepgram_request_ids)",
+    "batch": "stored as `source` (live | batch)",
+}
+# What a journal line written before a column existed reads as (the column's default).
+_UTTERANCE_DEFAULTS: dict[str, Any] = {"languages": []}
 _DATETIMES = frozenset({"started_at", "ended_at", "created_at"})
 _ROW_ERRORS = frozenset({"22", "23"})  # SQLSTATE classes: data exception, integrity constraint violation
 
@@ -100,20 +112,16 @@ def call_ended_write(event: CallEnded) -> Write:
 
 
 def utterance_write(transcript: Transcript, *, speaker: str, created_at: datetime.datetime) -> Write:
-    words = [
-        {
-            "word": word.word, "start": word.start, "end": word.end, "confidence": word.confidence,
-            "punctuated_word": word.punctuated_word, "speaker": word.speaker,
-        }
-        for word in transcript.words
-    ]  # fmt: skip
-    row = {
-        "key": utterance_key(transcript.call_sid, transcript.stream_sid, transcript.track, transcript.start),
-        "call_sid": transcript.call_sid, "stream_sid": transcript.stream_sid, "track": transcript.track,
-        "speaker": transcript.speaker or speaker, "start": transcript.start, "end": transcript.end,
-        "text": transcript.text, "confidence": transcript.confidence, "words": words,
-        "source": "batch" if transcript.batch else "live", "created_at": as_utc(created_at),
-    }  # fmt: skip
+    """A final as its utterances row, made from `transcript_data`: every field that has a column goes in as it is
+    (a new field with a new column needs nothing here); the rest is what `NOT_STORED` says."""
+    data = transcript_data(transcript)
+    row = {name: value for name, value in data.items() if name in _UTTERANCE_COLUMNS}
+    row.update(
+        key=utterance_key(data["call_sid"], data["stream_sid"], data["track"], data["start"]),
+        speaker=data["speaker"] or speaker,
+        source="batch" if data["batch"] else "live",
+        created_at=as_utc(created_at),
+    )
     return Write("utterance", row, transcript.stream_sid)
 
 
@@ -139,6 +147,8 @@ def decode(line: bytes) -> Write:
         raise JournalError(f"unreadable journal line: {type(exc).__name__}") from exc
     if version != JOURNAL_VERSION or kind not in get_args(Kind):
         raise JournalError("not a journal line of this version")
+    if kind == "utterance":
+        row = {**_UTTERANCE_DEFAULTS, **row}
     return Write(kind, row, str(stream_sid))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -268,6 +269,38 @@ async def test_0006_records_the_calls_that_had_a_stream_and_goes_away_down(datab
     assert (reflected, revision) == (at_0005, "0005")
     assert await run(database_url, "SELECT call_sid FROM calls ORDER BY call_sid") == [("CA1",), ("CA2",), ("CA4",)]
     assert len(await run(database_url, "SELECT stream_sid FROM streams")) == 3
+
+
+async def test_0007_gives_stored_utterances_no_languages_and_drops_them_without_touching_transcripts(
+    database_url: str,
+) -> None:
+    """Up to 0007 an utterance stored before reads as in no language said (`[]`) and a new one keeps its list;
+    back down to 0006 both utterances and their words (each word's language in them) are still there, and the
+    schema is 0006's."""
+    await migrate.upgrade(database_url, "0006")
+    _, at_0006, _, _ = await inspect(database_url)
+    await run(database_url, INSERT_CALL, INSERT_UTTERANCE)
+    await migrate.upgrade(database_url, "0007")
+    assert await run(database_url, "SELECT languages FROM utterances") in ([("[]",)], [([],)])
+    words = '[{"word": "hola", "language": "es"}]'
+    spanish = INSERT_UTTERANCE.replace("CA1/inbound/500", "CA1/inbound/1500").replace("0.5, 1.0", "1.5, 2.0")
+    spanish = spanish.replace("words, source,", "words, source, languages,").replace(
+        "'[]', 'live',", f"'{words}', 'live', '[\"es\", \"en\"]',"
+    )
+    await run(database_url, spanish)
+    stored = await run(database_url, "SELECT languages, words FROM utterances ORDER BY start")
+    assert [json.loads(languages) if isinstance(languages, str) else languages for languages, _ in stored] == [
+        [],
+        ["es", "en"],
+    ]
+    await migrate.downgrade(database_url, "0006")
+    _, reflected, _, revision = await inspect(database_url)
+    assert (reflected, revision) == (at_0006, "0006")
+    kept = await run(database_url, "SELECT key, words FROM utterances ORDER BY start")
+    assert [(key, json.loads(words) if isinstance(words, str) else words) for key, words in kept] == [
+        ("CA1/inbound/500", []),
+        ("CA1/inbound/1500", [{"word": "hola", "language": "es"}]),
+    ]
 
 
 INSERT_STREAM = (

@@ -148,9 +148,12 @@ async def test_a_calls_events_become_rows(migrated_url: str, tmp_path: Path) -> 
     first = utterances[0]
     assert (first["key"], first["end"], first["confidence"]) == ("CA1/MZCA1/inbound/500", 1.1, 0.91)
     assert first["words"] == [
-        {"word": "hello", "start": 0.5, "end": 0.75, "confidence": 0.9, "punctuated_word": "Hello", "speaker": None},
-        {"word": "there.", "start": 0.8, "end": 1.05, "confidence": 0.9, "punctuated_word": "there.", "speaker": None},
-    ]
+        {"word": "hello", "start": 0.5, "end": 0.75, "confidence": 0.9, "punctuated_word": "Hello", "speaker": None,
+         "language": None},
+        {"word": "there.", "start": 0.8, "end": 1.05, "confidence": 0.9, "punctuated_word": "there.", "speaker": None,
+         "language": None},
+    ]  # fmt: skip
+    assert first["languages"] == []
     assert (store.counters.written, store.counters.journaled, store.counters.failures) == (5, 0, 0)
 
 
