@@ -8,11 +8,19 @@ track); each becomes one line or one cue, overlapping ones included, since both 
 - WebVTT through `webvtt-py` (https://github.com/glut23/webvtt-py), which renders to a string
   (`WebVTT.content`) without touching a file. Cue text is escaped here, because webvtt-py writes it as
   given: `&`, `<` and `>` are markup in WebVTT (https://www.w3.org/TR/webvtt1/#cue-text). The speaker
-  is a voice span, `<v caller>` (https://www.w3.org/TR/webvtt1/#webvtt-cue-voice-span).
+  is a voice span, `<v caller>` (https://www.w3.org/TR/webvtt1/#webvtt-cue-voice-span), and a cue whose
+  language differs from the call's is a language span inside it, `<v caller><lang es>hola</lang>`
+  (https://www.w3.org/TR/webvtt1/#webvtt-cue-language-span).
+
+The call's language (`call_language`) is the one most of its words were spoken in, as the engine told each
+word's (DEEPGRAM_LANGUAGE=multi); a cue's is its utterance's first language, the one most of its words are in.
+A call whose engine named no language (a single DEEPGRAM_LANGUAGE: Deepgram reports none) has none, and no cue
+is marked: every cue is in the language the call was configured for.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime
 import json
 from collections.abc import Sequence
@@ -51,6 +59,8 @@ class Utterance(Protocol):
     def words(self) -> tuple[dict[str, Any], ...]: ...
     @property
     def source(self) -> str: ...
+    @property
+    def languages(self) -> tuple[str, ...]: ...
 
 
 def render(utterances: Sequence[Utterance], fmt: Format) -> str:
@@ -82,20 +92,53 @@ def to_srt(utterances: Sequence[Utterance]) -> str:
 
 
 def to_vtt(utterances: Sequence[Utterance]) -> str:
-    """WebVTT: one cue per utterance with the speaker as a voice span, `<v caller>words`."""
+    """WebVTT: one cue per utterance with the speaker as a voice span, `<v caller>words`, and its language as a
+    language span where it differs from the call's, `<v caller><lang es>palabras</lang>`."""
+    language = call_language(utterances)
     captions = [
         webvtt.Caption(
             start=_vtt_time(_ms(utterance.start)),
             end=_vtt_time(_end_ms(utterance)),
-            text=f"<v {_escape(utterance.speaker)}>{_escape(_one_line(utterance.text))}",
+            text=f"<v {_escape(utterance.speaker)}>{_in_language(utterance, language)}",
         )
         for utterance in utterances
     ]
     return webvtt.WebVTT(captions=captions).content
 
 
+def call_language(utterances: Sequence[Utterance]) -> str | None:
+    """The language most of the call's words were spoken in; None when the engine named none.
+
+    Each word that says its language counts once; an utterance whose words do not say (stored before words
+    kept theirs) counts all its words for its first language. A tie goes to the language heard first.
+    """
+    counts: collections.Counter[str] = collections.Counter()
+    for utterance in utterances:
+        said = [word["language"] for word in utterance.words if word.get("language")]
+        if said:
+            counts.update(said)
+        elif utterance.languages:
+            counts[utterance.languages[0]] += max(len(utterance.words), 1)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def differs(utterance: Utterance, language: str | None) -> str | None:
+    """The utterance's language if it is not the call's `language` (what the page tags, what a cue marks)."""
+    own = utterance.languages[0] if utterance.languages else None
+    return own if own is not None and own != language else None
+
+
+def _in_language(utterance: Utterance, language: str | None) -> str:
+    text = _escape(_one_line(utterance.text))
+    own = differs(utterance, language)
+    # A language tag is letters, digits and hyphens (BCP-47); anything else would break out of the span's tag.
+    if own is None or not (own.isascii() and own.replace("-", "").isalnum()):
+        return text
+    return f"<lang {own}>{text}</lang>"
+
+
 def to_json(utterances: Sequence[Utterance]) -> str:
-    """A JSON array of utterances: speaker, track, start, end, text, confidence, words, source."""
+    """A JSON array of utterances: speaker, track, start, end, text, confidence, words, source, languages."""
     return json.dumps([utterance_json(utterance) for utterance in utterances], ensure_ascii=False, indent=2) + "\n"
 
 
@@ -110,6 +153,7 @@ def utterance_json(utterance: Utterance) -> dict[str, Any]:
         "confidence": utterance.confidence,
         "words": list(utterance.words),
         "source": utterance.source,
+        "languages": list(utterance.languages),
     }
 
 

@@ -61,10 +61,11 @@ def test_srt_and_vtt_read_back_to_the_same_cues() -> None:
 
 
 def test_json_holds_every_field_of_every_utterance() -> None:
-    """The JSON transcript is a list of utterances with speaker, track, times, text, confidence, words, source."""
+    """The JSON transcript is a list of utterances with speaker, track, times, text, confidence, words, source and
+    languages."""
     parsed = json.loads(captions.to_json(two_speakers()))
     assert [item["speaker"] for item in parsed] == ["caller", "agent", "caller", "agent"]
-    assert set(parsed[0]) == {"speaker", "track", "start", "end", "text", "confidence", "words", "source"}
+    assert set(parsed[0]) == {"speaker", "track", "start", "end", "text", "confidence", "words", "source", "languages"}
     assert parsed[3]["source"] == "batch"
     assert parsed[0]["words"][0] == {
         "word": "hi",
@@ -145,3 +146,53 @@ def test_each_format_has_its_registered_media_type(fmt: Format, content_type: st
     """JSON, text, SubRip and WebVTT are served as application/json, text/plain, application/x-subrip, text/vtt."""
     expected = {"json": "application/json", "text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
     assert content_type.split(";", maxsplit=1)[0] == expected[fmt]
+
+
+def spoken(start: float, text: str, *languages: str, said: tuple[str | None, ...] = ()) -> UtteranceRecord:
+    """An utterance in `languages` (most words first); `said` gives its words' own languages, one per word (none
+    given: words stored before they kept a language)."""
+    words: tuple[dict[str, str | None], ...] = (
+        tuple({"word": w, "language": language} for w, language in zip(text.split(), said, strict=True))
+        if said
+        else tuple({"word": w} for w in text.split())
+    )
+    return UtteranceRecord("inbound", "caller", start, start + 1, text, 0.9, words, "live", languages)
+
+
+def test_the_calls_language_is_the_one_most_of_its_words_were_spoken_in() -> None:
+    """Words that say their language count one each; an utterance whose words do not counts all its words for
+    its first language; a tie goes to the first heard; no language said at all is None."""
+    english = spoken(0, "one two three", "en", said=("en", "en", "en"))
+    spanish = spoken(1, "uno dos", "es", "en", said=("es", "es"))
+    assert captions.call_language([english, spanish]) == "en"
+    assert captions.call_language([spanish, spoken(2, "tres cuatro", "es")]) == "es"  # 2 said + 2 counted
+    assert captions.call_language([spoken(0, "a b", "fr", said=("fr", "de"))]) == "fr"  # a tie
+    assert captions.call_language([spoken(0, "hello")]) is None
+    assert captions.call_language([]) is None
+
+
+def test_a_vtt_cue_in_another_language_than_the_calls_is_a_language_span() -> None:
+    """Only the cue whose first language differs from the call's is wrapped in `<lang xx>`, inside its voice."""
+    utterances = [
+        spoken(0, "one two three", "en", said=("en", "en", "en")),
+        spoken(2, "uno & dos", "es", "en", said=("es", "en", "es")),
+        spoken(4, "four", said=(None,)),
+    ]
+    vtt = captions.to_vtt(utterances)
+    texts = [caption.raw_text for caption in webvtt.from_string(vtt).captions]
+    assert texts == ["<v caller>one two three", "<v caller><lang es>uno &amp; dos</lang>", "<v caller>four"]
+    assert "<lang" not in captions.to_vtt([spoken(0, "hello"), spoken(1, "hola")])  # no language said: none marked
+
+
+def test_a_language_tag_that_is_not_one_is_never_written_into_a_cue() -> None:
+    """A tag with anything but letters, digits and hyphens would break out of `<lang ...>`: the cue stays plain."""
+    english = spoken(0, "one two three", "en", said=("en", "en", "en"))
+    odd = spoken(2, "x", "es><c", said=("es><c",))
+    assert captions.to_vtt([english, odd]).count("<lang") == 0
+    assert "<lang pt-BR>oi</lang>" in captions.to_vtt([english, spoken(2, "oi", "pt-BR", said=("pt-BR",))])
+
+
+def test_json_keeps_each_utterances_and_each_words_language() -> None:
+    """The JSON export: `languages` per utterance, each word with its `language` as stored."""
+    [item] = json.loads(captions.to_json([spoken(0, "uno dos", "es", said=("es", "es"))]))
+    assert (item["languages"], [w["language"] for w in item["words"]]) == (["es"], ["es", "es"])
