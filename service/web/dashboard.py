@@ -150,9 +150,11 @@ class _Pages:
             return Response(body, status=404, content_type="text/html; charset=utf-8")
         utterances = await queries.get_utterances(engine, call_sid)
         row = _call_row(call, board) if call is not None else _board_row(call_sid, board or {})
+        language = captions.call_language(utterances)
         body = await render_template(
-            "call.html", call=row, utterances=[_utterance_row(u) for u in utterances],
+            "call.html", call=row, utterances=[_utterance_row(u, language) for u in utterances],
             lanes=_lanes(utterances), downloads=list(DOWNLOADS), since=since, csrf=self._csrf_field(),
+            language=language or "",
         )  # fmt: skip
         return Response(body, content_type="text/html; charset=utf-8")
 
@@ -324,11 +326,13 @@ def _state(states: dict[str, str], *, active: bool) -> str:
     return "streaming" if values else "starting"
 
 
-def _utterance_row(utterance: queries.UtteranceRecord) -> dict[str, Any]:
+def _utterance_row(utterance: queries.UtteranceRecord, language: str | None) -> dict[str, Any]:
+    """One final as the page shows it; `language` its own when it differs from the call's (a small tag)."""
     return {
         "key": f"{utterance.track}:{round(utterance.start * 1000)}", "speaker": utterance.speaker,
         "track": utterance.track, "start": utterance.start, "end": utterance.end, "text": utterance.text,
-        "clock": clock(utterance.start),
+        "clock": clock(utterance.start), "language": captions.differs(utterance, language),
+        "spoken": utterance.languages[0] if utterance.languages else None,
     }  # fmt: skip
 
 

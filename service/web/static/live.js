@@ -1,7 +1,9 @@
 // callscribe's page: the live feed (/api/live, Server-Sent Events) applied to the server-rendered page.
 // No build step, no library. The list page moves calls between "On now" and "Recent"; a call's page adds each
 // transcript to its speaker's lane: interim text faint, replaced in place by the final text. Finals are keyed by
-// track and start, so what the server rendered, a replay and a reconnect never show one twice.
+// track and start, so what the server rendered, a replay and a reconnect never show one twice. A final spoken in
+// another language than the call's gets a small tag: the call's is the server's (most stored words), or, before
+// anything is stored, the language most words of the finals seen so far were in.
 "use strict";
 
 (function () {
@@ -136,6 +138,14 @@
     const lanes = document.getElementById("lanes");
     const stateCell = document.getElementById("call-state");
     const states = {};
+    const spoken = {}; // language -> words of the finals seen in it (their first language)
+
+    function callLanguage() {
+      if (section.dataset.language) return section.dataset.language;
+      let best = null;
+      for (const [language, words] of Object.entries(spoken)) if (best === null || words > spoken[best]) best = language;
+      return best;
+    }
 
     function lane(speaker) {
       for (const existing of lanes.querySelectorAll(".lane")) {
@@ -165,7 +175,20 @@
       const text = document.createElement("span");
       text.className = "text";
       text.textContent = transcript.text;
+      const own = (transcript.languages || [])[0];
+      if (own) text.lang = own;
       item.replaceChildren(time, " ", text);
+      if (own && transcript.is_final) {
+        spoken[own] = (spoken[own] || 0) + transcript.text.split(/\s+/).filter(Boolean).length;
+        if (own !== callLanguage()) {
+          const tag = document.createElement("span");
+          tag.className = "lang";
+          tag.title = "spoken in " + own;
+          tag.textContent = own;
+          item.insertBefore(tag, text);
+          item.insertBefore(document.createTextNode(" "), text);
+        }
+      }
       item.dataset.start = String(transcript.start);
     }
 
