@@ -154,7 +154,6 @@ class _Pages:
         body = await render_template(
             "call.html", call=row, utterances=[_utterance_row(u, language) for u in utterances],
             lanes=_lanes(utterances), downloads=list(DOWNLOADS), since=since, csrf=self._csrf_field(),
-            language=language or "",
         )  # fmt: skip
         return Response(body, content_type="text/html; charset=utf-8")
 
@@ -332,7 +331,7 @@ def _utterance_row(utterance: queries.UtteranceRecord, language: str | None) -> 
         "key": f"{utterance.track}:{round(utterance.start * 1000)}", "speaker": utterance.speaker,
         "track": utterance.track, "start": utterance.start, "end": utterance.end, "text": utterance.text,
         "clock": clock(utterance.start), "language": captions.differs(utterance, language),
-        "spoken": utterance.languages[0] if utterance.languages else None,
+        "spoken": utterance.languages[0] if utterance.languages else None, "words": len(utterance.words),
     }  # fmt: skip
 
 

@@ -26,7 +26,7 @@ from service.spool.worker import BatchWorker, batch_key, place, transcribe
 from tests.helpers.audio import SILENCE, SPEECH, call_audio
 from tests.helpers.credentials import DEEPGRAM_FALLBACK_KEY, DEEPGRAM_KEY
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch, listen_response
-from tests.helpers.fakes.deepgram_server import expected_words
+from tests.helpers.fakes.deepgram_server import expected_languages, expected_words, languages_of
 from tests.helpers.logs import LogLines
 from tests.helpers.service import make_settings
 from tests.helpers.spool import AUDIO, crash_while_spooling, names, spool_audio
@@ -82,6 +82,21 @@ async def test_spooled_audio_is_delivered_in_order_on_the_calls_timeline(
     [delivered] = log_lines.events("batch.delivered")
     assert delivered["keys"] == [batch_key(entry, 0), batch_key(entry, 1)]
     assert (delivered["call_sid"], delivered["why"]) == ("CAbatch", "HTTP 401 at upgrade")
+
+
+async def test_with_language_multi_batch_transcripts_keep_their_languages(
+    batch_api: FakeDeepgramBatch, tmp_path: Path
+) -> None:
+    """language=multi: each delivered word keeps its language, each transcript its languages, most words first."""
+    spool_audio(tmp_path, SPEECH, start_s=7.5)
+    sink = Sink()
+    worker = BatchWorker(settings_for(batch_api, tmp_path, deepgram_language="multi"), Spool(tmp_path), sink)
+    assert await worker.run_once() == 1
+    assert batch_api.requests[0].option("language") == "multi"
+    assert [w.language for t in sink.transcripts for w in t.words] == expected_languages(SPEECH)
+    assert all(
+        list(t.languages) == languages_of([w.language or "" for w in t.words]) and t.languages for t in sink.transcripts
+    )
 
 
 async def test_a_503_is_retried_on_the_next_pass_with_nothing_lost_or_doubled(

@@ -2,8 +2,9 @@
 // No build step, no library. The list page moves calls between "On now" and "Recent"; a call's page adds each
 // transcript to its speaker's lane: interim text faint, replaced in place by the final text. Finals are keyed by
 // track and start, so what the server rendered, a replay and a reconnect never show one twice. A final spoken in
-// another language than the call's gets a small tag: the call's is the server's (most stored words), or, before
-// anything is stored, the language most words of the finals seen so far were in.
+// another language than the call's gets a small tag. The server tags the stored finals by the call's language
+// (the one most stored words were spoken in); as finals come live, the page tags them all again by the language
+// most words on the page were in, counting each final's words for its first language (the feed has no words).
 "use strict";
 
 (function () {
@@ -138,13 +139,37 @@
     const lanes = document.getElementById("lanes");
     const stateCell = document.getElementById("call-state");
     const states = {};
-    const spoken = {}; // language -> words of the finals seen in it (their first language)
 
     function callLanguage() {
-      if (section.dataset.language) return section.dataset.language;
+      const words = {};
       let best = null;
-      for (const [language, words] of Object.entries(spoken)) if (best === null || words > spoken[best]) best = language;
+      for (const item of lanes.querySelectorAll("li.final[data-language]")) {
+        const language = item.dataset.language;
+        words[language] = (words[language] || 0) + Number(item.dataset.words || 1);
+        if (best === null || words[language] > words[best]) best = language;
+      }
       return best;
+    }
+
+    function tagLanguages() {
+      const language = callLanguage();
+      for (const item of lanes.querySelectorAll("li.final")) {
+        const own = item.dataset.language;
+        const tag = item.querySelector(".lang");
+        if (tag && tag.textContent === own && own !== language) continue;
+        if (tag) {
+          tag.nextSibling.remove(); // the space after it
+          tag.remove();
+        }
+        if (!own || own === language) continue;
+        const created = document.createElement("span");
+        created.className = "lang";
+        created.title = "spoken in " + own;
+        created.textContent = own;
+        const text = item.querySelector(".text");
+        item.insertBefore(created, text);
+        item.insertBefore(document.createTextNode(" "), text);
+      }
     }
 
     function lane(speaker) {
@@ -176,19 +201,14 @@
       text.className = "text";
       text.textContent = transcript.text;
       const own = (transcript.languages || [])[0];
-      if (own) text.lang = own;
-      item.replaceChildren(time, " ", text);
-      if (own && transcript.is_final) {
-        spoken[own] = (spoken[own] || 0) + transcript.text.split(/\s+/).filter(Boolean).length;
-        if (own !== callLanguage()) {
-          const tag = document.createElement("span");
-          tag.className = "lang";
-          tag.title = "spoken in " + own;
-          tag.textContent = own;
-          item.insertBefore(tag, text);
-          item.insertBefore(document.createTextNode(" "), text);
-        }
+      delete item.dataset.language; // an interim line is filled again by each result
+      delete item.dataset.words;
+      if (own) {
+        text.lang = own;
+        item.dataset.language = own;
+        item.dataset.words = String(transcript.text.split(/\s+/).filter(Boolean).length);
       }
+      item.replaceChildren(time, " ", text);
       item.dataset.start = String(transcript.start);
     }
 
@@ -227,6 +247,7 @@
       delete item.dataset.track;
       fill(item, t);
       place(list, item);
+      tagLanguages();
     }
 
     const sid = section.dataset.callSid;
