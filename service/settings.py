@@ -138,7 +138,12 @@ class Settings(BaseSettings):
         json_schema_extra=_doc("deepgram", heroku={}),
     )
     deepgram_language: str = Field(
-        default="en-US", description="Deepgram's `language`.", json_schema_extra=_doc("deepgram", heroku={})
+        default="en-US",
+        description=(
+            "Deepgram's `language`. `multi` (Nova-3) transcribes a call that switches languages and keeps each "
+            "word's and each utterance's language (docs/storage-and-api.md, Languages)."
+        ),
+        json_schema_extra=_doc("deepgram", heroku={}),
     )
     deepgram_interim_results: bool = Field(
         default=True,
