@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from service.deepgram.keys import ask_about_key
-from service.settings import Settings, masked_url
+from service.settings import Settings, masked_url, rest_base
 from service.storage import migrate
 from service.twilio.credentials import rest_credentials
 from service.twilio.numbers import NumberLookupError, NumberVoice, find_number
@@ -81,6 +81,34 @@ def check_deepgram(settings: Settings, *, timeout_s: float = TIMEOUT_S) -> Check
         f"{base} answered HTTP {answer.status} to the key check",
         "see https://status.deepgram.com; check DEEPGRAM_URL",
     )
+
+
+def check_deepgram_fallback(settings: Settings, *, timeout_s: float = TIMEOUT_S) -> Check:
+    """The second Deepgram (DEEPGRAM_FALLBACK_URL) reachable and taking its key, as the primary is checked: a
+    fallback that refuses is found out here, not in the middle of an outage."""
+    url, key = settings.deepgram_fallback_url, settings.deepgram_fallback_key
+    if url is None:
+        return Check(
+            "deepgram_fallback", Status.SKIP, "no DEEPGRAM_FALLBACK_URL: when Deepgram is down, calls reconnect, "
+            "replay and then spool", "set DEEPGRAM_FALLBACK_URL (e.g. wss://api.eu.deepgram.com) to move them instead",
+        )  # fmt: skip
+    if key is None:
+        return Check("deepgram_fallback", Status.SKIP, "no key for the fallback (DEEPGRAM_API_KEY is unset too)")
+    base = masked_url(rest_base(url))
+    answer = ask_about_key(rest_base(url), key.get_secret_value(), timeout_s=timeout_s)
+    if answer.accepted:
+        return Check("deepgram_fallback", Status.OK, f"{base} accepted the fallback's key")
+    # A WARN, not a FAIL: calls are transcribed without it; they just cannot move there when the primary fails.
+    if answer.refused:
+        why = f"{base} refused the fallback's key (HTTP {answer.status})"
+        fix = "set DEEPGRAM_FALLBACK_API_KEY to a key of that Deepgram's project"
+    elif answer.status == 0:
+        why = f"the fallback Deepgram is unreachable at {base} ({answer.failure})"
+        fix = "check DEEPGRAM_FALLBACK_URL"
+    else:
+        why = f"{base} answered HTTP {answer.status} to the fallback's key check"
+        fix = "check DEEPGRAM_FALLBACK_URL"
+    return Check("deepgram_fallback", Status.WARN, f"{why}: calls cannot move there when the primary fails", fix)
 
 
 def check_database(settings: Settings, *, timeout_s: float = TIMEOUT_S) -> Check:

@@ -52,6 +52,7 @@ def examine(number: str | None) -> dict[str, Any]:
         return _report({}, [bad], webhook=None)
     results = [
         checks.check_deepgram(settings),
+        checks.check_deepgram_fallback(settings),
         checks.check_database(settings),
         checks.check_signatures(settings),
         checks.check_public_url(settings),

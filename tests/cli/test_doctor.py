@@ -138,9 +138,10 @@ async def test_json_is_the_same_report(healthy, capsys) -> None:
     code, report = await doctor_json(capsys, "--number", NUMBER)
     assert code == 0
     assert report["ok"] is True
-    assert statuses(report) == dict.fromkeys(
-        ("deepgram", "database", "signatures", "public_url", "twilio_number", "handover_room"), "OK"
-    )
+    assert statuses(report) == {
+        **dict.fromkeys(("deepgram", "database", "signatures", "public_url", "twilio_number", "handover_room"), "OK"),
+        "deepgram_fallback": "SKIP",  # no DEEPGRAM_FALLBACK_URL
+    }
     assert report["webhook"] == {"url": f"{PUBLIC_URL}/voice", "method": "POST"}
 
 
@@ -379,3 +380,24 @@ async def test_a_malformed_number_is_a_usage_error(capsys) -> None:
 )
 def test_the_public_url_must_be_https_and_reachable_from_twilio(public_url: str | None, status: Status) -> None:
     assert check_public_url(Settings(public_url=public_url)).status == status
+
+
+async def test_the_fallback_deepgram_is_checked_with_its_own_key(healthy, deepgram, monkeypatch, capsys) -> None:
+    """With DEEPGRAM_FALLBACK_URL, the fallback's key is asked of the fallback: taken is OK, refused is a WARN
+    (calls are still transcribed, they just cannot move there), never a secret in the output."""
+    _, report = await doctor_json(capsys)
+    assert check(report, "deepgram_fallback")["status"] == "SKIP"
+    async with FakeDeepgramBatch(api_key="dg-fallback-key-51c0") as fallback:
+        monkeypatch.setenv("DEEPGRAM_FALLBACK_URL", fallback.url)
+        monkeypatch.setenv("DEEPGRAM_FALLBACK_API_KEY", "dg-fallback-key-51c0")
+        code, report = await doctor_json(capsys)
+        assert code == 0
+        assert check(report, "deepgram_fallback")["status"] == "OK"
+        assert fallback.requests[-1].headers["authorization"] == "Token dg-fallback-key-51c0"
+        monkeypatch.delenv("DEEPGRAM_FALLBACK_API_KEY")  # the primary's key, which this Deepgram does not take
+        code, out = await run_doctor(capsys)
+        assert code == 0
+        assert "WARN  deepgram_fallback" in out
+        assert "refused the fallback's key (HTTP 401): calls cannot move there when the primary fails" in out
+        assert fallback.requests[-1].headers["authorization"] == f"Token {DEEPGRAM_SECRET}"
+        assert "dg-fallback-key-51c0" not in out
