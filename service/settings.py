@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import sys
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Final, Literal
@@ -27,6 +28,7 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 MIN_PASSWORD_LENGTH: Final = 12  # DASHBOARD_PASSWORD: scrypt slows each guess, length makes them many
 MIN_SECRET_LENGTH: Final = 32  # SESSION_SECRET: Heroku's generator makes 64 hex digits
+FLUX_EOT_THRESHOLD: Final = 0.7  # Flux's own eot_threshold when none is sent
 SESSION_SECRET_FILE: Final = "callscribe-session-secret"  # noqa: S105 - a file name, not a secret
 
 # E.164 numbers, or SIP URIs / client identities, which <Dial> also takes.
@@ -129,12 +131,14 @@ class Settings(BaseSettings):
     deepgram_url: str = Field(
         default="https://api.deepgram.com",
         description="Deepgram's base URL. The live socket uses the same host with `ws`/`wss`, and the SDK appends "
-        "`/v1/listen`. Point it at a self-hosted Deepgram here.",
+        "`/v1/listen` (`/v2/listen` for Flux). Point it at a self-hosted Deepgram here.",
         json_schema_extra=_doc("deepgram", accepts="an `http(s)://` or `ws(s)://` URL, no query string"),
     )
     deepgram_model: str = Field(
         default="nova-3",
-        description="Deepgram's `model`: any model your Deepgram account can use.",
+        description="Deepgram's `model`: any model your Deepgram account can use. A Flux model (`flux-general-en`, "
+        "`flux-general-multi`) streams to Flux (`/v2/listen`), which ends results at turns; start-up refuses the "
+        "options Flux does not take ([docs/flux.md](flux.md)).",
         json_schema_extra=_doc("deepgram", heroku={}),
     )
     deepgram_language: str = Field(
@@ -186,6 +190,45 @@ class Settings(BaseSettings):
         description="Terms to listen for, each sent as a `keyterm` (Nova-3 models).",
         json_schema_extra=_doc("deepgram", accepts="comma-separated terms", example="Acme,Zed Pro", heroku={}),
     )
+    deepgram_eot_threshold: float | None = Field(
+        default=None,
+        ge=0.5,
+        le=1.0,
+        description="Flux models only (`DEEPGRAM_MODEL=flux-...`): how confident Flux must be that a speaker is done "
+        "before it ends the turn (`eot_threshold`); higher ends turns later and cuts fewer sentences.",
+        json_schema_extra=_doc("deepgram", accepts="0.5 to 1.0", default="(Deepgram's, 0.7)"),
+    )
+    deepgram_eager_eot_threshold: float | None = Field(
+        default=None,
+        ge=0.3,
+        le=0.9,
+        description="Flux models only: the confidence at which Flux says a turn has probably ended "
+        "(`EagerEndOfTurn`, and `TurnResumed` when the speaker goes on), ahead of its end. Off unless set; no "
+        "higher than `DEEPGRAM_EOT_THRESHOLD`.",
+        json_schema_extra=_doc("deepgram", accepts="0.3 to 0.9", default="(off)"),
+    )
+    deepgram_eot_timeout_ms: int | None = Field(
+        default=None,
+        ge=500,
+        le=60_000,
+        description="Flux models only: milliseconds of silence after speech after which Flux ends the turn however "
+        "unsure it is (`eot_timeout_ms`).",
+        json_schema_extra=_doc("deepgram", accepts="500 to 60000", default="(Deepgram's, 5000)"),
+    )
+    deepgram_language_hint: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="`flux-general-multi` only: the languages the calls are likely in, each sent as a "
+        "`language_hint`; Flux still detects others.",
+        json_schema_extra=_doc("deepgram", accepts="comma-separated language codes", example="en,es"),
+    )
+    deepgram_batch_model: str | None = Field(
+        default=None,
+        description="The pre-recorded model that transcribes spooled audio. Flux is live only, so a Flux setup "
+        "needs a pre-recorded one.",
+        json_schema_extra=_doc(
+            "deepgram", accepts="a pre-recorded model", default="(`DEEPGRAM_MODEL`; `nova-3` when that is Flux)"
+        ),
+    )
     deepgram_options: str = Field(
         default="",
         description="Any other live option (`diarize`, `redact`, `numerals`, `tag`, ...). A name repeated in the "
@@ -203,7 +246,7 @@ class Settings(BaseSettings):
         gt=0,
         le=8,
         description="Sends `KeepAlive` after this many seconds without sending audio. Deepgram closes a "
-        "connection after 10 s of neither.",
+        "connection after 10 s of neither. Flux has no `KeepAlive`: it gets 100 ms of silence instead.",
         json_schema_extra=_doc("deepgram_connection"),
     )
     deepgram_close_timeout_s: float = Field(
@@ -274,7 +317,8 @@ class Settings(BaseSettings):
         "track; `per_call`, both tracks on one connection (`multichannel=true&channels=2`, the tracks interleaved "
         "sample by sample on Twilio's timestamps, results mapped back to track and speaker by channel), which "
         "halves the concurrent streams a call takes from a Deepgram plan's limit. Single-track calls always use "
-        "one connection.",
+        "one connection. Flux takes one channel a connection, so on Flux `per_call` falls back to `per_track` (and "
+        "start-up says so).",
         json_schema_extra=_doc("deepgram_connection", heroku={"required": False}),
     )
     deepgram_channel_lag_ms: int = Field(
@@ -974,12 +1018,22 @@ class Settings(BaseSettings):
             raise ValueError("must be an E.164 number such as +14155550100, or a sip: or client: address")
         return value
 
-    @field_validator("deepgram_keyterms", mode="before")
+    @field_validator("deepgram_keyterms", "deepgram_language_hint", mode="before")
     @classmethod
     def _keyterms(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(term.strip() for term in value.split(",") if term.strip())
         return value
+
+    @model_validator(mode="after")
+    def _eager_before_end(self) -> Settings:
+        eager, end = self.deepgram_eager_eot_threshold, self.deepgram_eot_threshold
+        if eager is not None and eager > (end if end is not None else FLUX_EOT_THRESHOLD):
+            raise ValueError(
+                f"DEEPGRAM_EAGER_EOT_THRESHOLD ({eager:g}) must not be above DEEPGRAM_EOT_THRESHOLD "
+                f"({end if end is not None else FLUX_EOT_THRESHOLD:g}): the eager end of a turn comes before its end"
+            )
+        return self
 
     @field_validator("deepgram_options")
     @classmethod
@@ -1086,17 +1140,35 @@ def _masked_pair(pair: str) -> str:
 
 def describe_error(error: ValidationError) -> str:
     """Turn a settings validation error into lines that name each variable and what it accepts."""
-    lines = ["callscribe cannot start: bad configuration"]
+    problems = []
     for problem in error.errors(include_input=False, include_url=False):
         variable = str(problem["loc"][0]).upper() if problem["loc"] else "(settings)"
-        lines.append(f"  {variable}: {problem['msg']}")
+        problems.append((variable, problem["msg"]))
+    return describe_problems(problems)
+
+
+def describe_problems(problems: list[tuple[str, str]]) -> str:
+    """(variable, what is wrong) pairs as the lines start-up prints before it stops."""
+    lines = ["callscribe cannot start: bad configuration"]
+    lines += [f"  {variable}: {message}" for variable, message in problems]
     return "\n".join(lines)
 
 
-def load_settings() -> Settings:
-    """Settings from the environment and .env; a bad value exits 2 with a message naming the variable."""
+# A check of settings that are each valid alone but that a part of the service cannot use together (the
+# Deepgram API that DEEPGRAM_MODEL picks, and the options it refuses): (variable, what is wrong) for each.
+SettingsCheck = Callable[["Settings"], list[tuple[str, str]]]
+
+
+def load_settings(*checks: SettingsCheck) -> Settings:
+    """Settings from the environment and .env; a bad value, or a problem one of `checks` finds, exits 2 with a
+    message naming the variable."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         sys.stderr.write(describe_error(exc) + "\n")
         raise SystemExit(2) from None
+    problems = [problem for check in checks for problem in check(settings)]
+    if problems:
+        sys.stderr.write(describe_problems(problems) + "\n")
+        raise SystemExit(2)
+    return settings

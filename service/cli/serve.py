@@ -44,7 +44,9 @@ def serve(args: argparse.Namespace) -> int:
     # Imported here: the other commands need neither Hypercorn nor prometheus-client.
     from hypercorn.config import Config  # noqa: PLC0415
 
-    settings = load_settings()  # a bad setting stops here, with its message, before any worker starts
+    from service.deepgram.engines import setting_problems  # noqa: PLC0415 - the SDK, for this command only
+
+    settings = load_settings(setting_problems)  # a bad setting stops here, with its message, before any worker starts
     raise_open_files_limit()
     config = Config()
     config.bind = [f"{args.host}:{args.port or settings.port}"]

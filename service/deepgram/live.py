@@ -3,20 +3,16 @@
 `prerecorded.py` is the pre-recorded client. The SDK 7.x live client has no reconnect and no KeepAlive of its
 own: Deepgram leaves both to the client (https://developers.deepgram.com/docs/audio-keep-alive,
 https://developers.deepgram.com/docs/recovering-from-connection-errors-and-timeouts-when-live-streaming-audio).
-This adapter only opens, sends, reads and translates errors once, into `SttRejected` / `SttUnavailable` (HTTP
-statuses through `protocol.status_error`, shared with the pre-recorded client). Policy lives in `calls/`: when
+This adapter only opens, sends, reads and translates errors once, into `SttRejected` / `SttUnavailable`
+(`sockets.py`, shared with the Flux adapter `flux.py`). Policy lives in `calls/`: when
 to reconnect in `calls/pipeline/track.py`, when to send KeepAlive and CloseStream in `calls/pipeline/sender.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
-import websockets.exceptions
-from deepgram import AsyncDeepgramClient
-from deepgram.core.api_error import ApiError
 from deepgram.listen.v1 import (
     ListenV1Error,
     ListenV1Metadata,
@@ -27,8 +23,9 @@ from deepgram.listen.v1 import (
 from deepgram.listen.v1.socket_client import AsyncV1SocketClient
 
 from service.deepgram.environment import DeepgramAddress, primary_address
-from service.deepgram.protocol import is_fatal_close, live_options, status_error
-from service.errors import SttFailure, SttRejected, SttUnavailable
+from service.deepgram.protocol import live_options
+from service.deepgram.sockets import client_for, opened, translated
+from service.errors import SttFailure, SttRejected
 from service.settings import Settings
 from service.stt.events import (
     SttEvent,
@@ -52,20 +49,20 @@ class LiveConnection:
     async def send_audio(self, audio: bytes) -> None:
         # Never send b"": Deepgram reads an empty frame as the deprecated close signal.
         if audio:
-            with _translated("sending audio"):
+            with translated("sending audio"):
                 await self._socket.send_media(audio)
 
     async def keep_alive(self) -> None:
-        with _translated("sending KeepAlive"):
+        with translated("sending KeepAlive"):
             await self._socket.send_keep_alive()
 
     async def close_stream(self) -> None:
-        with _translated("sending CloseStream"):
+        with translated("sending CloseStream"):
             await self._socket.send_close_stream()
 
     async def events(self) -> AsyncIterator[SttEvent]:
         """Deepgram's messages until it closes normally; an abnormal close raises SttError."""
-        with _translated("reading results"):
+        with translated("reading results"):
             async for message in self._socket:
                 for event in to_events(message):
                     yield event
@@ -80,12 +77,7 @@ class DeepgramLive:
         """Deepgram at `address` (the primary, DEEPGRAM_URL and DEEPGRAM_API_KEY, unless given)."""
         self._settings = settings
         self._address = address = address or primary_address(settings)
-        key = address.api_key
-        self._client = (
-            _with_fixed_headers(AsyncDeepgramClient(api_key=key.get_secret_value(), environment=address.environment()))
-            if key is not None
-            else None
-        )
+        self._client = client_for(address)
 
     @property
     def name(self) -> str:
@@ -102,61 +94,9 @@ class DeepgramLive:
         if self._client is None:
             raise SttRejected(f"{self._address.key_setting} is not set", failure=SttFailure.NO_KEY)
         async with contextlib.AsyncExitStack() as stack:
-            try:
-                async with asyncio.timeout(self._settings.deepgram_connect_timeout_s):
-                    socket = await stack.enter_async_context(self._client.listen.v1.connect(**options))
-            except TimeoutError as exc:
-                raise SttUnavailable(
-                    f"Deepgram did not open the connection within {self._settings.deepgram_connect_timeout_s:g} s",
-                    failure=SttFailure.CONNECT_TIMEOUT,
-                ) from exc
-            except ApiError as exc:
-                raise status_error(exc.status_code, at_upgrade=True) from exc
-            except OSError as exc:
-                raise SttUnavailable(
-                    f"cannot reach Deepgram: {type(exc).__name__}: {exc.strerror or exc}",
-                    failure=SttFailure.UNREACHABLE,
-                ) from exc
-            except websockets.exceptions.WebSocketException as exc:
-                raise SttUnavailable(
-                    f"Deepgram handshake failed: {type(exc).__name__}", failure=SttFailure.HANDSHAKE
-                ) from exc
+            connecting = self._client.listen.v1.connect(**options)
+            socket = await opened(stack, connecting, self._settings.deepgram_connect_timeout_s)
             yield LiveConnection(socket)
-
-
-def _with_fixed_headers(client: AsyncDeepgramClient) -> AsyncDeepgramClient:
-    """The client, with its request headers built once instead of on every connect.
-
-    The SDK's `get_headers` reads its own version from the package metadata (importlib.metadata parses the
-    METADATA file) and asks `platform` each time: 0.7-0.9 ms per connection, 55-70 ms of one core when 40
-    both-track calls (80 connections) start together. The headers never change for a client, so each connect
-    gets a copy of the first (a copy: the SDK adds to the dict it is given).
-    """
-    wrapper = client._client_wrapper  # deepgram-sdk 7.17 (pinned); tests/deepgram checks the headers it sends
-    headers = wrapper.get_headers()
-    wrapper.get_headers = lambda: dict(headers)  # type: ignore[method-assign]
-    return client
-
-
-@contextlib.contextmanager
-def _translated(doing: str) -> Iterator[None]:
-    """Turn a websockets close into SttRejected/SttUnavailable with Deepgram's code and reason."""
-    try:
-        yield
-    except websockets.exceptions.ConnectionClosedOK as exc:
-        raise SttUnavailable(f"Deepgram closed the connection while {doing}", close_code=_code(exc)) from exc
-    except websockets.exceptions.ConnectionClosed as exc:
-        code = _code(exc)
-        reason = exc.rcvd.reason if exc.rcvd is not None else ""
-        said = f"close {code} {reason}".strip() if code is not None else "dropped the connection (no close frame)"
-        error_type = SttRejected if is_fatal_close(code) else SttUnavailable
-        raise error_type(f"Deepgram {said} while {doing}", close_code=code or 1006) from exc
-    except OSError as exc:
-        raise SttUnavailable(f"network error while {doing}: {type(exc).__name__}", failure=SttFailure.NETWORK) from exc
-
-
-def _code(exc: websockets.exceptions.ConnectionClosed) -> int | None:
-    return exc.rcvd.code if exc.rcvd is not None else None
 
 
 def to_events(message: object) -> tuple[SttEvent, ...]:  # noqa: PLR0911 - one return per message type

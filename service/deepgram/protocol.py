@@ -53,6 +53,15 @@ def live_options(settings: Settings, *, channels: int = 1, diarize: bool = False
     return options
 
 
+FLUX_PREFIX: Final = "flux-"  # Deepgram's Flux models (flux-general-en, flux-general-multi): /v2/listen
+BATCH_MODEL_FOR_FLUX: Final = "nova-3"  # Flux is live only; spooled audio needs a pre-recorded model
+
+
+def is_flux(model: str) -> bool:
+    """Whether DEEPGRAM_MODEL names a Flux model, which streams to `/v2/listen` (`flux_protocol.py`)."""
+    return model.startswith(FLUX_PREFIX)
+
+
 # The audio's layout, which callscribe always decides: Twilio's format, and the channels DEEPGRAM_CONNECTIONS picks
 # (one track a connection, or both interleaved with multichannel=true). Never taken from DEEPGRAM_OPTIONS, live or
 # batch (the spool's WAVs are one track each, so batch never asks for multichannel either).
@@ -86,6 +95,8 @@ LIVE_ONLY_OPTIONS = frozenset(
     {
         "encoding", "sample_rate", "channels", "interim_results", "endpointing", "utterance_end_ms", "vad_events",
         "no_delay", "callback", "callback_method",
+        # Flux's turn detection: live only (and DEEPGRAM_OPTIONS may carry them on a Flux setup)
+        "eot_threshold", "eager_eot_threshold", "eot_timeout_ms", "language_hint",
     }
 )  # fmt: skip
 
@@ -94,11 +105,13 @@ def batch_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for the SDK's `listen.v1.media.transcribe_file`: the live options that apply to batch.
 
     No encoding or sample rate: Deepgram reads them from the WAV header. `utterances` splits a long stretch
-    into one transcript per utterance, as live results would have been.
+    into one transcript per utterance, as live results would have been. The model is `batch_model`'s, and on
+    flux-general-multi the language is `multi`, so batch detects languages as live did.
     """
+    multilingual = is_flux(settings.deepgram_model) and "multi" in settings.deepgram_model
     options: dict[str, Any] = {
-        "model": settings.deepgram_model,
-        "language": settings.deepgram_language,
+        "model": batch_model(settings),
+        "language": "multi" if multilingual else settings.deepgram_language,
         "punctuate": settings.deepgram_punctuate,
         "smart_format": settings.deepgram_smart_format,
         "utterances": True,
@@ -109,6 +122,14 @@ def batch_options(settings: Settings) -> dict[str, Any]:
     if extra:
         options["request_options"] = {"additional_query_parameters": extra}
     return options
+
+
+def batch_model(settings: Settings) -> str:
+    """The pre-recorded model for spooled audio: DEEPGRAM_BATCH_MODEL, else DEEPGRAM_MODEL, else (Flux is live
+    only) Nova-3."""
+    if settings.deepgram_batch_model:
+        return settings.deepgram_batch_model
+    return BATCH_MODEL_FOR_FLUX if is_flux(settings.deepgram_model) else settings.deepgram_model
 
 
 def ignored_options(settings: Settings) -> list[tuple[str, str]]:

@@ -27,9 +27,8 @@ from service.calls.observers import Fanout
 from service.calls.pipeline.engines import LiveEngines
 from service.calls.registry import Calls
 from service.calls.stream.admission import StreamGate
+from service.deepgram.engines import ignored_options, live_engine, per_call_falls_back
 from service.deepgram.environment import fallback_address
-from service.deepgram.live import DeepgramLive
-from service.deepgram.protocol import ignored_options
 from service.live.hub import LiveHub, LiveObserver, LocalPublisher, Publish
 from service.metrics import worker_stopped
 from service.refusals import flush_refusals
@@ -110,9 +109,10 @@ class Runtime:
         self.observer = Fanout([*observers, self.store, LiveObserver(publish)])
         self.calls = Calls(settings.max_calls)
         # The live engines: the primary, and DEEPGRAM_FALLBACK_URL's when set, with the failover every call shares.
+        # Each is the engine DEEPGRAM_MODEL picks (`deepgram/engines.py`): Deepgram v1 or Flux.
         fallback = fallback_address(settings)
         self.stt = LiveEngines(
-            settings, DeepgramLive(settings), DeepgramLive(settings, fallback) if fallback is not None else None
+            settings, live_engine(settings), live_engine(settings, fallback) if fallback is not None else None
         )
         self.spool = Spool(settings.spool_dir)
         self.signatures = TwilioSignatures(settings)
@@ -220,6 +220,13 @@ class Runtime:
             )
         for name, why in ignored_options(settings):
             log.warning("settings.option_ignored", option=name, why=why)
+        if per_call_falls_back(settings):
+            log.warning(
+                "settings.per_call_unavailable",
+                model=settings.deepgram_model,
+                why="Flux takes one channel a connection: DEEPGRAM_CONNECTIONS=per_call falls back to one connection "
+                "per track (a both-track call takes two streams of the Deepgram plan's limit)",
+            )
         if settings.stream_tokens == "off":
             log.warning(
                 "settings.stream_tokens_off",

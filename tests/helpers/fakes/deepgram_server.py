@@ -1,4 +1,5 @@
-"""Test support: a protocol-faithful fake of Deepgram's live speech-to-text WebSocket (`/v1/listen`).
+"""Test support: a protocol-faithful fake of Deepgram's live speech-to-text WebSockets (`/v1/listen`, and Flux's
+`/v2/listen`).
 
 Layer: test fake. The real `deepgram-sdk` client talks to it over a real socket on 127.0.0.1, port 0, so tests
 exercise the same handshake, frames and close codes the service meets in production
@@ -48,6 +49,8 @@ from websockets.protocol import State
 __all__ = [
     "FakeDeepgram",
     "Faults",
+    "FluxOptions",
+    "FluxSession",
     "ListenOptions",
     "MultichannelSession",
     "RecordedConnection",
@@ -70,6 +73,7 @@ _server_logger = logging.getLogger(f"{__name__}.websockets")
 _server_logger.setLevel(logging.WARNING)
 
 LISTEN_PATH = "/v1/listen"
+FLUX_PATH = "/v2/listen"  # Deepgram Flux: turns instead of results (`FluxSession`)
 MULAW_SILENCE = frozenset({0xFF, 0x7F})  # mu-law encodes zero amplitude as 0xFF (and -0 as 0x7F)
 WORD_CONFIDENCE = 0.99
 MODEL_UUID = "1dbdfb4d-85b2-4659-8c1d-0e7ce4b5a8b5"  # fixed: real Deepgram reports one uuid per model build
@@ -448,6 +452,192 @@ class MultichannelSession:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Flux (/v2/listen): turns
+# ----------------------------------------------------------------------------------------------------
+
+# What /v2/listen takes (deepgram-sdk 7.17 `listen.v2.connect`); anything else is HTTP 400, as on Deepgram.
+FLUX_QUERY = frozenset(
+    {
+        "model", "encoding", "sample_rate", "eot_threshold", "eager_eot_threshold", "eot_timeout_ms", "keyterm",
+        "language_hint", "profanity_filter", "numerals", "redact", "mip_opt_out", "tag",
+    }
+)  # fmt: skip
+FLUX_LANGUAGES = ("en", "es")  # what the fake "detects" on flux-general-multi, word by word
+
+
+def language_for(window: bytes) -> str:
+    """The deterministic language of a word on flux-general-multi (a property of its audio, like the word)."""
+    return FLUX_LANGUAGES[hashlib.sha256(window).digest()[0] % len(FLUX_LANGUAGES)]
+
+
+def _bounded(query: dict[str, list[str]], name: str, low: float, high: float) -> float | None:
+    if name not in query:
+        return None
+    raw = query[name][0]
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequestError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise BadRequestError(f"{name}={raw!r} must be between {low:g} and {high:g}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class FluxOptions:
+    """The `/v2/listen` query parameters that change what the fake sends back."""
+
+    model: str = "flux-general-en"
+    eager_eot_threshold: float | None = None  # set: EagerEndOfTurn (and TurnResumed) before EndOfTurn
+
+    @property
+    def multilingual(self) -> bool:
+        return "multi" in self.model
+
+    @classmethod
+    def from_query(cls, query: dict[str, list[str]]) -> FluxOptions:
+        """Parse a `/v2/listen` query; raise `BadRequestError` where Flux answers 400 (unknown options too)."""
+        unknown = sorted(set(query) - FLUX_QUERY)
+        if unknown:
+            raise BadRequestError(f"Flux does not support: {', '.join(unknown)}")
+        model = _first(query, "model", "")
+        if not model.startswith("flux-"):
+            raise BadRequestError(f"model={model!r} is not a Flux model")
+        if "encoding" in query and "sample_rate" not in query:
+            raise BadRequestError("sample_rate is required when encoding is set")
+        if any(value != "numbers" for value in query.get("redact", [])):
+            raise BadRequestError("Flux redacts numbers only")
+        if "language_hint" in query and "multi" not in model:
+            raise BadRequestError("language_hint needs flux-general-multi")
+        _bounded(query, "eot_threshold", 0.5, 1.0)
+        _bounded(query, "eot_timeout_ms", 500, 60_000)
+        return cls(model=model, eager_eot_threshold=_bounded(query, "eager_eot_threshold", 0.3, 0.9))
+
+
+class FluxSession:
+    """Sans-I/O model of one Flux connection: audio in, `Connected` and `TurnInfo` messages out.
+
+    The fake's word-per-window model (`TranscriptionSession`), grouped into turns: a turn is a run of voiced
+    windows. Its first voiced window opens it (`StartOfTurn`), a silent window ends it (`EndOfTurn`); with
+    `eager_eot_threshold` the first silent window is an `EagerEndOfTurn`, a voiced one after it a `TurnResumed`,
+    and a second silent one the `EndOfTurn`, whose transcript is then the eager one's. At every 0.25 s of audio
+    with nothing else to say, an `Update` tells the turn so far (or, with no turn open, `""`); its
+    `audio_window_end` is the end of the last whole window, the audio whose words are decided. `CloseStream`
+    hears the partial window, ends the open turn, and the connection closes (no Metadata on v2).
+    """
+
+    def __init__(self, options: FluxOptions, *, request_id: str, window_bytes: int = 4000) -> None:
+        if window_bytes <= 0 or window_bytes % 2:
+            raise ValueError("window_bytes must be positive and even")
+        self.options = options
+        self.request_id = request_id
+        self._window_bytes = window_bytes
+        self._half = window_bytes // 2  # Flux's Update period: 0.25 s of 8 kHz mu-law with 0.5 s windows
+        self._window = bytearray()
+        self._heard = 0
+        self._decided = 0  # bytes whose words are decided: whole windows
+        self._sequence = 0
+        self._turn_index = 0
+        self._turn: list[_Window] = []  # the open turn's voiced windows
+        self._turn_start: int | None = None
+        self._after_turn = 0  # where the last turn ended
+        self._eager = False  # an EagerEndOfTurn was sent and not resumed
+        self._languages: dict[int, str] = {}  # a voiced window's start -> its language (multi)
+
+    @property
+    def bytes_heard(self) -> int:
+        return self._heard
+
+    def connected(self) -> Message:
+        return self._message({"type": "Connected", "request_id": self.request_id})
+
+    def feed(self, audio: bytes) -> list[Message]:
+        """Take audio; return the TurnInfo messages now due, in order."""
+        out: list[Message] = []
+        offset = 0
+        while offset < len(audio):
+            take = self._half - self._heard % self._half
+            piece = audio[offset : offset + take]
+            offset += len(piece)
+            self._heard += len(piece)
+            self._window += piece
+            if self._heard % self._half:
+                continue
+            said = self._on_window() if len(self._window) == self._window_bytes else []
+            out += said or [self._turn_info("Update")]
+        return out
+
+    def close_stream(self) -> list[Message]:
+        """`CloseStream`: the partial window heard, the open turn ended."""
+        out = self._on_window() if self._window else []
+        if self._turn_start is not None:
+            out.append(self._end_of_turn())
+        return out
+
+    def _on_window(self) -> list[Message]:
+        audio = bytes(self._window)
+        window = _Window(self._heard - len(audio), self._heard, None if is_silence(audio) else word_for(audio))
+        self._window.clear()
+        self._decided = window.end
+        if window.word is not None:
+            if self.options.multilingual:
+                self._languages[window.start] = language_for(audio)
+            return self._voiced(window)
+        if self._turn_start is None:
+            return []
+        if self.options.eager_eot_threshold is not None and not self._eager:
+            self._eager = True
+            return [self._turn_info("EagerEndOfTurn")]
+        return [self._end_of_turn()]
+
+    def _voiced(self, window: _Window) -> list[Message]:
+        self._turn.append(window)
+        if self._turn_start is None:
+            self._turn_start = window.start
+            return [self._turn_info("StartOfTurn")]
+        if self._eager:
+            self._eager = False
+            return [self._turn_info("TurnResumed")]
+        return []
+
+    def _end_of_turn(self) -> Message:
+        message = self._turn_info("EndOfTurn")
+        self._turn, self._turn_start, self._eager = [], None, False
+        self._after_turn = self._decided
+        self._turn_index += 1
+        return message
+
+    def _turn_info(self, event: str) -> Message:
+        start = self._turn_start if self._turn_start is not None else self._after_turn
+        words = [
+            {"word": w.word, "confidence": WORD_CONFIDENCE, "start": w.start / 8000, "end": w.end / 8000}
+            for w in self._turn
+        ]
+        message: Message = {
+            "type": "TurnInfo",
+            "request_id": self.request_id,
+            "event": event,
+            "turn_index": self._turn_index,
+            "audio_window_start": start / 8000,
+            "audio_window_end": self._decided / 8000,
+            "transcript": " ".join(word["word"] for word in words),
+            "words": words,
+            "end_of_turn_confidence": 0.9 if event in {"EndOfTurn", "EagerEndOfTurn"} else 0.1,
+        }
+        if event == "EndOfTurn":
+            message["trigger"] = "model"
+        if self.options.multilingual and self._turn:
+            spoken = [self._languages[w.start] for w in self._turn]
+            message["languages"] = sorted(set(spoken), key=lambda language: (-spoken.count(language), language))
+        return self._message(message)
+
+    def _message(self, message: Message) -> Message:
+        message["sequence_id"] = self._sequence
+        self._sequence += 1
+        return message
+
+
+# ----------------------------------------------------------------------------------------------------
 # What the tests configure and what they inspect
 # ----------------------------------------------------------------------------------------------------
 
@@ -465,10 +655,13 @@ class Faults:
     close_reason: str = "NET-0000"
     drop_after_bytes: int | None = None  # after this many audio bytes, abort TCP with no close frame (1006)
     silent: bool = False  # keep the socket open but never send anything (and never close on CloseStream)
+    # after this many audio bytes, send nothing more while audio still flows (and never close on CloseStream):
+    # the stall reported of Flux, a socket that stays open with no TurnInfo
+    stall_after_bytes: int | None = None
     idle_timeout_s: float = 10.0  # no audio or text for this long -> close 1011 "NET-0001"
     send_garbage: bool = False  # also send one malformed JSON text frame and one {"type":"Mystery"} early
-    # close_after_bytes, drop_after_bytes and silent apply to this many connections (in accept order), then
-    # the fake behaves again: a Deepgram that drops once and is fine on reconnect. None: every connection.
+    # close_after_bytes, drop_after_bytes, silent and stall_after_bytes apply to this many connections (in accept
+    # order), then the fake behaves again: a Deepgram that drops once and is fine on reconnect. None: every connection.
     fault_connections: int | None = None
 
 
@@ -476,7 +669,8 @@ class Faults:
 class RecordedConnection:
     """Everything one accepted `/v1/listen` connection sent and received."""
 
-    query: dict[str, list[str]]  # parsed query string of /v1/listen
+    query: dict[str, list[str]]  # parsed query string of /v1/listen or /v2/listen
+    path: str = LISTEN_PATH  # which API: LISTEN_PATH (v1) or FLUX_PATH
     headers: dict[str, str]  # request headers, lower-case names
     audio: bytearray = field(default_factory=bytearray)  # every binary frame's bytes, concatenated, in order
     audio_frames: list[bytes] = field(default_factory=list)  # each binary frame as received
@@ -500,11 +694,19 @@ class RecordedConnection:
         return [message for message in self.sent if message.get("type") == message_type]
 
     def finals(self) -> list[dict[str, Any]]:
-        """The final `Results` the fake sent, in order."""
+        """The final `Results` the fake sent (on Flux, the `EndOfTurn` TurnInfo), in order."""
+        if self.path == FLUX_PATH:
+            return self.turn_events("EndOfTurn")
         return [message for message in self.messages("Results") if message["is_final"]]
+
+    def turn_events(self, event: str | None = None) -> list[dict[str, Any]]:
+        """The TurnInfo messages Flux sent (of one `event`, if given), in order."""
+        return [turn for turn in self.messages("TurnInfo") if event is None or turn["event"] == event]
 
     def final_words(self, channel: int | None = None) -> list[str]:
         """Every word of every final (of one channel, if given), in order (compare with `expected_words`)."""
+        if self.path == FLUX_PATH:
+            return [word["word"] for turn in self.finals() for word in turn["words"]]
         finals = [final for final in self.finals() if channel is None or final["channel_index"][0] == channel]
         return [word["word"] for final in finals for word in final["channel"]["alternatives"][0]["words"]]
 
@@ -524,7 +726,7 @@ class _FakeServerConnection(ServerConnection):
 
     registry: ClassVar[set[_FakeServerConnection]] = set()  # replaced by a per-fake subclass
     request_id: str
-    options: ListenOptions
+    options: ListenOptions | FluxOptions
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.request_id = str(uuid.uuid4())
@@ -581,19 +783,26 @@ class _ConnectionHandler:
         self._fake = fake
         self._ws = ws
         self._record = record
-        session = MultichannelSession if ws.options.split_channels else TranscriptionSession
-        self._session: TranscriptionSession | MultichannelSession = session(
-            ws.options,
-            request_id=record.request_id,
-            window_bytes=fake.window_bytes,
-            words_per_final=fake.words_per_final,
-        )
+        self._session: TranscriptionSession | MultichannelSession | FluxSession
+        if isinstance(ws.options, FluxOptions):
+            self._session = FluxSession(ws.options, request_id=record.request_id, window_bytes=fake.window_bytes)
+        else:
+            session = MultichannelSession if ws.options.split_channels else TranscriptionSession
+            self._session = session(
+                ws.options,
+                request_id=record.request_id,
+                window_bytes=fake.window_bytes,
+                words_per_final=fake.words_per_final,
+            )
+        self._stalled = False
         loop = asyncio.get_running_loop()
         self._last_input = loop.time()  # opening counts as the first "input" for the audio-start deadline
         self._audio_started = False
 
     async def run(self) -> None:
         """Serve until the client or the fake ends the connection."""
+        if isinstance(self._session, FluxSession):
+            await self._send([self._session.connected()])
         if self._fake.faults.send_garbage:
             await self._send_garbage()
         with contextlib.suppress(_Stop):
@@ -627,7 +836,10 @@ class _ConnectionHandler:
         close_at = _threshold(faults.close_after_bytes if faulty else None, before, len(frame))
         drop_at = _threshold(faults.drop_after_bytes if faulty else None, before, len(frame))
         cut = min((at for at in (close_at, drop_at) if at is not None), default=len(frame))
-        await self._send(self._session.feed(frame[:cut]))
+        stall_at = _threshold(faults.stall_after_bytes if faulty else None, before, len(frame))
+        await self._send(self._session.feed(frame[: cut if stall_at is None else min(cut, stall_at)]))
+        if stall_at is not None:
+            self._stalled = True  # what it hears from here on, it never answers
         if drop_at is not None and drop_at == cut:
             await self._drop()
         if close_at is not None:
@@ -649,6 +861,11 @@ class _ConnectionHandler:
 
     async def _on_control(self, message: Message, text: str) -> None:
         kind = message.get("type")
+        if isinstance(self._session, FluxSession) and kind != "CloseStream":
+            # Flux has no KeepAlive or Finalize (and ForceEndTurn needs server-side enablement): an Error, then close.
+            description = f"Unparsable client message: {kind!r}."
+            await self._send([{"type": "Error", "code": "UNPARSABLE_CLIENT_MESSAGE", "description": description}])
+            await self._close(1008, "UNPARSABLE_CLIENT_MESSAGE")
         if kind == "KeepAlive":
             return
         if kind == "Finalize":
@@ -659,7 +876,7 @@ class _ConnectionHandler:
             await self._send_schema_error(text, f"Unknown message type: {kind!r}.")
 
     async def _close_stream(self) -> None:
-        if self._silent():  # a silent Deepgram never answers, not even with a close
+        if self._silent() or self._stalled:  # a silent Deepgram never answers, not even with a close
             return
         await self._send(self._session.close_stream())
         await self._close(1000, "")
@@ -670,7 +887,10 @@ class _ConnectionHandler:
     async def _send_garbage(self) -> None:
         if self._silent():
             return
-        await self._ws.send('{"type": "Results", "channel_index": [0, 1')  # truncated JSON, not recorded
+        if isinstance(self._session, FluxSession):
+            await self._ws.send('{"type": "TurnInfo", "event": "Upd')  # truncated JSON, not recorded
+        else:
+            await self._ws.send('{"type": "Results", "channel_index": [0, 1')  # truncated JSON, not recorded
         await self._send([{"type": "Mystery", "request_id": self._record.request_id}])
 
     def _faulty(self) -> bool:
@@ -682,7 +902,7 @@ class _ConnectionHandler:
         return self._fake.faults.silent and self._faulty()
 
     async def _send(self, messages: list[Message]) -> None:
-        if self._silent():
+        if self._silent() or self._stalled:
             return
         for message in messages:
             self._record.sent.append(message)
@@ -814,12 +1034,13 @@ class FakeDeepgram:
         if rejected is not None:
             return _error_response(rejected, "INJECTED_FAULT", "Rejected by Faults.reject_status.", request_id)
         url = urllib.parse.urlsplit(request.path)
-        if url.path != LISTEN_PATH:
+        if url.path not in {LISTEN_PATH, FLUX_PATH}:
             return _error_response(404, "NOT_FOUND", f"No such endpoint: {url.path}", request_id)
         if not self._authorized(request.headers.get_all("Authorization")):
             return _error_response(401, "INVALID_AUTH", "Invalid credentials.", request_id)
+        options = FluxOptions if url.path == FLUX_PATH else ListenOptions
         try:
-            connection.options = ListenOptions.from_query(urllib.parse.parse_qs(url.query))
+            connection.options = options.from_query(urllib.parse.parse_qs(url.query))
         except BadRequestError as exc:
             return _error_response(400, "Bad Request", str(exc), request_id)
         return None
@@ -854,8 +1075,10 @@ class FakeDeepgram:
     async def _handle(self, connection: ServerConnection) -> None:
         assert isinstance(connection, _FakeServerConnection)
         assert connection.request is not None
+        url = urllib.parse.urlsplit(connection.request.path)
         record = RecordedConnection(
-            query=urllib.parse.parse_qs(urllib.parse.urlsplit(connection.request.path).query),
+            query=urllib.parse.parse_qs(url.query),
+            path=url.path,
             headers={name.lower(): value for name, value in connection.request.headers.raw_items()},
             request_id=connection.request_id,
         )

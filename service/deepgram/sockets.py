@@ -1,0 +1,89 @@
+"""I/O adapter (layer: deepgram): what Deepgram's two live APIs share through deepgram-sdk, v1 (`live.py`) and
+Flux (`flux.py`): the SDK client, opening a socket, and websockets errors translated once.
+
+Opening a socket and its failures: a timeout, an HTTP status at the upgrade (through `protocol.status_error`,
+shared with the pre-recorded client), a network error or a broken handshake each become `SttRejected` or
+`SttUnavailable` here, for both APIs alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import TypeVar
+
+import websockets.exceptions
+from deepgram import AsyncDeepgramClient
+from deepgram.core.api_error import ApiError
+
+from service.deepgram.environment import DeepgramAddress
+from service.deepgram.protocol import is_fatal_close, status_error
+from service.errors import SttFailure, SttRejected, SttUnavailable
+
+_Socket = TypeVar("_Socket")
+
+
+def client_for(settings: Settings) -> AsyncDeepgramClient | None:
+    """The SDK client for DEEPGRAM_URL and DEEPGRAM_API_KEY (None without a key), built once per process."""
+    key = settings.deepgram_api_key
+    if key is None:
+        return None
+    return _with_fixed_headers(
+        AsyncDeepgramClient(api_key=key.get_secret_value(), environment=environment_for(settings))
+    )
+
+
+def _with_fixed_headers(client: AsyncDeepgramClient) -> AsyncDeepgramClient:
+    """The client, with its request headers built once instead of on every connect.
+
+    The SDK's `get_headers` reads its own version from the package metadata (importlib.metadata parses the
+    METADATA file) and asks `platform` each time: 0.7-0.9 ms per connection, 55-70 ms of one core when 40
+    both-track calls (80 connections) start together. The headers never change for a client, so each connect
+    gets a copy of the first (a copy: the SDK adds to the dict it is given).
+    """
+    wrapper = client._client_wrapper  # deepgram-sdk 7.17 (pinned); tests/deepgram checks the headers it sends
+    headers = wrapper.get_headers()
+    wrapper.get_headers = lambda: dict(headers)  # type: ignore[method-assign]
+    return client
+
+
+async def opened(stack: AsyncExitStack, connecting: AbstractAsyncContextManager[_Socket], timeout_s: float) -> _Socket:
+    """The socket `connecting` opens (entered on `stack`), or its failure as SttRejected/SttUnavailable."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await stack.enter_async_context(connecting)
+    except TimeoutError as exc:
+        raise SttUnavailable(
+            f"Deepgram did not open the connection within {timeout_s:g} s", failure=SttFailure.CONNECT_TIMEOUT
+        ) from exc
+    except ApiError as exc:
+        raise status_error(exc.status_code, at_upgrade=True) from exc
+    except OSError as exc:
+        raise SttUnavailable(
+            f"cannot reach Deepgram: {type(exc).__name__}: {exc.strerror or exc}", failure=SttFailure.UNREACHABLE
+        ) from exc
+    except websockets.exceptions.WebSocketException as exc:
+        raise SttUnavailable(f"Deepgram handshake failed: {type(exc).__name__}", failure=SttFailure.HANDSHAKE) from exc
+
+
+@contextlib.contextmanager
+def translated(doing: str) -> Iterator[None]:
+    """Turn a websockets close into SttRejected/SttUnavailable with Deepgram's code and reason."""
+    try:
+        yield
+    except websockets.exceptions.ConnectionClosedOK as exc:
+        raise SttUnavailable(f"Deepgram closed the connection while {doing}", close_code=_code(exc)) from exc
+    except websockets.exceptions.ConnectionClosed as exc:
+        code = _code(exc)
+        reason = exc.rcvd.reason if exc.rcvd is not None else ""
+        said = f"close {code} {reason}".strip() if code is not None else "dropped the connection (no close frame)"
+        error_type = SttRejected if is_fatal_close(code) else SttUnavailable
+        raise error_type(f"Deepgram {said} while {doing}", close_code=code or 1006) from exc
+    except OSError as exc:
+        raise SttUnavailable(f"network error while {doing}: {type(exc).__name__}", failure=SttFailure.NETWORK) from exc
+
+
+def _code(exc: websockets.exceptions.ConnectionClosed) -> int | None:
+    return exc.rcvd.code if exc.rcvd is not None else None
