@@ -658,6 +658,8 @@ class Faults:
     # after this many audio bytes, send nothing more while audio still flows (and never close on CloseStream):
     # the stall reported of Flux, a socket that stays open with no TurnInfo
     stall_after_bytes: int | None = None
+    flux_warning: str | None = None  # Flux: send a Warning with this code right after Connected
+    flux_error: str | None = None  # Flux: send an Error with this code right after Connected, then close 1011
     idle_timeout_s: float = 10.0  # no audio or text for this long -> close 1011 "NET-0001"
     send_garbage: bool = False  # also send one malformed JSON text frame and one {"type":"Mystery"} early
     # close_after_bytes, drop_after_bytes, silent and stall_after_bytes apply to this many connections (in accept
@@ -803,6 +805,7 @@ class _ConnectionHandler:
         """Serve until the client or the fake ends the connection."""
         if isinstance(self._session, FluxSession):
             await self._send([self._session.connected()])
+            await self._flux_faults()
         if self._fake.faults.send_garbage:
             await self._send_garbage()
         with contextlib.suppress(_Stop):
@@ -883,6 +886,17 @@ class _ConnectionHandler:
 
     async def _send_schema_error(self, text: str, description: str) -> None:
         await self._send([{"type": "Error", "variant": "SchemaError", "description": description, "message": text}])
+
+    async def _flux_faults(self) -> None:
+        faults = self._fake.faults
+        if faults.flux_warning is not None:
+            warning = {"type": "Warning", "request_id": self._record.request_id, "sequence_id": 1}
+            await self._send([{**warning, "code": faults.flux_warning, "description": "Injected warning."}])
+        if faults.flux_error is not None:
+            await self._send(
+                [{"type": "Error", "sequence_id": 1, "code": faults.flux_error, "description": "Injected."}]
+            )
+            await self._close(1011, faults.flux_error)
 
     async def _send_garbage(self) -> None:
         if self._silent():
