@@ -17,7 +17,7 @@ from service.spool.wav import read_mulaw_wav
 from service.storage import queries
 from service.storage.schema import create_engine
 from tests.helpers.audio import call_audio
-from tests.helpers.connections import Layout, layouts
+from tests.helpers.connections import Layout, layouts_and_flux
 from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.helpers.processes import start_web
@@ -73,7 +73,7 @@ async def test_the_procfile_web_process_serves_calls_and_stops_on_sigterm(
     assert stderr.decode() == ""
 
 
-@layouts
+@layouts_and_flux
 async def test_sigterm_with_a_call_in_flight_finishes_it_before_exiting(
     deepgram: FakeDeepgram, tmp_path: Path, layout: Layout
 ) -> None:
@@ -108,7 +108,7 @@ async def test_sigterm_with_a_call_in_flight_finishes_it_before_exiting(
     assert (stopped["calls"], stopped["calls_spooled"]) == (1, 0)
 
 
-@layouts
+@layouts_and_flux
 async def test_sigterm_while_deepgram_catches_up_loses_nothing(
     deepgram: FakeDeepgram, tmp_path: Path, layout: Layout
 ) -> None:
@@ -126,7 +126,7 @@ async def test_sigterm_while_deepgram_catches_up_loses_nothing(
         assert final_words_of(lines, track) == expected_words(audio)
 
 
-@layouts
+@layouts_and_flux
 async def test_sigterm_with_finals_later_than_the_drain_spools_what_is_not_final(
     deepgram: FakeDeepgram, tmp_path: Path, layout: Layout
 ) -> None:

@@ -4,9 +4,10 @@ Each test checks, from what the caller sent and what was logged, that every word
 order, on the call's timeline; or, where live transcription could not cover some audio, that exactly that
 audio waits in the spool.
 
-The tests marked `@layouts` run twice: a single-track call, and a both-track call over one multichannel
-connection (DEEPGRAM_CONNECTIONS=per_call, `tests/helpers/connections.py`), where each track must come through
-on its own as a single track does.
+The tests marked `@layouts_and_flux` run three times: a single-track call, a both-track call over one
+multichannel connection (DEEPGRAM_CONNECTIONS=per_call, `tests/helpers/connections.py`), where each track must
+come through on its own as a single track does, and a single-track call on Deepgram Flux (`/v2/listen`), whose
+turns must give the same guarantees as v1's finals.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec
 from service.spool.directory import Spool
 from service.spool.wav import read_mulaw_wav
-from tests.helpers.audio import call_audio
-from tests.helpers.connections import Layout, layouts, padded
+from tests.helpers.connections import FLUX, Layout, layouts_and_flux, padded
 from tests.helpers.credentials import DEEPGRAM_KEY, TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch
-from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
+from tests.helpers.fakes.deepgram_server import FLUX_PATH, LISTEN_PATH, FakeDeepgram, expected_words
 from tests.helpers.logs import LogLines, final_words
 from tests.helpers.service import make_settings, running_service
 
@@ -43,6 +45,7 @@ async def run_call(
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith(("track-", "send-", "receive-"))]
     for connection in deepgram.connections:
         assert connection.closed.is_set()
+        assert connection.path == (FLUX_PATH if layout.flux else LISTEN_PATH)
     return summary
 
 
@@ -61,14 +64,16 @@ def spooled_audio(directory: Path, call_sid: str, track: str = "inbound") -> lis
     return [(entry.start_s, read_mulaw_wav(entry.wav_path.read_bytes()), entry.reason) for entry in entries]
 
 
+@pytest.mark.parametrize("layout", [PER_TRACK, FLUX], ids=["v1", "flux"])
 async def test_a_1011_in_the_middle_of_a_word_is_replayed_from_the_last_final(
-    deepgram: FakeDeepgram, log_lines: LogLines
+    deepgram: FakeDeepgram, log_lines: LogLines, layout: Layout
 ) -> None:
-    """Deepgram closing 1011 mid-window: reconnect, replay from the last final, every word exactly once."""
+    """Deepgram closing 1011 mid-window: reconnect, replay from the last final (on Flux, from the start of the
+    turn that was open), every word exactly once."""
     deepgram.faults.close_after_bytes = 22_000  # after one final (16 000 bytes), inside the sixth window
     deepgram.faults.fault_connections = 1
-    spec = CallSpec(inbound=call_audio(201, 6.0), speed=4)
-    summary = await run_call(deepgram, log_lines, spec, deepgram_backoff_initial_s=0.05)
+    spec = layout.spec(201, 6.0, speed=4)
+    summary = await run_call(deepgram, log_lines, spec, layout, deepgram_backoff_initial_s=0.05)
 
     assert_every_word_once_in_order(log_lines, spec)
     first, second = deepgram.connections
@@ -80,7 +85,7 @@ async def test_a_1011_in_the_middle_of_a_word_is_replayed_from_the_last_final(
     assert "1011 NET-0000" in warning["why"]
 
 
-@layouts
+@layouts_and_flux
 async def test_a_connection_dropped_without_a_close_frame_is_replayed(
     deepgram: FakeDeepgram, log_lines: LogLines, layout: Layout
 ) -> None:
@@ -94,7 +99,7 @@ async def test_a_connection_dropped_without_a_close_frame_is_replayed(
     assert "no close frame" in log_lines.events("deepgram.reconnecting")[0]["why"]
 
 
-@layouts
+@layouts_and_flux
 async def test_refused_upgrades_are_retried_with_backoff(
     deepgram: FakeDeepgram, log_lines: LogLines, layout: Layout
 ) -> None:
@@ -112,7 +117,7 @@ async def test_refused_upgrades_are_retried_with_backoff(
     assert bytes(connection.audio) == layout.heard(spec)
 
 
-@layouts
+@layouts_and_flux
 async def test_a_handshake_that_never_finishes_is_abandoned_and_retried(
     deepgram: FakeDeepgram, log_lines: LogLines, layout: Layout
 ) -> None:
@@ -134,7 +139,7 @@ async def test_a_handshake_that_never_finishes_is_abandoned_and_retried(
     assert "did not open the connection" in log_lines.events("deepgram.reconnecting")[0]["why"]
 
 
-@layouts
+@layouts_and_flux
 async def test_a_silent_deepgram_is_detected_and_replaced(
     deepgram: FakeDeepgram, log_lines: LogLines, layout: Layout
 ) -> None:
@@ -150,7 +155,28 @@ async def test_a_silent_deepgram_is_detected_and_replaced(
     assert "sent nothing" in log_lines.events("deepgram.reconnecting")[0]["why"]
 
 
-@layouts
+async def test_a_flux_connection_that_stalls_is_detected_and_replaced(
+    deepgram: FakeDeepgram, log_lines: LogLines
+) -> None:
+    """Flux's reported stall (socket open, audio taken, no TurnInfo) mid-turn: DEEPGRAM_RESULT_TIMEOUT_S catches it,
+    the open turn is replayed on a new connection, and every word comes once."""
+    deepgram.faults.stall_after_bytes = 20_000  # 2.5 s: one turn ended (at 2 s), the second open
+    deepgram.faults.fault_connections = 1
+    spec = FLUX.spec(212, 6.0, speed=2)
+    summary = await run_call(
+        deepgram, log_lines, spec, FLUX, deepgram_result_timeout_s=0.5, deepgram_backoff_initial_s=0.05
+    )
+    assert_every_word_once_in_order(log_lines, spec)
+    first, second = deepgram.connections
+    assert len(first.audio) > 20_000  # audio went on flowing into the stalled connection
+    assert first.client_close_code == 1000  # Flux never closed it: callscribe gave up on it
+    assert bytes(second.audio) == padded(spec.inbound)[16_000:]  # from the open turn's start
+    assert summary["reconnects"] == 1
+    [warning] = log_lines.events("deepgram.reconnecting")
+    assert "sent nothing for DEEPGRAM_RESULT_TIMEOUT_S (0.5 s)" in warning["why"]
+
+
+@layouts_and_flux
 async def test_malformed_and_unknown_deepgram_messages_are_ignored(
     deepgram: FakeDeepgram, log_lines: LogLines, layout: Layout
 ) -> None:
@@ -162,7 +188,7 @@ async def test_malformed_and_unknown_deepgram_messages_are_ignored(
     assert summary["reconnects"] == 0
 
 
-@layouts
+@layouts_and_flux
 async def test_a_rejected_key_spools_the_whole_call_without_retrying(
     deepgram: FakeDeepgram, log_lines: LogLines, tmp_path: Path, layout: Layout
 ) -> None:
@@ -178,7 +204,7 @@ async def test_a_rejected_key_spools_the_whole_call_without_retrying(
     assert summary["audio_s_spooled"] == 2.0 * layout.channels
 
 
-@layouts
+@layouts_and_flux
 async def test_a_long_outage_spools_what_live_could_not_cover(
     deepgram: FakeDeepgram, log_lines: LogLines, tmp_path: Path, layout: Layout
 ) -> None:
@@ -206,7 +232,7 @@ async def test_a_long_outage_spools_what_live_could_not_cover(
     assert summary["audio_s_spooled"] == 2.0 * layout.channels
 
 
-@layouts
+@layouts_and_flux
 async def test_memory_is_bounded_when_deepgram_falls_behind(
     deepgram: FakeDeepgram, log_lines: LogLines, tmp_path: Path, layout: Layout
 ) -> None:
@@ -230,7 +256,7 @@ async def test_memory_is_bounded_when_deepgram_falls_behind(
     assert len(log_lines.events("audio.spooling")) == 2 * layout.channels
 
 
-@layouts
+@layouts_and_flux
 async def test_an_unwritable_spool_is_counted_and_said_not_a_crash(
     deepgram: FakeDeepgram, log_lines: LogLines, tmp_path: Path, layout: Layout
 ) -> None:
@@ -244,7 +270,7 @@ async def test_an_unwritable_spool_is_counted_and_said_not_a_crash(
     assert log_lines.events("audio.lost")
 
 
-@layouts
+@layouts_and_flux
 async def test_spooled_audio_comes_back_as_batch_transcripts_after_a_restart(
     deepgram: FakeDeepgram, log_lines: LogLines, tmp_path: Path, layout: Layout
 ) -> None:
@@ -276,3 +302,5 @@ async def test_spooled_audio_comes_back_as_batch_transcripts_after_a_restart(
     for track, audio in layout.sent(spec).items():
         assert final_words(log_lines, spec.call_sid, track) == expected_words(audio)
     assert Spool(tmp_path).entries() == []
+    # Flux is live only: its spooled audio goes to a pre-recorded model (Nova-3 unless DEEPGRAM_BATCH_MODEL says).
+    assert {request.option("model") for request in batch.requests if request.path == "/v1/listen"} == {"nova-3"}

@@ -1,5 +1,6 @@
-"""The two ways a fault test runs a call: one track on its own connection, or both tracks over one multichannel
-connection (DEEPGRAM_CONNECTIONS=per_call), with what each track sends and what Deepgram should then hear."""
+"""The ways a fault test runs a call: one track on its own connection, or both tracks over one multichannel
+connection (DEEPGRAM_CONNECTIONS=per_call), or one track on Deepgram Flux, with what each track sends and what
+Deepgram should then hear."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from service.simulator.audio import frames
 from service.simulator.messages import CallSpec, track_audio
-from tests.helpers.audio import call_audio
+from tests.helpers.audio import call_audio, turn_audio
 
 OUTBOUND_SEED = 5000  # the agent's audio: another seed than any caller's, so its words differ
 
@@ -30,9 +31,15 @@ def interleaved(first: bytes, second: bytes) -> bytes:
 @dataclass(frozen=True)
 class Layout:
     """How a test's call reaches Deepgram: `per_track` is the inbound track alone (one connection, as every
-    single-track call has), `per_call` both tracks interleaved on one connection."""
+    single-track call has), `per_call` both tracks interleaved on one connection; `model` a Flux model for the
+    call on Flux (`/v2/listen`, one track a connection)."""
 
     connections: str  # DEEPGRAM_CONNECTIONS
+    model: str = "nova-3"  # DEEPGRAM_MODEL
+
+    @property
+    def flux(self) -> bool:
+        return self.model.startswith("flux-")
 
     @property
     def channels(self) -> int:
@@ -47,10 +54,13 @@ class Layout:
         """A call of `seconds` on each track (the agent's as long as the caller's, other words)."""
         if self.channels == 2:
             fields["outbound"] = call_audio(seed + OUTBOUND_SEED, seconds)
-        return CallSpec(inbound=call_audio(seed, seconds), **fields)
+        # Flux's turns end at pauses: a call on Flux has them, where a v1 final would end anyway (`turn_audio`).
+        return CallSpec(inbound=(turn_audio if self.flux else call_audio)(seed, seconds), **fields)
 
     def settings(self) -> dict[str, Any]:
         """The settings that make the service stream the call this way."""
+        if self.flux:
+            return {"deepgram_model": self.model}
         if self.channels == 1:
             return {}
         return {"stream_track": "both_tracks", "deepgram_connections": "per_call"}
@@ -78,3 +88,8 @@ class Layout:
 
 LAYOUTS = [Layout("per_track"), Layout("per_call")]
 layouts = pytest.mark.parametrize("layout", LAYOUTS, ids=[layout.connections for layout in LAYOUTS])
+FLUX = Layout("per_track", model="flux-general-en")
+# The fault tests: each way of reaching Deepgram v1, and Flux.
+layouts_and_flux = pytest.mark.parametrize(
+    "layout", [*LAYOUTS, FLUX], ids=[*(layout.connections for layout in LAYOUTS), "flux"]
+)
