@@ -4,8 +4,9 @@ For each scenario (calls x tracks x start x duration), round and variant: start 
 the server (callscribe's `python -m service serve --workers 1`, or the floor, or the peer) pointed at it,
 measure its start-up (time and CPU until /healthz answers) and idle memory, run the load generator while
 sampling the server's process tree from /proc, stop everything, then join the records
-(benchmarks/analysis.py). Variants (callscribe from this checkout, from a `--baseline` checkout, the peer)
-take their turns inside each round, so a machine that drifts over minutes drifts for all of them alike.
+(benchmarks/analysis.py). Variants (callscribe from this checkout, from a `--baseline` checkout, the same
+checkout on Deepgram Flux unless `--no-flux`, the peer) take their turns inside each round, so a machine that
+drifts over minutes drifts for all of them alike.
 
 By default nothing is pinned: the load generator, the stand-in and the server share the machine's cores, as
 on a laptop or a small dyno. `--pin` puts the server's tree on CPU 0 and the harness on CPU 1 instead. Each
@@ -61,6 +62,7 @@ DEFAULT_CALLS, DEFAULT_TRACKS, DEFAULT_STARTS = (25, 50, 100, 200), (1, 2), ("to
 NAMED_SCENARIO = (40, 2, "together")  # the issue's "40 both-track calls starting together"
 RINGING_S = 5.0  # the "ringing" scenario: the outbound track silent this long (a <Dial> ringing)
 CLOSED_PORT = 9  # --startup: the service never reaches Deepgram before a call
+FLUX_MODEL = "flux-general-en"  # the Flux variant's DEEPGRAM_MODEL
 
 
 @dataclass(frozen=True, order=True)
@@ -85,6 +87,7 @@ class Variant:
     label: str
     served: str  # "callscribe", "floor" or "peer"
     checkout: Path = REPO  # callscribe's code and interpreter
+    env: tuple[tuple[str, str], ...] = ()  # settings of its own, over --env (the Flux variant's DEEPGRAM_MODEL)
 
     @property
     def python(self) -> str:
@@ -185,7 +188,7 @@ def service_env(
     }
     if options.subscribers:
         env["API_TOKEN"] = token  # the live feed's clients authenticate with it
-    return env | options.env
+    return env | options.env | dict(variant.env)
 
 
 def wait_for_file(path: Path, process: subprocess.Popen[bytes], timeout_s: float) -> str:
@@ -670,6 +673,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--startup", action="store_true", help="only start and stop the server, --repeats times")
     p.add_argument("--env", type=_env_pair, action="append", default=[], help="KEY=VALUE for the service")
     p.add_argument("--label", default="callscribe", help="a name for this checkout's callscribe in the report")
+    p.add_argument(
+        "--no-flux", action="store_true", help=f"leave out callscribe on Deepgram Flux ({FLUX_MODEL}), run by default"
+    )
     p.add_argument("--service-wrapper", default="", help='prefix for the service command, e.g. "py-spy record -o x --"')
     served = p.add_mutually_exclusive_group()
     served.add_argument(
@@ -694,6 +700,8 @@ def variants_from(args: argparse.Namespace) -> list[Variant]:
         return [Variant("floor", "floor")]
     variants = [Variant("baseline", "callscribe", args.baseline.resolve())] if args.baseline else []
     variants.append(Variant(args.label, "callscribe"))
+    if not args.no_flux:  # the same checkout on Flux (/v2/listen; the stand-in speaks it too), in the same rounds
+        variants.append(Variant(f"{args.label}-flux", "callscribe", env=(("DEEPGRAM_MODEL", FLUX_MODEL),)))
     if args.peer:
         variants.append(Variant("peer", "peer"))
     return variants

@@ -1,4 +1,5 @@
-"""Harness process: a cheap, protocol-faithful stand-in for Deepgram's live socket (`/v1/listen`).
+"""Harness process: a cheap, protocol-faithful stand-in for Deepgram's live sockets (`/v1/listen`, and Flux's
+`/v2/listen`).
 
 `python -m benchmarks.standin --ready-file F --record-file R` listens on 127.0.0.1 (port 0 = OS-chosen, written
 to F once listening), runs until SIGTERM/SIGINT, then writes what it received to R as one JSON object.
@@ -8,6 +9,8 @@ binary message, one dict insert per 160-byte frame, no logging, no task per fram
 connection it sends one `Results` (interim and final alternate) whose only word is `t<wall-clock ns>`, read
 just before sending; a `multichannel=true&channels=2` connection (the peer's, `benchmarks/peer.py`) is
 de-interleaved into its two channels, and each channel gets its own `Results` (`channel_index`) per second.
+On `/v2/listen` (Flux) it sends `Connected`, then per second an `Update` (interim) and an `EndOfTurn` (final)
+in turn, the same one word each, and on CloseStream the open turn's end and a close 1000 (Flux has no Metadata).
 So the run can match each result to the service's `transcript` log line (whose timestamp is wall clock too).
 Message shapes copy tests/fakes/deepgram_server.py, which the real SDK parses
 (https://developers.deepgram.com/docs/lower-level-websockets); it is not imported, because tests/ is not a
@@ -37,6 +40,7 @@ from benchmarks.records import own_cpu_seconds, write_atomically
 from benchmarks.tagging import FRAME_BYTES, frame_keys, key_fields
 
 LISTEN_PATH = "/v1/listen"
+FLUX_PATH = "/v2/listen"
 BYTES_PER_SECOND = 8000  # 8 kHz μ-law, what the service asks for
 RESULT_EVERY_BYTES = BYTES_PER_SECOND  # one Results message per second of audio per connection
 CONFIDENCE = 0.99
@@ -117,6 +121,19 @@ def metadata_message(request_id: str, duration_s: float) -> str:
     )
 
 
+def turn_info_message(
+    request_id: str, sequence: int, event: str, *, turn_index: int, text: str, start_s: float, end_s: float
+) -> str:
+    """A Flux `TurnInfo` with one word, built as a string (per second, like `results_message`)."""
+    word = f'{{"word":"{text}","confidence":{CONFIDENCE},"start":{start_s},"end":{end_s}}}'
+    trigger = ',"trigger":"model"' if event == "EndOfTurn" else ""
+    return (
+        f'{{"type":"TurnInfo","request_id":"{request_id}","sequence_id":{sequence},"event":"{event}",'
+        f'"turn_index":{turn_index},"audio_window_start":{start_s},"audio_window_end":{end_s},'
+        f'"transcript":"{text}","words":[{word}],"end_of_turn_confidence":0.9{trigger}}}'
+    )
+
+
 SILENT_FRAME = b"\xff" * 160
 
 
@@ -143,9 +160,16 @@ class _Connection:
         multichannel = query.get("multichannel", ["false"])[0].lower() == "true"
         count = int(query.get("channels", ["1"])[0]) if multichannel else 1
         self._channels = [_Channel(index, count) for index in range(count)]
+        path = urllib.parse.urlsplit(ws.request.path).path if ws.request else LISTEN_PATH
+        self._flux = path == FLUX_PATH  # one channel; TurnInfo instead of Results
+        self._sequence = 0  # Flux numbers every message it sends
+        self._turn_index = 0
 
     async def run(self) -> None:
         """Serve until either side closes."""
+        if self._flux:
+            await self._ws.send(json.dumps({"type": "Connected", "request_id": self._request_id, "sequence_id": 0}))
+            self._sequence = 1
         async for message in self._ws:
             if isinstance(message, bytes):
                 await self._on_audio(message)
@@ -197,7 +221,7 @@ class _Connection:
             kind = json.loads(text).get("type")
         except (ValueError, AttributeError):
             return  # not a control message we know; real Deepgram would answer an Error, the service sends none
-        if kind == "Finalize":
+        if kind == "Finalize" and not self._flux:
             for channel in self._channels:
                 await self._send_results(channel, is_final=True, from_finalize=True)
         elif kind == "CloseStream":
@@ -208,7 +232,8 @@ class _Connection:
         for channel in self._channels:
             if channel.heard > channel.final_end:
                 await self._send_results(channel, is_final=True, from_finalize=False)
-        await self._ws.send(metadata_message(self._request_id, self._channels[0].heard / BYTES_PER_SECOND))
+        if not self._flux:
+            await self._ws.send(metadata_message(self._request_id, self._channels[0].heard / BYTES_PER_SECOND))
         self._recorder.closed_by_close_stream += 1
         await self._ws.close(1000)
 
@@ -218,6 +243,9 @@ class _Connection:
         if is_final:
             channel.final_end = channel.heard
         text = f"t{time.time_ns()}"  # wall clock, as late as possible: result latency starts here
+        if self._flux:
+            await self._send_turn(text, start_s, start_s + duration_s, is_final=is_final)
+            return
         message = results_message(
             self._request_id,
             text,
@@ -230,10 +258,28 @@ class _Connection:
         await self._ws.send(message)
         self._recorder.results_sent += 1
 
+    async def _send_turn(self, text: str, start_s: float, end_s: float, *, is_final: bool) -> None:
+        """Flux: the turn so far as an `Update`, or its `EndOfTurn` (the next turn then opens a second later)."""
+        event = "EndOfTurn" if is_final else "Update"
+        message = turn_info_message(
+            self._request_id,
+            self._sequence,
+            event,
+            turn_index=self._turn_index,
+            text=text,
+            start_s=start_s,
+            end_s=end_s,
+        )
+        self._sequence += 1
+        if is_final:
+            self._turn_index += 1
+        await self._ws.send(message)
+        self._recorder.results_sent += 1
+
 
 def _only_listen(connection: ServerConnection, request: Request) -> Response | None:
     # Any token is accepted (the service sends `Authorization: Token <key>`); only the path is checked.
-    if urllib.parse.urlsplit(request.path).path != LISTEN_PATH:
+    if urllib.parse.urlsplit(request.path).path not in {LISTEN_PATH, FLUX_PATH}:
         return connection.respond(404, "no such endpoint\n")
     return None
 
