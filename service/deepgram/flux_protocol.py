@@ -278,7 +278,8 @@ _MOMENTS: Final = {
 class FluxTurns:
     """One Flux connection's turns, as the seam's events, all timed on the pipeline's audio (`SilenceClock`).
 
-    `Update` is an interim (none when `interim_results` is off, and none while no turn has words), `EndOfTurn` a
+    `Update` is an interim (none when `interim_results` is off, none while no turn has words, and none when the
+    turn's transcript has not changed since the last: Flux sends one every 0.25 s, words or not), `EndOfTurn` a
     final that is the whole turn (`speech_final`, its `turn_index`), `StartOfTurn`/`EagerEndOfTurn`/`TurnResumed`
     an `SttTurn`. Every message also says what is settled (`SttSettled`): the audio before the open turn's start,
     which no later message can change, or, with no turn open, all the audio Flux has heard (`audio_window_end`).
@@ -291,6 +292,7 @@ class FluxTurns:
         self._interims = interim_results
         self._open_start: float | None = None  # the open turn's start on Flux's timeline; None: no turn open
         self._heard = 0.0  # the furthest audio_window_end, on Flux's timeline
+        self._said = ""  # the open turn's transcript as last reported (interim or turn event)
         self.request_id: str | None = None  # `ListenV2Connected`'s, or the upgrade's dg-request-id
 
     def on_turn(self, turn: TurnInfo) -> tuple[SttEvent, ...]:
@@ -300,7 +302,7 @@ class FluxTurns:
             self._open_start = turn.start  # a turn with words is open, even if its StartOfTurn was missed
         event = self._meaning(turn)
         if turn.event == "EndOfTurn":
-            self._open_start = None
+            self._open_start, self._said = None, ""
         settled = SttSettled(until_s=self._clock.to_audio(self.settled_s))
         return (event, settled) if event is not None else (settled,)
 
@@ -312,11 +314,13 @@ class FluxTurns:
     def _meaning(self, turn: TurnInfo) -> SttResult | SttTurn | None:
         moment = _MOMENTS.get(turn.event)
         if moment is not None:
+            self._said = turn.transcript
             start, end = self._clock.to_audio(turn.start), self._clock.to_audio(turn.end)
             return SttTurn(moment=moment, turn_index=turn.turn_index, text=turn.transcript, start=start, end=end)
         if turn.event == "EndOfTurn":
             return self._result(turn, final=True)
-        if turn.event == "Update" and self._interims and (turn.transcript or turn.words):
+        if turn.event == "Update" and self._interims and turn.transcript != self._said:
+            self._said = turn.transcript
             return self._result(turn, final=False)
         return None  # an Update with nothing said, or an event this release does not know
 
@@ -351,9 +355,14 @@ class FluxTurns:
 
     def closed(self) -> tuple[SttEvent, ...]:
         """Flux closed normally after CloseStream: every turn has ended, so all audio sent is settled, and the
-        stream's last word is said as v1's Metadata would (`SttMetadata`: the request id, the audio sent)."""
+        stream's last word is said as v1's Metadata would (`SttMetadata`: the request id, the audio sent).
+
+        Should Flux close with a turn still open (its EndOfTurn never came), only the audio before that turn is
+        settled: the pipeline then finds audio without finals and replays it, rather than lose the turn.
+        """
         audio_s = self._clock.audio_s
-        return (SttMetadata(request_id=self.request_id or "", duration=audio_s), SttSettled(until_s=audio_s))
+        settled = audio_s if self._open_start is None else self._clock.to_audio(self._open_start)
+        return (SttMetadata(request_id=self.request_id or "", duration=audio_s), SttSettled(until_s=settled))
 
 
 def spread_times(turn: TurnInfo) -> list[tuple[float, float]]:

@@ -311,6 +311,29 @@ def test_a_normal_close_settles_all_audio_sent_and_says_the_request() -> None:
     assert turns.closed()[0] == SttMetadata(request_id="req", duration=1.5)
 
 
+def test_an_update_that_says_nothing_new_is_no_interim() -> None:
+    """Flux sends an Update every 0.25 s: one with the turn's transcript unchanged only settles."""
+    turns = FluxTurns(SilenceClock())
+    turns.on_turn(turn("StartOfTurn", 0.0, 0.5, "a"))
+    assert turns.on_turn(turn("Update", 0.0, 0.75, "a")) == (SttSettled(until_s=0.0),)
+    interim, _ = turns.on_turn(turn("Update", 0.0, 1.0, "a", "b"))
+    assert isinstance(interim, SttResult)
+    assert turns.on_turn(turn("Update", 0.0, 1.25, "a", "b")) == (SttSettled(until_s=0.0),)
+    turns.on_turn(turn("EndOfTurn", 0.0, 1.5, "a", "b"))
+    interim, _ = turns.on_turn(turn("Update", 2.0, 2.5, "a", "b", index=1))  # the next turn, the same words
+    assert isinstance(interim, SttResult)
+
+
+def test_a_close_with_a_turn_still_open_leaves_that_turn_unsettled() -> None:
+    """Flux closing normally before a turn's EndOfTurn: only the audio before the turn is settled, so the
+    pipeline replays the turn instead of losing it."""
+    clock = SilenceClock()
+    clock.audio(16_000)
+    turns = FluxTurns(clock)
+    turns.on_turn(turn("StartOfTurn", 1.5, 2.0, "a"))
+    assert turns.closed() == (SttMetadata(request_id="", duration=2.0), SttSettled(until_s=1.5))
+
+
 def test_languages_go_to_the_result_and_to_each_word_that_has_one() -> None:
     """flux-general-multi's languages, most words first, on the result; a word's own language on the word."""
     words = (FluxWord("hola", 0.9, 0.0, 0.5, language="es"), FluxWord("hi", 0.8, 0.5, 1.0))
