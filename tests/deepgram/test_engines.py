@@ -1,0 +1,45 @@
+"""Which live engine DEEPGRAM_MODEL picks, and what start-up is told about it."""
+
+from __future__ import annotations
+
+from service.deepgram.engines import ignored_options, live_engine, per_call_falls_back, setting_problems
+from service.deepgram.flux import DeepgramFlux
+from service.deepgram.live import DeepgramLive
+from tests.helpers.service import make_settings
+
+
+def test_a_flux_model_picks_flux_and_any_other_deepgrams_v1_api() -> None:
+    """flux-* streams to Flux (one channel a connection); nova-3 and the rest to v1 (multichannel)."""
+    for model in ("flux-general-en", "flux-general-multi"):
+        engine = live_engine(make_settings(None, deepgram_model=model), name="fallback")
+        assert isinstance(engine, DeepgramFlux)
+        assert (engine.name, engine.max_channels) == ("fallback", 1)
+    for model in ("nova-3", "nova-2-phonecall"):
+        engine = live_engine(make_settings(None, deepgram_model=model))
+        assert isinstance(engine, DeepgramLive)
+        assert (engine.name, engine.max_channels) == ("primary", 2)
+
+
+def test_start_up_problems_name_the_variable_and_the_option() -> None:
+    """What load_settings prints: each refused setting as (VARIABLE, option: why)."""
+    settings = make_settings(None, deepgram_model="flux-general-en", deepgram_options="diarize=true")
+    [(variable, message)] = setting_problems(settings)
+    assert variable == "DEEPGRAM_OPTIONS"
+    assert message.startswith("diarize: Flux (flux-general-en) does not take it: Flux does not separate voices")
+    assert setting_problems(make_settings(None)) == []
+
+
+def test_ignored_options_are_each_apis_own() -> None:
+    """v1 ignores multichannel because DEEPGRAM_CONNECTIONS decides it; Flux ignores what it sets itself."""
+    v1 = ignored_options(make_settings(None, deepgram_options="multichannel=true&tag=a"))
+    assert [name for name, _ in v1] == ["multichannel"]
+    assert "DEEPGRAM_CONNECTIONS" in v1[0][1]
+    flux = ignored_options(make_settings(None, deepgram_model="flux-general-en", deepgram_options="sample_rate=16000"))
+    assert [name for name, _ in flux] == ["sample_rate"]
+
+
+def test_per_call_falls_back_only_on_flux() -> None:
+    """DEEPGRAM_CONNECTIONS=per_call is said to fall back on Flux, and only there."""
+    assert per_call_falls_back(make_settings(None, deepgram_model="flux-general-en", deepgram_connections="per_call"))
+    assert not per_call_falls_back(make_settings(None, deepgram_model="flux-general-en"))
+    assert not per_call_falls_back(make_settings(None, deepgram_connections="per_call"))
