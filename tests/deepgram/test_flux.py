@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from deepgram.core.unchecked_base_model import construct_type  # how the SDK builds the messages it reads
+from deepgram.listen.v2.socket_client import V2SocketClientResponse
 
-from service.deepgram.flux import DeepgramFlux
+from service.deepgram.flux import DeepgramFlux, _turn_info
 from service.deepgram.flux_protocol import KEEPALIVE_SILENCE
 from service.errors import SttRejected, SttUnavailable
 from service.stt.events import SttEvent, SttMetadata, SttResult, SttServerError, SttSettled, SttTurn, TurnMoment
@@ -196,3 +198,20 @@ async def test_without_a_key_or_with_two_channels_nothing_is_opened(deepgram: Fa
             async with flux(deepgram).connect(channels=channels, diarize=diarize):
                 pass
     assert deepgram.upgrade_attempts == 0
+
+
+def test_the_sdks_turn_info_is_read_with_word_languages_and_missing_fields() -> None:
+    """A word's `language` (beyond the SDK's model) is kept; fields Flux left out read as empty, not as errors."""
+    words = [{"word": "hola", "confidence": 0.9, "language": "es"}, {"word": "hi", "confidence": 0.8, "start": 0.5}]
+    full = construct_type(
+        type_=V2SocketClientResponse,
+        object_={"type": "TurnInfo", "request_id": "r", "sequence_id": 3, "event": "Update", "turn_index": 2,
+                 "audio_window_start": 0.0, "audio_window_end": 1.0, "transcript": "hola hi", "words": words,
+                 "end_of_turn_confidence": 0.1, "languages": ["es", "en"]},
+    )  # fmt: skip
+    info = _turn_info(full)
+    assert (info.event, info.turn_index, info.languages, info.request_id) == ("Update", 2, ("es", "en"), "r")
+    assert [(w.word, w.start, w.language) for w in info.words] == [("hola", None, "es"), ("hi", 0.5, None)]
+    bare = construct_type(type_=V2SocketClientResponse, object_={"type": "TurnInfo", "event": "EndOfTurn"})
+    assert _turn_info(bare).words == ()
+    assert (_turn_info(bare).start, _turn_info(bare).transcript) == (0.0, "")
