@@ -25,14 +25,12 @@ from service.errors import SttFailure, SttRejected, SttUnavailable
 _Socket = TypeVar("_Socket")
 
 
-def client_for(settings: Settings) -> AsyncDeepgramClient | None:
-    """The SDK client for DEEPGRAM_URL and DEEPGRAM_API_KEY (None without a key), built once per process."""
-    key = settings.deepgram_api_key
+def client_for(address: DeepgramAddress) -> AsyncDeepgramClient | None:
+    """The SDK client for one Deepgram's URL and key (None without a key), built once per engine."""
+    key = address.api_key
     if key is None:
         return None
-    return _with_fixed_headers(
-        AsyncDeepgramClient(api_key=key.get_secret_value(), environment=environment_for(settings))
-    )
+    return _with_fixed_headers(AsyncDeepgramClient(api_key=key.get_secret_value(), environment=address.environment()))
 
 
 def _with_fixed_headers(client: AsyncDeepgramClient) -> AsyncDeepgramClient:

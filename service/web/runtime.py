@@ -27,7 +27,7 @@ from service.calls.observers import Fanout
 from service.calls.pipeline.engines import LiveEngines
 from service.calls.registry import Calls
 from service.calls.stream.admission import StreamGate
-from service.deepgram.engines import ignored_options, live_engine, per_call_falls_back
+from service.deepgram.engines import ignored_options, live_engine, per_call_falls_back, setting_problems
 from service.deepgram.environment import fallback_address
 from service.live.hub import LiveHub, LiveObserver, LocalPublisher, Publish
 from service.metrics import worker_stopped
@@ -90,6 +90,12 @@ def _redis_feed(settings: Settings, hub: LiveHub) -> RedisFeed | None:
     from service.live.redis_stream import RedisFeed  # noqa: PLC0415 - only a process that uses Redis loads it
 
     return RedisFeed(settings, hub)
+
+
+def start_up_problems(settings: Settings) -> list[tuple[str, str]]:
+    """Settings each valid alone that this process cannot serve with, (variable, why) for `load_settings`: the
+    options the Deepgram API that DEEPGRAM_MODEL picks would refuse on every call (`deepgram/engines.py`)."""
+    return setting_problems(settings)
 
 
 class Runtime:

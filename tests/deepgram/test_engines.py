@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from service.deepgram.engines import ignored_options, live_engine, per_call_falls_back, setting_problems
+from service.deepgram.environment import fallback_address
 from service.deepgram.flux import DeepgramFlux
 from service.deepgram.live import DeepgramLive
 from tests.helpers.service import make_settings
@@ -11,7 +12,8 @@ from tests.helpers.service import make_settings
 def test_a_flux_model_picks_flux_and_any_other_deepgrams_v1_api() -> None:
     """flux-* streams to Flux (one channel a connection); nova-3 and the rest to v1 (multichannel)."""
     for model in ("flux-general-en", "flux-general-multi"):
-        engine = live_engine(make_settings(None, deepgram_model=model), name="fallback")
+        settings = make_settings(None, deepgram_model=model, deepgram_fallback_url="https://eu.example.com")
+        engine = live_engine(settings, fallback_address(settings))
         assert isinstance(engine, DeepgramFlux)
         assert (engine.name, engine.max_channels) == ("fallback", 1)
     for model in ("nova-3", "nova-2-phonecall"):

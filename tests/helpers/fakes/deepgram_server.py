@@ -462,12 +462,6 @@ FLUX_QUERY = frozenset(
         "language_hint", "profanity_filter", "numerals", "redact", "mip_opt_out", "tag",
     }
 )  # fmt: skip
-FLUX_LANGUAGES = ("en", "es")  # what the fake "detects" on flux-general-multi, word by word
-
-
-def language_for(window: bytes) -> str:
-    """The deterministic language of a word on flux-general-multi (a property of its audio, like the word)."""
-    return FLUX_LANGUAGES[hashlib.sha256(window).digest()[0] % len(FLUX_LANGUAGES)]
 
 
 def _bounded(query: dict[str, list[str]], name: str, low: float, high: float) -> float | None:
@@ -522,7 +516,8 @@ class FluxSession:
     `eager_eot_threshold` the first silent window is an `EagerEndOfTurn`, a voiced one after it a `TurnResumed`,
     and a second silent one the `EndOfTurn`, whose transcript is then the eager one's. At every 0.25 s of audio
     with nothing else to say, an `Update` tells the turn so far (or, with no turn open, `""`); its
-    `audio_window_end` is the end of the last whole window, the audio whose words are decided. `CloseStream`
+    `audio_window_end` is the end of the last whole window, the audio whose words are decided. On
+    flux-general-multi each turn says its words' languages (`language_for`), most words first. `CloseStream`
     hears the partial window, ends the open turn, and the connection closes (no Metadata on v2).
     """
 
@@ -627,8 +622,7 @@ class FluxSession:
         if event == "EndOfTurn":
             message["trigger"] = "model"
         if self.options.multilingual and self._turn:
-            spoken = [self._languages[w.start] for w in self._turn]
-            message["languages"] = sorted(set(spoken), key=lambda language: (-spoken.count(language), language))
+            message["languages"] = languages_of([self._languages[w.start] for w in self._turn])
         return self._message(message)
 
     def _message(self, message: Message) -> Message:
