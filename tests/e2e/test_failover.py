@@ -18,7 +18,7 @@ from service.simulator.messages import CallSpec
 from service.spool.directory import Spool
 from tests.e2e.test_resilience import PER_TRACK, assert_every_word_once_in_order
 from tests.helpers.audio import call_audio
-from tests.helpers.connections import Layout, layouts
+from tests.helpers.connections import Layout, layouts_and_flux
 from tests.helpers.credentials import DEEPGRAM_FALLBACK_KEY, DEEPGRAM_KEY, TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
@@ -56,7 +56,7 @@ def engines_of(summary: dict[str, Any]) -> list[tuple[str, str, float, float]]:
     return spans
 
 
-@layouts
+@layouts_and_flux
 async def test_a_primary_that_closes_mid_word_and_then_refuses_moves_the_call_to_the_fallback(
     deepgram: FakeDeepgram, deepgram_fallback: FakeDeepgram, log_lines: LogLines, layout: Layout
 ) -> None:
