@@ -23,9 +23,11 @@ from tests.helpers.fakes.deepgram_server import FLUX_PATH, FakeDeepgram, expecte
 from tests.helpers.logs import LogLines, final_words
 from tests.helpers.paths import ROOT
 from tests.helpers.service import make_settings, running_service
+from tests.helpers.sse import FeedReader
 from tests.helpers.twilio_stream import streaming
 
 FLUX = "flux-general-en"
+FEED_TOKEN = "flux-feed-t0ken"  # API_TOKEN: the live feed's credentials
 
 
 async def test_a_call_on_flux_is_one_final_per_turn_with_every_word_once(
@@ -135,3 +137,24 @@ async def test_an_option_flux_refuses_stops_start_up_naming_it(tmp_path: Path) -
         f"  DEEPGRAM_OPTIONS: smart_format: Flux ({FLUX}) does not take it: Flux formats its transcripts itself",
     ]
     assert stdout == b""
+
+
+async def test_turn_boundaries_of_a_flux_call_reach_the_live_feed_in_order(deepgram: FakeDeepgram) -> None:
+    """With DEEPGRAM_EAGER_EOT_THRESHOLD: a turn's start, its eager end, its resumption and its eager end again
+    are feed events of their own, each before the turn's final, whose text is the last eager end's."""
+    settings = make_settings(deepgram, deepgram_model=FLUX, deepgram_eager_eot_threshold=0.5, api_token=FEED_TOKEN)
+    audio = turn_audio(45, 1.5) + SILENCE * 4000 + turn_audio(46, 1.0) + SILENCE * 8000  # pauses 0.5 s, then 1 s
+    spec = CallSpec(inbound=audio, speed=0)
+    auth = {"Authorization": f"Bearer {FEED_TOKEN}"}
+    async with running_service(settings) as service, FeedReader(service.url, auth) as feed:
+        await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
+        await feed.wait_for("call.ended", call_sid=spec.call_sid)
+
+    told = [e for e in feed.events if e.data.get("call_sid") == spec.call_sid]
+    turns = [(e.event, e.data["turn_index"]) for e in told if e.event.startswith("turn.")]
+    assert turns == [("turn.started", 0), ("turn.eager_end", 0), ("turn.resumed", 0), ("turn.eager_end", 0)]
+    [final] = [e for e in told if e.event == "transcript" and e.data["is_final"]]
+    last_eager = [e for e in told if e.event == "turn.eager_end"][-1]
+    assert told.index(last_eager) < told.index(final)
+    assert last_eager.data["text"] == final.data["text"]
+    assert final.data["text"].split() == expected_words(audio)
