@@ -43,13 +43,14 @@ def retry_spool(_args: argparse.Namespace) -> int:
     # Imported here: `spool list` needs neither the SDK nor the app.
     from service import logs  # noqa: PLC0415
     from service.calls.observers import log_transcript  # noqa: PLC0415 - the transcript sink the server uses
+    from service.deepgram.engines import batch_engines  # noqa: PLC0415 - loads deepgram-sdk only for this command
     from service.spool.worker import BatchWorker  # noqa: PLC0415
 
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
     spool = Spool(settings.spool_dir)
     recovered = spool.recover()
-    result = asyncio.run(BatchWorker(settings, spool, log_transcript).run_pass())
+    result = asyncio.run(BatchWorker(settings, spool, log_transcript, engines=batch_engines).run_pass())
     summary = f"delivered {result.delivered}, failed {result.failed}"
     if result.skipped:
         summary += f", skipped {result.skipped} (held by another process)"

@@ -13,9 +13,7 @@ from deepgram import DeepgramClientEnvironment
 from pydantic import SecretStr
 
 from service.settings import Settings, live_base, rest_base
-
-PRIMARY = "primary"
-FALLBACK = "fallback"
+from service.stt.engine import FALLBACK, PRIMARY
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,11 @@
 """The batch worker (layer: spool, policy): spooled audio through Deepgram's pre-recorded API, delivered like
 live transcripts.
 
-`transcribe` reads one spool entry's WAV, has `deepgram.prerecorded` transcribe it, and `place`s the answer on
-the call's timeline as final `Transcript`s, marked `batch`, with the track's speaker. With DEEPGRAM_FALLBACK_URL
-it asks the primary's pre-recorded API and then the fallback's, in the order live calls use (the fallback first
-while the primary is down). `BatchWorker` owns the
+`transcribe` reads one spool entry's WAV, has a batch engine transcribe it (the seam's `BatchEngine`: Deepgram's
+pre-recorded API, built by the wiring and handed in as `BatchEngines`), and `place`s the answer on the call's
+timeline as final `Transcript`s, marked `batch`, with the track's speaker. With DEEPGRAM_FALLBACK_URL it asks the
+primary's pre-recorded API and then the fallback's, in the order live calls use (the fallback first while the
+primary is down). `BatchWorker` owns the
 policy: oldest entry first, deliver every transcript, and only then remove the entry; a failure is written into
 the entry's sidecar and retried on the next pass (every SPOOL_RETRY_S).
 
@@ -34,11 +35,10 @@ from typing import Any, Protocol
 import structlog
 
 from service.calls.transcript import Transcript, TranscriptSink, speaker_for
-from service.deepgram.environment import FALLBACK, PRIMARY, addresses
-from service.deepgram.prerecorded import PrerecordedClient
-from service.errors import SttError, SttRejected
+from service.errors import SttError
 from service.settings import Settings
 from service.spool.directory import Spool, SpoolEntry
+from service.stt.engine import FALLBACK, PRIMARY, BatchEngine, said_by_each
 from service.stt.events import BatchAnswer, BatchUtterance, Word
 
 log: Any = structlog.get_logger("callscribe.batch")
@@ -55,59 +55,51 @@ class SharedSpool(Protocol):
     async def purge(self) -> int: ...
 
 
+# The batch engines of the Deepgrams in an order, those that can transcribe (`deepgram/engines.py`'s
+# `batch_engines`); SttRejected, saying why, when none can.
+BatchEngines = Callable[[Settings, Sequence[str]], list[BatchEngine]]
+
+
 async def transcribe(
-    settings: Settings, entry: SpoolEntry, wav: bytes | None = None, *, order: Sequence[str] = (PRIMARY, FALLBACK)
+    settings: Settings,
+    entry: SpoolEntry,
+    wav: bytes | None = None,
+    *,
+    engines: BatchEngines,
+    order: Sequence[str] = (PRIMARY, FALLBACK),
 ) -> list[Transcript]:
-    """The transcripts of one spool entry (its WAV read from disk unless given) from the pre-recorded API of
-    each Deepgram in `order` in turn (the primary and the fallback, whichever of them is configured) until one
-    answers; SttError (each one's reason) if none can.
+    """The transcripts of one spool entry (its WAV read from disk unless given) from each batch engine in `order`
+    in turn (the primary's and the fallback's, whichever of them is configured) until one answers; SttError (each
+    one's reason) if none can.
 
     OSError if the entry's audio cannot be read.
     """
-    known = addresses(settings)
-    clients: list[PrerecordedClient] = []
-    refusals: list[tuple[str, str]] = []
-    for name in order:
-        if name not in known:
-            continue
-        try:
-            clients.append(PrerecordedClient(settings, known[name]))
-        except SttRejected as exc:  # no key: known before any audio is read
-            refusals.append((name, exc.reason))
-    if not clients:
-        raise SttRejected(_each_said(refusals))
+    asked = engines(settings, order)  # SttRejected when none has a key: before any audio is read
     if wav is None:
         wav = await asyncio.to_thread(entry.wav_path.read_bytes)  # may be megabytes: off the event loop
     failures: list[SttError] = []
-    for client in clients:
+    for engine in asked:
         try:
-            answer = await client.transcribe(wav)
+            answer = await engine.transcribe(wav)
         except SttError as exc:
             failures.append(exc)
             continue
         if failures:
             log.warning(
-                "batch.failover", **_about(entry), from_engine=clients[0].name, to_engine=client.name,
+                "batch.failover", **_about(entry), from_engine=asked[0].name, to_engine=engine.name,
                 error=failures[-1].reason,
             )  # fmt: skip
         return place(answer, entry, speaker=speaker_for(settings, entry.track))
-    raise _all_failed(clients, failures)
+    raise _all_failed(asked, failures)
 
 
-def _all_failed(clients: list[PrerecordedClient], failures: list[SttError]) -> SttError:
-    """Every Deepgram failed: the last one's error, saying what each said when there were two."""
+def _all_failed(engines: list[BatchEngine], failures: list[SttError]) -> SttError:
+    """Every engine failed: the last one's error, saying what each said when there were two."""
     last = failures[-1]
     if len(failures) == 1:
         return last
-    reason = _each_said([(client.name, failure.reason) for client, failure in zip(clients, failures, strict=True)])
+    reason = said_by_each([(engine.name, failure.reason) for engine, failure in zip(engines, failures, strict=True)])
     return type(last)(reason, status=last.status, close_code=last.close_code, failure=last.failure)
-
-
-def _each_said(said: list[tuple[str, str]]) -> str:
-    """One Deepgram's reason as it is; two as `primary: ...; fallback: ...`."""
-    if len(said) == 1:
-        return said[0][1]
-    return "; ".join(f"{name}: {reason}" for name, reason in said)
 
 
 def shared_fields(entry: SpoolEntry) -> dict[str, Any]:
@@ -195,9 +187,11 @@ class BatchWorker:
         sink: TranscriptSink,
         shared: SharedSpool | None = None,
         *,
+        engines: BatchEngines,
         order: Callable[[], Sequence[str]] = lambda: (PRIMARY, FALLBACK),
     ) -> None:
         self._settings = settings
+        self._engines = engines
         self._order = order  # which Deepgram's pre-recorded API to ask first: the one live calls use now
         self._spool = spool
         self._sink = sink
@@ -288,7 +282,9 @@ class BatchWorker:
 
     async def _process_shared(self, shared: SharedSpool, entry: SpoolEntry) -> bool:
         try:
-            transcripts = await transcribe(self._settings, entry, await shared.wav(entry.id), order=self._order())
+            transcripts = await transcribe(
+                self._settings, entry, await shared.wav(entry.id), engines=self._engines, order=self._order()
+            )
         except SttError as exc:
             await self._failed_shared(shared, entry, exc.reason)
             return False
@@ -305,7 +301,7 @@ class BatchWorker:
 
     async def _process(self, entry: SpoolEntry) -> bool:
         try:
-            transcripts = await transcribe(self._settings, entry, order=self._order())
+            transcripts = await transcribe(self._settings, entry, engines=self._engines, order=self._order())
         except SttError as exc:
             self._failed(entry, exc.reason)
             return False

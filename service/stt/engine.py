@@ -8,11 +8,15 @@ keep a stream alive, give up or spool.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Final, Protocol
 
 from service.stt.events import BatchAnswer, SttEvent
+
+# The engines a process may have, by name (the `name` of each): in logs, metrics and the call's record.
+PRIMARY: Final = "primary"  # DEEPGRAM_URL
+FALLBACK: Final = "fallback"  # DEEPGRAM_FALLBACK_URL, which a track moves to when the primary fails
 
 
 class LiveStream(Protocol):
@@ -62,8 +66,17 @@ class BatchEngine(Protocol):
     """Transcribes a whole WAV at once."""
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """Which engine: `primary` or `fallback`."""
+        ...
 
     async def transcribe(self, wav: bytes) -> BatchAnswer:
         """The engine's answer for one WAV file's bytes; SttError if it cannot give one."""
         ...
+
+
+def said_by_each(said: Sequence[tuple[str, str]]) -> str:
+    """What one engine said, as it is; what several said as `primary: ...; fallback: ...`."""
+    if len(said) == 1:
+        return said[0][1]
+    return "; ".join(f"{name}: {reason}" for name, reason in said)

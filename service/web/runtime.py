@@ -27,7 +27,13 @@ from service.calls.observers import Fanout
 from service.calls.pipeline.engines import LiveEngines
 from service.calls.registry import Calls
 from service.calls.stream.admission import StreamGate
-from service.deepgram.engines import ignored_options, live_engine, per_call_falls_back, setting_problems
+from service.deepgram.engines import (
+    batch_engines,
+    ignored_options,
+    live_engine,
+    per_call_falls_back,
+    setting_problems,
+)
 from service.deepgram.environment import fallback_address
 from service.live.hub import LiveHub, LiveObserver, LocalPublisher, Publish
 from service.metrics import worker_stopped
@@ -133,8 +139,9 @@ class Runtime:
         )
         self.shared_spool = self._make_shared_spool()
         self._batch = BatchWorker(
-            settings, self.spool, self.observer.transcript, self.shared_spool, order=self.stt.failover.engines_in_order
-        )
+            settings, self.spool, self.observer.transcript, self.shared_spool, engines=batch_engines,
+            order=self.stt.failover.engines_in_order,
+        )  # fmt: skip
         self._webhooks = (
             WebhookSender(settings, lambda: self.store.engine) if settings.transcript_webhook_url is not None else None
         )

@@ -16,12 +16,31 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.calls.transcript import Transcript
+from service.calls.transcript import Transcript, TranscriptSink
+from service.deepgram.engines import batch_engines
+from service.settings import Settings
 from service.spool.directory import Spool, SpoolEntry
+from service.spool.worker import BatchWorker, SharedSpool, transcribe
 from service.storage.schema import create_engine
 from tests.helpers.credentials import DEEPGRAM_KEY
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch
 from tests.helpers.paths import ROOT
+
+
+def batch_worker(
+    settings: Settings, spool: Spool, sink: TranscriptSink, shared: SharedSpool | None = None
+) -> BatchWorker:
+    """The batch worker as the service builds it: on Deepgram's pre-recorded API, the primary's then the
+    fallback's."""
+    return BatchWorker(settings, spool, sink, shared, engines=batch_engines)
+
+
+async def transcribe_entry(
+    settings: Settings, entry: SpoolEntry, wav: bytes | None = None, *, order: tuple[str, ...] = ("primary", "fallback")
+) -> list[Transcript]:
+    """One entry through Deepgram's pre-recorded APIs, in `order`."""
+    return await transcribe(settings, entry, wav, engines=batch_engines, order=order)
+
 
 AUDIO = bytes(i % 251 for i in range(10_001))  # odd length: the WAV needs its pad byte
 

@@ -26,7 +26,7 @@ from tests.helpers.fakes.deepgram_server import expected_words
 from tests.helpers.logs import LogLines
 from tests.helpers.s3 import ACCESS_KEY, SECRET_KEY, S3Server, check_credentials, s3_server, s3_settings
 from tests.helpers.service import make_settings
-from tests.helpers.spool import Clock, Sink, batch_api, engine, spool_audio
+from tests.helpers.spool import Clock, Sink, batch_api, batch_worker, engine, spool_audio
 
 __all__ = ["batch_api", "database_url", "engine", "migrated_url", "s3_server"]  # fixtures
 
@@ -51,7 +51,7 @@ def shared(engine: AsyncEngine, settings: Settings, owner: str, clock: Clock, **
 def worker(settings: Settings, batch_api: FakeDeepgramBatch, spool_dir: Path, spool: DatabaseSpool) -> BatchWorker:
     spool_dir.mkdir(exist_ok=True)
     local = settings.model_copy(update={"deepgram_batch_url": batch_api.url, "spool_dir": spool_dir})
-    return BatchWorker(local, Spool(spool_dir), Sink(), spool)
+    return batch_worker(local, Spool(spool_dir), Sink(), spool)
 
 
 def sink_of(batch: BatchWorker) -> Sink:

@@ -20,7 +20,7 @@ from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch
 from tests.helpers.fakes.deepgram_server import expected_words
 from tests.helpers.logs import LogLines
 from tests.helpers.service import make_settings
-from tests.helpers.spool import Clock, Sink, batch_api, engine, spool_audio
+from tests.helpers.spool import Clock, Sink, batch_api, batch_worker, engine, spool_audio
 
 __all__ = ["batch_api", "database_url", "engine", "migrated_url"]  # fixtures: SQLite and PostgreSQL
 
@@ -35,7 +35,7 @@ def shared(engine: AsyncEngine, owner: str, clock: Clock, **overrides: Any) -> D
 def worker(batch_api: FakeDeepgramBatch, spool_dir: Path, spool: DatabaseSpool, sink: Sink) -> BatchWorker:
     spool_dir.mkdir(exist_ok=True)
     settings = make_settings(None, deepgram_batch_url=batch_api.url, spool_dir=spool_dir)
-    return BatchWorker(settings, Spool(spool_dir), sink, spool)
+    return batch_worker(settings, Spool(spool_dir), sink, spool)
 
 
 async def test_audio_one_process_spooled_is_transcribed_by_another_once_after_the_first_died_holding_it(

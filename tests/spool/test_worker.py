@@ -22,14 +22,14 @@ from service.deepgram.protocol import batch_options
 from service.errors import SttRejected, SttUnavailable
 from service.settings import Settings
 from service.spool.directory import RECOVERED, Spool, SpoolEntry
-from service.spool.worker import BatchWorker, batch_key, place, transcribe
+from service.spool.worker import batch_key, place
 from tests.helpers.audio import SILENCE, SPEECH, call_audio
 from tests.helpers.credentials import DEEPGRAM_FALLBACK_KEY, DEEPGRAM_KEY
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch, listen_response
 from tests.helpers.fakes.deepgram_server import expected_languages, expected_words, languages_of
 from tests.helpers.logs import LogLines
 from tests.helpers.service import make_settings
-from tests.helpers.spool import AUDIO, crash_while_spooling, names, spool_audio
+from tests.helpers.spool import AUDIO, batch_worker, crash_while_spooling, names, spool_audio, transcribe_entry
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ async def test_spooled_audio_is_delivered_in_order_on_the_calls_timeline(
     """Every word once, one final batch transcript per utterance, shifted by start_s; then the entry is gone."""
     entry = spool_audio(tmp_path, SPEECH, start_s=7.5)
     sink = Sink(entry)
-    worker = BatchWorker(settings_for(batch_api, tmp_path), Spool(tmp_path), sink)
+    worker = batch_worker(settings_for(batch_api, tmp_path), Spool(tmp_path), sink)
     assert await worker.run_once() == 1
     assert sink.words() == expected_words(SPEECH)
     first, second = sink.transcripts
@@ -90,7 +90,7 @@ async def test_with_language_multi_batch_transcripts_keep_their_languages(
     """language=multi: each delivered word keeps its language, each transcript its languages, most words first."""
     spool_audio(tmp_path, SPEECH, start_s=7.5)
     sink = Sink()
-    worker = BatchWorker(settings_for(batch_api, tmp_path, deepgram_language="multi"), Spool(tmp_path), sink)
+    worker = batch_worker(settings_for(batch_api, tmp_path, deepgram_language="multi"), Spool(tmp_path), sink)
     assert await worker.run_once() == 1
     assert batch_api.requests[0].option("language") == "multi"
     assert [w.language for t in sink.transcripts for w in t.words] == expected_languages(SPEECH)
@@ -106,7 +106,7 @@ async def test_a_503_is_retried_on_the_next_pass_with_nothing_lost_or_doubled(
     spool_audio(tmp_path, SPEECH, start_s=0.0)
     batch_api.fail_status, batch_api.fail_count = 503, 1
     sink = Sink()
-    worker = BatchWorker(settings_for(batch_api, tmp_path), Spool(tmp_path), sink)
+    worker = batch_worker(settings_for(batch_api, tmp_path), Spool(tmp_path), sink)
     assert await worker.run_once() == 0
     assert batch_api.request_count == 1
     [waiting] = Spool(tmp_path).entries()
@@ -126,7 +126,7 @@ async def test_a_rejected_key_is_recorded_and_the_entry_kept(batch_api: FakeDeep
     """401 from the pre-recorded API: a recorded failure, the audio still waits, nothing delivered."""
     entry = spool_audio(tmp_path, SPEECH, start_s=0.0)
     sink = Sink()
-    worker = BatchWorker(settings_for(batch_api, tmp_path, deepgram_api_key="wrong-key"), Spool(tmp_path), sink)
+    worker = batch_worker(settings_for(batch_api, tmp_path, deepgram_api_key="wrong-key"), Spool(tmp_path), sink)
     result = await worker.run_pass()
     assert (result.delivered, result.failed) == (0, 1)
     [waiting] = Spool(tmp_path).entries()
@@ -144,8 +144,8 @@ async def test_a_restart_between_spooling_and_transcription_delivers_once(
     second = spool_audio(tmp_path, call_audio(303, 0.7), start_s=0.0, call_sid="CA2")
     sink = Sink()
     settings = settings_for(batch_api, tmp_path)
-    assert await BatchWorker(settings, Spool(tmp_path), sink).run_once() == 2
-    assert await BatchWorker(settings, Spool(tmp_path), sink).run_once() == 0
+    assert await batch_worker(settings, Spool(tmp_path), sink).run_once() == 2
+    assert await batch_worker(settings, Spool(tmp_path), sink).run_once() == 0
     by_call = {call: [t for t in sink.transcripts if t.call_sid == call] for call in ("CA1", "CA2")}
     assert [w for t in by_call["CA1"] for w in t.text.split()] == expected_words(SPEECH)
     assert [w for t in by_call["CA2"] for w in t.text.split()] == expected_words(call_audio(303, 0.7))
@@ -162,12 +162,12 @@ async def test_a_process_killed_while_spooling_is_transcribed_after_restart(
     spool = Spool(tmp_path)
     [recovered] = spool.recover()
     sink = Sink(recovered)
-    worker = BatchWorker(settings_for(batch_api, tmp_path), spool, sink)
+    worker = batch_worker(settings_for(batch_api, tmp_path), spool, sink)
     assert await worker.run_once() == 1
     assert sink.words() == expected_words(AUDIO)
     assert sink.transcripts[0].start == 1.5
     assert recovered.reason.startswith(RECOVERED)
-    assert await BatchWorker(settings_for(batch_api, tmp_path), Spool(tmp_path), sink).run_once() == 0
+    assert await batch_worker(settings_for(batch_api, tmp_path), Spool(tmp_path), sink).run_once() == 0
 
 
 async def test_two_workers_on_one_spool_deliver_each_entry_once(batch_api: FakeDeepgramBatch, tmp_path: Path) -> None:
@@ -176,7 +176,7 @@ async def test_two_workers_on_one_spool_deliver_each_entry_once(batch_api: FakeD
         spool_audio(tmp_path, call_audio(310 + n, 0.6), start_s=0.0, call_sid=f"CA{n}")
     sink = Sink()
     settings = settings_for(batch_api, tmp_path)
-    results = await asyncio.gather(*(BatchWorker(settings, Spool(tmp_path), sink).run_pass() for _ in range(2)))
+    results = await asyncio.gather(*(batch_worker(settings, Spool(tmp_path), sink).run_pass() for _ in range(2)))
     assert sum(result.delivered for result in results) == 3
     assert sorted(t.call_sid for t in sink.transcripts) == ["CA0", "CA1", "CA2"]
     assert Spool(tmp_path).entries() == []
@@ -194,7 +194,7 @@ async def test_a_failing_sink_keeps_the_entry_for_another_pass(
             raise RuntimeError("downstream is down")
         delivered.append(transcript)
 
-    worker = BatchWorker(settings_for(batch_api, tmp_path), Spool(tmp_path), flaky)
+    worker = batch_worker(settings_for(batch_api, tmp_path), Spool(tmp_path), flaky)
     assert await worker.run_once() == 0
     [waiting] = Spool(tmp_path).entries()
     assert waiting.last_error == "transcript sink failed: RuntimeError"
@@ -209,7 +209,7 @@ async def test_run_forever_retries_until_delivered_and_stops_when_cancelled(
     spool_audio(tmp_path, SPEECH, start_s=0.0)
     batch_api.fail_status, batch_api.fail_count = 500, 2
     sink = Sink()
-    worker = BatchWorker(settings_for(batch_api, tmp_path, spool_retry_s=0.05), Spool(tmp_path), sink)
+    worker = batch_worker(settings_for(batch_api, tmp_path, spool_retry_s=0.05), Spool(tmp_path), sink)
     task = asyncio.create_task(worker.run_forever())
     await asyncio.wait_for(sink.received.wait(), timeout=10)
     task.cancel()
@@ -223,14 +223,14 @@ async def test_errors_are_translated(batch_api: FakeDeepgramBatch, tmp_path: Pat
     """No key, 400, 403 are SttRejected; 5xx, 429 and an unreachable host are SttUnavailable."""
     entry = spool_audio(tmp_path, SPEECH, start_s=0.0)
     with pytest.raises(SttRejected, match="DEEPGRAM_API_KEY is not set"):
-        await transcribe(settings_for(batch_api, tmp_path, deepgram_api_key=None), entry)
+        await transcribe_entry(settings_for(batch_api, tmp_path, deepgram_api_key=None), entry)
     for status, error in [(400, SttRejected), (403, SttRejected), (429, SttUnavailable), (502, SttUnavailable)]:
         batch_api.fail_status, batch_api.fail_count = status, 1
         with pytest.raises(error, match=f"HTTP {status}") as raised:
-            await transcribe(settings_for(batch_api, tmp_path), entry)
+            await transcribe_entry(settings_for(batch_api, tmp_path), entry)
         assert raised.value.status == status
     with pytest.raises(SttUnavailable, match="cannot reach Deepgram"):
-        await transcribe(make_settings(None, deepgram_batch_url="http://127.0.0.1:9", spool_dir=tmp_path), entry)
+        await transcribe_entry(make_settings(None, deepgram_batch_url="http://127.0.0.1:9", spool_dir=tmp_path), entry)
 
 
 async def test_the_fallback_is_asked_first_while_the_primary_is_down_and_each_error_is_kept(
@@ -243,21 +243,21 @@ async def test_the_fallback_is_asked_first_while_the_primary_is_down_and_each_er
         settings = settings_for(
             batch_api, tmp_path, deepgram_fallback_url=fallback_api.url, deepgram_fallback_api_key=DEEPGRAM_FALLBACK_KEY
         )
-        transcripts = await transcribe(settings, entry, order=("fallback", "primary"))
+        transcripts = await transcribe_entry(settings, entry, order=("fallback", "primary"))
         assert (batch_api.request_count, fallback_api.request_count) == (0, 1)  # the primary never asked
         assert [word for t in transcripts for word in t.text.split()] == expected_words(SPEECH)
         assert not log_lines.events("batch.failover")
 
         batch_api.fail_status = fallback_api.fail_status = 503
         with pytest.raises(SttUnavailable) as raised:
-            await transcribe(settings, entry)
+            await transcribe_entry(settings, entry)
         assert raised.value.reason == (
             "primary: Deepgram could not transcribe now (HTTP 503: Failed by FakeDeepgramBatch.fail_status.); "
             "fallback: Deepgram could not transcribe now (HTTP 503: Failed by FakeDeepgramBatch.fail_status.)"
         )
         assert raised.value.status == 503
     with pytest.raises(SttRejected, match=r"^primary: DEEPGRAM_API_KEY is not set; fallback: DEEPGRAM_FALLBACK"):
-        await transcribe(
+        await transcribe_entry(
             settings.model_copy(update={"deepgram_api_key": None, "deepgram_fallback_api_key": None}), entry
         )
 
@@ -268,7 +268,7 @@ async def test_audio_that_is_not_a_wav_is_refused_as_a_bad_request(
     """A damaged spool file: Deepgram's 400 is recorded as the entry's error, and the entry kept."""
     entry = spool_audio(tmp_path, SPEECH, start_s=0.0)
     entry.wav_path.write_bytes(b"not a wav")
-    worker = BatchWorker(settings_for(batch_api, tmp_path), Spool(tmp_path), Sink())
+    worker = batch_worker(settings_for(batch_api, tmp_path), Spool(tmp_path), Sink())
     assert await worker.run_once() == 0
     [waiting] = Spool(tmp_path).entries()
     assert "HTTP 400" in (waiting.last_error or "")
@@ -279,7 +279,7 @@ async def test_each_transcript_line_carries_its_key(
 ) -> None:
     """With the service's own log sink, every batch transcript line names its idempotency key."""
     entry = spool_audio(tmp_path, SPEECH, start_s=0.0)
-    assert await BatchWorker(settings_for(batch_api, tmp_path), Spool(tmp_path), log_transcript).run_once() == 1
+    assert await batch_worker(settings_for(batch_api, tmp_path), Spool(tmp_path), log_transcript).run_once() == 1
     lines = log_lines.events("transcript", batch=True)
     assert [line["batch_key"] for line in lines] == [batch_key(entry, 0), batch_key(entry, 1)]
     assert [w for line in lines for w in line["text"].split()] == expected_words(SPEECH)

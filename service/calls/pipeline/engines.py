@@ -16,11 +16,11 @@ from typing import Any
 
 import structlog
 
-from service.calls.pipeline.failover import FALLBACK, PRIMARY, Failover, TrackChoice, Why
+from service.calls.pipeline.failover import Failover, TrackChoice, Why
 from service.errors import SttError
 from service.metrics import DEEPGRAM_PRIMARY_DOWN
 from service.settings import Settings
-from service.stt.engine import LiveEngine
+from service.stt.engine import FALLBACK, PRIMARY, LiveEngine
 
 log: Any = structlog.get_logger("callscribe.failover")
 

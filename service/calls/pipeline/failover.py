@@ -24,9 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.errors import SttError, SttFailure, SttRejected
-
-PRIMARY = "primary"
-FALLBACK = "fallback"
+from service.stt.engine import FALLBACK, PRIMARY
 
 # Refusals of who is asking (the key, the project's credit, the key's access), which another key or host may not
 # make; everything else refused is about what was asked, and the same at any Deepgram.
