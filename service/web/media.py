@@ -16,7 +16,8 @@ import asyncio
 
 import structlog
 
-from service.calls.stream.session import CallSession, Reject
+from service.calls.stream.messages import Reject
+from service.calls.stream.session import CallSession
 from service.refusals import log_refusal
 from service.twilio import close_codes
 from service.twilio.urls import request_stream_url, stream_url

@@ -10,7 +10,8 @@ from typing import Any
 
 from service.calls.events import CallEnded, CallStarted, CallState, CallStateChanged, TurnChanged
 from service.calls.stream.admission import ClaimOutcome, StreamGate
-from service.calls.stream.session import CallSession, Reject
+from service.calls.stream.messages import Reject
+from service.calls.stream.session import CallSession
 from service.calls.transcript import Transcript
 from service.errors import SttRejected
 from service.simulator.messages import CallSpec, build_messages, new_stream_sid

@@ -15,7 +15,6 @@ import asyncio
 import datetime
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -31,9 +30,10 @@ from service.calls.pipeline.spooling import Spool
 from service.calls.pipeline.track import ChannelInput, TrackStream
 from service.calls.stream.admission import Admission, AdmissionRefused, StreamGate
 from service.calls.stream.ending import EndedBy, Ending
+from service.calls.stream.messages import Reject, TwilioMessages, close_reason
 from service.calls.stream.summary import StreamCounts, call_summary
 from service.calls.transcript import Transcript
-from service.errors import InvalidState, SttError, TwilioProtocolError
+from service.errors import SttError
 from service.settings import Settings
 from service.stt.engine import LiveEngine
 from service.twilio import close_codes
@@ -47,19 +47,8 @@ from service.twilio.protocol import (
     StreamState,
     TwilioEvent,
     Unknown,
-    parse,
-    transition,
 )
 from service.twilio.stream_tokens import Purpose
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    """Close Twilio's WebSocket with this code and reason."""
-
-    code: int
-    reason: str
-
 
 CloseTwilio = Callable[[int, str], Awaitable[None]]
 
@@ -79,7 +68,7 @@ class CallSession:
         stream_url: str = "",
         records: StreamRecords | None = None,
     ) -> None:
-        self.state = StreamState.AWAITING_CONNECTED
+        self._messages = TwilioMessages(settings.max_message_bytes)
         self.call: CallInfo | None = None
         self.tracks: dict[str, TrackStream | ChannelInput] = {}  # by track: where its frames go
         self.streams: list[TrackStream] = []  # the engine streams: one per track, or one for both (per_call)
@@ -100,13 +89,9 @@ class CallSession:
         self._starting: tuple[Start, Admission] | None = None  # a start that passed `gate.check`, not yet claimed
         self._twilio_open = True
         self._started_at = time.monotonic()
-        self._unknown_events: set[str] = set()
-        self._last_sequence = 0
-        self.messages_in = 0  # every message Twilio sent on this stream (for /metrics)
         self._pushed: TrackStream | ChannelInput | None = (
             None  # the track `on_message` just gave a frame, for `send_pushed`
         )
-        self._messages_missing = 0
         self._failure: SttError | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._track_tasks: list[asyncio.Task[None]] = []
@@ -116,27 +101,16 @@ class CallSession:
 
     def on_message(self, data: str | bytes) -> Reject | None:
         """Handle one message from Twilio; a Reject means: close the stream with that code and reason."""
-        self.messages_in += 1
-        if len(data) > self._settings.max_message_bytes:
-            return self._reject(
-                close_codes.MESSAGE_TOO_BIG,
-                f"message of {len(data)} bytes is over MAX_MESSAGE_BYTES ({self._settings.max_message_bytes})",
-            )
-        try:
-            event = parse(data)
-            self.state = transition(self.state, event)
-        except TwilioProtocolError as exc:
-            return self._reject(close_codes.INVALID_PAYLOAD, f"bad message: {exc}")
-        except InvalidState as exc:
-            return self._reject(close_codes.POLICY_VIOLATION, str(exc))
+        event = self._messages.read(data)
         if isinstance(event, Media):  # the hot path: 50 a second per track
-            self._count_sequence(event.sequence_number)
             track = self.tracks.get(event.track)
             if track is None:
                 return self._reject(close_codes.POLICY_VIOLATION, f"media for track '{event.track}' not in start")
             track.push(event.chunk, event.payload, event.timestamp_ms)
             self._pushed = track
             return None
+        if isinstance(event, Reject):
+            return self._reject(event.code, event.reason)
         return self._on_control(event)
 
     async def send_pushed(self) -> None:
@@ -148,15 +122,8 @@ class CallSession:
         if track is not None:
             await track.send_now()
 
-    def _count_sequence(self, number: int) -> None:
-        """Twilio numbers every message after `connected`; a jump means messages it never delivered."""
-        if self._last_sequence and number > self._last_sequence + 1:
-            self._messages_missing += number - self._last_sequence - 1
-        self._last_sequence = max(self._last_sequence, number)
-
     def _on_control(self, event: TwilioEvent) -> Reject | None:
         if isinstance(event, Start):
-            self._last_sequence = event.sequence_number
             return self._on_start(event)
         if isinstance(event, Stop):
             self._end(Ending(EndedBy.STOP))
@@ -164,8 +131,7 @@ class CallSession:
             self._log.debug("twilio.connected", protocol=event.protocol, version=event.version)
         elif isinstance(event, Dtmf | Mark):
             self._log.info(f"twilio.{type(event).__name__.lower()}", detail=repr(event))
-        elif isinstance(event, Unknown) and event.event not in self._unknown_events:
-            self._unknown_events.add(event.event)
+        elif isinstance(event, Unknown) and self._messages.first_of_its_kind(event):
             self._log.warning("twilio.unknown_event", twilio_event=event.event, action="ignored")
         return None
 
@@ -268,7 +234,7 @@ class CallSession:
     @property
     def awaiting_start(self) -> bool:
         """No `start` has come on this socket yet."""
-        return self.state in {StreamState.AWAITING_CONNECTED, StreamState.AWAITING_START}
+        return self._messages.state in {StreamState.AWAITING_CONNECTED, StreamState.AWAITING_START}
 
     async def push_out(self, bound: int) -> None:
         """Close this socket, which has sent no `start`, to make room for a newer one (the bound on waiting
@@ -290,7 +256,7 @@ class CallSession:
     def twilio_ended(self) -> None:
         """Twilio's WebSocket is gone (after stop, a close, or a drop): finish what Deepgram has."""
         self._twilio_open = False
-        if self.state is StreamState.STREAMING and self.ended_by is None:
+        if self._messages.state is StreamState.STREAMING and self.ended_by is None:
             self._log.info("twilio.disconnected", why="socket closed without a stop message")
             self._end(Ending(EndedBy.TWILIO_DISCONNECTED))
         if not self._tasks:  # never started Deepgram: nothing left to finish
@@ -324,8 +290,7 @@ class CallSession:
         self._log.warning("twilio.rejected", close_code=code, why=reason)
         self._end(Ending.rejected(reason))
         self._twilio_open = False
-        # A WebSocket close reason is at most 123 bytes.
-        return Reject(code, reason.encode()[:123].decode(errors="ignore"))
+        return Reject(code, close_reason(reason))
 
     # --- Deepgram side ----------------------------------------------------------------------------------
 
@@ -369,7 +334,7 @@ class CallSession:
             [StreamCounts(stream.name, stream.counters, stream.bytes_per_second) for stream in self.streams],
             ended_by=str(self.ended_by) if self.ended_by is not None else "unknown",
             duration_s=time.monotonic() - self._started_at,
-            messages_missing=self._messages_missing,
+            messages_missing=self._messages.missing,
             engine_error=self._failure.reason if self._failure else None,
             offset_s=self.share.offset_s,
             words_cut_ms=self.share.cut_ms,
@@ -390,6 +355,11 @@ class CallSession:
 
     async def wait_finished(self) -> None:
         await self.finished.wait()
+
+    @property
+    def messages_in(self) -> int:
+        """Every message Twilio sent on this stream (for /metrics)."""
+        return self._messages.count
 
     @property
     def active(self) -> bool:
