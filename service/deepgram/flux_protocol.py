@@ -268,6 +268,10 @@ class TurnInfo:
     request_id: str | None = None
 
 
+# How far back a turn Flux opens may start, before the end of the window it reported last (its `Update`s come
+# every 0.25 s): that much of the heard audio stays unsettled while no turn is open, so a replay has it.
+REACH_BACK_S: Final = 1.0
+
 _MOMENTS: Final = {
     "StartOfTurn": TurnMoment.STARTED,
     "EagerEndOfTurn": TurnMoment.EAGER_END,
@@ -282,9 +286,10 @@ class FluxTurns:
     turn's transcript has not changed since the last: Flux sends one every 0.25 s, words or not), `EndOfTurn` a
     final that is the whole turn (`speech_final`, its `turn_index`), `StartOfTurn`/`EagerEndOfTurn`/`TurnResumed`
     an `SttTurn`. Every message also says what is settled (`SttSettled`): the audio before the open turn's start,
-    which no later message can change, or, with no turn open, all the audio Flux has heard (`audio_window_end`).
-    Flux may open a turn a little after the speech began, reaching back before an earlier window's end; a replay
-    after a failure in that instant starts at the settled point, so it would miss those milliseconds.
+    which no later message can change, or, with no turn open, what Flux has heard (`audio_window_end`) less
+    `REACH_BACK_S`, never before the last turn's end. The margin is there because Flux opens a turn once it is
+    sure someone speaks, with a window that starts where the speech did, before the end of the window it last
+    reported: audio settled up to that end would be missing from a replay after a failure in that instant.
     """
 
     def __init__(self, clock: SilenceClock, *, interim_results: bool = True) -> None:
@@ -292,6 +297,7 @@ class FluxTurns:
         self._interims = interim_results
         self._open_start: float | None = None  # the open turn's start on Flux's timeline; None: no turn open
         self._heard = 0.0  # the furthest audio_window_end, on Flux's timeline
+        self._turn_ended = 0.0  # the last EndOfTurn's audio_window_end: no later turn reaches back before it
         self._said = ""  # the open turn's transcript as last reported (interim or turn event)
         self.request_id: str | None = None  # `ListenV2Connected`'s, or the upgrade's dg-request-id
 
@@ -303,13 +309,16 @@ class FluxTurns:
         event = self._meaning(turn)
         if turn.event == "EndOfTurn":
             self._open_start, self._said = None, ""
+            self._turn_ended = max(self._turn_ended, turn.end)
         settled = SttSettled(until_s=self._clock.to_audio(self.settled_s))
         return (event, settled) if event is not None else (settled,)
 
     @property
     def settled_s(self) -> float:
         """How far Flux's results are final, on Flux's timeline."""
-        return self._open_start if self._open_start is not None else self._heard
+        if self._open_start is not None:
+            return self._open_start
+        return max(self._turn_ended, self._heard - REACH_BACK_S, 0.0)
 
     def _meaning(self, turn: TurnInfo) -> SttResult | SttTurn | None:
         moment = _MOMENTS.get(turn.event)

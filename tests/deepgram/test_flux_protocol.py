@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from service.deepgram.flux_protocol import (
     KEEPALIVE_SILENCE,
+    REACH_BACK_S,
     FluxTurns,
     FluxWord,
     SilenceClock,
@@ -221,10 +222,10 @@ def turn(event: str, start: float, end: float, *words: str, index: int = 0, **fi
 
 def test_a_turn_is_interims_then_one_final_and_settles_at_its_start_until_it_ends() -> None:
     """StartOfTurn, Update, EndOfTurn: a turn boundary, an interim, a final; settled at the turn's start meanwhile,
-    and at the end of what Flux heard once the turn has ended."""
+    at its end once it has ended, and REACH_BACK_S behind what Flux heard while no turn is open."""
     turns = FluxTurns(SilenceClock())
     turns.request_id = "req"
-    assert turns.on_turn(turn("Update", 0.0, 1.0)) == (SttSettled(until_s=1.0),)
+    assert turns.on_turn(turn("Update", 0.0, 1.25)) == (SttSettled(until_s=1.25 - REACH_BACK_S),)
     started, settled = turns.on_turn(turn("StartOfTurn", 1.0, 1.5, "hi", index=0))
     assert started == SttTurn(moment=TurnMoment.STARTED, turn_index=0, text="hi", start=1.0, end=1.5)
     assert settled == SttSettled(until_s=1.0)
@@ -238,7 +239,18 @@ def test_a_turn_is_interims_then_one_final_and_settles_at_its_start_until_it_end
     assert (final.request_id, final.confidence, final.from_finalize) == ("r2", pytest.approx(0.9), False)
     assert [(w.word, w.start, w.end) for w in final.words] == [("hi", 1.0, 1.5), ("there", 1.5, 2.0)]
     assert settled == SttSettled(until_s=2.5)
-    assert turns.on_turn(turn("Update", 2.5, 3.0, index=1)) == (SttSettled(until_s=3.0),)
+    assert turns.on_turn(turn("Update", 2.5, 3.0, index=1)) == (SttSettled(until_s=2.5),)  # not before the turn
+    assert turns.on_turn(turn("Update", 3.0, 4.0, index=1)) == (SttSettled(until_s=4.0 - REACH_BACK_S),)
+
+
+def test_a_turn_that_reaches_back_before_the_last_window_is_still_unsettled() -> None:
+    """Flux opens a turn where the speech began, which may be before the end of the window it reported last:
+    that audio was held back (REACH_BACK_S), so a replay after a failure would still carry it."""
+    turns = FluxTurns(SilenceClock())
+    (settled,) = turns.on_turn(turn("Update", 0.0, 3.0))
+    assert settled.until_s == 3.0 - REACH_BACK_S
+    _, settled = turns.on_turn(turn("StartOfTurn", 2.5, 3.25, "so"))
+    assert settled.until_s == 2.5  # the turn's start, which nothing settled earlier had passed
 
 
 def test_eager_end_and_resumption_are_turn_events() -> None:
@@ -273,7 +285,7 @@ def test_interims_are_not_reported_when_interim_results_is_off() -> None:
 def test_an_event_this_release_does_not_know_only_settles() -> None:
     """Flux's events are an open set: an unknown one changes nothing but how far Flux has heard."""
     turns = FluxTurns(SilenceClock())
-    assert turns.on_turn(turn("SomethingNew", 0.0, 0.75)) == (SttSettled(until_s=0.75),)
+    assert turns.on_turn(turn("SomethingNew", 0.0, 1.75)) == (SttSettled(until_s=1.75 - REACH_BACK_S),)
 
 
 def test_an_empty_end_of_turn_is_a_final_with_no_words() -> None:
