@@ -26,7 +26,6 @@ from deepgram.listen.v2 import (
 )
 from deepgram.listen.v2.socket_client import AsyncV2SocketClient
 
-from service.deepgram.environment import DeepgramAddress, primary_address
 from service.deepgram.flux_protocol import (
     KEEPALIVE_SILENCE,
     FluxTurns,
@@ -36,9 +35,8 @@ from service.deepgram.flux_protocol import (
     fatal_error_is_final,
     flux_options,
 )
-from service.deepgram.sockets import client_for, opened, translated
+from service.deepgram.sockets import AddressedEngine, opened, translated
 from service.errors import SttFailure, SttRejected, SttUnavailable
-from service.settings import Settings
 from service.stt.events import SttEvent, SttServerError
 
 
@@ -121,36 +119,22 @@ def _word(word: ListenV2TurnInfoWordsItem) -> FluxWord:
     )
 
 
-class DeepgramFlux:
-    """Deepgram Flux as a `LiveEngine`. One per process: the SDK client is reused, not built per call."""
+class DeepgramFlux(AddressedEngine):
+    """Deepgram Flux as a `LiveEngine`, at the primary's address unless given one. One per process: the SDK client
+    is reused, not built per call."""
 
     max_channels = 1  # Flux transcribes one mono channel a connection
-
-    def __init__(self, settings: Settings, address: DeepgramAddress | None = None) -> None:
-        """Flux at `address` (the primary, DEEPGRAM_URL and DEEPGRAM_API_KEY, unless given)."""
-        self._settings = settings
-        self._address = address = address or primary_address(settings)
-        self._client = client_for(address)
-
-    @property
-    def name(self) -> str:
-        return self._address.name
-
-    @property
-    def configured(self) -> bool:
-        return self._client is not None
 
     @contextlib.asynccontextmanager
     async def connect(self, *, channels: int, diarize: bool) -> AsyncIterator[FluxConnection]:
         """Open a Flux connection for one channel (`flux_protocol.flux_options`)."""
-        if self._client is None:
-            raise SttRejected(f"{self._address.key_setting} is not set", failure=SttFailure.NO_KEY)
+        sdk = self._sdk()
         if channels != 1 or diarize:  # the session asks neither of an engine with max_channels 1 (start-up refuses
             # DEEPGRAM_DIARIZE on Flux): a caller that does is a bug, said rather than transcribed wrongly
             raise SttRejected(f"Flux takes one channel without diarization, not channels={channels}, diarize={diarize}")
         settings = self._settings
         async with contextlib.AsyncExitStack() as stack:
-            connecting = self._client.listen.v2.connect(**flux_options(settings))
+            connecting = sdk.listen.v2.connect(**flux_options(settings))
             socket = await opened(stack, connecting, settings.deepgram_connect_timeout_s)
             yield FluxConnection(
                 socket, interim_results=settings.deepgram_interim_results, request_id=_upgrade_request_id(socket)

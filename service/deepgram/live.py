@@ -22,11 +22,8 @@ from deepgram.listen.v1 import (
 )
 from deepgram.listen.v1.socket_client import AsyncV1SocketClient
 
-from service.deepgram.environment import DeepgramAddress, primary_address
 from service.deepgram.protocol import live_options
-from service.deepgram.sockets import client_for, opened, translated
-from service.errors import SttFailure, SttRejected
-from service.settings import Settings
+from service.deepgram.sockets import AddressedEngine, opened, translated
 from service.stt.events import (
     SttEvent,
     SttMetadata,
@@ -68,33 +65,19 @@ class LiveConnection:
                     yield event
 
 
-class DeepgramLive:
-    """Deepgram's v1 live API as a `LiveEngine`. One per process: the SDK client is reused, not built per call."""
+class DeepgramLive(AddressedEngine):
+    """Deepgram's v1 live API as a `LiveEngine`, at the primary's address unless given one. One per process: the
+    SDK client is reused, not built per call."""
 
     max_channels = 2  # multichannel=true: both tracks of a call on one connection
-
-    def __init__(self, settings: Settings, address: DeepgramAddress | None = None) -> None:
-        """Deepgram at `address` (the primary, DEEPGRAM_URL and DEEPGRAM_API_KEY, unless given)."""
-        self._settings = settings
-        self._address = address = address or primary_address(settings)
-        self._client = client_for(address)
-
-    @property
-    def name(self) -> str:
-        return self._address.name
-
-    @property
-    def configured(self) -> bool:
-        return self._client is not None
 
     @contextlib.asynccontextmanager
     async def connect(self, *, channels: int, diarize: bool) -> AsyncIterator[LiveConnection]:
         """Open a live connection for `channels` interleaved channels (`protocol.live_options`)."""
+        sdk = self._sdk()
         options = live_options(self._settings, channels=channels, diarize=diarize)
-        if self._client is None:
-            raise SttRejected(f"{self._address.key_setting} is not set", failure=SttFailure.NO_KEY)
         async with contextlib.AsyncExitStack() as stack:
-            connecting = self._client.listen.v1.connect(**options)
+            connecting = sdk.listen.v1.connect(**options)
             socket = await opened(stack, connecting, self._settings.deepgram_connect_timeout_s)
             yield LiveConnection(socket)
 

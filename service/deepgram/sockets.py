@@ -1,5 +1,6 @@
 """I/O adapter (layer: deepgram): what Deepgram's two live APIs share through deepgram-sdk, v1 (`live.py`) and
-Flux (`flux.py`): the SDK client, opening a socket, and websockets errors translated once.
+Flux (`flux.py`): the engine at an address (`AddressedEngine`), the SDK client, opening a socket, and websockets
+errors translated once.
 
 Opening a socket and its failures: a timeout, an HTTP status at the upgrade (through `protocol.status_error`,
 shared with the pre-recorded client), a network error or a broken handshake each become `SttRejected` or
@@ -18,11 +19,36 @@ import websockets.exceptions
 from deepgram import AsyncDeepgramClient
 from deepgram.core.api_error import ApiError
 
-from service.deepgram.environment import DeepgramAddress
+from service.deepgram.environment import DeepgramAddress, primary_address
 from service.deepgram.protocol import is_fatal_close, status_error
 from service.errors import SttFailure, SttRejected, SttUnavailable
+from service.settings import Settings
 
 _Socket = TypeVar("_Socket")
+
+
+class AddressedEngine:
+    """What a live engine is before its API: the Deepgram it reaches (the primary unless given), its SDK client
+    there (reused by every connection; None without a key), and its name in logs and the call's record."""
+
+    def __init__(self, settings: Settings, address: DeepgramAddress | None = None) -> None:
+        self._settings = settings
+        self._address = address = address or primary_address(settings)
+        self._client = client_for(address)
+
+    @property
+    def name(self) -> str:
+        return self._address.name
+
+    @property
+    def configured(self) -> bool:
+        return self._client is not None
+
+    def _sdk(self) -> AsyncDeepgramClient:
+        """The SDK client, or SttRejected naming the key to set."""
+        if self._client is None:
+            raise SttRejected(f"{self._address.key_setting} is not set", failure=SttFailure.NO_KEY)
+        return self._client
 
 
 def client_for(address: DeepgramAddress) -> AsyncDeepgramClient | None:
