@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -26,7 +26,13 @@ from tests.helpers.twilio_stream import open_media, token_parameters
 
 SPEC = CallSpec(inbound=call_audio(5, 1.0), speed=0)
 STREAM_SID = "MZ" + "5" * 32
-CONNECTED, START, FIRST_MEDIA, *_ = build_messages(SPEC, STREAM_SID, ["inbound"], token_parameters(SPEC))
+
+
+def opening() -> tuple[str, str, str]:
+    """connected, start and the first media of SPEC's stream, its token issued now: a token made at import would
+    expire (STREAM_TOKEN_TTL_S) before a late test in a long run uses it."""
+    connected, start, first_media, *_ = build_messages(SPEC, STREAM_SID, ["inbound"], token_parameters(SPEC))
+    return connected, start, first_media
 
 
 def _edit(message: str, *path: str, value: Any) -> str:
@@ -38,29 +44,30 @@ def _edit(message: str, *path: str, value: Any) -> str:
     return json.dumps(data)
 
 
-BAD_STREAMS = {
-    "malformed JSON": ([CONNECTED, START, '{"event": "media", '], 1007, "malformed JSON"),
-    "media before start": ([CONNECTED, FIRST_MEDIA], 1008, "media before start"),
-    "a second start": ([CONNECTED, START, FIRST_MEDIA, START], 1008, "a second start"),
-    "bad base64": ([CONNECTED, START, _edit(FIRST_MEDIA, "media", "payload", value="@@@=")], 1007, "base64"),
-    "an oversized message": ([CONNECTED, START, "x" * 70_000], 1009, "MAX_MESSAGE_BYTES"),
+# Each bad stream as the messages it sends, from a fresh (connected, start, first media).
+BAD_STREAMS: dict[str, tuple[Callable[[str, str, str], list[str]], int, str]] = {
+    "malformed JSON": (lambda c, s, m: [c, s, '{"event": "media", '], 1007, "malformed JSON"),
+    "media before start": (lambda c, s, m: [c, m], 1008, "media before start"),
+    "a second start": (lambda c, s, m: [c, s, m, s], 1008, "a second start"),
+    "bad base64": (lambda c, s, m: [c, s, _edit(m, "media", "payload", value="@@@=")], 1007, "base64"),
+    "an oversized message": (lambda c, s, m: [c, s, "x" * 70_000], 1009, "MAX_MESSAGE_BYTES"),
     "a-law audio": (
-        [CONNECTED, _edit(START, "start", "mediaFormat", "encoding", value="audio/x-alaw")],
+        lambda c, s, m: [c, _edit(s, "start", "mediaFormat", "encoding", value="audio/x-alaw")],
         1003,
         "not audio/x-mulaw 8000 Hz mono",
     ),
     "16 kHz audio": (
-        [CONNECTED, _edit(START, "start", "mediaFormat", "sampleRate", value=16000)],
+        lambda c, s, m: [c, _edit(s, "start", "mediaFormat", "sampleRate", value=16000)],
         1003,
         "16000 Hz",
     ),
     "media on a track not started": (
-        [CONNECTED, START, _edit(FIRST_MEDIA, "media", "track", value="outbound")],
+        lambda c, s, m: [c, s, _edit(m, "media", "track", value="outbound")],
         1008,
         "track 'outbound'",
     ),
     "a counter that is not a number": (
-        [CONNECTED, START, _edit(FIRST_MEDIA, "sequenceNumber", value="x")],
+        lambda c, s, m: [c, s, _edit(m, "sequenceNumber", value="x")],
         1007,
         "'sequenceNumber'",
     ),
@@ -92,7 +99,8 @@ async def test_bad_stream_is_closed_with_a_reason(
 ) -> None:
     """Each bad input closes only its own stream, with a specific code and reason and one log line."""
     url, bystander, spec = service_with_bystander
-    messages, code, reason = BAD_STREAMS[case]
+    build, code, reason = BAD_STREAMS[case]
+    messages = build(*opening())
     socket = await open_media(url)
     with pytest.raises(ConnectionClosed):
         for message in messages:
@@ -128,9 +136,10 @@ async def test_max_calls_refuses_extra_streams_and_voice_skips_the_stream(
 ) -> None:
     """At MAX_CALLS a new stream closes 1013 and /voice answers TwiML that lets the call go on unstreamed."""
     async with running_service(make_settings(deepgram, max_calls=1)) as service:
+        connected, start, _ = opening()
         first = await open_media(service.url)
-        await first.send(CONNECTED)
-        await first.send(START)
+        await first.send(connected)
+        await first.send(start)
         await deepgram.wait_for_connections(1)
 
         second = await open_media(service.url)
@@ -206,7 +215,7 @@ async def test_a_bug_in_one_stream_closes_it_1011_and_spares_the_others(
     monkeypatch.setattr(CallSession, "on_message", buggy_on_message)
     socket = await open_media(url)
     with pytest.raises(ConnectionClosed):
-        await socket.send(CONNECTED)
+        await socket.send(opening()[0])
         await socket.send(json.dumps({"event": "bug-trigger", "streamSid": STREAM_SID}))
         await asyncio.wait_for(socket.recv(), timeout=5)
     assert socket.close_code == 1011
