@@ -157,6 +157,10 @@ class LiveHub:
         if self.behind is not None:
             sub.queue.append(feed_frame(FEED_BEHIND, self.behind))
         sub.queue.extend(event for event in replay.events if sub.cursor.takes(event))
+        if replay.gap and self.behind is None:
+            # What is missing is behind it now: from here the client is live (with Redis unreachable, it is not
+            # yet, and `set_behind(None)` says so when it is).
+            sub.queue.append(feed_frame(FEED_LIVE, "replayed every event still kept; read the rest from /api/calls"))
         self._subscribers.add(sub)
         LIVE_SUBSCRIBERS.inc()
         return sub

@@ -18,6 +18,7 @@ import datetime
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final
 
 import structlog
@@ -45,6 +46,7 @@ CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+FAVICON: Final = "favicon.svg"
 RECENT_CALLS: Final = 50
 KDF_AT_ONCE: Final = 2  # scrypt checks at once: 16 MiB and one core each
 
@@ -99,6 +101,10 @@ def dashboard_blueprint(dashboard: Dashboard) -> Blueprint:
     blueprint.add_url_rule("/login", view_func=pages.login_form, methods=["GET"])
     blueprint.add_url_rule("/login", view_func=pages.login, methods=["POST"])
     blueprint.add_url_rule("/logout", view_func=pages.logout, methods=["POST"])
+    # The page links its icon; this answers the browsers that ask for it anyway (a JSON route opened in a tab).
+    blueprint.add_url_rule(
+        "/favicon.ico", "icon", view_func=partial(blueprint.send_static_file, FAVICON), methods=["GET"]
+    )
     blueprint.add_url_rule("/calls/<call_sid>", view_func=pages.call, methods=["GET"])
     blueprint.add_url_rule("/calls/<call_sid>/transcript.<extension>", view_func=pages.download, methods=["GET"])
     blueprint.after_request(_secure_headers)
@@ -169,14 +175,22 @@ class _Pages:
         response.headers["Content-Disposition"] = f'attachment; filename="{call_sid}.{extension}"'
         return response
 
-    async def login_form(self, *, failed: bool = False, retry_after: int | None = None) -> Response:
+    async def login_form(
+        self, *, failed: bool = False, retry_after: int | None = None, cookies_dropped: bool = False
+    ) -> Response:
+        """The login page; over plain http from a host not loopback it says first that a login cannot work there.
+
+        `cookies_dropped`: a login was just posted without the form's cookie from such an origin, so the browser
+        dropped it: that is the answer, not "wrong password".
+        """
         keys = self._d.keys
         cookie = self._login_csrf_cookie()
         body = await render_template(
-            "login.html", failed=failed, retry_after=retry_after, configured=keys is not None,
+            "login.html", failed=failed and not cookies_dropped, retry_after=retry_after, configured=keys is not None,
             csrf=login_tokens.login_csrf_token(keys, cookie) if keys is not None and cookie else "",
+            insecure=_insecure_origin(), dropped=cookies_dropped,
         )  # fmt: skip
-        status = 429 if retry_after else 401 if failed else 200 if keys is not None else 503
+        status = 429 if retry_after else 403 if cookies_dropped else 401 if failed else 200 if keys is not None else 503
         response = Response(body, status=status, content_type="text/html; charset=utf-8")
         if retry_after:
             response.headers["Retry-After"] = str(retry_after)
@@ -195,8 +209,7 @@ class _Pages:
             return await self._limited(address, wait)
         form = await request.form
         if not login_tokens.login_csrf_valid(keys, request.cookies.get(CSRF_COOKIE), form.get("csrf")):
-            log_refusal(log, "dashboard.refused", address, why="login form without a valid CSRF token")
-            return await self.login_form(failed=True)
+            return await self._form_refused(address)
         # Counted before the check, so attempts in flight count too (asked again: others may have come meanwhile).
         if (wait := self._d.limits.attempt(address)) is not None:
             return await self._limited(address, wait)
@@ -215,6 +228,15 @@ class _Pages:
             SESSION_COOKIE, session, max_age=int(lifetime_s), secure=True, httponly=True, samesite="Lax", path="/"
         )
         return response
+
+    async def _form_refused(self, address: str) -> Response:
+        """A login form without a valid CSRF token: sent with no cookie from an origin whose Secure cookies the
+        browser drops, the answer says why; otherwise it is refused as an old form or a wrong password."""
+        if (insecure := _insecure_origin()) is not None and CSRF_COOKIE not in request.cookies:
+            log_refusal(log, "dashboard.refused", address, why=_DROPPED_WHY.format(host=insecure["host"]))
+            return await self.login_form(cookies_dropped=True)
+        log_refusal(log, "dashboard.refused", address, why="login form without a valid CSRF token")
+        return await self.login_form(failed=True)
 
     async def _limited(self, address: str, wait: int) -> Response:
         limits = self._d.limits
@@ -255,6 +277,22 @@ class _Pages:
         if self._d.keys is None or not session:
             return ""
         return login_tokens.session_csrf_token(self._d.keys, session)
+
+
+_DROPPED_WHY: Final = (
+    "login over plain http at {host}: the browser dropped the page's Secure cookies; open the page over https "
+    "or on localhost"
+)
+
+
+def _insecure_origin() -> dict[str, str] | None:
+    """The request's host and a loopback address to use instead, when its origin is one whose `Secure` cookies a
+    browser drops (plain http, not loopback); None when a login can work from where the request came."""
+    host = request.host
+    if login_tokens.secure_cookies_kept(request.scheme, host):
+        return None
+    port = login_tokens.host_port(host)
+    return {"host": host, "local": f"http://localhost{':' + port if port else ''}/", "port": port or "80"}
 
 
 def _see_other(location: str) -> Response:

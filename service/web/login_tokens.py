@@ -10,12 +10,17 @@ A session is `<expiry>.<nonce>.<mac>`: the expiry in Unix seconds, a random nonc
 is good until its expiry, and never for longer than the server's own lifetime from now, whatever the expiry says.
 A CSRF token is bound to something the server signed: the login form's to a signed `csrf` cookie, a signed-in
 page's forms (logout) to the session itself. A value a client makes up is never signed, so never accepted.
+
+Every cookie of the page is `Secure`, so a browser keeps it only from an origin it trusts: https, or plain http
+on a loopback host (`secure_cookies_kept`). Over plain http from any other host the browser drops them and a login
+cannot work: the login page says so, rather than letting it look like a wrong password.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from dataclasses import dataclass
 from typing import Final
@@ -136,3 +141,38 @@ def session_csrf_valid(keys: PageKeys, session: str | None, token: str | None) -
     if not session or not token:
         return False
     return hmac.compare_digest(session_csrf_token(keys, session), token)
+
+
+# --- Where the cookies are kept ------------------------------------------------------------------------------
+
+
+def secure_cookies_kept(scheme: str, host: str) -> bool:
+    """Whether a browser keeps a `Secure` cookie from this origin: https, or plain http on a loopback host.
+
+    `host` is the request's Host header (a name or address, maybe with a port): the origin the browser sees. The
+    loopback hosts are those browsers treat as trustworthy without TLS (the Secure Contexts spec): `localhost`
+    and its subdomains, 127.0.0.0/8 and `::1`.
+    """
+    if scheme in ("https", "wss"):
+        return True
+    name = host_name(host).lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(host: str) -> str:
+    """The name or address of a Host header, without its port or an IPv6 address's brackets."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def host_port(host: str) -> str | None:
+    """The port of a Host header, if it names one."""
+    rest = host.partition("]")[2] if host.startswith("[") else host if host.count(":") == 1 else ""
+    port = rest.rpartition(":")[2] if ":" in rest else ""
+    return port if port.isdigit() else None

@@ -147,15 +147,20 @@ async def test_a_reconnect_with_last_event_id_gets_what_it_missed_once(deepgram:
 
 
 async def test_an_id_older_than_the_buffer_is_told_it_may_have_missed_events(deepgram: FakeDeepgram) -> None:
-    """A Last-Event-ID from before this process's buffer gets feed.behind first, then the feed."""
+    """A Last-Event-ID from before this process's buffer gets feed.behind first, then what is kept, then
+    feed.live: the gap is in the past, and a client that shows the feed's state shows it live again."""
     async with (
         running_service(live_settings(deepgram)) as service,
         FeedReader(service.url, AUTH, params={"last_event_id": "1-0"}) as feed,
     ):
-        behind = await feed.wait_for("feed.behind")
-    assert behind.id is None
+        live = await feed.wait_for("feed.live")
+    behind = feed.events[0]
+    assert (behind.event, behind.id) == ("feed.behind", None)
     assert behind.data["reason"].startswith("replay_window")
+    assert [e.event for e in feed.events] == ["feed.behind", "feed.live"]
+    assert live.id is None
     assert documented(behind)
+    assert documented(live)
 
 
 async def test_heartbeats_keep_a_quiet_feed_open(deepgram: FakeDeepgram) -> None:

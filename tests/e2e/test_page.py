@@ -2,16 +2,22 @@
 
 The browser logs in, watches the list of calls and one call's page while the call runs: interim text appears
 faint in the speaker's lane and turns final there, a reload mid-call shows the whole call once, the list moves
-the call from "On now" to "Recent", and the download links serve the stored transcript.
+the call from "On now" to "Recent", and the download links serve the stored transcript. A login over plain http
+works on a loopback address and, from the machine's other address, is told on the page why it cannot; a page
+open across a restart of the service comes back live; no page asks for something that is not there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import os
 import re
+import socket
 
-from playwright.async_api import Page, expect
+import pytest
+from playwright.async_api import Page, Response, expect
 
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec
@@ -34,6 +40,18 @@ async def log_in(page: Page, url: str) -> None:
     await page.fill("#password", PASSWORD)
     await page.click("button[type=submit]")
     await expect(page).to_have_url(f"{url}/")
+
+
+def other_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback (a LAN's, a container's), or None when it has none."""
+    found: set[str] = set()
+    with contextlib.suppress(OSError):
+        found |= {str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # UDP: nothing is sent, the kernel only picks the address it would send from
+        found.add(probe.getsockname()[0])
+    usable = sorted(a for a in found if not (ip := ipaddress.ip_address(a)).is_loopback and not ip.is_unspecified)
+    return usable[0] if usable else None
 
 
 async def lane_words(page: Page, speaker: str) -> list[str]:
@@ -104,3 +122,81 @@ async def test_the_page_shows_a_call_live_and_whole(deepgram: FakeDeepgram, log_
 
     [summary] = log_lines.events("call.ended", call_sid=spec.call_sid)
     assert summary["ended_by"] == "stop"
+
+
+async def test_a_login_over_plain_http_works_on_loopback_and_from_another_address_is_told_why_not(
+    deepgram: FakeDeepgram,
+) -> None:
+    """Served on every address as `make run` does: http://127.0.0.1 logs in; the machine's other address, where
+    the browser drops the Secure cookies, says so on the page (before and after a try), never "Wrong password"."""
+    address = other_address()
+    if address is None:
+        pytest.skip("this machine has no IPv4 address but loopback: no other address to open the page at")
+    settings = make_settings(deepgram, dashboard_password=PASSWORD)
+    every_address = "0.0.0.0"  # noqa: S104  (as `make run` serves: the point of the test)
+    async with running_service(settings, host=every_address) as service, chromium() as browser:
+        local = await (await browser.new_context()).new_page()
+        await log_in(local, f"http://127.0.0.1:{service.port}")
+        await expect(local.locator("#feed-status")).to_have_text("live")
+        assert not await local.locator("#login-insecure").count()
+
+        context = await browser.new_context()
+        remote = await context.new_page()
+        url = f"http://{address}:{service.port}"
+        await remote.goto(f"{url}/")
+        await expect(remote).to_have_url(f"{url}/login")
+        notice = remote.locator("#login-insecure")
+        await expect(notice).to_contain_text(f"plain http at {address}:{service.port}")
+        await expect(notice).to_contain_text(f"http://localhost:{service.port}/")
+        await remote.fill("#password", PASSWORD)
+        await remote.click("button[type=submit]")
+        await expect(notice).to_contain_text("Your browser did not send the login back")
+        await expect(remote).to_have_url(f"{url}/login")
+        await expect(remote.locator("#login-failed")).to_have_count(0)
+        assert "Wrong password" not in await remote.content()
+        assert await context.cookies() == []  # the browser kept nothing: the cookies stayed Secure
+
+
+async def test_a_page_open_across_a_restart_comes_back_live(deepgram: FakeDeepgram) -> None:
+    """The list stays open while the service restarts on its port: the feed comes back with events it no longer
+    has, and the page ends up live, showing the next call, with no reason of the feed's own left on it."""
+    settings = make_settings(deepgram, dashboard_password=PASSWORD)
+    before, after = CallSpec(inbound=call_audio(611, 1.0), speed=4), CallSpec(inbound=call_audio(612, 1.0), speed=4)
+    async with chromium() as browser:
+        page = await (await browser.new_context()).new_page()
+        status = page.locator("#feed-status")
+        async with running_service(settings) as first:
+            url, port = f"http://127.0.0.1:{first.port}", first.port
+            await log_in(page, url)
+            await expect(status).to_have_text("live")
+            await simulate_call(first.url, before, auth_token=TWILIO_TOKEN)
+            await expect(page.locator(f'#recent tr[data-call-sid="{before.call_sid}"]')).to_have_count(1)
+        await expect(status).to_have_text("reconnecting…")
+        async with running_service(settings, port=port) as second:
+            await expect(status).to_have_text("live", timeout=15000)
+            await simulate_call(second.url, after, auth_token=TWILIO_TOKEN)
+            await expect(page.locator(f'#recent tr[data-call-sid="{after.call_sid}"]')).to_have_count(1)
+            await expect(status).to_have_text("live")
+            await expect(status).to_have_attribute("data-kind", "live")
+            await expect(page.locator(f'#recent tr[data-call-sid="{before.call_sid}"]')).to_have_count(1)
+
+
+async def test_no_page_asks_for_what_is_not_there(deepgram: FakeDeepgram) -> None:
+    """The login, the list and a call's page load without one failed request: the icon is there too."""
+    settings = make_settings(deepgram, dashboard_password=PASSWORD)
+    async with running_service(settings) as service, chromium() as browser:
+        page = await (await browser.new_context()).new_page()
+        failed: list[str] = []
+
+        def check(response: Response) -> None:
+            if response.status >= 400:
+                failed.append(f"{response.status} {response.url}")
+
+        page.on("response", check)
+        url = f"http://127.0.0.1:{service.port}"
+        await log_in(page, url)
+        icon = await page.evaluate("fetch(document.querySelector('link[rel=icon]').href).then(r => r.status)")
+        await page.goto(f"{url}/calls/CA0123")
+        await page.goto(f"{url}/favicon.ico")
+    assert icon == 200
+    assert failed == [f"404 {url}/calls/CA0123"]  # the missing call's page, and nothing else

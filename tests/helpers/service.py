@@ -44,10 +44,18 @@ class RunningService:
 
 @contextlib.asynccontextmanager
 async def running_service(
-    settings: Settings, *, send_buffer: int | None = None, login_clock: Callable[[], float] | None = None
+    settings: Settings,
+    *,
+    send_buffer: int | None = None,
+    login_clock: Callable[[], float] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
 ) -> AsyncIterator[RunningService]:
     """The real ASGI app (its proxy middleware and request guard included) served by Hypercorn on 127.0.0.1, on a
     port the OS picked.
+
+    `host` "0.0.0.0" serves every address, as `make run` does (reachable at 127.0.0.1 still); `port` a given one
+    (a restart on the port a client is reconnecting to).
 
     `send_buffer` sets SO_SNDBUF on the listener, which the connections it accepts inherit (Linux): a client
     that stops reading then holds the server up after a few kilobytes instead of megabytes. `login_clock` is
@@ -57,7 +65,7 @@ async def running_service(
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if send_buffer is not None:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-    listener.bind(("127.0.0.1", 0))
+    listener.bind((host, port))
     listener.listen(128)
     listener.setblocking(False)
     port = listener.getsockname()[1]

@@ -189,6 +189,58 @@ async def test_the_feed_takes_the_session_but_not_an_expired_one(service: Runnin
     assert status == 200
 
 
+async def test_a_login_page_reached_over_plain_http_from_another_host_says_why_a_login_cannot_work(
+    service: RunningService, log_lines: LogLines
+) -> None:
+    """Over plain http at a LAN address the browser drops the Secure cookies: the form says so before a login,
+    and a login posted without the form's cookie is told that again (403), not "Wrong password"; over https (the
+    proxy's word) or on a loopback host there is no such notice. Every cookie stays Secure."""
+    lan = "192.168.1.20:5001"
+    async with httpx.AsyncClient() as client:
+        form = await client.get(f"{service.url}/login", headers={"Host": lan})
+        posted = await client.post(
+            f"{service.url}/login", data={"password": PASSWORD, "csrf": form_token(form)}, headers={"Host": lan}
+        )
+        stale = await client.post(
+            f"{service.url}/login", data={"password": PASSWORD, "csrf": "0" * 64},
+            headers={"Host": lan} | cookies(**{CSRF_COOKIE: "a.b"}),
+        )  # fmt: skip
+        fine = [
+            await client.get(f"{service.url}/login", headers=headers)
+            for headers in ({}, {"Host": f"localhost:{service.port}"}, {"Host": lan, "X-Forwarded-Proto": "https"})
+        ]
+    assert form.status_code == 200
+    assert 'id="login-insecure"' in form.text
+    assert "plain http at\n    <code>192.168.1.20:5001</code>" in form.text
+    assert 'href="http://localhost:5001/"' in form.text
+    assert "Secure" in form.headers["set-cookie"]
+    assert posted.status_code == 403
+    assert 'id="login-insecure"' in posted.text
+    assert "did not send the login back" in posted.text
+    assert "Wrong password" not in posted.text
+    assert SESSION_COOKIE not in posted.headers.get("set-cookie", "")
+    [refused] = [line for line in log_lines.events("dashboard.refused") if "plain http" in line["why"]]
+    assert refused["why"].startswith("login over plain http at 192.168.1.20:5001: the browser dropped")
+    assert stale.status_code == 401  # a cookie came back, so it was kept: a form too old, as before
+    assert "Wrong password" in stale.text
+    assert [page.status_code for page in fine[:2]] == [200, 200]
+    assert fine[2].status_code in (200, 308)  # behind a proxy on https (the redirect rule is the proxy's own)
+    assert all('id="login-insecure"' not in page.text for page in fine)
+
+
+async def test_the_icon_is_served_and_linked_from_every_page(service: RunningService) -> None:
+    """`/favicon.ico` answers with the icon (no 404 in every tab's log), and the pages link the same file."""
+    async with httpx.AsyncClient() as client:
+        icon = await client.get(f"{service.url}/favicon.ico")
+        page = await client.get(f"{service.url}/login")
+        link = re.search(r'<link rel="icon" type="image/svg\+xml" href="([^"]+)">', page.text)
+        assert link is not None
+        linked = await client.get(f"{service.url}{link[1]}")
+    assert (icon.status_code, icon.headers["content-type"]) == (200, "image/svg+xml; charset=utf-8")
+    assert icon.content.startswith(b"<svg")
+    assert (linked.status_code, linked.content) == (200, icon.content)
+
+
 async def test_the_pages_are_sent_with_a_strict_policy(service: RunningService) -> None:
     """Scripts and styles from this origin only, no framing, no caching."""
     async with httpx.AsyncClient() as client:

@@ -93,3 +93,36 @@ def test_a_signed_in_forms_token_belongs_to_its_session() -> None:
     assert not login_tokens.session_csrf_valid(KEYS, login_tokens.issue_session(KEYS, now=1000.0, lifetime_s=60), token)
     assert not login_tokens.session_csrf_valid(KEYS, session, None)
     assert not login_tokens.session_csrf_valid(KEYS, None, token)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "host"),
+    [
+        ("https", "calls.example.com"), ("https", "192.168.1.20:5001"), ("wss", "calls.example.com"),
+        ("http", "localhost"), ("http", "LOCALHOST:5001"), ("http", "app.localhost:5001"),
+        ("http", "127.0.0.1:5001"), ("http", "127.8.9.1"), ("http", "[::1]:5001"), ("http", "[::1]"),
+    ],
+)  # fmt: skip
+def test_a_browser_keeps_secure_cookies_over_https_or_on_a_loopback_host(scheme: str, host: str) -> None:
+    assert login_tokens.secure_cookies_kept(scheme, host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["192.168.1.20:5001", "10.0.0.2", "calls.example.com", "localhost.example.com:5001", "[fe80::1]:5001", "::1x", ""],
+)
+def test_a_browser_drops_secure_cookies_over_plain_http_from_any_other_host(host: str) -> None:
+    """The Host a visitor typed decides: a LAN address, a name, a name that only starts like `localhost`."""
+    assert not login_tokens.secure_cookies_kept("http", host)
+
+
+@pytest.mark.parametrize(
+    ("host", "name", "port"),
+    [
+        ("192.168.1.20:5001", "192.168.1.20", "5001"), ("calls.example.com", "calls.example.com", None),
+        ("[fe80::1]:8080", "fe80::1", "8080"), ("[::1]", "::1", None), ("::1", "::1", None),
+        ("example.com:", "example.com", None), ("example.com:x", "example.com", None),
+    ],
+)  # fmt: skip
+def test_a_host_header_splits_into_its_name_and_port(host: str, name: str, port: str | None) -> None:
+    assert (login_tokens.host_name(host), login_tokens.host_port(host)) == (name, port)

@@ -17,14 +17,44 @@
     }
   }
 
+  // The feed's state in words for whoever watches, from the reason's code (the part before its colon).
+  const RELOADED_AT = "callscribe.reloaded-at"; // when this tab last reloaded for events the feed no longer had
+  const RELOAD_AGAIN_AFTER_MS = 60000;
+  let missed = false; // some events were not replayed and the page did not reload for them
+
+  function behind(reason) {
+    if (reason.startsWith("replay_window")) {
+      // Away longer than the feed keeps events (a restart, a laptop asleep): the page is rendered from the
+      // database, which has what the feed no longer does, so it reloads. Once a minute at most: a gap that
+      // comes back at once is said instead, never a reloading loop.
+      const last = Number(sessionStorage.getItem(RELOADED_AT) || 0);
+      if (Date.now() - last > RELOAD_AGAIN_AFTER_MS) {
+        sessionStorage.setItem(RELOADED_AT, String(Date.now()));
+        say("catching up: reloading the page…", "behind");
+        location.reload();
+        return;
+      }
+      missed = true;
+      say("some earlier events were not replayed: reload the page to see them", "behind");
+    } else if (reason.startsWith("redis_unreachable")) {
+      say("delayed: the server cannot reach Redis; what happens meanwhile shows when it can", "behind");
+    } else {
+      say("behind: " + reason, "behind");
+    }
+  }
+
+  function live() {
+    say(missed ? "live · some earlier events were not replayed: reload the page to see them" : "live", "live");
+  }
+
   function open(url, handlers) {
     // EventSource reconnects by itself and sends Last-Event-ID: the feed replays what was missed, once.
     const source = new EventSource(url);
-    source.onopen = () => say("live", "live");
+    source.onopen = live;
     source.onerror = () => say("reconnecting…", "behind");
-    source.addEventListener("feed.behind", (e) => say("behind: " + JSON.parse(e.data).reason, "behind"));
-    source.addEventListener("feed.live", () => say("live", "live"));
-    source.addEventListener("feed.dropped", (e) => say("reconnecting: " + JSON.parse(e.data).reason, "behind"));
+    source.addEventListener("feed.behind", (e) => behind(JSON.parse(e.data).reason));
+    source.addEventListener("feed.live", live);
+    source.addEventListener("feed.dropped", () => say("reconnecting…", "behind"));
     for (const [name, handle] of Object.entries(handlers)) {
       source.addEventListener(name, (e) => handle(JSON.parse(e.data)));
     }
