@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,8 +13,17 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.paths import ROOT
 from tests.helpers.processes import web_command
+
+GROUPS = {
+    "calls": ("list", "show"),
+    "spool": ("list", "retry"),
+    "db": ("upgrade", "current", "purge"),
+    "twilio": ("configure", "restore"),
+}
 
 
 def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -74,3 +84,54 @@ def test_make_run_on_a_taken_port_prints_no_serving_banner_and_no_traceback(tmp_
     assert "serving, but" not in output
     assert "Now: make demo" not in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("where", ["checkout", "elsewhere"])
+def test_an_interpreter_without_the_dependencies_is_told_which_one_to_use(tmp_path: Path, where: str) -> None:
+    """The README's `python -m service doctor` typed with a Python that lacks the project's packages (here the
+    venv's own, with -S: no site-packages) says in one line to run `.venv/bin/python -m service doctor`."""
+    cwd = ROOT if where == "checkout" else tmp_path
+    env = environment(tmp_path, PYTHONPATH=str(ROOT))
+    done = run([sys.executable, "-S", "-m", "service", "doctor", "--number", "+14155550100"], cwd=cwd, env=env)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.splitlines()
+    venv_python = ".venv/bin/python" if where == "checkout" else str(ROOT / ".venv" / "bin" / "python")
+    assert f"`{venv_python} -m service doctor --number +14155550100`" in line
+    assert "make setup" in line
+    assert "No module named" not in line
+    assert "is missing callscribe's packages (sqlalchemy" in line
+
+
+def test_the_readme_gives_every_command_with_the_python_that_runs_it() -> None:
+    """A newcomer copies the README's commands: none is a bare `python -m service COMMAND` (outside the venv that
+    is the system's Python, without the packages); each names `.venv/bin/python`, or `heroku run python`."""
+    readme = (ROOT / "README.md").read_text()
+    assert re.findall(r"`python -m service [a-z]", readme) == []
+    assert "`.venv/bin/python -m service doctor --number +1...`" in readme
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_a_command_group_alone_lists_its_commands(tmp_path: Path, group: str) -> None:
+    """`python -m service calls` (or spool, db, twilio) alone: its commands' help, not "required: calls_command"."""
+    done = run([sys.executable, "-m", "service", group], cwd=ROOT, env=environment(tmp_path))
+    assert done.returncode == 2
+    assert f"{group}_command" not in done.stderr
+    assert done.stderr.startswith(f"usage: python -m service {group} ")
+    for command in GROUPS[group]:
+        assert f"\n    {command} " in done.stderr, done.stderr
+
+
+def test_the_command_alone_lists_every_command(tmp_path: Path) -> None:
+    """`python -m service` alone: every command with its one-line help."""
+    done = run([sys.executable, "-m", "service"], cwd=ROOT, env=environment(tmp_path))
+    assert done.returncode == 2
+    assert "required: command" not in done.stderr
+    for command in ("serve", "demo", "doctor", *GROUPS):
+        assert f"\n    {command} " in done.stderr, done.stderr
+
+
+def test_a_command_of_a_group_still_runs_its_own_handler(tmp_path: Path) -> None:
+    """The group's help is only for the group alone: `spool list` lists the spool."""
+    done = run([sys.executable, "-m", "service", "spool", "list"], cwd=ROOT, env=environment(tmp_path))
+    assert (done.returncode, done.stdout) == (0, "spool is empty\n")
