@@ -10,7 +10,10 @@ process that adds up metrics with the others through PROMETHEUS_MULTIPROC_DIR.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from service.settings import load_settings
 
 if TYPE_CHECKING:
-    from hypercorn.config import Config
+    from hypercorn.config import Config, Sockets
 
 # Routes Hypercorn's own log lines through the root logger, so they share the service's format.
 HYPERCORN_LOGGING = Path(__file__).resolve().parent / "hypercorn_logging.json"
@@ -49,40 +52,67 @@ def serve(args: argparse.Namespace) -> int:
     settings = load_settings(setting_problems)  # a bad setting stops here, with its message, before any worker starts
     raise_open_files_limit()
     config = Config()
-    config.bind = [f"{args.host}:{args.port or settings.port}"]
+    port = args.port or settings.port
+    config.bind = [f"{args.host}:{port}"]
     # Heroku sends SIGKILL 30 s after SIGTERM; calls get SHUTDOWN_TIMEOUT_S of that to finish.
     config.graceful_timeout = min(25.0, settings.shutdown_timeout_s + 5)
     config.websocket_max_message_size = settings.max_message_bytes * 2
     config.logconfig = f"json:{HYPERCORN_LOGGING}"
+    config.workers = args.workers  # WEB_CONCURRENCY is Heroku's name for the count
+    # Bound before the app starts: Hypercorn binds only after the app's start-up, which logs "callscribe is
+    # serving" and its next steps, so a taken port ended in a traceback under a block that said all was well.
+    try:
+        sockets = config.create_sockets()
+    except OSError as exc:
+        sys.stderr.write(cannot_listen(args.host, port, exc) + "\n")
+        return 1
     if os.environ.get(MULTIPROC_ENV) or args.workers > 1:
         # Before prometheus-client is imported anywhere: the workers add up each other's metrics through it.
         prepare_multiprocess_dir()
     if args.workers <= 1:
-        return serve_here(config)
+        return serve_here(config, sockets)
     from hypercorn.run import run  # noqa: PLC0415
 
+    # Hypercorn's supervisor binds again, for its workers to share (SO_REUSEPORT): these only proved it can.
+    for bound in sockets.insecure_sockets:
+        bound.close()
     config.application_path = "service.web.asgi:create()"
-    config.workers = args.workers  # WEB_CONCURRENCY is Heroku's name for the count
     return run(config)
 
 
-def serve_here(config: Config) -> int:
-    """Hypercorn in this process, until SIGINT (or SIGTERM before the app has started: nothing to finish yet)."""
+def cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """One line: why `host:port` cannot be listened on, and what to do."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot serve: another process is on port {port}. Stop it, or serve on another port: "
+            f"make run PORT={port + 1} (or set PORT={port + 1})"
+        )
+    if exc.errno == errno.EACCES:
+        return f"cannot serve on port {port}: this user may not listen on it; use a port of 1024 or above (set PORT)"
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot serve on {host}:{port}: {host} is not an address of this machine (check --host)"
+    return f"cannot serve on {host}:{port}: {exc.strerror or exc}"
+
+
+def serve_here(config: Config, sockets: Sockets) -> int:
+    """Hypercorn in this process on the `sockets` bound already, until SIGINT (or SIGTERM before the app has
+    started: nothing to finish yet)."""
     import asyncio  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
-    from hypercorn.asyncio import serve as hypercorn_serve  # noqa: PLC0415
+    from hypercorn.asyncio.run import worker_serve  # noqa: PLC0415 - `hypercorn.asyncio.serve` takes no sockets
+    from hypercorn.utils import wrap_app  # noqa: PLC0415
 
     from service.web.asgi import create  # noqa: PLC0415
 
     async def main() -> None:
-        app = create()
+        app = wrap_app(create(), config.wsgi_max_body_size, "asgi")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             # The app's start-up replaces the SIGTERM handler with its own: finish the calls, then SIGINT.
             loop.add_signal_handler(signum, stop.set)
-        await hypercorn_serve(app, config, shutdown_trigger=stop.wait, mode="asgi")
+        await worker_serve(app, config, sockets=sockets, shutdown_trigger=stop.wait)
 
     asyncio.run(main())
     return 0

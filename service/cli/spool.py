@@ -64,11 +64,11 @@ def spool_table(entries: Sequence[SpoolEntry]) -> str:
     """The entries as an aligned table, oldest first; "spool is empty" when there are none."""
     if not entries:
         return "spool is empty"
-    header = ("ID", "CALL", "TRACK", "START", "DURATION", "REASON", "ATTEMPTS", "LAST ERROR")
+    header = ("ID", "CALL", "TRACK", "START", "DURATION", "SPOOLED BECAUSE", "ATTEMPTS", "LAST ERROR")
     rows = [
         (
             entry.id, entry.call_sid, entry.track, f"{entry.start_s:.2f}s", f"{entry.duration_s:.2f}s",
-            entry.reason, str(entry.attempts), entry.last_error or "-",
+            entry.spooled_because, str(entry.attempts), entry.last_error or "-",
         )
         for entry in entries
     ]  # fmt: skip

@@ -59,7 +59,7 @@ class SpoolEntry:
     track: str
     start_s: float  # seconds from the start of the stream
     duration_s: float
-    reason: str  # why live transcription did not cover it
+    spooled_because: str  # why live transcription did not cover it (the sidecar's "reason"); never a retry's error
     created_at: str  # ISO 8601, UTC: when the stretch started to be spooled
     attempts: int  # batch transcriptions tried and failed
     last_error: str | None
@@ -249,8 +249,8 @@ class Spool:
         try:
             return SpoolEntry(
                 id=stem, call_sid=str(data["call_sid"]), stream_sid=str(data["stream_sid"]), track=str(data["track"]),
-                start_s=float(data["start_s"]), duration_s=float(data["duration_s"]), reason=str(data["reason"]),
-                created_at=str(data["created_at"]), attempts=int(data["attempts"]),
+                start_s=float(data["start_s"]), duration_s=float(data["duration_s"]),
+                spooled_because=str(data["reason"]), created_at=str(data["created_at"]), attempts=int(data["attempts"]),
                 last_error=None if data["last_error"] is None else str(data["last_error"]),
                 wav_path=self._path(stem, _WAV), meta_path=meta_path,
             )  # fmt: skip
@@ -306,7 +306,7 @@ def _safe(name: str) -> str:
 def _sidecar(entry: SpoolEntry) -> dict[str, Any]:
     return {
         "version": SIDECAR_VERSION, "call_sid": entry.call_sid, "stream_sid": entry.stream_sid, "track": entry.track,
-        "start_s": entry.start_s, "duration_s": entry.duration_s, "reason": entry.reason,
+        "start_s": entry.start_s, "duration_s": entry.duration_s, "reason": entry.spooled_because,
         "created_at": entry.created_at, "attempts": entry.attempts, "last_error": entry.last_error,
     }  # fmt: skip
 

@@ -86,8 +86,8 @@ async def transcribe(
             continue
         if failures:
             log.warning(
-                "batch.failover", **_about(entry), from_engine=asked[0].name, to_engine=engine.name,
-                error=failures[-1].reason,
+                "batch.failover", **_ids(entry), from_engine=asked[0].name, to_engine=engine.name,
+                error=failures[-1].reason, spooled_because=entry.spooled_because,
             )  # fmt: skip
         return place(answer, entry, speaker=speaker_for(settings, entry.track))
     raise _all_failed(asked, failures)
@@ -106,7 +106,7 @@ def shared_fields(entry: SpoolEntry) -> dict[str, Any]:
     """What the shared spool keeps of a local entry."""
     return {
         "id": entry.id, "call_sid": entry.call_sid, "stream_sid": entry.stream_sid, "track": entry.track,
-        "start_s": entry.start_s, "duration_s": entry.duration_s, "reason": entry.reason,
+        "start_s": entry.start_s, "duration_s": entry.duration_s, "reason": entry.spooled_because,
         "created_at": datetime.datetime.fromisoformat(entry.created_at), "attempts": entry.attempts,
         "last_error": entry.last_error,
     }  # fmt: skip
@@ -117,7 +117,7 @@ def shared_entry(row: Mapping[str, Any]) -> SpoolEntry:
     created = row["created_at"]
     return SpoolEntry(
         id=str(row["id"]), call_sid=str(row["call_sid"]), stream_sid=str(row["stream_sid"]), track=str(row["track"]),
-        start_s=float(row["start_s"]), duration_s=float(row["duration_s"]), reason=str(row["reason"]),
+        start_s=float(row["start_s"]), duration_s=float(row["duration_s"]), spooled_because=str(row["reason"]),
         created_at=created.isoformat() if isinstance(created, datetime.datetime) else str(created),
         attempts=int(row["attempts"]), last_error=row["last_error"], wav_path=Path(), meta_path=Path(),
     )  # fmt: skip
@@ -297,7 +297,9 @@ class BatchWorker:
 
     async def _failed_shared(self, shared: SharedSpool, entry: SpoolEntry, error: str) -> None:
         attempts = await shared.failed(entry.id, error, retry_s=self._settings.spool_retry_s)
-        log.warning("batch.failed", **_about(entry), error=error, attempts=attempts)
+        log.warning(
+            "batch.failed", **_ids(entry), error=error, attempts=attempts, spooled_because=entry.spooled_because
+        )
 
     async def _process(self, entry: SpoolEntry) -> bool:
         try:
@@ -343,29 +345,31 @@ class BatchWorker:
     def _log_delivered(self, entry: SpoolEntry, transcripts: list[Transcript]) -> None:
         log.info(
             "batch.delivered",
-            **_about(entry),
+            **_ids(entry),
             audio_s=round(entry.duration_s, 2),
             attempts=entry.attempts + 1,
             transcripts=len(transcripts),
             keys=[batch_key(entry, index) for index in range(len(transcripts))],
+            spooled_because=entry.spooled_because,
         )
 
     def _failed(self, entry: SpoolEntry, error: str) -> None:
         updated = self._spool.record_failure(entry, error)
         log.warning(
             "batch.failed",
-            **_about(entry),
+            **_ids(entry),
             error=error,
             attempts=updated.attempts,
+            spooled_because=entry.spooled_because,
         )
 
 
-def _about(entry: SpoolEntry) -> dict[str, str]:
-    """The fields every log line about a spool entry carries."""
+def _ids(entry: SpoolEntry) -> dict[str, str]:
+    """The fields that name a spool entry, first in every log line about it. Why it was spooled is not among them:
+    on a failure line it read as the retry's own error (`spooled_because`, after the line's `error`)."""
     return {
         "call_sid": entry.call_sid,
         "stream_sid": entry.stream_sid,
         "track": entry.track,
         "spool_id": entry.id,
-        "why": entry.reason,
     }

@@ -1,7 +1,9 @@
 """Wiring layer: what a person who just started callscribe still has to set, and the line that sets it.
 
-`service.next_steps` is logged once at start-up when a setting a first run needs is missing, and never when
-all are set. It names settings and placeholders only: never a value, so never a secret.
+`service.next_steps` is logged once at start-up when a setting is unset: a WARNING while a local call cannot be
+transcribed (TWILIO_AUTH_TOKEN or DEEPGRAM_API_KEY missing), an INFO that says a local call is ready when only
+the optional ones are (API_TOKEN, PUBLIC_URL), and nothing when all are set. It names settings and placeholders
+only: never a value, so never a secret.
 """
 
 from __future__ import annotations
@@ -35,14 +37,16 @@ _PUBLIC = (
 
 @dataclass(frozen=True, slots=True)
 class NextSteps:
-    """The missing settings' names, and the block of text that says what to do, one line per item."""
+    """The unset settings' names, and the block of text that says what to do, one line per item; `ready` when
+    none of them is needed for a local call (only API_TOKEN or PUBLIC_URL is unset)."""
 
     missing: list[str]
     lines: list[str]
+    ready: bool
 
 
 def next_steps(settings: Settings, *, twilio_usable: bool, deepgram_configured: bool) -> NextSteps | None:
-    """What to add to `.env` and run next; None when nothing a first run needs is missing."""
+    """What to add to `.env` and run next; None when every setting it knows is set."""
     absent = [
         item
         for item, missing in (
@@ -55,9 +59,17 @@ def next_steps(settings: Settings, *, twilio_usable: bool, deepgram_configured: 
     ]
     if not absent:
         return None
-    lines = ["callscribe is serving, but some settings are missing. Add to .env (then restart: make run):"]
+    ready = twilio_usable and deepgram_configured  # all a local call needs to be transcribed
+    if ready:
+        lines = [
+            "callscribe is serving, and nothing a local call needs is missing. "
+            "Optional, when you want them (add to .env, then restart: make run):"
+        ]
+    else:
+        lines = ["callscribe is serving, but some settings are missing. Add to .env (then restart: make run):"]
     for _name, env_line, meaning in absent:
         lines += [f"  {env_line}", f"      ({meaning})"]
-    when = "Then" if not (twilio_usable and deepgram_configured) else "Now"  # a call needs both to be transcribed
-    lines.append(f"{when}: make demo (one simulated call, its transcript printed), or make simulate.")
-    return NextSteps(missing=[name for name, _line, _meaning in absent], lines=lines)
+    lines.append(
+        f"{'Now' if ready else 'Then'}: make demo (one simulated call, its transcript printed), or make simulate."
+    )
+    return NextSteps(missing=[name for name, _line, _meaning in absent], lines=lines, ready=ready)

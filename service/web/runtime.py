@@ -278,8 +278,11 @@ class Runtime:
 
     def _log_next_steps(self) -> None:
         steps = next_steps(self.settings, twilio_usable=self.signatures.usable, deepgram_configured=self.stt.configured)
-        if steps is not None:
-            log.warning("service.next_steps", missing=steps.missing, lines=steps.lines)
+        if steps is None:
+            return
+        # A WARNING only while a local call cannot be transcribed; API_TOKEN and PUBLIC_URL are optional locally.
+        say = log.info if steps.ready else log.warning
+        say("service.next_steps", missing=steps.missing, lines=steps.lines)
 
     def _start_workers(self) -> None:
         if self._webhooks is not None:

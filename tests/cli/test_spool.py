@@ -82,7 +82,9 @@ async def test_retry_that_fails_exits_one_and_list_shows_why(batch_api: FakeDeep
     assert stdout.splitlines()[-1] == "delivered 0, failed 1"
     _, listing = await run_spool("list", spool_dir)
     header, row = listing.splitlines()
-    assert header.split() == ["ID", "CALL", "TRACK", "START", "DURATION", "REASON", "ATTEMPTS", "LAST", "ERROR"]
+    assert header.split() == [
+        "ID", "CALL", "TRACK", "START", "DURATION", "SPOOLED", "BECAUSE", "ATTEMPTS", "LAST", "ERROR"
+    ]  # fmt: skip
     assert "  1  " in row
     assert "HTTP 503" in row
 

@@ -197,7 +197,7 @@ async def test_the_outage_bound_holds_across_both_deepgrams(
     assert deepgram_fallback.connections == []
     [entry] = Spool(tmp_path).entries()
     assert entry.start_s == 2.0  # from the primary's last final
-    assert "unavailable for 0.6 s" in entry.reason
+    assert "unavailable for 0.6 s" in entry.spooled_because
     assert final_words(log_lines, spec.call_sid) == expected_words(PER_TRACK.heard(spec)[:FINAL_BYTES])
     assert engines_of(summary) == [("inbound", "primary", 0.0, 2.0)]  # the spooled rest is no engine's
     assert summary["audio_s_spooled"] == 2.0

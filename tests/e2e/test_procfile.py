@@ -163,7 +163,7 @@ async def test_sigterm_with_finals_later_than_the_drain_spools_what_is_not_final
         assert spooled[heard:] == bytes([mulaw.SILENCE]) * padded
         lag_bound = make_settings(None).deepgram_channel_lag_ms * mulaw.BYTES_PER_SECOND // 1000 + mulaw.FRAME_BYTES
         assert padded <= (lag_bound if layout.channels > 1 else 0)
-        assert "callscribe stopped before Deepgram's final results" in entries[track].reason
+        assert "callscribe stopped before Deepgram's final results" in entries[track].spooled_because
     assert summary["audio_s_spooled"] == round(sum(e.duration_s for e in entries.values()), 2)
     [stopped] = [line for line in lines if line["event"] == "service.stopped"]
     assert (stopped["calls"], stopped["calls_spooled"]) == (1, 1)

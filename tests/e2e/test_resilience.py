@@ -61,7 +61,7 @@ def assert_every_word_once_in_order(log_lines: LogLines, spec: CallSpec, layout:
 
 def spooled_audio(directory: Path, call_sid: str, track: str = "inbound") -> list[tuple[float, bytes, str]]:
     entries = [entry for entry in Spool(directory).entries() if (entry.call_sid, entry.track) == (call_sid, track)]
-    return [(entry.start_s, read_mulaw_wav(entry.wav_path.read_bytes()), entry.reason) for entry in entries]
+    return [(entry.start_s, read_mulaw_wav(entry.wav_path.read_bytes()), entry.spooled_because) for entry in entries]
 
 
 @pytest.mark.parametrize("layout", [PER_TRACK, FLUX], ids=["v1", "flux"])

@@ -50,10 +50,12 @@ def names(directory: Path) -> list[str]:
     return sorted(path.name for path in directory.iterdir())
 
 
-def spool_audio(directory: Path, audio: bytes, *, start_s: float, call_sid: str = "CAbatch") -> SpoolEntry:
-    """A complete spool entry of `audio`, written in Twilio's 160-byte frames."""
+def spool_audio(
+    directory: Path, audio: bytes, *, start_s: float, call_sid: str = "CAbatch", reason: str = "HTTP 401 at upgrade"
+) -> SpoolEntry:
+    """A complete spool entry of `audio`, spooled for `reason`, written in Twilio's 160-byte frames."""
     segment = Spool(directory).open_segment(
-        call_sid=call_sid, stream_sid=f"MZ{call_sid}", track="inbound", start_s=start_s, reason="HTTP 401 at upgrade"
+        call_sid=call_sid, stream_sid=f"MZ{call_sid}", track="inbound", start_s=start_s, reason=reason
     )
     for offset in range(0, len(audio), 160):  # as Twilio's frames arrive
         segment.write(audio[offset : offset + 160])

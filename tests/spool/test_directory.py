@@ -162,7 +162,7 @@ def test_recover_leaves_a_live_segment_alone(tmp_path: Path) -> None:
     assert Spool(tmp_path).recover() == []
     entry = segment.close()
     assert entry is not None
-    assert entry.reason == "r"
+    assert entry.spooled_because == "r"
     assert Spool(tmp_path).entries() == [entry]
 
 
@@ -175,7 +175,7 @@ def test_a_crash_before_the_entry_is_complete_is_recovered_with_every_byte(tmp_p
     [entry] = spool.recover()
     assert read_mulaw_wav(entry.wav_path.read_bytes()) == AUDIO
     assert (entry.call_sid, entry.stream_sid, entry.track, entry.start_s) == ("CAcrash", "MZcrash", "inbound", 1.5)
-    assert entry.reason == f"{RECOVERED}: Deepgram unavailable for 20 s"
+    assert entry.spooled_because == f"{RECOVERED}: Deepgram unavailable for 20 s"
     assert entry.duration_s == len(AUDIO) / 8000
     assert spool.entries() == [entry]
     assert names(tmp_path) == [f"{entry.id}.json", f"{entry.id}.wav"]
@@ -187,7 +187,7 @@ def test_a_crash_after_the_sidecar_leaves_one_complete_entry(tmp_path: Path) -> 
     crash_while_spooling(tmp_path, "tidying-up")
     spool = Spool(tmp_path)
     [entry] = spool.entries()
-    assert entry.reason == "Deepgram unavailable for 20 s"
+    assert entry.spooled_because == "Deepgram unavailable for 20 s"
     assert spool.recover() == []
     assert spool.entries() == [entry]
     assert read_mulaw_wav(entry.wav_path.read_bytes()) == AUDIO

@@ -81,7 +81,7 @@ async def test_spooled_audio_is_delivered_in_order_on_the_calls_timeline(
     assert request.option("encoding") is None  # the WAV header says it
     [delivered] = log_lines.events("batch.delivered")
     assert delivered["keys"] == [batch_key(entry, 0), batch_key(entry, 1)]
-    assert (delivered["call_sid"], delivered["why"]) == ("CAbatch", "HTTP 401 at upgrade")
+    assert (delivered["call_sid"], delivered["spooled_because"]) == ("CAbatch", "HTTP 401 at upgrade")
 
 
 async def test_with_language_multi_batch_transcripts_keep_their_languages(
@@ -114,12 +114,33 @@ async def test_a_503_is_retried_on_the_next_pass_with_nothing_lost_or_doubled(
     assert "HTTP 503" in (waiting.last_error or "")
     assert sink.transcripts == []
     [failed] = log_lines.events("batch.failed")
-    assert (failed["why"], failed["attempts"]) == ("HTTP 401 at upgrade", 1)
+    assert (failed["error"], failed["attempts"]) == (waiting.last_error, 1)
     assert await worker.run_once() == 1
     assert sink.words() == expected_words(SPEECH)
     assert Spool(tmp_path).entries() == []
     assert await worker.run_once() == 0
     assert batch_api.request_count == 2
+
+
+async def test_a_failed_retry_says_its_own_error_not_why_the_audio_was_spooled(
+    batch_api: FakeDeepgramBatch, tmp_path: Path, log_lines: LogLines
+) -> None:
+    """Spooled while DEEPGRAM_API_KEY was unset, retried with the key set and Deepgram answering 503: the failure
+    line's error is the 503, and the key's absence is only `spooled_because`, after it (a `why` read as the
+    retry's reason, so the key looked still missing)."""
+    spool_audio(tmp_path, SPEECH, start_s=0.0, reason="DEEPGRAM_API_KEY is not set")
+    batch_api.fail_status = 503
+    worker = batch_worker(settings_for(batch_api, tmp_path), Spool(tmp_path), Sink())
+    assert await worker.run_once() == 0
+    [failed] = log_lines.events("batch.failed")
+    assert "HTTP 503" in failed["error"]
+    assert "DEEPGRAM_API_KEY" not in failed["error"]
+    assert failed["spooled_because"] == "DEEPGRAM_API_KEY is not set"
+    assert "why" not in failed
+    fields = list(failed)
+    assert fields.index("error") < fields.index("spooled_because")
+    [waiting] = Spool(tmp_path).entries()
+    assert (waiting.spooled_because, waiting.last_error) == ("DEEPGRAM_API_KEY is not set", failed["error"])
 
 
 async def test_a_rejected_key_is_recorded_and_the_entry_kept(batch_api: FakeDeepgramBatch, tmp_path: Path) -> None:
@@ -166,7 +187,7 @@ async def test_a_process_killed_while_spooling_is_transcribed_after_restart(
     assert await worker.run_once() == 1
     assert sink.words() == expected_words(AUDIO)
     assert sink.transcripts[0].start == 1.5
-    assert recovered.reason.startswith(RECOVERED)
+    assert recovered.spooled_because.startswith(RECOVERED)
     assert await batch_worker(settings_for(batch_api, tmp_path), Spool(tmp_path), sink).run_once() == 0
 
 

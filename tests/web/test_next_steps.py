@@ -24,9 +24,21 @@ def test_nothing_is_said_when_everything_is_set() -> None:
     assert next_steps(settings, twilio_usable=True, deepgram_configured=True) is None
 
 
+def test_with_only_optional_settings_unset_the_block_says_a_local_call_is_ready() -> None:
+    """TWILIO_AUTH_TOKEN and DEEPGRAM_API_KEY set: API_TOKEN and PUBLIC_URL are offered, not asked for."""
+    steps = next_steps(make_settings(), twilio_usable=True, deepgram_configured=True)
+    assert steps is not None
+    assert steps.ready
+    assert steps.missing == ["API_TOKEN", "PUBLIC_URL"]
+    assert "nothing a local call needs is missing" in steps.lines[0]
+    assert "some settings are missing" not in "\n".join(steps.lines)
+    assert steps.lines[-1].startswith("Now: make demo")
+
+
 def test_each_missing_setting_gets_its_env_line() -> None:
     steps = next_steps(make_settings(), twilio_usable=False, deepgram_configured=False)
     assert steps is not None
+    assert not steps.ready
     assert steps.missing == ["TWILIO_AUTH_TOKEN", "DEEPGRAM_API_KEY", "API_TOKEN", "PUBLIC_URL"]
     block = "\n".join(steps.lines)
     assert "  TWILIO_AUTH_TOKEN=<your Twilio Auth Token>\n" in block
@@ -50,8 +62,20 @@ async def test_start_up_logs_the_block_with_what_is_missing(log_lines: LogLines)
         await served(service.url)
         [line] = log_lines.events("service.next_steps")
     assert line["missing"] == ["TWILIO_AUTH_TOKEN", "PUBLIC_URL"]
+    assert line["level"] == "warning"
     assert any("TWILIO_AUTH_TOKEN=<your Twilio Auth Token>" in text for text in line["lines"])
     assert API_TOKEN not in log_lines.text()
+
+
+async def test_start_up_with_only_public_url_unset_is_info_not_a_warning(
+    deepgram: FakeDeepgram, log_lines: LogLines
+) -> None:
+    """PUBLIC_URL is not needed locally: with the rest set, the block is INFO and says nothing needed is missing."""
+    async with running_service(make_settings(deepgram, api_token=API_TOKEN)) as service:
+        await served(service.url)
+        [line] = log_lines.events("service.next_steps")
+    assert (line["level"], line["missing"]) == ("info", ["PUBLIC_URL"])
+    assert line["lines"][0].startswith("callscribe is serving, and nothing a local call needs is missing.")
 
 
 async def test_start_up_with_everything_set_logs_no_block(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
