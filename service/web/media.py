@@ -75,7 +75,7 @@ class MediaStreams:
         runtime = self._runtime
         session = CallSession(
             settings=runtime.settings,
-            engine=runtime.stt,
+            engines=runtime.stt,
             spool=runtime.spool,
             observer=runtime.observer,
             close_twilio=socket.close,

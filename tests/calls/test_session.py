@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from service.calls.events import CallEnded, CallStarted, CallState, CallStateChanged, TurnChanged
+from service.calls.pipeline.engines import LiveEngines
 from service.calls.stream.admission import ClaimOutcome, StreamGate
 from service.calls.stream.messages import Reject
 from service.calls.stream.session import CallSession
@@ -75,7 +76,8 @@ async def play(engine: FakeEngine, spec: CallSpec, tmp_path: Path, *, tracks: tu
         closed.append((code, reason))
 
     session = CallSession(
-        settings=config, engine=engine, spool=Spool(tmp_path), observer=observed, close_twilio=close_twilio,
+        settings=config, engines=LiveEngines(config, engine), spool=Spool(tmp_path), observer=observed,
+        close_twilio=close_twilio,
         gate=StreamGate(config, key=None, claims=Claims()),
     )  # fmt: skip
     rejects = []
@@ -157,7 +159,8 @@ async def test_media_for_a_track_not_in_start_is_refused(tmp_path: Path) -> None
     stream_sid = new_stream_sid()
     messages = build_messages(spec, stream_sid, ("inbound",), {})
     session = CallSession(
-        settings=config, engine=engine, spool=Spool(tmp_path), observer=Observed(), close_twilio=_never,
+        settings=config, engines=LiveEngines(config, engine), spool=Spool(tmp_path), observer=Observed(),
+        close_twilio=_never,
         gate=StreamGate(config, key=None, claims=Claims()),
     )  # fmt: skip
     assert session.on_message(messages[0]) is None

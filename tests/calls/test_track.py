@@ -10,6 +10,7 @@ import structlog
 from service.calls.counters import CallInfo
 from service.calls.events import TurnChanged
 from service.calls.pipeline.engine_state import EngineState
+from service.calls.pipeline.engines import LiveEngines
 from service.calls.pipeline.interleave import CHANNELS
 from service.calls.pipeline.track import TrackStream
 from service.calls.transcript import Transcript
@@ -48,7 +49,8 @@ async def test_audio_arriving_after_close_stream_is_spooled_not_lost(deepgram: F
         raise AssertionError(error.reason)
 
     track = TrackStream(
-        name="inbound", call=CALL, settings=settings, engine=DeepgramLive(settings), spool=Spool(tmp_path),
+        name="inbound", call=CALL, settings=settings,
+        engines=LiveEngines(settings, DeepgramLive(settings)), spool=Spool(tmp_path),
         emit=emit, turns=no_turns, on_failure=on_failure, log=structlog.get_logger("test"),
     )  # fmt: skip
     running = asyncio.create_task(track.run())
@@ -83,7 +85,8 @@ async def test_a_frame_of_one_track_after_close_stream_is_spooled_not_lost_on_on
 
     both = CallInfo(call_sid="CA1", stream_sid="MZ1", account_sid="AC1", tracks=CHANNELS, custom_parameters={})
     track = TrackStream(
-        name="inbound+outbound", call=both, channels=CHANNELS, settings=settings, engine=DeepgramLive(settings),
+        name="inbound+outbound", call=both, channels=CHANNELS, settings=settings,
+        engines=LiveEngines(settings, DeepgramLive(settings)),
         spool=Spool(tmp_path), emit=emit, turns=no_turns, on_failure=on_failure, log=structlog.get_logger("test"),
     )  # fmt: skip
     running = asyncio.create_task(track.run())
@@ -106,7 +109,8 @@ def quiet_track(settings: Settings, tmp_path: Path, failures: list[SttError]) ->
         failures.append(error)
 
     return TrackStream(
-        name="inbound", call=CALL, settings=settings, engine=DeepgramLive(settings), spool=Spool(tmp_path),
+        name="inbound", call=CALL, settings=settings,
+        engines=LiveEngines(settings, DeepgramLive(settings)), spool=Spool(tmp_path),
         emit=lambda _transcript: None, turns=no_turns, on_failure=on_failure, log=structlog.get_logger("test"),
     )  # fmt: skip
 

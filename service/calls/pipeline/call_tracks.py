@@ -21,7 +21,6 @@ from service.calls.pipeline.track import ChannelInput, StateReport, TrackStream
 from service.calls.transcript import TranscriptSink
 from service.errors import SttError
 from service.settings import Settings
-from service.stt.engine import LiveEngine
 
 
 class CallTracks:
@@ -32,7 +31,7 @@ class CallTracks:
         call: CallInfo,
         *,
         settings: Settings,
-        engine: LiveEngine | LiveEngines,
+        engines: LiveEngines,
         spool: Spool,
         emit: TranscriptSink,
         turns: TurnSink,
@@ -45,10 +44,10 @@ class CallTracks:
         self.streams: list[TrackStream] = []
         # Together, the tracks go by channel index (inbound first, as the interleaver places them), whatever
         # order Twilio's `start` lists them in: results and spool entries go back to their track by that index.
-        together = len(call.tracks) > 1 and shares_a_connection(settings, engine)
+        together = len(call.tracks) > 1 and shares_a_connection(settings, engines)
         for channels in [CHANNELS] if together else [(name,) for name in call.tracks]:
             stream = TrackStream(
-                name="+".join(channels), call=call, channels=channels, settings=settings, engine=engine, spool=spool,
+                name="+".join(channels), call=call, channels=channels, settings=settings, engines=engines, spool=spool,
                 emit=emit, turns=turns, on_failure=on_failure, log=log, report_state=report_state, rng=rng,
             )  # fmt: skip
             self.streams.append(stream)
@@ -74,7 +73,7 @@ class CallTracks:
             stream.abandon()
 
 
-def shares_a_connection(settings: Settings, engine: LiveEngine | LiveEngines) -> bool:
+def shares_a_connection(settings: Settings, engines: LiveEngines) -> bool:
     """Both tracks of a call go on one connection: DEEPGRAM_CONNECTIONS=per_call, on an engine with multichannel
     (Flux has none: start-up says so, and each track gets its own). With a fallback, both engines need it."""
-    return settings.deepgram_connections == "per_call" and engine.max_channels > 1
+    return settings.deepgram_connections == "per_call" and engines.max_channels > 1

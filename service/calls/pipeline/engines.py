@@ -46,11 +46,6 @@ class LiveEngines:
             on_change=self._changed,
         )
 
-    @classmethod
-    def only(cls, settings: Settings, engine: LiveEngine) -> LiveEngines:
-        """One engine and no fallback: what a track given a single engine uses."""
-        return cls(settings, engine)
-
     @property
     def primary(self) -> LiveEngine:
         return self._engines[PRIMARY]

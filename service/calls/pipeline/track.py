@@ -42,7 +42,7 @@ from service.errors import SttError, SttFailure, SttRejected, SttUnavailable
 from service.metrics import DEEPGRAM_CONNECTS, DEEPGRAM_FAILOVERS, DEEPGRAM_FAILURES, DEEPGRAM_RECONNECTS
 from service.retry import Outage, backoff
 from service.settings import Settings
-from service.stt.engine import LiveEngine, LiveStream
+from service.stt.engine import LiveStream
 
 StateReport = Callable[[str, CallState, str], None]  # (track, state, reason): the live feed's call.state
 
@@ -62,7 +62,7 @@ class TrackStream:
         call: CallInfo,
         channels: tuple[str, ...] = (),
         settings: Settings,
-        engine: LiveEngine | LiveEngines,
+        engines: LiveEngines,
         spool: Spool,
         emit: TranscriptSink,
         turns: TurnSink,
@@ -77,7 +77,7 @@ class TrackStream:
         self.counters = TrackCounters()
         self._settings = settings
         # The process's engines (one, or the primary and a fallback), and this track's choice among them.
-        self._engines = engine if isinstance(engine, LiveEngines) else LiveEngines.only(settings, engine)
+        self._engines = engines
         self._choice = self._engines.track_choice()
         self._failure = ""  # what the last failed connection said, for the failover line
         self._open_span: tuple[str, int] | None = None  # the open connection's engine, and where its audio starts

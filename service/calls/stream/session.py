@@ -35,7 +35,6 @@ from service.calls.stream.summary import StreamCounts, call_summary
 from service.calls.transcript import Transcript
 from service.errors import SttError
 from service.settings import Settings
-from service.stt.engine import LiveEngine
 from service.twilio import close_codes
 from service.twilio.protocol import (
     Connected,
@@ -60,7 +59,7 @@ class CallSession:
         self,
         *,
         settings: Settings,
-        engine: LiveEngine | LiveEngines,
+        engines: LiveEngines,
         spool: Spool,
         observer: CallObserver,
         close_twilio: CloseTwilio,
@@ -76,7 +75,7 @@ class CallSession:
         self.ended_by: Ending | None = None  # set once, when the stream ends; str() is what is logged and kept
         self.finished = asyncio.Event()
         self._settings = settings
-        self._engine = engine
+        self._engines = engines
         self._spool = spool
         self._observer = observer
         self._close_twilio = close_twilio
@@ -223,7 +222,7 @@ class CallSession:
             **{key: value for key, value in params.items() if key in {"from", "to", "direction"}},
         )
         pipeline = CallTracks(
-            self.call, settings=self._settings, engine=self._engine, spool=self._spool, emit=self._offer,
+            self.call, settings=self._settings, engines=self._engines, spool=self._spool, emit=self._offer,
             turns=self._observer.turn, on_failure=self._on_track_failure, report_state=self._track_state, log=self._log,
         )  # fmt: skip
         self._pipeline = pipeline
