@@ -86,7 +86,12 @@ class RequestGuard:
         if why is not None:
             await self._refuse(scope, receive, send, why)
             return
-        pool.in_progress += 1
+        # /voice's headers cannot tell Twilio from a forgery (its signature covers the body), so a /voice request
+        # takes its slot only once its body is whole: bodies trickled with any X-Twilio-Signature hold connections
+        # for HTTP_BODY_TIMEOUT_S at most, never Twilio's pool. Elsewhere the slot counts from the headers on.
+        taken = pool is not self.voice
+        if taken:
+            pool.in_progress += 1
         try:
             limit = request_rules.body_limit(method, path)
             body = await self._read_body(receive, limit)
@@ -95,9 +100,16 @@ class RequestGuard:
                 return
             if body is None:
                 return  # the client left before its body was whole: nobody to answer
+            if not taken:
+                if pool.in_progress >= pool.bound:
+                    await self._refuse(scope, receive, send, request_rules.too_busy(pool.name, pool.bound))
+                    return
+                pool.in_progress += 1
+                taken = True
             await self.app(scope, _replaying(body, receive), send)
         finally:
-            pool.in_progress -= 1
+            if taken:
+                pool.in_progress -= 1
 
     async def _read_body(self, receive: ASGIReceiveCallable, limit: int) -> bytes | Refusal | None:
         chunks: list[bytes] = []

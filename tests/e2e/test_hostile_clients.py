@@ -147,12 +147,13 @@ async def test_a_trickled_body_is_cut(deepgram: FakeDeepgram, log_lines: LogLine
 
 
 @contextlib.asynccontextmanager
-async def held_requests(port: int, count: int) -> AsyncIterator[None]:
-    """`count` requests to /login whose bodies never finish arriving, held open until the block ends."""
+async def held_requests(port: int, count: int, head: bytes = b"POST /login HTTP/1.1\r\n") -> AsyncIterator[None]:
+    """`count` requests (to /login unless `head` says otherwise) whose bodies never finish arriving, held open
+    until the block ends."""
     writers = []
     for _ in range(count):
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\na")
+        writer.write(head + b"Host: x\r\nContent-Length: 100\r\n\r\na")
         writers.append(writer)
     try:
         yield
@@ -178,6 +179,22 @@ async def test_requests_held_open_cannot_keep_twilio_out(deepgram: FakeDeepgram,
     assert (result.voice_status, result.close_code) == (200, 1000)
     assert healthy.status_code == 200
     assert log_lines.events("http.refused", status=503)
+
+
+async def test_forged_webhooks_trickling_their_bodies_cannot_fill_twilios_pool(
+    deepgram: FakeDeepgram, log_lines: LogLines
+) -> None:
+    """/voice requests with any X-Twilio-Signature whose bodies never arrive hold a connection each, not a slot of
+    the /voice pool (twice MAX_CALLS): Twilio's own webhook still gets its TwiML and the call streams."""
+    settings = make_settings(deepgram, max_calls=1, http_body_timeout_s=30.0)
+    spec = CallSpec(inbound=call_audio(73, 0.5), speed=0)
+    forged = (
+        b"POST /voice HTTP/1.1\r\nX-Twilio-Signature: forged=\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    )
+    async with running_service(settings) as service, held_requests(service.port, 3, head=forged):
+        result = await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
+    assert (result.voice_status, result.close_code) == (200, 1000)
+    assert not log_lines.events("http.refused", status=503)
 
 
 async def _status_if(client: httpx.AsyncClient, url: str, status: int) -> httpx.Response | None:
