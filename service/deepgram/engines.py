@@ -57,8 +57,3 @@ def setting_problems(settings: Settings) -> list[tuple[str, str]]:
 def ignored_options(settings: Settings) -> list[tuple[str, str]]:
     """DEEPGRAM_OPTIONS names callscribe drops because it sets them itself, each with why (a start-up warning)."""
     return ignored_flux_options(settings) if is_flux(settings.deepgram_model) else ignored_v1_options(settings)
-
-
-def per_call_falls_back(settings: Settings) -> bool:
-    """DEEPGRAM_CONNECTIONS=per_call asks for both tracks on one connection, which Flux cannot carry."""
-    return settings.deepgram_connections == "per_call" and is_flux(settings.deepgram_model)

@@ -31,7 +31,6 @@ from service.deepgram.engines import (
     batch_engines,
     ignored_options,
     live_engine,
-    per_call_falls_back,
     setting_problems,
 )
 from service.deepgram.environment import fallback_address
@@ -233,7 +232,7 @@ class Runtime:
             )
         for name, why in ignored_options(settings):
             log.warning("settings.option_ignored", option=name, why=why)
-        if per_call_falls_back(settings):
+        if settings.deepgram_connections == "per_call" and self.stt.max_channels == 1:  # as `shares_a_connection`
             log.warning(
                 "settings.per_call_unavailable",
                 model=settings.deepgram_model,

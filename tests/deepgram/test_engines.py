@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.deepgram.engines import ignored_options, live_engine, per_call_falls_back, setting_problems
+from service.deepgram.engines import ignored_options, live_engine, setting_problems
 from service.deepgram.environment import fallback_address
 from service.deepgram.flux import DeepgramFlux
 from service.deepgram.live import DeepgramLive
@@ -38,10 +38,3 @@ def test_ignored_options_are_each_apis_own() -> None:
     assert "DEEPGRAM_CONNECTIONS" in v1[0][1]
     flux = ignored_options(make_settings(None, deepgram_model="flux-general-en", deepgram_options="sample_rate=16000"))
     assert [name for name, _ in flux] == ["sample_rate"]
-
-
-def test_per_call_falls_back_only_on_flux() -> None:
-    """DEEPGRAM_CONNECTIONS=per_call is said to fall back on Flux, and only there."""
-    assert per_call_falls_back(make_settings(None, deepgram_model="flux-general-en", deepgram_connections="per_call"))
-    assert not per_call_falls_back(make_settings(None, deepgram_model="flux-general-en"))
-    assert not per_call_falls_back(make_settings(None, deepgram_connections="per_call"))
