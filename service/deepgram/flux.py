@@ -80,7 +80,11 @@ class FluxConnection:
 
     def _meaning(self, message: object) -> tuple[SttEvent, ...]:
         if isinstance(message, ListenV2TurnInfo):
-            return self._turns.on_turn(_turn_info(message))
+            try:
+                info = _turn_info(message)
+            except (TypeError, ValueError) as exc:  # a field of the wrong type: this message is skipped, not the call
+                return (SttServerError(description=f"Flux sent a TurnInfo that cannot be read ({exc}): skipped"),)
+            return self._turns.on_turn(info)
         if isinstance(message, ListenV2Connected):
             self._turns.request_id = str(message.request_id or "") or self._turns.request_id
         elif isinstance(message, ListenV2Warning):
@@ -102,7 +106,7 @@ def _turn_info(message: ListenV2TurnInfo) -> TurnInfo:
         start=float(message.audio_window_start or 0.0),
         end=float(message.audio_window_end or 0.0),
         transcript=str(message.transcript or ""),
-        words=tuple(_word(word) for word in (message.words or ())),
+        words=tuple(_word(word) for word in (message.words or ()) if word.word),  # a word with no text is none
         languages=tuple(message.languages or ()),
         request_id=message.request_id,
     )

@@ -9,7 +9,7 @@ import pytest
 from deepgram.core.unchecked_base_model import construct_type  # how the SDK builds the messages it reads
 from deepgram.listen.v2.socket_client import V2SocketClientResponse
 
-from service.deepgram.flux import DeepgramFlux, _turn_info
+from service.deepgram.flux import DeepgramFlux, FluxConnection, _turn_info
 from service.deepgram.flux_protocol import KEEPALIVE_SILENCE
 from service.errors import SttRejected, SttUnavailable
 from service.stt.events import SttEvent, SttMetadata, SttResult, SttServerError, SttSettled, SttTurn, TurnMoment
@@ -215,3 +215,22 @@ def test_the_sdks_turn_info_is_read_with_word_languages_and_missing_fields() -> 
     bare = construct_type(type_=V2SocketClientResponse, object_={"type": "TurnInfo", "event": "EndOfTurn"})
     assert _turn_info(bare).words == ()
     assert (_turn_info(bare).start, _turn_info(bare).transcript) == (0.0, "")
+
+
+def test_a_turn_info_that_cannot_be_read_is_skipped_not_the_call() -> None:
+    """A field of the wrong type is one SttServerError (logged by the receiver), and the connection reads on; a
+    word with no text is no word, never the text "None"."""
+    connection = FluxConnection(socket=None, interim_results=True, request_id="r")  # type: ignore[arg-type]
+    bad = construct_type(
+        type_=V2SocketClientResponse,
+        object_={"type": "TurnInfo", "event": "Update", "audio_window_start": "soon", "audio_window_end": 1.0},
+    )
+    [error] = connection._meaning(bad)
+    assert isinstance(error, SttServerError)
+    assert "cannot be read" in error.description
+    wordless = construct_type(
+        type_=V2SocketClientResponse,
+        object_={"type": "TurnInfo", "event": "Update", "audio_window_end": 1.0, "transcript": "hi",
+                 "words": [{"confidence": 0.5}, {"word": "hi", "confidence": 0.9}]},
+    )  # fmt: skip
+    assert [w.word for w in _turn_info(wordless).words] == ["hi"]
