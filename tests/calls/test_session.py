@@ -111,6 +111,15 @@ async def test_every_word_reaches_the_observer_once_in_order(tmp_path: Path) -> 
     assert ended.audio_s_by_track == {"inbound": 3.0}
 
 
+async def test_an_engine_that_names_no_request_records_none(tmp_path: Path) -> None:
+    """A stream the engine gave no request id (Flux without Connected or the upgrade's header) adds nothing to the
+    call's request ids: no empty entry, no stray comma."""
+    engine, audio = FakeEngine(request_id=""), call_audio(8, 1.0)
+    played = await play(engine, CallSpec(inbound=audio, speed=0), tmp_path)
+    assert played.observed.ended[0].deepgram_request_ids == ()
+    assert played.observed.ended[0].summary["deepgram_request_ids"] == ""
+
+
 async def test_both_tracks_on_a_mono_engine_get_a_connection_each(tmp_path: Path) -> None:
     """DEEPGRAM_CONNECTIONS=per_call needs multichannel: an engine without it gets one connection per track."""
     engine = FakeEngine(max_channels=1)

@@ -89,6 +89,7 @@ class FakeEngine:
     max_channels: int = 1
     refuse: SttError | None = None  # every connect raises it
     break_after_bytes: int | None = None  # the next connection breaks once it heard this much (then cleared)
+    request_id: str | None = None  # every connection's, when given (Flux may give none: "")
     connections: list[FakeStream] = field(default_factory=list)
 
     @contextlib.asynccontextmanager
@@ -97,6 +98,8 @@ class FakeEngine:
         if self.refuse is not None:
             raise self.refuse
         stream = FakeStream(break_after_bytes=self.break_after_bytes)
+        if self.request_id is not None:
+            stream.request_id = self.request_id
         self.break_after_bytes = None
         self.connections.append(stream)
         yield stream

@@ -119,5 +119,5 @@ class TrackReceiver:
         self._settled_to_s = [0.0] * len(self._timelines)
 
     def _remember_request(self, request_id: str) -> None:
-        if request_id not in self._counters.request_ids:
+        if request_id and request_id not in self._counters.request_ids:  # Flux may give none: nothing to keep
             self._counters.request_ids.append(request_id)
