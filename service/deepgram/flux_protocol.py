@@ -136,20 +136,30 @@ def flux_refusals(settings: Settings) -> list[FluxRefusal]:
 
 
 def _option_refusals(pairs: list[tuple[str, str]], *, multi: bool) -> list[tuple[str, str, str]]:
-    found: list[tuple[str, str, str]] = []
-    for name in dict.fromkeys(name for name, _ in pairs):  # each name once, in order
-        if name in AUDIO_LAYOUT_OPTIONS:
-            continue  # callscribe sets the audio's layout itself and ignores these (with a start-up warning)
-        if name in REFUSED_OPTIONS:
-            found.append(("DEEPGRAM_OPTIONS", name, REFUSED_OPTIONS[name]))
-        elif name not in FLUX_OPTIONS:
-            found.append(("DEEPGRAM_OPTIONS", name, "not an option Flux knows"))
-        elif name == "language_hint" and not multi:
-            found.append(("DEEPGRAM_OPTIONS", name, "only flux-general-multi takes it"))
+    """Each DEEPGRAM_OPTIONS name (or redaction) Flux would refuse, once, in order."""
+    found: dict[str, str] = {}
     for name, value in pairs:
-        if name == "redact" and value not in REDACT_ON_FLUX:
-            found.append(("DEEPGRAM_OPTIONS", f"redact={value}", "Flux redacts numbers only"))
-    return found
+        refusal = _option_refusal(name, value, multi=multi)
+        if refusal is not None:
+            found.setdefault(*refusal)
+    return [("DEEPGRAM_OPTIONS", option, why) for option, why in found.items()]
+
+
+def _option_refusal(name: str, value: str, *, multi: bool) -> tuple[str, str] | None:
+    """(option, why) when Flux would refuse DEEPGRAM_OPTIONS' `name=value`: the one rule start-up refuses by and
+    `flux_options` filters by. None when Flux takes it, or when it is the audio's layout, which callscribe sets
+    itself and ignores (with a start-up warning)."""
+    if name in AUDIO_LAYOUT_OPTIONS:
+        return None
+    if name in REFUSED_OPTIONS:
+        return name, REFUSED_OPTIONS[name]
+    if name not in FLUX_OPTIONS:
+        return name, "not an option Flux knows"
+    if name == "language_hint" and not multi:
+        return name, "only flux-general-multi takes it"
+    if name == "redact" and value not in REDACT_ON_FLUX:
+        return f"redact={value}", "Flux redacts numbers only"
+    return None
 
 
 def flux_options(settings: Settings) -> dict[str, Any]:
@@ -169,20 +179,14 @@ def flux_options(settings: Settings) -> dict[str, Any]:
             options[option] = value
     if settings.deepgram_keyterms:
         options["keyterm"] = list(settings.deepgram_keyterms)
-    if settings.deepgram_language_hint and MULTI_MODEL in settings.deepgram_model:
-        options["language_hint"] = list(settings.deepgram_language_hint)
     multi = MULTI_MODEL in settings.deepgram_model
-    accepted = [pair for pair in settings.deepgram_extra_options if _flux_takes(*pair, multi=multi)]
+    if settings.deepgram_language_hint and multi:
+        options["language_hint"] = list(settings.deepgram_language_hint)
+    accepted = [pair for pair in settings.deepgram_extra_options if _option_refusal(*pair, multi=multi) is None]
     extra = pass_through_options(accepted, reserved=options.keys())
     if extra:
         options["request_options"] = {"additional_query_parameters": extra}
     return options
-
-
-def _flux_takes(name: str, value: str, *, multi: bool) -> bool:
-    if name == "redact":
-        return value in REDACT_ON_FLUX
-    return name in FLUX_OPTIONS and (multi or name != "language_hint")
 
 
 def ignored_flux_options(settings: Settings) -> list[tuple[str, str]]:
