@@ -23,22 +23,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import structlog
-from sqlalchemy import Table, delete, exists, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.calls.stream.admission import ClaimOutcome
-from service.storage.schema import Stream, StreamedCall
-from service.storage.writes import describe
+from service.storage.writes import STREAMED_CALLS, STREAMS, describe, dialect_insert
 from service.times import Clock, as_utc, utc_now
 
 log = structlog.get_logger("callscribe.store")
 
-STREAMS: Table = cast(Table, Stream.__table__)
-STREAMED_CALLS: Table = cast(Table, StreamedCall.__table__)
 GROUP_MAX = 500  # claims per statement: far below SQLite's limit on bound parameters (32766)
 CLAIM_TIMEOUT_S = 2.0  # a start waits no longer than this for the database before it is let in unchecked
 
@@ -143,7 +139,7 @@ class DatabaseStreamClaims:
             allowed = [row for row in rows if not row["first_stream"] or row["call_sid"] in new_calls]
             inserted: list[Any] = []
             if allowed:
-                statement = _dialect_insert(connection, STREAMS).values(allowed).on_conflict_do_nothing()
+                statement = dialect_insert(connection.dialect.name, STREAMS).values(allowed).on_conflict_do_nothing()
                 returned = STREAMS.c.stream_sid, STREAMS.c.call_sid, STREAMS.c.first_stream
                 inserted = list(await connection.execute(statement.returning(*returned)))
             claimed = {str(row.stream_sid) for row in inserted}
@@ -168,16 +164,12 @@ class DatabaseStreamClaims:
         return ClaimOutcome.STREAM_TAKEN if found is not None else ClaimOutcome.CALL_TAKEN
 
 
-def _dialect_insert(connection: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.Insert:
-    return postgresql.insert(table) if connection.dialect.name == "postgresql" else sqlite.insert(table)
-
-
 async def _record_calls(connection: AsyncConnection, firsts: list[dict[str, Any]]) -> set[str]:
     """The first streams' calls put in `streamed_calls`; returns those that were not there before."""
     if not firsts:
         return set()
     values = [{"call_sid": row["call_sid"], "first_stream_at": row["started_at"]} for row in firsts]
-    statement = _dialect_insert(connection, STREAMED_CALLS).values(values).on_conflict_do_nothing()
+    statement = dialect_insert(connection.dialect.name, STREAMED_CALLS).values(values).on_conflict_do_nothing()
     return set((await connection.scalars(statement.returning(STREAMED_CALLS.c.call_sid))).all())
 
 

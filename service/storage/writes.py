@@ -188,14 +188,15 @@ def statements(dialect: str, write: Write, now: datetime.datetime) -> list[Step]
     return [(_stand_in_call(dialect), stand_in), (_utterance(dialect), write.row)]
 
 
-def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+def dialect_insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT with the dialect's ON CONFLICT (PostgreSQL's, or SQLite's)."""
     return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
 @functools.cache
 def _call_started(dialect: str) -> Executable:
     """Insert the call; on a row made first by an utterance or call_ended, fill in only what that row lacks."""
-    statement = _insert(dialect, CALLS)
+    statement = dialect_insert(dialect, CALLS)
     new, old = statement.excluded, CALLS.c
     fill: dict[str, Any] = {name: func.coalesce(func.nullif(old[name], ""), new[name]) for name in _FILLED_TEXT}
     for name in _FILLED_JSON:
@@ -210,13 +211,13 @@ def _call_started(dialect: str) -> Executable:
 def _call_streamed(dialect: str) -> Executable:
     """The call's lasting record of its stream, when the stream's claim did not write it (the database did not
     answer in time, `storage/streams.py`): a stream that started counts, however it was let in."""
-    return _insert(dialect, STREAMED_CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
+    return dialect_insert(dialect, STREAMED_CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
 
 
 @functools.cache
 def _call_ended(dialect: str) -> Executable:
     """Record how the call ended; if its call_started never arrived, the ending makes the row (starting then)."""
-    statement = _insert(dialect, CALLS)
+    statement = dialect_insert(dialect, CALLS)
     return statement.on_conflict_do_update(
         index_elements=["call_sid"], set_={name: statement.excluded[name] for name in _ENDED}
     )
@@ -225,7 +226,7 @@ def _call_ended(dialect: str) -> Executable:
 @functools.cache
 def _call_handed_over(dialect: str) -> Executable:
     """Say the call was handed over, and nothing more: it goes on in another process, which will end it."""
-    return _insert(dialect, CALLS).on_conflict_do_update(index_elements=["call_sid"], set_={"handed_over": True})
+    return dialect_insert(dialect, CALLS).on_conflict_do_update(index_elements=["call_sid"], set_={"handed_over": True})
 
 
 @functools.cache
@@ -241,12 +242,12 @@ def _stream_ended() -> Executable:
 @functools.cache
 def _stand_in_call(dialect: str) -> Executable:
     """A minimal call row, if there is none yet, so the utterance's foreign key holds (call_started fills it in)."""
-    return _insert(dialect, CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
+    return dialect_insert(dialect, CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
 
 
 @functools.cache
 def _utterance(dialect: str) -> Executable:
-    statement = _insert(dialect, UTTERANCES)
+    statement = dialect_insert(dialect, UTTERANCES)
     return statement.on_conflict_do_update(
         index_elements=["key"], set_={name: statement.excluded[name] for name in _UTTERANCE_CONTENT}
     )
