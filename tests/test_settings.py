@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from service.deepgram.environment import addresses, environment_for
+from service.deepgram.environment import addresses, primary_address
 from service.deepgram.protocol import ignored_options, live_options
 from service.settings import Settings, describe_error, masked_url
 from tests.helpers.paths import ROOT
@@ -102,11 +102,11 @@ def test_start_up_with_a_bad_value_exits_with_the_message(tmp_path: Path) -> Non
 def test_deepgram_url_gives_the_live_and_rest_hosts() -> None:
     """DEEPGRAM_URL https://host becomes wss://host for the live socket and stays https for REST."""
     settings = Settings(_env_file=None, deepgram_url="https://dg.internal:8443/")  # type: ignore[call-arg]
-    environment = environment_for(settings)
+    environment = primary_address(settings).environment()
     assert environment.production == "wss://dg.internal:8443"
     assert environment.base == "https://dg.internal:8443"
     local = Settings(_env_file=None, deepgram_url="http://127.0.0.1:8080")  # type: ignore[call-arg]
-    assert environment_for(local).production == "ws://127.0.0.1:8080"
+    assert primary_address(local).environment().production == "ws://127.0.0.1:8080"
 
 
 def test_the_fallback_has_its_own_address_and_the_primary_key_unless_it_has_one() -> None:

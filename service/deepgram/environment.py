@@ -53,8 +53,3 @@ def addresses(settings: Settings) -> dict[str, DeepgramAddress]:
     """Every Deepgram this process may use, by name: the primary, and the fallback when there is one."""
     found = [primary_address(settings), fallback_address(settings)]
     return {address.name: address for address in found if address is not None}
-
-
-def environment_for(settings: Settings) -> DeepgramClientEnvironment:
-    """The primary's SDK environment (DEEPGRAM_URL)."""
-    return primary_address(settings).environment()

@@ -51,10 +51,6 @@ class LiveEngines:
         return self._engines[PRIMARY]
 
     @property
-    def fallback(self) -> LiveEngine | None:
-        return self._engines.get(FALLBACK)
-
-    @property
     def configured(self) -> bool:
         """At least one engine has what it needs to connect."""
         return any(engine.configured for engine in self._engines.values())
