@@ -207,8 +207,11 @@ class _Pages:
         # Before the form is read: a locked-out address costs no parsing and no scrypt.
         if (wait := self._d.limits.retry_after(address)) is not None:
             return await self._limited(address, wait)
+        cookie = request.cookies.get(CSRF_COOKIE)
+        if not login_tokens.csrf_cookie_valid(keys, cookie):  # no form of ours came with it: not read at all
+            return await self._form_refused(address)
         form = await request.form
-        if not login_tokens.login_csrf_valid(keys, request.cookies.get(CSRF_COOKIE), form.get("csrf")):
+        if not login_tokens.login_csrf_valid(keys, cookie, form.get("csrf")):
             return await self._form_refused(address)
         # Counted before the check, so attempts in flight count too (asked again: others may have come meanwhile).
         if (wait := self._d.limits.attempt(address)) is not None:
@@ -251,10 +254,12 @@ class _Pages:
         return await self.login_form(retry_after=wait)
 
     async def logout(self) -> Response:
+        # Without a valid session there is nothing to log out and no token to match: the form is not even read.
+        if not self._d.signed_in() or self._d.keys is None:
+            return _to_login()
         session = request.cookies.get(SESSION_COOKIE)
-        # Without a session there is no token to match: the form is not even read.
-        token = (await request.form).get("csrf") if session and self._d.keys is not None else None
-        if self._d.keys is None or not login_tokens.session_csrf_valid(self._d.keys, session, token):
+        token = (await request.form).get("csrf")
+        if not login_tokens.session_csrf_valid(self._d.keys, session, token):
             log_refusal(log, "dashboard.refused", request.remote_addr, why="logout form without a valid CSRF token")
             return Response("refused: reload the page and try again\n", status=403, content_type="text/plain")
         response = _see_other("/login")
@@ -315,12 +320,11 @@ def _search(args: MultiDict[str, str]) -> tuple[ListQuery | None, str]:
 
 def _to_login() -> Response:
     response = _see_other("/login")
-    if request.cookies.get(SESSION_COOKIE):
-        log.info(
-            "dashboard.session_refused",
+    if request.cookies.get(SESSION_COOKIE):  # any client can send one: summarised per address like every refusal
+        log_refusal(
+            log, "dashboard.session_refused", request.remote_addr,
             why="expired, longer-lived than DASHBOARD_SESSION_HOURS, or not issued with this secret and password",
-            address=request.remote_addr,
-        )
+        )  # fmt: skip
         response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="Lax")
     return response
 
