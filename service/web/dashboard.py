@@ -208,10 +208,9 @@ class _Pages:
         if (wait := self._d.limits.retry_after(address)) is not None:
             return await self._limited(address, wait)
         cookie = request.cookies.get(CSRF_COOKIE)
-        if not login_tokens.csrf_cookie_valid(keys, cookie):  # no form of ours came with it: not read at all
-            return await self._form_refused(address)
-        form = await request.form
-        if not login_tokens.login_csrf_valid(keys, cookie, form.get("csrf")):
+        # Read only with a CSRF cookie the server signed: no form of ours comes without one.
+        form = await request.form if login_tokens.csrf_cookie_valid(keys, cookie) else None
+        if form is None or not login_tokens.login_csrf_valid(keys, cookie, form.get("csrf")):
             return await self._form_refused(address)
         # Counted before the check, so attempts in flight count too (asked again: others may have come meanwhile).
         if (wait := self._d.limits.attempt(address)) is not None:
