@@ -34,7 +34,8 @@ def voice_blueprint(runtime: Runtime) -> Blueprint:
         stream = _stream_unless_busy(runtime, fields)
         if stream is not None:
             runtime.stream_watch.expect(fields.get("CallSid", ""), stream)
-        parameters = stream_parameters(fields) | _stream_token(runtime, fields)
+        forwarded = stream_parameters(fields)
+        parameters = forwarded | _stream_token(runtime, fields, forwarded)
         twiml = voice_response(runtime.settings, stream_url=stream, parameters=parameters)
         return Response(twiml, content_type="text/xml; charset=utf-8")
 
@@ -67,12 +68,12 @@ def _stream_unless_busy(runtime: Runtime, fields: dict[str, str]) -> str | None:
     return stream_url(runtime.settings, request.host)
 
 
-def _stream_token(runtime: Runtime, fields: dict[str, str]) -> dict[str, str]:
+def _stream_token(runtime: Runtime, fields: dict[str, str], forwarded: dict[str, str]) -> dict[str, str]:
     """The <Parameter> that lets this call's stream in at /media: a token for this call, account and track, and
-    for the numbers forwarded beside it (as `stream_parameters` forwards them, cut to length)."""
+    for the numbers `forwarded` beside it (`stream_parameters`: cut to length)."""
     if runtime.token_key is None:
         return {}  # no secret to make one with (CALLSCRIBE_INSECURE_DEV without TWILIO_AUTH_TOKEN)
-    from_number, to_number = numbers(stream_parameters(fields))
+    from_number, to_number = numbers(forwarded)
     claim = Claim(
         purpose=Purpose.VOICE,
         account_sid=fields.get("AccountSid", ""),
