@@ -47,6 +47,10 @@ class Outage:
         if self.started_at is None:
             self.started_at = now
 
+    def failing_for_s(self, now: float) -> float:
+        """How long this outage has lasted at `now`; 0 when none has begun."""
+        return now - self.started_at if self.started_at is not None else 0.0
+
     def exhausted(self, now: float) -> bool:
         """True when Deepgram has been out for longer than the limit: spool instead of retrying."""
         return self.started_at is not None and now - self.started_at >= self.limit_s

@@ -47,3 +47,14 @@ def test_a_healthy_connection_starts_a_fresh_outage() -> None:
     assert (outage.attempts, outage.started_at) == (1, 2.0)
     outage.connection_ended(opened_at=3.0, now=3.0 + HEALTHY_AFTER_S, produced_results=False)
     assert (outage.attempts, outage.started_at) == (1, 3.0 + HEALTHY_AFTER_S)
+
+
+def test_an_outage_says_how_long_it_has_lasted() -> None:
+    """From its first failure on (0 before any, and again once it has recovered)."""
+    outage = Outage()
+    assert outage.failing_for_s(5.0) == 0.0
+    outage.failed(5.0)
+    outage.failed(7.0)
+    assert outage.failing_for_s(8.5) == 3.5
+    outage.recovered()
+    assert outage.failing_for_s(9.0) == 0.0

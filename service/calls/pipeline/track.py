@@ -259,7 +259,7 @@ class TrackStream:
                     outage.connection_ended(opened_at=opened_at, now=now, produced_results=results)
                 else:
                     outage.failed(now)
-                failing_for_s = now - (outage.started_at if outage.started_at is not None else now)
+                failing_for_s = outage.failing_for_s(now)
                 moving = self._choice.failed(name, exc, opened=connection is not None, failing_for_s=failing_for_s)
                 if not moving and isinstance(exc, SttRejected):
                     await self._give_up(exc)
