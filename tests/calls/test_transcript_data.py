@@ -90,6 +90,9 @@ def test_the_webhook_has_every_stored_field_but_the_words() -> None:
     row = utterance_write(transcript(), speaker="unused", created_at=T).row
     event = utterance_event(row, T)
     assert set(event["data"]) == set(row) - UTTERANCE_LEAVES_OUT
+    # Measured against the Transcript's own fields, not the row it was built from: a field added to Transcript and
+    # stored reaches the webhook unless UTTERANCE_LEAVES_OUT names it.
+    assert set(TRANSCRIPT_FIELDS) - set(NOT_STORED) - UTTERANCE_LEAVES_OUT <= set(event["data"])
     assert (event["data"]["languages"], event["data"]["stream_sid"]) == (["es", "en"], "MZ1")
 
 
