@@ -5,22 +5,31 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null)
 PORT ?= 5001
 
-.PHONY: setup run test lint format simulate demo docs bench clean
+.PHONY: setup serving run test lint format simulate demo docs bench clean
 
+# `make setup` installs everything (the service, and the tools to test, lint and benchmark it); `make run`, `demo`,
+# `simulate` and `docs` only what serving needs, so a first run fetches no test tools (Playwright, moto, mypy).
 setup: $(VENV)/.synced
+serving: $(VENV)/.serving
 
-# uv builds .venv from uv.lock exactly; pip installs uv first on a machine that has only Python.
-$(VENV)/.synced: pyproject.toml uv.lock
+# uv builds .venv from uv.lock exactly; pip installs uv first on a machine that has only Python. The serving half
+# syncs --inexact, so after a `make setup` it keeps the tools it does not need instead of removing them.
 ifeq ($(UV),)
-	$(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet --break-system-packages uv || $(PYTHON) -m pip install --quiet uv
-	$(PYTHON) -m uv sync --frozen --python $(PYTHON)
+UV_SYNC = $(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet --break-system-packages uv || $(PYTHON) -m pip install --quiet uv; $(PYTHON) -m uv sync --frozen --python $(PYTHON)
 else
-	$(UV) sync --frozen --python $(PYTHON)
+UV_SYNC = $(UV) sync --frozen --python $(PYTHON)
 endif
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	$(UV_SYNC)
+	touch $@ $(VENV)/.serving
+
+$(VENV)/.serving: pyproject.toml uv.lock
+	$(UV_SYNC) --no-dev --inexact
 	touch $@
 
 # The default database is a SQLite file here, which the service creates and migrates itself as it starts.
-run: setup
+run: serving
 	$(BIN)/python -m service serve --port $(PORT)
 
 lint: setup
@@ -39,16 +48,16 @@ format: setup
 	$(BIN)/ruff format service tests benchmarks
 	$(BIN)/ruff check --fix service tests benchmarks
 
-simulate: setup
+simulate: serving
 	$(BIN)/python -m service simulate service/simulator/samples/hello.wav --url http://localhost:$(PORT)
 
 # One simulated call to the service `make run` started, and its transcript printed (or what to fix).
-demo: setup
+demo: serving
 	$(BIN)/python -m service demo --url http://localhost:$(PORT)
 
 # The configuration reference, .env.example and app.json's env, rendered from service/settings.py (a test checks
 # they match); app.json's other parts are kept.
-docs: setup
+docs: serving
 	$(BIN)/python -m service settings --markdown > docs/configuration.md
 	$(BIN)/python -m service settings --env > .env.example
 	$(BIN)/python -m service settings --app-json > app.json.new && mv app.json.new app.json

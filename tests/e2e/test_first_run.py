@@ -91,7 +91,7 @@ async def healthy(url: str) -> bool:
 
 
 async def test_a_fresh_clone_make_run_serves_and_says_what_to_set(tmp_path: Path) -> None:
-    """No .env, no .venv: `make run` installs, migrates its SQLite file, serves /healthz, and its start-up ends with
+    """No .env, no .venv: `make run` installs what serving needs (not the test tools), migrates its SQLite file, serves /healthz, and its start-up ends with
     the next steps (the .env lines to add); SIGTERM stops it cleanly."""
     clone = await fresh_clone(tmp_path)
     assert not (clone / ".env").exists()
@@ -107,5 +107,6 @@ async def test_a_fresh_clone_make_run_serves_and_says_what_to_set(tmp_path: Path
     assert "service.stopped" in output.text, output.text
     assert "store.migrated revision_before=empty" in output.text
     assert (clone / ".venv" / "bin" / "python").exists(), "the clone's own environment, built from uv.lock"
+    assert not (clone / ".venv" / "bin" / "pytest").exists(), "make run installs what serving needs, no test tools"
     assert (clone / "callscribe.sqlite3").exists()
     assert "Traceback" not in output.text
