@@ -95,8 +95,8 @@ def cannot_listen(host: str, port: int, exc: OSError) -> str:
 
 
 def serve_here(config: Config, sockets: Sockets) -> int:
-    """Hypercorn in this process on the `sockets` bound already, until SIGINT (or SIGTERM before the app has
-    started: nothing to finish yet)."""
+    """Hypercorn in this process on the `sockets` bound already, until SIGTERM or SIGINT (both finish the calls
+    and end the live feeds first, once the app has started)."""
     import asyncio  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
@@ -108,10 +108,25 @@ def serve_here(config: Config, sockets: Sockets) -> int:
     async def main() -> None:
         app = wrap_app(create(), config.wsgi_max_body_size, "asgi")
         stop = asyncio.Event()
+        interrupted = False
+
+        def interrupt() -> None:
+            """Ctrl+C stops as SIGTERM does: the calls finished and the live feeds ended (each page told to
+            reconnect), then Hypercorn. Stopped at once, Hypercorn waited for the feeds' open responses, which
+            never end by themselves, for its whole graceful timeout (25 s). A second SIGINT (the runtime's own,
+            once the calls are finished, or an impatient second Ctrl+C) stops Hypercorn."""
+            nonlocal interrupted
+            if interrupted:
+                stop.set()
+                return
+            interrupted = True
+            signal.raise_signal(signal.SIGTERM)
+
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            # The app's start-up replaces the SIGTERM handler with its own: finish the calls, then SIGINT.
-            loop.add_signal_handler(signum, stop.set)
+        # The app's start-up replaces the SIGTERM handler with its own: finish the calls, then SIGINT. Before it,
+        # there is nothing to finish: SIGTERM stops Hypercorn.
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, interrupt)
         await worker_serve(app, config, sockets=sockets, shutdown_trigger=stop.wait)
 
     asyncio.run(main())

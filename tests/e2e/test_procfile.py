@@ -1,4 +1,5 @@
-"""The Procfile's web line, run as Heroku runs it: a real Hypercorn process on $PORT that stops on SIGTERM."""
+"""The Procfile's web line, run as Heroku runs it: a real Hypercorn process on $PORT that stops on SIGTERM (and on
+Ctrl+C, as a local run does)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from service import mulaw
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec
@@ -16,6 +19,7 @@ from service.spool.directory import Spool
 from service.spool.wav import read_mulaw_wav
 from service.storage import queries
 from service.storage.schema import create_engine
+from tests.e2e.test_live_feed import API_TOKEN, AUTH
 from tests.helpers.audio import call_audio
 from tests.helpers.connections import Layout, layouts_and_flux
 from tests.helpers.credentials import TWILIO_TOKEN
@@ -71,6 +75,35 @@ async def test_the_procfile_web_process_serves_calls_and_stops_on_sigterm(
     assert [w for line in finals for w in line["text"].split()] == expected_words(bytes(deepgram.connections[0].audio))
     assert events[-1] == "service.stopped"
     assert stderr.decode() == ""
+
+
+async def test_ctrl_c_with_a_page_open_ends_its_feed_and_stops_at_once(deepgram: FakeDeepgram, tmp_path: Path) -> None:
+    """SIGINT (Ctrl+C) with a live feed open and no call: the feed's last event tells the page to reconnect, and
+    the process exits cleanly at once; it used to wait out Hypercorn's graceful timeout (25 s) for the feed's
+    response, which never ends by itself, then log a traceback."""
+    process, url = await start_web(deepgram, tmp_path, API_TOKEN=API_TOKEN)
+    events: list[str] = []
+    try:
+        async with (
+            httpx.AsyncClient(timeout=30) as client,
+            client.stream("GET", f"{url}/api/live", headers=AUTH) as feed,
+        ):
+            lines = feed.aiter_lines()
+            assert await anext(lines) == ": callscribe live feed"  # subscribed: the hub holds this feed now
+            os.killpg(process.pid, signal.SIGINT)  # as Ctrl+C in a terminal: the whole foreground group
+            events = [line async for line in lines if line.startswith("data: ")]
+        # A bound far below the 25 s it took (and the 30 s after which a platform's SIGKILL follows), far above a
+        # stop's few tens of milliseconds on a loaded machine.
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=5)
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    assert [json.loads(event.removeprefix("data: "))["type"] for event in events] == ["feed.dropped"]
+    assert "reconnect" in json.loads(events[0].removeprefix("data: "))["reason"]
+    assert process.returncode == 0, stderr.decode()
+    assert "Traceback" not in stdout.decode() + stderr.decode()
+    assert "service.stopped" in [line["event"] for line in json_lines(stdout)]
 
 
 @layouts_and_flux
