@@ -2,13 +2,13 @@
 
 The package is in layers; a module imports only its own layer and those below it (docs/architecture.md):
 
-    cli                  python -m service: serve, simulate, spool, calls, db, settings
-    web                  the Quart app: /voice, /media, /api, /healthz, /readyz, /metrics
-    webhooks             signed delivery from the database's outbox
-    spool | storage      audio waiting for batch transcription | the database
-    calls                one CallSession per stream, one TrackStream per track
-    deepgram | twilio    deepgram-sdk's adapter and Deepgram's protocol | Media Streams, signatures, TwiML
-    root modules         settings, errors, times, mulaw, retry, files, logs, refusals, metrics, captions, settings_docs
+    cli                       python -m service: serve, simulate, demo, spool, calls, db, settings, doctor, twilio
+    web                       the Quart app: /voice, /media, /api, /api/live, the page, /healthz, /readyz, /metrics
+    webhooks | live           signed delivery from the database's outbox | the live feed
+    spool | storage           audio waiting for batch transcription | the database
+    calls | deepgram          one CallSession per stream, one TrackStream per track | the engines behind the seam
+    twilio | stt | redaction  Media Streams, signatures, TwiML | the speech-to-text seam | what transcripts hide
+    root modules              settings, errors, times, mulaw, retry, files, logs, refusals, metrics, captions, ...
 
 `simulator` stands apart: it imports nothing of the server but `service.mulaw`.
 """
