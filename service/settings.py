@@ -241,6 +241,20 @@ class Settings(BaseSettings):
             "deepgram", accepts="a query string", example="diarize=true&redact=pci&tag=support", heroku={}
         ),
     )
+    redact: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Redaction, in every output. Each name is sent to Deepgram as `redact` where the model takes it "
+        "(v1 and batch all of them, Flux `numbers` only), and with any name set callscribe's own redactor also "
+        "runs on every interim and final before the log, the database, the live feed or a webhook sees it: card "
+        "numbers (also spoken as words, or split across two finals), their expiry and code, and social security "
+        "numbers become `[card]`, `[expiry]`, `[cvv]`, `[ssn]` ([docs/compliance.md](compliance.md)).",
+        json_schema_extra=_doc(
+            "data",
+            accepts="comma-separated: `pci`, `ssn`, `numbers`, `pii`, `phi` or Deepgram entity types",
+            default="(off)",
+            example="pci,ssn",
+        ),
+    )
     deepgram_keepalive_s: float = Field(
         default=4.0,
         gt=0,
@@ -1017,6 +1031,17 @@ class Settings(BaseSettings):
         if not _DIAL_TARGET.match(value):
             raise ValueError("must be an E.164 number such as +14155550100, or a sip: or client: address")
         return value
+
+    @field_validator("redact", mode="before")
+    @classmethod
+    def _redact(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        names = tuple(name.strip().lower() for name in value.split(",") if name.strip())
+        for name in names:
+            if not re.fullmatch(r"[a-z][a-z_]*", name):
+                raise ValueError(f"{name!r} is not a redaction name: use pci, ssn, numbers, pii, phi or an entity type")
+        return names
 
     @field_validator("deepgram_keyterms", "deepgram_language_hint", mode="before")
     @classmethod

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from service import mulaw
-from service.deepgram.protocol import AUDIO_LAYOUT_OPTIONS, is_flux, pass_through_options
+from service.deepgram.protocol import AUDIO_LAYOUT_OPTIONS, is_flux, option_pairs, pass_through_options
 from service.stt.events import SttEvent, SttMetadata, SttResult, SttSettled, SttTurn, TurnMoment, Word
 
 if TYPE_CHECKING:  # annotations only: settings.py pulls in pydantic-settings, which imports asyncio
@@ -182,7 +182,8 @@ def flux_options(settings: Settings) -> dict[str, Any]:
     multi = MULTI_MODEL in settings.deepgram_model
     if settings.deepgram_language_hint and multi:
         options["language_hint"] = list(settings.deepgram_language_hint)
-    accepted = [pair for pair in settings.deepgram_extra_options if _option_refusal(*pair, multi=multi) is None]
+    # REDACT's names Flux does not take are left out, not refused: callscribe's own redactor covers them.
+    accepted = [pair for pair in option_pairs(settings) if _option_refusal(*pair, multi=multi) is None]
     extra = pass_through_options(accepted, reserved=options.keys())
     if extra:
         options["request_options"] = {"additional_query_parameters": extra}

@@ -47,10 +47,17 @@ def live_options(settings: Settings, *, channels: int = 1, diarize: bool = False
         options["diarize"] = True
     if settings.deepgram_keyterms:
         options["keyterm"] = list(settings.deepgram_keyterms)
-    extra = pass_through_options(settings.deepgram_extra_options, reserved=options.keys())
+    extra = pass_through_options(option_pairs(settings), reserved=options.keys())
     if extra:
         options["request_options"] = {"additional_query_parameters": extra}
     return options
+
+
+def option_pairs(settings: Settings) -> list[tuple[str, str]]:
+    """DEEPGRAM_OPTIONS' names and values, then REDACT's names as `redact` (those DEEPGRAM_OPTIONS does not send)."""
+    pairs = settings.deepgram_extra_options
+    sent = {value for name, value in pairs if name == "redact"}
+    return [*pairs, *(("redact", name) for name in settings.redact if name not in sent)]
 
 
 FLUX_PREFIX: Final = "flux-"  # Deepgram's Flux models (flux-general-en, flux-general-multi): /v2/listen
@@ -118,7 +125,7 @@ def batch_options(settings: Settings) -> dict[str, Any]:
     }
     if settings.deepgram_keyterms:
         options["keyterm"] = list(settings.deepgram_keyterms)
-    extra = pass_through_options(settings.deepgram_extra_options, reserved=options.keys() | LIVE_ONLY_OPTIONS)
+    extra = pass_through_options(option_pairs(settings), reserved=options.keys() | LIVE_ONLY_OPTIONS)
     if extra:
         options["request_options"] = {"additional_query_parameters": extra}
     return options

@@ -5,8 +5,8 @@ words are a number is held (`final` returns nothing for it) until a later final 
 number goes on: they are read together, and each released with its own part of what was found. Only finals a
 number still being said runs through wait: until the number ends, for at most MAX_HELD finals, or until `flush`
 (the stream's end) or `release` (the caller's bound on the wait, in time). Interims are never held: an
-interim's words are read after the held finals, and a number still being said is hidden once it is long enough
-to be a card's beginning (`INTERIM_DIGITS`).
+interim's words are read after the held finals, and every number in it is hidden (`[number]`): an interim is
+the words so far, and a number in it may be the start of a card whose end is not said yet. Its final shows it.
 
 It fails closed: should reading ever raise, the results it was reading are released with every word withheld
 (`Kind.WITHHELD`), never as they were.
@@ -23,7 +23,6 @@ from service.redaction.rules import Context, Kind, Span, find_spans, merged_span
 from service.redaction.spoken import number_runs
 
 R = TypeVar("R")
-INTERIM_DIGITS = 7  # an interim's trailing number this long is hidden: a card's first six digits name only its bank
 # The last word of a withheld result's span: every word, however many, without asking the result again (asking
 # may be what failed). `apply` and the callers cut a span at the result's last word.
 EVERY_WORD = 2**31
@@ -117,26 +116,27 @@ class TrackRedactor(Generic[R]):
         return self.release()
 
     def interim(self, result: R) -> tuple[Span, ...]:
-        """The spans to redact in an interim: read after the held finals, a trailing number of INTERIM_DIGITS or
-        more hidden too (it may be a card being read out). Changes nothing: the final will be read again."""
+        """The spans to redact in an interim: read after the held finals, every other number in it hidden too (it
+        may be a card being read out). Changes nothing: the final will be read again."""
         try:
-            return self._interim(result)
+            return self._interim(list(self._words_of(result)))
         except Exception:  # noqa: BLE001 - fail closed
             return (Span(0, EVERY_WORD, Kind.WITHHELD),)
 
-    def _interim(self, result: R) -> tuple[Span, ...]:
-        words = list(self._words_of(result))
+    def interim_words(self, words: Sequence[str]) -> tuple[Span, ...]:
+        """`interim` for words that are no result of the track's (a turn's text so far)."""
+        try:
+            return self._interim(list(words))
+        except Exception:  # noqa: BLE001 - fail closed
+            return (Span(0, EVERY_WORD, Kind.WITHHELD),)
+
+    def _interim(self, words: list[str]) -> tuple[Span, ...]:
         held_words = [word for held in self._held for word in held.words]
         cut = len(held_words)
         joint = [*held_words, *words]
-        spans = list(_part(find_spans(joint, self._context).spans, cut, len(joint)))
-        runs = number_runs(joint)
-        if runs and runs[-1].last == len(joint) - 1 and len(runs[-1].digits) >= INTERIM_DIGITS:
-            first = max(runs[-1].first - cut, 0)
-            if not any(span.first <= first and span.last >= len(words) - 1 for span in spans):
-                spans = [span for span in spans if span.last < first]
-                spans.append(Span(first, len(words) - 1, Kind.NUMBER))
-        return tuple(spans)
+        spans = _part(find_spans(joint, self._context).spans, cut, len(joint))
+        numbers = [Span(run.first, run.last, Kind.NUMBER) for run in number_runs(joint)]
+        return merged_spans(spans, _part(numbers, cut, len(joint)))
 
     def _release(self, held: _Held[R]) -> Released[R]:
         last_word = len(held.words) - 1

@@ -50,6 +50,8 @@ def call_completed_event(
             "ended_at": _iso(call.get("ended_at")),
             "ended_by": call.get("ended_by"),
             "handed_over": bool(call.get("handed_over", False)),
+            # REDACT: what was redacted, by kind and count (never a value); {} when nothing was, or REDACT is off
+            "redacted": dict((call.get("summary") or {}).get("redacted") or {}),
             "transcript": [
                 {name: value for name, value in utterance.items() if name not in ENTRY_LEAVES_OUT}
                 for utterance in sorted(utterances, key=lambda u: (u["start"], u["track"]))

@@ -25,6 +25,7 @@ from service.calls.events import CallObserver
 from service.calls.handover.passing import Handover
 from service.calls.observers import Fanout
 from service.calls.pipeline.engines import LiveEngines
+from service.calls.redacting import RedactingObserver
 from service.calls.registry import Calls
 from service.calls.stream.admission import StreamGate
 from service.deepgram.engines import (
@@ -117,7 +118,10 @@ class Runtime:
         # With REDIS_URL every process's events go through the stream, this one's too: one order, one set of ids.
         self.redis = _redis_feed(settings, self.live)
         publish: Publish = self.redis.publish if self.redis is not None else LocalPublisher(self.live).publish
-        self.observer = Fanout([*observers, self.store, LiveObserver(publish)])
+        fanout = Fanout([*observers, self.store, LiveObserver(publish)])
+        # REDACT: every output below the redactor (log, database, feed, webhooks) gets the same redacted words.
+        self.redactor = RedactingObserver(fanout) if settings.redact else None
+        self.observer: CallObserver = self.redactor if self.redactor is not None else fanout
         self.calls = Calls(settings.max_calls)
         # The live engines: the primary, and DEEPGRAM_FALLBACK_URL's when set, with the failover every call shares.
         # Each is the engine DEEPGRAM_MODEL picks (`deepgram/engines.py`): Deepgram v1 or Flux.
@@ -331,6 +335,8 @@ class Runtime:
         # SHUTDOWN_TIMEOUT_S counts from SIGTERM: what the hand-overs took is not given again to the drain.
         left_s = self.settings.shutdown_timeout_s - (asyncio.get_running_loop().time() - started)
         spooled = await self.calls.drain(max(left_s, MIN_DRAIN_S))
+        if self.redactor is not None:
+            self.redactor.flush()  # finals still waiting for their track's next go now, before the store stops
         await self._claims.settle()  # claims the database did not answer in time let go of their connections
         await self._share_spool()
         # The calls' last writes (call_ended, late finals) are queued now; what the database cannot take in time

@@ -76,6 +76,14 @@ def test_deepgram_options_pass_through_only_what_flux_takes() -> None:
     }
 
 
+def test_redact_sends_flux_what_it_takes_and_refuses_nothing() -> None:
+    """REDACT=pci,numbers on Flux: `numbers` is sent, `pci` left out (callscribe's redactor covers cards), and
+    start-up does not refuse it as it refuses DEEPGRAM_OPTIONS=redact=pci."""
+    configured = settings(MULTI, redact="pci,numbers")
+    assert flux_options(configured)["request_options"] == {"additional_query_parameters": {"redact": "numbers"}}
+    assert flux_refusals(configured) == []
+
+
 def test_a_language_hint_is_not_sent_to_an_english_only_model() -> None:
     """language_hint is flux-general-multi's (start-up refuses it on flux-general-en; here it is simply left out)."""
     options = flux_options(settings(deepgram_options="language_hint=fr&tag=a"))

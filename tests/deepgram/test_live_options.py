@@ -29,6 +29,12 @@ def settings(**values: Any) -> Settings:
         ({"deepgram_smart_format": False}, {}, {"smart_format": False}),
         ({"deepgram_keyterms": "Acme, Zed"}, {}, {"keyterm": ["Acme", "Zed"]}),
         ({"deepgram_options": "tag=a"}, {}, {"request_options": {"additional_query_parameters": {"tag": "a"}}}),
+        ({"redact": "pci, SSN"}, {}, {"request_options": {"additional_query_parameters": {"redact": ["pci", "ssn"]}}}),
+        (
+            {"redact": "pci,ssn", "deepgram_options": "redact=pci&tag=a"},
+            {},
+            {"request_options": {"additional_query_parameters": {"redact": ["pci", "ssn"], "tag": "a"}}},
+        ),
         ({"deepgram_model": "nova-2", "deepgram_language": "de"}, {}, {"model": "nova-2", "language": "de"}),
     ],
 )
@@ -97,3 +103,15 @@ def test_a_results_end_is_its_start_plus_its_duration() -> None:
         confidence=0.9, words=(), request_id=None,
     )  # fmt: skip
     assert result.end == 1.75
+
+
+def test_redact_is_asked_of_batch_too() -> None:
+    assert batch_options(settings(redact="pci,numbers"))["request_options"] == {
+        "additional_query_parameters": {"redact": ["pci", "numbers"]}
+    }
+
+
+@pytest.mark.parametrize("value", ["pci;drop", "pci,1x", "p c i", "pci,redact=ssn"])
+def test_a_redact_name_that_is_no_name_stops_start_up(value: str) -> None:
+    with pytest.raises(ValueError, match="is not a redaction name"):
+        settings(redact=value)

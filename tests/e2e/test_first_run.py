@@ -91,8 +91,8 @@ async def healthy(url: str) -> bool:
 
 
 async def test_a_fresh_clone_make_run_serves_and_says_what_to_set(tmp_path: Path) -> None:
-    """No .env, no .venv: `make run` installs what serving needs (not the test tools), migrates its SQLite file, serves /healthz, and its start-up ends with
-    the next steps (the .env lines to add); SIGTERM stops it cleanly."""
+    """No .env, no .venv: `make run` installs what serving needs (not the test tools), migrates its SQLite file,
+    serves /healthz, and its start-up ends with the next steps (the .env lines to add); SIGTERM stops it cleanly."""
     clone = await fresh_clone(tmp_path)
     assert not (clone / ".env").exists()
     assert not (clone / ".venv").exists()

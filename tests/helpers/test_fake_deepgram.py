@@ -41,6 +41,7 @@ from tests.helpers.fakes.deepgram_server import (
     TranscriptionSession,
     expected_words,
     is_silence,
+    said,
     word_for,
 )
 
@@ -599,3 +600,10 @@ async def test_wait_for_connections_times_out() -> None:
     async with FakeDeepgram() as fake:
         with pytest.raises(TimeoutError):
             await fake.wait_for_connections(1, timeout=0.05)
+
+
+def test_a_said_window_is_heard_as_its_word() -> None:
+    """`said` is how a test makes a caller say given words: one voiced window each, heard as spelt."""
+    window = said("four")
+    assert (len(window), word_for(window), is_silence(window)) == (4000, "four", False)
+    assert expected_words(said("my") + said("card") + b"\xff" * WINDOW) == ["my", "card"]

@@ -60,6 +60,7 @@ __all__ = [
     "is_silence",
     "language_for",
     "languages_of",
+    "said",
     "word_for",
 ]
 
@@ -81,6 +82,7 @@ MODEL_VERSION = "2025-01-01.0"
 DEFAULT_SAMPLE_RATE = 8000  # Twilio's 8 kHz; also used when the client names no encoding
 MULTI = "multi"  # the `language` that asks Nova-3 for code-switching, and a language on every word
 MULTI_LANGUAGES = ("en", "es")  # what the fake "hears" with language=multi: each word one of these
+SAY = b"say:"  # a window that starts so is heard as the word it spells (`said`)
 SHUTDOWN_CLOSE_TIMEOUT_S = 1.0  # bound each close handshake so stopping the fake never hangs on a silent peer
 
 
@@ -90,14 +92,24 @@ SHUTDOWN_CLOSE_TIMEOUT_S = 1.0  # bound each close handshake so stopping the fak
 
 
 def word_for(window: bytes) -> str:
-    """The deterministic "word" the fake hears in one window of audio (silence aside: see `is_silence`)."""
+    """The deterministic "word" the fake hears in one window of audio (silence aside: see `is_silence`): a hash
+    of it, or the word a `said` window spells."""
+    if window.startswith(SAY):
+        return window[len(SAY) :].split(b"\0", 1)[0].decode()
     return "w" + hashlib.sha256(window).hexdigest()[:8]
+
+
+def said(word: str, window_bytes: int = 4000) -> bytes:
+    """A window of (non-silent) audio the fake hears as `word`: how a test makes a caller say what it needs
+    ("four one one one ...") where the hashed words cannot."""
+    spelt = SAY + word.encode() + b"\0"
+    return spelt + bytes([0x10]) * (window_bytes - len(spelt))
 
 
 def language_for(window: bytes) -> str:
     """With language=multi, the language of the word the fake hears in `window`: picked by the window's audio,
     so about half the words of a call are in each of MULTI_LANGUAGES."""
-    return MULTI_LANGUAGES[int(word_for(window)[-1], 16) % len(MULTI_LANGUAGES)]
+    return MULTI_LANGUAGES[int(hashlib.sha256(window).hexdigest()[7], 16) % len(MULTI_LANGUAGES)]
 
 
 def languages_of(languages: list[str]) -> list[str]:
