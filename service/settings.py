@@ -241,6 +241,14 @@ class Settings(BaseSettings):
             "deepgram", accepts="a query string", example="diarize=true&redact=pci&tag=support", heroku={}
         ),
     )
+    deepgram_mip_opt_out: bool = Field(
+        default=True,
+        description="Sends `mip_opt_out=true` with every request (live, Flux and batch): Deepgram then keeps the audio "
+        "and transcript only while it processes the request, instead of retaining them for its Model Improvement "
+        "Program, which it does by default. On by default because callers' words are personal data that callscribe "
+        "keeps itself, under your retention; set `false` only if your Deepgram agreement wants the program.",
+        json_schema_extra=_doc("data"),
+    )
     redact: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="Redaction, in every output. Each name is sent to Deepgram as `redact` where the model takes it "

@@ -154,7 +154,9 @@ def test_live_options_carry_the_settings_and_twilio_audio_format() -> None:
     assert options["endpointing"] is False
     assert options["utterance_end_ms"] == 1000
     assert options["keyterm"] == ["Acme", "Zed"]
-    assert options["request_options"] == {"additional_query_parameters": {"diarize": "true", "redact": ["pci", "ssn"]}}
+    assert options["request_options"] == {
+        "additional_query_parameters": {"diarize": "true", "redact": ["pci", "ssn"], "mip_opt_out": "true"}
+    }, "DEEPGRAM_MIP_OPT_OUT's default, on"
     assert ignored_options(settings) == [
         ("encoding", "callscribe sets it itself"),
         ("model", "callscribe sets it itself"),

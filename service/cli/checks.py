@@ -219,6 +219,27 @@ def check_handover_room(settings: Settings) -> Check:
     )
 
 
+def check_deepgram_retention(settings: Settings) -> Check:
+    """What Deepgram keeps of the calls' audio and transcripts, and where (docs/compliance.md)."""
+    region = (
+        f"requests go to {masked_url(settings.deepgram_url)}: to keep them in one region, point DEEPGRAM_URL at "
+        "Deepgram's regional endpoint for it"
+    )
+    options = dict(settings.deepgram_extra_options)
+    opted_out = options.get("mip_opt_out", "true" if settings.deepgram_mip_opt_out else "false") == "true"
+    if opted_out:
+        return Check(
+            "deepgram_retention", Status.OK,
+            f"mip_opt_out=true: Deepgram keeps audio and transcripts only while it processes each request\n{region}",
+        )  # fmt: skip
+    return Check(
+        "deepgram_retention", Status.WARN,
+        "Deepgram keeps the calls' audio and transcripts for its Model Improvement Program (mip_opt_out is off), "
+        f"and may process them outside the region for it\n{region}",
+        "set DEEPGRAM_MIP_OPT_OUT=true (the default), unless your Deepgram agreement wants the program",
+    )  # fmt: skip
+
+
 def check_number(settings: Settings, number: str | None, *, timeout_s: float = TIMEOUT_S) -> Check:
     """The number's voice configuration, from Twilio's REST API: does a call to it reach PUBLIC_URL/voice?"""
     if number is None:

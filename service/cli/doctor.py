@@ -58,6 +58,7 @@ def examine(number: str | None) -> dict[str, Any]:
         checks.check_public_url(settings),
         checks.check_number(settings, number),
         checks.check_handover_room(settings),
+        checks.check_deepgram_retention(settings),
     ]
     webhook = checks.webhook_url(settings)
     return _report(resolved_settings(settings), results, webhook=None if webhook is None else masked_url(webhook))

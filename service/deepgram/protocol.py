@@ -54,10 +54,14 @@ def live_options(settings: Settings, *, channels: int = 1, diarize: bool = False
 
 
 def option_pairs(settings: Settings) -> list[tuple[str, str]]:
-    """DEEPGRAM_OPTIONS' names and values, then REDACT's names as `redact` (those DEEPGRAM_OPTIONS does not send)."""
+    """DEEPGRAM_OPTIONS' names and values, then REDACT's names as `redact` (those DEEPGRAM_OPTIONS does not send),
+    and `mip_opt_out=true` with DEEPGRAM_MIP_OPT_OUT (unless DEEPGRAM_OPTIONS says otherwise)."""
     pairs = settings.deepgram_extra_options
     sent = {value for name, value in pairs if name == "redact"}
-    return [*pairs, *(("redact", name) for name in settings.redact if name not in sent)]
+    extra = [("redact", name) for name in settings.redact if name not in sent]
+    if settings.deepgram_mip_opt_out and all(name != "mip_opt_out" for name, _ in pairs):
+        extra.append(("mip_opt_out", "true"))
+    return [*pairs, *extra]
 
 
 FLUX_PREFIX: Final = "flux-"  # Deepgram's Flux models (flux-general-en, flux-general-multi): /v2/listen

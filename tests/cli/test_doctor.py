@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from service.cli import main
-from service.cli.checks import Status, check_handover_room, check_public_url
+from service.cli.checks import Status, check_deepgram_retention, check_handover_room, check_public_url
 from service.settings import Settings
 from service.storage import migrate
 from tests.helpers.databases import sqlite_url
@@ -139,7 +139,18 @@ async def test_json_is_the_same_report(healthy, capsys) -> None:
     assert code == 0
     assert report["ok"] is True
     assert statuses(report) == {
-        **dict.fromkeys(("deepgram", "database", "signatures", "public_url", "twilio_number", "handover_room"), "OK"),
+        **dict.fromkeys(
+            (
+                "deepgram",
+                "database",
+                "signatures",
+                "public_url",
+                "twilio_number",
+                "handover_room",
+                "deepgram_retention",
+            ),
+            "OK",
+        ),
         "deepgram_fallback": "SKIP",  # no DEEPGRAM_FALLBACK_URL
     }
     assert report["webhook"] == {"url": f"{PUBLIC_URL}/voice", "method": "POST"}
@@ -401,3 +412,20 @@ async def test_the_fallback_deepgram_is_checked_with_its_own_key(healthy, deepgr
         assert "refused the fallback's key (HTTP 401): calls cannot move there when the primary fails" in out
         assert fallback.requests[-1].headers["authorization"] == f"Token {DEEPGRAM_SECRET}"
         assert "dg-fallback-key-51c0" not in out
+
+
+@pytest.mark.parametrize(
+    ("values", "status"),
+    [
+        ({}, Status.OK),
+        ({"deepgram_mip_opt_out": False}, Status.WARN),
+        ({"deepgram_mip_opt_out": False, "deepgram_options": "mip_opt_out=true"}, Status.OK),
+        ({"deepgram_options": "mip_opt_out=false"}, Status.WARN),
+    ],
+)
+def test_the_doctor_says_what_deepgram_keeps(values: dict[str, object], status: Status) -> None:
+    """mip_opt_out as it will be sent (DEEPGRAM_OPTIONS' own wins), and how to keep requests in one region."""
+    check = check_deepgram_retention(Settings(_env_file=None, **values))  # type: ignore[arg-type]
+    assert check.status is status
+    assert "regional endpoint" in check.reason
+    assert ("Model Improvement Program" in check.reason) is (status is Status.WARN)

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from service.deepgram.flux_protocol import flux_options
 from service.deepgram.protocol import batch_options, ignored_options, live_options, pass_through_options
 from service.settings import Settings
 from service.stt.events import SttResult
@@ -115,3 +116,18 @@ def test_redact_is_asked_of_batch_too() -> None:
 def test_a_redact_name_that_is_no_name_stops_start_up(value: str) -> None:
     with pytest.raises(ValueError, match="is not a redaction name"):
         settings(redact=value)
+
+
+def test_deepgram_is_asked_not_to_keep_the_audio_by_default() -> None:
+    """DEEPGRAM_MIP_OPT_OUT is on unless turned off: mip_opt_out=true live, on Flux and in batch, and DEEPGRAM_OPTIONS'
+    own mip_opt_out wins."""
+    default = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert default.deepgram_mip_opt_out is True
+    on = settings(deepgram_mip_opt_out=True)
+    assert live_options(on)["request_options"] == {"additional_query_parameters": {"mip_opt_out": "true"}}
+    assert batch_options(on)["request_options"] == {"additional_query_parameters": {"mip_opt_out": "true"}}
+    flux = settings(deepgram_mip_opt_out=True, deepgram_model="flux-general-en")
+    assert flux_options(flux)["request_options"] == {"additional_query_parameters": {"mip_opt_out": "true"}}
+    theirs = settings(deepgram_mip_opt_out=True, deepgram_options="mip_opt_out=false")
+    assert live_options(theirs)["request_options"] == {"additional_query_parameters": {"mip_opt_out": "false"}}
+    assert "request_options" not in live_options(settings(deepgram_mip_opt_out=False))

@@ -29,6 +29,9 @@ def make_settings(deepgram: FakeDeepgram | None = None, **overrides: Any) -> Set
         "deepgram_keepalive_s": 1.0,
         "deepgram_close_timeout_s": 3.0,
         "deepgram_connect_timeout_s": 3.0,
+        # On in production (Settings' default, tested in tests/deepgram/test_live_options.py); off here so that
+        # the tests that compare the exact options asked for compare only what they are about.
+        "deepgram_mip_opt_out": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
