@@ -8,6 +8,7 @@ shutdown (`finish_calls`), then stops the background work (`shutdown`). The rout
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import multiprocessing
@@ -21,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from service.alerts.watch import AlertWatch
 from service.calls.events import CallObserver
 from service.calls.handover.passing import Handover
 from service.calls.observers import Fanout
 from service.calls.pipeline.engines import LiveEngines
 from service.calls.registry import Calls
 from service.calls.stream.admission import StreamGate
+from service.calls.transcript import speaker_for
 from service.deepgram.engines import (
     batch_engines,
     ignored_options,
@@ -117,7 +120,10 @@ class Runtime:
         # With REDIS_URL every process's events go through the stream, this one's too: one order, one set of ids.
         self.redis = _redis_feed(settings, self.live)
         publish: Publish = self.redis.publish if self.redis is not None else LocalPublisher(self.live).publish
-        self.observer = Fanout([*observers, self.store, LiveObserver(publish)])
+        feed = LiveObserver(publish)
+        # Alerts last: a `call.alert` follows, on the feed and in the store, the final that raised it.
+        alerts = AlertWatch(settings.alert_rules, [self.store, feed], speakers=functools.partial(speaker_for, settings))
+        self.observer = Fanout([*observers, self.store, feed, *([alerts] if settings.alert_rules else [])])
         self.calls = Calls(settings.max_calls)
         # The live engines: the primary, and DEEPGRAM_FALLBACK_URL's when set, with the failover every call shares.
         # Each is the engine DEEPGRAM_MODEL picks (`deepgram/engines.py`): Deepgram v1 or Flux.
