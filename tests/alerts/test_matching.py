@@ -4,8 +4,9 @@ raised once, and `absent_within_s` decided on the call's timeline."""
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pytest
 from hypothesis import given
@@ -21,8 +22,8 @@ SPEAKERS = {"inbound": "caller", "outbound": "agent"}
 WORD_S = 0.4  # each test word lasts this long, one after another
 
 
-def rules(*items: dict[str, object]) -> tuple[AlertRule, ...]:
-    return parse_rules(json.dumps(list(items)))
+def rules(*items: Mapping[str, object]) -> tuple[AlertRule, ...]:
+    return parse_rules(json.dumps([dict(item) for item in items]))
 
 
 def words(text: str, start: float, *, step: float = WORD_S) -> tuple[Word, ...]:
@@ -45,7 +46,7 @@ def final(
     )  # fmt: skip
 
 
-def matcher(*items: dict[str, object], tracks: Sequence[str] = ("inbound", "outbound")) -> CallMatcher:
+def matcher(*items: Mapping[str, object], tracks: Sequence[str] = ("inbound", "outbound")) -> CallMatcher:
     return CallMatcher("CA1", rules(*items), tracks=tracks, speakers=SPEAKERS)
 
 
@@ -224,7 +225,7 @@ def test_a_phrase_split_at_any_word_boundaries_fires_exactly_once(cuts: list[int
     spoken = words(SENTENCE, 0.0)
     bounds = [0, *cuts, len(spoken)]
     match = matcher({"name": "cancel", "phrases": [PHRASE]})
-    alerts = feed(match, *(final(spoken[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)))
+    alerts = feed(match, *(final(spoken[a:b]) for a, b in itertools.pairwise(bounds)))
     (whole,) = feed(matcher({"name": "cancel", "phrases": [PHRASE]}), final(spoken))
     assert alerts == [whole]
 
