@@ -1,0 +1,106 @@
+"""End to end: live alerts on a real port. A two-track call, with a rule for a phrase the caller says (split across
+two finals) and a rule for a disclosure the agent never makes, raises each alert once: on the live feed, as a
+signed webhook, stored with the call and served by /api."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from service.simulator.client import simulate_call
+from service.simulator.messages import CallSpec
+from tests.e2e.test_live_feed import documented
+from tests.helpers.audio import call_audio
+from tests.helpers.credentials import TWILIO_TOKEN
+from tests.helpers.databases import database_url, migrated_url
+from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
+from tests.helpers.logs import LogLines
+from tests.helpers.service import make_settings, running_service
+from tests.helpers.sse import FeedReader
+from tests.helpers.waiting import eventually
+from tests.helpers.webhooks import SECRET, Clock, Receiver, serving
+
+__all__ = ["database_url", "migrated_url"]  # fixtures: SQLite and PostgreSQL
+
+API_TOKEN = "alerts-t0ken"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+WORD_S = 0.5  # the fake Deepgram hears one word per 0.5 s window, and sends a final every four
+
+
+async def test_a_said_phrase_and_a_missing_disclosure_each_alert_once_everywhere(
+    deepgram: FakeDeepgram, log_lines: LogLines, migrated_url: str, tmp_path: Any
+) -> None:
+    """The caller's phrase (its words in two finals) and the agent's missing disclosure: one `call.alert` each on
+    the feed, one signed webhook each, the same two stored and served with the call."""
+    caller, agent = call_audio(601, 3.0), call_audio(602, 2.0)
+    said = expected_words(caller)
+    phrase = f"{said[3].upper()} {said[4]}"  # words 4 and 5: the end of the first final, the start of the second
+    rules = [
+        {"name": "cancel", "phrases": [phrase], "speaker": "caller"},
+        {"name": "disclosure", "phrases": ["this call is recorded"], "speaker": "agent", "absent_within_s": 1.0},
+        {"name": "agent says it", "phrases": [phrase], "speaker": "agent"},  # said by the caller only: never fires
+    ]
+    spec = CallSpec(inbound=caller, outbound=agent, speed=0)
+    receiver = Receiver(Clock.real())
+    async with serving(receiver) as hook_url:
+        settings = make_settings(
+            deepgram, stream_track="both_tracks", database_url=migrated_url, api_token=API_TOKEN,
+            transcript_webhook_url=hook_url, webhook_secret=SECRET, db_journal_path=tmp_path / "journal.jsonl",
+            alert_rules=json.dumps(rules),
+        )  # fmt: skip
+        async with (
+            running_service(settings) as service,
+            FeedReader(service.url, AUTH) as feed,
+            httpx.AsyncClient() as client,
+        ):
+            await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
+            await feed.wait_for("call.ended", call_sid=spec.call_sid)
+            await receiver.wait_for("call.completed")
+            await eventually(lambda: sum(event["type"] == "call.alert" for event in receiver.accepted) >= 2)
+            call = (await client.get(f"{service.url}/api/calls/{spec.call_sid}", headers=AUTH)).json()
+            listed = (await client.get(f"{service.url}/api/calls", headers=AUTH)).json()["calls"]
+
+    on_feed = [event for event in feed.events if event.event == "call.alert"]
+    assert all(documented(event) for event in on_feed)
+    by_rule = {event.data["rule"]: event.data for event in on_feed}
+    assert sorted(event.data["rule"] for event in on_feed) == ["cancel", "disclosure"]  # once each
+    cancel, disclosure = by_rule["cancel"], by_rule["disclosure"]
+    assert cancel == {
+        "type": "call.alert", "alert_id": cancel["alert_id"], "call_sid": spec.call_sid, "rule": "cancel",
+        "kind": "said", "speaker": "caller", "track": "inbound", "phrase": phrase, "text": f"{said[3]} {said[4]}",
+        "start": 3 * WORD_S, "end": 5 * WORD_S, "raised_at": cancel["raised_at"],
+    }  # fmt: skip
+    assert (disclosure["kind"], disclosure["speaker"], disclosure["track"]) == ("absent", "agent", "outbound")
+    assert (disclosure["start"], disclosure["end"], disclosure["text"]) == (0.0, 1.0, "")
+
+    inbound_finals = [e.data["text"].split() for e in feed.events if e.event == "transcript" and e.data["is_final"]
+                      and e.data["track"] == "inbound"]  # fmt: skip
+    assert not any(said[3] in words and said[4] in words for words in inbound_finals), "the phrase spans two finals"
+    # The alert follows the final that completed the phrase, on the feed.
+    order = [(event.event, event.data.get("track"), event.data.get("text", "")) for event in feed.events]
+    completing = next(
+        index for index, (kind, track, text) in enumerate(order)
+        if kind == "transcript" and track == "inbound" and said[4] in text.split() and event_is_final(feed, index)
+    )  # fmt: skip
+    assert order.index(("call.alert", "inbound", cancel["text"])) == completing + 1
+
+    hooks = [event for event in receiver.accepted if event["type"] == "call.alert"]
+    assert sorted(event["data"]["rule"] for event in hooks) == ["cancel", "disclosure"]  # once each, signed
+    for hook in hooks:
+        data = {key: value for key, value in by_rule[hook["data"]["rule"]].items() if key != "type"}
+        assert hook["id"] == f"call.alert:{data['alert_id']}"
+        assert {key: value for key, value in hook["data"].items() if key != "raised_at"} == {
+            key: value for key, value in data.items() if key != "raised_at"
+        }
+
+    assert call["alert_count"] == 2
+    assert [(alert["rule"], alert["start"]) for alert in call["alerts"]] == [("disclosure", 0.0), ("cancel", 1.5)]
+    assert {alert["alert_id"] for alert in call["alerts"]} == {cancel["alert_id"], disclosure["alert_id"]}
+    assert [entry["alert_count"] for entry in listed if entry["call_sid"] == spec.call_sid] == [2]
+    assert len(log_lines.events("call.alert", call_sid=spec.call_sid)) == 2
+
+
+def event_is_final(feed: FeedReader, index: int) -> bool:
+    return bool(feed.events[index].data.get("is_final"))
