@@ -1,18 +1,22 @@
 """End to end: live alerts on a real port. A two-track call, with a rule for a phrase the caller says (split across
 two finals) and a rule for a disclosure the agent never makes, raises each alert once: on the live feed, as a
-signed webhook, stored with the call and served by /api."""
+signed webhook, stored with the call and served by /api, and on the page (in a real Chromium)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import httpx
+from playwright.async_api import expect
 
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec
 from tests.e2e.test_live_feed import documented
+from tests.e2e.test_page import PASSWORD, lane_words, log_in, shoot
 from tests.helpers.audio import call_audio
+from tests.helpers.browser import chromium
 from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.databases import database_url, migrated_url
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
@@ -104,3 +108,46 @@ async def test_a_said_phrase_and_a_missing_disclosure_each_alert_once_everywhere
 
 def event_is_final(feed: FeedReader, index: int) -> bool:
     return bool(feed.events[index].data.get("is_final"))
+
+
+async def test_the_page_lists_alerts_and_marks_their_words_live_and_after_a_reload(deepgram: FakeDeepgram) -> None:
+    """In Chromium: the call's page marks the caller's phrase in the caller's lane as the alert comes, and lists
+    both alerts; a reload shows the same from the database; the list counts the call's alerts."""
+    caller, agent = call_audio(611, 4.0), call_audio(612, 3.0)
+    said = expected_words(caller)
+    rules = [
+        {"name": "cancel", "phrases": [f"{said[3]} {said[4]}"], "speaker": "caller"},
+        {"name": "disclosure", "phrases": ["this call is recorded"], "speaker": "agent", "absent_within_s": 1.0},
+    ]
+    spec = CallSpec(inbound=caller, outbound=agent, speed=1, from_number="+15005550123")
+    settings = make_settings(
+        deepgram, dashboard_password=PASSWORD, stream_track="both_tracks", alert_rules=json.dumps(rules)
+    )
+    async with running_service(settings) as service, chromium() as browser:
+        url = f"http://localhost:{service.port}"
+        context = await browser.new_context(viewport={"width": 1100, "height": 700})
+        listing = await context.new_page()
+        await log_in(listing, url)
+        await expect(listing.locator("#feed-status")).to_have_text("live")
+        call = asyncio.create_task(simulate_call(service.url, spec, auth_token=TWILIO_TOKEN))
+        row = listing.locator(f'tr[data-call-sid="{spec.call_sid}"]')
+        await expect(row).to_contain_text("+15005550123")
+
+        page = await context.new_page()
+        await page.goto(f"{url}/calls/{spec.call_sid}")
+        marked = page.locator('.lane[data-speaker="caller"] mark.alert-words')
+        await expect(marked).to_have_text([said[3], said[4]], timeout=10000)  # two finals, one mark in each
+        await expect(page.locator("#alerts li.alert")).to_have_count(2, timeout=10000)
+        await expect(page.locator("#alerts li.alert-absent")).to_contain_text("not said by agent within 1 s")
+        assert (await call).close_code == 1000
+        await expect(row.locator(".alerts")).to_have_text("2", timeout=10000)
+
+        await page.reload()  # from the stored rows
+        await expect(page.locator("#call-state")).to_have_text("ended", timeout=15000)
+        await expect(page.locator("#alerts li.alert")).to_have_count(2)
+        await expect(marked).to_have_text([said[3], said[4]])
+        assert await lane_words(page, "caller") == said  # the marks change no word
+        await shoot(page, "call-with-alerts.png")
+        await listing.reload()
+        await expect(listing.locator(f'#recent tr[data-call-sid="{spec.call_sid}"] .alerts')).to_have_text("2")
+        await context.close()
