@@ -74,12 +74,14 @@ class AlertWatch:
 
     def _raise(self, alerts: list[Alert]) -> None:
         for alert in alerts:
-            log.info(
-                "call.alert", call_sid=alert.call_sid, rule=alert.rule, kind=alert.kind, speaker=alert.speaker,
-                start=alert.start, end=alert.end, alert_id=alert.alert_id,
-            )  # fmt: skip
             for sink in self._sinks:
                 try:
                     sink.alert(alert)
                 except Exception:
                     log.exception("alerts.sink_failed", sink=type(sink).__name__, alert_id=alert.alert_id)
+            # Once the sinks have it (queued for the store, published to the feed): the bench times this line
+            # against the final's `transcript` line (benchmarks/analysis.py `alert_latencies`).
+            log.info(
+                "call.alert", call_sid=alert.call_sid, track=alert.track, rule=alert.rule, kind=alert.kind,
+                speaker=alert.speaker, start=alert.start, end=alert.end, alert_id=alert.alert_id,
+            )  # fmt: skip
