@@ -155,11 +155,44 @@ def result_latencies(log_lines: Iterable[str], wall_window: tuple[int, int] | No
         except ValueError:
             continue
         text = event.get("text") if isinstance(event, dict) else None
-        if event.get("event") != "transcript" or not isinstance(text, str) or not text[1:].isdigit():
+        stamp = text.split(" ", 1)[0] if isinstance(text, str) else ""  # a final says the alert's phrase after it
+        if event.get("event") != "transcript" or not stamp[1:].isdigit():
             continue
-        sent = int(text[1:])
+        sent = int(stamp[1:])
         if wall_window is None or wall_window[0] <= sent < wall_window[1]:
             latencies.append(iso_to_ns(event["timestamp"]) - sent)
+    return latencies
+
+
+def alert_latencies(log_lines: Iterable[str], wall_window: tuple[int, int] | None) -> list[int]:
+    """The service's `transcript` log line of a final (the first thing the service does with it, in ns of wall
+    clock) to its `call.alert` line (logged once the alert is queued for the store and published to the live feed),
+    for the alerts whose final the stand-in sent in the wall-clock window (all when `wall_window` is None).
+
+    The alert is matched to the last final of its call and track that holds its words' start: the final that
+    completed its phrase, logged just before it.
+    """
+    last_final: dict[tuple[str, str], tuple[int, float, float, int]] = {}  # (call, track) -> (ts, start, end, sent)
+    latencies = []
+    for line in log_lines:
+        if '"transcript"' not in line and '"call.alert"' not in line:  # cheap pre-filter
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        key = (str(event.get("call_sid")), str(event.get("track")))
+        if event.get("event") == "transcript" and event.get("is_final"):
+            stamp = str(event.get("text", "")).split(" ", 1)[0]
+            sent = int(stamp[1:]) if stamp[1:].isdigit() else 0
+            last_final[key] = (iso_to_ns(event["timestamp"]), float(event["start"]), float(event["end"]), sent)
+        elif event.get("event") == "call.alert" and event.get("kind") == "said" and key in last_final:
+            logged, start, end, sent = last_final[key]
+            in_window = wall_window is None or wall_window[0] <= sent < wall_window[1]
+            if start <= float(event["start"]) <= end and in_window:
+                latencies.append(iso_to_ns(event["timestamp"]) - logged)
     return latencies
 
 
@@ -237,9 +270,10 @@ def _prefixed(prefix: str, values: stats.Summary) -> Metrics:
     return {f"{prefix}_{key}_ms" if key != "n" else f"{prefix}_n": value for key, value in values.items()}
 
 
-def latency_metrics(join: _Join, results_ns: Sequence[int]) -> Metrics:
-    """Forward, first-audio, result latency and send-lag summaries, flattened (forward_p99_ms, ...)."""
+def latency_metrics(join: _Join, results_ns: Sequence[int], alerts_ns: Sequence[int] = ()) -> Metrics:
+    """Forward, first-audio, result latency, alert latency and send-lag summaries, flattened (forward_p99_ms, ...)."""
     return {
+        **_prefixed("alert", stats.summary(alerts_ns)),
         **_prefixed("forward", stats.summary(join.forward_ns)),
         **_prefixed("forward_whole", stats.summary(join.all_forward_ns)),
         **_prefixed("forward_later", stats.summary(join.later_forward_ns)),

@@ -25,6 +25,8 @@ LATENCY_COLUMNS: tuple[Column, ...] = (
     ("first-audio p99 ms", "first_audio_p99_ms", 1),
     ("result p50 ms", "result_p50_ms", 2),
     ("result p99 ms", "result_p99_ms", 2),
+    ("alert p50 ms", "alert_p50_ms", 2),
+    ("alert p99 ms", "alert_p99_ms", 2),
     ("frames lost", "frames_lost", 0),
     ("send-lag p99 ms", "send_lag_p99_ms", 2),
 )
@@ -204,7 +206,8 @@ def console_summary(report: Mapping[str, Any]) -> str:
             f"{entry['name']} [{entry['variant']}]: forward p50/p99/p99-from-3rd-s/max "
             f"{_cell(m.get('forward_whole_p50_ms'), 2)}/{_cell(m.get('forward_whole_p99_ms'), 2)}/"
             f"{_cell(m.get('forward_later_p99_ms'), 2)}/{_cell(m.get('forward_whole_max_ms'), 1)} ms, first-audio p99 "
-            f"{_cell(m.get('first_audio_p99_ms'), 1)} ms, result p99 {_cell(m.get('result_p99_ms'), 2)} ms, CPU "
+            f"{_cell(m.get('first_audio_p99_ms'), 1)} ms, result p99 {_cell(m.get('result_p99_ms'), 2)} ms, alert "
+            f"p50/p99 {_cell(m.get('alert_p50_ms'), 2)}/{_cell(m.get('alert_p99_ms'), 2)} ms, CPU "
             f"{_cell(m.get('cpu_ms_per_track_second_whole'), 2)} ms/track-s whole calls "
             f"({_cell(m.get('cpu_ms_per_track_second'), 2)} steady, set-up {_cell(m.get('setup_cpu_ms_per_call'), 1)} "
             f"+ tear-down {_cell(m.get('teardown_cpu_ms_per_call'), 1)} ms/call), {_cell(m.get('mib_per_call'), 3)} "

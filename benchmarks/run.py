@@ -46,6 +46,7 @@ from typing import IO, Any
 import httpx
 
 from benchmarks import analysis, procfs, report, stats
+from benchmarks.standin import ALERT_PHRASE
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -185,6 +186,8 @@ def service_env(
         "MAX_CALLS": "10000",
         # What /voice asks Twilio for, and so the track setting each call's stream token is issued for.
         "STREAM_TRACK": "both_tracks" if tracks == 2 else "inbound_track",
+        # The stand-in's finals say ALERT_PHRASE: each caller final raises an alert (`analysis.alert_latencies`).
+        "ALERT_RULES": json.dumps([{"name": "bench", "phrases": [ALERT_PHRASE], "speaker": "caller"}]),
     }
     if options.subscribers:
         env["API_TOKEN"] = token  # the live feed's clients authenticate with it
@@ -412,10 +415,12 @@ def analyse(
     with (rundir / "service.log").open(errors="replace") as log:
         wall = (window.start_ns + wall_offset_ns, window.end_ns + wall_offset_ns)
         results = analysis.result_latencies(log, wall)
+        log.seek(0)
+        alerts = analysis.alert_latencies(log, wall)
     idle_rss = sum(round(row["rss_mib"] * stats.MIB) for row in idle)
     metrics: analysis.Metrics = {
         **startup,
-        **analysis.latency_metrics(join, results),
+        **analysis.latency_metrics(join, results, alerts),
         **analysis.resource_metrics(ticks, window, join, idle_rss, scenario.calls),
         **analysis.whole_call_metrics(ticks, window, join, scenario.calls),
         **analysis.call_metrics(loadgen, standin),

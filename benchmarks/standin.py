@@ -6,11 +6,12 @@ to F once listening), runs until SIGTERM/SIGINT, then writes what it received to
 
 It shares a core with the load generator, so it does as little as possible per frame: one clock read per
 binary message, one dict insert per 160-byte frame, no logging, no task per frame. Every 1 s of audio on a
-connection it sends one `Results` (interim and final alternate) whose only word is `t<wall-clock ns>`, read
-just before sending; a `multichannel=true&channels=2` connection (the peer's, `benchmarks/peer.py`) is
-de-interleaved into its two channels, and each channel gets its own `Results` (`channel_index`) per second.
+connection it sends one `Results` (interim and final alternate) whose first word is `t<wall-clock ns>`, read
+just before sending (a final then says `ALERT_PHRASE`, for the run's alert rule); a `multichannel=true&channels=2`
+connection (the peer's, `benchmarks/peer.py`) is de-interleaved into its two channels, and each channel gets its
+own `Results` (`channel_index`) per second.
 On `/v2/listen` (Flux) it sends `Connected`, then per second an `Update` (interim) and an `EndOfTurn` (final)
-in turn, the same one word each, and on CloseStream the open turn's end and a close 1000 (Flux has no Metadata).
+in turn, with the same words, and on CloseStream the open turn's end and a close 1000 (Flux has no Metadata).
 So the run can match each result to the service's `transcript` log line (whose timestamp is wall clock too).
 Message shapes copy tests/fakes/deepgram_server.py, which the real SDK parses
 (https://developers.deepgram.com/docs/lower-level-websockets); it is not imported, because tests/ is not a
@@ -47,6 +48,9 @@ CONFIDENCE = 0.99
 MODEL_UUID = "1dbdfb4d-85b2-4659-8c1d-0e7ce4b5a8b5"
 MODEL_INFO = '{"name":"general-nova-3","version":"2025-01-01.0","arch":"nova-3"}'
 CLOSE_TIMEOUT_S = 2.0  # bounds each close handshake when stopping, so a silent peer cannot hold the exit
+# Said in every final after its `t<ns>` word: the run's ALERT_RULES rule (benchmarks/run.py) has it as its phrase
+# for the caller, so each caller final raises an alert, whose latency the run measures (`analysis.alert_latencies`).
+ALERT_PHRASE = "cancel my account"
 MAX_MESSAGE_BYTES = 1 << 20  # a batched send of 100 ms is 800 bytes; replays after a reconnect are larger
 
 
@@ -93,10 +97,10 @@ def results_message(
     from_finalize: bool,
     channel: tuple[int, int] = (0, 1),
 ) -> str:
-    """A `Results` message with one word, built as a string (no dict, no json.dumps) because it is per second."""
+    """A `Results` message with `text`'s words, built as a string (no dict, no json.dumps) because it is per second."""
     end_s = start_s + duration_s
     final = "true" if is_final else "false"
-    word = f'{{"word":"{text}","start":{start_s},"end":{end_s},"confidence":{CONFIDENCE},"punctuated_word":"{text}"}}'
+    word = _words(text, start_s, end_s, punctuated=True)
     return (
         f'{{"type":"Results","channel_index":[{channel[0]},{channel[1]}],"duration":{duration_s},"start":{start_s},'
         f'"is_final":{final},"speech_final":{final},"from_finalize":{"true" if from_finalize else "false"},'
@@ -124,14 +128,26 @@ def metadata_message(request_id: str, duration_s: float) -> str:
 def turn_info_message(
     request_id: str, sequence: int, event: str, *, turn_index: int, text: str, start_s: float, end_s: float
 ) -> str:
-    """A Flux `TurnInfo` with one word, built as a string (per second, like `results_message`)."""
-    word = f'{{"word":"{text}","confidence":{CONFIDENCE},"start":{start_s},"end":{end_s}}}'
+    """A Flux `TurnInfo` with `text`'s words, built as a string (per second, like `results_message`)."""
+    word = _words(text, start_s, end_s, punctuated=False)
     trigger = ',"trigger":"model"' if event == "EndOfTurn" else ""
     return (
         f'{{"type":"TurnInfo","request_id":"{request_id}","sequence_id":{sequence},"event":"{event}",'
         f'"turn_index":{turn_index},"audio_window_start":{start_s},"audio_window_end":{end_s},'
         f'"transcript":"{text}","words":[{word}],"end_of_turn_confidence":0.9{trigger}}}'
     )
+
+
+def _words(text: str, start_s: float, end_s: float, *, punctuated: bool) -> str:
+    """`text`'s words as JSON array items, sharing start_s to end_s equally."""
+    said = text.split(" ")
+    step = (end_s - start_s) / len(said)
+    items = []
+    for index, word in enumerate(said):
+        times = f'"start":{start_s + index * step},"end":{start_s + (index + 1) * step}'
+        extra = f',"punctuated_word":"{word}"' if punctuated else ""
+        items.append(f'{{"word":"{word}",{times},"confidence":{CONFIDENCE}{extra}}}')
+    return ",".join(items)
 
 
 SILENT_FRAME = b"\xff" * 160
@@ -243,6 +259,8 @@ class _Connection:
         if is_final:
             channel.final_end = channel.heard
         text = f"t{time.time_ns()}"  # wall clock, as late as possible: result latency starts here
+        if is_final:
+            text += " " + ALERT_PHRASE
         if self._flux:
             await self._send_turn(text, start_s, start_s + duration_s, is_final=is_final)
             return

@@ -6,9 +6,10 @@ The package is in layers; a module imports only its own layer and those below it
     web                       the Quart app: /voice, /media, /api, /api/live, the page, /healthz, /readyz, /metrics
     webhooks | live           signed delivery from the database's outbox | the live feed
     spool | storage           audio waiting for batch transcription | the database
+    alerts                    ALERT_RULES against every call's finals: the alerts raised
     calls | deepgram          one CallSession per stream, one TrackStream per track | the engines behind the seam
     twilio | stt | redaction  Media Streams, signatures, TwiML | the speech-to-text seam | what transcripts hide
-    root modules              settings, errors, times, mulaw, retry, files, logs, refusals, metrics, captions, ...
+    root modules              settings, alert_rules, errors, times, mulaw, retry, files, logs, refusals, metrics, ...
 
 `simulator` stands apart: it imports nothing of the server but `service.mulaw`.
 """

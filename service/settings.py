@@ -21,6 +21,7 @@ from pydantic.config import JsonDict
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service import mulaw
+from service.alert_rules import AlertRule, parse_rules
 
 StreamTrack = Literal["inbound_track", "outbound_track", "both_tracks"]
 LogFormat = Literal["text", "json"]
@@ -696,6 +697,20 @@ class Settings(BaseSettings):
         description="Speaker label of Twilio's outbound track.",
         json_schema_extra=_doc("data"),
     )
+    alert_rules: Annotated[tuple[AlertRule, ...], NoDecode] = Field(
+        default=(),
+        description="Live alerts: rules whose phrases raise a `call.alert` (on the live feed, as a webhook, stored "
+        "with the call) the moment a final transcript completes one, matched on whole words, case and punctuation "
+        "aside. Each rule has a `name`, its `phrases`, optionally a `speaker` (`caller` or `agent`) and "
+        "`absent_within_s` (the rule fires when none of its phrases was said within that many seconds of the "
+        "call's start). A rule that cannot work stops start-up ([docs/alerts.md](alerts.md)).",
+        json_schema_extra=_doc(
+            "data",
+            accepts="a JSON list of rules, or the path of a file holding one",
+            example='[{"name":"cancel","phrases":["cancel my account"],"speaker":"caller"}]',
+            default="(none)",
+        ),
+    )
     api_token: SecretStr | None = Field(
         default=None,
         description="Bearer token for everything under `/api` (calls, transcripts as JSON, text, SRT or WebVTT). "
@@ -1050,6 +1065,19 @@ class Settings(BaseSettings):
             if not re.fullmatch(r"[a-z][a-z_]*", name):
                 raise ValueError(f"{name!r} is not a redaction name: use pci, ssn, numbers, pii, phi or an entity type")
         return names
+
+    @field_validator("alert_rules", mode="before")
+    @classmethod
+    def _alert_rules(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value
+        if value.strip() and value.lstrip()[0] not in "[{":  # not JSON: the path of a file holding it
+            try:
+                text = Path(value.strip()).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read the rules file {value.strip()}: {exc.__class__.__name__}") from None
+        return parse_rules(text)
 
     @field_validator("deepgram_keyterms", "deepgram_language_hint", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ worker names an event alike and `Last-Event-ID` compares the same way everywhere
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any, Final
 
 import orjson
 
+from service.alerts.matching import Alert
 from service.calls.events import CallEnded, CallStarted, CallStateChanged, TurnChanged
 from service.calls.transcript import Transcript, transcript_data
 from service.stt.events import TurnMoment
@@ -28,11 +30,14 @@ CALL_STARTED: Final = "call.started"
 TRANSCRIPT: Final = "transcript"
 CALL_STATE: Final = "call.state"
 CALL_ENDED: Final = "call.ended"
+CALL_ALERT: Final = "call.alert"  # an ALERT_RULES rule fired (`service/alerts/`)
 # A turn-based engine's (Flux's) turn boundaries, as the seam names them.
 TURN_STARTED: Final = str(TurnMoment.STARTED)
 TURN_EAGER_END: Final = str(TurnMoment.EAGER_END)
 TURN_RESUMED: Final = str(TurnMoment.RESUMED)
-KINDS: Final = (CALL_STARTED, TRANSCRIPT, CALL_STATE, TURN_STARTED, TURN_EAGER_END, TURN_RESUMED, CALL_ENDED)
+KINDS: Final = (
+    CALL_STARTED, TRANSCRIPT, CALL_STATE, TURN_STARTED, TURN_EAGER_END, TURN_RESUMED, CALL_ALERT, CALL_ENDED
+)  # fmt: skip
 # The feed's own news (no id: a client's Last-Event-ID stays on the last call event it saw).
 FEED_BEHIND: Final = "feed.behind"  # events may be missing: replay window passed, or Redis unreachable
 FEED_LIVE: Final = "feed.live"  # caught up again after feed.behind
@@ -137,7 +142,16 @@ def payload(kind: str, source: object) -> dict[str, Any]:
             "type": kind, "call_sid": source.call_sid, "stream_sid": source.stream_sid, "ended_by": source.ended_by,
             "ended_at": timestamp(source.ended_at), "duration_s": source.summary.get("duration_s"),
         }  # fmt: skip
+    if isinstance(source, Alert):
+        return alert_payload(source)
     raise TypeError(f"not a call event: {type(source).__name__}")
+
+
+def alert_payload(alert: Alert) -> dict[str, Any]:
+    """`call.alert`: every field of the `Alert` by its name (the webhook's `data` has the same), `raised_at` as
+    an ISO time."""
+    fields = {item.name: getattr(alert, item.name) for item in dataclasses.fields(alert)}
+    return {"type": CALL_ALERT, **fields, "raised_at": timestamp(alert.raised_at)}
 
 
 def transcript_payload(transcript: Transcript) -> dict[str, Any]:

@@ -18,9 +18,11 @@ from collections.abc import Callable
 
 import structlog
 
+from service.alerts.matching import Alert
 from service.calls.events import CallEnded, CallStarted, CallStateChanged, TurnChanged
 from service.calls.transcript import Transcript
 from service.live.format import (
+    CALL_ALERT,
     CALL_ENDED,
     CALL_STARTED,
     CALL_STATE,
@@ -228,3 +230,7 @@ class LiveObserver:
 
     def call_ended(self, event: CallEnded) -> None:
         self._publish(CALL_ENDED, event.call_sid, event)
+
+    def alert(self, alert: Alert) -> None:
+        """An `AlertSink` too (`service/alerts/watch.py`): each alert a call raises, as a `call.alert` event."""
+        self._publish(CALL_ALERT, alert.call_sid, alert)

@@ -1,8 +1,9 @@
 """Storage layer: webhook events written into `webhook_deliveries` in the writer's own transaction.
 
 An `utterance.final` row goes in with its utterance, a `call.completed` row with the call's end (carrying
-the whole transcript stored by then). Event ids are stable, so writing the same utterance again (a retry, a
-journal replay) adds no second event. `webhooks/sender.py` delivers what is here.
+the whole transcript stored by then), a `call.alert` row with its alert. Event ids are stable, so writing the
+same utterance or alert again (a retry, a journal replay) adds no second event. `webhooks/sender.py`
+delivers what is here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.storage.schema import Call, Utterance, WebhookDelivery
 from service.storage.statuses import DeliveryStatus
-from service.storage.webhook_events import call_completed_event, utterance_event
+from service.storage.webhook_events import alert_event, call_completed_event, utterance_event
 from service.storage.writes import Write
 
 
@@ -24,6 +25,8 @@ async def add_webhook_event(connection: AsyncConnection, write: Write, now: date
     """Queue the webhook event that `write` produces, if any, once."""
     if write.kind == "utterance":
         event = utterance_event(write.row, now)
+    elif write.kind == "alert":
+        event = alert_event(write.row, now)
     elif write.kind == "call_ended" and not write.row.get("handed_over"):  # a handed-over call goes on elsewhere
         event = await _call_completed(connection, write.call_sid, now)
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime
 import json
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.storage import search_terms
-from service.storage.schema import Call, Stream, Utterance, WebhookDelivery
+from service.storage.schema import AlertRow, Call, Stream, Utterance, WebhookDelivery
 from service.storage.statuses import CallStatus
 from service.times import as_utc
 
@@ -71,6 +72,7 @@ class CallRecord:
     audio_s_outbound: float
     summary: dict[str, Any]
     handed_over: bool = False  # the stream moved to another process at least once (a hand-over at SIGTERM)
+    alert_count: int = 0  # the live alerts the call raised (ALERT_RULES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,23 @@ class UtteranceRecord:
     words: tuple[dict[str, Any], ...]  # each with its `language` when the engine said it
     source: str  # live | batch
     languages: tuple[str, ...] = ()  # BCP-47 tags, most words first; () when the engine did not say
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """One live alert the call raised: a rule, and the words that fired it (`said`) or the window its phrases
+    were missing from (`absent`), on the call's timeline."""
+
+    alert_id: str
+    rule: str
+    kind: str  # said | absent
+    speaker: str
+    track: str
+    phrase: str
+    text: str
+    start: float
+    end: float
+    raised_at: datetime.datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +147,8 @@ async def list_calls(
     statement = statement.order_by(Call.started_at.desc(), Call.call_sid.desc()).limit(limit + 1)
     async with AsyncSession(engine) as session:
         rows = [_call_record(row) for row in await session.scalars(statement)]
-    page = tuple(rows[:limit])
+        counts = await _alert_counts(session, [row.call_sid for row in rows[:limit]])
+    page = tuple(dataclasses.replace(row, alert_count=counts.get(row.call_sid, 0)) for row in rows[:limit])
     more = len(rows) > limit
     return Page(calls=page, next_cursor=encode_cursor(page[-1]) if more else None)
 
@@ -168,11 +188,38 @@ def _filtered(
     return statement
 
 
+async def _alert_counts(session: AsyncSession, call_sids: list[str]) -> dict[str, int]:
+    """How many alerts each of the calls raised (the calls that raised none are not in it)."""
+    if not call_sids:
+        return {}
+    statement = (
+        select(AlertRow.call_sid, func.count()).where(AlertRow.call_sid.in_(call_sids)).group_by(AlertRow.call_sid)
+    )
+    return {call_sid: int(count) for call_sid, count in (await session.execute(statement)).all()}
+
+
 async def get_call(engine: AsyncEngine, call_sid: str) -> CallRecord | None:
     """The call, or None when there is no such call."""
     async with AsyncSession(engine) as session:
         call = await session.get(Call, call_sid)
-        return None if call is None else _call_record(call)
+        if call is None:
+            return None
+        counts = await _alert_counts(session, [call_sid])
+        return dataclasses.replace(_call_record(call), alert_count=counts.get(call_sid, 0))
+
+
+async def get_alerts(engine: AsyncEngine, call_sid: str) -> list[AlertRecord]:
+    """The live alerts the call raised, in the order of its timeline (empty for no call)."""
+    statement = select(AlertRow).where(AlertRow.call_sid == call_sid).order_by(AlertRow.start, AlertRow.alert_id)
+    async with AsyncSession(engine) as session:
+        return [_alert_record(row) for row in await session.scalars(statement)]
+
+
+def _alert_record(row: AlertRow) -> AlertRecord:
+    return AlertRecord(
+        alert_id=row.alert_id, rule=row.rule, kind=row.kind, speaker=row.speaker, track=row.track, phrase=row.phrase,
+        text=row.text, start=row.start, end=row.end, raised_at=as_utc(row.raised_at),
+    )  # fmt: skip
 
 
 async def get_utterances(engine: AsyncEngine, call_sid: str) -> list[UtteranceRecord]:
@@ -188,14 +235,15 @@ async def get_utterances(engine: AsyncEngine, call_sid: str) -> list[UtteranceRe
 
 
 async def delete_call(engine: AsyncEngine, call_sid: str) -> bool:
-    """Delete the call, its utterances, its webhook deliveries and its record of streams in one transaction; False
-    if there was no call. Its row in `streamed_calls` (the CallSid and a time) stays, so the call's `/voice`
-    request, replayed, cannot store it again (`storage/streams.py`)."""
+    """Delete the call, its utterances, its alerts, its webhook deliveries and its record of streams in one
+    transaction; False if there was no call. Its row in `streamed_calls` (the CallSid and a time) stays, so the
+    call's `/voice` request, replayed, cannot store it again (`storage/streams.py`)."""
     async with AsyncSession(engine) as session, session.begin():
         # Explicit deletes rather than ON DELETE CASCADE: deliveries have no foreign key, and an engine made
         # without `schema.create_engine` leaves SQLite's foreign keys off.
         await session.execute(delete(WebhookDelivery).where(WebhookDelivery.call_sid == call_sid))
         await session.execute(delete(Utterance).where(Utterance.call_sid == call_sid))
+        await session.execute(delete(AlertRow).where(AlertRow.call_sid == call_sid))
         await session.execute(delete(Stream).where(Stream.call_sid == call_sid))
         deleted = await session.execute(delete(Call).where(Call.call_sid == call_sid))
         return bool(deleted.rowcount)  # type: ignore[attr-defined]  # a DML result is a CursorResult

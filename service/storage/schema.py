@@ -100,6 +100,27 @@ class Utterance(Base):
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
 
 
+class AlertRow(Base):
+    """One live alert a call raised (`service/alerts/`): an ALERT_RULES rule, and the words that fired it or the
+    window in which its phrases were missing. Keyed by the alert's stable id (call, rule, start), so the same
+    alert raised twice (a retry, a second process) is one row."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_call_start", "call_sid", "start"),)
+
+    alert_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), ForeignKey("calls.call_sid", ondelete="CASCADE"))
+    rule: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))  # said | absent
+    speaker: Mapped[str] = mapped_column(String(64))
+    track: Mapped[str] = mapped_column(String(16))
+    phrase: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    raised_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+
+
 class Stream(Base):
     """One stream that was let in (`calls/admission.py`): the database's record of which streams have started,
     so a captured `start` replayed in another process is refused there too."""

@@ -28,3 +28,4 @@ class EventType(enum.StrEnum):
 
     UTTERANCE_FINAL = "utterance.final"
     CALL_COMPLETED = "call.completed"
+    CALL_ALERT = "call.alert"

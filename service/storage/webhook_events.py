@@ -58,3 +58,16 @@ def call_completed_event(
             ],
         },
     }
+
+
+def alert_event(alert: Mapping[str, Any], created_at: datetime.datetime) -> dict[str, Any]:
+    """`call.alert`: an ALERT_RULES rule fired on a call, with the words that fired it and their time in the call
+    (or, for a phrase that was missing, the window it was missing from). Its id is the alert's own."""
+    data = dict(alert)
+    data["raised_at"] = _iso(alert.get("raised_at"))
+    return {
+        "id": f"{EventType.CALL_ALERT}:{alert['alert_id']}",
+        "type": EventType.CALL_ALERT,
+        "created_at": _iso(created_at),
+        "data": data,
+    }

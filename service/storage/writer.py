@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.alerts.matching import Alert
 from service.calls.events import CallEnded, CallStarted, CallStateChanged, TurnChanged
 from service.calls.transcript import Transcript, speaker_for
 from service.retry import Outage, backoff
@@ -41,6 +42,7 @@ from service.storage.retention import PURGE_INTERVAL_S, purge_hourly
 from service.storage.schema import create_engine
 from service.storage.writes import (
     Write,
+    alert_write,
     call_ended_write,
     call_started_write,
     describe,
@@ -310,6 +312,10 @@ class TranscriptStore:
 
     def call_ended(self, event: CallEnded) -> None:
         self._accept(lambda: call_ended_write(event))
+
+    def alert(self, alert: Alert) -> None:
+        """An `AlertSink` too (`service/alerts/watch.py`): the alert's row, and with it its `call.alert` webhook."""
+        self._accept(lambda: alert_write(alert))
 
     def _accept(self, make: Callable[[], Write]) -> None:
         try:

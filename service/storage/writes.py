@@ -23,19 +23,21 @@ from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, IntegrityE
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql import Executable
 
+from service.alerts.matching import Alert
 from service.calls.events import CallEnded, CallStarted
 from service.calls.transcript import Transcript, transcript_data
-from service.storage.schema import Call, Stream, StreamedCall, Utterance
+from service.storage.schema import AlertRow, Call, Stream, StreamedCall, Utterance
 from service.storage.statuses import CallStatus
 from service.times import as_utc
 
-Kind = Literal["call_started", "utterance", "call_ended"]
+Kind = Literal["call_started", "utterance", "call_ended", "alert"]
 JOURNAL_VERSION = 1
 
 CALLS: Table = cast(Table, Call.__table__)
 UTTERANCES: Table = cast(Table, Utterance.__table__)
 STREAMS: Table = cast(Table, Stream.__table__)
 STREAMED_CALLS: Table = cast(Table, StreamedCall.__table__)
+ALERTS: Table = cast(Table, AlertRow.__table__)
 HANDED_OVER = "handed_over"  # EndedBy.HANDED_OVER: the call goes on in another process
 
 # What call_started may fill in on a row an utterance or call_ended created first; the rest is theirs to keep.
@@ -56,7 +58,7 @@ NOT_STORED = {
 }
 # What a journal line written before a column existed reads as (the column's default).
 _UTTERANCE_DEFAULTS: dict[str, Any] = {"languages": []}
-_DATETIMES = frozenset({"started_at", "ended_at", "created_at"})
+_DATETIMES = frozenset({"started_at", "ended_at", "created_at", "raised_at"})
 _ROW_ERRORS = frozenset({"22", "23"})  # SQLSTATE classes: data exception, integrity constraint violation
 
 
@@ -125,6 +127,13 @@ def utterance_write(transcript: Transcript, *, speaker: str, created_at: datetim
     return Write("utterance", row, transcript.stream_sid)
 
 
+def alert_write(alert: Alert) -> Write:
+    """An alert as its alerts row: every column is the `Alert`'s field of that name."""
+    row: dict[str, Any] = {name: getattr(alert, name) for name in ALERTS.c.keys()}  # noqa: SIM118 - a Table's columns
+    row["raised_at"] = as_utc(alert.raised_at)
+    return Write("alert", row, "")
+
+
 def encode(write: Write) -> bytes:
     """One journal line: everything needed to apply the write again, as ASCII JSON."""
     row = {
@@ -181,11 +190,16 @@ def statements(dialect: str, write: Write, now: datetime.datetime) -> list[Step]
             }  # fmt: skip
             return [(_call_handed_over(dialect), handed), (_stream_ended(), ended)]
         return [(_call_ended(dialect), {**write.row, "started_at": write.row["ended_at"]}), (_stream_ended(), ended)]
-    stand_in = {
+    if write.kind == "alert":
+        return [(_stand_in_call(dialect), _stand_in(write, now)), (_alert(dialect), write.row)]
+    return [(_stand_in_call(dialect), _stand_in(write, now)), (_utterance(dialect), write.row)]
+
+
+def _stand_in(write: Write, now: datetime.datetime) -> dict[str, Any]:
+    return {
         "call_sid": write.call_sid, "stream_sid": write.stream_sid, "started_at": as_utc(now),
         "status": CallStatus.ACTIVE,
     }  # fmt: skip
-    return [(_stand_in_call(dialect), stand_in), (_utterance(dialect), write.row)]
 
 
 def dialect_insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -251,6 +265,12 @@ def _utterance(dialect: str) -> Executable:
     return statement.on_conflict_do_update(
         index_elements=["key"], set_={name: statement.excluded[name] for name in _UTTERANCE_CONTENT}
     )
+
+
+@functools.cache
+def _alert(dialect: str) -> Executable:
+    """An alert once: the same id again (a retry, another process that heard the same words) changes nothing."""
+    return dialect_insert(dialect, ALERTS).on_conflict_do_nothing(index_elements=["alert_id"])
 
 
 def is_permanent(error: BaseException) -> bool:

@@ -27,7 +27,7 @@ from service import captions
 from service.captions import Format
 from service.settings import Settings
 from service.storage import queries, search_terms
-from service.storage.queries import CallRecord, CursorError
+from service.storage.queries import AlertRecord, CallRecord, CursorError
 from service.times import as_utc
 from service.web.responses import bearer_refusal, error_response, json_response, no_store, refuse
 
@@ -118,8 +118,12 @@ class _Api:
         return json_response({"calls": [call_json(call) for call in page.calls], "next_cursor": page.next_cursor})
 
     async def get_call(self, call_sid: str) -> Response:
-        call = await queries.get_call(self._engine(), call_sid)
-        return json_response(call_json(call)) if call is not None else not_found(call_sid)
+        engine = self._engine()
+        call = await queries.get_call(engine, call_sid)
+        if call is None:
+            return not_found(call_sid)
+        alerts = await queries.get_alerts(engine, call_sid)
+        return json_response({**call_json(call), "alerts": [alert_json(alert) for alert in alerts]})
 
     async def delete_call(self, call_sid: str) -> Response:
         if not await queries.delete_call(self._engine(), call_sid):
@@ -301,7 +305,17 @@ def call_json(call: CallRecord) -> dict[str, Any]:
         "audio_s_outbound": call.audio_s_outbound,
         "summary": call.summary,
         "handed_over": call.handed_over,
+        "alert_count": call.alert_count,
     }
+
+
+def alert_json(alert: AlertRecord) -> dict[str, Any]:
+    """One live alert as the API's JSON object (the `Alert` schema in openapi.json; `call.alert`'s data)."""
+    return {
+        "alert_id": alert.alert_id, "rule": alert.rule, "kind": alert.kind, "speaker": alert.speaker,
+        "track": alert.track, "phrase": alert.phrase, "text": alert.text, "start": alert.start, "end": alert.end,
+        "raised_at": _timestamp(alert.raised_at),
+    }  # fmt: skip
 
 
 def _timestamp(moment: datetime.datetime) -> str:

@@ -156,11 +156,13 @@ class _Pages:
             body = await render_template("missing.html", call_sid=call_sid, csrf=self._csrf_field())
             return Response(body, status=404, content_type="text/html; charset=utf-8")
         utterances = await queries.get_utterances(engine, call_sid)
+        alerts = await queries.get_alerts(engine, call_sid)
         row = _call_row(call, board) if call is not None else _board_row(call_sid, board or {})
         language = captions.call_language(utterances)
         body = await render_template(
             "call.html", call=row, utterances=[_utterance_row(u, language) for u in utterances],
             lanes=_lanes(utterances), downloads=list(DOWNLOADS), since=since, csrf=self._csrf_field(),
+            alerts=[_alert_row(alert) for alert in alerts],
         )  # fmt: skip
         return Response(body, content_type="text/html; charset=utf-8")
 
@@ -348,6 +350,7 @@ def _call_row(call: queries.CallRecord, board: dict[str, Any] | None) -> dict[st
         "direction": call.direction, "tracks": list(call.tracks), "started_at": _iso(call.started_at),
         "ended_at": _iso(call.ended_at) if call.ended_at else "", "status": call.status,
         "state": _state(states, active=call.ended_at is None), "ended_by": call.ended_by or "",
+        "alerts": call.alert_count,
     }  # fmt: skip
 
 
@@ -357,7 +360,7 @@ def _board_row(call_sid: str, fields: dict[str, Any]) -> dict[str, Any]:
         "call_sid": call_sid, "from_number": fields.get("from_number", ""), "to_number": fields.get("to_number", ""),
         "direction": fields.get("direction", ""), "tracks": fields.get("tracks", []),
         "started_at": fields.get("started_at", ""), "ended_at": "", "status": "active",
-        "state": _state(fields.get("states") or {}, active=True), "ended_by": "",
+        "state": _state(fields.get("states") or {}, active=True), "ended_by": "", "alerts": 0,
     }  # fmt: skip
 
 
@@ -378,6 +381,15 @@ def _utterance_row(utterance: queries.UtteranceRecord, language: str | None) -> 
         "track": utterance.track, "start": utterance.start, "end": utterance.end, "text": utterance.text,
         "clock": clock(utterance.start), "language": captions.differs(utterance, language),
         "spoken": utterance.languages[0] if utterance.languages else None, "words": len(utterance.words),
+    }  # fmt: skip
+
+
+def _alert_row(alert: queries.AlertRecord) -> dict[str, Any]:
+    """One alert as the page lists it (and, for `said`, highlights at its words: live.js reads the data)."""
+    return {
+        "alert_id": alert.alert_id, "rule": alert.rule, "kind": alert.kind, "speaker": alert.speaker,
+        "track": alert.track, "text": alert.text, "start": alert.start, "end": alert.end, "clock": clock(alert.start),
+        "window": f"{alert.end:g}",
     }  # fmt: skip
 
 

@@ -8,6 +8,7 @@ shutdown (`finish_calls`), then stops the background work (`shutdown`). The rout
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import multiprocessing
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from service.alerts.watch import AlertWatch
 from service.calls.events import CallObserver
 from service.calls.handover.passing import Handover
 from service.calls.observers import Fanout
@@ -28,6 +30,7 @@ from service.calls.pipeline.engines import LiveEngines
 from service.calls.redacting import RedactingObserver
 from service.calls.registry import Calls
 from service.calls.stream.admission import StreamGate
+from service.calls.transcript import speaker_for
 from service.deepgram.engines import (
     batch_engines,
     ignored_options,
@@ -118,8 +121,11 @@ class Runtime:
         # With REDIS_URL every process's events go through the stream, this one's too: one order, one set of ids.
         self.redis = _redis_feed(settings, self.live)
         publish: Publish = self.redis.publish if self.redis is not None else LocalPublisher(self.live).publish
-        fanout = Fanout([*observers, self.store, LiveObserver(publish)])
-        # REDACT: every output below the redactor (log, database, feed, webhooks) gets the same redacted words.
+        feed = LiveObserver(publish)
+        # Alerts last: a `call.alert` follows, on the feed and in the store, the final that raised it.
+        alerts = AlertWatch(settings.alert_rules, [self.store, feed], speakers=functools.partial(speaker_for, settings))
+        fanout = Fanout([*observers, self.store, feed, *([alerts] if settings.alert_rules else [])])
+        # REDACT: every output below the redactor (log, database, feed, webhooks, alerts) gets the same redacted words.
         self.redactor = RedactingObserver(fanout) if settings.redact else None
         self.observer: CallObserver = self.redactor if self.redactor is not None else fanout
         self.calls = Calls(settings.max_calls)

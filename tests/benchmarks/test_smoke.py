@@ -120,6 +120,9 @@ def check_scenario(scenario: dict[str, Any], output: str) -> None:
         assert median["processes"] == 1, "one worker is served in-process"
     assert math.isfinite(median["mib_per_call"]), context
     assert median["calls_failed"] == 0, context
+    if scenario["variant"].startswith("callscribe"):  # each caller final says the run's alert phrase
+        assert median["alert_n"] > 0, context
+        assert 0 <= median["alert_p50_ms"] <= median["alert_p99_ms"] < 50, context
 
 
 def test_startup_mode_reports_time_cpu_and_memory(tmp_path: Path) -> None:

@@ -161,6 +161,42 @@ def test_result_latency_from_log_lines() -> None:
     assert analysis.result_latencies(lines, (sent + 1, sent + 2)) == []
 
 
+def test_result_latency_reads_the_stamp_before_the_alert_phrase() -> None:
+    """A final says the alert's phrase after its `t<ns>` stamp: the stamp is still what the latency starts from."""
+    sent = analysis.iso_to_ns("2025-11-24T10:00:00.000000Z")
+    line = json.dumps(
+        {"event": "transcript", "text": f"t{sent} cancel my account", "timestamp": "2025-11-24T10:00:00.001Z"}
+    )
+    assert analysis.result_latencies([line], None) == [1_000_000]
+
+
+def test_alert_latency_is_from_the_completing_finals_line_to_the_alerts() -> None:
+    """Each `call.alert` is timed from the last final of its call and track holding its start; an alert of
+    another track, or with no final holding it, or whose final was sent outside the window, is not counted."""
+    sent = analysis.iso_to_ns("2025-11-24T10:00:00.000000Z")
+
+    def final(track: str, start: float, end: float, at: str) -> str:
+        text = f"t{sent} cancel my account"
+        return json.dumps({"event": "transcript", "is_final": True, "call_sid": "CA1", "track": track, "text": text,
+                           "start": start, "end": end, "timestamp": at})  # fmt: skip
+
+    def alert(track: str, start: float, at: str, kind: str = "said") -> str:
+        return json.dumps({"event": "call.alert", "kind": kind, "call_sid": "CA1", "track": track, "start": start,
+                           "timestamp": at})  # fmt: skip
+
+    lines = [
+        final("inbound", 0.0, 1.0, "2025-11-24T10:00:01.000000Z"),
+        alert("inbound", 0.5, "2025-11-24T10:00:01.000300Z"),  # 0.3 ms after its final
+        alert("outbound", 0.5, "2025-11-24T10:00:01.000400Z"),  # no outbound final: not counted
+        alert("inbound", 3.0, "2025-11-24T10:00:01.000500Z"),  # not in the last final
+        alert("inbound", 0.5, "2025-11-24T10:00:01.000600Z", kind="absent"),  # no words to time
+        final("inbound", 1.0, 2.0, "2025-11-24T10:00:02.000000Z"),
+        alert("inbound", 1.5, "2025-11-24T10:00:02.002000Z"),
+    ]
+    assert analysis.alert_latencies(lines, None) == [300_000, 2_000_000]
+    assert analysis.alert_latencies(lines, (sent + 1, sent + 2)) == []
+
+
 def test_limits_name_what_gave_out() -> None:
     """The report names lost frames, a slow p99, a saturated service and a saturated harness."""
     assert analysis.limits({"frames_lost": 0, "forward_p99_ms": 5.0}) == []

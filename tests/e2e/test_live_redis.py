@@ -7,6 +7,7 @@ must show every event of the calls the other handles, each once, in order, under
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from pathlib import Path
@@ -27,10 +28,12 @@ from tests.helpers.sse import FeedReader
 async def test_a_feed_on_one_process_gets_every_event_of_calls_on_another(
     deepgram: FakeDeepgram, tmp_path: Path
 ) -> None:
-    """Calls on process B appear on A's feed exactly once, in order per call, with the ids B's feed has."""
+    """Calls on process B appear on A's feed exactly once, in order per call, with the ids B's feed has; their
+    alerts too (a disclosure no call makes: one `call.alert` each, at its end)."""
+    disclosure = [{"name": "disclosure", "phrases": ["recorded"], "speaker": "agent", "absent_within_s": 60}]
     env = {
         "REDIS_URL": redis_server_url(), "LIVE_REDIS_STREAM": stream_key(), "API_TOKEN": API_TOKEN,
-        "STREAM_TRACK": "both_tracks", "LOG_LEVEL": "WARNING",
+        "STREAM_TRACK": "both_tracks", "LOG_LEVEL": "WARNING", "ALERT_RULES": json.dumps(disclosure),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'shared.sqlite3'}",  # one database, as two dynos have
     }  # fmt: skip
     (tmp_path / "a").mkdir()
@@ -45,6 +48,8 @@ async def test_a_feed_on_one_process_gets_every_event_of_calls_on_another(
             for spec in specs:
                 await on_first.wait_for("call.ended", call_sid=spec.call_sid)
                 await on_second.wait_for("call.ended", call_sid=spec.call_sid)
+                await on_first.wait_for("call.alert", call_sid=spec.call_sid)  # decided at the end: right after it
+                await on_second.wait_for("call.alert", call_sid=spec.call_sid)
     finally:
         for process in (first, second):
             os.killpg(process.pid, signal.SIGTERM)
@@ -59,6 +64,11 @@ async def test_a_feed_on_one_process_gets_every_event_of_calls_on_another(
         assert final_words(events, "outbound") == expected_words(spec.outbound or b"")
         assert [id_order(e) for e in events] == sorted({id_order(e) for e in events}), "each once, in order"
         assert [(e.id, e.data) for e in events] == [(e.id, e.data) for e in call_events(on_second, spec.call_sid)]
+        alerts = [
+            [(e.id, e.data) for e in feed.of("call.alert", call_sid=spec.call_sid)] for feed in (on_first, on_second)
+        ]
+        assert alerts[0] == alerts[1]
+        assert [(data["rule"], data["kind"], data["end"]) for _, data in alerts[0]] == [("disclosure", "absent", 60.0)]
 
 
 async def test_redis_stopped_mid_call_loses_nothing_and_the_feed_recovers(

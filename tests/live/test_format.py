@@ -7,6 +7,7 @@ import datetime
 import orjson
 import pytest
 
+from service.alerts.matching import Alert
 from service.calls.events import CallEnded, CallStarted, CallState, CallStateChanged, TurnChanged
 from service.calls.transcript import Transcript
 from service.live import format as live
@@ -130,3 +131,17 @@ def test_once_framed_an_event_keeps_its_json_not_the_call_event() -> None:
     event.frame()
     assert event.source is None
     assert event.fields() == before
+
+
+def test_an_alert_is_its_own_event_with_every_field() -> None:
+    """`call.alert` carries every field of the alert, its time in UTC with a Z, and is a kind of the feed."""
+    alert = Alert(
+        alert_id="a1", call_sid="CA1", rule="cancel", kind="said", speaker="caller", track="inbound",
+        phrase="cancel my account", text="Cancel my account.", start=1.5, end=2.5, raised_at=T,
+    )  # fmt: skip
+    assert live.payload(live.CALL_ALERT, alert) == {
+        "type": "call.alert", "alert_id": "a1", "call_sid": "CA1", "rule": "cancel", "kind": "said",
+        "speaker": "caller", "track": "inbound", "phrase": "cancel my account", "text": "Cancel my account.",
+        "start": 1.5, "end": 2.5, "raised_at": "2026-01-02T03:04:05Z",
+    }  # fmt: skip
+    assert live.CALL_ALERT in live.KINDS

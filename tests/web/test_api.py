@@ -32,7 +32,7 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict, MultiDict
 
 from service.live.hub import LiveHub
 from service.storage import queries
-from service.storage.schema import create_engine
+from service.storage.schema import AlertRow, create_engine
 from service.web.api import OPENAPI_PATH, BadParameter, api_blueprint, parse_list_query
 from service.web.live import live_blueprint
 from tests.helpers.callsdb import (
@@ -286,7 +286,8 @@ async def test_the_default_page_is_fifty_and_two_hundred_is_allowed(api: ApiClie
 
 
 async def test_a_call_is_shown_with_every_field(api: ApiClient) -> None:
-    """GET /api/calls/CA1 and its entry in the list are the same object, times in UTC with Z."""
+    """GET /api/calls/CA1 and its entry in the list are the same object (the list without the alerts themselves),
+    times in UTC with Z."""
     response = await api.get("/api/calls/CA1")
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
@@ -297,9 +298,33 @@ async def test_a_call_is_shown_with_every_field(api: ApiClient) -> None:
         "tracks": ["inbound", "outbound"], "started_at": "2025-01-02T03:04:05Z", "ended_at": "2025-01-02T03:05:40Z",
         "status": "completed", "ended_by": "stop", "deepgram_request_ids": ["req-CA1"],
         "audio_s_inbound": 95.0, "audio_s_outbound": 94.5, "summary": {"finals": 4, "reconnects": 0},
-        "handed_over": False,
+        "handed_over": False, "alert_count": 0, "alerts": [],
     }  # fmt: skip
+    del call["alerts"]  # the list gives the count only
     assert (await api.get("/api/calls")).json() == {"calls": [call], "next_cursor": None}
+
+
+async def test_a_calls_alerts_are_listed_with_it_and_counted_in_the_list(api: ApiClient) -> None:
+    """GET /api/calls/CA1 lists its alerts in timeline order (the OpenAPI document's `Alert`s), the list counts
+    them, and DELETE takes them with the call."""
+    await insert(api.engine, [
+        AlertRow(alert_id="b2", call_sid="CA1", rule="cancel", kind="said", speaker="caller", track="inbound",
+                 phrase="cancel my account", text="cancel my account.", start=12.5, end=13.75, raised_at=T0),
+        AlertRow(alert_id="a1", call_sid="CA1", rule="disclosure", kind="absent", speaker="agent", track="outbound",
+                 phrase="", text="", start=0.0, end=30.0, raised_at=T0),
+    ])  # fmt: skip
+    call = (await api.get("/api/calls/CA1")).json()
+    assert call["alert_count"] == 2
+    assert call["alerts"] == [
+        {"alert_id": "a1", "rule": "disclosure", "kind": "absent", "speaker": "agent", "track": "outbound",
+         "phrase": "", "text": "", "start": 0.0, "end": 30.0, "raised_at": "2025-01-02T03:04:05Z"},
+        {"alert_id": "b2", "rule": "cancel", "kind": "said", "speaker": "caller", "track": "inbound",
+         "phrase": "cancel my account", "text": "cancel my account.", "start": 12.5, "end": 13.75,
+         "raised_at": "2025-01-02T03:04:05Z"},
+    ]  # fmt: skip
+    assert [c["alert_count"] for c in (await api.get("/api/calls")).json()["calls"]] == [2]
+    assert (await api.delete("/api/calls/CA1")).status_code == 204
+    assert await queries.get_alerts(api.engine, "CA1") == []
 
 
 @pytest.fixture

@@ -5,6 +5,9 @@
 // another language than the call's gets a small tag. The server tags the stored finals by the call's language
 // (the one most stored words were spoken in); as finals come live, the page tags them all again by the language
 // most words on the page were in, counting each final's words for its first language (the feed has no words).
+// Alerts (ALERT_RULES): the list page counts them per call; a call's page lists them above the lanes and marks
+// the words that fired each one in its speaker's lane, from the stored alerts on load and from `call.alert` live.
+// The feed has no word times, so the words are found by their text in the track's finals the alert's time spans.
 "use strict";
 
 (function () {
@@ -121,7 +124,7 @@
       started.className = "started";
       started.dateTime = call.started_at;
       started.textContent = call.started_at.slice(0, 19).replace("T", " ");
-      const cells = [[link, to], [call.direction], [], ["starting"], [started]];
+      const cells = [[link, to], [call.direction], [], ["starting"], [started], []];
       for (const content of cells) {
         const td = document.createElement("td");
         td.append(...content);
@@ -129,6 +132,8 @@
       }
       tr.children[2].className = "duration";
       tr.children[3].className = "state state-starting";
+      tr.children[5].className = "alerts";
+      tr.children[5].dataset.count = "0";
       return tr;
     }
 
@@ -136,8 +141,21 @@
       empty.hidden = active.children.length > 0;
     }
 
+    function countAlert(event) {
+      const tr = section.querySelector(`tr[data-call-sid="${CSS.escape(event.call_sid)}"]`);
+      const cell = tr && tr.querySelector(".alerts");
+      if (!cell) return;
+      const count = Number(cell.dataset.count || 0) + 1;
+      cell.dataset.count = String(count);
+      const badge = document.createElement("span");
+      badge.className = "alert-count";
+      badge.textContent = String(count);
+      cell.replaceChildren(badge);
+    }
+
     const since = section.dataset.since;
     open("/api/live?last_event_id=" + encodeURIComponent(since), {
+      "call.alert": countAlert,
       "call.started": (call) => {
         if (!active.querySelector(`tr[data-call-sid="${CSS.escape(call.call_sid)}"]`)) {
           active.prepend(row(call));
@@ -240,6 +258,96 @@
       }
       item.replaceChildren(time, " ", text);
       item.dataset.start = String(transcript.start);
+      item.dataset.end = String(transcript.end);
+    }
+
+    // --- alerts: listed, and their words marked in the lane ---
+    const alertList = document.getElementById("alerts");
+    const alertSection = document.getElementById("alerts-section");
+
+    function words(text) {
+      // As the server compares them (service/alert_rules.py `words_of`): case folded, punctuation dropped.
+      return text.toLowerCase().replace(/[^\p{L}\p{N}\s]/gu, "");
+    }
+
+    function mark(alert) {
+      if (alert.dataset.kind !== "said") return;
+      const id = alert.dataset.alertId;
+      if (lanes.querySelector(`mark[data-alert-id="${CSS.escape(id)}"]`)) return; // marked already
+      const start = Number(alert.dataset.start);
+      const end = Number(alert.dataset.end);
+      const finals = [...lanes.querySelectorAll("li.final")].filter(
+        (item) =>
+          item.dataset.key.startsWith(alert.dataset.track + ":") &&
+          Number(item.dataset.start) <= end + 0.01 &&
+          Number(item.dataset.end || item.dataset.start) >= start - 0.01,
+      );
+      finals.sort((a, b) => Number(a.dataset.start) - Number(b.dataset.start));
+      // Every word of those finals in order, then the run that says the alert's words.
+      const tokens = [];
+      for (const item of finals) {
+        const text = item.querySelector(".text");
+        const parts = text.textContent.split(/(\s+)/);
+        parts.forEach((part, index) => {
+          if (part.trim()) tokens.push({ text, parts, index, word: words(part) });
+        });
+      }
+      const wanted = words(alert.dataset.text).split(/\s+/).filter(Boolean);
+      const tokenWords = tokens.filter((token) => token.word);
+      for (let at = 0; wanted.length && at + wanted.length <= tokenWords.length; at++) {
+        if (wanted.every((word, i) => tokenWords[at + i].word === word)) {
+          const chosen = new Set(tokenWords.slice(at, at + wanted.length));
+          for (const text of new Set([...chosen].map((token) => token.text))) {
+            const pieces = tokens.filter((token) => token.text === text);
+            const parts = pieces[0].parts;
+            const marked = new Set(pieces.filter((token) => chosen.has(token)).map((token) => token.index));
+            text.replaceChildren(
+              ...parts.map((part, index) => {
+                if (!marked.has(index)) return document.createTextNode(part);
+                const highlight = document.createElement("mark");
+                highlight.className = "alert-words";
+                highlight.dataset.alertId = id;
+                highlight.title = alert.dataset.rule;
+                highlight.textContent = part;
+                return highlight;
+              }),
+            );
+            text.closest("li").classList.add("alerted");
+          }
+          return;
+        }
+      }
+    }
+
+    function addAlert(event) {
+      if (alertList.querySelector(`li[data-alert-id="${CSS.escape(event.alert_id)}"]`)) return; // shown already
+      const item = document.createElement("li");
+      item.className = "alert alert-" + event.kind;
+      Object.assign(item.dataset, {
+        alertId: event.alert_id, rule: event.rule, kind: event.kind, track: event.track,
+        start: String(event.start), end: String(event.end), text: event.text,
+      });
+      const rule = document.createElement("strong");
+      rule.className = "rule";
+      rule.textContent = event.rule;
+      if (event.kind === "said") {
+        const time = document.createElement("time");
+        time.textContent = clock(event.start);
+        const said = document.createElement("q");
+        said.className = "said";
+        said.textContent = event.text;
+        item.append(rule, " ", time, " " + event.speaker + ": ", said);
+      } else {
+        item.append(rule, " not said by " + (event.speaker || "anyone") + " within " + event.end + " s");
+      }
+      const later = [...alertList.children].find((other) => Number(other.dataset.start) > event.start);
+      alertList.insertBefore(item, later || null);
+      alertSection.hidden = false;
+      mark(item);
+    }
+
+    function markAll() {
+      for (const alert of alertList.querySelectorAll("li.alert")) mark(alert);
     }
 
     function place(list, item) {
@@ -278,12 +386,14 @@
       fill(item, t);
       place(list, item);
       tagLanguages();
+      markAll(); // an alert whose words came in a later final (a replay) is marked once they are here
     }
 
     const sid = section.dataset.callSid;
     const since = encodeURIComponent(section.dataset.since);
     open("/api/live?call_sid=" + encodeURIComponent(sid) + "&last_event_id=" + since, {
       transcript: transcript,
+      "call.alert": addAlert,
       "call.state": (event) => {
         states[event.track] = event.state;
         setState(stateCell, worstState(states));
@@ -298,6 +408,7 @@
       },
     });
     colour();
+    markAll();
   }
 
   const list = document.getElementById("calls");
