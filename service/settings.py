@@ -198,8 +198,10 @@ class Settings(BaseSettings):
         "completed call's final transcript: any of `summary`, `topics`, `intents`, `sentiment`, or `on` for all "
         "four. Empty: off. Delivered as `call.analyzed` and shown on the call's page (docs/storage-and-api.md).",
         json_schema_extra=_doc(
-            "deepgram", accepts="`on`, or comma-separated `summary`, `topics`, `intents`, `sentiment`",
-            example="on", heroku={},
+            "deepgram",
+            accepts="`on`, or comma-separated `summary`, `topics`, `intents`, `sentiment`",
+            example="on",
+            heroku={},
         ),
     )
     deepgram_eot_threshold: float | None = Field(

@@ -225,7 +225,9 @@ class Analysis(Base):
 
     __tablename__ = "analyses"
 
-    call_sid: Mapped[str] = mapped_column(String(64), ForeignKey("calls.call_sid", ondelete="CASCADE"), primary_key=True)
+    call_sid: Mapped[str] = mapped_column(
+        String(64), ForeignKey("calls.call_sid", ondelete="CASCADE"), primary_key=True
+    )
     version: Mapped[str] = mapped_column(String(64))  # the transcript's digest (`stt/analysis.py` `version`)
     status: Mapped[str] = mapped_column(String(16))  # an AnalysisStatus
     reason: Mapped[str | None] = mapped_column(Text, default=None)
