@@ -82,7 +82,7 @@ def parse(response: Any) -> TextAnalysis:
                 score=float(segment.sentiment_score) if segment.sentiment_score is not None else None,
             )
             for segment in getattr(sentiments, "segments", None) or ()
-        ),  # fmt: skip
+        ),
         sentiment=getattr(average, "sentiment", None),
         sentiment_score=_float(getattr(average, "sentiment_score", None)),
         request_id=_request_id(getattr(response, "metadata", None)),
@@ -106,7 +106,7 @@ def _labelled(part: Any, plural: str, singular: str) -> tuple[Span, ...]:
                 for label in getattr(segment, plural, None) or ()
                 if getattr(label, singular, None)
             ),
-        )  # fmt: skip
+        )
         for segment in getattr(part, "segments", None) or ()
     )
 

@@ -1,7 +1,8 @@
 """Storage layer: webhook events written into `webhook_deliveries` in the writer's own transaction.
 
 An `utterance.final` row goes in with its utterance, a `call.completed` row with the call's end (carrying
-the whole transcript stored by then). Event ids are stable, so writing the same utterance again (a retry, a
+the whole transcript stored by then), a `call.analyzed` row with the analysis it reports (`analyses.py`,
+through `add_event`). Event ids are stable, so writing the same utterance again (a retry, a
 journal replay) adds no second event. `webhooks/sender.py` delivers what is here.
 """
 
@@ -28,6 +29,11 @@ async def add_webhook_event(connection: AsyncConnection, write: Write, now: date
         event = await _call_completed(connection, write.call_sid, now)
     else:
         return
+    await add_event(connection, event, now)
+
+
+async def add_event(connection: AsyncConnection, event: dict[str, Any], now: datetime.datetime) -> None:
+    """Queue a built event (`webhook_events.py`) in the caller's transaction, once per event id."""
     insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(WebhookDelivery)
     await connection.execute(
         insert.values(

@@ -34,6 +34,7 @@ from service.deepgram.engines import (
     setting_problems,
 )
 from service.deepgram.environment import fallback_address
+from service.deepgram.text import DeepgramText
 from service.live.hub import LiveHub, LiveObserver, LocalPublisher, Publish
 from service.metrics import worker_stopped
 from service.refusals import flush_refusals
@@ -41,6 +42,7 @@ from service.settings import Settings, masked_url
 from service.spool.directory import Spool
 from service.spool.worker import BatchWorker
 from service.storage import migrate
+from service.storage.analyses import AnalysisWorker
 from service.storage.spool_segments import DatabaseSpool, is_postgresql
 from service.storage.streams import DatabaseStreamClaims
 from service.storage.writer import TranscriptStore
@@ -144,6 +146,12 @@ class Runtime:
         self._webhooks = (
             WebhookSender(settings, lambda: self.store.engine) if settings.transcript_webhook_url is not None else None
         )
+        # ANALYSIS: the calls' post-call analysis, claimed from the database's jobs by whichever process looks first.
+        self.analysis = (
+            AnalysisWorker(settings, lambda: self.store.engine, lambda: DeepgramText(settings))
+            if settings.analysis
+            else None
+        )
         self._handle_sigterm = handle_sigterm
         self._stopping = False
         self._draining: asyncio.Future[None] | None = None
@@ -223,6 +231,7 @@ class Runtime:
             stream_tokens=settings.stream_tokens,
             twilio_account_sid="set" if settings.twilio_account_sid else "unset (any account's streams are let in)",
             handover="on" if self.handover is not None else "off",
+            analysis=",".join(settings.analysis) or "off",
             shared_spool=self._shared_spool_where(),
             open_files_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         )
@@ -286,6 +295,8 @@ class Runtime:
     def _start_workers(self) -> None:
         if self._webhooks is not None:
             self.tasks.start(self._webhooks.run_forever())
+        if self.analysis is not None:
+            self.tasks.start(self.analysis.run_forever())
         recovered = self.spool.recover()
         if recovered:
             log.warning("spool.recovered", entries=len(recovered), why="audio left by a process that crashed")
@@ -368,6 +379,8 @@ class Runtime:
         await self.finish_calls()
         if self._webhooks is not None and not await self._webhooks.stop(WEBHOOK_STOP_TIMEOUT_S):
             log.info("webhooks.stop_cut_short", why=f"a delivery took over {WEBHOOK_STOP_TIMEOUT_S:g} s")
+        if self.analysis is not None and not await self.analysis.stop(WEBHOOK_STOP_TIMEOUT_S):
+            log.info("analysis.stop_cut_short", why="an analysis in flight: its job goes back to the database")
         await self.tasks.cancel_all()
         if self.redis is not None:
             await self.redis.close()
