@@ -169,7 +169,9 @@ def _sentiment(analysis: TextAnalysis, lines: Sequence[Line]) -> dict[str, Any]:
         for speaker in sorted({line.speaker for line in lines}):
             weights = [(score, line.words) for line, score in zip(lines, per_line, strict=True)
                        if line.speaker == speaker and score is not None]  # fmt: skip
-            speakers[speaker] = _scored(_weighted(weights))
+            scored_speaker = _scored(_weighted(weights))
+            if scored_speaker is not None:  # a speaker none of whose words was scored is left out
+                speakers[speaker] = scored_speaker
     utterances = [
         {"start": line.start, "track": line.track, "speaker": line.speaker, **(_scored(score) or {})}
         for line, score in zip(lines, per_line, strict=True)
