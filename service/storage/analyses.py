@@ -94,7 +94,7 @@ async def stored_analysis(engine: AsyncEngine, call_sid: str) -> dict[str, Any] 
     """The call's analysis as data (`analysis_data`), or None when it has none."""
     async with engine.connect() as connection:
         row = (await connection.execute(select(ANALYSES).where(ANALYSES.c.call_sid == call_sid))).mappings().first()
-    return analysis_data(dict(row)) if row is not None else None
+    return analysis_data({**row, "analyzed_at": as_utc(row["analyzed_at"])}) if row is not None else None
 
 
 async def summaries(engine: AsyncEngine, call_sids: Sequence[str]) -> dict[str, str]:

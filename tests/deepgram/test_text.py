@@ -43,7 +43,8 @@ async def test_every_feature_is_asked_for_in_english_and_the_answer_is_ours(deep
     first, second = analysis.sentiments
     assert (first.start_word, first.end_word, first.sentiment) == (0, 8, "negative")
     assert (second.start_word, second.end_word, second.sentiment) == (9, 15, "positive")
-    assert analysis.sentiment is not None and analysis.sentiment_score is not None
+    assert analysis.sentiment == "neutral"
+    assert analysis.sentiment_score is not None
     assert analysis.request_id is not None
     [request] = deepgram.requests
     assert (request.method, request.path) == ("POST", "/v1/read")
@@ -56,7 +57,12 @@ async def test_every_feature_is_asked_for_in_english_and_the_answer_is_ours(deep
 
 async def test_only_the_features_asked_for_are_sent_and_answered(deepgram: FakeDeepgramBatch) -> None:
     analysis = await DeepgramText(settings_for(deepgram)).analyze(TEXT, ("summary",))
-    assert (analysis.summary, analysis.topics, analysis.sentiments, analysis.sentiment) == (summary_for(TEXT), (), (), None)
+    assert (analysis.summary, analysis.topics, analysis.sentiments, analysis.sentiment) == (
+        summary_for(TEXT),
+        (),
+        (),
+        None,
+    )
     assert set(deepgram.requests[0].query) == {"language", "summarize"}
 
 

@@ -54,4 +54,4 @@ def test_claims_past_the_budget_fail_the_job(attempts: int, gives_up: bool) -> N
     assert (decision is not None) == gives_up
     if decision is not None:
         assert decision == Decision(JobStatus.FAILED, decision.reason, None)
-        assert decision.reason is not None and decision.reason.startswith("gave up after 3 attempts")
+        assert str(decision.reason).startswith("gave up after 3 attempts")

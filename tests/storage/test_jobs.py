@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
@@ -29,7 +28,7 @@ def jobs(engine: AsyncEngine, owner: str, clock: Clock, **policy: float) -> Jobs
 
 async def add(engine: AsyncEngine, key: str, clock: Clock) -> None:
     async with engine.begin() as connection:
-        await enqueue(connection, kind=KIND, key=key, call_sid=key.split(":")[0], now=clock.now)
+        await enqueue(connection, kind=KIND, key=key, call_sid=key.split(":", maxsplit=1)[0], now=clock.now)
 
 
 async def row(engine: AsyncEngine, key: str) -> dict[str, object]:
@@ -50,7 +49,8 @@ async def test_enqueueing_twice_adds_one_job_and_a_finished_one_is_not_revived(e
     await add(engine, "CA1:v1", clock)
     worker = jobs(engine, "one", clock)
     claimed = await worker.claim()
-    assert claimed is not None and claimed.key == "CA1:v1" and claimed.attempts == 1
+    assert claimed is not None
+    assert (claimed.key, claimed.attempts) == ("CA1:v1", 1)
     assert await worker.claim() is None  # the only job is held
     await finish(worker, engine, claimed, Done())
     await add(engine, "CA1:v1", clock)
@@ -92,7 +92,8 @@ async def test_a_lapsed_lease_is_taken_over_and_the_old_holder_stores_nothing(en
     assert await alive.claim() is None  # still leased
     clock.advance(2)
     taken = await alive.claim()
-    assert taken is not None and taken.key == "CA1:v1" and taken.attempts == 2
+    assert taken is not None
+    assert (taken.key, taken.attempts) == ("CA1:v1", 2)
     with pytest.raises(LostClaim):
         await finish(dead, engine, held, Done())
     await finish(alive, engine, taken, Skip("nothing to say"))
@@ -117,7 +118,8 @@ async def test_a_failure_that_may_pass_is_retried_after_a_backoff_then_given_up(
         assert await worker.claim() is None
     clock.advance(0.002)
     again = await worker.claim()
-    assert again is not None and again.attempts == 2
+    assert again is not None
+    assert again.attempts == 2
     await finish(worker, engine, again, Retry("HTTP 503"))
     stored = await row(engine, "CA1:v1")
     assert stored["status"] == JobStatus.FAILED
@@ -134,7 +136,10 @@ async def test_a_permanent_failure_is_recorded_and_never_claimed_again(engine: A
     assert claimed is not None
     await finish(worker, engine, claimed, Fail("HTTP 400: text intelligence supports English only"))
     stored = await row(engine, "CA1:v1")
-    assert (stored["status"], stored["reason"]) == (JobStatus.FAILED, "HTTP 400: text intelligence supports English only")
+    assert (stored["status"], stored["reason"]) == (
+        JobStatus.FAILED,
+        "HTTP 400: text intelligence supports English only",
+    )
     assert stored["finished_at"] is not None
     clock.advance(86400)
     assert await worker.claim() is None
@@ -152,7 +157,8 @@ async def test_a_job_whose_holders_keep_dying_fails_instead_of_looping(engine: A
     clock.advance(1)
     await add(engine, "CA2:v1", clock)
     nxt = await worker.claim()
-    assert nxt is not None and nxt.key == "CA2:v1"
+    assert nxt is not None
+    assert nxt.key == "CA2:v1"
     stored = await row(engine, "CA1:v1")
     assert stored["status"] == JobStatus.FAILED
     assert "gave up after 2 attempts" in str(stored["reason"])
@@ -166,4 +172,5 @@ async def test_a_job_given_back_at_shutdown_is_claimable_at_once(engine: AsyncEn
     assert claimed is not None
     await stopping.give_back(claimed)
     taken = await other.claim()
-    assert taken is not None and taken.key == "CA1:v1" and taken.attempts == 2
+    assert taken is not None
+    assert (taken.key, taken.attempts) == ("CA1:v1", 2)

@@ -75,7 +75,8 @@ def test_the_text_sent_is_one_line_per_said_utterance() -> None:
 
 
 @pytest.mark.parametrize(
-    ("score", "label"), [(1.0, "positive"), (0.333, "positive"), (0.2, "neutral"), (-0.333, "negative"), (-1, "negative")]
+    ("score", "label"),
+    [(1.0, "positive"), (0.333, "positive"), (0.2, "neutral"), (-0.333, "negative"), (-1, "negative")],
 )
 def test_a_score_is_named_as_deepgram_names_it(score: float, label: str) -> None:
     assert label_of(score) == label
@@ -84,7 +85,10 @@ def test_a_score_is_named_as_deepgram_names_it(score: float, label: str) -> None
 def test_tags_are_each_name_once_most_confident_first() -> None:
     analysis = TextAnalysis(
         summary="A summary.",
-        topics=(Span(0, 3, labels=(Label("billing", 0.5), Label("refund", 0.9))), Span(4, 9, labels=(Label("billing", 0.7),))),
+        topics=(
+            Span(0, 3, labels=(Label("billing", 0.5), Label("refund", 0.9))),
+            Span(4, 9, labels=(Label("billing", 0.7),)),
+        ),
         intents=(Span(0, 9, labels=(Label("Cancel service", 0.6),)),),
         request_id="req-1",
     )
