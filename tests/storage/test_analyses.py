@@ -5,6 +5,7 @@ never a hand-over's end, one job per version), and what each answer leaves (the 
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,8 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.deepgram.text import DeepgramText
 from service.settings import Settings
+from service.storage import queries
 from service.storage.analyses import AnalysisWorker, enqueue_analysis, read_lines, stored_analysis
 from service.storage.job_policy import Policy
+from service.storage.retention import purge_older_than
 from service.storage.schema import Job, WebhookDelivery
 from service.storage.writes import Write
 from service.stt.analysis import version
@@ -213,3 +216,18 @@ async def test_by_hand_a_call_is_analysed_again_and_a_missing_one_is_none(
     assert retry["status"] == "retry"
     assert "HTTP 503" in retry["reason"]
     assert await stored_analysis(engine, "CA1") == again  # a failure that may pass is not stored
+
+
+async def test_deleting_or_purging_a_call_takes_its_analysis_and_jobs_with_it(
+    engine: AsyncEngine, read_api: FakeDeepgramBatch
+) -> None:
+    """A summary is the call's words: DELETE /api/calls/{sid} and RETENTION_DAYS remove it, and the call's jobs."""
+    clock = Clock()
+    for call_sid in ("CA1", "CA2"):
+        await a_call(engine, call_sid)
+        await ended(engine, call_ended(call_sid), clock)
+    assert await worker(settings_for(read_api), engine, clock).run_once() == 2
+    assert await queries.delete_call(engine, "CA1")
+    assert await purge_older_than(engine, 1, datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=3650)) == 1
+    assert (await stored_analysis(engine, "CA1"), await stored_analysis(engine, "CA2")) == (None, None)
+    assert await jobs(engine) == []
