@@ -14,7 +14,7 @@ from service.storage.job_policy import Done, Fail, Policy, Retry, Skip
 from service.storage.jobs import JOBS, Claimed, Jobs, LostClaim, enqueue
 from service.storage.schema import create_engine
 from service.storage.statuses import JobStatus
-from tests.helpers.databases import database_url, migrated_url
+from tests.helpers.databases import SQLITE_BUSY_TIMEOUT_S, database_url, migrated_url
 from tests.helpers.spool import Clock, engine
 
 __all__ = ["database_url", "engine", "migrated_url"]  # fixtures: SQLite and PostgreSQL
@@ -61,7 +61,10 @@ async def test_enqueueing_twice_adds_one_job_and_a_finished_one_is_not_revived(e
 async def test_two_claimers_at_once_never_hold_one_job(migrated_url: str) -> None:
     """Two processes (two engines, two pools) claiming concurrently: every job is claimed by exactly one."""
     clock = Clock()
-    first, second = create_engine(migrated_url), create_engine(migrated_url)
+    # SQLite: the processes of one machine wait for the file's lock as the service's engines do (sqlite3's 5 s), not
+    # the tests' short timeout, which is there to show an outage quickly.
+    url = migrated_url.replace(f"timeout={SQLITE_BUSY_TIMEOUT_S}", "timeout=5")
+    first, second = create_engine(url), create_engine(url)
     try:
         for number in range(12):
             await add(first, f"CA{number}:v", clock)
