@@ -23,6 +23,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from service import mulaw
 from service.alert_rules import AlertRule, parse_rules
 
+# What ANALYSIS may ask Deepgram's text intelligence for, in the order they are shown.
+ANALYSIS_FEATURES: Final = ("summary", "topics", "intents", "sentiment")
 StreamTrack = Literal["inbound_track", "outbound_track", "both_tracks"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -190,6 +192,18 @@ class Settings(BaseSettings):
         default=(),
         description="Terms to listen for, each sent as a `keyterm` (Nova-3 models).",
         json_schema_extra=_doc("deepgram", accepts="comma-separated terms", example="Acme,Zed Pro", heroku={}),
+    )
+    analysis: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Post-call analysis by Deepgram's text intelligence (`/v1/read`, English only) on each "
+        "completed call's final transcript: any of `summary`, `topics`, `intents`, `sentiment`, or `on` for all "
+        "four. Empty: off. Delivered as `call.analyzed` and shown on the call's page (docs/storage-and-api.md).",
+        json_schema_extra=_doc(
+            "deepgram",
+            accepts="`on`, or comma-separated `summary`, `topics`, `intents`, `sentiment`",
+            example="on",
+            heroku={},
+        ),
     )
     deepgram_eot_threshold: float | None = Field(
         default=None,
@@ -1085,6 +1099,24 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(term.strip() for term in value.split(",") if term.strip())
         return value
+
+    @field_validator("analysis", mode="before")
+    @classmethod
+    def _analysis(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        names = [name.strip().lower() for name in value.split(",") if name.strip()]
+        if names in (["on"], ["all"]):
+            return ANALYSIS_FEATURES
+        if names in ([], ["off"]):
+            return ()
+        unknown = [name for name in names if name not in ANALYSIS_FEATURES]
+        if unknown:
+            raise ValueError(
+                f"unknown analysis {', '.join(repr(name) for name in unknown)}: use on, off, or any of "
+                + ", ".join(ANALYSIS_FEATURES)
+            )
+        return tuple(feature for feature in ANALYSIS_FEATURES if feature in names)  # one order, no repeats
 
     @model_validator(mode="after")
     def _eager_before_end(self) -> Settings:

@@ -193,3 +193,28 @@ def test_utterance_end_is_left_out_without_interim_results() -> None:
 def test_a_url_is_shown_without_its_credentials(url: str, shown: str) -> None:
     """masked_url hides userinfo, query values and fragments, keeping what names the place: scheme, host, path."""
     assert masked_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("value", "features"),
+    [
+        ("", ()),
+        ("off", ()),
+        ("on", ("summary", "topics", "intents", "sentiment")),
+        ("ON", ("summary", "topics", "intents", "sentiment")),
+        ("sentiment, summary,sentiment", ("summary", "sentiment")),
+        ("topics", ("topics",)),
+    ],
+)
+def test_analysis_takes_on_off_or_a_list_of_features(value: str, features: tuple[str, ...]) -> None:
+    assert Settings(_env_file=None, analysis=value).analysis == features  # type: ignore[call-arg]
+
+
+def test_an_unknown_analysis_stops_start_up_naming_the_value(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "from service.web.asgi import create; create()"],
+        cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "ANALYSIS": "summary,mood"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "ANALYSIS: Value error, unknown analysis 'mood': use on, off, or any of summary, topics" in result.stderr

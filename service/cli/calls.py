@@ -1,4 +1,5 @@
-"""Command line (wiring): `python -m service calls list | show`, the API's data for an operator at a shell.
+"""Command line (wiring): `python -m service calls list | show | analyze`, the API's data for an operator at a
+shell, and a call's post-call analysis run by hand.
 
 Both read DATABASE_URL through `queries.py` and render through `captions.py`, the same functions behind
 /api, so the shell and the API always agree. `show` prints only the transcript, in the format asked for, so
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -18,14 +20,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service import captions
 from service.cli.tables import table
-from service.settings import load_settings
+from service.settings import Settings, load_settings
 from service.storage import queries
 from service.storage.queries import CallRecord
 from service.storage.schema import create_engine
 
 
 def add_commands(commands: Any) -> None:
-    """Register `calls list` and `calls show` on the `python -m service` sub-command parser."""
+    """Register `calls list`, `calls show` and `calls analyze` on the `python -m service` sub-command parser."""
     calls_parser = commands.add_parser("calls", help="calls and transcripts stored in DATABASE_URL")
     actions = calls_parser.add_subparsers(dest="calls_command", required=True)
     list_parser = actions.add_parser("list", help="calls, newest first")
@@ -37,6 +39,40 @@ def add_commands(commands: Any) -> None:
     show_parser.add_argument("call_sid", metavar="CALL_SID")
     show_parser.add_argument("--format", choices=captions.FORMATS, default="text", help="default: text")
     show_parser.set_defaults(handler=show_call)
+    analyze_parser = actions.add_parser(
+        "analyze", help="analyse one call's transcript now (ANALYSIS's features) and print the stored analysis"
+    )
+    analyze_parser.add_argument("call_sid", metavar="CALL_SID")
+    analyze_parser.set_defaults(handler=analyze_call)
+
+
+def analyze_call(args: argparse.Namespace) -> int:
+    """The call's analysis as JSON; exit 0 when it was analysed, 1 when not (the reason printed with it)."""
+    settings = load_settings()
+    try:
+        analysis = asyncio.run(_analyze(settings, args.call_sid))
+    except SQLAlchemyError as exc:
+        return _unreadable(exc)
+    if analysis is None:
+        sys.stderr.write(f"no call {args.call_sid}\n")
+        return 1
+    sys.stdout.write(json.dumps(analysis, indent=2, ensure_ascii=False) + "\n")
+    if analysis["status"] != "done":
+        sys.stderr.write(f"not analysed: {analysis['reason']}\n")
+        return 1
+    return 0
+
+
+async def _analyze(settings: Settings, call_sid: str) -> dict[str, Any] | None:
+    from service.deepgram.text import DeepgramText  # noqa: PLC0415 - the SDK only for the command that uses it
+    from service.storage.analyses import AnalysisWorker  # noqa: PLC0415
+
+    engine = create_engine(settings.database_url)
+    try:
+        worker = AnalysisWorker(settings, lambda: engine, lambda: DeepgramText(settings))
+        return await worker.analyze_now(call_sid)
+    finally:
+        await engine.dispose()
 
 
 def list_calls(args: argparse.Namespace) -> int:

@@ -106,15 +106,16 @@ def serve_here(config: Config, sockets: Sockets) -> int:
     from service.web.asgi import create  # noqa: PLC0415
 
     async def main() -> None:
-        app = wrap_app(create(), config.wsgi_max_body_size, "asgi")
         stop = asyncio.Event()
+        # Once SIGTERM's drain is done (the runtime's own handler, from the app's start-up on), the runtime stops
+        # Hypercorn through `stop.set`.
+        app = wrap_app(create(stop_server=stop.set), config.wsgi_max_body_size, "asgi")
         interrupted = False
 
         def interrupt() -> None:
             """Ctrl+C stops as SIGTERM does: the calls finished and the live feeds ended (each page told to
             reconnect), then Hypercorn. Stopped at once, Hypercorn waited for the feeds' open responses, which
-            never end by themselves, for its whole graceful timeout (25 s). A second SIGINT (the runtime's own,
-            once the calls are finished, or an impatient second Ctrl+C) stops Hypercorn."""
+            never end by themselves, for its whole graceful timeout (25 s). A second Ctrl+C stops Hypercorn."""
             nonlocal interrupted
             if interrupted:
                 stop.set()
@@ -123,8 +124,8 @@ def serve_here(config: Config, sockets: Sockets) -> int:
             signal.raise_signal(signal.SIGTERM)
 
         loop = asyncio.get_running_loop()
-        # The app's start-up replaces the SIGTERM handler with its own: finish the calls, then SIGINT. Before it,
-        # there is nothing to finish: SIGTERM stops Hypercorn.
+        # The app's start-up replaces the SIGTERM handler with its own (finish the calls, then `stop.set`). Before
+        # it, there is nothing to finish: SIGTERM stops Hypercorn.
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, interrupt)
         await worker_serve(app, config, sockets=sockets, shutdown_trigger=stop.wait)

@@ -1,9 +1,9 @@
 """Storage layer: webhook events written into `webhook_deliveries` in the writer's own transaction.
 
 An `utterance.final` row goes in with its utterance, a `call.completed` row with the call's end (carrying
-the whole transcript stored by then), a `call.alert` row with its alert. Event ids are stable, so writing the
-same utterance or alert again (a retry, a journal replay) adds no second event. `webhooks/sender.py`
-delivers what is here.
+the whole transcript stored by then), a `call.alert` row with its alert, a `call.analyzed` row with the analysis
+it reports (`analyses.py`, through `add_event`). Event ids are stable, so writing the same utterance or alert
+again (a retry, a journal replay) adds no second event. `webhooks/sender.py` delivers what is here.
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ async def add_webhook_event(connection: AsyncConnection, write: Write, now: date
         event = await _call_completed(connection, write.call_sid, now)
     else:
         return
+    await add_event(connection, event, now)
+
+
+async def add_event(connection: AsyncConnection, event: dict[str, Any], now: datetime.datetime) -> None:
+    """Queue a built event (`webhook_events.py`) in the caller's transaction, once per event id."""
     insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(WebhookDelivery)
     await connection.execute(
         insert.values(

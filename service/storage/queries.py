@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.storage import search_terms
-from service.storage.schema import AlertRow, Call, Stream, Utterance, WebhookDelivery
+from service.storage.schema import AlertRow, Analysis, Call, Job, Stream, Utterance, WebhookDelivery
 from service.storage.statuses import CallStatus
 from service.times import as_utc
 
@@ -235,13 +235,15 @@ async def get_utterances(engine: AsyncEngine, call_sid: str) -> list[UtteranceRe
 
 
 async def delete_call(engine: AsyncEngine, call_sid: str) -> bool:
-    """Delete the call, its utterances, its alerts, its webhook deliveries and its record of streams in one
+    """Delete the call, its utterances, alerts, webhook deliveries, analysis, jobs and record of streams in one
     transaction; False if there was no call. Its row in `streamed_calls` (the CallSid and a time) stays, so the
     call's `/voice` request, replayed, cannot store it again (`storage/streams.py`)."""
     async with AsyncSession(engine) as session, session.begin():
         # Explicit deletes rather than ON DELETE CASCADE: deliveries have no foreign key, and an engine made
         # without `schema.create_engine` leaves SQLite's foreign keys off.
         await session.execute(delete(WebhookDelivery).where(WebhookDelivery.call_sid == call_sid))
+        await session.execute(delete(Analysis).where(Analysis.call_sid == call_sid))  # a summary is the call's words
+        await session.execute(delete(Job).where(Job.call_sid == call_sid))
         await session.execute(delete(Utterance).where(Utterance.call_sid == call_sid))
         await session.execute(delete(AlertRow).where(AlertRow.call_sid == call_sid))
         await session.execute(delete(Stream).where(Stream.call_sid == call_sid))

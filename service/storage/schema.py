@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from service.storage.statuses import CallStatus, DeliveryStatus
+from service.storage.statuses import CallStatus, DeliveryStatus, JobStatus
 
 # Constraint names are fixed so migrations can name them on every backend.
 NAMING = {
@@ -219,6 +219,47 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class Job(Base):
+    """One piece of work after a call (`jobs.py`): keyed by its kind and key, so asking twice adds one; claimed by
+    one process at a time under a lease, retried with backoff, finished with its outcome and reason."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_due", "status", "run_after"),)
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # "analysis"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)  # e.g. "<call_sid>:<transcript version>"
+    call_sid: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.PENDING)  # a JobStatus
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims so far, the one in progress included
+    run_after: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    claimed_until: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)  # the last error, or why it was skipped
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class Analysis(Base):
+    """A call's post-call analysis (ANALYSIS): the latest version of its transcript analysed, or why not."""
+
+    __tablename__ = "analyses"
+
+    call_sid: Mapped[str] = mapped_column(
+        String(64), ForeignKey("calls.call_sid", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[str] = mapped_column(String(64))  # the transcript's digest (`stt/analysis.py` `version`)
+    status: Mapped[str] = mapped_column(String(16))  # an AnalysisStatus
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    features: Mapped[list[str]] = mapped_column(default=list)
+    words: Mapped[int] = mapped_column(Integer, default=0)
+    summary: Mapped[str | None] = mapped_column(Text, default=None)
+    topics: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
+    intents: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
+    sentiment: Mapped[dict[str, Any]] = mapped_column(default=dict)  # overall, per speaker, per utterance
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    analyzed_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
 
 
 def async_url(url: str) -> str:

@@ -29,3 +29,21 @@ class EventType(enum.StrEnum):
     UTTERANCE_FINAL = "utterance.final"
     CALL_COMPLETED = "call.completed"
     CALL_ALERT = "call.alert"
+    CALL_ANALYZED = "call.analyzed"
+
+
+class JobStatus(enum.StrEnum):
+    """`jobs.status`: waiting for (another) attempt, or finished one of three ways."""
+
+    PENDING = "pending"
+    DONE = "done"
+    SKIPPED = "skipped"  # nothing to do, with its reason: never tried again
+    FAILED = "failed"  # a permanent failure, or too many attempts: never tried again
+
+
+class AnalysisStatus(enum.StrEnum):
+    """`analyses.status`: analysed, or why not."""
+
+    DONE = "done"
+    SKIPPED = "skipped"  # what cannot be analysed: off, not English, too few words
+    FAILED = "failed"  # Deepgram refused it, or kept failing

@@ -71,3 +71,26 @@ def alert_event(alert: Mapping[str, Any], created_at: datetime.datetime) -> dict
         "created_at": _iso(created_at),
         "data": data,
     }
+
+
+# The `analyses` row's fields that `analysis_data` gives, in order: the API's `analysis` object and the
+# `call.analyzed` event's data are both this.
+ANALYSIS_FIELDS = ("status", "reason", "version", "features", "words", "summary", "topics", "intents", "sentiment",
+                   "request_id", "analyzed_at")  # fmt: skip
+
+
+def analysis_data(analysis: Mapping[str, Any]) -> dict[str, Any]:
+    """A call's stored analysis as data: the API's `analysis` object."""
+    data = {name: analysis.get(name) for name in ANALYSIS_FIELDS}
+    data["analyzed_at"] = _iso(analysis.get("analyzed_at"))
+    return data
+
+
+def call_analyzed_event(analysis: Mapping[str, Any], created_at: datetime.datetime) -> dict[str, Any]:
+    """`call.analyzed`: a call's post-call analysis, once per version of its transcript (done, skipped or failed)."""
+    return {
+        "id": f"{EventType.CALL_ANALYZED}:{analysis['call_sid']}:{analysis['version']}",
+        "type": EventType.CALL_ANALYZED,
+        "created_at": _iso(created_at),
+        "data": {"call_sid": analysis["call_sid"], **analysis_data(analysis)},
+    }

@@ -35,6 +35,7 @@ from service.calls.events import CallEnded, CallStarted, CallStateChanged, TurnC
 from service.calls.transcript import Transcript, speaker_for
 from service.retry import Outage, backoff
 from service.settings import Settings
+from service.storage.analyses import enqueue_analysis
 from service.storage.journal import Journal
 from service.storage.outbox import add_webhook_event
 from service.storage.queue import Batch, Closing, Placement, ReadJournal, RemoveJournal, WriteQueue
@@ -108,10 +109,12 @@ class _DatabaseWriter:
         clock: Clock,
         delay: Callable[[int], float],
         webhooks: bool,
+        analysis: bool = False,
     ) -> None:
         self._queue, self._changes, self._journal, self._counters = queue, changes, journal, counters
         self._engine, self._clock, self._delay = engine, clock, delay
         self._webhooks = webhooks  # the outbox: an event for each write, in its transaction
+        self._analysis = analysis  # ANALYSIS: a job when a call is complete, in its transaction (analyses.py)
         self._outage = Outage()  # no limit: the store waits for its database however long it takes
 
     async def run(self) -> None:
@@ -184,6 +187,8 @@ class _DatabaseWriter:
                     # moves on a microsecond per write, so the outbox's (created_at, event_id) order is the
                     # batch's order: a call's last finals go before its call.completed.
                     await add_webhook_event(connection, write, now + datetime.timedelta(microseconds=index))
+                if self._analysis:
+                    await enqueue_analysis(connection, write, now)
 
     async def _failed(self, batch: Batch[Write], error: Exception) -> None:
         if not is_permanent(error):
@@ -362,6 +367,7 @@ class TranscriptStore:
         writer = _DatabaseWriter(
             self._queue, self._changes, journal, self.counters, engine,
             clock=self._clock, delay=self._delay, webhooks=self.settings.transcript_webhook_url is not None,
+            analysis=bool(self.settings.analysis),
         )  # fmt: skip
         appender = _JournalAppender(self._queue, self._changes, journal, self.counters)
         self._writer = asyncio.create_task(writer.run(), name="store-writer")

@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from service import captions
 from service.captions import Format
 from service.settings import Settings
-from service.storage import queries, search_terms
+from service.storage import analyses, queries, search_terms
 from service.storage.queries import AlertRecord, CallRecord, CursorError
 from service.times import as_utc
 from service.web.responses import bearer_refusal, error_response, json_response, no_store, refuse
@@ -115,7 +115,9 @@ class _Api:
             self._engine(), limit=query.limit, cursor=query.cursor, number=query.number,
             since=query.since, until=query.until, active=query.active, words=query.q,
         )  # fmt: skip
-        return json_response({"calls": [call_json(call) for call in page.calls], "next_cursor": page.next_cursor})
+        summaries = await analyses.summaries(self._engine(), [call.call_sid for call in page.calls])
+        calls = [{**call_json(call), "analysis_summary": summaries.get(call.call_sid)} for call in page.calls]
+        return json_response({"calls": calls, "next_cursor": page.next_cursor})
 
     async def get_call(self, call_sid: str) -> Response:
         engine = self._engine()
@@ -123,7 +125,13 @@ class _Api:
         if call is None:
             return not_found(call_sid)
         alerts = await queries.get_alerts(engine, call_sid)
-        return json_response({**call_json(call), "alerts": [alert_json(alert) for alert in alerts]})
+        return json_response(
+            {
+                **call_json(call),
+                "alerts": [alert_json(alert) for alert in alerts],
+                "analysis": await analyses.stored_analysis(engine, call_sid),
+            }
+        )
 
     async def delete_call(self, call_sid: str) -> Response:
         if not await queries.delete_call(self._engine(), call_sid):

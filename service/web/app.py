@@ -88,11 +88,12 @@ def asgi_app(
     *,
     observers: Sequence[CallObserver] | None = None,
     handle_sigterm: bool = False,
+    stop_server: Callable[[], None] | None = None,
     login_clock: Callable[[], float] = time.monotonic,
 ) -> ServedApp:
     """The app as Hypercorn serves it: one proxy hop trusted, every HTTP request guarded (bounded before it is
     read), /media straight from ASGI, the rest through Quart."""
-    runtime = Runtime(settings, observers or [LogObserver()], handle_sigterm=handle_sigterm)
+    runtime = Runtime(settings, observers or [LogObserver()], handle_sigterm=handle_sigterm, stop_server=stop_server)
     quart_app = cast(ASGIFramework, create_app(runtime, login_clock=login_clock))
     routed = MediaRoute(quart_app, MediaStreams(runtime).serve)
     guarded = RequestGuard(

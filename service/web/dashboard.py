@@ -32,7 +32,7 @@ from service.live.format import format_id
 from service.live.hub import LiveHub
 from service.refusals import log_refusal
 from service.settings import Settings
-from service.storage import queries
+from service.storage import analyses, queries
 from service.web import login_tokens
 from service.web.api import BadParameter, ListQuery, parse_list_query
 from service.web.login_limits import LoginLimits
@@ -136,8 +136,10 @@ class _Pages:
         board = hub.board.calls
         rows = [_call_row(c, board.get(c.call_sid)) for c in active]
         rows += [_board_row(sid, fields) for sid, fields in board.items() if sid not in {c.call_sid for c in active}]
+        summaries = await analyses.summaries(engine, [c.call_sid for c in recent])
+        recent_rows = [_call_row(c, None) | {"analysis_summary": summaries.get(c.call_sid)} for c in recent]
         body = await render_template(
-            "calls.html", active=rows, recent=[_call_row(c, None) for c in recent], since=format_id(since),
+            "calls.html", active=rows, recent=recent_rows, since=format_id(since),
             csrf=self._csrf_field(), searched=search is not None, problem=problem, form=request.args,
         )  # fmt: skip
         return Response(body, content_type="text/html; charset=utf-8")
@@ -159,8 +161,12 @@ class _Pages:
         alerts = await queries.get_alerts(engine, call_sid)
         row = _call_row(call, board) if call is not None else _board_row(call_sid, board or {})
         language = captions.call_language(utterances)
+        analysis = await analyses.stored_analysis(engine, call_sid)
+        feelings = _utterance_sentiments(analysis)
+        rows = [_utterance_row(u, language) for u in utterances]
         body = await render_template(
-            "call.html", call=row, utterances=[_utterance_row(u, language) for u in utterances],
+            "call.html", call=row, utterances=[r | {"sentiment": feelings.get(r["key"])} for r in rows],
+            analysis=analysis,
             lanes=_lanes(utterances), downloads=list(DOWNLOADS), since=since, csrf=self._csrf_field(),
             alerts=[_alert_row(alert) for alert in alerts],
         )  # fmt: skip
@@ -391,6 +397,14 @@ def _alert_row(alert: queries.AlertRecord) -> dict[str, Any]:
         "track": alert.track, "text": alert.text, "start": alert.start, "end": alert.end, "clock": clock(alert.start),
         "window": f"{alert.end:g}",
     }  # fmt: skip
+
+
+def _utterance_sentiments(analysis: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Each analysed utterance's sentiment by its row's key (track and start, as `_utterance_row` makes it)."""
+    if analysis is None:
+        return {}
+    scored = (analysis.get("sentiment") or {}).get("utterances") or []
+    return {f"{entry['track']}:{round(entry['start'] * 1000)}": entry for entry in scored}
 
 
 def _lanes(utterances: list[queries.UtteranceRecord]) -> list[str]:

@@ -17,7 +17,7 @@ import resource
 import signal
 import socket
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -38,6 +38,7 @@ from service.deepgram.engines import (
     setting_problems,
 )
 from service.deepgram.environment import fallback_address
+from service.deepgram.text import DeepgramText
 from service.live.hub import LiveHub, LiveObserver, LocalPublisher, Publish
 from service.metrics import worker_stopped
 from service.refusals import flush_refusals
@@ -45,6 +46,7 @@ from service.settings import Settings, masked_url
 from service.spool.directory import Spool
 from service.spool.worker import BatchWorker
 from service.storage import migrate
+from service.storage.analyses import AnalysisWorker
 from service.storage.spool_segments import DatabaseSpool, is_postgresql
 from service.storage.streams import DatabaseStreamClaims
 from service.storage.writer import TranscriptStore
@@ -110,7 +112,14 @@ def start_up_problems(settings: Settings) -> list[tuple[str, str]]:
 class Runtime:
     """One process's parts (settings, the Deepgram client, the open calls, the sink) and their life."""
 
-    def __init__(self, settings: Settings, observers: Sequence[CallObserver], *, handle_sigterm: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        observers: Sequence[CallObserver],
+        *,
+        handle_sigterm: bool,
+        stop_server: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.store = TranscriptStore(settings)
         self.live = LiveHub(
@@ -154,7 +163,14 @@ class Runtime:
         self._webhooks = (
             WebhookSender(settings, lambda: self.store.engine) if settings.transcript_webhook_url is not None else None
         )
+        # ANALYSIS: the calls' post-call analysis, claimed from the database's jobs by whichever process looks first.
+        self.analysis = (
+            AnalysisWorker(settings, lambda: self.store.engine, lambda: DeepgramText(settings))
+            if settings.analysis
+            else None
+        )
         self._handle_sigterm = handle_sigterm
+        self._stop_server = stop_server  # `serve` in-process: how the drain, once done, stops Hypercorn
         self._stopping = False
         self._draining: asyncio.Future[None] | None = None
         self.schema_at_head = False  # once seen at head it stays there: /readyz stops asking
@@ -233,6 +249,7 @@ class Runtime:
             stream_tokens=settings.stream_tokens,
             twilio_account_sid="set" if settings.twilio_account_sid else "unset (any account's streams are let in)",
             handover="on" if self.handover is not None else "off",
+            analysis=",".join(settings.analysis) or "off",
             shared_spool=self._shared_spool_where(),
             open_files_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         )
@@ -296,6 +313,8 @@ class Runtime:
     def _start_workers(self) -> None:
         if self._webhooks is not None:
             self.tasks.start(self._webhooks.run_forever())
+        if self.analysis is not None:
+            self.tasks.start(self.analysis.run_forever())
         recovered = self.spool.recover()
         if recovered:
             log.warning("spool.recovered", entries=len(recovered), why="audio left by a process that crashed")
@@ -315,8 +334,10 @@ class Runtime:
 
     async def _stop_then_exit(self) -> None:
         await self.finish_calls()
-        if multiprocessing.parent_process() is None:
-            # Served in this process (`serve` with one worker): its SIGINT handler stops Hypercorn gracefully.
+        if self._stop_server is not None:  # `serve` with one worker: its Hypercorn stops gracefully
+            self._stop_server()
+        elif multiprocessing.parent_process() is None:
+            # The `hypercorn` command serving this process: its SIGINT handler stops it gracefully.
             signal.raise_signal(signal.SIGINT)
         # A spawned worker stops when Hypercorn's parent, which got the dyno's SIGTERM too, tells it to.
 
@@ -380,6 +401,8 @@ class Runtime:
         await self.finish_calls()
         if self._webhooks is not None and not await self._webhooks.stop(WEBHOOK_STOP_TIMEOUT_S):
             log.info("webhooks.stop_cut_short", why=f"a delivery took over {WEBHOOK_STOP_TIMEOUT_S:g} s")
+        if self.analysis is not None and not await self.analysis.stop(WEBHOOK_STOP_TIMEOUT_S):
+            log.info("analysis.stop_cut_short", why="an analysis in flight: its job goes back to the database")
         await self.tasks.cancel_all()
         if self.redis is not None:
             await self.redis.close()

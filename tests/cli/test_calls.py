@@ -1,10 +1,14 @@
-"""`python -m service calls list | show`: the stored calls as a table, and a transcript in any format."""
+"""`python -m service calls list | show | analyze`: the stored calls as a table, a transcript in any format, and a
+call's analysis run by hand."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import datetime
+import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +16,18 @@ import pytest
 
 from service.cli import calls as calls_cli
 from service.storage import queries
-from tests.helpers.callsdb import T0, insert, make_call, make_database, sqlite_file_url, two_speaker_utterances
-from tests.helpers.paths import GOLDEN
+from tests.helpers.callsdb import (
+    T0,
+    insert,
+    make_call,
+    make_database,
+    make_utterance,
+    sqlite_file_url,
+    two_speaker_utterances,
+)
+from tests.helpers.credentials import DEEPGRAM_KEY
+from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch, summary_for
+from tests.helpers.paths import GOLDEN, ROOT
 
 MINUTE = datetime.timedelta(minutes=1)
 
@@ -128,3 +142,44 @@ def test_a_database_without_the_schema_is_a_clear_error(
     assert err[0] == "cannot read the database: no such table: calls"
     assert "db upgrade" in err[1]
     assert str(tmp_path) not in "\n".join(err)
+
+
+async def test_analyze_runs_a_calls_analysis_by_hand_and_prints_it(tmp_path: Path) -> None:
+    """`calls analyze CA1`, as a process, against the fake /v1/read: the stored analysis as JSON, exit 0; a call
+    too short is printed with its reason, exit 1; an unknown call is "no call", exit 1."""
+    sentence = "I would like to talk about my bill because it looks wrong to me today"
+    engine = await make_database(tmp_path)
+    try:
+        await insert(engine, [
+            make_call("CA1"), *(make_utterance("CA1", ("inbound", "outbound")[n % 2], 2.0 * n, 2.0 * n + 1, sentence)
+                                for n in range(4)),
+            make_call("CA2"), make_utterance("CA2", "inbound", 0.0, 1.0, "hello there"),
+        ])  # fmt: skip
+    finally:
+        await engine.dispose()
+    async with FakeDeepgramBatch(api_key=DEEPGRAM_KEY) as read_api:
+        env = {
+            "PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "DATABASE_URL": sqlite_file_url(tmp_path),
+            "DEEPGRAM_API_KEY": DEEPGRAM_KEY, "DEEPGRAM_BATCH_URL": read_api.url, "ANALYSIS": "on",
+        }  # fmt: skip
+
+        async def analyze(call_sid: str) -> tuple[int, str, str]:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "service", "calls", "analyze", call_sid, cwd=tmp_path, env=env,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+            return process.returncode or 0, out.decode(), err.decode()
+
+        done, short, missing = await analyze("CA1"), await analyze("CA2"), await analyze("CA404")
+    code, out, _ = done
+    printed = json.loads(out)
+    assert code == 0
+    assert (printed["status"], printed["summary"]) == ("done", summary_for("\n".join([sentence] * 4)))
+    assert set(printed["sentiment"]["speakers"]) == {"caller", "agent"}
+    code, out, err = short
+    assert code == 1
+    assert json.loads(out)["status"] == "skipped"
+    assert err == "not analysed: 2 words: fewer than the 50 an analysis needs\n"
+    assert missing == (1, "", "no call CA404\n")
+    assert len(read_api.requests) == 1

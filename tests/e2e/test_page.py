@@ -4,7 +4,8 @@ The browser logs in, watches the list of calls and one call's page while the cal
 faint in the speaker's lane and turns final there, a reload mid-call shows the whole call once, the list moves
 the call from "On now" to "Recent", and the download links serve the stored transcript. A login over plain http
 works on a loopback address and, from the machine's other address, is told on the page why it cannot; a page
-open across a restart of the service comes back live; no page asks for something that is not there.
+open across a restart of the service comes back live; no page asks for something that is not there; an analysed
+call shows its summary, tags and sentiment.
 """
 
 from __future__ import annotations
@@ -18,16 +19,20 @@ import socket
 
 import pytest
 from playwright.async_api import Page, Response, expect
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec
+from service.storage.analyses import stored_analysis
 from tests.helpers.audio import call_audio
 from tests.helpers.browser import chromium
-from tests.helpers.credentials import TWILIO_TOKEN
+from tests.helpers.credentials import DEEPGRAM_KEY, TWILIO_TOKEN
+from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.helpers.logs import LogLines
 from tests.helpers.paths import ROOT
 from tests.helpers.service import make_settings, running_service
+from tests.helpers.waiting import eventually
 
 PASSWORD = "page-passw0rd"
 # Set to docs/images (relative to the checkout) to refresh the README's pictures.
@@ -200,3 +205,46 @@ async def test_no_page_asks_for_what_is_not_there(deepgram: FakeDeepgram) -> Non
         await page.goto(f"{url}/favicon.ico")
     assert icon == 200
     assert failed == [f"404 {url}/calls/CA0123"]  # the missing call's page, and nothing else
+
+
+async def test_an_analysed_call_shows_its_summary_tags_and_sentiment_in_the_browser(deepgram: FakeDeepgram) -> None:
+    """ANALYSIS on, the fake /v1/read: once the call has ended and been analysed, its page shows the fake's summary
+    above the lanes, the topics and intent as tags, the sentiment overall and per speaker and beside each line;
+    the list shows the summary under the call."""
+    spec = CallSpec(inbound=call_audio(611, 16.0), outbound=call_audio(612, 14.0), speed=0, from_number="+15005550124")
+    async with FakeDeepgramBatch(api_key=DEEPGRAM_KEY) as read_api:
+        settings = make_settings(
+            deepgram, dashboard_password=PASSWORD, stream_track="both_tracks", analysis="on",
+            deepgram_batch_url=read_api.url,
+        )  # fmt: skip
+        async with running_service(settings) as service, chromium() as browser:
+            url = f"http://localhost:{service.port}"
+            await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
+            await eventually(lambda: analysed(service.service.store.engine, spec.call_sid), timeout=20)
+            context = await browser.new_context(viewport={"width": 1100, "height": 900})
+            page = await context.new_page()
+            await log_in(page, url)
+            summary = page.locator(f'#recent tr[data-call-sid="{spec.call_sid}"] .summary-line')
+            await expect(summary).to_contain_text("Summary of ")
+            said = await summary.text_content() or ""
+            await shoot(page, "calls-with-summary.png")
+            await page.goto(f"{url}/calls/{spec.call_sid}")
+            await expect(page.locator("#summary")).to_have_text(said)
+            await expect(page.locator(".tags .tag.topic")).to_have_count(3)
+            await expect(page.locator(".tags .tag.intent")).to_have_text("Make a statement")
+            await expect(page.locator("#sentiment")).to_contain_text("overall")
+            await expect(page.locator("#sentiment")).to_contain_text("caller")
+            await expect(page.locator("#sentiment")).to_contain_text("agent")
+            lines = page.locator(".lane li.final")
+            await expect(page.locator(".lane li.final .sentiment")).to_have_count(await lines.count())
+            top = await page.locator("#analysis").bounding_box()
+            lanes = await page.locator("#lanes").bounding_box()
+            assert top is not None
+            assert lanes is not None
+            assert top["y"] < lanes["y"]  # the analysis above the transcript
+            await shoot(page, "analysed-call.png")
+            await context.close()
+
+
+async def analysed(engine: AsyncEngine, call_sid: str) -> bool:
+    return (await stored_analysis(engine, call_sid)) is not None

@@ -286,8 +286,8 @@ async def test_the_default_page_is_fifty_and_two_hundred_is_allowed(api: ApiClie
 
 
 async def test_a_call_is_shown_with_every_field(api: ApiClient) -> None:
-    """GET /api/calls/CA1 and its entry in the list are the same object (the list without the alerts themselves),
-    times in UTC with Z."""
+    """GET /api/calls/CA1 and its entry in the list are the same object, times in UTC with Z, but for the alerts (the
+    list has their count only) and the analysis (all of it in the call's own answer, its summary in the list)."""
     response = await api.get("/api/calls/CA1")
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
@@ -298,10 +298,11 @@ async def test_a_call_is_shown_with_every_field(api: ApiClient) -> None:
         "tracks": ["inbound", "outbound"], "started_at": "2025-01-02T03:04:05Z", "ended_at": "2025-01-02T03:05:40Z",
         "status": "completed", "ended_by": "stop", "deepgram_request_ids": ["req-CA1"],
         "audio_s_inbound": 95.0, "audio_s_outbound": 94.5, "summary": {"finals": 4, "reconnects": 0},
-        "handed_over": False, "alert_count": 0, "alerts": [],
+        "handed_over": False, "alert_count": 0, "alerts": [], "analysis": None,
     }  # fmt: skip
-    del call["alerts"]  # the list gives the count only
-    assert (await api.get("/api/calls")).json() == {"calls": [call], "next_cursor": None}
+    listed = {name: value for name, value in call.items() if name not in ("alerts", "analysis")}
+    listed["analysis_summary"] = None
+    assert (await api.get("/api/calls")).json() == {"calls": [listed], "next_cursor": None}
 
 
 async def test_a_calls_alerts_are_listed_with_it_and_counted_in_the_list(api: ApiClient) -> None:

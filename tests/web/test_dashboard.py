@@ -21,10 +21,12 @@ import pytest
 from service.calls.events import CallStarted
 from service.calls.transcript import Transcript
 from service.refusals import REFUSAL_BURST
-from service.settings import SESSION_SECRET_FILE, describe_error
+from service.settings import ANALYSIS_FEATURES, SESSION_SECRET_FILE, describe_error
 from service.storage import queries
+from service.storage.schema import Analysis
 from service.web import login_tokens
 from service.web.dashboard import CSRF_COOKIE, SESSION_COOKIE
+from tests.helpers.callsdb import insert, make_call, make_utterance
 from tests.helpers.clock import Clock
 from tests.helpers.fakes.deepgram_server import FakeDeepgram
 from tests.helpers.logs import LogLines
@@ -382,3 +384,51 @@ def test_a_short_password_or_secret_stops_start_up(name: str, value: str, messag
     said = describe_error(raised.value)
     assert f"{name.upper()}: Value error, must be {message} characters" in said
     assert value not in said
+
+
+async def test_an_analysed_call_shows_its_summary_tags_and_sentiment_and_the_list_its_summary(
+    service: RunningService,
+) -> None:
+    """The call's page: the summary at the top, topics and intents as tags, sentiment overall, per speaker and per
+    utterance; the list: the summary under the call. A call not analysed says why."""
+    async with httpx.AsyncClient() as client:
+        await client.get(f"{service.url}/login")  # the first answer comes once the app has started (and migrated)
+    engine = service.service.store.engine
+    sentiment = {
+        "overall": {"sentiment": "negative", "score": -0.4},
+        "speakers": {"caller": {"sentiment": "negative", "score": -0.7},
+                     "agent": {"sentiment": "positive", "score": 0.5}},
+        "utterances": [{"start": 0.5, "track": "inbound", "speaker": "caller", "sentiment": "negative", "score": -0.7}],
+    }  # fmt: skip
+    await insert(engine, [
+        make_call("CA1", started_at=datetime.datetime.now(datetime.UTC)),
+        make_utterance("CA1", "inbound", 0.5, 2.0, "My order is late and broken."),
+        make_utterance("CA1", "outbound", 2.5, 4.0, "Sorry, I can help with that."),
+        Analysis(call_sid="CA1", version="v1", status="done", features=list(ANALYSIS_FEATURES), words=12,
+                 summary="The caller reports a late, broken order.",
+                 topics=[{"topic": "Order issue", "confidence": 0.9}],
+                 intents=[{"intent": "Report a problem", "confidence": 0.8}], sentiment=sentiment,
+                 analyzed_at=datetime.datetime.now(datetime.UTC)),
+        make_call("CA2", started_at=datetime.datetime.now(datetime.UTC)),
+        Analysis(call_sid="CA2", version="v1", status="skipped", reason="3 words: fewer than the 50 an analysis needs",
+                 features=["summary"], words=3, analyzed_at=datetime.datetime.now(datetime.UTC)),
+    ])  # fmt: skip
+    async with httpx.AsyncClient() as client:
+        headers = cookies(**{SESSION_COOKIE: session_of(await log_in(client, service.url))})
+        page = (await client.get(f"{service.url}/calls/CA1", headers=headers)).text
+        skipped = (await client.get(f"{service.url}/calls/CA2", headers=headers)).text
+        listing = (await client.get(f"{service.url}/", headers=headers)).text
+    assert page.index('id="summary"') < page.index('id="lanes"')  # the summary above the transcript
+    assert '<p class="summary" id="summary">The caller reports a late, broken order.</p>' in page
+    assert '<li class="tag topic" title="topic, confidence 0.90">Order issue</li>' in page
+    assert '<li class="tag intent" title="intent, confidence 0.80">Report a problem</li>' in page
+    assert "overall negative (-0.40)" in page
+    assert "caller negative (-0.70)" in page
+    assert "agent positive (+0.50)" in page
+    caller_line = page.split('data-key="inbound:500"')[1].split("</li>")[0]
+    assert '<span class="sentiment sentiment-negative" title="sentiment -0.70">negative</span>' in caller_line
+    assert "sentiment" not in page.split('data-key="outbound:2500"')[1].split("</li>")[0]
+    assert "Not analysed: 3 words: fewer than the 50 an analysis needs" in skipped
+    row = listing.split('data-call-sid="CA1"')[1].split("</tr>")[0]
+    assert '<div class="summary-line">The caller reports a late, broken order.</div>' in row
+    assert "summary-line" not in listing.split('data-call-sid="CA2"')[1].split("</tr>")[0]

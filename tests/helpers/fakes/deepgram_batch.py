@@ -1,5 +1,6 @@
-"""Test support: a fake of Deepgram's pre-recorded API (`POST /v1/listen` with a WAV body), and of the one
-management request a key check makes (`GET /v1/projects`).
+"""Test support: a fake of Deepgram's pre-recorded API (`POST /v1/listen` with a WAV body), of its text
+intelligence (`POST /v1/read`, `read_response`), and of the one management request a key check makes
+(`GET /v1/projects`).
 
 Layer: test fake. A small HTTP/1.1 server on plain asyncio streams, on 127.0.0.1 and a port the OS picks; the
 real deepgram-sdk (through httpx) talks to it, so tests exercise the same request, auth and error shapes as
@@ -11,6 +12,13 @@ samples is one word, silent windows none, so the words of an answer equal `expec
 each word has the live fake's language for its window (`language_for`), and each utterance and alternative the
 languages of its words, most words first.
 Response shape: https://developers.deepgram.com/reference/speech-to-text-api/listen (200 response).
+
+`/v1/read` answers `{"text": ...}` with what the query asks for (`summarize`, `topics`, `intents`,
+`sentiment`), English only, each derived from the text so tests can assert it: the summary is `summary_for`,
+the topics the text's longest words, the intent whether it asks a question, each line a sentiment segment
+scored by `POSITIVE_WORDS` and `NEGATIVE_WORDS`. Shape: https://developers.deepgram.com/reference/text-intelligence-api/text-read
+(the SDK's `ReadV1Response`; Deepgram sends `summary.text` and `metadata.request_id`, one level shallower than
+the SDK's types say, which read both).
 """
 
 from __future__ import annotations
@@ -41,6 +49,9 @@ from tests.helpers.fakes.deepgram_server import (
 )
 
 LISTEN_PATH = "/v1/listen"
+READ_PATH = "/v1/read"
+POSITIVE_WORDS = frozenset({"good", "great", "thanks", "thank", "happy", "love", "perfect", "wonderful"})
+NEGATIVE_WORDS = frozenset({"bad", "angry", "cancel", "problem", "terrible", "broken", "wrong", "late"})
 PROJECTS_PATH = "/v1/projects"  # the key's projects: what `python -m service doctor` asks to check a key
 PROJECT_ID = "3f1e6f0c-2a4b-4c8d-9e0f-1a2b3c4d5e6f"
 MAX_HEADER_LINES = 100
@@ -139,6 +150,64 @@ def _utterance(run: list[Message], *, multi: bool) -> Message:
     return utterance
 
 
+def summary_for(text: str) -> str:
+    """The fake's summary of `text`: its first eight words and its length, so a test can assert it."""
+    words = text.split()
+    return f"Summary of {len(words)} words: {' '.join(words[:8])}"
+
+
+def _score(words: list[str]) -> float:
+    plain = [word.strip(".,!?;:").lower() for word in words]
+    found = sum(word in POSITIVE_WORDS for word in plain) - sum(word in NEGATIVE_WORDS for word in plain)
+    return max(-1.0, min(1.0, found / 3))
+
+
+def _label(score: float) -> str:
+    return "positive" if score >= 0.333 else "negative" if score <= -0.333 else "neutral"
+
+
+def _text_of(body: bytes) -> str | None:
+    try:
+        text = json.loads(body)["text"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return text if isinstance(text, str) and text.strip() else None
+
+
+def read_response(text: str, query: dict[str, list[str]], request_id: str) -> Message:
+    """`/v1/read`'s 200 answer for `text`, with the parts `query` asks for."""
+    asked = {name for name, values in query.items() if values and values[0] not in {"", "false"}}
+    lines, first, segments = [], 0, []
+    for line in text.split("\n"):
+        words = line.split()
+        if words:
+            lines.append(words)
+            segments.append((line, first, first + len(words) - 1, _score(words)))
+            first += len(words)
+    results: Message = {}
+    if "summarize" in asked:
+        results["summary"] = {"text": summary_for(text)}
+    if "topics" in asked:
+        longest = sorted({w.strip(".,!?;:").lower() for w in text.split()}, key=lambda w: (-len(w), w))[:3]
+        results["topics"] = {"segments": [{"text": text, "start_word": 0, "end_word": max(first - 1, 0),
+                             "topics": [{"topic": word, "confidence_score": 0.9 - 0.1 * rank}
+                                        for rank, word in enumerate(longest)]}]}  # fmt: skip
+    if "intents" in asked:
+        intent = "Ask a question" if "?" in text else "Make a statement"
+        results["intents"] = {"segments": [{"text": text, "start_word": 0, "end_word": max(first - 1, 0),
+                              "intents": [{"intent": intent, "confidence_score": 0.8}]}]}  # fmt: skip
+    if "sentiment" in asked:
+        total = sum(end - start + 1 for _, start, end, _ in segments)
+        average = sum(score * (end - start + 1) for _, start, end, score in segments) / total if total else 0.0
+        results["sentiments"] = {
+            "segments": [{"text": line, "start_word": start, "end_word": end, "sentiment": _label(score),
+                          "sentiment_score": score} for line, start, end, score in segments],
+            "average": {"sentiment": _label(average), "sentiment_score": average},
+        }  # fmt: skip
+    created = datetime.datetime.now(datetime.UTC).isoformat()
+    return {"metadata": {"request_id": request_id, "created": created, "language": "en"}, "results": results}
+
+
 class _BadRequest(Exception):
     """The request could not be parsed as HTTP/1.1."""
 
@@ -151,6 +220,11 @@ class FakeDeepgramBatch:
         self.fail_status: int | None = None  # answer this status instead of transcribing...
         self.fail_count: int | None = None  # ...this many times, then transcribe (None = always); counts down
         self.requests: list[RecordedRequest] = []  # every request, in order
+        # /v1/read's own failures (the pre-recorded ones above leave it be): this status, this many times.
+        self.read_fail_status: int | None = None
+        self.read_fail_count: int | None = None
+        self.read_hold: asyncio.Event | None = None  # when set: each /v1/read waits for it before answering
+        self.read_arrived = asyncio.Event()  # set by the first /v1/read, before any hold
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -195,6 +269,10 @@ class FakeDeepgramBatch:
                 return
             self.requests.append(request)
             request_id = str(uuid.uuid4())
+            if request.path == READ_PATH:
+                self.read_arrived.set()
+                if self.read_hold is not None:
+                    await self.read_hold.wait()
             request.status, body = self._answer(request, request_id)
             await _respond(writer, request.status, body, request_id)
         except ConnectionError:
@@ -211,6 +289,8 @@ class FakeDeepgramBatch:
             return failure, _error("INJECTED_FAULT", "Failed by FakeDeepgramBatch.fail_status.")
         if request.path == PROJECTS_PATH:
             return self._projects(request)
+        if request.path == READ_PATH:
+            return self._read(request, request_id)
         return self._listen(request, request_id)
 
     def _listen(self, request: RecordedRequest, request_id: str) -> tuple[int, Message]:
@@ -227,6 +307,22 @@ class FakeDeepgramBatch:
         return 200, listen_response(
             wav.samples, sample_rate=wav.sample_rate, channels=wav.channels, query=request.query, request_id=request_id
         )
+
+    def _read(self, request: RecordedRequest, request_id: str) -> tuple[int, Message]:
+        if request.method != "POST":
+            return 405, _error("METHOD_NOT_ALLOWED", f"{request.method} is not allowed here.")
+        if not self._authorized(request.headers.get("authorization")):
+            return 401, _error("INVALID_AUTH", "Invalid credentials.")
+        if self.read_fail_status is not None and self.read_fail_count != 0:
+            if self.read_fail_count is not None:
+                self.read_fail_count -= 1
+            return self.read_fail_status, _error("INJECTED_FAULT", "Failed by FakeDeepgramBatch.read_fail_status.")
+        text = _text_of(request.body)
+        if text is None:
+            return 400, _error("Bad Request", 'the body must be JSON with some text: {"text": ...}')
+        if request.option("language") not in {"en", None}:
+            return 400, _error("Bad Request", "text intelligence supports English only")
+        return 200, read_response(text, request.query, request_id)
 
     def _projects(self, request: RecordedRequest) -> tuple[int, Message]:
         # https://developers.deepgram.com/reference/manage/projects/list: 200 with the key's projects, or 401.
