@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import structlog
 
+from service.calls.coverage import Outcome
 from service.calls.events import CallEnded, CallStarted, CallStateChanged, TurnChanged
 from service.calls.transcript import Transcript
 from service.live.format import (
@@ -228,3 +229,6 @@ class LiveObserver:
 
     def call_ended(self, event: CallEnded) -> None:
         self._publish(CALL_ENDED, event.call_sid, event)
+
+    def spool_outcome(self, outcome: Outcome) -> None:
+        pass  # not live news: the call's coverage in the API and on its page says what batch did

@@ -15,6 +15,7 @@ import base64
 import binascii
 import datetime
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +34,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from service.calls.coverage import Category, Part, summarize
 from service.storage import search_terms
-from service.storage.schema import Call, Stream, Utterance, WebhookDelivery
+from service.storage.schema import Call, CoveragePart, Stream, Utterance, WebhookDelivery
 from service.storage.statuses import CallStatus
 from service.times import as_utc
 
@@ -187,6 +189,22 @@ async def get_utterances(engine: AsyncEngine, call_sid: str) -> list[UtteranceRe
         return [_utterance_record(row) for row in await session.scalars(statement)]
 
 
+async def get_coverage(
+    engine: AsyncEngine, call_sids: Sequence[str], *, per_track: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Each call's coverage (`calls/coverage.py`'s `summarize`, summed over its streams), by call SID; a call
+    with no rows (still on, or stored before coverage was counted) is not in the answer."""
+    if not call_sids:
+        return {}
+    statement = select(CoveragePart).where(CoveragePart.call_sid.in_(list(call_sids)))
+    parts: dict[str, list[Part]] = {}
+    async with AsyncSession(engine) as session:
+        for row in await session.scalars(statement):
+            part = Part(row.track, row.part, Category(row.category), row.ms, row.reason)
+            parts.setdefault(row.call_sid, []).append(part)
+    return {call_sid: summarize(found, per_track=per_track) for call_sid, found in parts.items()}
+
+
 async def delete_call(engine: AsyncEngine, call_sid: str) -> bool:
     """Delete the call, its utterances, its webhook deliveries and its record of streams in one transaction; False
     if there was no call. Its row in `streamed_calls` (the CallSid and a time) stays, so the call's `/voice`
@@ -196,6 +214,7 @@ async def delete_call(engine: AsyncEngine, call_sid: str) -> bool:
         # without `schema.create_engine` leaves SQLite's foreign keys off.
         await session.execute(delete(WebhookDelivery).where(WebhookDelivery.call_sid == call_sid))
         await session.execute(delete(Utterance).where(Utterance.call_sid == call_sid))
+        await session.execute(delete(CoveragePart).where(CoveragePart.call_sid == call_sid))
         await session.execute(delete(Stream).where(Stream.call_sid == call_sid))
         deleted = await session.execute(delete(Call).where(Call.call_sid == call_sid))
         return bool(deleted.rowcount)  # type: ignore[attr-defined]  # a DML result is a CursorResult

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.calls.coverage import Outcome
 from service.calls.events import CallEnded, CallStarted, CallState, CallStateChanged, TurnChanged
 from service.calls.pipeline.engines import LiveEngines
 from service.calls.stream.admission import ClaimOutcome, StreamGate
@@ -33,6 +34,7 @@ class Observed:
     states: list[CallStateChanged] = field(default_factory=list)
     turns: list[TurnChanged] = field(default_factory=list)
     ended: list[CallEnded] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
 
     def call_started(self, event: CallStarted) -> None:
         self.started.append(event)
@@ -48,6 +50,9 @@ class Observed:
 
     def call_ended(self, event: CallEnded) -> None:
         self.ended.append(event)
+
+    def spool_outcome(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
 
     def words(self, track: str = "inbound") -> list[str]:
         return [w.word for t in self.transcripts if t.is_final and t.track == track for w in t.words]
