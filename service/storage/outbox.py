@@ -1,8 +1,8 @@
 """Storage layer: webhook events written into `webhook_deliveries` in the writer's own transaction.
 
 An `utterance.final` row goes in with its utterance, a `call.completed` row with the call's end (carrying
-the whole transcript stored by then). Event ids are stable, so writing the same utterance again (a retry, a
-journal replay) adds no second event. `webhooks/sender.py` delivers what is here.
+the whole transcript stored by then, and the call's coverage). Event ids are stable, so writing the same
+utterance again (a retry, a journal replay) adds no second event. `webhooks/sender.py` delivers what is here.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.storage.schema import Call, Utterance, WebhookDelivery
+from service.calls.coverage import summarize
+from service.storage.schema import Call, CoveragePart, Utterance, WebhookDelivery
 from service.storage.statuses import DeliveryStatus
 from service.storage.webhook_events import call_completed_event, utterance_event
-from service.storage.writes import Write
+from service.storage.writes import Write, coverage_part
 
 
 async def add_webhook_event(connection: AsyncConnection, write: Write, now: datetime.datetime) -> None:
@@ -48,4 +49,6 @@ async def _call_completed(connection: AsyncConnection, call_sid: str, now: datet
     utterances = (
         (await connection.execute(select(Utterance.__table__).where(Utterance.call_sid == call_sid))).mappings().all()
     )
-    return call_completed_event(dict(call), [dict(utterance) for utterance in utterances], now)
+    parts = (await connection.execute(select(CoveragePart.__table__).where(CoveragePart.call_sid == call_sid))).all()
+    coverage = summarize([coverage_part(row) for row in parts], per_track=True) if parts else None
+    return call_completed_event(dict(call), [dict(utterance) for utterance in utterances], now, coverage)

@@ -34,10 +34,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from service.calls.coverage import Category, Part, summarize
+from service.calls.coverage import Part, summarize
 from service.storage import search_terms
 from service.storage.schema import Call, CoveragePart, Stream, Utterance, WebhookDelivery
 from service.storage.statuses import CallStatus
+from service.storage.writes import coverage_part
 from service.times import as_utc
 
 MAX_LIMIT = 200
@@ -200,8 +201,7 @@ async def get_coverage(
     parts: dict[str, list[Part]] = {}
     async with AsyncSession(engine) as session:
         for row in await session.scalars(statement):
-            part = Part(row.track, row.part, Category(row.category), row.ms, row.reason)
-            parts.setdefault(row.call_sid, []).append(part)
+            parts.setdefault(row.call_sid, []).append(coverage_part(row))
     return {call_sid: summarize(found, per_track=per_track) for call_sid, found in parts.items()}
 
 

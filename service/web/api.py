@@ -115,11 +115,17 @@ class _Api:
             self._engine(), limit=query.limit, cursor=query.cursor, number=query.number,
             since=query.since, until=query.until, active=query.active, words=query.q,
         )  # fmt: skip
-        return json_response({"calls": [call_json(call) for call in page.calls], "next_cursor": page.next_cursor})
+        coverage = await queries.get_coverage(self._engine(), [call.call_sid for call in page.calls])
+        calls = [call_json(call, coverage.get(call.call_sid)) for call in page.calls]
+        return json_response({"calls": calls, "next_cursor": page.next_cursor})
 
     async def get_call(self, call_sid: str) -> Response:
-        call = await queries.get_call(self._engine(), call_sid)
-        return json_response(call_json(call)) if call is not None else not_found(call_sid)
+        engine = self._engine()
+        call = await queries.get_call(engine, call_sid)
+        if call is None:
+            return not_found(call_sid)
+        coverage = await queries.get_coverage(engine, [call_sid], per_track=True)
+        return json_response(call_json(call, coverage.get(call_sid)))
 
     async def delete_call(self, call_sid: str) -> Response:
         if not await queries.delete_call(self._engine(), call_sid):
@@ -281,8 +287,9 @@ def _active(value: str | None) -> bool | None:
     return value == "true"
 
 
-def call_json(call: CallRecord) -> dict[str, Any]:
-    """One call as the API's JSON object (the `Call` schema in openapi.json)."""
+def call_json(call: CallRecord, coverage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One call as the API's JSON object (the `Call` schema in openapi.json), with its coverage (`calls/coverage.py`'s
+    `summarize`; null while no stream of it has ended, or for a call stored before coverage was counted)."""
     return {
         "call_sid": call.call_sid,
         "stream_sid": call.stream_sid,
@@ -301,6 +308,7 @@ def call_json(call: CallRecord) -> dict[str, Any]:
         "audio_s_outbound": call.audio_s_outbound,
         "summary": call.summary,
         "handed_over": call.handed_over,
+        "coverage": coverage,
     }
 
 
