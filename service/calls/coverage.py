@@ -105,6 +105,11 @@ def _ms(size: int) -> int:
     return round(size * 1000 / BYTES_PER_SECOND)
 
 
+def stored_part(track: str, key: str, category: str, ms: int, reason: str) -> Part:
+    """A part as the database stores it (`storage/schema.py`'s `coverage` table), read back."""
+    return Part(track, key, Category(category), ms, reason)
+
+
 def spool_key(entry_id: str) -> str:
     return SPOOL_PREFIX + entry_id
 

@@ -14,11 +14,11 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.calls.coverage import summarize
+from service.calls.coverage import stored_part, summarize
 from service.storage.schema import Call, CoveragePart, Utterance, WebhookDelivery
 from service.storage.statuses import DeliveryStatus
 from service.storage.webhook_events import call_completed_event, utterance_event
-from service.storage.writes import Write, coverage_part
+from service.storage.writes import Write
 
 
 async def add_webhook_event(connection: AsyncConnection, write: Write, now: datetime.datetime) -> None:
@@ -50,5 +50,9 @@ async def _call_completed(connection: AsyncConnection, call_sid: str, now: datet
         (await connection.execute(select(Utterance.__table__).where(Utterance.call_sid == call_sid))).mappings().all()
     )
     parts = (await connection.execute(select(CoveragePart.__table__).where(CoveragePart.call_sid == call_sid))).all()
-    coverage = summarize([coverage_part(row) for row in parts], per_track=True) if parts else None
+    coverage = (
+        summarize([stored_part(row.track, row.part, row.category, row.ms, row.reason) for row in parts], per_track=True)
+        if parts
+        else None
+    )
     return call_completed_event(dict(call), [dict(utterance) for utterance in utterances], now, coverage)

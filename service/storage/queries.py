@@ -34,11 +34,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from service.calls.coverage import Part, summarize
+from service.calls.coverage import Part, stored_part, summarize
 from service.storage import search_terms
 from service.storage.schema import Call, CoveragePart, Stream, Utterance, WebhookDelivery
 from service.storage.statuses import CallStatus
-from service.storage.writes import coverage_part
 from service.times import as_utc
 
 MAX_LIMIT = 200
@@ -201,7 +200,9 @@ async def get_coverage(
     parts: dict[str, list[Part]] = {}
     async with AsyncSession(engine) as session:
         for row in await session.scalars(statement):
-            parts.setdefault(row.call_sid, []).append(coverage_part(row))
+            parts.setdefault(row.call_sid, []).append(
+                stored_part(row.track, row.part, row.category, row.ms, row.reason)
+            )
     return {call_sid: summarize(found, per_track=per_track) for call_sid, found in parts.items()}
 
 

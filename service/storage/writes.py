@@ -23,7 +23,7 @@ from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, IntegrityE
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql import Executable
 
-from service.calls.coverage import SPOOL_PREFIX, Category, Outcome, Part, spool_key
+from service.calls.coverage import SPOOL_PREFIX, Category, Outcome, spool_key
 from service.calls.events import CallEnded, CallStarted
 from service.calls.transcript import Transcript, transcript_data
 from service.storage.schema import Call, CoveragePart, Stream, StreamedCall, Utterance
@@ -119,11 +119,6 @@ def _coverage_rows(event: CallEnded) -> list[dict[str, Any]]:
         {"track": part.track, "part": part.key, "category": str(part.category), "ms": part.ms, "reason": part.reason}
         for part in event.coverage
     ]
-
-
-def coverage_part(row: Any) -> Part:
-    """A `coverage` row read back as the part it stores."""
-    return Part(row.track, row.part, Category(row.category), row.ms, row.reason)
 
 
 def outcome_write(outcome: Outcome) -> Write:

@@ -59,7 +59,9 @@ def by_key(parts: list[Part]) -> dict[str, tuple[str, int, str]]:
             id="a gap of 20 chunks is 0.4 s lost on top of what came",
         ),
         pytest.param(
-            TrackTally(received=3 * SECOND, channel_lag=800, spool_failed=SECOND, spooled=[SpoolPiece("e", SECOND, "x")]),
+            TrackTally(
+                received=3 * SECOND, channel_lag=800, spool_failed=SECOND, spooled=[SpoolPiece("e", SECOND, "x")]
+            ),
             {
                 "lost:channel_lag": ("lost", 100, "channel_lag"),
                 "lost:spool_failed": ("lost", 1000, "spool_failed"),
@@ -184,7 +186,9 @@ def test_batch_outcomes_move_seconds_and_never_make_or_lose_any(
     assert after.by_category["waiting"] <= waiting_before
 
 
-@given(st.lists(st.dictionaries(st.sampled_from(["inbound", "outbound"]), tallies, min_size=1), min_size=1), st.randoms())
+@given(
+    st.lists(st.dictionaries(st.sampled_from(["inbound", "outbound"]), tallies, min_size=1), min_size=1), st.randoms()
+)
 def test_a_calls_coverage_is_the_same_whatever_the_order_of_its_streams(
     streams: list[dict[str, TrackTally]], random: object
 ) -> None:
