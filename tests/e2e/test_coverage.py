@@ -26,6 +26,8 @@ from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
 from tests.helpers.logs import LogLines
 from tests.helpers.service import make_settings, running_service
 from tests.helpers.waiting import eventually
+from tests.helpers.webhooks import SECRET as HOOK
+from tests.helpers.webhooks import Clock, Receiver, serving
 
 __all__ = ["database_url", "migrated_url"]  # fixtures: SQLite and PostgreSQL
 
@@ -140,12 +142,20 @@ async def test_a_call_deepgram_refused_turns_complete_when_batch_transcribes_it(
 async def test_a_live_call_is_complete_and_call_completed_carries_its_coverage(
     deepgram: FakeDeepgram, migrated_url: str, tmp_path: Path
 ) -> None:
-    """Every second final from live Deepgram: complete, nothing missing; GET /api/calls lists it so too."""
+    """Every second final from live Deepgram: complete, nothing missing; GET /api/calls lists it so too, and the
+    call.completed webhook carries the same coverage, per track."""
     spec = CallSpec(inbound=call_audio(404, 2.0), speed=0)
-    settings = settings_for(deepgram, migrated_url, tmp_path)
-    async with running_service(settings) as service, httpx.AsyncClient() as client:
-        await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
-        coverage = await stored_coverage(client, service.url, spec.call_sid, complete=True)
-        listed = (await client.get(f"{service.url}/api/calls", headers={"Authorization": f"Bearer {API_TOKEN}"})).json()
+    receiver = Receiver(Clock.real())
+    async with serving(receiver) as hook_url:
+        settings = settings_for(deepgram, migrated_url, tmp_path, transcript_webhook_url=hook_url, webhook_secret=HOOK)
+        async with running_service(settings) as service, httpx.AsyncClient() as client:
+            await simulate_call(service.url, spec, auth_token=TWILIO_TOKEN)
+            coverage = await stored_coverage(client, service.url, spec.call_sid, complete=True)
+            headers = {"Authorization": f"Bearer {API_TOKEN}"}
+            listed = (await client.get(f"{service.url}/api/calls", headers=headers)).json()
+            await receiver.wait_for("call.completed")
+    [completed] = [event for event in receiver.accepted if event["type"] == "call.completed"]
     assert (coverage["audio_s"], coverage["live_s"], coverage["missing"]) == (2.0, 2.0, "")
+    assert coverage["tracks"]["inbound"]["live_s"] == 2.0
     assert listed["calls"][0]["coverage"] == {name: value for name, value in coverage.items() if name != "tracks"}
+    assert completed["data"]["coverage"] == coverage
