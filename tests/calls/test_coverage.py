@@ -17,6 +17,7 @@ from service.calls.coverage import (
     missing_text,
     short_text,
     spool_key,
+    stored_part,
     stream_parts,
     summarize,
     totals,
@@ -200,3 +201,8 @@ def test_a_calls_coverage_is_the_same_whatever_the_order_of_its_streams(
         [part for stream in shuffled for part in stream], per_track=True
     )
     assert totals(flat).total_ms == sum(tally.total_ms for stream in streams for tally in stream.values())
+
+
+def test_a_stored_row_reads_back_as_the_part_it_stored() -> None:
+    part = Part("outbound", spool_key("e"), Category.WAITING, 1200, "r")
+    assert stored_part("outbound", "spool:e", "waiting", 1200, "r") == part
