@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from service.calls.coverage import TrackTally
+
 
 @dataclass(frozen=True, slots=True)
 class CallInfo:
@@ -40,6 +42,8 @@ class TrackCounters:
     spool_entries: list[str] = field(default_factory=list)
     # (engine, from_s, to_s): the stretches of the call each engine's finals settled, in order (`engines_text`)
     engines: list[tuple[str, float, float]] = field(default_factory=list)
+    # Per track it carries (both, on a shared connection): where its audio went, for the call's coverage.
+    tallies: dict[str, TrackTally] = field(default_factory=dict)
 
 
 def engines_text(track: str, counters: TrackCounters) -> str:

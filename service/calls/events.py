@@ -1,7 +1,8 @@
 """Protocol layer (no I/O): what a call tells the rest of the service as it happens.
 
 A `CallSession` reports `CallStarted`, every `Transcript` (`receiver.py`), each track's `CallStateChanged` and
-`CallEnded` to a `CallObserver`; the app fans them out to the log, the database writer (whose outbox feeds the
+`CallEnded` (with where its audio went, `coverage.py`) to a `CallObserver`, and the batch worker each spool
+entry's `Outcome`; the app fans them out to the log, the database writer (whose outbox feeds the
 webhooks) and the live feed (`service/live/`). Observers are called on the audio path, so they must not block:
 they queue and return.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service.calls.counters import CallInfo
+from service.calls.coverage import Outcome, Part
 from service.calls.transcript import Transcript
 
 
@@ -50,6 +52,7 @@ class CallEnded:
     deepgram_request_ids: tuple[str, ...]
     audio_s_by_track: dict[str, float]  # audio received from Twilio, per track
     summary: dict[str, Any] = field(default_factory=dict)  # the call.ended line's counts
+    coverage: tuple[Part, ...] = ()  # where each track's audio went (`coverage.py`)
 
 
 class CallState(enum.StrEnum):
@@ -98,3 +101,4 @@ class CallObserver(Protocol):
     def call_state(self, event: CallStateChanged) -> None: ...
     def turn(self, event: TurnChanged) -> None: ...
     def call_ended(self, event: CallEnded) -> None: ...
+    def spool_outcome(self, outcome: Outcome) -> None: ...  # batch transcribed a spool entry, or gave up on it

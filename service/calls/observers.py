@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from service.calls.coverage import Outcome
 from service.calls.events import CallEnded, CallObserver, CallStarted, CallStateChanged, TurnChanged
 from service.calls.transcript import Transcript, transcript_data
 
@@ -38,6 +39,9 @@ class LogObserver:
     def call_ended(self, event: CallEnded) -> None:
         pass
 
+    def spool_outcome(self, outcome: Outcome) -> None:
+        pass  # the batch worker logs batch.delivered (and spool.expired is logged where it happens)
+
 
 class Fanout:
     """Every call event to every observer; one observer's bug never reaches the call or the others."""
@@ -64,6 +68,10 @@ class Fanout:
     def call_ended(self, event: CallEnded) -> None:
         for observer in self._observers:
             self._guarded(observer.call_ended, event)
+
+    def spool_outcome(self, outcome: Outcome) -> None:
+        for observer in self._observers:
+            self._guarded(observer.spool_outcome, outcome)
 
     @staticmethod
     def _guarded(method: Callable[[Any], None], event: object) -> None:

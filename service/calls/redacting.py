@@ -20,6 +20,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from service.calls.coverage import Outcome
 from service.calls.events import CallEnded, CallObserver, CallStarted, CallStateChanged, TurnChanged
 from service.calls.transcript import Transcript
 from service.redaction.rules import Span
@@ -89,6 +90,9 @@ class RedactingObserver:
 
     def call_state(self, event: CallStateChanged) -> None:
         self._inner.call_state(event)
+
+    def spool_outcome(self, outcome: Outcome) -> None:
+        self._inner.spool_outcome(outcome)  # seconds and a reason: no words to redact
 
     def transcript(self, transcript: Transcript) -> None:
         key = (transcript.stream_sid, transcript.track, transcript.batch)

@@ -2,8 +2,9 @@
 shell, and a call's post-call analysis run by hand.
 
 Both read DATABASE_URL through `queries.py` and render through `captions.py`, the same functions behind
-/api, so the shell and the API always agree. `show` prints only the transcript, in the format asked for, so
-it can be redirected into a caption file: `python -m service calls show CA… --format srt > call.srt`.
+/api, so the shell and the API always agree. `show` prints only the transcript on stdout, in the format asked
+for, so it can be redirected into a caption file: `python -m service calls show CA… --format srt > call.srt`;
+whether it is complete (its coverage: what is missing and why), and why it is empty when it is, go to stderr.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import asyncio
 import datetime
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from service import captions
+from service.calls.coverage import short_text
 from service.cli.tables import table
 from service.settings import Settings, load_settings
 from service.storage import queries
@@ -78,23 +80,25 @@ async def _analyze(settings: Settings, call_sid: str) -> dict[str, Any] | None:
 def list_calls(args: argparse.Namespace) -> int:
     database_url = load_settings().database_url
     try:
-        calls = asyncio.run(_read_calls(database_url, args.number, args.active, args.limit))
+        calls, coverage = asyncio.run(_read_calls(database_url, args.number, args.active, args.limit))
     except SQLAlchemyError as exc:
         return _unreadable(exc)
-    sys.stdout.write(calls_table(calls) + "\n")
+    sys.stdout.write(calls_table(calls, coverage) + "\n")
     return 0
 
 
 def show_call(args: argparse.Namespace) -> int:
     database_url = load_settings().database_url
     try:
-        transcript = asyncio.run(_read_transcript(database_url, args.call_sid, args.format))
+        found = asyncio.run(_read_transcript(database_url, args.call_sid, args.format))
     except SQLAlchemyError as exc:
         return _unreadable(exc)
-    if transcript is None:
+    if found is None:
         sys.stderr.write(f"no call {args.call_sid}\n")
         return 1
+    transcript, call, coverage, words = found
     sys.stdout.write(transcript)
+    sys.stderr.write(coverage_lines(call, coverage, words=words))
     return 0
 
 
@@ -107,7 +111,9 @@ def _unreadable(exc: SQLAlchemyError) -> int:
     return 1
 
 
-async def _read_calls(database_url: str, number: str | None, active: bool, limit: int) -> list[CallRecord]:
+async def _read_calls(
+    database_url: str, number: str | None, active: bool, limit: int
+) -> tuple[list[CallRecord], dict[str, dict[str, Any]]]:
     # Pages of the API's size until `limit`, so --limit may ask for more than one API page holds.
     engine = create_engine(database_url)
     calls: list[CallRecord] = []
@@ -122,30 +128,72 @@ async def _read_calls(database_url: str, number: str | None, active: bool, limit
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
+        coverage = await queries.get_coverage(engine, [call.call_sid for call in calls])
     finally:
         await engine.dispose()
-    return calls
+    return calls, coverage
 
 
-async def _read_transcript(database_url: str, call_sid: str, fmt: captions.Format) -> str | None:
+async def _read_transcript(
+    database_url: str, call_sid: str, fmt: captions.Format
+) -> tuple[str, CallRecord, dict[str, Any] | None, int] | None:
+    """The rendered transcript, the call, its coverage and how many utterances it has; None for no call."""
     engine = create_engine(database_url)
     try:
-        if await queries.get_call(engine, call_sid) is None:
+        call = await queries.get_call(engine, call_sid)
+        if call is None:
             return None
-        return captions.render(await queries.get_utterances(engine, call_sid), fmt)
+        utterances = await queries.get_utterances(engine, call_sid)
+        coverage = (await queries.get_coverage(engine, [call_sid])).get(call_sid)
+        return captions.render(utterances, fmt), call, coverage, len(utterances)
     finally:
         await engine.dispose()
 
 
-def calls_table(calls: Sequence[CallRecord]) -> str:
-    """The calls as an aligned table, newest first; "no calls" when there are none."""
+def coverage_lines(call: CallRecord, coverage: dict[str, Any] | None, *, words: int) -> str:
+    """What `show` says on stderr: whether the transcript is complete, what it misses and why, and why it is
+    empty when it is (never an empty answer with nothing said)."""
+    if coverage is None:
+        said = (
+            "coverage: not counted yet: the call is still on"
+            if call.ended_at is None
+            else "coverage: not recorded for this call (it was stored before callscribe counted coverage)"
+        )
+    elif coverage["complete"]:
+        said = f"coverage: complete: all {coverage['audio_s']:g} s of audio transcribed"
+    else:
+        said = f"coverage: incomplete: {coverage['missing']}"
+    lines = [said]
+    if not words:
+        lines.append(f"the transcript is empty: {_why_empty(call, coverage)}")
+    return "".join(line + "\n" for line in lines)
+
+
+def _why_empty(call: CallRecord, coverage: dict[str, Any] | None) -> str:
+    if call.ended_at is None:
+        return "nothing final has been said yet"
+    if coverage is None:
+        return "no final words were stored"
+    if coverage["waiting_s"]:
+        return "its audio is waiting for batch transcription (see coverage above)"
+    if not coverage["audio_s"]:
+        return "Twilio sent no audio"
+    if not coverage["live_s"] + coverage["replayed_s"] + coverage["batch_s"]:
+        return "none of its audio could be transcribed (see coverage above)"
+    return "nobody said anything the engine heard as words"
+
+
+def calls_table(calls: Sequence[CallRecord], coverage: Mapping[str, dict[str, Any]] | None = None) -> str:
+    """The calls as an aligned table, newest first, with each one's coverage in a few words (`-`: not counted);
+    "no calls" when there are none."""
     if not calls:
         return "no calls"
-    header = ("CALL", "STARTED (UTC)", "DURATION", "FROM", "TO", "STATUS", "ENDED BY")
+    coverage = coverage or {}
+    header = ("CALL", "STARTED (UTC)", "DURATION", "FROM", "TO", "STATUS", "ENDED BY", "COVERAGE")
     rows = [
         (
             call.call_sid, call.started_at.strftime("%Y-%m-%d %H:%M:%S"), _duration(call), call.from_number or "-",
-            call.to_number or "-", call.status, call.ended_by or "-",
+            call.to_number or "-", call.status, call.ended_by or "-", short_text(coverage.get(call.call_sid)),
         )
         for call in calls
     ]  # fmt: skip

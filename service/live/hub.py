@@ -19,6 +19,7 @@ from collections.abc import Callable
 import structlog
 
 from service.alerts.matching import Alert
+from service.calls.coverage import Outcome
 from service.calls.events import CallEnded, CallStarted, CallStateChanged, TurnChanged
 from service.calls.transcript import Transcript
 from service.live.format import (
@@ -234,3 +235,6 @@ class LiveObserver:
     def alert(self, alert: Alert) -> None:
         """An `AlertSink` too (`service/alerts/watch.py`): each alert a call raises, as a `call.alert` event."""
         self._publish(CALL_ALERT, alert.call_sid, alert)
+
+    def spool_outcome(self, outcome: Outcome) -> None:
+        pass  # not live news: the call's coverage in the API and on its page says what batch did

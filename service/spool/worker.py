@@ -7,7 +7,8 @@ timeline as final `Transcript`s, marked `batch`, with the track's speaker. With 
 primary's pre-recorded API and then the fallback's, in the order live calls use (the fallback first while the
 primary is down). `BatchWorker` owns the
 policy: oldest entry first, deliver every transcript, and only then remove the entry; a failure is written into
-the entry's sidecar and retried on the next pass (every SPOOL_RETRY_S).
+the entry's sidecar and retried on the next pass (every SPOOL_RETRY_S). Each entry delivered is reported to
+`outcomes` (the app's observers: the call's coverage moves the entry's seconds from waiting to batch).
 
 Delivery is at least once. Emitting an entry's transcripts and removing it run with no `await` in between, so
 nothing in this process can come between them; only a crash of the process in that window (a few synchronous
@@ -34,6 +35,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from service.calls.coverage import Outcome
 from service.calls.transcript import Transcript, TranscriptSink, speaker_for
 from service.errors import SttError
 from service.settings import Settings
@@ -189,8 +191,10 @@ class BatchWorker:
         *,
         engines: BatchEngines,
         order: Callable[[], Sequence[str]] = lambda: (PRIMARY, FALLBACK),
+        outcomes: Callable[[Outcome], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._outcomes = outcomes
         self._engines = engines
         self._order = order  # which Deepgram's pre-recorded API to ask first: the one live calls use now
         self._spool = spool
@@ -343,6 +347,12 @@ class BatchWorker:
         return True
 
     def _log_delivered(self, entry: SpoolEntry, transcripts: list[Transcript]) -> None:
+        """Said, and reported as the entry's outcome: transcribed by batch (both paths end here)."""
+        if self._outcomes is not None:
+            try:
+                self._outcomes(Outcome(entry.call_sid, entry.stream_sid, entry.track, entry.id))
+            except Exception:  # the observers are not ours: the entry is delivered all the same
+                log.exception("batch.outcome_failed", spool_id=entry.id)
         log.info(
             "batch.delivered",
             **_ids(entry),

@@ -1,9 +1,10 @@
 """Storage layer: webhook events written into `webhook_deliveries` in the writer's own transaction.
 
 An `utterance.final` row goes in with its utterance, a `call.completed` row with the call's end (carrying
-the whole transcript stored by then), a `call.alert` row with its alert, a `call.analyzed` row with the analysis
-it reports (`analyses.py`, through `add_event`). Event ids are stable, so writing the same utterance or alert
-again (a retry, a journal replay) adds no second event. `webhooks/sender.py` delivers what is here.
+the whole transcript stored by then, and the call's coverage), a `call.alert` row with its alert, a
+`call.analyzed` row with the analysis it reports (`analyses.py`, through `add_event`). Event ids are stable, so
+writing the same utterance or alert again (a retry, a journal replay) adds no second event. `webhooks/sender.py`
+delivers what is here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.storage.schema import Call, Utterance, WebhookDelivery
+from service.calls.coverage import stored_part, summarize
+from service.storage.schema import Call, CoveragePart, Utterance, WebhookDelivery
 from service.storage.statuses import DeliveryStatus
 from service.storage.webhook_events import alert_event, call_completed_event, utterance_event
 from service.storage.writes import Write
@@ -56,4 +58,10 @@ async def _call_completed(connection: AsyncConnection, call_sid: str, now: datet
     utterances = (
         (await connection.execute(select(Utterance.__table__).where(Utterance.call_sid == call_sid))).mappings().all()
     )
-    return call_completed_event(dict(call), [dict(utterance) for utterance in utterances], now)
+    parts = (await connection.execute(select(CoveragePart.__table__).where(CoveragePart.call_sid == call_sid))).all()
+    coverage = (
+        summarize([stored_part(row.track, row.part, row.category, row.ms, row.reason) for row in parts], per_track=True)
+        if parts
+        else None
+    )
+    return call_completed_event(dict(call), [dict(utterance) for utterance in utterances], now, coverage)

@@ -16,6 +16,7 @@ import binascii
 import dataclasses
 import datetime
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +35,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from service.calls.coverage import Part, stored_part, summarize
 from service.storage import search_terms
-from service.storage.schema import AlertRow, Analysis, Call, Job, Stream, Utterance, WebhookDelivery
+from service.storage.schema import AlertRow, Analysis, Call, CoveragePart, Job, Stream, Utterance, WebhookDelivery
 from service.storage.statuses import CallStatus
 from service.times import as_utc
 
@@ -234,6 +236,23 @@ async def get_utterances(engine: AsyncEngine, call_sid: str) -> list[UtteranceRe
         return [_utterance_record(row) for row in await session.scalars(statement)]
 
 
+async def get_coverage(
+    engine: AsyncEngine, call_sids: Sequence[str], *, per_track: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Each call's coverage (`calls/coverage.py`'s `summarize`, summed over its streams), by call SID; a call
+    with no rows (still on, or stored before coverage was counted) is not in the answer."""
+    if not call_sids:
+        return {}
+    statement = select(CoveragePart).where(CoveragePart.call_sid.in_(list(call_sids)))
+    parts: dict[str, list[Part]] = {}
+    async with AsyncSession(engine) as session:
+        for row in await session.scalars(statement):
+            parts.setdefault(row.call_sid, []).append(
+                stored_part(row.track, row.part, row.category, row.ms, row.reason)
+            )
+    return {call_sid: summarize(found, per_track=per_track) for call_sid, found in parts.items()}
+
+
 async def delete_call(engine: AsyncEngine, call_sid: str) -> bool:
     """Delete the call, its utterances, alerts, webhook deliveries, analysis, jobs and record of streams in one
     transaction; False if there was no call. Its row in `streamed_calls` (the CallSid and a time) stays, so the
@@ -246,6 +265,7 @@ async def delete_call(engine: AsyncEngine, call_sid: str) -> bool:
         await session.execute(delete(Job).where(Job.call_sid == call_sid))
         await session.execute(delete(Utterance).where(Utterance.call_sid == call_sid))
         await session.execute(delete(AlertRow).where(AlertRow.call_sid == call_sid))
+        await session.execute(delete(CoveragePart).where(CoveragePart.call_sid == call_sid))
         await session.execute(delete(Stream).where(Stream.call_sid == call_sid))
         deleted = await session.execute(delete(Call).where(Call.call_sid == call_sid))
         return bool(deleted.rowcount)  # type: ignore[attr-defined]  # a DML result is a CursorResult

@@ -1,6 +1,6 @@
 """Storage layer: RETENTION_DAYS, that is calls older than that deleted with their utterances, alerts,
-deliveries, analyses, jobs and streams. A call's row in `streamed_calls` (its CallSid and a time, nothing more)
-stays: it is what refuses a replayed `/voice` request's stream for good (`storage/streams.py`).
+deliveries, analyses, jobs, coverage and streams. A call's row in `streamed_calls` (its CallSid and a time,
+nothing more) stays: it is what refuses a replayed `/voice` request's stream for good (`storage/streams.py`).
 
 `purge` is one pass on its own engine (`python -m service db purge`); `purge_hourly` is the loop the running
 service keeps (`TranscriptStore.start`), on the store's engine. Logs name an error's type, never its text.
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.settings import Settings
 from service.storage.schema import Analysis, Job, Stream, WebhookDelivery, create_engine
-from service.storage.writes import ALERTS, CALLS, UTTERANCES, describe
+from service.storage.writes import ALERTS, CALLS, COVERAGE, UTTERANCES, describe
 from service.times import Clock, as_utc, utc_now
 
 log = structlog.get_logger("callscribe.store")
@@ -76,6 +76,7 @@ async def _delete_children(connection: AsyncConnection, calls: Any) -> None:
     await connection.execute(delete(WEBHOOK_DELIVERIES).where(WEBHOOK_DELIVERIES.c.call_sid.in_(calls)))
     await connection.execute(delete(ANALYSES).where(ANALYSES.c.call_sid.in_(calls)))
     await connection.execute(delete(JOBS).where(JOBS.c.call_sid.in_(calls)))
+    await connection.execute(delete(COVERAGE).where(COVERAGE.c.call_sid.in_(calls)))
 
 
 async def _delete_streams(connection: AsyncConnection, calls: Any, cutoff: datetime.datetime) -> None:

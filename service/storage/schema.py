@@ -262,6 +262,25 @@ class Analysis(Base):
     analyzed_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
 
 
+class CoveragePart(Base):
+    """Where a stretch of one stream's track went (`calls/coverage.py`'s `Part`): a category (live, replayed,
+    paused), a lost reason (`lost:<reason>`), or one spool entry (`spool:<id>`, waiting until batch transcribes
+    it or gives up on it). The call's coverage is the sum of its rows over all its streams; storing a stream's
+    parts again (a journal replay, a retry) rewrites the same rows. No foreign key: batch may report an entry
+    before the call row is written (its stream still on), as the webhook deliveries may outlive theirs."""
+
+    __tablename__ = "coverage"
+
+    call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    stream_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    track: Mapped[str] = mapped_column(String(16), primary_key=True)
+    part: Mapped[str] = mapped_column(String(200), primary_key=True)
+    category: Mapped[str] = mapped_column(String(16))  # a coverage.Category
+    ms: Mapped[int] = mapped_column(Integer)  # whole milliseconds of the track's audio: sums are exact
+    reason: Mapped[str] = mapped_column(Text, default="")  # waiting: why it was spooled; lost: a coverage.Lost
+    updated_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+
+
 def async_url(url: str) -> str:
     """DATABASE_URL as SQLAlchemy's async driver URL: Heroku's postgres:// included."""
     for prefix in ("postgres://", "postgresql://"):

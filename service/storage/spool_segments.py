@@ -30,7 +30,8 @@ import structlog
 from sqlalchemy import Table, delete, func, insert, make_url, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.storage.schema import SpoolChunk, SpoolSegment, async_url
+from service.calls.coverage import Category, Lost, spool_key
+from service.storage.schema import CoveragePart, SpoolChunk, SpoolSegment, async_url
 from service.times import Clock, as_utc, utc_now
 
 log = structlog.get_logger("callscribe.spool")
@@ -215,6 +216,7 @@ class DatabaseSpool:
             for segment_id, call_sid in old:
                 await self._audio.forget(connection, segment_id)
                 await connection.execute(delete(SEGMENTS).where(SEGMENTS.c.id == segment_id))
+                await _coverage_lost(connection, call_sid, segment_id, as_utc(self._clock()))
                 log.warning(
                     "spool.expired", spool_id=segment_id, call_sid=call_sid, why="older than SPOOL_RETENTION_DAYS"
                 )
@@ -239,3 +241,17 @@ class DatabaseSpool:
             await self._audio.discard(orphans)
             log.info("spool.orphans_deleted", count=len(orphans), why="audio whose row is gone")
         return len(orphans)
+
+
+async def _coverage_lost(connection: AsyncConnection, call_sid: str, segment_id: str, now: datetime.datetime) -> None:
+    """The call's coverage says so: the segment's seconds move from waiting to lost (`spool_expired`)."""
+    table = cast(Table, CoveragePart.__table__)
+    await connection.execute(
+        update(table)
+        .where(
+            table.c.call_sid == call_sid,
+            table.c.part == spool_key(segment_id),
+            table.c.category == str(Category.WAITING),
+        )
+        .values(category=str(Category.LOST), reason=str(Lost.SPOOL_EXPIRED), updated_at=now)
+    )

@@ -34,9 +34,13 @@ def utterance_event(utterance: Mapping[str, Any], created_at: datetime.datetime)
 
 
 def call_completed_event(
-    call: Mapping[str, Any], utterances: Sequence[Mapping[str, Any]], created_at: datetime.datetime
+    call: Mapping[str, Any],
+    utterances: Sequence[Mapping[str, Any]],
+    created_at: datetime.datetime,
+    coverage: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`call.completed`: the call and its whole transcript as stored when the stream ended."""
+    """`call.completed`: the call and its whole transcript as stored when the stream ended, with its coverage then
+    (`calls/coverage.py`'s `summarize`, per track; what is waiting for batch then is said there)."""
     return {
         "id": f"{EventType.CALL_COMPLETED}:{call['call_sid']}",
         "type": EventType.CALL_COMPLETED,
@@ -52,6 +56,7 @@ def call_completed_event(
             "handed_over": bool(call.get("handed_over", False)),
             # REDACT: what was redacted, by kind and count (never a value); {} when nothing was, or REDACT is off
             "redacted": dict((call.get("summary") or {}).get("redacted") or {}),
+            "coverage": dict(coverage) if coverage is not None else None,
             "transcript": [
                 {name: value for name, value in utterance.items() if name not in ENTRY_LEAVES_OUT}
                 for utterance in sorted(utterances, key=lambda u: (u["start"], u["track"]))

@@ -31,6 +31,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.alerts.matching import Alert
+from service.calls.coverage import Outcome
 from service.calls.events import CallEnded, CallStarted, CallStateChanged, TurnChanged
 from service.calls.transcript import Transcript, speaker_for
 from service.retry import Outage, backoff
@@ -48,6 +49,7 @@ from service.storage.writes import (
     call_started_write,
     describe,
     is_permanent,
+    outcome_write,
     statements,
     utterance_write,
 )
@@ -316,7 +318,10 @@ class TranscriptStore:
         pass  # live news only: the turn itself is stored as its final utterance
 
     def call_ended(self, event: CallEnded) -> None:
-        self._accept(lambda: call_ended_write(event))
+        self._accept(lambda: call_ended_write(event))  # with the stream's coverage
+
+    def spool_outcome(self, outcome: Outcome) -> None:
+        self._accept(lambda: outcome_write(outcome))
 
     def alert(self, alert: Alert) -> None:
         """An `AlertSink` too (`service/alerts/watch.py`): the alert's row, and with it its `call.alert` webhook."""

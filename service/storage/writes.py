@@ -24,13 +24,14 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql import Executable
 
 from service.alerts.matching import Alert
+from service.calls.coverage import SPOOL_PREFIX, Category, Outcome, spool_key
 from service.calls.events import CallEnded, CallStarted
 from service.calls.transcript import Transcript, transcript_data
-from service.storage.schema import AlertRow, Call, Stream, StreamedCall, Utterance
+from service.storage.schema import AlertRow, Call, CoveragePart, Stream, StreamedCall, Utterance
 from service.storage.statuses import CallStatus
 from service.times import as_utc
 
-Kind = Literal["call_started", "utterance", "call_ended", "alert"]
+Kind = Literal["call_started", "utterance", "call_ended", "alert", "spool_outcome"]
 JOURNAL_VERSION = 1
 
 CALLS: Table = cast(Table, Call.__table__)
@@ -38,6 +39,7 @@ UTTERANCES: Table = cast(Table, Utterance.__table__)
 STREAMS: Table = cast(Table, Stream.__table__)
 STREAMED_CALLS: Table = cast(Table, StreamedCall.__table__)
 ALERTS: Table = cast(Table, AlertRow.__table__)
+COVERAGE: Table = cast(Table, CoveragePart.__table__)
 HANDED_OVER = "handed_over"  # EndedBy.HANDED_OVER: the call goes on in another process
 
 # What call_started may fill in on a row an utterance or call_ended created first; the rest is theirs to keep.
@@ -100,7 +102,7 @@ def call_ended_write(event: CallEnded) -> Write:
     """The stream's end; a stream handed over ends only itself: the call goes on, and says it was handed over."""
     if event.ended_by == HANDED_OVER:
         row = {"call_sid": event.call_sid, "stream_sid": event.stream_sid, "ended_at": as_utc(event.ended_at),
-               "handed_over": True}  # fmt: skip
+               "handed_over": True, "coverage": _coverage_rows(event)}  # fmt: skip
         return Write("call_ended", row, event.stream_sid)
     row = {
         "call_sid": event.call_sid, "stream_sid": event.stream_sid, "ended_at": as_utc(event.ended_at),
@@ -108,9 +110,27 @@ def call_ended_write(event: CallEnded) -> Write:
         "deepgram_request_ids": list(event.deepgram_request_ids),
         "audio_s_inbound": float(event.audio_s_by_track.get("inbound", 0.0)),
         "audio_s_outbound": float(event.audio_s_by_track.get("outbound", 0.0)),
-        "summary": _jsonable(event.summary),
+        "summary": _jsonable(event.summary), "coverage": _coverage_rows(event),
     }  # fmt: skip
     return Write("call_ended", row, event.stream_sid)
+
+
+def _coverage_rows(event: CallEnded) -> list[dict[str, Any]]:
+    """The stream's coverage parts (`calls/coverage.py`), written with its end: `call.completed` carries them."""
+    return [
+        {"track": part.track, "part": part.key, "category": str(part.category), "ms": part.ms, "reason": part.reason}
+        for part in event.coverage
+    ]
+
+
+def outcome_write(outcome: Outcome) -> Write:
+    """Batch transcribed a spool entry (or gave up on it): its part moves from waiting to batch (or lost)."""
+    row = {
+        "call_sid": outcome.call_sid, "stream_sid": outcome.stream_sid, "track": outcome.track,
+        "part": spool_key(outcome.entry_id), "category": str(Category.LOST if outcome.lost_reason else Category.BATCH),
+        "ms": 0, "reason": outcome.lost_reason,
+    }  # fmt: skip
+    return Write("spool_outcome", row, outcome.stream_sid)
 
 
 def utterance_write(transcript: Transcript, *, speaker: str, created_at: datetime.datetime) -> Write:
@@ -181,15 +201,10 @@ def statements(dialect: str, write: Write, now: datetime.datetime) -> list[Step]
     if write.kind == "call_started":
         streamed = {"call_sid": write.call_sid, "first_stream_at": write.row["started_at"]}
         return [(_call_started(dialect), write.row), (_call_streamed(dialect), streamed)]
+    if write.kind == "spool_outcome":
+        return [(_spool_outcome(dialect), {**write.row, "updated_at": as_utc(now)})]
     if write.kind == "call_ended":
-        ended = {"ended_stream_sid": write.stream_sid, "stream_ended_at": write.row["ended_at"]}
-        if write.row.get("handed_over"):
-            handed = {
-                "call_sid": write.call_sid, "stream_sid": write.stream_sid, "started_at": write.row["ended_at"],
-                "status": CallStatus.ACTIVE, "handed_over": True,
-            }  # fmt: skip
-            return [(_call_handed_over(dialect), handed), (_stream_ended(), ended)]
-        return [(_call_ended(dialect), {**write.row, "started_at": write.row["ended_at"]}), (_stream_ended(), ended)]
+        return _call_ended_steps(dialect, write, now)
     if write.kind == "alert":
         return [(_stand_in_call(dialect), _stand_in(write, now)), (_alert(dialect), write.row)]
     return [(_stand_in_call(dialect), _stand_in(write, now)), (_utterance(dialect), write.row)]
@@ -200,6 +215,21 @@ def _stand_in(write: Write, now: datetime.datetime) -> dict[str, Any]:
         "call_sid": write.call_sid, "stream_sid": write.stream_sid, "started_at": as_utc(now),
         "status": CallStatus.ACTIVE,
     }  # fmt: skip
+
+
+def _call_ended_steps(dialect: str, write: Write, now: datetime.datetime) -> list[Step]:
+    """The stream's coverage (a journal line written before coverage was counted has none), then its end."""
+    keys = {"call_sid": write.call_sid, "stream_sid": write.stream_sid, "updated_at": as_utc(now)}
+    steps: list[Step] = [(_coverage_part(dialect), {**keys, **part}) for part in write.row.get("coverage", ())]
+    ended = {"ended_stream_sid": write.stream_sid, "stream_ended_at": write.row["ended_at"]}
+    if write.row.get("handed_over"):
+        handed = {
+            "call_sid": write.call_sid, "stream_sid": write.stream_sid, "started_at": write.row["ended_at"],
+            "status": CallStatus.ACTIVE, "handed_over": True,
+        }  # fmt: skip
+        return [*steps, (_call_handed_over(dialect), handed), (_stream_ended(), ended)]
+    row = {name: value for name, value in write.row.items() if name != "coverage"}
+    return [*steps, (_call_ended(dialect), {**row, "started_at": write.row["ended_at"]}), (_stream_ended(), ended)]
 
 
 def dialect_insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -250,6 +280,37 @@ def _stream_ended() -> Executable:
         update(STREAMS)
         .where(STREAMS.c.stream_sid == bindparam("ended_stream_sid"), STREAMS.c.ended_at.is_(None))
         .values(ended_at=bindparam("stream_ended_at"))
+    )
+
+
+@functools.cache
+def _coverage_part(dialect: str) -> Executable:
+    """A stream's part, written again as often as it comes; batch's outcome for a spool entry, if it came first
+    (the entry was transcribed while its stream was still on), keeps its category and reason: only the seconds
+    are the stream's to say."""
+    statement = dialect_insert(dialect, COVERAGE)
+    new, old = statement.excluded, COVERAGE.c
+    settled = (old.part.startswith(SPOOL_PREFIX)) & (old.category != str(Category.WAITING))
+    return statement.on_conflict_do_update(
+        index_elements=["call_sid", "stream_sid", "track", "part"],
+        set_={
+            "ms": new.ms,
+            "category": sql_case((settled, old.category), else_=new.category),
+            "reason": sql_case((settled, old.reason), else_=new.reason),
+            "updated_at": new.updated_at,
+        },
+    )
+
+
+@functools.cache
+def _spool_outcome(dialect: str) -> Executable:
+    """A spool entry's outcome: its part's category and reason (its seconds stay the stream's; a part not
+    written yet starts at 0 ms, which its stream's coverage fills in)."""
+    statement = dialect_insert(dialect, COVERAGE)
+    new = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=["call_sid", "stream_sid", "track", "part"],
+        set_={"category": new.category, "reason": new.reason, "updated_at": new.updated_at},
     )
 
 

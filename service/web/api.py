@@ -115,8 +115,14 @@ class _Api:
             self._engine(), limit=query.limit, cursor=query.cursor, number=query.number,
             since=query.since, until=query.until, active=query.active, words=query.q,
         )  # fmt: skip
-        summaries = await analyses.summaries(self._engine(), [call.call_sid for call in page.calls])
-        calls = [{**call_json(call), "analysis_summary": summaries.get(call.call_sid)} for call in page.calls]
+        engine = self._engine()
+        sids = [call.call_sid for call in page.calls]
+        summaries = await analyses.summaries(engine, sids)
+        coverage = await queries.get_coverage(engine, sids)
+        calls = [
+            {**call_json(call, coverage.get(call.call_sid)), "analysis_summary": summaries.get(call.call_sid)}
+            for call in page.calls
+        ]
         return json_response({"calls": calls, "next_cursor": page.next_cursor})
 
     async def get_call(self, call_sid: str) -> Response:
@@ -125,9 +131,10 @@ class _Api:
         if call is None:
             return not_found(call_sid)
         alerts = await queries.get_alerts(engine, call_sid)
+        coverage = await queries.get_coverage(engine, [call_sid], per_track=True)
         return json_response(
             {
-                **call_json(call),
+                **call_json(call, coverage.get(call_sid)),
                 "alerts": [alert_json(alert) for alert in alerts],
                 "analysis": await analyses.stored_analysis(engine, call_sid),
             }
@@ -293,8 +300,9 @@ def _active(value: str | None) -> bool | None:
     return value == "true"
 
 
-def call_json(call: CallRecord) -> dict[str, Any]:
-    """One call as the API's JSON object (the `Call` schema in openapi.json)."""
+def call_json(call: CallRecord, coverage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One call as the API's JSON object (the `Call` schema in openapi.json), with its coverage (`calls/coverage.py`'s
+    `summarize`; null while no stream of it has ended, or for a call stored before coverage was counted)."""
     return {
         "call_sid": call.call_sid,
         "stream_sid": call.stream_sid,
@@ -314,6 +322,7 @@ def call_json(call: CallRecord) -> dict[str, Any]:
         "summary": call.summary,
         "handed_over": call.handed_over,
         "alert_count": call.alert_count,
+        "coverage": coverage,
     }
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from werkzeug.datastructures import MultiDict
 
 from service import captions
+from service.calls.coverage import short_text
 from service.live.format import format_id
 from service.live.hub import LiveHub
 from service.refusals import log_refusal
@@ -137,7 +138,11 @@ class _Pages:
         rows = [_call_row(c, board.get(c.call_sid)) for c in active]
         rows += [_board_row(sid, fields) for sid, fields in board.items() if sid not in {c.call_sid for c in active}]
         summaries = await analyses.summaries(engine, [c.call_sid for c in recent])
-        recent_rows = [_call_row(c, None) | {"analysis_summary": summaries.get(c.call_sid)} for c in recent]
+        coverage = await queries.get_coverage(engine, [c.call_sid for c in recent])
+        recent_rows = [
+            _call_row(c, None, coverage.get(c.call_sid)) | {"analysis_summary": summaries.get(c.call_sid)}
+            for c in recent
+        ]
         body = await render_template(
             "calls.html", active=rows, recent=recent_rows, since=format_id(since),
             csrf=self._csrf_field(), searched=search is not None, problem=problem, form=request.args,
@@ -159,7 +164,8 @@ class _Pages:
             return Response(body, status=404, content_type="text/html; charset=utf-8")
         utterances = await queries.get_utterances(engine, call_sid)
         alerts = await queries.get_alerts(engine, call_sid)
-        row = _call_row(call, board) if call is not None else _board_row(call_sid, board or {})
+        coverage = (await queries.get_coverage(engine, [call_sid])).get(call_sid)
+        row = _call_row(call, board, coverage) if call is not None else _board_row(call_sid, board or {})
         language = captions.call_language(utterances)
         analysis = await analyses.stored_analysis(engine, call_sid)
         feelings = _utterance_sentiments(analysis)
@@ -349,9 +355,13 @@ def _secure_headers(response: Response) -> Response:
     return response
 
 
-def _call_row(call: queries.CallRecord, board: dict[str, Any] | None) -> dict[str, Any]:
+def _call_row(
+    call: queries.CallRecord, board: dict[str, Any] | None, coverage: dict[str, Any] | None = None
+) -> dict[str, Any]:
     states = (board or {}).get("states") or {}
+    ended = call.ended_at is not None
     return {
+        **_coverage_fields(coverage, ended=ended),
         "call_sid": call.call_sid, "from_number": call.from_number, "to_number": call.to_number,
         "direction": call.direction, "tracks": list(call.tracks), "started_at": _iso(call.started_at),
         "ended_at": _iso(call.ended_at) if call.ended_at else "", "status": call.status,
@@ -367,7 +377,23 @@ def _board_row(call_sid: str, fields: dict[str, Any]) -> dict[str, Any]:
         "direction": fields.get("direction", ""), "tracks": fields.get("tracks", []),
         "started_at": fields.get("started_at", ""), "ended_at": "", "status": "active",
         "state": _state(fields.get("states") or {}, active=True), "ended_by": "", "alerts": 0,
+        **_coverage_fields(None, ended=False),
     }  # fmt: skip
+
+
+def _coverage_fields(coverage: dict[str, Any] | None, *, ended: bool) -> dict[str, Any]:
+    """What the pages say of a call's coverage: a few words for the list, a line above the call's lanes (its kind
+    colours it), and what the feed does for a call that has ended (live words no longer; batch's still may)."""
+    if coverage is None:
+        line = "Coverage: not recorded for this call" if ended else "Coverage is counted when the call ends"
+        kind = "unknown"
+    elif coverage["complete"]:
+        line, kind = f"Transcript complete: all {coverage['audio_s']:g} s of audio transcribed", "complete"
+    else:
+        line, kind = f"Transcript incomplete: {coverage['missing']}", "incomplete"
+    waiting = coverage is not None and coverage["waiting_s"] > 0
+    feed = ("call ended: words from batch appear here as they come" if waiting else "call ended") if ended else ""
+    return {"coverage": short_text(coverage), "coverage_line": line, "coverage_kind": kind, "feed_ended": feed}
 
 
 def _state(states: dict[str, str], *, active: bool) -> str:

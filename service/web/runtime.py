@@ -158,7 +158,7 @@ class Runtime:
         self.shared_spool = self._make_shared_spool()
         self._batch = BatchWorker(
             settings, self.spool, self.observer.transcript, self.shared_spool, engines=batch_engines,
-            order=self.stt.failover.engines_in_order,
+            order=self.stt.failover.engines_in_order, outcomes=self.observer.spool_outcome,
         )  # fmt: skip
         self._webhooks = (
             WebhookSender(settings, lambda: self.store.engine) if settings.transcript_webhook_url is not None else None

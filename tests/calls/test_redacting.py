@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from service.calls.coverage import Outcome
 from service.calls.events import CallEnded, CallStarted, CallStateChanged, TurnChanged
 from service.calls.redacting import RedactingObserver, redacted
 from service.calls.transcript import Transcript
@@ -31,6 +32,9 @@ class Recorder:
 
     def turn(self, event: TurnChanged) -> None:
         self.events.append(event)
+
+    def spool_outcome(self, outcome: Outcome) -> None:
+        self.events.append(outcome)
 
     def call_ended(self, event: CallEnded) -> None:
         self.events.append(event)
@@ -155,3 +159,10 @@ def test_flush_lets_every_held_final_go() -> None:
     observer.transcript(result("at six", track="outbound"))
     observer.flush()
     assert sorted(inner.texts()) == ["at five", "at six"]
+
+
+def test_a_spool_outcome_goes_through_as_it_is() -> None:
+    inner = Recorder()
+    outcome = Outcome(call_sid="CA1", stream_sid="MZ1", track="inbound", entry_id="e1")
+    RedactingObserver(inner).spool_outcome(outcome)
+    assert inner.events == [outcome]

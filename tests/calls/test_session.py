@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.calls.coverage import Category, Outcome, spool_key, summarize
 from service.calls.events import CallEnded, CallStarted, CallState, CallStateChanged, TurnChanged
 from service.calls.pipeline.engines import LiveEngines
 from service.calls.stream.admission import ClaimOutcome, StreamGate
@@ -33,6 +34,7 @@ class Observed:
     states: list[CallStateChanged] = field(default_factory=list)
     turns: list[TurnChanged] = field(default_factory=list)
     ended: list[CallEnded] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
 
     def call_started(self, event: CallStarted) -> None:
         self.started.append(event)
@@ -48,6 +50,9 @@ class Observed:
 
     def call_ended(self, event: CallEnded) -> None:
         self.ended.append(event)
+
+    def spool_outcome(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
 
     def words(self, track: str = "inbound") -> list[str]:
         return [w.word for t in self.transcripts if t.is_final and t.track == track for w in t.words]
@@ -66,7 +71,7 @@ class Played:
 
 
 async def play(engine: FakeEngine, spec: CallSpec, tmp_path: Path, *, tracks: tuple[str, ...] = ("inbound",),
-               **settings: Any) -> Played:  # fmt: skip
+               lost: range = range(0), **settings: Any) -> Played:  # fmt: skip
     """Twilio's messages for `spec` through a session, as `web/media.py`'s read loop gives them, until it ends."""
     config = make_settings(stream_tokens="off", spool_dir=tmp_path, deepgram_backoff_initial_s=0.01, **settings)
     observed = Observed()
@@ -81,7 +86,8 @@ async def play(engine: FakeEngine, spec: CallSpec, tmp_path: Path, *, tracks: tu
         gate=StreamGate(config, key=None, claims=Claims()),
     )  # fmt: skip
     rejects = []
-    for text in build_messages(spec, new_stream_sid(), tracks, {"from": spec.from_number}):
+    messages = build_messages(spec, new_stream_sid(), tracks, {"from": spec.from_number})
+    for text in [message for index, message in enumerate(messages) if index not in lost]:  # `lost`: Twilio's gaps
         reject = session.on_message(text)
         if reject is not None:
             rejects.append(reject)
@@ -187,3 +193,76 @@ async def test_media_for_a_track_not_in_start_is_refused(tmp_path: Path) -> None
 
 async def _never(_code: int, _reason: str) -> None:
     raise AssertionError("the session closed Twilio's socket itself")
+
+
+# --- Coverage: where each track's audio went, carried by call.ended --------------------------------------------------
+
+
+def shown(ended: CallEnded, track: str | None = None) -> dict[str, Any]:
+    parts = [part for part in ended.coverage if track is None or part.track == track]
+    return summarize(parts)
+
+
+async def test_a_live_call_is_covered_live_and_a_replay_counts_as_replayed(tmp_path: Path) -> None:
+    """Every second final: the first connection's finals live, what the second resent after the drop replayed;
+    together exactly the call, nothing waiting or lost."""
+    engine, audio = FakeEngine(break_after_bytes=10_000), call_audio(4, 3.0)
+    played = await play(engine, CallSpec(inbound=audio, speed=0), tmp_path)
+    coverage = shown(played.observed.ended[0])
+    assert coverage["complete"] is True
+    assert coverage["audio_s"] == 3.0
+    assert coverage["live_s"] >= 1.0  # the two windows final before the drop, at least
+    assert coverage["replayed_s"] > 0
+    assert coverage["live_s"] + coverage["replayed_s"] == 3.0
+
+
+async def test_a_refused_call_waits_for_batch_in_its_spool_entry_with_the_reason(tmp_path: Path) -> None:
+    """The part is keyed by the entry the spool wrote, so batch's outcome for that entry finds it."""
+    engine = FakeEngine(refuse=SttRejected("Deepgram rejected the API key (HTTP 401)", status=401))
+    played = await play(engine, CallSpec(inbound=call_audio(5, 1.0), speed=0), tmp_path)
+    [ended] = played.observed.ended
+    [entry] = Spool(tmp_path).entries()
+    [waiting] = [part for part in ended.coverage if part.category is Category.WAITING]
+    assert (waiting.key, waiting.ms, waiting.reason) == (
+        spool_key(entry.id),
+        1000,
+        "Deepgram rejected the API key (HTTP 401)",
+    )
+    assert shown(ended)["missing"] == "1 s waiting for batch: Deepgram rejected the API key (HTTP 401)"
+
+
+async def test_both_tracks_on_one_connection_are_counted_per_track(tmp_path: Path) -> None:
+    """DEEPGRAM_CONNECTIONS=per_call, refused: each track's own entry and seconds, never the pair's."""
+    engine = FakeEngine(refuse=SttRejected("no", status=401))
+    inbound, outbound = call_audio(6, 2.0), call_audio(7, 1.0)
+    spec = CallSpec(inbound=inbound, outbound=outbound, speed=0)
+    played = await play(engine, spec, tmp_path, tracks=("inbound", "outbound"), deepgram_connections="per_call")
+    [ended] = played.observed.ended
+    assert (shown(ended, "inbound")["audio_s"], shown(ended, "outbound")["audio_s"]) == (2.0, 1.0)
+    assert shown(ended, "inbound")["waiting_s"] == 2.0
+    # The outbound track's entry holds the silence that padded it to the inbound's length: not Twilio's audio.
+    assert shown(ended, "outbound")["waiting_s"] == 1.0
+    entries = {entry.id: entry.track for entry in Spool(tmp_path).entries()}
+    assert {(part.track, entries[part.key.removeprefix("spool:")]) for part in ended.coverage
+            if part.category is Category.WAITING} == {("inbound", "inbound"), ("outbound", "outbound")}  # fmt: skip
+
+
+async def test_a_spool_that_cannot_be_written_counts_the_audio_lost(tmp_path: Path) -> None:
+    """A file where the spool folder should be: the refused call's audio is lost, with that reason."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    engine = FakeEngine(refuse=SttRejected("no", status=401))
+    played = await play(engine, CallSpec(inbound=call_audio(9, 1.0), speed=0), blocker)
+    coverage = shown(played.observed.ended[0])
+    assert (coverage["lost_s"], coverage["waiting_s"]) == (1.0, 0.0)
+    assert coverage["missing"] == "1 s lost: could not be written to the spool"
+
+
+async def test_chunks_twilio_never_delivered_are_lost_on_their_track(tmp_path: Path) -> None:
+    """Three media messages missing on Twilio's side: 60 ms lost (chunks_missing) on top of what came, all of
+    which was final."""
+    engine = FakeEngine()
+    played = await play(engine, CallSpec(inbound=call_audio(10, 1.0), speed=0), tmp_path, lost=range(10, 13))
+    coverage = shown(played.observed.ended[0])
+    assert (coverage["audio_s"], coverage["live_s"], coverage["lost_s"]) == (1.0, 0.94, 0.06)
+    assert coverage["missing"] == "0.06 s lost: gaps in Twilio's chunk numbers"

@@ -16,6 +16,7 @@ import pytest
 
 from service.cli import calls as calls_cli
 from service.storage import queries
+from service.storage.schema import CoveragePart
 from tests.helpers.callsdb import (
     T0,
     insert,
@@ -68,9 +69,9 @@ def test_list_shows_calls_newest_first_as_a_table(database: Path, capsys: pytest
     )
     assert run("list") == 0
     assert capsys.readouterr().out.splitlines() == [
-        "CALL  STARTED (UTC)        DURATION  FROM          TO            STATUS     ENDED BY",
-        "CA2   2025-01-02 03:05:05  -         +14155550100  +14155550199  active     -",
-        "CA1   2025-01-02 03:04:05  0:01:35   +14155550100  +14155550199  completed  stop",
+        "CALL  STARTED (UTC)        DURATION  FROM          TO            STATUS     ENDED BY  COVERAGE",
+        "CA2   2025-01-02 03:05:05  -         +14155550100  +14155550199  active     -         -",
+        "CA1   2025-01-02 03:04:05  0:01:35   +14155550100  +14155550199  completed  stop      -",
     ]
 
 
@@ -122,6 +123,78 @@ def test_show_prints_the_transcript_as_the_api_gives_it(
     seed(database, [make_call("CA1"), *two_speaker_utterances("CA1")])
     assert run("show", "CA1", *(["--format", fmt] if fmt else [])) == 0
     assert capsys.readouterr().out == (GOLDEN / f"two_speakers.{golden}").read_text(encoding="utf-8")
+
+
+def coverage_rows(call_sid: str, *parts: tuple[str, str, int, str]) -> list[CoveragePart]:
+    return [
+        CoveragePart(call_sid=call_sid, stream_sid=f"MZ{call_sid}", track="inbound", part=part, category=category,
+                     ms=ms, reason=reason, updated_at=T0)
+        for part, category, ms, reason in parts
+    ]  # fmt: skip
+
+
+def test_show_says_a_complete_transcript_is_complete_on_stderr(
+    database: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stdout stays the caption file; stderr says the transcript is complete, and how much audio it covers."""
+    seed(
+        database, [make_call("CA1"), *two_speaker_utterances("CA1"), *coverage_rows("CA1", ("live", "live", 95000, ""))]
+    )
+    assert run("show", "CA1") == 0
+    captured = capsys.readouterr()
+    assert captured.out == (GOLDEN / "two_speakers.txt").read_text(encoding="utf-8")
+    assert captured.err == "coverage: complete: all 95 s of audio transcribed\n"
+
+
+def test_show_of_a_call_waiting_for_batch_says_what_is_missing_and_why_it_is_empty(
+    database: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No words, its audio in the spool: never an empty answer with nothing said."""
+    waiting = ("spool:e1", "waiting", 5100, "DEEPGRAM_API_KEY is not set")
+    seed(database, [make_call("CA1"), *coverage_rows("CA1", waiting, ("live", "live", 0, ""))])
+    assert run("show", "CA1") == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "coverage: incomplete: 5.1 s waiting for batch: DEEPGRAM_API_KEY is not set\n"
+        "the transcript is empty: its audio is waiting for batch transcription (see coverage above)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "parts", "said"),
+    [
+        (make_call("CA1", ended_at=None, status="active"), [], "coverage: not counted yet: the call is still on\n"
+         "the transcript is empty: nothing final has been said yet\n"),
+        (make_call("CA1"), [], "coverage: not recorded for this call (it was stored before callscribe counted "
+         "coverage)\nthe transcript is empty: no final words were stored\n"),
+        (make_call("CA1"), [("live", "live", 0, "")], "coverage: complete: all 0 s of audio transcribed\n"
+         "the transcript is empty: Twilio sent no audio\n"),
+        (make_call("CA1"), [("live", "live", 3000, "")], "coverage: complete: all 3 s of audio transcribed\n"
+         "the transcript is empty: nobody said anything the engine heard as words\n"),
+        (make_call("CA1"), [("lost:spool_failed", "lost", 3000, "spool_failed")],
+         "coverage: incomplete: 3 s lost: could not be written to the spool\n"
+         "the transcript is empty: none of its audio could be transcribed (see coverage above)\n"),
+    ],
+)  # fmt: skip
+def test_show_of_an_empty_transcript_says_why(
+    database: Path, capsys: pytest.CaptureFixture[str], call: Any, parts: list[Any], said: str
+) -> None:
+    seed(database, [call, *coverage_rows("CA1", *parts)])
+    assert run("show", "CA1") == 0
+    assert capsys.readouterr().err == said
+
+
+def test_list_shows_each_calls_coverage_in_a_few_words(database: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seed(database, [
+        make_call("CA1"), make_call("CA2", started_at=T0 + MINUTE),
+        *coverage_rows("CA1", ("live", "live", 1000, "")),
+        *coverage_rows("CA2", ("spool:e", "waiting", 5100, "r"), ("lost:x", "lost", 400, "chunks_missing")),
+    ])  # fmt: skip
+    assert run("list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith("stop      5.1 s waiting, 0.4 s lost")
+    assert lines[2].endswith("stop      complete")
 
 
 def test_show_of_an_unknown_call_fails_with_a_message(database: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,7 +32,7 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict, MultiDict
 
 from service.live.hub import LiveHub
 from service.storage import queries
-from service.storage.schema import AlertRow, create_engine
+from service.storage.schema import AlertRow, CoveragePart, create_engine
 from service.web.api import OPENAPI_PATH, BadParameter, api_blueprint, parse_list_query
 from service.web.live import live_blueprint
 from tests.helpers.callsdb import (
@@ -298,7 +298,7 @@ async def test_a_call_is_shown_with_every_field(api: ApiClient) -> None:
         "tracks": ["inbound", "outbound"], "started_at": "2025-01-02T03:04:05Z", "ended_at": "2025-01-02T03:05:40Z",
         "status": "completed", "ended_by": "stop", "deepgram_request_ids": ["req-CA1"],
         "audio_s_inbound": 95.0, "audio_s_outbound": 94.5, "summary": {"finals": 4, "reconnects": 0},
-        "handed_over": False, "alert_count": 0, "alerts": [], "analysis": None,
+        "handed_over": False, "alert_count": 0, "coverage": None, "alerts": [], "analysis": None,
     }  # fmt: skip
     listed = {name: value for name, value in call.items() if name not in ("alerts", "analysis")}
     listed["analysis_summary"] = None
@@ -326,6 +326,32 @@ async def test_a_calls_alerts_are_listed_with_it_and_counted_in_the_list(api: Ap
     assert [c["alert_count"] for c in (await api.get("/api/calls")).json()["calls"]] == [2]
     assert (await api.delete("/api/calls/CA1")).status_code == 204
     assert await queries.get_alerts(api.engine, "CA1") == []
+
+
+async def test_a_calls_coverage_sums_its_streams_in_the_list_and_per_track_on_its_own(api: ApiClient) -> None:
+    """Coverage rows of two streams (a hand-over) are one coverage object: its categories, complete or not, the
+    missing line; GET /api/calls/CA1 adds each track's, the list leaves them out (both valid against the schema)."""
+    now = T0
+    await insert(api.engine, [
+        CoveragePart(call_sid="CA1", stream_sid=stream, track=track, part=part, category=category, ms=ms,
+                     reason=reason, updated_at=now)
+        for stream, track, part, category, ms, reason in [
+            ("MZ1", "inbound", "live", "live", 4000, ""),
+            ("MZ1", "inbound", "lost:chunks_missing", "lost", 400, "chunks_missing"),
+            ("MZ2", "inbound", "spool:e1", "waiting", 5100, "DEEPGRAM_API_KEY is not set"),
+            ("MZ1", "outbound", "live", "live", 4400, ""),
+            ("MZ2", "outbound", "spool:e2", "batch", 5100, ""),
+        ]
+    ])  # fmt: skip
+    detail = (await api.get("/api/calls/CA1")).json()["coverage"]
+    assert (detail["complete"], detail["audio_s"], detail["live_s"], detail["batch_s"]) == (False, 19.0, 8.4, 5.1)
+    assert detail["missing"] == (
+        "5.1 s waiting for batch: DEEPGRAM_API_KEY is not set; 0.4 s lost: gaps in Twilio's chunk numbers"
+    )
+    assert detail["tracks"]["outbound"]["audio_s"] == 9.5
+    assert detail["tracks"]["inbound"]["waiting"] == [{"reason": "DEEPGRAM_API_KEY is not set", "seconds": 5.1}]
+    listed_coverage = (await api.get("/api/calls")).json()["calls"][0]["coverage"]
+    assert listed_coverage == {name: value for name, value in detail.items() if name != "tracks"}
 
 
 @pytest.fixture

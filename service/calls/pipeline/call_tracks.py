@@ -13,6 +13,7 @@ from typing import Any
 
 from service import mulaw
 from service.calls.counters import CallInfo
+from service.calls.coverage import Part, TrackTally, stream_parts
 from service.calls.events import TurnSink
 from service.calls.pipeline.engines import LiveEngines
 from service.calls.pipeline.interleave import CHANNELS
@@ -61,6 +62,15 @@ class CallTracks:
 
     def audio_s_by_track(self) -> dict[str, float]:
         return {name: round(track.received_bytes / mulaw.BYTES_PER_SECOND, 2) for name, track in self.inputs.items()}
+
+    def coverage(self) -> list[Part]:
+        """Where each track's audio went (`calls/coverage.py`), from its stream's tally and what Twilio delivered."""
+        tallies: dict[str, TrackTally] = {}
+        for stream in self.streams:
+            tallies.update(stream.counters.tallies)
+        for name, track in self.inputs.items():
+            tallies.setdefault(name, TrackTally()).received = track.received_bytes
+        return stream_parts(tallies)
 
     def end(self) -> None:
         """No more frames: each stream flushes, closes its engine stream and any spool segment."""

@@ -2,7 +2,8 @@
 
 `Spool` and `SpoolSegment` are the port; `service/spool/directory.py` implements them, and the app passes
 one in (calls/ does not import spool/: imports point downwards). A segment's disk errors never end a call:
-`GuardedSegment` counts the audio it could not keep as lost and says so once.
+`GuardedSegment` counts the audio it could not keep as lost and says so once. Each track's tally (the call's
+coverage) gets the entry each segment became, with its audio and why it was spooled, or its audio as lost.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from service.calls.counters import CallInfo, TrackCounters
+from service.calls.coverage import SpoolPiece, TrackTally
 
 
 class SpoolSegment(Protocol):
@@ -27,9 +29,20 @@ class Spool(Protocol):
 class GuardedSegment:
     """A spool segment whose disk errors are counted and said once, instead of ending the call."""
 
-    def __init__(self, open_segment: Callable[[], SpoolSegment], counters: TrackCounters, log: Any) -> None:
+    def __init__(
+        self,
+        open_segment: Callable[[], SpoolSegment],
+        counters: TrackCounters,
+        log: Any,
+        *,
+        tally: TrackTally | None = None,
+        reason: str = "",
+    ) -> None:
         self._counters = counters
         self._log = log
+        self._tally = tally or TrackTally()
+        self._reason = reason
+        self._written = 0  # bytes in the segment, for the track's coverage once it is an entry
         self._segment: SpoolSegment | None = None
         try:
             self._segment = open_segment()
@@ -44,20 +57,28 @@ class GuardedSegment:
                 self._lost(exc)
             else:
                 self._counters.bytes_spooled += len(mulaw)
+                self._written += len(mulaw)
                 return
         self._counters.bytes_lost += len(mulaw)
+        self._tally.spool_failed += len(mulaw)
 
     def close(self) -> Any:
         if self._segment is None:
             return None
         try:
-            return self._segment.close()
+            entry = self._segment.close()
         except OSError as exc:
             self._lost(exc)
             return None
+        if entry is not None and self._written:
+            self._tally.spooled.append(SpoolPiece(str(getattr(entry, "id", entry)), self._written, self._reason))
+        return entry
 
     def _lost(self, error: OSError) -> None:
         self._segment = None
+        # What the segment held never becomes an entry: for the call's coverage, lost with the rest.
+        self._tally.spool_failed += self._written
+        self._written = 0
         self._log.error("audio.lost", why=f"cannot write the spool: {error.strerror or error}")
 
 
@@ -122,6 +143,8 @@ class TrackSpooler(_Spooling):
             ),
             self._counters,
             self._log.bind(track=self._track),
+            tally=self._counters.tallies.setdefault(self._track, TrackTally()),
+            reason=reason,
         )  # fmt: skip
 
     def _record(self, entry: Any) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 from service import mulaw
 from service.calls.counters import CallInfo, TrackCounters
+from service.calls.coverage import TrackTally
 from service.calls.events import CallState, TurnSink
 from service.calls.pipeline.engine_state import IDLE, Connection, EngineSide, EngineState
 from service.calls.pipeline.engines import LiveEngines
@@ -74,13 +75,14 @@ class TrackStream:
         self.name = name
         self.channels = channels or (name,)  # the tracks it carries, by channel index
         self._report_state: StateReport = report_state or _unreported
-        self.counters = TrackCounters()
+        self.counters = TrackCounters(tallies={track: TrackTally() for track in self.channels})
         self._settings = settings
         # The process's engines (one, or the primary and a fallback), and this track's choice among them.
         self._engines = engines
         self._choice = self._engines.track_choice()
         self._failure = ""  # what the last failed connection said, for the failover line
-        self._open_span: tuple[str, int] | None = None  # the open connection's engine, and where its audio starts
+        # The open connection's engine, where its audio starts, and where its replay ends (on the ledger).
+        self._open_span: tuple[str, int, int] | None = None
         self._call_offset_s = call.offset_s  # the engines' record is on the call's timeline, like the spool's
         self._on_failure = on_failure
         self._log = log
@@ -139,6 +141,7 @@ class TrackStream:
         last = self._last_chunks[track]
         if last and chunk > last + 1:
             counters.chunks_missing += chunk - last - 1
+            counters.tallies[track].chunks_missing += chunk - last - 1
         self._last_chunks[track] = chunk
 
     def _take(self, payload: bytes) -> None:
@@ -184,6 +187,7 @@ class TrackStream:
         for track, samples in zip(CHANNELS, late, strict=True):
             if samples:
                 self.counters.bytes_lost += samples
+                self.counters.tallies[track].channel_lag += samples
                 self._log.warning(
                     "audio.lost", track=track, lost_s=round(samples / mulaw.BYTES_PER_SECOND, 2),
                     why=f"it came more than DEEPGRAM_CHANNEL_LAG_MS ({self._settings.deepgram_channel_lag_ms} ms) "
@@ -247,7 +251,8 @@ class TrackStream:
                 ) as live:
                     opened_at = loop.time()
                     connection = self._connected(live, name)
-                    self._open_span = (name, self._ledger.acknowledged)
+                    acknowledged = self._ledger.acknowledged
+                    self._open_span = (name, acknowledged, acknowledged + connection.replay_bytes)
                     await self._stream(connection)
             except SttError as exc:
                 self._close_span()
@@ -289,8 +294,9 @@ class TrackStream:
         releases the ledger to the spool, which would count spooled audio as settled."""
         if self._open_span is None:
             return
-        engine, settled_from = self._open_span
+        engine, settled_from, replay_until = self._open_span
         self._open_span = None
+        self._count_replayed(min(self._ledger.acknowledged, replay_until) - settled_from)
         bytes_per_second, offset_s = self.bytes_per_second, self._call_offset_s
         start_s = round(settled_from / bytes_per_second + offset_s, 2)
         end_s = round(self._ledger.acknowledged / bytes_per_second + offset_s, 2)
@@ -301,6 +307,12 @@ class TrackStream:
             spans[-1] = (engine, spans[-1][1], end_s)
         else:
             spans.append((engine, start_s, end_s))
+
+    def _count_replayed(self, size: int) -> None:
+        """A connection's replay that its finals settled (bytes of the stream): each track's share, replayed."""
+        if size > 0:
+            for tally in self.counters.tallies.values():
+                tally.replayed += size // len(self.channels)
 
     def _connected(self, live: LiveStream, engine: str) -> Connection:
         DEEPGRAM_CONNECTS.inc()

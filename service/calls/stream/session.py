@@ -349,6 +349,7 @@ class CallSession:
                     deepgram_request_ids=tuple(rid for c in counters for rid in c.request_ids),
                     audio_s_by_track=self._pipeline.audio_s_by_track() if self._pipeline is not None else {},
                     summary=summary,
+                    coverage=tuple(self._pipeline.coverage()) if self._pipeline is not None else (),
                 )
             )
 

@@ -47,7 +47,10 @@
   }
 
   function live() {
-    say(missed ? "live · some earlier events were not replayed: reload the page to see them" : "live", "live");
+    // A call that has ended is not live: the feed stays open only for what batch may still add.
+    const ended = status && status.dataset.ended;
+    if (ended) say(ended, "ended");
+    else say(missed ? "live · some earlier events were not replayed: reload the page to see them" : "live", "live");
   }
 
   function open(url, handlers) {
@@ -174,6 +177,10 @@
         ended.dataset.endedAt = event.ended_at;
         tr.querySelector(".duration").replaceChildren(ended);
         setState(tr.querySelector(".state"), event.ended_by);
+        const coverage = document.createElement("td");
+        coverage.className = "coverage";
+        coverage.textContent = "counted: reload to see";
+        tr.append(coverage); // the recent table's column: the database has the call's coverage, the feed not
         if (section.dataset.searched) tr.remove(); // the table below holds search results: only they belong there
         else recent.prepend(tr);
         refreshEmpty();
@@ -400,6 +407,12 @@
       },
       "call.ended": (event) => {
         setState(stateCell, "ended");
+        if (status) {
+          status.dataset.ended = "call ended";
+          live();
+        }
+        const coverage = document.getElementById("coverage");
+        if (coverage) coverage.textContent = "Coverage is counted as the call ends: reload the page to see it";
         const ended = document.createElement("time");
         ended.dataset.endedAt = event.ended_at;
         section.querySelector(".duration").replaceChildren(ended);
