@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sqlalchemy import insert
 
 from service.storage.schema import Call, StreamedCall, create_engine
@@ -128,10 +127,11 @@ async def test_a_restart_resumes_the_watches_from_the_calls_rows(migrated_url: s
     engine = create_engine(migrated_url)
     spawned, outcomes = Spawned(), Outcomes()
     now = datetime.datetime.now(datetime.UTC)
+    old = now - datetime.timedelta(hours=1)
     try:
         async with engine.begin() as connection:
             await connection.execute(insert(Call), [
-                {"call_sid": "CAold", "stream_sid": "", "started_at": now - datetime.timedelta(hours=1), "status": "active"},
+                {"call_sid": "CAold", "stream_sid": "", "started_at": old, "status": "active"},
                 {"call_sid": "CAnew", "stream_sid": "", "started_at": now, "status": "active"},
                 {"call_sid": "CAstreaming", "stream_sid": "MZ1", "started_at": now, "status": "active"},
                 {"call_sid": "CAended", "stream_sid": "", "started_at": now, "status": "not_streamed"},
