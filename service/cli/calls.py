@@ -2,7 +2,8 @@
 
 Both read DATABASE_URL through `queries.py` and render through `captions.py`, the same functions behind
 /api, so the shell and the API always agree. `show` prints only the transcript, in the format asked for, so
-it can be redirected into a caption file: `python -m service calls show CA… --format srt > call.srt`.
+it can be redirected into a caption file: `python -m service calls show CA… --format srt > call.srt`. What
+it says about the call itself goes to stderr: for a call no stream of which ever started, why and what to check.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from service.settings import load_settings
 from service.storage import queries
 from service.storage.queries import CallRecord
 from service.storage.schema import create_engine
+from service.storage.statuses import CallStatus
 
 
 def add_commands(commands: Any) -> None:
@@ -52,14 +54,23 @@ def list_calls(args: argparse.Namespace) -> int:
 def show_call(args: argparse.Namespace) -> int:
     database_url = load_settings().database_url
     try:
-        transcript = asyncio.run(_read_transcript(database_url, args.call_sid, args.format))
+        found = asyncio.run(_read_transcript(database_url, args.call_sid, args.format))
     except SQLAlchemyError as exc:
         return _unreadable(exc)
-    if transcript is None:
+    if found is None:
         sys.stderr.write(f"no call {args.call_sid}\n")
         return 1
+    call, transcript = found
+    if call.status == CallStatus.NOT_STREAMED:
+        sys.stderr.write(not_streamed_note(call))
     sys.stdout.write(transcript)
     return 0
+
+
+def not_streamed_note(call: CallRecord) -> str:
+    """Why a call has no transcript at all, and what to check: its `not_streamed` outcome."""
+    reason, fix = call.summary.get("reason", ""), call.summary.get("fix", "")
+    return f"call {call.call_sid} was not streamed ({call.ended_by}): {reason}\nto check: {fix}\n"
 
 
 def _unreadable(exc: SQLAlchemyError) -> int:
@@ -91,12 +102,13 @@ async def _read_calls(database_url: str, number: str | None, active: bool, limit
     return calls
 
 
-async def _read_transcript(database_url: str, call_sid: str, fmt: captions.Format) -> str | None:
+async def _read_transcript(database_url: str, call_sid: str, fmt: captions.Format) -> tuple[CallRecord, str] | None:
     engine = create_engine(database_url)
     try:
-        if await queries.get_call(engine, call_sid) is None:
+        call = await queries.get_call(engine, call_sid)
+        if call is None:
             return None
-        return captions.render(await queries.get_utterances(engine, call_sid), fmt)
+        return call, captions.render(await queries.get_utterances(engine, call_sid), fmt)
     finally:
         await engine.dispose()
 

@@ -181,8 +181,9 @@ class _DatabaseWriter:
             for index, write in enumerate(writes):
                 decides = decision(dialect, write)
                 if decides is not None and (await connection.execute(*decides)).first() is None:
-                    # Another outcome came first: a stream of the call started (here or in another process).
-                    log.debug("store.outcome_taken", kind=write.kind, call_sid=write.call_sid)
+                    # The call already has its outcome: a stream of it started (here or in another process), or
+                    # it was recorded as not streamed (then a /voice answer for it is a replay, or came late).
+                    log.debug("store.write_skipped", kind=write.kind, call_sid=write.call_sid)
                     continue
                 for statement, parameters in statements(dialect, write, now):
                     await connection.execute(statement, parameters)

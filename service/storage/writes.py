@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
-from sqlalchemy import Table, Text, bindparam, func, update
+from sqlalchemy import Table, Text, bindparam, exists, func, literal, select, update
 from sqlalchemy import case as sql_case
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
@@ -236,13 +236,19 @@ def statements(dialect: str, write: Write, now: datetime.datetime) -> list[Step]
 
 
 def decision(dialect: str, write: Write) -> Step | None:
-    """The statement that decides whether `write` applies at all, None for a write that always does: a call is
-    recorded as not streamed only if this puts it first into `streamed_calls` (its RETURNING gives a row), where
-    a stream's claim or its `call_started` would have put it otherwise. The database's key answers for every
-    process at once; on PostgreSQL a claim in flight is waited for."""
-    if write.kind != "call_not_streamed":
-        return None
-    return _first_outcome(dialect), {"call_sid": write.call_sid, "first_stream_at": write.row["ended_at"]}
+    """The statement that decides whether `write` applies at all (it does when the statement gives a row), None
+    for a write that always does.
+
+    A call is recorded as not streamed only if this puts it first into `streamed_calls`, where a stream's claim
+    or its `call_started` would have put it otherwise: the database's key answers for every process at once (on
+    PostgreSQL a claim in flight is waited for). /voice's answer makes a row only for a call `streamed_calls`
+    does not hold: a captured `/voice` request replayed after the call's deletion must not store it again.
+    """
+    if write.kind == "call_answered":
+        return _not_yet_streamed(), {"call_sid": write.call_sid}
+    if write.kind == "call_not_streamed":
+        return _first_outcome(dialect), {"call_sid": write.call_sid, "first_stream_at": write.row["ended_at"]}
+    return None
 
 
 def dialect_insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -303,6 +309,13 @@ def _call_not_streamed(dialect: str) -> Executable:
     return statement.on_conflict_do_update(
         index_elements=["call_sid"], set_={name: statement.excluded[name] for name in _NOT_STREAMED}
     )
+
+
+@functools.cache
+def _not_yet_streamed() -> Executable:
+    """A row when the call has no outcome in `streamed_calls` yet (no stream, not recorded as not streamed)."""
+    recorded = exists().where(STREAMED_CALLS.c.call_sid == bindparam("call_sid"))
+    return select(literal(1)).where(~recorded)
 
 
 @functools.cache

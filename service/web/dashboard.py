@@ -33,6 +33,7 @@ from service.live.hub import LiveHub
 from service.refusals import log_refusal
 from service.settings import Settings
 from service.storage import queries
+from service.storage.statuses import CallStatus
 from service.web import login_tokens
 from service.web.api import BadParameter, ListQuery, parse_list_query
 from service.web.login_limits import LoginLimits
@@ -123,7 +124,10 @@ class _Pages:
         # Taken before the database is read: the feed replays what comes after, so nothing falls in between.
         since = hub.buffer.last_id or hub.buffer.floor
         engine = self._d.engine()
-        active = (await queries.list_calls(engine, active=True, limit=queries.MAX_LIMIT)).calls
+        # A call /voice answered whose stream has not started is on, but not here yet: the feed adds it when its
+        # stream starts, and a call whose stream never starts has no feed event to take it away again.
+        on = (await queries.list_calls(engine, active=True, limit=queries.MAX_LIMIT)).calls
+        active = [c for c in on if c.stream_sid]
         search, problem = _search(request.args)
         if search is None:
             found = await queries.list_calls(engine, limit=RECENT_CALLS)
@@ -343,11 +347,16 @@ def _secure_headers(response: Response) -> Response:
 
 def _call_row(call: queries.CallRecord, board: dict[str, Any] | None) -> dict[str, Any]:
     states = (board or {}).get("states") or {}
+    not_streamed = call.status == CallStatus.NOT_STREAMED
     return {
         "call_sid": call.call_sid, "from_number": call.from_number, "to_number": call.to_number,
         "direction": call.direction, "tracks": list(call.tracks), "started_at": _iso(call.started_at),
         "ended_at": _iso(call.ended_at) if call.ended_at else "", "status": call.status,
-        "state": _state(states, active=call.ended_at is None), "ended_by": call.ended_by or "",
+        "state": "not_streamed" if not_streamed else _state(states, active=call.ended_at is None),
+        "ended_by": call.ended_by or "",
+        # Why no stream of the call started, and what to check (`summary` of a not_streamed call).
+        "reason": str(call.summary.get("reason", "")) if not_streamed else "",
+        "fix": str(call.summary.get("fix", "")) if not_streamed else "",
     }  # fmt: skip
 
 
@@ -357,7 +366,7 @@ def _board_row(call_sid: str, fields: dict[str, Any]) -> dict[str, Any]:
         "call_sid": call_sid, "from_number": fields.get("from_number", ""), "to_number": fields.get("to_number", ""),
         "direction": fields.get("direction", ""), "tracks": fields.get("tracks", []),
         "started_at": fields.get("started_at", ""), "ended_at": "", "status": "active",
-        "state": _state(fields.get("states") or {}, active=True), "ended_by": "",
+        "state": _state(fields.get("states") or {}, active=True), "ended_by": "", "reason": "", "fix": "",
     }  # fmt: skip
 
 

@@ -6,15 +6,20 @@ Every delivery is checked against its schema by the receiver."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
 import httpx
+from playwright.async_api import expect
 from websockets.exceptions import ConnectionClosed
 
 from service.simulator.client import replay_stream
 from service.simulator.messages import CallSpec, build_messages, parse_twiml, twilio_signature, webhook_form
+from service.storage import queries
+from tests.e2e.test_page import PASSWORD, log_in
 from tests.helpers.audio import call_audio
+from tests.helpers.browser import chromium
 from tests.helpers.credentials import TWILIO_TOKEN
 from tests.helpers.databases import database_url, migrated_url
 from tests.helpers.fakes.deepgram_server import FakeDeepgram
@@ -153,3 +158,40 @@ async def _closed(socket: Any) -> None:
     except ConnectionClosed:
         return
 
+
+async def test_the_page_lists_a_call_that_never_streamed_with_its_reason(
+    deepgram: FakeDeepgram, log_lines: LogLines
+) -> None:
+    """In a real Chromium: a call answered and waiting for its stream is not among the calls on now; once recorded
+    as not streamed it is in the recent list, marked so, with its reason as the cell's title, and its page says
+    why there is no transcript and what to check."""
+    spec = CallSpec(inbound=call_audio(404, 0.5), speed=0, from_number="+15005550177")
+    settings = make_settings(deepgram, dashboard_password=PASSWORD, stream_start_timeout_s=1.0)
+    async with running_service(settings) as service, chromium() as browser:
+        url = f"http://localhost:{service.port}"
+        page = await (await browser.new_context()).new_page()
+        await log_in(page, url)
+        await answer_voice(service.url, spec)
+        await service.service.store.wait_idle()  # its row is in: on, waiting for its stream
+        await page.reload()
+        await expect(page.locator("#feed-status")).to_have_text("live")
+        await expect(page.locator(f'tr[data-call-sid="{spec.call_sid}"]')).to_have_count(0)
+        await log_lines.wait_for("voice.no_stream", call_sid=spec.call_sid)
+        await eventually(lambda: _not_streamed_stored(service.service.store.engine, spec.call_sid))
+        await page.reload()
+        row = page.locator(f'#recent tr[data-call-sid="{spec.call_sid}"]')
+        await expect(row).to_contain_text("+15005550177")
+        state = row.locator(".state")
+        await expect(state).to_have_text("no_stream not streamed")
+        await expect(state).to_have_attribute("title", re.compile(r"no stream of it started within STREAM_START"))
+        await expect(page.locator(f'#active tr[data-call-sid="{spec.call_sid}"]')).to_have_count(0)
+        await row.locator("a").click()
+        notice = page.locator("#not-streamed")
+        await expect(notice).to_contain_text("No stream of this call started (no_stream): /voice answered this call")
+        await expect(notice).to_contain_text("To check: look the call up in Twilio's debugger")
+        await expect(page.locator("#call-state")).to_have_text("not_streamed")
+
+
+async def _not_streamed_stored(engine: Any, call_sid: str) -> bool:
+    call = await queries.get_call(engine, call_sid)
+    return call is not None and call.status == "not_streamed"

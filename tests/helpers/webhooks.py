@@ -17,13 +17,12 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
-
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from jsonschema import Draft202012Validator
 from quart import Quart, request
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from service.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from tests.helpers.paths import ROOT
@@ -57,6 +56,8 @@ def event_problem(event: Any) -> str | None:
     if not errors:
         return None
     return "; ".join(f"{'/'.join(map(str, error.absolute_path)) or '(event)'}: {error.message}" for error in errors)
+
+
 T0 = datetime.datetime(2026, 11, 24, 12, 0, tzinfo=datetime.UTC)
 
 

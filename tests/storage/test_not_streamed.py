@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from service.calls.stream.admission import ClaimOutcome
 from service.settings import Settings
+from service.storage import queries
 from service.storage.schema import WebhookDelivery, create_engine
 from service.storage.statuses import NotStreamed
 from service.storage.streams import DatabaseStreamClaims, calls_awaiting_stream
@@ -166,6 +167,27 @@ async def test_an_outcome_before_the_answer_makes_the_row_that_the_answer_leaves
     [call], _ = await rows(migrated_url)
     assert (call["status"], call["ended_by"], call["from_number"]) == ("not_streamed", "no_stream", "")
     assert [event["type"] for event in await events(migrated_url)] == ["call.not_streamed"]
+
+
+async def test_an_answer_replayed_after_the_calls_deletion_stores_nothing(migrated_url: str, tmp_path: Path) -> None:
+    """A captured /voice request played again after DELETE /api/calls/{sid}: the call had its stream
+    (`streamed_calls` keeps it), so the answer makes no row, and no watch can end it a second time."""
+    store = new_store(hooked(migrated_url, tmp_path), Clock())
+    await store.start()
+    answer(store)
+    await idle(store)
+    assert await claim(migrated_url) is ClaimOutcome.CLAIMED
+    engine = create_engine(migrated_url)
+    try:
+        assert await queries.delete_call(engine, "CA1") is True
+    finally:
+        await engine.dispose()
+    answer(store)
+    store.call_not_streamed("CA1", how=NotStreamed.NO_STREAM, reason=REASON, fix=FIX)
+    await idle(store)
+    await store.stop(5)
+    assert await rows(migrated_url) == ([], [])
+    assert await events(migrated_url) == []
 
 
 async def test_a_stream_let_in_unchecked_after_the_outcome_gets_no_second_terminal_event(
