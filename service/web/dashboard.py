@@ -50,6 +50,16 @@ CSP: Final = (
 )
 FAVICON: Final = "favicon.svg"
 RECENT_CALLS: Final = 50
+FIRST_LINE_CHARS: Final = 60  # a call's first line in the list, cut at a word's end
+# A call's state on the list, each with its colour (style.css) and, for whoever does not see the colour, its text
+# and this meaning (the cell's title and the legend); the feed's `call.state` events move a call between them.
+STATES: Final = {
+    "starting": "the stream has started; the first connection to Deepgram is opening",
+    "streaming": "transcribed live",
+    "reconnecting": "Deepgram's connection dropped: the audio is kept and replayed when it is back",
+    "spooled": "the audio waits in the spool for batch transcription",
+    "handed_over": "the stream moved to another process (a restart): the call goes on there",
+}
 KDF_AT_ONCE: Final = 2  # scrypt checks at once: 16 MiB and one core each
 
 
@@ -138,10 +148,12 @@ class _Pages:
             )
             recent = list(found.calls)
         board = hub.board.calls
-        rows = [_call_row(c, board.get(c.call_sid)) for c in active]
+        lines = await queries.first_lines(engine, [c.call_sid for c in (*active, *recent)])
+        rows = [_call_row(c, board.get(c.call_sid), lines.get(c.call_sid, "")) for c in active]
         rows += [_board_row(sid, fields) for sid, fields in board.items() if sid not in {c.call_sid for c in active}]
+        recent_rows = [_call_row(c, None, lines.get(c.call_sid, "")) for c in recent]
         body = await render_template(
-            "calls.html", active=rows, recent=[_call_row(c, None) for c in recent], since=format_id(since),
+            "calls.html", active=rows, recent=recent_rows, since=format_id(since), states=STATES,
             csrf=self._csrf_field(), searched=search is not None, problem=problem, form=request.args,
         )  # fmt: skip
         return Response(body, content_type="text/html; charset=utf-8")
@@ -345,7 +357,7 @@ def _secure_headers(response: Response) -> Response:
     return response
 
 
-def _call_row(call: queries.CallRecord, board: dict[str, Any] | None) -> dict[str, Any]:
+def _call_row(call: queries.CallRecord, board: dict[str, Any] | None, first_line: str = "") -> dict[str, Any]:
     states = (board or {}).get("states") or {}
     not_streamed = call.status == CallStatus.NOT_STREAMED
     return {
@@ -357,6 +369,7 @@ def _call_row(call: queries.CallRecord, board: dict[str, Any] | None) -> dict[st
         # Why no stream of the call started, and what to check (`summary` of a not_streamed call).
         "reason": str(call.summary.get("reason", "")) if not_streamed else "",
         "fix": str(call.summary.get("fix", "")) if not_streamed else "",
+        "first_line": shortened(first_line),
     }  # fmt: skip
 
 
@@ -367,7 +380,17 @@ def _board_row(call_sid: str, fields: dict[str, Any]) -> dict[str, Any]:
         "direction": fields.get("direction", ""), "tracks": fields.get("tracks", []),
         "started_at": fields.get("started_at", ""), "ended_at": "", "status": "active",
         "state": _state(fields.get("states") or {}, active=True), "ended_by": "", "reason": "", "fix": "",
+        "first_line": "",
     }  # fmt: skip
+
+
+def shortened(text: str, limit: int = FIRST_LINE_CHARS) -> str:
+    """`text` cut to at most `limit` characters at a word's end, with an ellipsis when cut."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(",.;:") + "…"
 
 
 def _state(states: dict[str, str], *, active: bool) -> str:
