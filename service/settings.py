@@ -631,7 +631,8 @@ class Settings(BaseSettings):
         gt=0,
         le=120,
         description="A `/media` socket that sends no `start` within this many seconds is closed with 1008. Also "
-        "how long after `/voice` answers a call a stream of it must have started, or `voice.no_stream` says so.",
+        "how long after `/voice` answers a call a stream of it must have started, or `voice.no_stream` says so and "
+        "the call is recorded as not streamed (a `call.not_streamed` webhook event).",
         json_schema_extra=_doc("twilio"),
     )
     handover: Literal["on", "off"] | None = Field(

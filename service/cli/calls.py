@@ -4,7 +4,8 @@ shell, and a call's post-call analysis run by hand.
 Both read DATABASE_URL through `queries.py` and render through `captions.py`, the same functions behind
 /api, so the shell and the API always agree. `show` prints only the transcript on stdout, in the format asked
 for, so it can be redirected into a caption file: `python -m service calls show CA… --format srt > call.srt`;
-whether it is complete (its coverage: what is missing and why), and why it is empty when it is, go to stderr.
+what it says about the call goes to stderr: whether the transcript is complete (its coverage: what is missing
+and why), why it is empty when it is, and for a call no stream of which ever started, why and what to check.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from service.settings import Settings, load_settings
 from service.storage import queries
 from service.storage.queries import CallRecord
 from service.storage.schema import create_engine
+from service.storage.statuses import CallStatus
 
 
 def add_commands(commands: Any) -> None:
@@ -98,8 +100,17 @@ def show_call(args: argparse.Namespace) -> int:
         return 1
     transcript, call, coverage, words = found
     sys.stdout.write(transcript)
-    sys.stderr.write(coverage_lines(call, coverage, words=words))
+    if call.status == CallStatus.NOT_STREAMED:
+        sys.stderr.write(not_streamed_note(call))  # nothing was streamed, so nothing was counted
+    else:
+        sys.stderr.write(coverage_lines(call, coverage, words=words))
     return 0
+
+
+def not_streamed_note(call: CallRecord) -> str:
+    """Why a call has no transcript at all, and what to check: its `not_streamed` outcome."""
+    reason, fix = call.summary.get("reason", ""), call.summary.get("fix", "")
+    return f"call {call.call_sid} was not streamed ({call.ended_by}): {reason}\nto check: {fix}\n"
 
 
 def _unreadable(exc: SQLAlchemyError) -> int:

@@ -253,6 +253,23 @@ async def get_coverage(
     return {call_sid: summarize(found, per_track=per_track) for call_sid, found in parts.items()}
 
 
+async def first_lines(engine: AsyncEngine, call_sids: list[str]) -> dict[str, str]:
+    """Each call's first final utterance's text (by start, then track), for the calls that have one."""
+    if not call_sids:
+        return {}
+    order = func.row_number().over(
+        partition_by=Utterance.call_sid, order_by=(Utterance.start, Utterance.track, Utterance.key)
+    )
+    ranked = (
+        select(Utterance.call_sid, Utterance.text, order.label("place"))
+        .where(Utterance.call_sid.in_(call_sids))
+        .subquery()
+    )
+    statement = select(ranked.c.call_sid, ranked.c.text).where(ranked.c.place == 1)
+    async with engine.connect() as connection:
+        return {str(row.call_sid): str(row.text) for row in await connection.execute(statement)}
+
+
 async def delete_call(engine: AsyncEngine, call_sid: str) -> bool:
     """Delete the call, its utterances, alerts, webhook deliveries, analysis, jobs and record of streams in one
     transaction; False if there was no call. Its row in `streamed_calls` (the CallSid and a time) stays, so the

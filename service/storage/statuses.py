@@ -9,10 +9,18 @@ import enum
 
 
 class CallStatus(enum.StrEnum):
-    """`calls.status`: streaming still, or ended."""
+    """`calls.status`: on (streaming, or answered by /voice and waiting for its stream), ended, or never streamed."""
 
     ACTIVE = "active"
     COMPLETED = "completed"
+    NOT_STREAMED = "not_streamed"  # /voice answered it, and no stream of it ever started: `NotStreamed` says why
+
+
+class NotStreamed(enum.StrEnum):
+    """`calls.ended_by` of a call whose stream never started (status `not_streamed`)."""
+
+    NO_STREAM = "no_stream"  # /voice answered with a <Stream>, and none started within STREAM_START_TIMEOUT_S
+    BUSY = "busy"  # /voice answered without one: at MAX_CALLS, or shutting down
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -30,6 +38,7 @@ class EventType(enum.StrEnum):
     CALL_COMPLETED = "call.completed"
     CALL_ALERT = "call.alert"
     CALL_ANALYZED = "call.analyzed"
+    CALL_NOT_STREAMED = "call.not_streamed"
 
 
 class JobStatus(enum.StrEnum):

@@ -9,7 +9,10 @@ are not limited). When a row is refused, a look at the table tells which of the 
 A first stream also needs its call to be new to `streamed_calls` (the CallSid and a time, nothing else), which
 neither deleting the call nor RETENTION_DAYS touches: `streams` goes with its call, and a captured `/voice`
 request replayed later gets a fresh token, so without that record the call could be planted again after its
-deletion and a restart. Its primary key answers for every process as the index on `streams` does.
+deletion and a restart. Its primary key answers for every process as the index on `streams` does. A call
+recorded as not streamed (no stream within STREAM_START_TIMEOUT_S of /voice's answer) is put there too, by the
+same key (`writes.decision`): a stream of it that comes later is refused, with that reason (`NOT_STREAMED`),
+so the call keeps the one outcome, and the one terminal event, it was given.
 
 It is also `calls/handover/passing.py`'s `StreamRecords`: where a stream started on its call's timeline (its
 `started_at` less the call's first stream's), and whether the streams a hand-over's new stream took over from
@@ -22,6 +25,7 @@ gate lets the stream in on its other checks. Logs name an error's type, never it
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +34,8 @@ from sqlalchemy import delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.calls.stream.admission import ClaimOutcome
-from service.storage.writes import STREAMED_CALLS, STREAMS, describe, dialect_insert
+from service.storage.statuses import CallStatus
+from service.storage.writes import CALLS, STREAMED_CALLS, STREAMS, describe, dialect_insert
 from service.times import Clock, as_utc, utc_now
 
 log = structlog.get_logger("callscribe.store")
@@ -154,14 +159,18 @@ class DatabaseStreamClaims:
                 claimed.discard(stream_sid)  # a streamSid claimed twice in one group is in only once
                 outcomes.append(ClaimOutcome.CLAIMED)
             else:
-                outcomes.append(await self._taken(engine, stream_sid))
+                outcomes.append(await self._taken(engine, stream_sid, str(row["call_sid"])))
         return outcomes
 
-    async def _taken(self, engine: AsyncEngine, stream_sid: str) -> ClaimOutcome:
-        """Which constraint refused the row: the stream's own row, if there is one, or else the call's first stream."""
+    async def _taken(self, engine: AsyncEngine, stream_sid: str, call_sid: str) -> ClaimOutcome:
+        """Which constraint refused the row: the stream's own row, if there is one, or else the call's first stream,
+        or the call's outcome without one (recorded as not streamed)."""
         async with engine.connect() as connection:
             found = await connection.scalar(select(STREAMS.c.stream_sid).where(STREAMS.c.stream_sid == stream_sid))
-        return ClaimOutcome.STREAM_TAKEN if found is not None else ClaimOutcome.CALL_TAKEN
+            if found is not None:
+                return ClaimOutcome.STREAM_TAKEN
+            status = await connection.scalar(select(CALLS.c.status).where(CALLS.c.call_sid == call_sid))
+        return ClaimOutcome.NOT_STREAMED if status == CallStatus.NOT_STREAMED else ClaimOutcome.CALL_TAKEN
 
 
 async def _record_calls(connection: AsyncConnection, firsts: list[dict[str, Any]]) -> set[str]:
@@ -181,3 +190,20 @@ async def call_has_stream(engine: AsyncEngine, call_sid: str) -> bool:
     streaming = exists().where(STREAMS.c.call_sid == call_sid)
     async with engine.connect() as connection:
         return bool(await connection.scalar(select(streamed | streaming)))
+
+
+async def calls_awaiting_stream(engine: AsyncEngine, limit: int) -> list[tuple[str, datetime.datetime]]:
+    """The calls /voice answered whose stream has not started (on, with no stream yet, and none recorded), oldest
+    first, at most `limit`: what a restart's watch resumes (`web/stream_watch.py`), with when each was answered."""
+    statement = (
+        select(CALLS.c.call_sid, CALLS.c.started_at)
+        .where(
+            CALLS.c.status == CallStatus.ACTIVE,
+            CALLS.c.stream_sid == "",
+            ~exists().where(STREAMED_CALLS.c.call_sid == CALLS.c.call_sid),
+        )
+        .order_by(CALLS.c.started_at)
+        .limit(limit)
+    )
+    async with engine.connect() as connection:
+        return [(str(row.call_sid), as_utc(row.started_at)) for row in await connection.execute(statement)]

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service.storage.statuses import EventType
+from service.times import as_utc
 
 # What an `utterance.final` event leaves out of the stored row: the row's own bookkeeping, and the words (the
 # API has them). Every other column goes out as it is, so a field stored for a transcript is delivered too.
@@ -20,7 +21,8 @@ ENTRY_LEAVES_OUT = UTTERANCE_LEAVES_OUT | {"call_sid", "stream_sid", "confidence
 
 
 def _iso(value: datetime.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    # With its offset whatever the backend: SQLite hands stored times back naive (all of them UTC).
+    return as_utc(value).isoformat() if value is not None else None
 
 
 def utterance_event(utterance: Mapping[str, Any], created_at: datetime.datetime) -> dict[str, Any]:
@@ -98,4 +100,28 @@ def call_analyzed_event(analysis: Mapping[str, Any], created_at: datetime.dateti
         "type": EventType.CALL_ANALYZED,
         "created_at": _iso(created_at),
         "data": {"call_sid": analysis["call_sid"], **analysis_data(analysis)},
+    }
+
+
+def call_not_streamed_event(call: Mapping[str, Any], created_at: datetime.datetime) -> dict[str, Any]:
+    """`call.not_streamed`: /voice answered the call and no stream of it ever started: why, and what to check.
+
+    Like `call.completed`, the call's last event: a call has one or the other, never both (`storage/writes.py`).
+    """
+    summary = call.get("summary") or {}
+    return {
+        "id": f"{EventType.CALL_NOT_STREAMED}:{call['call_sid']}",
+        "type": EventType.CALL_NOT_STREAMED,
+        "created_at": _iso(created_at),
+        "data": {
+            "call_sid": call["call_sid"],
+            "from": call.get("from_number", ""),
+            "to": call.get("to_number", ""),
+            "direction": call.get("direction", ""),
+            "answered_at": _iso(call.get("started_at")),
+            "ended_at": _iso(call.get("ended_at")),
+            "ended_by": call.get("ended_by"),
+            "reason": str(summary.get("reason", "")),
+            "fix": str(summary.get("fix", "")),
+        },
     }

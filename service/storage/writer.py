@@ -42,11 +42,15 @@ from service.storage.outbox import add_webhook_event
 from service.storage.queue import Batch, Closing, Placement, ReadJournal, RemoveJournal, WriteQueue
 from service.storage.retention import PURGE_INTERVAL_S, purge_hourly
 from service.storage.schema import create_engine
+from service.storage.statuses import NotStreamed
 from service.storage.writes import (
     Write,
     alert_write,
+    call_answered_write,
     call_ended_write,
+    call_not_streamed_write,
     call_started_write,
+    decision,
     describe,
     is_permanent,
     outcome_write,
@@ -182,6 +186,12 @@ class _DatabaseWriter:
             # One execute per row, not one executemany per batch: each await lets the event loop forward
             # audio, where a batch of 100 finals in one go held it for milliseconds (docs/benchmarks.md).
             for index, write in enumerate(writes):
+                decides = decision(dialect, write)
+                if decides is not None and (await connection.execute(*decides)).first() is None:
+                    # The call already has its outcome: a stream of it started (here or in another process), or
+                    # it was recorded as not streamed (then a /voice answer for it is a replay, or came late).
+                    log.debug("store.write_skipped", kind=write.kind, call_sid=write.call_sid)
+                    continue
                 for statement, parameters in statements(dialect, write, now):
                     await connection.execute(statement, parameters)
                 if self._webhooks:
@@ -326,6 +336,35 @@ class TranscriptStore:
     def alert(self, alert: Alert) -> None:
         """An `AlertSink` too (`service/alerts/watch.py`): the alert's row, and with it its `call.alert` webhook."""
         self._accept(lambda: alert_write(alert))
+
+    # --- What /voice answered: off the audio path, and queued the same way --------------------------------------
+
+    def call_answered(
+        self, *, call_sid: str, account_sid: str, from_number: str, to_number: str, direction: str
+    ) -> None:
+        """/voice answered the call (with a stream or without): its row, before any stream of it starts."""
+        self._accept(
+            lambda: call_answered_write(
+                call_sid=call_sid,
+                account_sid=account_sid,
+                from_number=from_number,
+                to_number=to_number,
+                direction=direction,
+                answered_at=self._clock(),
+            )
+        )
+
+    def call_not_streamed(
+        self, call_sid: str, *, how: NotStreamed, reason: str, fix: str, answered_at: datetime.datetime | None = None
+    ) -> None:
+        """No stream of the call started: its outcome and its `call.not_streamed` event, unless a stream of it is
+        recorded first (the database decides, `writes.decision`)."""
+        now = self._clock()
+        self._accept(
+            lambda: call_not_streamed_write(
+                call_sid, how=how, reason=reason, fix=fix, answered_at=answered_at or now, at=now
+            )
+        )
 
     def _accept(self, make: Callable[[], Write]) -> None:
         try:

@@ -1,10 +1,15 @@
 """Protocol layer (no I/O): a call's events as database writes, journal lines and idempotent upserts.
 
-A `Write` is one change (a call started, a final utterance, a call ended) as the row's values. The store
+A `Write` is one change (a call answered by /voice, a call started, a final utterance, a call ended, a call
+recorded as never streamed) as the row's values. The store
 queues it, `encode`/`decode` make it a journal line and back, and `statements` turns it into upserts for
 SQLite or PostgreSQL that give the same rows however often, and in whatever order, they are applied: calls are
 keyed by call SID, utterances by `utterance_key` (call, stream, track, start); call_started never overwrites how
 a call ended, and an utterance whose call row is not there yet makes a stand-in one so its foreign key holds.
+
+A call has one outcome, and the database decides it: `call_not_streamed` applies only if it is first to record
+the call in `streamed_calls`, where a stream's claim (`storage/streams.py`) and a started stream's
+`call_started` record it too (`decision`): whichever comes first, in whichever process, is the call's outcome.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
-from sqlalchemy import Table, Text, bindparam, func, update
+from sqlalchemy import Table, Text, bindparam, exists, func, literal, select, update
 from sqlalchemy import case as sql_case
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
@@ -28,10 +33,12 @@ from service.calls.coverage import SPOOL_PREFIX, Category, Outcome, spool_key
 from service.calls.events import CallEnded, CallStarted
 from service.calls.transcript import Transcript, transcript_data
 from service.storage.schema import AlertRow, Call, CoveragePart, Stream, StreamedCall, Utterance
-from service.storage.statuses import CallStatus
+from service.storage.statuses import CallStatus, NotStreamed
 from service.times import as_utc
 
-Kind = Literal["call_started", "utterance", "call_ended", "alert", "spool_outcome"]
+Kind = Literal[
+    "call_started", "utterance", "call_ended", "alert", "spool_outcome", "call_answered", "call_not_streamed"
+]
 JOURNAL_VERSION = 1
 
 CALLS: Table = cast(Table, Call.__table__)
@@ -46,6 +53,7 @@ HANDED_OVER = "handed_over"  # EndedBy.HANDED_OVER: the call goes on in another 
 _FILLED_TEXT = ("stream_sid", "account_sid", "from_number", "to_number", "direction")
 _FILLED_JSON = ("custom_parameters", "tracks")
 _ENDED = ("ended_at", "status", "ended_by", "deepgram_request_ids", "audio_s_inbound", "audio_s_outbound", "summary")
+_NOT_STREAMED = ("ended_at", "status", "ended_by", "summary")
 # A later delivery of the same utterance (same call, stream, track and start) replaces its content; created_at stays.
 _UTTERANCE_CONTENT = ("speaker", "end", "text", "confidence", "words", "source", "languages")
 _UTTERANCE_COLUMNS = frozenset(UTTERANCES.c.keys())
@@ -133,6 +141,43 @@ def outcome_write(outcome: Outcome) -> Write:
     return Write("spool_outcome", row, outcome.stream_sid)
 
 
+def call_answered_write(
+    *,
+    call_sid: str,
+    account_sid: str,
+    from_number: str,
+    to_number: str,
+    direction: str,
+    answered_at: datetime.datetime,
+) -> Write:
+    """/voice answered the call: its row, on (`active`) with no stream yet (an empty `stream_sid`), which the
+    stream's `call_started` fills in, or `call_not_streamed` ends."""
+    row = {
+        "call_sid": call_sid, "stream_sid": "", "account_sid": account_sid, "from_number": from_number,
+        "to_number": to_number, "direction": direction, "custom_parameters": {}, "tracks": [],
+        "started_at": as_utc(answered_at), "status": CallStatus.ACTIVE,
+    }  # fmt: skip
+    return Write("call_answered", row, "")
+
+
+def call_not_streamed_write(
+    call_sid: str,
+    *,
+    how: NotStreamed,
+    reason: str,
+    fix: str,
+    answered_at: datetime.datetime,
+    at: datetime.datetime,
+) -> Write:
+    """No stream of the call started (`how`): its outcome, with why (`reason`) and what to check (`fix`), unless a
+    stream of it is recorded first (`decision`)."""
+    row = {
+        "call_sid": call_sid, "stream_sid": "", "started_at": as_utc(answered_at), "ended_at": as_utc(at),
+        "status": CallStatus.NOT_STREAMED, "ended_by": str(how), "summary": {"reason": reason, "fix": fix},
+    }  # fmt: skip
+    return Write("call_not_streamed", row, "")
+
+
 def utterance_write(transcript: Transcript, *, speaker: str, created_at: datetime.datetime) -> Write:
     """A final as its utterances row, made from `transcript_data`: every field that has a column goes in as it is
     (a new field with a new column needs nothing here); the rest is what `NOT_STORED` says."""
@@ -201,13 +246,16 @@ def statements(dialect: str, write: Write, now: datetime.datetime) -> list[Step]
     if write.kind == "call_started":
         streamed = {"call_sid": write.call_sid, "first_stream_at": write.row["started_at"]}
         return [(_call_started(dialect), write.row), (_call_streamed(dialect), streamed)]
-    if write.kind == "spool_outcome":
-        return [(_spool_outcome(dialect), {**write.row, "updated_at": as_utc(now)})]
     if write.kind == "call_ended":
         return _call_ended_steps(dialect, write, now)
-    if write.kind == "alert":
-        return [(_stand_in_call(dialect), _stand_in(write, now)), (_alert(dialect), write.row)]
-    return [(_stand_in_call(dialect), _stand_in(write, now)), (_utterance(dialect), write.row)]
+    if write.kind == "spool_outcome":
+        return [(_spool_outcome(dialect), {**write.row, "updated_at": as_utc(now)})]
+    if write.kind in ("call_answered", "call_not_streamed"):
+        outcome = _call_answered if write.kind == "call_answered" else _call_not_streamed
+        return [(outcome(dialect), write.row)]
+    # An utterance or an alert: the call's row first (a stand-in, if its call_started has not come yet).
+    insert = _alert if write.kind == "alert" else _utterance
+    return [(_stand_in_call(dialect), _stand_in(write, now)), (insert(dialect), write.row)]
 
 
 def _stand_in(write: Write, now: datetime.datetime) -> dict[str, Any]:
@@ -232,6 +280,22 @@ def _call_ended_steps(dialect: str, write: Write, now: datetime.datetime) -> lis
     return [*steps, (_call_ended(dialect), {**row, "started_at": write.row["ended_at"]}), (_stream_ended(), ended)]
 
 
+def decision(dialect: str, write: Write) -> Step | None:
+    """The statement that decides whether `write` applies at all (it does when the statement gives a row), None
+    for a write that always does.
+
+    A call is recorded as not streamed only if this puts it first into `streamed_calls`, where a stream's claim
+    or its `call_started` would have put it otherwise: the database's key answers for every process at once (on
+    PostgreSQL a claim in flight is waited for). /voice's answer makes a row only for a call `streamed_calls`
+    does not hold: a captured `/voice` request replayed after the call's deletion must not store it again.
+    """
+    if write.kind == "call_answered":
+        return _not_yet_streamed(), {"call_sid": write.call_sid}
+    if write.kind == "call_not_streamed":
+        return _first_outcome(dialect), {"call_sid": write.call_sid, "first_stream_at": write.row["ended_at"]}
+    return None
+
+
 def dialect_insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT with the dialect's ON CONFLICT (PostgreSQL's, or SQLite's)."""
     return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
@@ -246,8 +310,13 @@ def _call_started(dialect: str) -> Executable:
     for name in _FILLED_JSON:
         # PostgreSQL's json type has no equality; its text is what we stored ("[]" or "{}" when empty).
         fill[name] = sql_case((sql_cast(old[name], Text).in_(("[]", "{}", "null")), new[name]), else_=old[name])
-    # A stand-in row's start is when it was written, so the real one is earlier.
-    fill["started_at"] = sql_case((new.started_at < old.started_at, new.started_at), else_=old.started_at)
+    # A stand-in row's start is when it was written, so the real one is earlier; a row /voice wrote (no stream
+    # yet) takes the stream's start, which the call's timeline and duration count from.
+    fill["started_at"] = sql_case(
+        (old.stream_sid == "", new.started_at),
+        (new.started_at < old.started_at, new.started_at),
+        else_=old.started_at,
+    )
     return statement.on_conflict_do_update(index_elements=["call_sid"], set_=fill)
 
 
@@ -260,11 +329,45 @@ def _call_streamed(dialect: str) -> Executable:
 
 @functools.cache
 def _call_ended(dialect: str) -> Executable:
-    """Record how the call ended; if its call_started never arrived, the ending makes the row (starting then)."""
+    """Record how the call ended; if its call_started never arrived, the ending makes the row (starting then).
+
+    A call already recorded as not streamed keeps that outcome (its terminal event went out): only a stream let
+    in while the database could not answer its claim gets here (`decision`)."""
     statement = dialect_insert(dialect, CALLS)
     return statement.on_conflict_do_update(
-        index_elements=["call_sid"], set_={name: statement.excluded[name] for name in _ENDED}
+        index_elements=["call_sid"],
+        set_={name: statement.excluded[name] for name in _ENDED},
+        where=CALLS.c.status != CallStatus.NOT_STREAMED,
     )
+
+
+@functools.cache
+def _call_answered(dialect: str) -> Executable:
+    """The call as /voice answered it, unless a row is there already (its stream's, from another process)."""
+    return dialect_insert(dialect, CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
+
+
+@functools.cache
+def _call_not_streamed(dialect: str) -> Executable:
+    """The call's outcome when no stream of it started; makes the row if /voice's write has not arrived."""
+    statement = dialect_insert(dialect, CALLS)
+    return statement.on_conflict_do_update(
+        index_elements=["call_sid"], set_={name: statement.excluded[name] for name in _NOT_STREAMED}
+    )
+
+
+@functools.cache
+def _not_yet_streamed() -> Executable:
+    """A row when the call has no outcome in `streamed_calls` yet (no stream, not recorded as not streamed)."""
+    recorded = exists().where(STREAMED_CALLS.c.call_sid == bindparam("call_sid"))
+    return select(literal(1)).where(~recorded)
+
+
+@functools.cache
+def _first_outcome(dialect: str) -> Executable:
+    """The call into `streamed_calls`, returning it only if it was not there (`decision`)."""
+    statement = dialect_insert(dialect, STREAMED_CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
+    return statement.returning(STREAMED_CALLS.c.call_sid)
 
 
 @functools.cache

@@ -34,6 +34,7 @@ from service.live.hub import LiveHub
 from service.refusals import log_refusal
 from service.settings import Settings
 from service.storage import analyses, queries
+from service.storage.statuses import CallStatus
 from service.web import login_tokens
 from service.web.api import BadParameter, ListQuery, parse_list_query
 from service.web.login_limits import LoginLimits
@@ -50,6 +51,16 @@ CSP: Final = (
 )
 FAVICON: Final = "favicon.svg"
 RECENT_CALLS: Final = 50
+FIRST_LINE_CHARS: Final = 60  # a call's first line in the list, cut at a word's end
+# A call's state on the list, each with its colour (style.css) and, for whoever does not see the colour, its text
+# and this meaning (the cell's title and the legend); the feed's `call.state` events move a call between them.
+STATES: Final = {
+    "starting": "the stream has started; the first connection to Deepgram is opening",
+    "streaming": "transcribed live",
+    "reconnecting": "Deepgram's connection dropped: the audio is kept and replayed when it is back",
+    "spooled": "the audio waits in the spool for batch transcription",
+    "handed_over": "the stream moved to another process (a restart): the call goes on there",
+}
 KDF_AT_ONCE: Final = 2  # scrypt checks at once: 16 MiB and one core each
 
 
@@ -124,7 +135,10 @@ class _Pages:
         # Taken before the database is read: the feed replays what comes after, so nothing falls in between.
         since = hub.buffer.last_id or hub.buffer.floor
         engine = self._d.engine()
-        active = (await queries.list_calls(engine, active=True, limit=queries.MAX_LIMIT)).calls
+        # A call /voice answered whose stream has not started is on, but not here yet: the feed adds it when its
+        # stream starts, and a call whose stream never starts has no feed event to take it away again.
+        on = (await queries.list_calls(engine, active=True, limit=queries.MAX_LIMIT)).calls
+        active = [c for c in on if c.stream_sid]
         search, problem = _search(request.args)
         if search is None:
             found = await queries.list_calls(engine, limit=RECENT_CALLS)
@@ -135,16 +149,18 @@ class _Pages:
             )
             recent = list(found.calls)
         board = hub.board.calls
-        rows = [_call_row(c, board.get(c.call_sid)) for c in active]
+        lines = await queries.first_lines(engine, [c.call_sid for c in (*active, *recent)])
+        rows = [_call_row(c, board.get(c.call_sid), first_line=lines.get(c.call_sid, "")) for c in active]
         rows += [_board_row(sid, fields) for sid, fields in board.items() if sid not in {c.call_sid for c in active}]
         summaries = await analyses.summaries(engine, [c.call_sid for c in recent])
         coverage = await queries.get_coverage(engine, [c.call_sid for c in recent])
         recent_rows = [
-            _call_row(c, None, coverage.get(c.call_sid)) | {"analysis_summary": summaries.get(c.call_sid)}
+            _call_row(c, None, coverage=coverage.get(c.call_sid), first_line=lines.get(c.call_sid, ""))
+            | {"analysis_summary": summaries.get(c.call_sid)}
             for c in recent
         ]
         body = await render_template(
-            "calls.html", active=rows, recent=recent_rows, since=format_id(since),
+            "calls.html", active=rows, recent=recent_rows, since=format_id(since), states=STATES,
             csrf=self._csrf_field(), searched=search is not None, problem=problem, form=request.args,
         )  # fmt: skip
         return Response(body, content_type="text/html; charset=utf-8")
@@ -165,7 +181,7 @@ class _Pages:
         utterances = await queries.get_utterances(engine, call_sid)
         alerts = await queries.get_alerts(engine, call_sid)
         coverage = (await queries.get_coverage(engine, [call_sid])).get(call_sid)
-        row = _call_row(call, board, coverage) if call is not None else _board_row(call_sid, board or {})
+        row = _call_row(call, board, coverage=coverage) if call is not None else _board_row(call_sid, board or {})
         language = captions.call_language(utterances)
         analysis = await analyses.stored_analysis(engine, call_sid)
         feelings = _utterance_sentiments(analysis)
@@ -356,17 +372,27 @@ def _secure_headers(response: Response) -> Response:
 
 
 def _call_row(
-    call: queries.CallRecord, board: dict[str, Any] | None, coverage: dict[str, Any] | None = None
+    call: queries.CallRecord,
+    board: dict[str, Any] | None,
+    *,
+    coverage: dict[str, Any] | None = None,
+    first_line: str = "",
 ) -> dict[str, Any]:
     states = (board or {}).get("states") or {}
     ended = call.ended_at is not None
+    not_streamed = call.status == CallStatus.NOT_STREAMED
     return {
         **_coverage_fields(coverage, ended=ended),
         "call_sid": call.call_sid, "from_number": call.from_number, "to_number": call.to_number,
         "direction": call.direction, "tracks": list(call.tracks), "started_at": _iso(call.started_at),
         "ended_at": _iso(call.ended_at) if call.ended_at else "", "status": call.status,
-        "state": _state(states, active=call.ended_at is None), "ended_by": call.ended_by or "",
+        "state": "not_streamed" if not_streamed else _state(states, active=call.ended_at is None),
+        "ended_by": call.ended_by or "",
         "alerts": call.alert_count,
+        # Why no stream of the call started, and what to check (`summary` of a not_streamed call).
+        "reason": str(call.summary.get("reason", "")) if not_streamed else "",
+        "fix": str(call.summary.get("fix", "")) if not_streamed else "",
+        "first_line": shortened(first_line),
     }  # fmt: skip
 
 
@@ -377,6 +403,7 @@ def _board_row(call_sid: str, fields: dict[str, Any]) -> dict[str, Any]:
         "direction": fields.get("direction", ""), "tracks": fields.get("tracks", []),
         "started_at": fields.get("started_at", ""), "ended_at": "", "status": "active",
         "state": _state(fields.get("states") or {}, active=True), "ended_by": "", "alerts": 0,
+        "reason": "", "fix": "", "first_line": "",
         **_coverage_fields(None, ended=False),
     }  # fmt: skip
 
@@ -394,6 +421,15 @@ def _coverage_fields(coverage: dict[str, Any] | None, *, ended: bool) -> dict[st
     waiting = coverage is not None and coverage["waiting_s"] > 0
     feed = ("call ended: words from batch appear here as they come" if waiting else "call ended") if ended else ""
     return {"coverage": short_text(coverage), "coverage_line": line, "coverage_kind": kind, "feed_ended": feed}
+
+
+def shortened(text: str, limit: int = FIRST_LINE_CHARS) -> str:
+    """`text` cut to at most `limit` characters at a word's end, with an ellipsis when cut."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(",.;:") + "…"
 
 
 def _state(states: dict[str, str], *, active: bool) -> str:

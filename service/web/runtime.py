@@ -52,6 +52,7 @@ from service.storage.streams import DatabaseStreamClaims
 from service.storage.writer import TranscriptStore
 from service.twilio.credentials import rest_credentials
 from service.twilio.signatures import TwilioSignatures, stream_token_key
+from service.twilio.urls import MEDIA_PATH, stream_url
 from service.web.next_steps import next_steps
 from service.web.stream_watch import StreamWatch
 from service.webhooks.sender import WebhookSender
@@ -151,10 +152,12 @@ class Runtime:
         self.handover, self._handover_off = self._make_handover()
         self.gate = StreamGate(settings, key=self.token_key, claims=self._claims)
         self.tasks = BackgroundTasks()
-        # /voice's streamed calls whose stream never came: checked once STREAM_START_TIMEOUT_S has passed.
+        # /voice's streamed calls whose stream never came: checked once STREAM_START_TIMEOUT_S has passed, and
+        # recorded as not streamed through the store.
         self.stream_watch = StreamWatch(
-            lambda: self.store.engine, wait_s=settings.stream_start_timeout_s, spawn=self.tasks.start
-        )
+            lambda: self.store.engine, wait_s=settings.stream_start_timeout_s, spawn=self.tasks.start,
+            record=self.store.call_not_streamed,
+        )  # fmt: skip
         self.shared_spool = self._make_shared_spool()
         self._batch = BatchWorker(
             settings, self.spool, self.observer.transcript, self.shared_spool, engines=batch_engines,
@@ -319,6 +322,8 @@ class Runtime:
         if recovered:
             log.warning("spool.recovered", entries=len(recovered), why="audio left by a process that crashed")
         self.tasks.start(self._batch.run_forever())
+        # The watches an earlier process lost (a restart, a crash), from the calls' rows.
+        self.tasks.start(self.stream_watch.resume(_stream_url_here(self.settings)))
         self.tasks.start(self.stt.probe_forever())  # one probe per process, while the primary is down
         self.tasks.start(self.calls.meter_forever())
         if self.redis is not None:
@@ -407,3 +412,9 @@ class Runtime:
         if self.redis is not None:
             await self.redis.close()
         worker_stopped()
+
+
+def _stream_url_here(settings: Settings) -> str:
+    """The `<Stream url>` /voice gave, for the calls a restart watches again: PUBLIC_URL's, when set (otherwise
+    each request's host made it, which the rows do not keep)."""
+    return stream_url(settings, "") if settings.public_url else f"wss://<this service's host>{MEDIA_PATH}"

@@ -157,8 +157,13 @@ def test_streams_without_a_token_are_let_in_only_with_stream_tokens_off() -> Non
 
 
 async def test_the_database_has_the_last_word_across_processes() -> None:
-    """A stream another process started is refused; an unanswered database lets the stream in on the rest."""
-    for outcome, said in [(ClaimOutcome.STREAM_TAKEN, "has already started"), (ClaimOutcome.CALL_TAKEN, "already had")]:
+    """A stream another process started is refused, as is one whose call was recorded as not streamed (its stream
+    came too late); an unanswered database lets the stream in on the rest."""
+    for outcome, said in [
+        (ClaimOutcome.STREAM_TAKEN, "has already started"),
+        (ClaimOutcome.CALL_TAKEN, "already had"),
+        (ClaimOutcome.NOT_STREAMED, "was recorded as not streamed: its stream did not start within"),
+    ]:
         check = gate(Claims(outcome))
         event = start()
         admission = check.check(event)

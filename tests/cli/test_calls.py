@@ -204,6 +204,25 @@ def test_show_of_an_unknown_call_fails_with_a_message(database: Path, capsys: py
     assert (captured.out, captured.err) == ("", "no call CAnope\n")
 
 
+def test_a_call_that_never_streamed_is_listed_and_shown_with_its_reason(
+    database: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A call recorded as not streamed: `list` shows its status and how; `show` prints no transcript on stdout
+    (exit 0: the call exists) and on stderr why and what to check."""
+    reason, fix = "no stream of it started within STREAM_START_TIMEOUT_S (10 s)", "look the call up in Twilio"
+    not_streamed = make_call(
+        "CA9", stream_sid="", status="not_streamed", ended_by="no_stream", summary={"reason": reason, "fix": fix},
+        ended_at=T0 + datetime.timedelta(seconds=10),
+    )  # fmt: skip
+    seed(database, [not_streamed])
+    assert run("list") == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[-3:] == ["not_streamed", "no_stream", "-"]
+    assert run("show", "CA9") == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"call CA9 was not streamed (no_stream): {reason}\nto check: {fix}\n"
+
+
 def test_a_database_without_the_schema_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

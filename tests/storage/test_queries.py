@@ -219,3 +219,17 @@ async def test_words_find_calls_on_either_database(engine: AsyncEngine) -> None:
     assert await found("order thanks") == []  # the words are in two utterances
     assert await found("order", since=T0 + MINUTE) == ["CA2"]
     assert await found("?!") == []
+
+
+async def test_each_calls_first_line_is_its_earliest_final(engine: AsyncEngine) -> None:
+    """The first final by start (then track) of each call asked for; a call without finals, or not asked for,
+    has none; asking for no call asks the database nothing."""
+    await insert(engine, [
+        make_call("CA1"), make_call("CA2", started_at=T0 + MINUTE), make_call("CA3", started_at=T0 + 2 * MINUTE),
+        make_utterance("CA1", "inbound", 4.0, 5.0, "Later words."),
+        make_utterance("CA1", "outbound", 1.0, 2.0, "Agent first."),
+        make_utterance("CA1", "inbound", 1.0, 2.0, "Caller at the same time."),
+        make_utterance("CA3", "inbound", 0.5, 1.0, "Not asked for."),
+    ])  # fmt: skip
+    assert await queries.first_lines(engine, ["CA1", "CA2"]) == {"CA1": "Caller at the same time."}
+    assert await queries.first_lines(engine, []) == {}

@@ -37,12 +37,14 @@ async def outbox(path: Path, events: list[dict[str, Any]], clock: Clock) -> Any:
 
 
 def events(count: int) -> list[dict[str, Any]]:
+    """`count` utterances and the call's end, from rows shaped as stored (the receiver checks their schemas)."""
     utterances = [
-        {"key": f"CA1/inbound/{n * 1000}", "call_sid": "CA1", "track": "inbound", "speaker": "caller",
-         "start": float(n), "end": n + 0.9, "text": f"word {n}", "confidence": 0.9, "source": "live"}
+        {"key": f"CA1/MZ1/inbound/{n * 1000}", "call_sid": "CA1", "stream_sid": "MZ1", "track": "inbound",
+         "speaker": "caller", "start": float(n), "end": n + 0.9, "text": f"word {n}", "confidence": 0.9,
+         "source": "live", "languages": []}
         for n in range(count)
     ]  # fmt: skip
-    call = {"call_sid": "CA1", "from_number": "+15005550006", "started_at": T0, "ended_at": T0}
+    call = {"call_sid": "CA1", "from_number": "+15005550006", "started_at": T0, "ended_at": T0, "ended_by": "stop"}
     return [*(utterance_event(u, T0) for u in utterances), call_completed_event(call, utterances, T0)]
 
 

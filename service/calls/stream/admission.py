@@ -12,7 +12,9 @@ only when, in this order:
    in this process (`RecentStreams`, which remembers them as long as a token for them could still be fresh),
    then across processes and restarts through the database (`StreamClaims`, implemented in
    `storage/streams.py`, whose record of a call's first stream outlives the call's deletion and retention:
-   a replayed `/voice` request mints a fresh token, so only that record refuses its stream).
+   a replayed `/voice` request mints a fresh token, so only that record refuses its stream), and a call that
+   record says was given its outcome without one (not streamed: no stream within STREAM_START_TIMEOUT_S of
+   /voice's answer, which its `call.not_streamed` event announced) gets none later.
 
 Every refusal is one `AdmissionRefused` whose text is the close reason and the log line (never the token).
 When the database cannot answer the cross-process question in time, the stream is let in on the other
@@ -55,6 +57,7 @@ class ClaimOutcome(enum.StrEnum):
     CLAIMED = "claimed"  # it is this stream's now
     STREAM_TAKEN = "stream_taken"  # a stream with this streamSid already started
     CALL_TAKEN = "call_taken"  # the call has had its first stream, even if since deleted (and this is no hand-over)
+    NOT_STREAMED = "not_streamed"  # the call was recorded as never streamed: its stream came too late
     UNCHECKED = "unchecked"  # the database did not answer in time: nothing is known
 
 
@@ -153,6 +156,12 @@ class StreamGate:
             # The database's record outlives the call's deletion and retention, and this process's own memory.
             why = "recorded for good; only a hand-over may start another"
             raise AdmissionRefused(f"call {start.call_sid} already had its stream ({why})")
+        if outcome is ClaimOutcome.NOT_STREAMED:
+            # Its outcome, and its call.not_streamed event, went out: a call ends in one terminal event.
+            raise AdmissionRefused(
+                f"call {start.call_sid} was recorded as not streamed: its stream did not start within "
+                f"STREAM_START_TIMEOUT_S ({self._settings.stream_start_timeout_s:g} s) of /voice's answer"
+            )
         if outcome is ClaimOutcome.UNCHECKED:
             log.warning(
                 "stream.claim_unchecked",

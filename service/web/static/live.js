@@ -93,6 +93,16 @@
     }
   }
 
+  const FIRST_LINE_CHARS = 60;
+
+  function shortened(text, limit) {
+    text = text.split(/\s+/).filter(Boolean).join(" ");
+    if (text.length <= limit) return text;
+    let cut = text.slice(0, limit - 1);
+    if (cut.includes(" ")) cut = cut.slice(0, cut.lastIndexOf(" "));
+    return cut.replace(/[,.;:]+$/, "") + "…";
+  }
+
   function worstState(states) {
     const values = Object.values(states);
     for (const worst of ["spooled", "reconnecting", "handed_over"]) {
@@ -101,9 +111,14 @@
     return values.length ? "streaming" : "starting";
   }
 
+  // What each state means (the page's legend), for the cell's title: the colour is never the only sign.
+  const STATES = JSON.parse((document.getElementById("calls") || document.body).dataset.states || "{}");
+
   function setState(cell, state) {
     cell.textContent = state;
     cell.className = "state state-" + state;
+    if (STATES[state]) cell.title = STATES[state];
+    else cell.removeAttribute("title");
   }
 
   // --- the list of calls ------------------------------------------------------------------------------
@@ -127,14 +142,16 @@
       started.className = "started";
       started.dateTime = call.started_at;
       started.textContent = call.started_at.slice(0, 19).replace("T", " ");
-      const cells = [[link, to], [call.direction], [], ["starting"], [started], []];
+      const firstLine = document.createElement("div");
+      firstLine.className = "first-line";
+      const cells = [[link, to, firstLine], [call.direction], [], ["starting"], [started], []];
       for (const content of cells) {
         const td = document.createElement("td");
         td.append(...content);
         tr.append(td);
       }
       tr.children[2].className = "duration";
-      tr.children[3].className = "state state-starting";
+      setState(tr.children[3], "starting");
       tr.children[5].className = "alerts";
       tr.children[5].dataset.count = "0";
       return tr;
@@ -169,6 +186,12 @@
         const tr = active.querySelector(`tr[data-call-sid="${CSS.escape(event.call_sid)}"]`);
         states[event.call_sid] = Object.assign(states[event.call_sid] || {}, { [event.track]: event.state });
         if (tr) setState(tr.querySelector(".state"), worstState(states[event.call_sid]));
+      },
+      transcript: (t) => {
+        // A call's first line: its first final, shortened as the server shortens it (FIRST_LINE_CHARS).
+        const tr = active.querySelector(`tr[data-call-sid="${CSS.escape(t.call_sid)}"]`);
+        const line = tr && tr.querySelector(".first-line");
+        if (t.is_final && line && !line.textContent) line.textContent = shortened(t.text, FIRST_LINE_CHARS);
       },
       "call.ended": (event) => {
         const tr = active.querySelector(`tr[data-call-sid="${CSS.escape(event.call_sid)}"]`);
