@@ -44,10 +44,16 @@ class LogObserver:
 
 
 class Fanout:
-    """Every call event to every observer; one observer's bug never reaches the call or the others."""
+    """Every call event to every observer, in order; one observer's bug never reaches the call or the others.
 
-    def __init__(self, observers: Sequence[CallObserver]) -> None:
-        self._observers = tuple(observers)
+    `deciders` come last, after what they act on is stored and published (an alert after the final that raised
+    it), but first for a stream's end: what they decide then (an alert for a disclosure never made) is queued
+    before the end itself, so the call's `call.completed` carries it.
+    """
+
+    def __init__(self, observers: Sequence[CallObserver], *, deciders: Sequence[CallObserver] = ()) -> None:
+        self._observers = (*observers, *deciders)
+        self._ending = (*deciders, *observers)
 
     def call_started(self, event: CallStarted) -> None:
         for observer in self._observers:
@@ -66,7 +72,7 @@ class Fanout:
             self._guarded(observer.turn, event)
 
     def call_ended(self, event: CallEnded) -> None:
-        for observer in self._observers:
+        for observer in self._ending:
             self._guarded(observer.call_ended, event)
 
     def spool_outcome(self, outcome: Outcome) -> None:

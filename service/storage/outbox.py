@@ -1,10 +1,11 @@
 """Storage layer: webhook events written into `webhook_deliveries` in the writer's own transaction.
 
-An `utterance.final` row goes in with its utterance, a `call.completed` row with the call's end (carrying
-the whole transcript stored by then, and the call's coverage), a `call.not_streamed` row with the outcome of a
-call whose stream never started, a `call.alert` row with its alert, a `call.analyzed` row with the analysis it
-reports (`analyses.py`, through `add_event`). `call.completed` and `call.not_streamed` are a call's last event,
-and it has one of them: a call recorded as not streamed gets no `call.completed` (see `storage/writes.py`'s
+An `utterance.final` row goes in with its utterance, a `call.completed` row with the call's end, a
+`call.not_streamed` row with the outcome of a call whose stream never started, a `call.alert` row with its
+alert, a `call.analyzed` row with the analysis it reports (`analyses.py`, through `add_event`).
+`call.completed` is the call's one report: the whole transcript stored by then, its coverage, the alerts it
+raised and its analysis when one is stored by then. It and `call.not_streamed` are a call's last event, and it
+has one of them: a call recorded as not streamed gets no `call.completed` (see `storage/writes.py`'s
 `decision`). Event ids are stable, so writing the same utterance or alert again (a retry, a journal replay)
 adds no second event. `webhooks/sender.py` delivers what is here.
 """
@@ -20,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.calls.coverage import stored_part, summarize
-from service.storage.schema import Call, CoveragePart, Utterance, WebhookDelivery
+from service.storage.schema import AlertRow, Analysis, Call, CoveragePart, Utterance, WebhookDelivery
 from service.storage.statuses import CallStatus, DeliveryStatus
 from service.storage.webhook_events import alert_event, call_completed_event, call_not_streamed_event, utterance_event
 from service.storage.writes import Write
@@ -85,4 +86,11 @@ async def _call_completed(connection: AsyncConnection, call_sid: str, now: datet
         if parts
         else None
     )
-    return call_completed_event(call, [dict(utterance) for utterance in utterances], now, coverage)
+    alerts = (await connection.execute(select(AlertRow.__table__).where(AlertRow.call_sid == call_sid))).mappings()
+    analysis = (
+        (await connection.execute(select(Analysis.__table__).where(Analysis.call_sid == call_sid))).mappings().first()
+    )
+    return call_completed_event(
+        call, [dict(utterance) for utterance in utterances], now, coverage,
+        alerts=[dict(alert) for alert in alerts], analysis=dict(analysis) if analysis is not None else None,
+    )  # fmt: skip

@@ -40,9 +40,14 @@ def call_completed_event(
     utterances: Sequence[Mapping[str, Any]],
     created_at: datetime.datetime,
     coverage: Mapping[str, Any] | None = None,
+    *,
+    alerts: Sequence[Mapping[str, Any]] = (),
+    analysis: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`call.completed`: the call and its whole transcript as stored when the stream ended, with its coverage then
-    (`calls/coverage.py`'s `summarize`, per track; what is waiting for batch then is said there)."""
+    """`call.completed`, the call's one report: the call and its whole transcript as stored when the stream ended,
+    with its coverage then (`calls/coverage.py`'s `summarize`, per track; what is waiting for batch then is said
+    there), the live alerts it raised (in the order of its timeline) and its analysis if one is stored by then
+    (a call's analysis runs after its end: it usually follows as `call.analyzed`)."""
     return {
         "id": f"{EventType.CALL_COMPLETED}:{call['call_sid']}",
         "type": EventType.CALL_COMPLETED,
@@ -59,6 +64,11 @@ def call_completed_event(
             # REDACT: what was redacted, by kind and count (never a value); {} when nothing was, or REDACT is off
             "redacted": dict((call.get("summary") or {}).get("redacted") or {}),
             "coverage": dict(coverage) if coverage is not None else None,
+            "alerts": [
+                {name: value for name, value in alert_data(alert).items() if name != "call_sid"}
+                for alert in sorted(alerts, key=lambda a: (a["start"], a["alert_id"]))
+            ],
+            "analysis": analysis_data(analysis) if analysis is not None else None,
             "transcript": [
                 {name: value for name, value in utterance.items() if name not in ENTRY_LEAVES_OUT}
                 for utterance in sorted(utterances, key=lambda u: (u["start"], u["track"]))
@@ -67,11 +77,18 @@ def call_completed_event(
     }
 
 
+def alert_data(alert: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored alert as data: `call.alert`'s `data`, and (without its `call_sid`) an entry of `call.completed`'s
+    `alerts`."""
+    data = dict(alert)
+    data["raised_at"] = _iso(alert.get("raised_at"))
+    return data
+
+
 def alert_event(alert: Mapping[str, Any], created_at: datetime.datetime) -> dict[str, Any]:
     """`call.alert`: an ALERT_RULES rule fired on a call, with the words that fired it and their time in the call
     (or, for a phrase that was missing, the window it was missing from). Its id is the alert's own."""
-    data = dict(alert)
-    data["raised_at"] = _iso(alert.get("raised_at"))
+    data = alert_data(alert)
     return {
         "id": f"{EventType.CALL_ALERT}:{alert['alert_id']}",
         "type": EventType.CALL_ALERT,

@@ -132,9 +132,10 @@ class Runtime:
         self.redis = _redis_feed(settings, self.live)
         publish: Publish = self.redis.publish if self.redis is not None else LocalPublisher(self.live).publish
         feed = LiveObserver(publish)
-        # Alerts last: a `call.alert` follows, on the feed and in the store, the final that raised it.
+        # Alerts last: a `call.alert` follows, on the feed and in the store, the final that raised it; but first at a
+        # stream's end, so that an alert decided then is in the call's `call.completed`.
         alerts = AlertWatch(settings.alert_rules, [self.store, feed], speakers=functools.partial(speaker_for, settings))
-        fanout = Fanout([*observers, self.store, feed, *([alerts] if settings.alert_rules else [])])
+        fanout = Fanout([*observers, self.store, feed], deciders=[alerts] if settings.alert_rules else [])
         # REDACT: every output below the redactor (log, database, feed, webhooks, alerts) gets the same redacted words.
         self.redactor = RedactingObserver(fanout) if settings.redact else None
         self.observer: CallObserver = self.redactor if self.redactor is not None else fanout

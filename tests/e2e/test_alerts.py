@@ -99,6 +99,12 @@ async def test_a_said_phrase_and_a_missing_disclosure_each_alert_once_everywhere
             key: value for key, value in data.items() if key != "raised_at"
         }
 
+    # The call's one report carries them too, the disclosure decided at its end included.
+    [completed] = [event for event in receiver.accepted if event["type"] == "call.completed"]
+    assert [(a["rule"], a["alert_id"]) for a in completed["data"]["alerts"]] == [
+        ("disclosure", disclosure["alert_id"]),
+        ("cancel", cancel["alert_id"]),
+    ]
     assert call["alert_count"] == 2
     assert [(alert["rule"], alert["start"]) for alert in call["alerts"]] == [("disclosure", 0.0), ("cancel", 1.5)]
     assert {alert["alert_id"] for alert in call["alerts"]} == {cancel["alert_id"], disclosure["alert_id"]}
