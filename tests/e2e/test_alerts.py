@@ -14,7 +14,7 @@ from playwright.async_api import expect
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec
 from tests.e2e.test_live_feed import documented
-from tests.e2e.test_page import PASSWORD, lane_words, log_in, shoot
+from tests.e2e.test_page import PASSWORD, lane_words, log_in
 from tests.helpers.audio import call_audio
 from tests.helpers.browser import chromium
 from tests.helpers.credentials import TWILIO_TOKEN
@@ -153,7 +153,6 @@ async def test_the_page_lists_alerts_and_marks_their_words_live_and_after_a_relo
         await expect(page.locator("#alerts li.alert")).to_have_count(2)
         await expect(marked).to_have_text([said[3], said[4]])
         assert await lane_words(page, "caller") == said  # the marks change no word
-        await shoot(page, "call-with-alerts.png")
         await listing.reload()
         await expect(listing.locator(f'#recent tr[data-call-sid="{spec.call_sid}"] .alerts')).to_have_text("2")
         await context.close()

@@ -28,7 +28,7 @@ from tests.helpers.audio import call_audio
 from tests.helpers.browser import chromium
 from tests.helpers.credentials import DEEPGRAM_KEY, TWILIO_TOKEN
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch
-from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
+from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words, saying
 from tests.helpers.logs import LogLines
 from tests.helpers.paths import ROOT
 from tests.helpers.service import make_settings, running_service
@@ -73,7 +73,9 @@ async def shoot(page: Page, name: str) -> None:
 
 async def test_the_page_shows_a_call_live_and_whole(deepgram: FakeDeepgram, log_lines: LogLines) -> None:
     """Login, the active list, interim then final text per lane, a reload mid-call without repeats, downloads."""
-    caller, agent = call_audio(601, 6.0), call_audio(602, 5.0)
+    # Readable words (each window heard as the word it spells), for the README's pictures: 6 s and 5 s of audio.
+    caller = saying("Hi, I am calling about my order from last week, please.")
+    agent = saying("Sure, I can help you with that order today.")
     spec = CallSpec(inbound=caller, outbound=agent, speed=1, from_number="+15005550123")
     settings = make_settings(deepgram, dashboard_password=PASSWORD, stream_track="both_tracks")
     async with running_service(settings) as service, chromium() as browser:
@@ -227,7 +229,6 @@ async def test_an_analysed_call_shows_its_summary_tags_and_sentiment_in_the_brow
             summary = page.locator(f'#recent tr[data-call-sid="{spec.call_sid}"] .summary-line')
             await expect(summary).to_contain_text("Summary of ")
             said = await summary.text_content() or ""
-            await shoot(page, "calls-with-summary.png")
             await page.goto(f"{url}/calls/{spec.call_sid}")
             await expect(page.locator("#summary")).to_have_text(said)
             await expect(page.locator(".tags .tag.topic")).to_have_count(3)
@@ -242,7 +243,6 @@ async def test_an_analysed_call_shows_its_summary_tags_and_sentiment_in_the_brow
             assert top is not None
             assert lanes is not None
             assert top["y"] < lanes["y"]  # the analysis above the transcript
-            await shoot(page, "analysed-call.png")
             await context.close()
 
 

@@ -431,11 +431,16 @@
       "call.ended": (event) => {
         setState(stateCell, "ended");
         if (status) {
-          status.dataset.ended = "call ended";
+          // A page opened after the end has the server's words for it (batch may still add some): kept.
+          if (!status.dataset.ended) status.dataset.ended = "call ended";
           live();
         }
+        // Only a page opened while the call was on lacks its coverage; one opened after has it from the database
+        // (and the feed replays the end to it).
         const coverage = document.getElementById("coverage");
-        if (coverage) coverage.textContent = "Coverage is counted as the call ends: reload the page to see it";
+        if (coverage && coverage.classList.contains("coverage-unknown")) {
+          coverage.textContent = "Coverage is counted as the call ends: reload the page to see it";
+        }
         const ended = document.createElement("time");
         ended.dataset.endedAt = event.ended_at;
         section.querySelector(".duration").replaceChildren(ended);

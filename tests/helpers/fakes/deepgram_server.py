@@ -61,6 +61,7 @@ __all__ = [
     "language_for",
     "languages_of",
     "said",
+    "saying",
     "word_for",
 ]
 
@@ -104,6 +105,11 @@ def said(word: str, window_bytes: int = 4000) -> bytes:
     ("four one one one ...") where the hashed words cannot."""
     spelt = SAY + word.encode() + b"\0"
     return spelt + bytes([0x10]) * (window_bytes - len(spelt))
+
+
+def saying(text: str, window_bytes: int = 4000) -> bytes:
+    """`text` as audio the fake hears word by word (`said`), then a silent window: a sentence, and its pause."""
+    return b"".join(said(word, window_bytes) for word in text.split()) + bytes([0xFF]) * window_bytes
 
 
 def language_for(window: bytes) -> str:
