@@ -20,10 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.calls.coverage import stored_part, summarize
-from service.storage.schema import AlertRow, Analysis, Call, CoveragePart, Utterance, WebhookDelivery
+from service.storage.reports import call_report
+from service.storage.schema import Call, WebhookDelivery
 from service.storage.statuses import CallStatus, DeliveryStatus
-from service.storage.webhook_events import alert_event, call_completed_event, call_not_streamed_event, utterance_event
+from service.storage.webhook_events import alert_event, call_not_streamed_event, utterance_event
 from service.storage.writes import Write
 
 log = structlog.get_logger("callscribe.store")
@@ -77,20 +77,4 @@ async def _call_completed(connection: AsyncConnection, call_sid: str, now: datet
             why="a stream of this call ended after the call was recorded as not streamed: no call.completed",
         )  # fmt: skip
         return None
-    utterances = (
-        (await connection.execute(select(Utterance.__table__).where(Utterance.call_sid == call_sid))).mappings().all()
-    )
-    parts = (await connection.execute(select(CoveragePart.__table__).where(CoveragePart.call_sid == call_sid))).all()
-    coverage = (
-        summarize([stored_part(row.track, row.part, row.category, row.ms, row.reason) for row in parts], per_track=True)
-        if parts
-        else None
-    )
-    alerts = (await connection.execute(select(AlertRow.__table__).where(AlertRow.call_sid == call_sid))).mappings()
-    analysis = (
-        (await connection.execute(select(Analysis.__table__).where(Analysis.call_sid == call_sid))).mappings().first()
-    )
-    return call_completed_event(
-        call, [dict(utterance) for utterance in utterances], now, coverage,
-        alerts=[dict(alert) for alert in alerts], analysis=dict(analysis) if analysis is not None else None,
-    )  # fmt: skip
+    return await call_report(connection, call_sid, now)

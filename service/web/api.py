@@ -26,9 +26,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from service import captions
 from service.captions import Format
 from service.settings import Settings
-from service.storage import analyses, queries, search_terms
+from service.storage import analyses, queries, reports, search_terms
 from service.storage.queries import AlertRecord, CallRecord, CursorError
-from service.times import as_utc
+from service.times import as_utc, utc_now
 from service.web.responses import bearer_refusal, error_response, json_response, no_store, refuse
 
 log = structlog.get_logger("callscribe.api")
@@ -84,6 +84,7 @@ def api_blueprint(settings: Settings, engine_provider: Callable[[], AsyncEngine]
     blueprint.add_url_rule("/calls/<call_sid>", view_func=api.get_call, methods=["GET"])
     blueprint.add_url_rule("/calls/<call_sid>", view_func=api.delete_call, methods=["DELETE"])
     blueprint.add_url_rule("/calls/<call_sid>/transcript", view_func=api.transcript, methods=["GET"])
+    blueprint.add_url_rule("/calls/<call_sid>/report", view_func=api.report, methods=["GET"])
     blueprint.add_url_rule("/openapi.json", view_func=api.openapi, methods=["GET"])
     blueprint.register_error_handler(SQLAlchemyError, api.database_error)
     blueprint.register_error_handler(HTTPException, _http_error)
@@ -162,6 +163,14 @@ class _Api:
         response = Response(body, content_type=captions.CONTENT_TYPES[fmt])
         response.headers["Vary"] = "Accept"  # the same URL answers in several formats
         return response
+
+    async def report(self, call_sid: str) -> Response:
+        """The call's one report, as `call.completed` carries it, read now (batch's and analysis's since included)."""
+        if request.args:
+            return bad_parameter(BadParameter(next(iter(request.args)), "unknown parameter; this route takes none"))
+        async with self._engine().connect() as connection:
+            event = await reports.call_report(connection, call_sid, utc_now())
+        return not_found(call_sid) if event is None else json_response(event["data"])
 
     async def openapi(self) -> Response:
         return Response(self._openapi, content_type="application/json")

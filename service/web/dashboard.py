@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,8 +34,9 @@ from service.live.format import format_id
 from service.live.hub import LiveHub
 from service.refusals import log_refusal
 from service.settings import Settings
-from service.storage import analyses, queries
+from service.storage import analyses, queries, reports
 from service.storage.statuses import CallStatus
+from service.times import utc_now
 from service.web import login_tokens
 from service.web.api import BadParameter, ListQuery, parse_list_query
 from service.web.login_limits import LoginLimits
@@ -120,6 +122,7 @@ def dashboard_blueprint(dashboard: Dashboard) -> Blueprint:
     blueprint.add_url_rule("/favicon.ico", "icon", view_func=partial(_icon, icon), methods=["GET"])
     blueprint.add_url_rule("/calls/<call_sid>", view_func=pages.call, methods=["GET"])
     blueprint.add_url_rule("/calls/<call_sid>/transcript.<extension>", view_func=pages.download, methods=["GET"])
+    blueprint.add_url_rule("/calls/<call_sid>/report.json", view_func=pages.report, methods=["GET"])
     blueprint.after_request(_secure_headers)
     return blueprint
 
@@ -204,6 +207,18 @@ class _Pages:
         body = captions.render(await queries.get_utterances(engine, call_sid), fmt)
         response = Response(body, content_type=captions.CONTENT_TYPES[fmt])
         response.headers["Content-Disposition"] = f'attachment; filename="{call_sid}.{extension}"'
+        return response
+
+    async def report(self, call_sid: str) -> Response:
+        """The call's one report as a file: what `GET /api/calls/{call_sid}/report` answers."""
+        if not self._d.signed_in():
+            return _to_login()
+        async with self._d.engine().connect() as connection:
+            event = await reports.call_report(connection, call_sid, utc_now())
+        if event is None:
+            return Response("no such call\n", status=404, content_type="text/plain; charset=utf-8")
+        response = Response(json.dumps(event["data"], ensure_ascii=False), content_type="application/json")
+        response.headers["Content-Disposition"] = f'attachment; filename="{call_sid}.report.json"'
         return response
 
     async def login_form(

@@ -74,6 +74,11 @@ async def test_a_finished_call_reads_as_one_report(deepgram: FakeDeepgram) -> No
             assert await lane_words(page, "caller") == CALLER.split()
             assert await lane_words(page, "agent") == AGENT.split()
             await shoot(page, "call-report.png")
+            # The page's report.json: the same report read now, so with the analysis that followed the call's end.
+            download = await context.request.get(f"{url}/calls/{spec.call_sid}/report.json")
+            report = await download.json()
+            assert (report["analysis"]["summary"], len(report["alerts"])) == (expected, 2)
+            assert report["coverage"]["complete"] is True
             await page.goto(f"{url}/")
             row = page.locator(f'#recent tr[data-call-sid="{spec.call_sid}"]')
             await expect(row.locator(".summary-line")).to_have_text(expected)

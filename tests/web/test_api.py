@@ -187,7 +187,7 @@ def error(response: httpx.Response) -> dict[str, Any]:
 
 # --- Authentication -------------------------------------------------------------------------------------
 
-ROUTES = ["/api/calls", "/api/calls/CA1", "/api/calls/CA1/transcript", "/api/openapi.json"]
+ROUTES = ["/api/calls", "/api/calls/CA1", "/api/calls/CA1/transcript", "/api/calls/CA1/report", "/api/openapi.json"]
 
 
 @pytest.mark.parametrize("path", ROUTES)
@@ -326,6 +326,24 @@ async def test_a_calls_alerts_are_listed_with_it_and_counted_in_the_list(api: Ap
     assert [c["alert_count"] for c in (await api.get("/api/calls")).json()["calls"]] == [2]
     assert (await api.delete("/api/calls/CA1")).status_code == 204
     assert await queries.get_alerts(api.engine, "CA1") == []
+
+
+async def test_a_calls_report_is_what_call_completed_carries_read_now(api: ApiClient) -> None:
+    """GET /api/calls/CA1/report: the call, its transcript in spoken order, its alerts in timeline order, coverage
+    and analysis (none stored here: null), valid against `CallCompletedData`; a call that is not there is a 404,
+    a parameter a 400."""
+    await insert(api.engine, [
+        AlertRow(alert_id="a1", call_sid="CA1", rule="cancel", kind="said", speaker="caller", track="inbound",
+                 phrase="cancel my account", text="cancel my account.", start=12.5, end=13.75, raised_at=T0),
+    ])  # fmt: skip
+    report = (await api.get("/api/calls/CA1/report")).json()
+    transcript = (await api.get("/api/calls/CA1/transcript")).json()
+    assert report["call_sid"] == "CA1"
+    assert [(u["speaker"], u["text"]) for u in report["transcript"]] == [(u["speaker"], u["text"]) for u in transcript]
+    assert [(a["rule"], a["start"]) for a in report["alerts"]] == [("cancel", 12.5)]
+    assert (report["coverage"], report["analysis"], report["redacted"]) == (None, None, {})
+    assert (await api.get("/api/calls/CA404/report")).status_code == 404
+    assert error(await api.get("/api/calls/CA1/report", params={"format": "json"}))["parameter"] == "format"
 
 
 async def test_a_calls_coverage_sums_its_streams_in_the_list_and_per_track_on_its_own(api: ApiClient) -> None:
