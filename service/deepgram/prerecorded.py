@@ -10,18 +10,16 @@ call's timeline, its speaker) and when to try again are the spool worker's.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 from deepgram import AsyncDeepgramClient
-from deepgram.core.api_error import ApiError
-from deepgram.core.parse_error import ParsingError
 from deepgram.types.listen_v1response import ListenV1Response
 
 from service.deepgram.environment import DeepgramAddress, primary_address
-from service.deepgram.protocol import batch_options, error_message, status_error
+from service.deepgram.protocol import batch_options
+from service.deepgram.requests import translated
 from service.errors import SttRejected, SttUnavailable
 from service.settings import Settings
 from service.stt.events import BatchAnswer, BatchUtterance, Word, languages_of
@@ -55,7 +53,7 @@ class PrerecordedClient:
         # Our own httpx client, so its connections are closed when this returns rather than when it is collected.
         async with httpx.AsyncClient(timeout=timeout) as http:
             sdk = self._sdk(http)
-            with _translated():
+            with translated("a transcript"):
                 response = await sdk.listen.v1.media.transcribe_file(request=wav, **batch_options(self._settings))
         if not isinstance(response, ListenV1Response):
             raise SttUnavailable("Deepgram accepted the audio but answered with no transcript")
@@ -127,20 +125,3 @@ def _words(words: Sequence[Any] | None) -> tuple[Word, ...]:
         )
         for word in words or ()
     )
-
-
-@contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """SDK and HTTP errors of one pre-recorded request as SttRejected / SttUnavailable."""
-    try:
-        yield
-    except ApiError as exc:
-        raise status_error(exc.status_code, said=error_message(exc.body)) from exc
-    except ParsingError as exc:
-        raise SttUnavailable("Deepgram's answer was not a transcript the SDK could read") from exc
-    except httpx.TimeoutException as exc:
-        raise SttUnavailable(f"Deepgram did not answer in time ({type(exc).__name__})") from exc
-    except (httpx.TransportError, OSError) as exc:
-        raise SttUnavailable(f"cannot reach Deepgram: {type(exc).__name__}") from exc
-    except httpx.HTTPError as exc:  # a broken answer (bad encoding, redirects): may pass, like a 5xx
-        raise SttUnavailable(f"Deepgram's answer could not be read: {type(exc).__name__}") from exc

@@ -9,18 +9,15 @@ asked for (`/v1/read` reads English only). `parse` maps the SDK's answer onto ou
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 from deepgram import AsyncDeepgramClient
-from deepgram.core.api_error import ApiError
-from deepgram.core.parse_error import ParsingError
 
 from service.deepgram.environment import DeepgramAddress, primary_address
-from service.deepgram.protocol import error_message, status_error
-from service.errors import SttRejected, SttUnavailable
+from service.deepgram.requests import translated
+from service.errors import SttRejected
 from service.settings import Settings
 from service.stt.analysis import Label, Span, TextAnalysis
 
@@ -50,7 +47,7 @@ class DeepgramText:
             sdk = AsyncDeepgramClient(
                 api_key=self._api_key, environment=self._address.environment(), httpx_client=http, max_retries=0
             )
-            with _translated():
+            with translated("an analysis"):
                 response = await sdk.read.v1.text.analyze(
                     request={"text": text}, language=LANGUAGE, summarize=True if "summary" in features else None,
                     topics=_asked("topics", features), intents=_asked("intents", features),
@@ -122,20 +119,3 @@ def _index(value: Any) -> int:
 
 def _float(value: Any) -> float | None:
     return float(value) if value is not None else None
-
-
-@contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """SDK and HTTP errors of one `/v1/read` request as SttRejected / SttUnavailable."""
-    try:
-        yield
-    except ApiError as exc:
-        raise status_error(exc.status_code, said=error_message(exc.body)) from exc
-    except ParsingError as exc:
-        raise SttUnavailable("Deepgram's answer was not one the SDK could read") from exc
-    except httpx.TimeoutException as exc:
-        raise SttUnavailable(f"Deepgram did not answer in time ({type(exc).__name__})") from exc
-    except (httpx.TransportError, OSError) as exc:
-        raise SttUnavailable(f"cannot reach Deepgram: {type(exc).__name__}") from exc
-    except httpx.HTTPError as exc:
-        raise SttUnavailable(f"Deepgram's answer could not be read: {type(exc).__name__}") from exc

@@ -20,6 +20,16 @@ UTTERANCE_LEAVES_OUT = frozenset({"key", "created_at", "words"})
 ENTRY_LEAVES_OUT = UTTERANCE_LEAVES_OUT | {"call_sid", "stream_sid", "confidence"}
 
 
+def _who(call: Mapping[str, Any]) -> dict[str, Any]:
+    """A call's terminal event's first fields: the call, who called whom, and which way ("" when Twilio did not say)."""
+    return {
+        "call_sid": call["call_sid"],
+        "from": call.get("from_number", ""),
+        "to": call.get("to_number", ""),
+        "direction": call.get("direction", ""),
+    }
+
+
 def _iso(value: datetime.datetime | None) -> str | None:
     # With its offset whatever the backend: SQLite hands stored times back naive (all of them UTC).
     return as_utc(value).isoformat() if value is not None else None
@@ -53,10 +63,7 @@ def call_completed_event(
         "type": EventType.CALL_COMPLETED,
         "created_at": _iso(created_at),
         "data": {
-            "call_sid": call["call_sid"],
-            "from": call.get("from_number", ""),
-            "to": call.get("to_number", ""),
-            "direction": call.get("direction", ""),
+            **_who(call),
             "started_at": _iso(call.get("started_at")),
             "ended_at": _iso(call.get("ended_at")),
             "ended_by": call.get("ended_by"),
@@ -131,10 +138,7 @@ def call_not_streamed_event(call: Mapping[str, Any], created_at: datetime.dateti
         "type": EventType.CALL_NOT_STREAMED,
         "created_at": _iso(created_at),
         "data": {
-            "call_sid": call["call_sid"],
-            "from": call.get("from_number", ""),
-            "to": call.get("to_number", ""),
-            "direction": call.get("direction", ""),
+            **_who(call),
             "answered_at": _iso(call.get("started_at")),
             "ended_at": _iso(call.get("ended_at")),
             "ended_by": call.get("ended_by"),
