@@ -51,6 +51,8 @@ CORPUS = [
         "card [card] expires [expiry] and the code is [cvv]",
     ),
     ("card 4111111111111111 expires 04/26", "card [card] expires [expiry]"),
+    ("card 4111111111111111 then 0427 ok", "card [card] then [expiry] ok"),
+    ("card 4111111111111111 then 737 ok", "card [card] then [cvv] ok"),
     # a code or expiry by its own words, with no card
     ("the security code is 123", "the security code is [cvv]"),
     ("the cvv is four five six", "the cvv is [cvv]"),
@@ -273,6 +275,19 @@ def test_a_failure_after_a_held_final_withholds_both() -> None:
     assert [r.result for r in released] == [held, failing]
     assert all(r.spans == (Span(0, EVERY_WORD, Kind.WITHHELD),) for r in released)
     assert redactor.counts[Kind.WITHHELD] == 2
+
+
+def test_a_turns_words_are_read_like_an_interim_and_fail_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A turn's text so far (Flux) is no result of the track's: read after the held finals, like an interim."""
+    redactor: TrackRedactor[str] = TrackRedactor(str.split)
+    assert redactor.final("card 4111 1111") == []
+    assert apply(["1111", "1111", "ok"], redactor.interim_words(["1111", "1111", "ok"])) == ["[card]", "ok"]
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug in the rules")
+
+    monkeypatch.setattr("service.redaction.tracks.find_spans", broken)
+    assert redactor.interim_words(["four", "one"]) == (Span(0, EVERY_WORD, Kind.WITHHELD),)
 
 
 def test_an_interim_with_a_whole_card_says_card() -> None:
