@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV := $(shell command -v uv 2>/dev/null)
 PORT ?= 5001
 
-.PHONY: setup serving run test lint format simulate demo docs bench clean
+.PHONY: setup serving try run test lint format simulate demo docs bench clean
 
 # `make setup` installs everything (the service, and the tools to test, lint and benchmark it); `make run`, `demo`,
 # `simulate` and `docs` only what serving needs, so a first run fetches no test tools (Playwright, moto, mypy).
@@ -27,6 +27,11 @@ $(VENV)/.synced: pyproject.toml uv.lock
 $(VENV)/.serving: pyproject.toml uv.lock
 	$(UV_SYNC) --no-dev --inexact
 	touch $@
+
+# No account, no .env: the Deepgram stand-in and the service on local ports, one demo call and its transcript, the
+# page's address and a password made for the run; Ctrl+C stops both. ARGS passes options, e.g. ARGS="--standin-port 5012".
+try: serving
+	$(BIN)/python -m service try --port $(PORT) $(ARGS)
 
 # The default database is a SQLite file here, which the service creates and migrates itself as it starts.
 run: serving

@@ -2,7 +2,7 @@
 
 The package is in layers; a module imports only its own layer and those below it (docs/architecture.md):
 
-    cli                       python -m service: serve, simulate, demo, spool, calls, db, settings, doctor, twilio
+    cli                       python -m service: try, serve, standin, simulate, demo, spool, calls, ...
     web                       the Quart app: /voice, /media, /api, /api/live, the page, /healthz, /readyz, /metrics
     webhooks | live           signed delivery from the database's outbox | the live feed
     spool | storage           audio waiting for batch transcription | the database
@@ -11,5 +11,6 @@ The package is in layers; a module imports only its own layer and those below it
     twilio | stt | redaction  Media Streams, signatures, TwiML | the speech-to-text seam | what transcripts hide
     root modules              settings, alert_rules, errors, times, mulaw, retry, files, logs, refusals, metrics, ...
 
-`simulator` stands apart: it imports nothing of the server but `service.mulaw`.
+`simulator` (Twilio's stand-in) and `standin` (Deepgram's) stand apart: they import nothing of the server but
+`service.mulaw` (and, for `standin`, `service.spool.wav`).
 """

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from service.cli import calls, db, demo, doctor, serve, settings, simulate, spool, twilio_number
+from service.cli import calls, db, demo, doctor, serve, settings, simulate, spool, standin, try_it, twilio_number
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -33,7 +33,7 @@ class CommandParser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(prog="python -m service", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command")
-    for command in (serve, simulate, demo, spool, calls, db, settings, doctor, twilio_number):
+    for command in (try_it, serve, standin, simulate, demo, spool, calls, db, settings, doctor, twilio_number):
         command.add_commands(commands)
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler

@@ -3,7 +3,9 @@
 The first thing to run after `make run`: it places `hello.wav` the way Twilio would (signed with this
 checkout's TWILIO_AUTH_TOKEN), waits for the call to be stored, and prints its transcript from the API (with
 API_TOKEN) or straight from the database. When it cannot, it says which setting to fix. Exit 0 only when a
-transcript was shown. httpx, websockets and the database are imported when it runs, not when the CLI loads.
+transcript was shown. When DEEPGRAM_URL is the Deepgram stand-in (`python -m service standin`, `make try`),
+the transcript is labelled as its placeholder words, never as speech recognition. httpx, websockets and the
+database are imported when it runs, not when the CLI loads.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from typing import Any
 
 from service import mulaw
 from service.cli.simulate import configured_token
-from service.settings import Settings, load_settings
+from service.settings import Settings, load_settings, masked_url, rest_base
 from service.simulator.audio import wav_to_mulaw
 from service.simulator.messages import CallSpec, SimulatorError
 from service.simulator.report import failure_reason
 
 SAMPLE = Path(__file__).resolve().parent.parent / "simulator" / "samples" / "hello.wav"
 POLL_S = 0.2
+DEEPGRAM_CLOUD = "https://api.deepgram.com"  # DEEPGRAM_URL's default: Deepgram itself, never the stand-in
 
 TWILIO_ADVICE = (
     "set TWILIO_AUTH_TOKEN to the same value for the service and for `make demo` (one line in .env, e.g. "
@@ -59,18 +62,20 @@ def run(args: argparse.Namespace) -> int:
     """Exit 0: the transcript was printed; 1: it could not be, and stderr says what to fix."""
     settings = load_settings()
     try:
-        text = asyncio.run(_demo(args, settings))
+        text, standin = asyncio.run(_demo(args, settings))
     except DemoFailure as exc:
         sys.stderr.write(f"demo: {exc}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("demo: interrupted\n")
         return 130
-    sys.stdout.write(f"transcript:\n{text.rstrip()}\n")
+    label = "transcript" if standin is None else f"transcript ({standin})"
+    sys.stdout.write(f"{label}:\n{text.rstrip()}\n")
     return 0
 
 
-async def _demo(args: argparse.Namespace, settings: Settings) -> str:
+async def _demo(args: argparse.Namespace, settings: Settings) -> tuple[str, str | None]:
+    """The call's transcript, and what to say of it when the Deepgram stand-in made it (else None)."""
     # Imported here: `python -m service`'s other commands (`db upgrade` above all) load no HTTP client.
     import httpx  # noqa: PLC0415
 
@@ -98,11 +103,31 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> str:
         if failure is not None:
             raise DemoFailure(f"the call failed: {failure}")
         stored = await _wait_for_call(client, url, settings, spec.call_sid, args.wait_s)
+        standin = await standin_note(client, settings)
     if stored.text.strip():
-        return stored.text
+        return stored.text, standin
     if stored.spooled_s > 0:
         raise DemoFailure(f"the call's audio went to the spool, not to live transcription: {DEEPGRAM_ADVICE}")
     raise DemoFailure("the call ended with an empty transcript (was the audio silent? see the service's log)")
+
+
+async def standin_note(client: Any, settings: Settings) -> str | None:
+    """When the service's DEEPGRAM_URL answers as the Deepgram stand-in (its header on `GET /v1/projects`), what a
+    transcript made by it is: placeholder words, not speech recognition. None for any other Deepgram."""
+    import httpx  # noqa: PLC0415
+
+    from service.standin.server import PLACEHOLDER_NOTE, STANDIN_HEADER  # noqa: PLC0415
+
+    base = rest_base(settings.deepgram_url)
+    if base == DEEPGRAM_CLOUD:
+        return None  # Deepgram itself: no need to ask
+    try:
+        answer = await client.get(f"{base}/v1/projects")  # no key sent: the header is on every answer
+    except httpx.HTTPError:
+        return None  # unreachable now: the transcript is stored, and its source cannot be told
+    if STANDIN_HEADER not in answer.headers:
+        return None
+    return f"{PLACEHOLDER_NOTE}, by the Deepgram stand-in at {masked_url(base)}"
 
 
 async def _check_ready(client: Any, url: str) -> None:
