@@ -27,7 +27,6 @@ from service.simulator.report import failure_reason
 
 SAMPLE = Path(__file__).resolve().parent.parent / "simulator" / "samples" / "hello.wav"
 POLL_S = 0.2
-DEEPGRAM_CLOUD = "https://api.deepgram.com"  # DEEPGRAM_URL's default: Deepgram itself, never the stand-in
 
 TWILIO_ADVICE = (
     "set TWILIO_AUTH_TOKEN to the same value for the service and for `make demo` (one line in .env, e.g. "
@@ -103,7 +102,7 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> tuple[str, str 
         if failure is not None:
             raise DemoFailure(f"the call failed: {failure}")
         stored = await _wait_for_call(client, url, settings, spec.call_sid, args.wait_s)
-        standin = await standin_note(client, settings)
+        standin = await standin_note(settings)
     if stored.text.strip():
         return stored.text, standin
     if stored.spooled_s > 0:
@@ -111,23 +110,17 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> tuple[str, str 
     raise DemoFailure("the call ended with an empty transcript (was the audio silent? see the service's log)")
 
 
-async def standin_note(client: Any, settings: Settings) -> str | None:
-    """When the service's DEEPGRAM_URL answers as the Deepgram stand-in (its header on `GET /v1/projects`), what a
-    transcript made by it is: placeholder words, not speech recognition. None for any other Deepgram."""
-    import httpx  # noqa: PLC0415
-
-    from service.standin.server import PLACEHOLDER_NOTE, STANDIN_HEADER  # noqa: PLC0415
+async def standin_note(settings: Settings) -> str | None:
+    """When the service's DEEPGRAM_URL answers as the Deepgram stand-in, what a transcript made by it is: placeholder
+    words, not speech recognition (`deepgram/keys.py`). None for any other Deepgram."""
+    from service.deepgram.keys import DEEPGRAM_CLOUD  # noqa: PLC0415
+    from service.deepgram.keys import standin_note as ask  # noqa: PLC0415
 
     base = rest_base(settings.deepgram_url)
     if base == DEEPGRAM_CLOUD:
         return None  # Deepgram itself: no need to ask
-    try:
-        answer = await client.get(f"{base}/v1/projects")  # no key sent: the header is on every answer
-    except httpx.HTTPError:
-        return None  # unreachable now: the transcript is stored, and its source cannot be told
-    if STANDIN_HEADER not in answer.headers:
-        return None
-    return f"{PLACEHOLDER_NOTE}, by the Deepgram stand-in at {masked_url(base)}"
+    note = await ask(base)
+    return None if note is None else f"{note}, by the Deepgram stand-in at {masked_url(base)}"
 
 
 async def _check_ready(client: Any, url: str) -> None:

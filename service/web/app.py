@@ -63,6 +63,7 @@ def create_app(runtime: Runtime, *, login_clock: Callable[[], float] = time.mono
         lambda: runtime.live,
         lambda: runtime.store.engine,
         LoginLimits(login_clock),
+        standin=runtime.standin,
     )
     app.register_blueprint(live_blueprint(runtime.settings, lambda: runtime.live, _bearer_or_session(dashboard)))
     app.register_blueprint(dashboard_blueprint(dashboard))

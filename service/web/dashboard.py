@@ -17,7 +17,7 @@ import asyncio
 import datetime
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -75,6 +75,8 @@ class Dashboard:
     hub: Callable[[], LiveHub]
     engine: Callable[[], AsyncEngine]
     limits: LoginLimits = field(default_factory=lambda: LoginLimits(time.monotonic))
+    # What the transcripts are when DEEPGRAM_URL is the Deepgram stand-in (a banner on every page); None for Deepgram.
+    standin: Callable[[], Awaitable[str | None]] | None = None
     kdf_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(KDF_AT_ONCE))
 
     @property
@@ -107,10 +109,16 @@ def dashboard_keys(settings: Settings) -> login_tokens.PageKeys | None:
     return login_tokens.page_keys(secret.value, password.get_secret_value().encode())
 
 
+async def _standin_context(dashboard: Dashboard) -> dict[str, Any]:
+    return {"standin": await dashboard.standin() if dashboard.standin is not None else None}
+
+
 def dashboard_blueprint(dashboard: Dashboard) -> Blueprint:
     blueprint = Blueprint(
         "dashboard", __name__, template_folder="templates", static_folder="static", static_url_path="/assets"
     )
+    # Every page says when its transcripts are the stand-in's placeholder words (`make try`), never speech.
+    blueprint.context_processor(partial(_standin_context, dashboard))
     pages = _Pages(dashboard)
     blueprint.add_url_rule("/", view_func=pages.calls, methods=["GET"])
     blueprint.add_url_rule("/login", view_func=pages.login_form, methods=["GET"])

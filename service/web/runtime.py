@@ -38,11 +38,12 @@ from service.deepgram.engines import (
     setting_problems,
 )
 from service.deepgram.environment import fallback_address
+from service.deepgram.keys import DEEPGRAM_CLOUD, standin_note
 from service.deepgram.text import DeepgramText
 from service.live.hub import LiveHub, LiveObserver, LocalPublisher, Publish
 from service.metrics import worker_stopped
 from service.refusals import flush_refusals
-from service.settings import Settings, masked_url
+from service.settings import Settings, masked_url, rest_base
 from service.spool.directory import Spool
 from service.spool.worker import BatchWorker
 from service.storage import migrate
@@ -175,6 +176,7 @@ class Runtime:
         )
         self._handle_sigterm = handle_sigterm
         self._stop_server = stop_server  # `serve` in-process: how the drain, once done, stops Hypercorn
+        self._standin: asyncio.Future[str | None] | None = None  # `standin`'s one question
         self._stopping = False
         self._draining: asyncio.Future[None] | None = None
         self.schema_at_head = False  # once seen at head it stays there: /readyz stops asking
@@ -331,6 +333,23 @@ class Runtime:
             self.tasks.start(self.redis.run_publisher())
             self.tasks.start(self.redis.run_reader())
         self.tasks.start(_summarise_refusals_forever())
+
+    async def standin(self) -> str | None:
+        """What the transcripts are when DEEPGRAM_URL is the Deepgram stand-in (`make try`): placeholder words, not
+        speech recognition, which the page says; None for Deepgram. Asked once, when a page first needs it: asked
+        at start-up, it would be a request to every Deepgram the service is pointed at, tests' fakes included."""
+        if self._standin is None:
+            self._standin = asyncio.ensure_future(self._ask_if_standin())
+        return await asyncio.shield(self._standin)
+
+    async def _ask_if_standin(self) -> str | None:
+        base = rest_base(self.settings.deepgram_url)
+        if base == DEEPGRAM_CLOUD:
+            return None
+        note = await standin_note(base, timeout_s=1.0)
+        if note is not None:
+            log.warning("service.standin", deepgram_url=masked_url(base), transcripts=note)
+        return note
 
     def _on_sigterm(self) -> None:
         if not self._stopping:

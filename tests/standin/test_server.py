@@ -14,6 +14,7 @@ from deepgram import AsyncDeepgramClient
 from deepgram.listen.v1 import ListenV1Results
 from deepgram.listen.v2 import ListenV2TurnInfo
 
+from service.deepgram import keys
 from service.deepgram.environment import primary_address
 from service.deepgram.keys import ask_about_key
 from service.deepgram.prerecorded import PrerecordedClient
@@ -22,8 +23,8 @@ from service.settings import Settings
 from service.spool.wav import mulaw_wav
 from service.standin.server import PLACEHOLDER_NOTE, STANDIN_HEADER, StandIn, is_websocket_upgrade, request_line
 from service.standin.words import WORDS, hashed_word, readable_word
-from tests.helpers.fakes.deepgram_server import expected_words
-from tests.helpers.service import make_settings
+from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
+from tests.helpers.service import make_settings, running_service
 
 WINDOW = 4000
 
@@ -164,3 +165,30 @@ async def test_a_client_that_goes_mid_head_and_an_oversized_head() -> None:
             after = await client.get(f"{standin.url}/v1/projects", headers={"Authorization": "Token k"})
     assert status.startswith(b"HTTP/1.1 431")
     assert after.status_code == 200
+
+
+async def test_the_service_tells_the_stand_in_from_deepgram() -> None:
+    """`deepgram/keys.py` asks DEEPGRAM_URL with no key: the stand-in's header (the one it sends, named alike on
+    both sides) says what its transcripts are; any other answer, or none, is Deepgram's."""
+    assert keys.STANDIN_HEADER == STANDIN_HEADER
+    async with StandIn() as standin:
+        assert await keys.standin_note(standin.url) == PLACEHOLDER_NOTE
+    async with FakeDeepgram(api_key="k") as live_only:  # a Deepgram that is no stand-in (it answers HTTP 426)
+        assert await keys.standin_note(live_only.url.replace("ws://", "http://")) is None
+    assert await keys.standin_note("http://127.0.0.1:9", timeout_s=0.5) is None  # nothing listening
+
+
+async def test_every_page_says_when_its_transcripts_are_the_stand_ins() -> None:
+    """With DEEPGRAM_URL at the stand-in, the page (its login included) carries the banner, and the log one line;
+    at a Deepgram that is no stand-in, neither."""
+    async with StandIn() as standin:
+        settings = settings_for(standin, dashboard_password="page-passw0rd")
+        async with running_service(settings) as service, httpx.AsyncClient() as client:
+            page = (await client.get(f"{service.url}/login")).text
+    assert 'id="standin"' in page
+    assert PLACEHOLDER_NOTE in page
+    async with FakeDeepgram(api_key="k") as deepgram:
+        settings = make_settings(deepgram, dashboard_password="page-passw0rd")
+        async with running_service(settings) as service, httpx.AsyncClient() as client:
+            page = (await client.get(f"{service.url}/login")).text
+    assert 'id="standin"' not in page
