@@ -32,7 +32,6 @@ class TrackCounters:
     bytes_spooled: int = 0
     bytes_lost: int = 0  # could not be spooled either (disk full, spool not writable)
     peak_waiting_bytes: int = 0  # most audio held in memory for Deepgram at once (bounded by AUDIO_BUFFER_S)
-    chunks_missing: int = 0  # gaps in Twilio's own chunk numbers
     interims: int = 0
     finals: int = 0
     finals_repeated: int = 0  # finals for audio already final, not emitted again
@@ -44,6 +43,11 @@ class TrackCounters:
     engines: list[tuple[str, float, float]] = field(default_factory=list)
     # Per track it carries (both, on a shared connection): where its audio went, for the call's coverage.
     tallies: dict[str, TrackTally] = field(default_factory=dict)
+
+    @property
+    def chunks_missing(self) -> int:
+        """The gaps in Twilio's own chunk numbers, on every track this stream carries (each track's tally)."""
+        return sum(tally.chunks_missing for tally in self.tallies.values())
 
 
 def engines_text(track: str, counters: TrackCounters) -> str:

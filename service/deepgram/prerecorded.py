@@ -13,56 +13,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
-from deepgram import AsyncDeepgramClient
 from deepgram.types.listen_v1response import ListenV1Response
 
-from service.deepgram.environment import DeepgramAddress, primary_address
 from service.deepgram.protocol import batch_options
-from service.deepgram.requests import translated
-from service.errors import SttRejected, SttUnavailable
-from service.settings import Settings
+from service.deepgram.requests import RestRequests, translated
+from service.errors import SttUnavailable
 from service.stt.events import BatchAnswer, BatchUtterance, Word, languages_of
 
 # Deepgram answers an hour of audio in well under a minute; this bounds a stuck request, not a slow one.
 REQUEST_TIMEOUT_S = 300.0
 
 
-class PrerecordedClient:
+class PrerecordedClient(RestRequests):
     """Deepgram's pre-recorded API with our settings; one request per `transcribe`, never retried here.
 
     Raises SttRejected when built without DEEPGRAM_API_KEY, so a caller learns it before reading any audio.
     """
 
-    def __init__(self, settings: Settings, address: DeepgramAddress | None = None) -> None:
-        """Deepgram's pre-recorded API at `address` (the primary's, DEEPGRAM_BATCH_URL or DEEPGRAM_URL, unless
-        given)."""
-        self._address = address = address or primary_address(settings)
-        if address.api_key is None:
-            raise SttRejected(f"{address.key_setting} is not set")
-        self._settings = settings
-        self._api_key = address.api_key.get_secret_value()
-
-    @property
-    def name(self) -> str:
-        return self._address.name
-
     async def transcribe(self, wav: bytes) -> BatchAnswer:
         """Deepgram's answer for one WAV file's bytes; SttError if Deepgram cannot give one."""
-        timeout = httpx.Timeout(REQUEST_TIMEOUT_S, connect=self._settings.deepgram_connect_timeout_s)
-        # Our own httpx client, so its connections are closed when this returns rather than when it is collected.
-        async with httpx.AsyncClient(timeout=timeout) as http:
-            sdk = self._sdk(http)
+        async with self.sdk(REQUEST_TIMEOUT_S) as sdk:
             with translated("a transcript"):
                 response = await sdk.listen.v1.media.transcribe_file(request=wav, **batch_options(self._settings))
         if not isinstance(response, ListenV1Response):
             raise SttUnavailable("Deepgram accepted the audio but answered with no transcript")
         return parse(response)
-
-    def _sdk(self, http: httpx.AsyncClient) -> AsyncDeepgramClient:
-        # max_retries=0: the caller retries on its own schedule, and counts and records every attempt.
-        environment = self._address.environment()
-        return AsyncDeepgramClient(api_key=self._api_key, environment=environment, httpx_client=http, max_retries=0)
 
 
 def parse(response: ListenV1Response) -> BatchAnswer:

@@ -12,41 +12,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
-from deepgram import AsyncDeepgramClient
-
-from service.deepgram.environment import DeepgramAddress, primary_address
-from service.deepgram.requests import translated
-from service.errors import SttRejected
-from service.settings import Settings
+from service.deepgram.requests import RestRequests, translated
 from service.stt.analysis import Label, Span, TextAnalysis
 
 REQUEST_TIMEOUT_S = 60.0  # below the job's lease (job_policy.LEASE_S): an attempt never outlives its claim
 LANGUAGE = "en"
 
 
-class DeepgramText:
+class DeepgramText(RestRequests):
     """Deepgram's `/v1/read` with our settings. Raises SttRejected when built without DEEPGRAM_API_KEY."""
 
-    def __init__(self, settings: Settings, address: DeepgramAddress | None = None) -> None:
-        self._address = address = address or primary_address(settings)
-        if address.api_key is None:
-            raise SttRejected(f"{address.key_setting} is not set")
-        self._settings = settings
-        self._api_key = address.api_key.get_secret_value()
-
-    @property
-    def name(self) -> str:
-        return self._address.name
-
     async def analyze(self, text: str, features: Sequence[str]) -> TextAnalysis:
-        """Deepgram's reading of `text` for `features`; SttError if it cannot give one."""
-        timeout = httpx.Timeout(REQUEST_TIMEOUT_S, connect=self._settings.deepgram_connect_timeout_s)
-        async with httpx.AsyncClient(timeout=timeout) as http:
-            # max_retries=0: the job mechanism retries on its own schedule, and records every attempt.
-            sdk = AsyncDeepgramClient(
-                api_key=self._api_key, environment=self._address.environment(), httpx_client=http, max_retries=0
-            )
+        """Deepgram's reading of `text` for `features`; SttError if it cannot give one. Never retried here: the
+        job mechanism retries on its own schedule, and records every attempt."""
+        async with self.sdk(REQUEST_TIMEOUT_S) as sdk:
             with translated("an analysis"):
                 response = await sdk.read.v1.text.analyze(
                     request={"text": text}, language=LANGUAGE, summarize=True if "summary" in features else None,

@@ -140,7 +140,6 @@ class TrackStream:
         counters.frames_in += 1
         last = self._last_chunks[track]
         if last and chunk > last + 1:
-            counters.chunks_missing += chunk - last - 1
             counters.tallies[track].chunks_missing += chunk - last - 1
         self._last_chunks[track] = chunk
 
