@@ -281,6 +281,39 @@ class CoveragePart(Base):
     updated_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
 
 
+class AuditEntry(Base):
+    """One request that changed what callscribe keeps or hears (`audit.py`): a pause, a resume, an erasure, a
+    deletion; who asked, how, when, of what, and its counts. Never content: no words, and a number only masked."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    action: Mapped[str] = mapped_column(String(32))  # an AuditAction
+    actor: Mapped[str] = mapped_column(String(128))  # who asked, as they named themselves ("by"), else how
+    via: Mapped[str] = mapped_column(String(128))  # "api 203.0.113.9", "page 203.0.113.9", "cli", "callscribe"
+    subject: Mapped[str] = mapped_column(String(128), index=True)  # a CallSid, or a masked number
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)  # counts and times, never content
+
+
+class CallControl(Base):
+    """A call's transcription paused or not (`POST /api/calls/{sid}/pause|resume`), the one record every process
+    reads: the process holding the call's stream applies it (`calls/pausing.py`), a hand-over's new stream starts
+    in it. `version` grows with each change, so a process applies each once and a resume cannot undo a later
+    pause; `applied_*` is the holding process's answer, which the API waits for."""
+
+    __tablename__ = "call_controls"
+
+    call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    paused: Mapped[bool] = mapped_column(Boolean)
+    changed_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True))
+    changed_by: Mapped[str] = mapped_column(String(128))
+    resume_at: Mapped[datetime.datetime | None] = mapped_column(DateTime(timezone=True), default=None)  # max length
+    applied_version: Mapped[int] = mapped_column(Integer, default=0)
+    applied_at_s: Mapped[float | None] = mapped_column(Float, default=None)  # on the call's timeline
+
+
 def async_url(url: str) -> str:
     """DATABASE_URL as SQLAlchemy's async driver URL: Heroku's postgres:// included."""
     for prefix in ("postgres://", "postgresql://"):

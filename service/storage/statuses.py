@@ -56,3 +56,13 @@ class AnalysisStatus(enum.StrEnum):
     DONE = "done"
     SKIPPED = "skipped"  # what cannot be analysed: off, not English, too few words
     FAILED = "failed"  # Deepgram refused it, or kept failing
+
+
+class AuditAction(enum.StrEnum):
+    """`audit.action`: what a request changed (`audit.py`)."""
+
+    PAUSE = "pause"  # a call's transcription paused (POST /api/calls/{sid}/pause)
+    RESUME = "resume"  # resumed by request (POST /api/calls/{sid}/resume)
+    AUTO_RESUME = "auto_resume"  # resumed by the pause's maximum length running out
+    DELETE_CALL = "delete_call"  # one call deleted (DELETE /api/calls/{sid})
+    ERASE_NUMBER = "erase_number"  # every call to or from a number erased (calls erase, DELETE /api/numbers/{n})
