@@ -278,6 +278,15 @@ class Settings(BaseSettings):
             example="pci,ssn",
         ),
     )
+    transcription_pause_max_s: int = Field(
+        default=300,
+        ge=0,
+        le=14400,
+        description="How long a pause of a call's transcription (`POST /api/calls/{sid}/pause`) lasts at most when "
+        "the request names no `max_s`: then it resumes by itself, and the audit log says so. A forgotten pause "
+        "otherwise silences the rest of the call; reading out a card takes well under a minute. `0`: no limit.",
+        json_schema_extra=_doc("data", accepts="seconds, 0 to 14400 (0: none)"),
+    )
     deepgram_keepalive_s: float = Field(
         default=4.0,
         gt=0,

@@ -32,7 +32,7 @@ class Category(enum.StrEnum):
     BATCH = "batch"  # transcribed by batch from the spool
     WAITING = "waiting"  # in the spool, not transcribed yet (the reason: why it was spooled)
     LOST = "lost"  # never transcribed, and never will be (the reason: a `Lost`)
-    PAUSED = "paused"  # deliberately not transcribed (a pause; nothing pauses yet, the field is kept)
+    PAUSED = "paused"  # deliberately not transcribed: the call's transcription was paused (silence went instead)
 
 
 class Lost(enum.StrEnum):
@@ -83,6 +83,7 @@ class TrackTally:
     channel_lag: int = 0  # cut: it came after its place had been padded over (`interleave.py`)
     spool_failed: int = 0
     replayed: int = 0  # made final by a connection's replay
+    paused: int = 0  # delivered while the call's transcription was paused: silence went on in its place
     spooled: list[SpoolPiece] = field(default_factory=list)
 
     @property
@@ -115,11 +116,12 @@ def spool_key(entry_id: str) -> str:
 
 
 def track_parts(track: str, tally: TrackTally) -> list[Part]:
-    """The parts of one track of one stream. Each measured stretch is taken from the track's total in turn (lost,
-    waiting, replayed), never beyond it: on a shared connection the spool gets a track's padding too (silence
+    """The parts of one track of one stream. Each measured stretch is taken from the track's total in turn (paused,
+    lost, waiting, replayed), never beyond it: on a shared connection the spool gets a track's padding too (silence
     the interleaver added, `interleave.py`), which is no audio Twilio sent. `live` is what remains."""
     left = tally.total_ms
-    measured: list[tuple[str, Category, int, str]] = [
+    measured: list[tuple[str, Category, int, str]] = [(Category.PAUSED, Category.PAUSED, _ms(tally.paused), "")]
+    measured += [
         (f"lost:{reason}", Category.LOST, ms, str(reason))
         for reason, ms in (
             (Lost.CHUNKS_MISSING, tally.chunks_missing * CHUNK_MS),
@@ -135,10 +137,9 @@ def track_parts(track: str, tally: TrackTally) -> list[Part]:
     for key, category, wanted, reason in measured:
         ms = min(wanted, left)
         left -= ms
-        if ms or category is Category.REPLAYED:
+        if ms or category in {Category.REPLAYED, Category.PAUSED}:
             parts.append(Part(track, str(key), category, ms, reason))
     parts.append(Part(track, Category.LIVE, Category.LIVE, left))
-    parts.append(Part(track, Category.PAUSED, Category.PAUSED, 0))
     return parts
 
 

@@ -62,6 +62,7 @@ class CallState(enum.StrEnum):
     RECONNECTING = "reconnecting"  # the connection failed and is being retried; the audio waits and is replayed
     SPOOLED = "spooled"  # live gave up on the track: the rest is transcribed in batch from the spool
     HANDED_OVER = "handed_over"  # this process is stopping and a new stream of the call took over elsewhere
+    PAUSED = "paused"  # the call's transcription is paused (`POST /api/calls/{sid}/pause`): silence goes instead
 
 
 @dataclass(frozen=True, slots=True)

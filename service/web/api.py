@@ -29,6 +29,7 @@ from service.settings import Settings
 from service.storage import analyses, queries, reports, search_terms
 from service.storage.queries import AlertRecord, CallRecord, CursorError
 from service.times import as_utc, utc_now
+from service.web.pauses import add_pause_routes
 from service.web.responses import bearer_refusal, error_response, json_response, no_store, refuse
 
 log = structlog.get_logger("callscribe.api")
@@ -86,6 +87,7 @@ def api_blueprint(settings: Settings, engine_provider: Callable[[], AsyncEngine]
     blueprint.add_url_rule("/calls/<call_sid>/transcript", view_func=api.transcript, methods=["GET"])
     blueprint.add_url_rule("/calls/<call_sid>/report", view_func=api.report, methods=["GET"])
     blueprint.add_url_rule("/openapi.json", view_func=api.openapi, methods=["GET"])
+    add_pause_routes(blueprint, settings, engine_provider)
     blueprint.register_error_handler(SQLAlchemyError, api.database_error)
     blueprint.register_error_handler(HTTPException, _http_error)
     # Unknown paths and methods never reach a blueprint: only app-wide handlers see them. These answer for

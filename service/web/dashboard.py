@@ -62,6 +62,7 @@ STATES: Final = {
     "reconnecting": "Deepgram's connection dropped: the audio is kept and replayed when it is back",
     "spooled": "the audio waits in the spool for batch transcription",
     "handed_over": "the stream moved to another process (a restart): the call goes on there",
+    "paused": "transcription paused on request (a card being read out): nothing of it is heard or kept",
 }
 KDF_AT_ONCE: Final = 2  # scrypt checks at once: 16 MiB and one core each
 
@@ -459,7 +460,7 @@ def _state(states: dict[str, str], *, active: bool) -> str:
     if not active:
         return "ended"
     values = set(states.values())
-    for worst in ("spooled", "reconnecting", "handed_over"):
+    for worst in ("paused", "spooled", "reconnecting", "handed_over"):
         if worst in values:
             return worst
     return "streaming" if values else "starting"

@@ -122,6 +122,7 @@ class MediaStreams:
         reject = await session.finish_start()
         if reject is None:
             self._runtime.calls.started(session)
+            await self._runtime.pauses.join(session)  # a paused call's new stream hears nothing of the pause
         if session.call is not None:
             self._runtime.stream_watch.arrived(session.call.call_sid)
         return reject

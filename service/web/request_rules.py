@@ -7,8 +7,9 @@ is then read only up to its route's bound (`body_limit`) and within a deadline (
 - `/voice` takes Twilio's webhook form, a few KB (about 40 fields of at most a few hundred characters);
   a request without `X-Twilio-Signature` is refused before its body is read, since it cannot be Twilio's.
 - `/login` and `/logout` take a form of two or three short fields.
-- Nothing else takes a body (the API is read-only but for DELETE; the feed and the page are GETs), so 1 KiB
-  is let by only for a client that sends one anyway to learn its method is wrong.
+- Nothing else takes more than 1 KiB: the API reads no body but the optional JSON of a pause or resume (a name
+  and a number of seconds), the feed and the page are GETs, and a client that sends one anyway still learns
+  its method is wrong.
 - Nothing takes `multipart/form-data`: Werkzeug's multipart parser is the costliest one to feed.
 
 The bounds are far above what Twilio and a browser send, and far below what parsing could hold the loop with:

@@ -26,6 +26,7 @@ from service.alerts.watch import AlertWatch
 from service.calls.events import CallObserver
 from service.calls.handover.passing import Handover
 from service.calls.observers import Fanout
+from service.calls.pausing import PauseWatch
 from service.calls.pipeline.engines import LiveEngines
 from service.calls.redacting import RedactingObserver
 from service.calls.registry import Calls
@@ -48,9 +49,11 @@ from service.spool.directory import Spool
 from service.spool.worker import BatchWorker
 from service.storage import migrate
 from service.storage.analyses import AnalysisWorker
+from service.storage.controls import DatabaseControls
 from service.storage.spool_segments import DatabaseSpool, is_postgresql
 from service.storage.streams import DatabaseStreamClaims
 from service.storage.writer import TranscriptStore
+from service.times import utc_now
 from service.twilio.credentials import rest_credentials
 from service.twilio.signatures import TwilioSignatures, stream_token_key
 from service.twilio.urls import MEDIA_PATH, stream_url
@@ -141,6 +144,10 @@ class Runtime:
         self.redactor = RedactingObserver(fanout) if settings.redact else None
         self.observer: CallObserver = self.redactor if self.redactor is not None else fanout
         self.calls = Calls(settings.max_calls)
+        # Pauses asked of any process (`POST /api/calls/{sid}/pause`), applied to the calls this one holds.
+        self.pauses = PauseWatch(
+            lambda: self.calls.sessions, DatabaseControls(lambda: self.store.engine), clock=utc_now
+        )
         # The live engines: the primary, and DEEPGRAM_FALLBACK_URL's when set, with the failover every call shares.
         # Each is the engine DEEPGRAM_MODEL picks (`deepgram/engines.py`): Deepgram v1 or Flux.
         fallback = fallback_address(settings)
@@ -329,6 +336,7 @@ class Runtime:
         self.tasks.start(self.stream_watch.resume(_stream_url_here(self.settings)))
         self.tasks.start(self.stt.probe_forever())  # one probe per process, while the primary is down
         self.tasks.start(self.calls.meter_forever())
+        self.tasks.start(self.pauses.run_forever())
         if self.redis is not None:
             self.tasks.start(self.redis.run_publisher())
             self.tasks.start(self.redis.run_reader())

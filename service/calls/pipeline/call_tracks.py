@@ -8,7 +8,7 @@ both tracks (`ChannelInput` then places each track's frames on that stream's cha
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from service import mulaw
@@ -63,13 +63,16 @@ class CallTracks:
     def audio_s_by_track(self) -> dict[str, float]:
         return {name: round(track.received_bytes / mulaw.BYTES_PER_SECOND, 2) for name, track in self.inputs.items()}
 
-    def coverage(self) -> list[Part]:
-        """Where each track's audio went (`calls/coverage.py`), from its stream's tally and what Twilio delivered."""
+    def coverage(self, paused: Mapping[str, int]) -> list[Part]:
+        """Where each track's audio went (`calls/coverage.py`), from its stream's tally, what Twilio delivered, and
+        what a pause replaced with silence (`paused`, bytes by track)."""
         tallies: dict[str, TrackTally] = {}
         for stream in self.streams:
             tallies.update(stream.counters.tallies)
         for name, track in self.inputs.items():
-            tallies.setdefault(name, TrackTally()).received = track.received_bytes
+            tally = tallies.setdefault(name, TrackTally())
+            tally.received = track.received_bytes
+            tally.paused = paused.get(name, 0)
         return stream_parts(tallies)
 
     def end(self) -> None:

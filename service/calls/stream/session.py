@@ -31,8 +31,9 @@ from service.calls.pipeline.track import ChannelInput, TrackStream
 from service.calls.stream.admission import Admission, AdmissionRefused, StreamGate
 from service.calls.stream.ending import EndedBy, Ending
 from service.calls.stream.messages import Reject, TwilioMessages, close_reason
+from service.calls.stream.pause import PauseControl, Paused, Resumed, StreamPause, marker
 from service.calls.stream.summary import StreamCounts, call_summary
-from service.calls.transcript import Transcript
+from service.calls.transcript import Transcript, speaker_for
 from service.errors import SttError
 from service.settings import Settings
 from service.twilio import close_codes
@@ -83,6 +84,7 @@ class CallSession:
         self.stream_url = stream_url  # the public wss:// URL Twilio opened this stream to: a hand-over's goes there too
         self._records = records
         self.share = StreamShare()  # this stream's part of the call's timeline (all of it, unless handed over)
+        self.pause = StreamPause()  # the call's pause as this stream applies it (`apply_pause`)
         self.track_setting = ""  # the <Stream track> setting the stream was started with, once let in
         self._release: asyncio.Task[None] | None = None  # a hand-over's new stream, waiting for the old one to end
         self._starting: tuple[Start, Admission] | None = None  # a start that passed `gate.check`, not yet claimed
@@ -105,7 +107,8 @@ class CallSession:
             track = self.tracks.get(event.track)
             if track is None:
                 return self._reject(close_codes.POLICY_VIOLATION, f"media for track '{event.track}' not in start")
-            track.push(event.chunk, event.payload, event.timestamp_ms)
+            payload = self.pause.silenced(event.track, event.payload) if self.pause.on else event.payload
+            track.push(event.chunk, payload, event.timestamp_ms)
             self._pushed = track
             return None
         if isinstance(event, Reject):
@@ -195,6 +198,35 @@ class CallSession:
     def heard_until_s(self) -> float:
         """How far into the call (on its timeline) this stream's audio has come."""
         return self.share.offset_s + (self._pipeline.heard_s() if self._pipeline is not None else 0.0)
+
+    def apply_pause(self, control: PauseControl) -> float | None:
+        """A newer version of the call's pause (`calls/pausing.py`): from here on the call's audio is silenced, or
+        heard again. Returns where on the call's timeline it took effect, or None when it was not newer (or the call
+        has not begun)."""
+        call = self.call
+        if call is None or control.version <= self.pause.version:
+            return None
+        at_s = self.heard_until_s()
+        move = self.pause.apply(control, at_s)
+        if isinstance(move, Paused):
+            resumes = f"; it resumes by itself at {move.resume_at.isoformat()}" if move.resume_at else ""
+            for name in self.tracks:
+                self._track_state(name, CallState.PAUSED, f"transcription paused by {move.by}{resumes}")
+            self._log.info("call.paused", by=move.by, at_s=round(at_s, 2))
+        elif isinstance(move, Resumed):
+            self._pause_ended(move)
+            for name in self.tracks:
+                self._track_state(name, CallState.STREAMING, f"transcription resumed by {move.by}")
+            paused_s = round(move.end_s - move.start_s, 2)
+            self._log.info("call.resumed", by=move.by, at_s=round(at_s, 2), paused_s=paused_s)
+        return at_s
+
+    def _pause_ended(self, resumed: Resumed) -> None:
+        """The pause as one `[paused]` final on the call's first track: its span, nothing said in it."""
+        call = self.call
+        assert call is not None  # a pause is applied only once the call has begun
+        track = call.tracks[0]
+        self._offer(marker(call.call_sid, call.stream_sid, track, speaker_for(self._settings, track), resumed))
 
     def cancel_handover(self) -> None:
         """No one took over: the words held for the hand-over go out, and the stream is drained as before."""
@@ -323,6 +355,8 @@ class CallSession:
         finally:
             if self._release is not None:
                 self._release.cancel()
+            if (resumed := self.pause.end(self.heard_until_s())) is not None:
+                self._pause_ended(resumed)  # the stream ended paused: the pause ends with it
             self.emit_now(self.share.release())  # the call ended while a hand-over's words waited: they go out now
             self._log_summary()
             self.finished.set()
@@ -349,7 +383,7 @@ class CallSession:
                     deepgram_request_ids=tuple(rid for c in counters for rid in c.request_ids),
                     audio_s_by_track=self._pipeline.audio_s_by_track() if self._pipeline is not None else {},
                     summary=summary,
-                    coverage=tuple(self._pipeline.coverage()) if self._pipeline is not None else (),
+                    coverage=tuple(self._pipeline.coverage(self.pause.muted)) if self._pipeline is not None else (),
                 )
             )
 

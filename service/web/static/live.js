@@ -105,7 +105,7 @@
 
   function worstState(states) {
     const values = Object.values(states);
-    for (const worst of ["spooled", "reconnecting", "handed_over"]) {
+    for (const worst of ["paused", "spooled", "reconnecting", "handed_over"]) {
       if (values.includes(worst)) return worst;
     }
     return values.length ? "streaming" : "starting";
