@@ -31,6 +31,7 @@ from sqlalchemy.sql import Executable
 from service.alerts.matching import Alert
 from service.calls.coverage import SPOOL_PREFIX, Category, Outcome, spool_key
 from service.calls.events import CallEnded, CallStarted
+from service.calls.stream.pause import is_marker
 from service.calls.transcript import Transcript, transcript_data
 from service.storage.schema import AlertRow, Call, CoveragePart, Stream, StreamedCall, Utterance
 from service.storage.statuses import CallStatus, NotStreamed
@@ -89,10 +90,15 @@ class JournalError(ValueError):
     """A journal line this version cannot read: skipped, never guessed at."""
 
 
-def utterance_key(call_sid: str, stream_sid: str, track: str, start: float) -> str:
+def utterance_key(call_sid: str, stream_sid: str, track: str, start: float, *, pause: bool = False) -> str:
     """One utterance per stretch of one stream's track, whichever path (live or batch) delivered it: a batch
     transcript carries the stream its spool entry was recorded from, so it lands on the live final's key, while
-    another stream claiming the same call gets keys of its own and overwrites nothing."""
+    another stream claiming the same call gets keys of its own and overwrites nothing.
+
+    A pause's `[paused]` marker (`pause`) has keys of its own: the engine's final that starts where the pause did
+    (its silence, then the words after it) must not overwrite it, and sorts after it ("!" before any digit)."""
+    if pause:
+        return f"{call_sid}/{stream_sid}/{track}/!paused/{round(start * 1000)}"
     return f"{call_sid}/{stream_sid}/{track}/{round(start * 1000)}"
 
 
@@ -184,7 +190,9 @@ def utterance_write(transcript: Transcript, *, speaker: str, created_at: datetim
     data = transcript_data(transcript)
     row = {name: value for name, value in data.items() if name in _UTTERANCE_COLUMNS}
     row.update(
-        key=utterance_key(data["call_sid"], data["stream_sid"], data["track"], data["start"]),
+        key=utterance_key(
+            data["call_sid"], data["stream_sid"], data["track"], data["start"], pause=is_marker(transcript)
+        ),
         speaker=data["speaker"] or speaker,
         source="batch" if data["batch"] else "live",
         created_at=as_utc(created_at),

@@ -106,3 +106,8 @@ def marker(call_sid: str, stream_sid: str, track: str, speaker: str, resumed: Re
         text=MARKER, start=resumed.start_s, end=resumed.end_s, confidence=1.0, words=(word,), request_id=None,
         speaker=speaker,
     )  # fmt: skip
+
+
+def is_marker(transcript: Transcript) -> bool:
+    """A pause's marker (`marker`): no engine's result is only "[paused]" with no request behind it."""
+    return transcript.text == MARKER and transcript.request_id is None and transcript.is_final
