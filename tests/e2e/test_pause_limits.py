@@ -1,18 +1,22 @@
-"""A pause's edges, end to end in one process: a call paused before its stream starts is silent from its first
-frame (the stream reads its call's record before relaying), and a pause past its maximum length resumes by itself,
-audited as callscribe's."""
+"""A pause end to end in one process: a call paused before its stream starts is silent from its first frame (the
+stream reads its call's record before relaying), a pause past its maximum length resumes by itself, audited as
+callscribe's, and the page (in a real headless Chromium) shows a pause as it happens."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
+from playwright.async_api import expect
 
 from service.simulator.messages import CallSpec
 from service.storage.audit import audit_entries
 from service.storage.schema import create_engine
 from tests.e2e.test_not_streamed import answer_voice
+from tests.e2e.test_page import PASSWORD, log_in
 from tests.e2e.test_pause import AFTER, BEFORE, frames, spoken
+from tests.helpers.browser import chromium
 from tests.helpers.fakes.deepgram_server import FakeDeepgram
 from tests.helpers.logs import LogLines
 from tests.helpers.service import make_settings, running_service
@@ -90,3 +94,38 @@ async def api_has(api: httpx.AsyncClient, path: str) -> bool:
 async def called_ended(api: httpx.AsyncClient, call_sid: str) -> bool:
     response = await api.get(f"/api/calls/{call_sid}")
     return response.status_code == 200 and response.json()["status"] == "completed"
+
+
+async def test_the_page_shows_a_pause_as_it_happens(deepgram: FakeDeepgram) -> None:
+    first, after = spoken(BEFORE), spoken(AFTER)
+    spec = CallSpec(inbound=first + after, speed=0, from_number="+15005550199")
+    settings = make_settings(deepgram, api_token=API_TOKEN, dashboard_password=PASSWORD)
+    async with (
+        running_service(settings) as service,
+        chromium() as browser,
+        httpx.AsyncClient(base_url=service.url, headers=AUTH) as api,
+    ):
+        url = f"http://localhost:{service.port}"
+        context = await browser.new_context()
+        listing = await context.new_page()
+        await log_in(listing, url)
+        await expect(listing.locator("#feed-status")).to_have_text("live")
+        async with streaming(service.url, spec) as stream:
+            await stream.send_media(frames(first))
+            row = listing.locator(f'#active tr[data-call-sid="{spec.call_sid}"] .state')
+            await expect(row).to_have_text("streaming")
+            page = await context.new_page()
+            await page.goto(f"{url}/calls/{spec.call_sid}")
+            await expect(page.locator("#feed-status")).to_have_text("live")
+            await eventually(lambda: api_has(api, f"/api/calls/{spec.call_sid}"))
+            assert (await api.post(f"/api/calls/{spec.call_sid}/pause", json={"by": "agent-7"})).status_code == 200
+            await expect(row).to_have_text("paused")
+            await expect(row).to_have_attribute("title", re.compile("transcription paused on request"))
+            await expect(page.locator("#call-state")).to_have_text("paused")
+            assert (await api.post(f"/api/calls/{spec.call_sid}/resume")).status_code == 200
+            await expect(page.locator("#call-state")).to_have_text("streaming")
+            await expect(row).to_have_text("streaming")
+        await expect(page.locator("#call-state")).to_have_text("ended", timeout=15000)
+        caller = page.locator('.lane[data-speaker="caller"] li.final .text')
+        await expect(caller.filter(has_text="[paused]")).to_have_count(1)
+        await context.close()
