@@ -10,8 +10,8 @@ three deadlines:
   queued during the outage (its `replay_bytes`). Deepgram accepts replayed audio at up to 1.25x real time;
   a short burst on top covers what queued while connecting. The replay goes in the same coalesced messages,
   one timer per message, not per frame; once it is out, the connection only catches up.
-- The batch. With AUDIO_BATCH_MS over one frame, frames go out together, and the first waits no longer
-  than the batch lasts minus a frame.
+- The batch. With AUDIO_BATCH_MS over one frame, frames go out together: a batch goes once it is full, or
+  once its first frame has waited as long as the batch lasts (the stream paused, or ended).
 - KeepAlive. Deepgram closes a stream that hears nothing for about 10 s; DEEPGRAM_KEEPALIVE_S after the
   last message, an idle sender sends KeepAlive.
 """
@@ -75,7 +75,9 @@ class Batching:
 
     @classmethod
     def of(cls, audio_batch_ms: int) -> Batching:
-        return cls(chunks=max(1, audio_batch_ms // mulaw.FRAME_MS), wait_s=(audio_batch_ms - mulaw.FRAME_MS) / 1000)
+        """A batch's deadline is its whole length after its first frame: a steady stream fills it a frame
+        sooner (frames come every 20 ms), so it goes full, on the frame that fills it, not on a timer racing it."""
+        return cls(chunks=max(1, audio_batch_ms // mulaw.FRAME_MS), wait_s=audio_batch_ms / 1000)
 
     def send_in(self, pending_chunks: int, waiting_since: float, now: float, *, flush: bool) -> float | None:
         """Seconds until the pending frames should go (zero or less: now); None when no frame is pending.
@@ -86,7 +88,7 @@ class Batching:
             return None
         if flush or pending_chunks >= self.chunks:
             return 0.0
-        return self.wait_s - (now - waiting_since)
+        return (waiting_since + self.wait_s) - now  # the deadline as the sender's alarm is set: to the bit
 
 
 def keepalive_in(period_s: float, last_sent_at: float, now: float) -> float:
