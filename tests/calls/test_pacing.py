@@ -14,6 +14,7 @@ from service.calls.pipeline.pacing import (
     NextMessage,
     ahead_of_pace,
     idle_sleep_s,
+    is_backlog,
     keepalive_in,
     next_message,
 )
@@ -182,3 +183,16 @@ def test_pure_modules_import_no_runtime(module: str) -> None:
         [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
     )
     assert completed.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("since_last_s", "backlog"),
+    [
+        (0.02, False),  # Twilio's pace: one frame every 20 ms
+        (0.012, False),  # a frame a little early (network jitter): still live
+        (0.0099, True),  # closer than half a frame: it waited in the socket while the process was busy
+        (0.0, True),  # read back to back
+    ],
+)
+def test_auto_tells_a_backlog_by_the_gap_between_frames(since_last_s: float, backlog: bool) -> None:
+    assert is_backlog(since_last_s) is backlog

@@ -272,3 +272,42 @@ async def test_batched_audio_arrives_whole_in_order_each_frame_within_its_batch(
     for index, sent_at in enumerate(batching.live.sent_at[:5]):
         assert sent_at == came_at[index * 20 + 19], f"batch {index} left when its last frame came"
     assert wakes <= 2 * 6, f"{wakes} wake-ups for 6 messages: the sender is woken per batch, not per frame"
+
+
+@pytest.mark.parametrize("batching", ["auto"], indirect=True)
+async def test_auto_sends_each_frame_alone_while_the_process_keeps_up(batching: Running) -> None:
+    """AUDIO_BATCH_MS=auto and frames at Twilio's pace: each goes from the read loop as it comes, alone, and the
+    sender sleeps through them (as at 20 ms)."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0)
+    assert batching.side.state is EngineState.IDLE
+    came_at = []
+    for seq in range(5):
+        came_at.append(loop.time())
+        batching.sender.queue(frame(seq))
+        await batching.sender.send_now()
+        assert not batching.sender.wakeup.is_set()
+        await asyncio.sleep(0.02)  # virtual
+    assert batching.live.sent == [frame(seq) for seq in range(5)]
+    assert batching.live.sent_at == came_at
+
+
+@pytest.mark.parametrize("batching", ["auto"], indirect=True)
+async def test_auto_sends_what_queued_while_the_process_was_busy_together_at_once(batching: Running) -> None:
+    """Ten frames read back to back (they waited in the socket): the first goes alone at once; the nine behind it
+    go in one message as soon as the read loop waits for more, not at any deadline; nothing lost or reordered."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0)
+    at = loop.time()
+    for seq in range(10):  # the read loop, never yielding: each `send_now` returns without awaiting
+        batching.sender.queue(frame(seq))
+        await batching.sender.send_now()
+    assert batching.live.sent == [frame(0)]
+    assert batching.sender.wakeup.is_set(), "the backlog is the sender's"
+    assert await batching.live.next_send() == at, "sent when the read loop yields, the same instant"
+    assert batching.live.sent == [frame(0), b"".join(frame(seq) for seq in range(1, 10))]
+    await asyncio.sleep(0.02)  # virtual: the next frame at Twilio's pace goes alone again
+    batching.sender.queue(frame(10))
+    await batching.sender.send_now()
+    assert batching.live.sent[-1] == frame(10)
+    assert batching.counters.messages_sent == 3

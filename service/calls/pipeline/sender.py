@@ -14,7 +14,14 @@ from service import mulaw
 from service.calls.counters import TrackCounters
 from service.calls.pipeline.engine_state import DRAINING, IDLE, Connection, EngineSide, EngineState
 from service.calls.pipeline.ledger import AudioLedger
-from service.calls.pipeline.pacing import MESSAGE_MAX_BYTES, Batching, idle_sleep_s, keepalive_in, next_message
+from service.calls.pipeline.pacing import (
+    MESSAGE_MAX_BYTES,
+    Batching,
+    idle_sleep_s,
+    is_backlog,
+    keepalive_in,
+    next_message,
+)
 from service.errors import SttError, SttFailure, SttUnavailable
 from service.settings import Settings
 
@@ -62,7 +69,10 @@ class TrackSender:
 
     def __init__(self, *, ledger: AudioLedger, side: EngineSide, counters: TrackCounters, settings: Settings) -> None:
         self.wakeup = Wakeup()  # `push` and `end` set it
-        batch = Batching.of(settings.audio_batch_ms)
+        # AUDIO_BATCH_MS=auto: frames go alone (as at 20 ms), but a backlog the read loop finds goes together.
+        self._auto = settings.audio_batch_ms == "auto"
+        self._last_read_at = float("-inf")  # auto: loop time the read loop last sent a frame itself
+        batch = Batching.of(mulaw.FRAME_MS if settings.audio_batch_ms == "auto" else settings.audio_batch_ms)
         self.batching = batch.chunks > 1  # frames wait to go together (`queue` tells how)
         self.batch_chunks = batch.chunks
         self.batch_started_at = 0.0  # loop time when the first pending frame of a batch came
@@ -117,6 +127,11 @@ class TrackSender:
         it is final) moves the track to the spool. When the send fails, the sender is woken and takes over:
         the frame is in the ledger, unacknowledged, so the next connection replays it. A connection still
         replaying never sleeps IDLE (its replay is pending); should it, the sender is woken to pace it.
+
+        With AUDIO_BATCH_MS=auto, a frame that comes less than half a frame after the last one this sent (a
+        backlog: Twilio sends every 20 ms, so they queued while the process was busy) is left to the sender,
+        woken here: it runs once the read loop has read what queued and waits for more, and sends it all in one
+        message (up to 250 ms). While the process keeps up, every frame goes from here, alone, as at 20 ms.
         """
         connection = self._connection
         ledger = self._ledger
@@ -126,6 +141,12 @@ class TrackSender:
             self.wakeup.set()
             return
         now = asyncio.get_running_loop().time()
+        if self._auto:
+            backlog = is_backlog(now - self._last_read_at)
+            self._last_read_at = now
+            if backlog:
+                self.wakeup.set()
+                return
         chunk = ledger.take(self._message_bytes)
         try:
             await connection.live.send_audio(chunk)
