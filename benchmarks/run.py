@@ -703,6 +703,11 @@ def parser() -> argparse.ArgumentParser:
     )
     served.add_argument("--peer", action="store_true", help="also serve benchmarks/peer.py, in turn with callscribe")
     p.add_argument(
+        "--floors", action="store_true",
+        help="also serve both floors (benchmarks/floor.py, then benchmarks/inbound_floor.py) in each round, after "
+        "callscribe and the peer: --inbound-floor and the floor, in the same rounds",
+    )  # fmt: skip
+    p.add_argument(
         "--inbound-floor", action="store_true",
         help="also serve benchmarks/inbound_floor.py (Hypercorn + orjson + base64, nothing sent) in each round, and "
         "report callscribe's CPU per round as a ratio to it",
@@ -721,9 +726,11 @@ def parser() -> argparse.ArgumentParser:
 
 def variants_from(args: argparse.Namespace) -> list[Variant]:
     """The servers each round runs, in order; ratios are to the first."""
-    inbound = [Variant(INBOUND_FLOOR, INBOUND_FLOOR)] if args.inbound_floor else []
+    inbound = [Variant(INBOUND_FLOOR, INBOUND_FLOOR)] if args.inbound_floor or args.floors else []
     if args.floor:
         return [Variant("floor", "floor"), *inbound]
+    if args.floors:
+        inbound.insert(0, Variant("floor", "floor"))
     variants = [Variant("baseline", "callscribe", args.baseline.resolve())] if args.baseline else []
     variants.append(Variant(args.label, "callscribe"))
     if not args.no_flux:  # the same checkout on Flux (/v2/listen; the stand-in speaks it too), in the same rounds
@@ -749,6 +756,10 @@ def write_outputs(result: dict[str, Any], out_json: Path, out_md: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every scenario, write the report, print a summary. Exit 1 if any run failed, 130 on Ctrl-C."""
     args = parser().parse_args(argv)
+    if args.floor and args.floors:
+        parser().error(
+            "--floor serves the floor instead of callscribe; --floors serves it beside callscribe: one or the other"
+        )
     if args.quick:
         args.duration_s, args.repeats = (3.0,), 1
     pinning = args.pin and (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
@@ -819,7 +830,8 @@ def report_of(
         "env": [f"{key}={value}" for key, value in options.env.items()],
         "service_wrapper": args.service_wrapper,
         "floor": args.floor,
-        "inbound_floor": args.inbound_floor,
+        "inbound_floor": args.inbound_floor or args.floors,
+        "floors": args.floors,
         "subscribers": args.subscribers,
         "attackers": args.attackers,
         "peer": args.peer,
