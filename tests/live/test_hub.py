@@ -41,18 +41,12 @@ async def test_fifty_subscribers_cost_one_encode_per_event(monkeypatch: pytest.M
     assert b'"text":"hello there"' in frames[0]
 
 
-def test_delivering_never_waits_and_a_stuck_subscriber_is_dropped_there() -> None:
-    """`deliver` is synchronous (a call's path never awaits a reader); a reader that stopped reading is dropped
-    once its queue is full, while the others keep every event."""
+def test_delivering_never_waits_for_a_reader() -> None:
+    """`deliver` is synchronous: a call's path never awaits a reader; each subscriber's queue has the event on
+    return, whether or not anyone reads it. (Dropping a reader that stopped reading is
+    tests/e2e/test_live_feed.py's: it counts a process-wide metric.)"""
     assert not inspect.iscoroutinefunction(LiveHub.deliver)
-    feed = hub(subscribers=2, queue_bound=3)
-    reading, stuck = feed.subscribe(None, None), feed.subscribe(None, None)
-    publisher = LocalPublisher(feed)
-    for _ in range(3):
-        publisher.publish(live.TRANSCRIPT, "CA1", transcript())
-    reading.queue.clear()  # this one keeps up
-    publisher.publish(live.TRANSCRIPT, "CA1", transcript())
-    assert feed.subscribers == 1
-    assert stuck.ended is not None
-    assert "LIVE_SUBSCRIBER_QUEUE (3)" in stuck.ended
-    assert len(reading.queue) == 1
+    feed = hub(subscribers=3)
+    subscribers = [feed.subscribe(None, None) for _ in range(3)]
+    LocalPublisher(feed).publish(live.TRANSCRIPT, "CA1", transcript())
+    assert [len(sub.queue) for sub in subscribers] == [1, 1, 1]
