@@ -94,6 +94,22 @@ def table(
     return "\n".join([header, rule, *rows])
 
 
+def inbound_floor_table(entries: Sequence[Mapping[str, Any]]) -> str | None:
+    """Each callscribe variant's CPU over the inbound floor's, round by round and the median (None without one)."""
+    chosen = [entry for entry in entries if entry.get("cpu_to_inbound_floor") and not entry.get("skipped")]
+    if not chosen:
+        return None
+    header = "| scenario | CPU, whole calls: per round | median | CPU, steady: per round | median |"
+    rows = []
+    for entry in chosen:
+        cells = []
+        for key in ("cpu_ms_per_track_second_whole", "cpu_ms_per_track_second"):
+            ratio = entry["cpu_to_inbound_floor"].get(key) or {"per_round": [], "median": None}
+            cells += [", ".join(_cell(value, 2) for value in ratio["per_round"]) or "n/a", _cell(ratio["median"], 2)]
+        rows.append(f"| {_row_name(entry, True)} | " + " | ".join(cells) + " |")
+    return "\n".join([header, "|---|---:|---:|---:|---:|", *rows])
+
+
 def per_second_table(entries: Sequence[Mapping[str, Any]]) -> str | None:
     """Forward p99 (ms) by second of call, one column per scenario with both tracks that started together."""
     chosen = [
@@ -153,6 +169,14 @@ def markdown_block(report: Mapping[str, Any]) -> str:
             f"Against {first}, the median of the per-round ratios:",
             "",
             table(compared, RATIO_COLUMNS, key="ratios_to_first", labelled=True),
+        ]
+    floor = inbound_floor_table(entries)
+    if floor:
+        lines += [
+            "",
+            "CPU against the inbound floor (Hypercorn + orjson + base64, nothing sent), in the same rounds:",
+            "",
+            floor,
         ]
     seconds = per_second_table(entries)
     if seconds:
@@ -220,6 +244,12 @@ def console_summary(report: Mapping[str, Any]) -> str:
                 f"  vs first: CPU whole {_cell(ratios.get('cpu_ms_per_track_second_whole'), 2)}x, steady "
                 f"{_cell(ratios.get('cpu_ms_per_track_second'), 2)}x, "
                 f"fwd p99 {_cell(ratios.get('forward_whole_p99_ms'), 2)}x"
+            )
+        floor = (entry.get("cpu_to_inbound_floor") or {}).get("cpu_ms_per_track_second_whole")
+        if floor:
+            lines.append(
+                f"  vs the inbound floor: CPU whole {_cell(floor['median'], 2)}x (per round: "
+                f"{', '.join(_cell(value, 2) for value in floor['per_round'])})"
             )
     first = report.get("first_limit")
     lines.append(

@@ -1,12 +1,13 @@
 """Orchestrator: `python -m benchmarks.run` (`make bench`) plays N calls through a fresh service per run.
 
 For each scenario (calls x tracks x start x duration), round and variant: start the Deepgram stand-in, start
-the server (callscribe's `python -m service serve --workers 1`, or the floor, or the peer) pointed at it,
+the server (callscribe's `python -m service serve --workers 1`, the floor, the inbound floor or the peer) pointed at it,
 measure its start-up (time and CPU until /healthz answers) and idle memory, run the load generator while
 sampling the server's process tree from /proc, stop everything, then join the records
 (benchmarks/analysis.py). Variants (callscribe from this checkout, from a `--baseline` checkout, the same
-checkout on Deepgram Flux unless `--no-flux`, the peer) take their turns inside each round, so a machine that
-drifts over minutes drifts for all of them alike.
+checkout on Deepgram Flux unless `--no-flux`, the inbound floor, the peer) take their turns inside each round, so a
+machine that drifts over minutes drifts for all of them alike. With `--inbound-floor`, each callscribe variant's
+CPU is also divided by the inbound floor's of the same round (`cpu_to_inbound_floor`: per round, and the median).
 
 By default nothing is pinned: the load generator, the stand-in and the server share the machine's cores, as
 on a laptop or a small dyno. `--pin` puts the server's tree on CPU 0 and the harness on CPU 1 instead. Each
@@ -64,6 +65,7 @@ NAMED_SCENARIO = (40, 2, "together")  # the issue's "40 both-track calls startin
 RINGING_S = 5.0  # the "ringing" scenario: the outbound track silent this long (a <Dial> ringing)
 CLOSED_PORT = 9  # --startup: the service never reaches Deepgram before a call
 FLUX_MODEL = "flux-general-en"  # the Flux variant's DEEPGRAM_MODEL
+INBOUND_FLOOR = "inbound-floor"  # benchmarks/inbound_floor.py: reads and decodes, forwards nothing
 
 
 @dataclass(frozen=True, order=True)
@@ -83,10 +85,10 @@ class Scenario:
 
 @dataclass(frozen=True)
 class Variant:
-    """One server under test: callscribe (from a checkout), the floor or the peer."""
+    """One server under test: callscribe (from a checkout), the floor, the inbound floor or the peer."""
 
     label: str
-    served: str  # "callscribe", "floor" or "peer"
+    served: str  # "callscribe", "floor", INBOUND_FLOOR or "peer"
     checkout: Path = REPO  # callscribe's code and interpreter
     env: tuple[tuple[str, str], ...] = ()  # settings of its own, over --env (the Flux variant's DEEPGRAM_MODEL)
 
@@ -294,8 +296,9 @@ def start_standin(rundir: Path, options: Options, children: Children) -> tuple[s
 
 
 def server_command(variant: Variant, port: int) -> list[str]:
-    if variant.served == "floor":
-        return [PYTHON, "-m", "hypercorn", "--workers", "1", "--bind", f"127.0.0.1:{port}", "benchmarks.floor:app"]
+    if variant.served in ("floor", INBOUND_FLOOR):
+        app = "benchmarks.floor:app" if variant.served == "floor" else "benchmarks.inbound_floor:app"
+        return [PYTHON, "-m", "hypercorn", "--workers", "1", "--bind", f"127.0.0.1:{port}", app]
     if variant.served == "peer":
         return [PYTHON, "-m", "benchmarks.peer", "--port", str(port)]
     return [variant.python, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
@@ -389,6 +392,8 @@ def run_once(
         children.stop(service, STOP_TIMEOUT_S)
     children.stop(standin, READY_TIMEOUT_S)
     metrics, details = analyse(rundir, scenario, ticks=ticks, idle=idle, startup=startup, wall_offset_ns=wall_offset_ns)
+    if variant.served == INBOUND_FLOOR:  # it forwards nothing by design: no frame is lost, none has a latency
+        metrics |= {"frames_received": None, "frames_lost": None}
     if subscribers is not None:
         record = json.loads((rundir / "subscribers.json").read_text())
         details["subscribers"] = {"count": options.subscribers, "events": record["events"], "cpu_s": record["cpu_s"]}
@@ -486,6 +491,12 @@ def scenario_entry(
     first = options.variants[0].label
     ratios = {} if variant.label == first else stats.ratios_per_round(runs[variant.label], runs[first])
     series = [detail["per_second"] for detail in details[variant.label] if "per_second" in detail]
+    floors = [v.label for v in options.variants if v.served == INBOUND_FLOOR]
+    to_floor = (
+        {key: stats.per_round_ratios(runs[variant.label], runs[floors[0]], key) for key in stats.FLOOR_RATIO_KEYS}
+        if floors and variant.served == "callscribe"
+        else {}
+    )
     return {
         "name": scenario.name,
         "variant": variant.label,
@@ -500,6 +511,10 @@ def scenario_entry(
         "skipped": why_not,
         "median": median,
         "ratios_to_first": ratios,
+        "cpu_to_inbound_floor": {
+            key: {"per_round": per_round, "median": stats.median_or_none(per_round)}
+            for key, per_round in to_floor.items()
+        },
         "per_second": {key: stats.median_per_index([run[key] for run in series]) for key in ("p50", "p99")},
         "runs": runs[variant.label],
         "details": details[variant.label],
@@ -687,6 +702,16 @@ def parser() -> argparse.ArgumentParser:
         "--floor", action="store_true", help="serve benchmarks/floor.py (Hypercorn + SDK, nothing else) instead"
     )
     served.add_argument("--peer", action="store_true", help="also serve benchmarks/peer.py, in turn with callscribe")
+    p.add_argument(
+        "--floors", action="store_true",
+        help="also serve both floors (benchmarks/floor.py, then benchmarks/inbound_floor.py) in each round, after "
+        "callscribe and the peer: --inbound-floor and the floor, in the same rounds",
+    )  # fmt: skip
+    p.add_argument(
+        "--inbound-floor", action="store_true",
+        help="also serve benchmarks/inbound_floor.py (Hypercorn + orjson + base64, nothing sent) in each round, and "
+        "report callscribe's CPU per round as a ratio to it",
+    )  # fmt: skip
     p.add_argument("--baseline", type=Path, help="also callscribe from this checkout (its .venv), first in each round")
     p.add_argument("--pin", action="store_true", help="the server on CPU 0, the harness on CPU 1 (default: shared)")
     p.add_argument("--subscribers", type=int, default=0, help="live feed clients (GET /api/live) open during every run")
@@ -701,15 +726,18 @@ def parser() -> argparse.ArgumentParser:
 
 def variants_from(args: argparse.Namespace) -> list[Variant]:
     """The servers each round runs, in order; ratios are to the first."""
+    inbound = [Variant(INBOUND_FLOOR, INBOUND_FLOOR)] if args.inbound_floor or args.floors else []
     if args.floor:
-        return [Variant("floor", "floor")]
+        return [Variant("floor", "floor"), *inbound]
+    if args.floors:
+        inbound.insert(0, Variant("floor", "floor"))
     variants = [Variant("baseline", "callscribe", args.baseline.resolve())] if args.baseline else []
     variants.append(Variant(args.label, "callscribe"))
     if not args.no_flux:  # the same checkout on Flux (/v2/listen; the stand-in speaks it too), in the same rounds
         variants.append(Variant(f"{args.label}-flux", "callscribe", env=(("DEEPGRAM_MODEL", FLUX_MODEL),)))
     if args.peer:
         variants.append(Variant("peer", "peer"))
-    return variants
+    return variants + inbound
 
 
 def write_outputs(result: dict[str, Any], out_json: Path, out_md: Path) -> None:
@@ -728,6 +756,10 @@ def write_outputs(result: dict[str, Any], out_json: Path, out_md: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every scenario, write the report, print a summary. Exit 1 if any run failed, 130 on Ctrl-C."""
     args = parser().parse_args(argv)
+    if args.floor and args.floors:
+        parser().error(
+            "--floor serves the floor instead of callscribe; --floors serves it beside callscribe: one or the other"
+        )
     if args.quick:
         args.duration_s, args.repeats = (3.0,), 1
     pinning = args.pin and (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
@@ -798,6 +830,8 @@ def report_of(
         "env": [f"{key}={value}" for key, value in options.env.items()],
         "service_wrapper": args.service_wrapper,
         "floor": args.floor,
+        "inbound_floor": args.inbound_floor or args.floors,
+        "floors": args.floors,
         "subscribers": args.subscribers,
         "attackers": args.attackers,
         "peer": args.peer,

@@ -114,6 +114,27 @@ def ratios_per_round(
     return ratios
 
 
+FLOOR_RATIO_KEYS = ("cpu_ms_per_track_second_whole", "cpu_ms_per_track_second")  # against the inbound floor
+
+
+def per_round_ratios(
+    runs: Sequence[Mapping[str, Number | None] | None], others: Sequence[Mapping[str, Number | None] | None], key: str
+) -> list[float | None]:
+    """Round by round, this variant's `key` divided by another's in the same round (None where either failed, or
+    the other's value is 0 or missing)."""
+    ratios: list[float | None] = []
+    for run, other in zip(runs, others, strict=False):
+        mine, theirs = (run or {}).get(key), (other or {}).get(key)
+        ratios.append(mine / theirs if mine is not None and theirs else None)
+    return ratios
+
+
+def median_or_none(values: Sequence[float | None]) -> float | None:
+    """The median of the values present, or None when there are none."""
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
 def median_per_index(series: Sequence[Sequence[float | None]]) -> list[float | None]:
     """Position by position, the median of the values the series have there (None where none has one)."""
     length = max((len(values) for values in series), default=0)

@@ -192,8 +192,27 @@ def _members(annotation: object) -> tuple[object, ...]:
 
 
 def accepted_values(info: FieldInfo) -> str:
-    """What the field's type and bounds accept, in words (Markdown); "" when they say nothing useful."""
-    (kind, *_) = _members(info.annotation) or (None,)
+    """What the field's type and bounds accept, in words (Markdown); "" when they say nothing useful.
+
+    A union of choices (`BatchMs | Literal["auto"]`) is each member's words, "or" between them; a member's own
+    bounds are in its `Annotated` metadata."""
+    members = _members(info.annotation)
+    if len(members) > 1:
+        return _one_of([_accepted(*_annotated(member, info)) for member in members])
+    (kind, *_) = members or (None,)
+    return _accepted(kind, info)
+
+
+def _annotated(member: object, info: FieldInfo) -> tuple[object, FieldInfo]:
+    """`Annotated[int, Field(ge=…)]` as its type and the FieldInfo holding its bounds; any other type as itself."""
+    if typing.get_origin(member) is typing.Annotated:
+        kind, *extras = typing.get_args(member)
+        inner = next((extra for extra in extras if isinstance(extra, FieldInfo)), info)
+        return kind, inner
+    return member, info
+
+
+def _accepted(kind: object, info: FieldInfo) -> str:
     if kind is bool:
         return "`true` or `false`"
     if typing.get_origin(kind) is typing.Literal:

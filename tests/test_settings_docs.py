@@ -86,7 +86,7 @@ def test_secrets_and_fill_in_lines() -> None:
         ("deepgram_interim_results", "`true` or `false`"),
         ("stream_track", "`inbound_track`, `outbound_track` or `both_tracks`"),
         ("log_format", "`text` or `json`"),
-        ("audio_batch_ms", "integer from 20 to 100"),
+        ("audio_batch_ms", "integer from 20 to 400 or `auto`"),
         ("deepgram_keepalive_s", "number above 0, at most 8"),
         ("db_queue_max", "integer at least 10"),
         ("retention_days", "integer at least 1"),

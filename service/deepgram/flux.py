@@ -35,7 +35,7 @@ from service.deepgram.flux_protocol import (
     fatal_error_is_final,
     flux_options,
 )
-from service.deepgram.sockets import AddressedEngine, opened, translated
+from service.deepgram.sockets import AddressedEngine, SocketFailure, opened, stt_error, translated
 from service.errors import SttFailure, SttRejected, SttUnavailable
 from service.stt.events import SttEvent, SttServerError
 
@@ -53,8 +53,10 @@ class FluxConnection:
     async def send_audio(self, audio: bytes) -> None:
         if audio:
             self._clock.audio(len(audio))  # counted first: Flux's answers to it may come before the await returns
-            with translated("sending audio"):
+            try:
                 await self._socket.send_media(audio)
+            except SocketFailure as exc:  # `translated`, without its generator: this runs once per frame
+                raise stt_error(exc, "sending audio") from exc
 
     async def keep_alive(self) -> None:
         """100 ms of silence: Flux has no KeepAlive message, and closes a connection that hears nothing."""

@@ -23,7 +23,7 @@ from deepgram.listen.v1 import (
 from deepgram.listen.v1.socket_client import AsyncV1SocketClient
 
 from service.deepgram.protocol import live_options
-from service.deepgram.sockets import AddressedEngine, opened, translated
+from service.deepgram.sockets import AddressedEngine, SocketFailure, opened, stt_error, translated
 from service.stt.events import (
     SttEvent,
     SttMetadata,
@@ -46,8 +46,10 @@ class LiveConnection:
     async def send_audio(self, audio: bytes) -> None:
         # Never send b"": Deepgram reads an empty frame as the deprecated close signal.
         if audio:
-            with translated("sending audio"):
+            try:
                 await self._socket.send_media(audio)
+            except SocketFailure as exc:  # `translated`, without its generator: this runs once per frame
+                raise stt_error(exc, "sending audio") from exc
 
     async def keep_alive(self) -> None:
         with translated("sending KeepAlive"):

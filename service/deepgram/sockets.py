@@ -21,7 +21,7 @@ from deepgram.core.api_error import ApiError
 
 from service.deepgram.environment import DeepgramAddress, primary_address
 from service.deepgram.protocol import is_fatal_close, status_error
-from service.errors import SttFailure, SttRejected, SttUnavailable
+from service.errors import SttError, SttFailure, SttRejected, SttUnavailable
 from service.settings import Settings
 
 _Socket = TypeVar("_Socket")
@@ -92,21 +92,33 @@ async def opened(stack: AsyncExitStack, connecting: AbstractAsyncContextManager[
         raise SttUnavailable(f"Deepgram handshake failed: {type(exc).__name__}", failure=SttFailure.HANDSHAKE) from exc
 
 
+SocketFailure = (websockets.exceptions.ConnectionClosed, OSError)  # what `stt_error` translates
+
+
 @contextlib.contextmanager
 def translated(doing: str) -> Iterator[None]:
     """Turn a websockets close into SttRejected/SttUnavailable with Deepgram's code and reason."""
     try:
         yield
-    except websockets.exceptions.ConnectionClosedOK as exc:
-        raise SttUnavailable(f"Deepgram closed the connection while {doing}", close_code=_code(exc)) from exc
-    except websockets.exceptions.ConnectionClosed as exc:
+    except SocketFailure as exc:
+        raise stt_error(exc, doing) from exc
+
+
+def stt_error(exc: websockets.exceptions.ConnectionClosed | OSError, doing: str) -> SttError:
+    """A websockets close (with Deepgram's code and reason) or a network error, as the seam's SttError.
+
+    `translated` says it for most calls; a send of audio (one per frame) catches `SocketFailure` itself and
+    raises this, sparing a context manager's generator per frame.
+    """
+    if isinstance(exc, websockets.exceptions.ConnectionClosedOK):
+        return SttUnavailable(f"Deepgram closed the connection while {doing}", close_code=_code(exc))
+    if isinstance(exc, websockets.exceptions.ConnectionClosed):
         code = _code(exc)
         reason = exc.rcvd.reason if exc.rcvd is not None else ""
         said = f"close {code} {reason}".strip() if code is not None else "dropped the connection (no close frame)"
         error_type = SttRejected if is_fatal_close(code) else SttUnavailable
-        raise error_type(f"Deepgram {said} while {doing}", close_code=code or 1006) from exc
-    except OSError as exc:
-        raise SttUnavailable(f"network error while {doing}: {type(exc).__name__}", failure=SttFailure.NETWORK) from exc
+        return error_type(f"Deepgram {said} while {doing}", close_code=code or 1006)
+    return SttUnavailable(f"network error while {doing}: {type(exc).__name__}", failure=SttFailure.NETWORK)
 
 
 def _code(exc: websockets.exceptions.ConnectionClosed) -> int | None:

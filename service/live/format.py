@@ -42,6 +42,7 @@ KINDS: Final = (
 FEED_BEHIND: Final = "feed.behind"  # events may be missing: replay window passed, or Redis unreachable
 FEED_LIVE: Final = "feed.live"  # caught up again after feed.behind
 FEED_DROPPED: Final = "feed.dropped"  # the last event of a subscriber that fell too far behind
+FEED_CLOSING: Final = "feed.closing"  # the last event of every subscriber when the process stops: reconnect
 
 # What a transcript event does without, of `transcript_data`: the words (an event per interim stays ~0.3 KB in
 # the replay buffer; the stored transcript has them). Every other field goes out, a new one included.
@@ -161,6 +162,16 @@ def transcript_payload(transcript: Transcript) -> dict[str, Any]:
 def feed_frame(kind: str, reason: str) -> bytes:
     """A frame of the feed's own (`feed.behind`, `feed.live`, `feed.dropped`): no id, so replay is unaffected."""
     return b"event: %s\ndata: %s\n\n" % (kind.encode(), orjson.dumps({"type": kind, "reason": reason}))
+
+
+def closing_frame(reason: str, retry_ms: int) -> bytes:
+    """`feed.closing`: the process is stopping, the response ends after this, and the client should reconnect with
+    Last-Event-ID after `retry_ms` (elsewhere, behind a load balancer, or here once the process is back).
+
+    The SSE `retry:` field sets the same delay for EventSource's own reconnection, so a page reconnects without
+    any code of its own; `retry_ms` in the JSON says it to clients that read the data only."""
+    data = orjson.dumps({"type": FEED_CLOSING, "reason": reason, "retry_ms": retry_ms})
+    return b"retry: %d\nevent: %s\ndata: %s\n\n" % (retry_ms, FEED_CLOSING.encode(), data)
 
 
 def timestamp(moment: datetime.datetime) -> str:

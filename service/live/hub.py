@@ -28,12 +28,14 @@ from service.live.format import (
     CALL_STARTED,
     CALL_STATE,
     FEED_BEHIND,
+    FEED_CLOSING,
     FEED_DROPPED,
     FEED_LIVE,
     TRANSCRIPT,
     EventId,
     IdClock,
     LiveEvent,
+    closing_frame,
     feed_frame,
 )
 from service.live.replay import Cursor, ReplayBuffer
@@ -61,17 +63,22 @@ class Subscriber:
         self._ready = asyncio.Event()
 
     def offer(self, item: Item) -> bool:
-        """Queue `item` unless the queue is full (False: the caller drops this subscriber)."""
+        """Queue `item` unless the queue is full (False: the caller drops this subscriber); once ended, nothing more
+        is queued (its last word is said)."""
+        if self.ended is not None:
+            return True
         if len(self.queue) >= self.bound:
             return False
         self.queue.append(item)
         self._ready.set()
         return True
 
-    def end(self, kind: str, reason: str) -> None:
+    def end(self, kind: str, reason: str, last_word: bytes | None = None) -> None:
+        """No more events: what is queued, then the last word (`feed_frame(kind, reason)` unless given), then the
+        response ends."""
         if self.ended is None:
             self.ended = reason
-            self._last_word = feed_frame(kind, reason)
+            self._last_word = last_word or feed_frame(kind, reason)
             self._ready.set()
 
     async def next(self, heartbeat_s: float) -> Item | None:
@@ -134,6 +141,9 @@ class LiveHub:
         self._max_subscribers = max_subscribers
         self._clock = clock
         self._subscribers: set[Subscriber] = set()
+        self._responses: set[Subscriber] = set()  # subscribers whose response has not ended yet (`feed_ended`)
+        self._all_ended = asyncio.Event()
+        self._all_ended.set()
         self.behind: str | None = None  # why the feed may be missing events right now (Redis unreachable)
 
     def deliver(self, event: LiveEvent) -> None:
@@ -165,8 +175,17 @@ class LiveHub:
             # yet, and `set_behind(None)` says so when it is).
             sub.queue.append(feed_frame(FEED_LIVE, "replayed every event still kept; read the rest from /api/calls"))
         self._subscribers.add(sub)
+        self._responses.add(sub)
+        self._all_ended.clear()
         LIVE_SUBSCRIBERS.inc()
         return sub
+
+    def feed_ended(self, sub: Subscriber) -> None:
+        """`sub`'s response is over (its last word went out, or the client left): it is no longer a subscriber."""
+        self.unsubscribe(sub)
+        self._responses.discard(sub)
+        if not self._responses:
+            self._all_ended.set()
 
     def unsubscribe(self, sub: Subscriber) -> None:
         if sub in self._subscribers:
@@ -182,11 +201,22 @@ class LiveHub:
         for sub in [sub for sub in self._subscribers if not sub.offer(frame)]:
             self._drop(sub, f"more than LIVE_SUBSCRIBER_QUEUE ({sub.bound}) events waited for this client")
 
-    def close(self, reason: str) -> None:
-        """The process is stopping: every subscriber gets its queue, then `feed.dropped` with `reason`."""
+    def close(self, reason: str, retry_ms: int) -> None:
+        """The process is stopping: every subscriber gets its queue, then `feed.closing` (reconnect after
+        `retry_ms`), and its response ends."""
+        last_word = closing_frame(reason, retry_ms)
         for sub in list(self._subscribers):
-            sub.end(FEED_DROPPED, reason)
+            sub.end(FEED_CLOSING, reason, last_word)
             self.unsubscribe(sub)
+
+    async def wait_ended(self, timeout_s: float) -> bool:
+        """Until every feed's response has ended (after `close`), at most `timeout_s`; False if one is still open (a
+        client that does not read: its response waits on the socket)."""
+        try:
+            await asyncio.wait_for(self._all_ended.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     def _drop(self, sub: Subscriber, reason: str) -> None:
         LIVE_SUBSCRIBERS_DROPPED.labels(reason="queue_full").inc()

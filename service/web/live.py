@@ -5,7 +5,9 @@ is given). The subscription is made, and what the client missed after `Last-Even
 first byte goes out; then each event is one `id:`/`event:`/`data:` frame, and a comment line every
 LIVE_HEARTBEAT_S of silence keeps proxies from closing the connection. The hub (`service/live/hub.py`) never
 waits for this loop: a client too slow to keep up is dropped there, and this loop sends its last
-`feed.dropped` event and ends the response. When LIVE_MAX_SUBSCRIBERS already read, an authenticated client gets
+`feed.dropped` event and ends the response. When the process stops, every feed ends first (before Hypercorn's
+graceful shutdown, which an open response would hold) with `feed.closing`, whose `retry:` tells the client when
+to reconnect. When LIVE_MAX_SUBSCRIBERS already read, an authenticated client gets
 503 `feed_full` with `Retry-After`, and one `live.refused` line with its address.
 """
 
@@ -28,7 +30,8 @@ log = structlog.get_logger("callscribe.live")
 
 PARAMETERS: Final = frozenset({"call_sid", "last_event_id"})
 CALL_SID: Final = re.compile(r"[A-Za-z0-9]{1,64}")
-OPENING: Final = b": callscribe live feed\nretry: 2000\n\n"  # the headers and this go out at once
+RETRY_MS: Final = 2000  # EventSource's wait before it reconnects: after a network error, and after `feed.closing`
+OPENING: Final = b": callscribe live feed\nretry: %d\n\n" % RETRY_MS  # the headers and this go out at once
 HEARTBEAT: Final = b": heartbeat\n\n"
 FULL_RETRY_AFTER_S: Final = 30  # long enough for a page or two to close; a client that obeys does not hammer
 
@@ -110,4 +113,4 @@ async def _frames(hub: LiveHub, subscriber: Subscriber, heartbeat_s: float) -> A
                 yield item.frame() if isinstance(item, LiveEvent) else item
         log.info("live.ended", why=subscriber.ended)
     finally:
-        hub.unsubscribe(subscriber)
+        hub.feed_ended(subscriber)

@@ -57,6 +57,7 @@ from service.times import utc_now
 from service.twilio.credentials import rest_credentials
 from service.twilio.signatures import TwilioSignatures, stream_token_key
 from service.twilio.urls import MEDIA_PATH, stream_url
+from service.web.live import RETRY_MS
 from service.web.next_steps import next_steps
 from service.web.stream_watch import StreamWatch
 from service.webhooks.sender import WebhookSender
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("callscribe.app")
 LIVE_FLUSH_TIMEOUT_S = 2.0  # for Redis to take the live events still queued at shutdown
+FEEDS_END_TIMEOUT_S = 1.0  # for the feeds' responses to send their last event at shutdown
 SHARE_SPOOL_TIMEOUT_S = 3.0  # for the spooled audio to reach the shared spool at shutdown
 MIN_DRAIN_S = 2.0  # however long the hand-overs took, Deepgram's last finals get this long
 STORE_STOP_TIMEOUT_S = 3.0  # for the database to take the last writes at shutdown; the rest goes to the journal
@@ -404,7 +406,11 @@ class Runtime:
         await self.store.stop(STORE_STOP_TIMEOUT_S)
         if self.redis is not None:
             await self.redis.flush(LIVE_FLUSH_TIMEOUT_S)  # the calls' last events, for the other processes' feeds
-        self.live.close("the service is stopping; reconnect with Last-Event-ID")
+        # The feeds end before the process stops serving (an open feed would hold Hypercorn's graceful shutdown for
+        # its whole timeout): each page is told to reconnect, to another process or to this one once it is back.
+        self.live.close("the service is stopping; reconnect with Last-Event-ID", RETRY_MS)
+        if not await self.live.wait_ended(FEEDS_END_TIMEOUT_S):
+            log.info("live.not_ended", why=f"a client did not read its last event within {FEEDS_END_TIMEOUT_S:g} s")
         log.info("service.stopped", calls=calls, calls_spooled=spooled, spool_waiting=len(self.spool.entries()))
 
     async def _share_spool(self) -> None:

@@ -98,6 +98,36 @@ def test_attackers_post_huge_forms_through_the_run_and_every_frame_still_arrives
     assert scenario["median"]["frames_received"] == 2 * 100  # 2 s of 20 ms frames, two calls
 
 
+def test_both_floors_run_in_the_same_rounds_and_callscribe_is_a_ratio_of_the_inbound_one(tmp_path: Path) -> None:
+    """--floors serves benchmarks/floor.py and benchmarks/inbound_floor.py in each round after callscribe: the
+    inbound floor's calls all end normally with nothing forwarded (not "lost"), the floor forwards every frame,
+    and callscribe's CPU is divided by the inbound floor's round by round."""
+    result, output, out_md = run_benchmark(
+        tmp_path, "--scenario", "2:2:together", "--duration-s", "2", "--repeats", "2", "--no-flux", "--floors"
+    )
+    assert result["inbound_floor"] is True
+    assert [v["label"] for v in result["variants"]] == ["callscribe", "floor", "inbound-floor"]
+    callscribe, floor, inbound = result["scenarios"]
+    assert floor["median"]["frames_lost"] == 0, output
+    assert inbound["served"] == "inbound-floor"
+    assert inbound["median"]["calls_failed"] == inbound["median"]["abnormal_closes"] == 0, output
+    assert inbound["median"]["frames_sent"] == 2 * 2 * 100
+    assert inbound["median"]["frames_lost"] is None, "it forwards nothing by design"
+    assert inbound["median"]["deepgram_connections"] == 0
+    assert "frames lost" not in inbound["limits"]
+    assert inbound["median"]["cpu_ms_per_track_second_whole"] > 0
+    assert floor["cpu_to_inbound_floor"] == inbound["cpu_to_inbound_floor"] == {}, "only callscribe is a ratio"
+    ratio = callscribe["cpu_to_inbound_floor"]["cpu_ms_per_track_second_whole"]
+    per_round = [
+        run["cpu_ms_per_track_second_whole"] / other["cpu_ms_per_track_second_whole"]
+        for run, other in zip(callscribe["runs"], inbound["runs"], strict=True)
+    ]
+    assert ratio["per_round"] == pytest.approx(per_round)
+    assert ratio["median"] == pytest.approx(sum(per_round) / 2)
+    assert "CPU against the inbound floor" in out_md.read_text()
+    assert "vs the inbound floor: CPU whole" in output
+
+
 def check_scenario(scenario: dict[str, Any], output: str) -> None:
     median = scenario["median"]
     context = f"{scenario['name']}: {median} {scenario['details']}\n{output}"

@@ -266,3 +266,23 @@ def test_ratios_are_per_round_medians_and_series_per_second() -> None:
     assert ratios["cpu_ms_per_track_second_whole"] == pytest.approx(1.0)  # median of 0.5 and 1.5
     assert ratios["forward_whole_p99_ms"] is None
     assert stats.median_per_index([[1.0, 5.0], [3.0, None, 7.0]]) == [2.0, 5.0, 7.0]
+
+
+def test_ratios_to_the_inbound_floor_keep_every_round_and_their_median() -> None:
+    """Round by round against the inbound floor: a failed round is None in the list and left out of the median;
+    the report's table shows the list and the median."""
+    floor = [{"cpu_ms_per_track_second_whole": 2.0}, None, {"cpu_ms_per_track_second_whole": 4.0}]
+    mine = [{"cpu_ms_per_track_second_whole": 5.0}, {"cpu_ms_per_track_second_whole": 9.0}, {"x": 1.0}]
+    per_round = stats.per_round_ratios(mine, floor, "cpu_ms_per_track_second_whole")
+    assert per_round == [2.5, None, None]
+    assert stats.median_or_none(per_round) == 2.5
+    assert stats.median_or_none([None]) is None
+    entry = {
+        "name": "40 calls x both tracks, together", "variant": "main", "skipped": None,
+        "cpu_to_inbound_floor": {"cpu_ms_per_track_second_whole": {"per_round": [2.5, 2.7], "median": 2.6}},
+    }  # fmt: skip
+    table = report.inbound_floor_table([entry, {**entry, "variant": "floor", "cpu_to_inbound_floor": {}}])
+    assert table is not None
+    assert table.splitlines()[2] == "| 40 calls x both tracks, together [main] | 2.50, 2.70 | 2.60 | n/a | n/a |"
+    assert len(table.splitlines()) == 3, "only variants with a ratio have a row"
+    assert report.inbound_floor_table([{**entry, "cpu_to_inbound_floor": {}}]) is None

@@ -14,6 +14,7 @@ from service.calls.pipeline.pacing import (
     NextMessage,
     ahead_of_pace,
     idle_sleep_s,
+    is_backlog,
     keepalive_in,
     next_message,
 )
@@ -101,10 +102,11 @@ def test_a_replay_goes_at_the_pace_in_whole_messages() -> None:
 @pytest.mark.parametrize(
     ("audio_batch_ms", "chunks", "wait_s"),
     [
-        (20, 1, 0.0),  # the default: every frame alone, nothing waits
-        (40, 2, 0.02),  # two frames: the first waits one frame for the second
-        (100, 5, 0.08),  # the maximum: five frames, the first waits four
-        (50, 2, 0.03),  # not a whole number of frames: whole frames, the wait as asked
+        (20, 1, 0.02),  # the default: every frame alone (a batch of one is always full: nothing waits)
+        (40, 2, 0.04),  # two frames: the second fills the batch 20 ms after the first; a pause, 40 ms
+        (100, 5, 0.1),  # five frames
+        (400, 20, 0.4),  # the maximum (Deepgram's Twilio sample): twenty frames
+        (50, 2, 0.05),  # not a whole number of frames: whole frames, the wait as asked
     ],
 )
 def test_batching_from_the_setting(audio_batch_ms: int, chunks: int, wait_s: float) -> None:
@@ -181,3 +183,16 @@ def test_pure_modules_import_no_runtime(module: str) -> None:
         [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
     )
     assert completed.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("since_last_s", "backlog"),
+    [
+        (0.02, False),  # Twilio's pace: one frame every 20 ms
+        (0.012, False),  # a frame a little early (network jitter): still live
+        (0.0099, True),  # closer than half a frame: it waited in the socket while the process was busy
+        (0.0, True),  # read back to back
+    ],
+)
+def test_auto_tells_a_backlog_by_the_gap_between_frames(since_last_s: float, backlog: bool) -> None:
+    assert is_backlog(since_last_s) is backlog

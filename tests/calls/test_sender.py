@@ -14,6 +14,7 @@ from service.calls.pipeline.engine_state import Connection, EngineSide, EngineSt
 from service.calls.pipeline.ledger import AudioLedger
 from service.calls.pipeline.sender import TrackSender, Wakeup
 from service.errors import SttFailure, SttUnavailable
+from tests.helpers.clock import virtual_time
 from tests.helpers.service import make_settings
 from tests.helpers.waiting import eventually
 
@@ -28,12 +29,20 @@ class RecordingLive:
     sent_at: list[float] = field(default_factory=list)  # loop time of each audio send
     control: list[str] = field(default_factory=list)
     fail: bool = False
+    a_send: asyncio.Event = field(default_factory=asyncio.Event)  # set at each audio send
 
     async def send_audio(self, audio: bytes) -> None:
         if self.fail:
             raise SttUnavailable("network error while sending audio", failure=SttFailure.NETWORK)
         self.sent.append(audio)
         self.sent_at.append(asyncio.get_running_loop().time())
+        self.a_send.set()
+
+    async def next_send(self) -> float:
+        """The loop time of the next audio send (awaited; on a virtual clock the timeout costs no real time)."""
+        self.a_send.clear()
+        await asyncio.wait_for(self.a_send.wait(), timeout=30.0)
+        return self.sent_at[-1]
 
     async def keep_alive(self) -> None:
         self.control.append("KeepAlive")
@@ -64,6 +73,24 @@ async def running(request: pytest.FixtureRequest) -> AsyncIterator[Running]:
     yield Running(sender, side, ledger, counters, live)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture
+async def batching(request: pytest.FixtureRequest) -> AsyncIterator[Running]:
+    """A sender batching `audio_batch_ms` (the test's parameter) on an open connection, on a virtual clock."""
+    loop = asyncio.get_running_loop()
+    with virtual_time(loop):
+        ledger, side, counters = AudioLedger(), EngineSide(), TrackCounters()
+        side.move(EngineState.OPEN)
+        sender = TrackSender(
+            ledger=ledger, side=side, counters=counters, settings=make_settings(audio_batch_ms=request.param)
+        )
+        live = RecordingLive()
+        task = asyncio.create_task(sender.run(Connection(live)))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        yield Running(sender, side, ledger, counters, live)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
@@ -182,3 +209,105 @@ async def test_a_disarmed_alarm_rings_no_more() -> None:
     wakeup.clear()
     await asyncio.sleep(0.05)
     assert not wakeup.is_set(), "the old alarm did not ring"
+
+
+def frame(seq: int) -> bytes:
+    return bytes([seq % 256]) * 160
+
+
+@pytest.mark.parametrize("batching", [100], indirect=True)
+async def test_a_partial_batch_leaves_at_its_deadline_and_no_frame_wakes_the_sender(batching: Running) -> None:
+    """AUDIO_BATCH_MS=100, two frames and a pause: both go together 100 ms after the first came (the batch's
+    deadline), on the first frame's alarm; neither frame woke the sender."""
+    loop = asyncio.get_running_loop()
+    first_at = loop.time()
+    batching.sender.queue(frame(0))
+    assert not batching.sender.wakeup.is_set(), "a frame only joins the ledger"
+    await asyncio.sleep(0.02)  # virtual: Twilio's next frame, 20 ms later
+    batching.sender.queue(frame(1))
+    assert not batching.sender.wakeup.is_set()
+    assert batching.live.sent == []
+    sent_at = await batching.live.next_send()
+    assert sent_at == pytest.approx(first_at + 0.1, abs=1e-9)
+    assert batching.live.sent == [frame(0) + frame(1)]
+
+
+@pytest.mark.parametrize("batching", [100], indirect=True)
+async def test_a_full_batch_leaves_at_once(batching: Running) -> None:
+    """Five frames at one instant (a backlog read at once) fill a 100 ms batch: it goes then, not at its deadline."""
+    loop = asyncio.get_running_loop()
+    at = loop.time()
+    for seq in range(5):
+        batching.sender.queue(frame(seq))
+    assert batching.sender.wakeup.is_set(), "the full batch wakes the sender"
+    assert await batching.live.next_send() == at
+    assert batching.live.sent == [b"".join(frame(seq) for seq in range(5))]
+
+
+@pytest.mark.parametrize("batching", [400], indirect=True)
+async def test_batched_audio_arrives_whole_in_order_each_frame_within_its_batch(batching: Running) -> None:
+    """AUDIO_BATCH_MS=400 and 103 frames 20 ms apart, then the stream's end: every byte goes once, in order, in
+    messages of 400 ms (each leaving on the frame that fills it) and the rest at the end; one wake per batch."""
+    loop = asyncio.get_running_loop()
+    came_at: list[float] = []
+    wakes = 0
+    wait = batching.sender.wakeup.wait
+
+    async def counted_wait() -> bool:
+        nonlocal wakes
+        woke = await wait()
+        wakes += 1
+        return woke
+
+    batching.sender.wakeup.wait = counted_wait  # type: ignore[method-assign]
+    for seq in range(103):
+        came_at.append(loop.time())
+        batching.sender.queue(frame(seq))
+        await asyncio.sleep(0.02)
+    batching.side.move(EngineState.DRAINING)  # Twilio's stop, as `TrackStream.end` does
+    batching.sender.wakeup.set()
+    await eventually(lambda: batching.live.control == ["CloseStream"])
+    assert b"".join(batching.live.sent) == b"".join(frame(seq) for seq in range(103))
+    assert [len(message) for message in batching.live.sent] == [3200] * 5 + [480]
+    for index, sent_at in enumerate(batching.live.sent_at[:5]):
+        assert sent_at == came_at[index * 20 + 19], f"batch {index} left when its last frame came"
+    assert wakes <= 2 * 6, f"{wakes} wake-ups for 6 messages: the sender is woken per batch, not per frame"
+
+
+@pytest.mark.parametrize("batching", ["auto"], indirect=True)
+async def test_auto_sends_each_frame_alone_while_the_process_keeps_up(batching: Running) -> None:
+    """AUDIO_BATCH_MS=auto and frames at Twilio's pace: each goes from the read loop as it comes, alone, and the
+    sender sleeps through them (as at 20 ms)."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0)
+    assert batching.side.state is EngineState.IDLE
+    came_at = []
+    for seq in range(5):
+        came_at.append(loop.time())
+        batching.sender.queue(frame(seq))
+        await batching.sender.send_now()
+        assert not batching.sender.wakeup.is_set()
+        await asyncio.sleep(0.02)  # virtual
+    assert batching.live.sent == [frame(seq) for seq in range(5)]
+    assert batching.live.sent_at == came_at
+
+
+@pytest.mark.parametrize("batching", ["auto"], indirect=True)
+async def test_auto_sends_what_queued_while_the_process_was_busy_together_at_once(batching: Running) -> None:
+    """Ten frames read back to back (they waited in the socket): the first goes alone at once; the nine behind it
+    go in one message as soon as the read loop waits for more, not at any deadline; nothing lost or reordered."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0)
+    at = loop.time()
+    for seq in range(10):  # the read loop, never yielding: each `send_now` returns without awaiting
+        batching.sender.queue(frame(seq))
+        await batching.sender.send_now()
+    assert batching.live.sent == [frame(0)]
+    assert batching.sender.wakeup.is_set(), "the backlog is the sender's"
+    assert await batching.live.next_send() == at, "sent when the read loop yields, the same instant"
+    assert batching.live.sent == [frame(0), b"".join(frame(seq) for seq in range(1, 10))]
+    await asyncio.sleep(0.02)  # virtual: the next frame at Twilio's pace goes alone again
+    batching.sender.queue(frame(10))
+    await batching.sender.send_now()
+    assert batching.live.sent[-1] == frame(10)
+    assert batching.counters.messages_sent == 3

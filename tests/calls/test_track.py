@@ -146,7 +146,7 @@ async def test_a_short_batch_goes_at_its_deadline_not_at_the_next_keepalive(
     deepgram: FakeDeepgram, tmp_path: Path
 ) -> None:
     """AUDIO_BATCH_MS=100 and a pause after two frames: the sender sends both when the batch's time is up
-    (80 ms), not when something else next wakes it."""
+    (100 ms), not when something else next wakes it."""
     failures: list[SttError] = []
     track = quiet_track(make_settings(deepgram, spool_dir=tmp_path, audio_batch_ms=100), tmp_path, failures)
     running = asyncio.create_task(track.run())

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallResult, CallSpec, build_messages
 from tests.helpers.audio import call_audio
@@ -140,12 +142,14 @@ async def test_keepalive_is_sent_while_no_audio_flows(
         assert final_words(log_lines, spec.call_sid, track) == expected_words(audio)
 
 
+@pytest.mark.parametrize("batch_ms", [100, 400])
 async def test_audio_batching_groups_frames_without_changing_the_bytes(
-    deepgram: FakeDeepgram, log_lines: LogLines
+    deepgram: FakeDeepgram, log_lines: LogLines, batch_ms: int
 ) -> None:
-    """AUDIO_BATCH_MS=100 sends 800-byte chunks (five Twilio frames), the same bytes in the same order."""
+    """AUDIO_BATCH_MS=100 sends 800-byte chunks (five Twilio frames), 400 sends 3200-byte ones (Deepgram's Twilio
+    sample's): the same bytes in the same order."""
     audio = call_audio(51, 2.0)
-    settings = make_settings(deepgram, audio_batch_ms=100)
+    settings = make_settings(deepgram, audio_batch_ms=batch_ms)
     async with running_service(settings) as service:
         spec = CallSpec(inbound=audio, speed=2)
         await place_call(service.url, spec)
@@ -154,8 +158,8 @@ async def test_audio_batching_groups_frames_without_changing_the_bytes(
     [connection] = deepgram.connections
     assert bytes(connection.audio) == audio
     sizes = [len(frame) for frame in connection.audio_frames]
-    assert max(sizes) == 800
-    assert len(sizes) <= len(audio) // 800 + 2  # at real-time-like pace frames wait for their batch
+    assert max(sizes) == batch_ms * 8
+    assert len(sizes) <= len(audio) // (batch_ms * 8) + 2  # at real-time-like pace frames wait for their batch
     assert final_words(log_lines, spec.call_sid) == expected_words(audio)
 
 

@@ -10,8 +10,9 @@ three deadlines:
   queued during the outage (its `replay_bytes`). Deepgram accepts replayed audio at up to 1.25x real time;
   a short burst on top covers what queued while connecting. The replay goes in the same coalesced messages,
   one timer per message, not per frame; once it is out, the connection only catches up.
-- The batch. With AUDIO_BATCH_MS over one frame, frames go out together, and the first waits no longer
-  than the batch lasts minus a frame.
+- The batch. With AUDIO_BATCH_MS over one frame, frames go out together: a batch goes once it is full, or
+  once its first frame has waited as long as the batch lasts (the stream paused, or ended). With `auto`,
+  frames go alone unless they come as a backlog (`is_backlog`), which then goes together, as catching up.
 - KeepAlive. Deepgram closes a stream that hears nothing for about 10 s; DEEPGRAM_KEEPALIVE_S after the
   last message, an idle sender sends KeepAlive.
 """
@@ -75,7 +76,9 @@ class Batching:
 
     @classmethod
     def of(cls, audio_batch_ms: int) -> Batching:
-        return cls(chunks=max(1, audio_batch_ms // mulaw.FRAME_MS), wait_s=(audio_batch_ms - mulaw.FRAME_MS) / 1000)
+        """A batch's deadline is its whole length after its first frame: a steady stream fills it a frame
+        sooner (frames come every 20 ms), so it goes full, on the frame that fills it, not on a timer racing it."""
+        return cls(chunks=max(1, audio_batch_ms // mulaw.FRAME_MS), wait_s=audio_batch_ms / 1000)
 
     def send_in(self, pending_chunks: int, waiting_since: float, now: float, *, flush: bool) -> float | None:
         """Seconds until the pending frames should go (zero or less: now); None when no frame is pending.
@@ -86,7 +89,16 @@ class Batching:
             return None
         if flush or pending_chunks >= self.chunks:
             return 0.0
-        return self.wait_s - (now - waiting_since)
+        return (waiting_since + self.wait_s) - now  # the deadline as the sender's alarm is set: to the bit
+
+
+BACKLOG_GAP_S = mulaw.FRAME_MS / 2 / 1000  # frames closer than half a frame came from a backlog
+
+
+def is_backlog(since_last_frame_s: float) -> bool:
+    """AUDIO_BATCH_MS=auto: whether a frame read `since_last_frame_s` after the last one queued while the process
+    was busy. Twilio sends a track's frames every 20 ms; read much closer together, they waited in the socket."""
+    return since_last_frame_s < BACKLOG_GAP_S
 
 
 def keepalive_in(period_s: float, last_sent_at: float, now: float) -> float:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,7 +28,7 @@ from service import mulaw
 from service.calls.counters import CallInfo, TrackCounters
 from service.calls.coverage import TrackTally
 from service.calls.events import CallState, TurnSink
-from service.calls.pipeline.engine_state import IDLE, Connection, EngineSide, EngineState
+from service.calls.pipeline.engine_state import Connection, EngineSide, EngineState
 from service.calls.pipeline.engines import LiveEngines
 from service.calls.pipeline.failover import Move
 from service.calls.pipeline.interleave import CHANNELS, Interleaver
@@ -153,14 +152,7 @@ class TrackStream:
             segment.write(payload)
             ledger.skip(len(payload))
             return
-        sender = self._sender
-        if sender.batching and not ledger.pending_chunks:
-            sender.batch_started_at = time.monotonic()  # this batch starts waiting now
-        ledger.receive(payload)
-        counters = self.counters
-        counters.peak_waiting_bytes = max(counters.peak_waiting_bytes, ledger.waiting_bytes)
-        if self._side.state is not IDLE:  # an IDLE sender sleeps on: `send_now` sends the frame
-            self._wakeup.set()
+        self._sender.queue(payload)
 
     def end(self) -> None:
         """Twilio's stream ended: flush what is held, CloseStream, and close any spool segment."""

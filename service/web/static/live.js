@@ -61,6 +61,9 @@
     source.addEventListener("feed.behind", (e) => behind(JSON.parse(e.data).reason));
     source.addEventListener("feed.live", live);
     source.addEventListener("feed.dropped", () => say("reconnecting…", "behind"));
+    // The service is stopping: EventSource reconnects by itself after the frame's `retry:` (to another process,
+    // or to this one once it is back) with Last-Event-ID, so nothing is missed.
+    source.addEventListener("feed.closing", () => say("reconnecting (the service restarts)…", "behind"));
     for (const [name, handle] of Object.entries(handlers)) {
       source.addEventListener(name, (e) => handle(JSON.parse(e.data)));
     }
