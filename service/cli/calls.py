@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import captions
+from service import captions, logs
 from service.calls.coverage import short_text
 from service.cli.tables import table
 from service.settings import Settings, load_settings
@@ -71,6 +71,8 @@ def erase_calls(args: argparse.Namespace) -> int:
         sys.stderr.write(f"--number {exc}\n")
         return 2
     settings = load_settings()
+    # The audit line (and any other) on stderr: stdout is the answer, JSON a script can read.
+    logs.configure(settings.log_level, settings.log_format, stream=sys.stderr)
     try:
         if not args.yes:
             return _dry_run(*asyncio.run(_number_calls(settings, number)))

@@ -116,7 +116,10 @@ async def test_erasing_a_number_empties_every_place_of_its_calls_and_nothing_els
         assert kept == {"CAerase1", "CAerase2", "CAkeep"}  # CallSids and times only: no number, no word
         [entry] = await audit_entries(engine)
         assert (entry.action, entry.actor, entry.via, entry.subject) == (
-            AuditAction.ERASE_NUMBER, "dpo@example.com", "cli", "+*********67"
+            AuditAction.ERASE_NUMBER,
+            "dpo@example.com",
+            "cli",
+            "+*********67",
         )
         assert entry.detail == {**erased.counts, "in_progress": 0}
     finally:
@@ -183,8 +186,7 @@ async def test_retention_is_the_same_cascade(migrated_url: str) -> None:
         assert "aubergine" in after
         async with engine.connect() as connection:
             counts = {
-                name: await connection.scalar(select(func.count()).select_from(table))
-                for name, table in erasure.PLACES
+                name: await connection.scalar(select(func.count()).select_from(table)) for name, table in erasure.PLACES
             }
         assert counts == {name: n for name, n in ONE_CALL.items() if name in counts}
     finally:
