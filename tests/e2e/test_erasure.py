@@ -3,7 +3,8 @@ through the real service (the simulator, the real SDK against the fake Deepgram)
 spool for batch, and a call of another number; `DELETE /api/numbers/{number}` erases the number's, and nothing of
 it is found afterwards by any API (list, search, call, transcript in every format, report), in any table of the
 database, in the live feed's buffer or in the bucket; the other call is whole; `calls erase` then answers zeros;
-the audit log has both requests with the number's last two digits only."""
+the audit log has both requests with the number's last two digits only. And with two processes on one Redis
+Stream, a call deleted through one leaves the stream and both processes' replay buffers."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from service.cli import calls as calls_cli
+from service.live.redis_stream import FORGET
 from service.simulator.client import simulate_call
 from service.simulator.messages import CallSpec
 from service.storage.schema import create_engine
@@ -25,6 +28,7 @@ from tests.helpers.credentials import DEEPGRAM_KEY, TWILIO_TOKEN
 from tests.helpers.databases import postgres_url
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
+from tests.helpers.redis import redis_server_url, stream_key
 from tests.helpers.s3 import S3Server, s3_server, s3_settings
 from tests.helpers.service import make_settings, running_service
 from tests.helpers.stored import every_value
@@ -173,3 +177,43 @@ async def test_calls_erase_refuses_a_number_it_cannot_go_by(number: str, why: st
     code = await calls_erase("--number", number, "--yes")
     assert code == 2
     assert why in capsys.readouterr().err
+
+
+async def test_a_call_deleted_on_one_process_leaves_every_process_feed_and_the_stream(
+    deepgram: FakeDeepgram, tmp_path: Path
+) -> None:
+    """Two processes share a Redis Stream (and a database): a call handled by B, deleted through A's API, leaves the
+    stream (no entry of it), A's replay buffer at once and B's through the control entry; the audit has it."""
+    key = stream_key()
+    common = {
+        "redis_url": redis_server_url(), "live_redis_stream": key, "api_token": API_TOKEN,
+        "database_url": f"sqlite:///{tmp_path / 'shared.sqlite3'}", "db_journal_path": tmp_path / "journal.jsonl",
+    }  # fmt: skip
+    spec = CallSpec(inbound=call_audio(611, 2.0), from_number=NUMBER, speed=0)
+    client = Redis.from_url(redis_server_url())
+
+    def calls_in(service: Any) -> set[str]:
+        return {event.call_sid for event in service.service.live.buffer.after((0, 0)).events}
+
+    try:
+        async with (
+            running_service(make_settings(deepgram, spool_dir=tmp_path / "a", **common)) as a,
+            running_service(make_settings(deepgram, spool_dir=tmp_path / "b", **common)) as b,
+            httpx.AsyncClient() as http,
+        ):
+            await simulate_call(b.url, spec, auth_token=TWILIO_TOKEN)
+            await eventually(lambda: stored(http, a.url, spec.call_sid), timeout=20)
+            await eventually(lambda: spec.call_sid in calls_in(a) and spec.call_sid in calls_in(b))
+            deleted = await http.delete(f"{a.url}/api/calls/{spec.call_sid}?by=dpo", headers=AUTH)
+            assert deleted.status_code == 204
+            assert spec.call_sid not in calls_in(a)  # this process's at once
+            await eventually(lambda: spec.call_sid not in calls_in(b), timeout=10)  # the other's through Redis
+            entries = [fields for _, fields in await client.xrange(key)]
+            assert [fields for fields in entries if fields[b"c"] == spec.call_sid.encode()] == []
+            assert [json.loads(fields[b"d"]) for fields in entries if fields[b"k"] == FORGET] == [[spec.call_sid]]
+            audit = (await http.get(f"{b.url}/api/audit", headers=AUTH)).json()["entries"]
+            assert [(e["action"], e["actor"], e["subject"]) for e in audit] == [("delete_call", "dpo", spec.call_sid)]
+            assert audit[0]["detail"]["redis_entries"] > 0
+    finally:
+        await client.delete(key)
+        await client.aclose()
