@@ -100,10 +100,7 @@ class Erasure:
     counts: dict[str, int]
     call_sids: tuple[str, ...] = ()  # the calls erased
     in_progress: tuple[str, ...] = ()  # calls still on (status active): not erased; ask again once they end
-    objects: tuple[str, ...] = field(default=(), repr=False)  # spool segments whose audio lives outside
-
-    def with_counts(self, more: Mapping[str, int]) -> Erasure:
-        return Erasure({**self.counts, **more}, self.call_sids, self.in_progress, self.objects)
+    objects: tuple[str, ...] = field(default=(), repr=False)  # spool segments whose audio lived outside
 
 
 def no_counts() -> dict[str, int]:
