@@ -28,6 +28,7 @@ from tests.helpers.credentials import DEEPGRAM_KEY, TWILIO_TOKEN
 from tests.helpers.databases import postgres_url
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch
 from tests.helpers.fakes.deepgram_server import FakeDeepgram, expected_words
+from tests.helpers.logs import LogLines
 from tests.helpers.redis import redis_server_url, stream_key
 from tests.helpers.s3 import S3Server, s3_server, s3_settings
 from tests.helpers.service import make_settings, running_service
@@ -82,6 +83,7 @@ async def test_erasing_a_number_leaves_nothing_of_it_anywhere(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: Any,
+    log_lines: LogLines,  # reset afterwards: `calls erase` points the logs at the captured stderr
 ) -> None:
     bucket = s3_server.new_bucket()
     s3 = {name.lower(): value for name, value in s3_settings(s3_server, bucket).items()}
