@@ -705,8 +705,9 @@ class Settings(BaseSettings):
     retention_days: int | None = Field(
         default=None,
         ge=1,
-        description="Calls that started more than this many days ago are deleted with their utterances and "
-        "webhook deliveries: at start and every hour, or now with `python -m service db purge`.",
+        description="Calls that started more than this many days ago are deleted with everything kept of them "
+        "(the erasure's cascade, docs/compliance.md): at start and every hour, or now with "
+        "`python -m service db purge`.",
         json_schema_extra=_doc("data", example="90", default="(unset, which keeps everything)", heroku={}),
     )
     speaker_inbound: str = Field(

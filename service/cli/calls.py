@@ -1,5 +1,5 @@
-"""Command line (wiring): `python -m service calls list | show | analyze`, the API's data for an operator at a
-shell, and a call's post-call analysis run by hand.
+"""Command line (wiring): `python -m service calls list | show | analyze | erase`, the API's data for an operator
+at a shell, a call's post-call analysis run by hand, and every call of a number erased on request.
 
 Both read DATABASE_URL through `queries.py` and render through `captions.py`, the same functions behind
 /api, so the shell and the API always agree. `show` prints only the transcript on stdout, in the format asked
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import functools
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import captions
+from service import captions, logs
 from service.calls.coverage import short_text
 from service.cli.tables import table
 from service.settings import Settings, load_settings
@@ -31,7 +32,8 @@ from service.storage.statuses import CallStatus
 
 
 def add_commands(commands: Any) -> None:
-    """Register `calls list`, `calls show` and `calls analyze` on the `python -m service` sub-command parser."""
+    """Register `calls list`, `calls show`, `calls analyze` and `calls erase` on the `python -m service`
+    sub-command parser."""
     calls_parser = commands.add_parser("calls", help="calls and transcripts stored in DATABASE_URL")
     actions = calls_parser.add_subparsers(dest="calls_command", required=True)
     list_parser = actions.add_parser("list", help="calls, newest first")
@@ -48,6 +50,84 @@ def add_commands(commands: Any) -> None:
     )
     analyze_parser.add_argument("call_sid", metavar="CALL_SID")
     analyze_parser.set_defaults(handler=analyze_call)
+    erase_parser = actions.add_parser(
+        "erase", help="erase every call to or from a number (a data subject's request); --yes to erase, else a dry run"
+    )
+    erase_parser.add_argument("--number", required=True, help="the number, E.164 (+14155550100)")
+    erase_parser.add_argument("--yes", action="store_true", help="erase; without it, only say what would be erased")
+    erase_parser.add_argument("--by", help="who asks, for the audit log (default: cli)")
+    erase_parser.set_defaults(handler=erase_calls)
+
+
+def erase_calls(args: argparse.Namespace) -> int:
+    """Without --yes: the calls that would be erased, exit 1. With it: the erasure's counts as JSON (the API's
+    answer), exit 0; the calls still on are left, and named."""
+    from service.storage import erasure  # noqa: PLC0415 - only the command that erases loads the cascade
+    from service.web.erasing import StreamUnreachable  # noqa: PLC0415
+
+    try:
+        number = erasure.checked_number(args.number)
+    except erasure.BadNumber as exc:
+        sys.stderr.write(f"--number {exc}\n")
+        return 2
+    settings = load_settings()
+    # The audit line (and any other) on stderr: stdout is the answer, JSON a script can read.
+    logs.configure(settings.log_level, settings.log_format, stream=sys.stderr)
+    try:
+        if not args.yes:
+            return _dry_run(*asyncio.run(_number_calls(settings, number)))
+        answer = asyncio.run(_erase(settings, number, args.by))
+    except SQLAlchemyError as exc:
+        return _unreadable(exc)
+    except StreamUnreachable as exc:
+        sys.stderr.write(f"Redis (REDIS_URL) did not answer ({exc}): nothing was erased; run it again once it does\n")
+        return 1
+    sys.stdout.write(json.dumps(answer, indent=2) + "\n")
+    if answer["in_progress"]:
+        sys.stderr.write(answer["message"] + "\n")
+    return 0
+
+
+def _dry_run(calls: list[str], in_progress: list[str]) -> int:
+    sys.stdout.write("".join(f"{call_sid}\n" for call_sid in calls))
+    still = f"; {len(in_progress)} still on, which it would leave" if in_progress else ""
+    sys.stderr.write(f"would erase {len(calls)} calls{still}: add --yes to erase them\n")
+    return 1
+
+
+async def _number_calls(settings: Settings, number: str) -> tuple[list[str], list[str]]:
+    from service.storage import erasure  # noqa: PLC0415
+
+    engine = create_engine(settings.database_url)
+    try:
+        return await erasure.number_calls(engine, number)
+    finally:
+        await engine.dispose()
+
+
+async def _erase(settings: Settings, number: str, by: str | None) -> dict[str, Any]:
+    """The erasure, reaching what this process can: the database, SPOOL_DIR on this machine, the shared spool's
+    objects (SPOOL_URL) and the Redis Stream (REDIS_URL), whose control entry makes each running process forget."""
+    from service.spool.directory import Spool  # noqa: PLC0415
+    from service.storage.audit import Audited  # noqa: PLC0415
+    from service.web.erasing import Eraser, erasure_json  # noqa: PLC0415
+
+    engine = create_engine(settings.database_url)
+    audio = None
+    if settings.spool_url is not None:
+        from service.storage.spool_objects import S3Audio  # noqa: PLC0415 - aiobotocore only where S3 is used
+
+        audio = S3Audio(settings)
+    stream = None
+    if settings.redis_url is not None:
+        from service.live.redis_stream import erase_from_stream  # noqa: PLC0415 - redis-py only with REDIS_URL
+
+        stream = functools.partial(erase_from_stream, settings)
+    try:
+        eraser = Eraser(lambda: engine, spool=Spool(settings.spool_dir), stream=stream, audio=audio)
+        return erasure_json(number, await eraser.erase_number(number, Audited.of(by, "cli")))
+    finally:
+        await engine.dispose()
 
 
 def analyze_call(args: argparse.Namespace) -> int:

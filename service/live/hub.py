@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import structlog
 
@@ -127,6 +127,10 @@ class CallBoard:
         elif event.kind == CALL_ENDED:
             self.calls.pop(event.call_sid, None)
 
+    def forget(self, call_sids: Collection[str]) -> None:
+        for call_sid in call_sids:
+            self.calls.pop(call_sid, None)
+
 
 class LiveHub:
     """The replay buffer and the subscribers of one process."""
@@ -154,6 +158,15 @@ class LiveHub:
         dropped = [sub for sub in self._subscribers if sub.cursor.takes(event) and not sub.offer(event)]
         for sub in dropped:
             self._drop(sub, f"more than LIVE_SUBSCRIBER_QUEUE ({sub.bound}) events waited for this client")
+
+    def forget(self, call_sids: Collection[str]) -> int:
+        """Erased calls: their events leave the replay buffer and the board (a subscriber's queue holds at most
+        subscriber's queue loses them too); how many events the buffer held."""
+        wanted = frozenset(call_sids)
+        self.board.forget(wanted)
+        for sub in self._subscribers:
+            sub.queue = deque(item for item in sub.queue if not _of(item, wanted))
+        return self.buffer.forget(wanted)
 
     def subscribe(self, call_sid: str | None, last_id: EventId | None) -> Subscriber:
         """A new subscriber, first given what it missed after `last_id`; in one step, so nothing comes twice.
@@ -227,6 +240,10 @@ class LiveHub:
     @property
     def subscribers(self) -> int:
         return len(self._subscribers)
+
+
+def _of(item: Item, call_sids: frozenset[str]) -> bool:
+    return isinstance(item, LiveEvent) and item.call_sid in call_sids
 
 
 class LocalPublisher:

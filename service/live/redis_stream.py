@@ -10,6 +10,12 @@ LIVE_REDIS_QUEUE they are counted in `callscribe_live_events_unpublished` and no
 `feed.behind`, and both tasks retry with backoff; when Redis answers again the queue goes out, the reader goes
 on from the last id it had, and subscribers get `feed.live`. `rediss://` is TLS without certificate checks
 (`ssl_cert_reqs=none`): Heroku Key-Value Store presents self-signed certificates.
+
+Erasing calls (`erase_calls`) deletes their entries (`XDEL`) and adds one control entry (kind FORGET, the
+CallSids and nothing else) that every process's reader takes as "forget these calls" rather than delivering it:
+so every process's replay buffer forgets them, whichever one erased. A control entry is deleted by the next
+erasure once LIVE_REPLAY_S has passed: by then every reader has read it, or its buffer has let those calls'
+older events go anyway.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import contextlib
 import random
 import time
 from collections import deque
+from collections.abc import Collection
 from typing import Any, Final
 
 import orjson
@@ -37,6 +44,8 @@ log = structlog.get_logger("callscribe.live")
 BATCH: Final = 500  # events per XADD pipeline
 BLOCK_MS: Final = 5000  # how long one XREAD waits for new entries
 TIMEOUT_S: Final = 3.0  # a Redis command that takes longer counts as Redis being slow
+FORGET: Final = b"callscribe.forget"  # a control entry: its readers forget the calls it names (`erase_calls`)
+SCAN: Final = 1000  # entries per XRANGE (and per XDEL) while erasing
 
 
 def connect(url: str, *, read_timeout_s: float) -> Redis:
@@ -45,6 +54,46 @@ def connect(url: str, *, read_timeout_s: float) -> Redis:
     if url.startswith("rediss://"):
         options["ssl_cert_reqs"] = "none"
     return Redis.from_url(url, **options)
+
+
+async def erase_calls(client: Redis, key: str, call_sids: Collection[str], *, window_s: float, maxlen: int) -> int:
+    """Delete the stream's entries of `call_sids`, then add the control entry every reader forgets them by, and
+    delete the control entries older than `window_s`; how many of the calls' entries went."""
+    if not call_sids:
+        return 0
+    wanted = {call_sid.encode() for call_sid in call_sids}
+    cutoff_ms = (time.time() - window_s) * 1000
+    doomed: list[bytes] = []  # the calls' entries
+    spent: list[bytes] = []  # control entries every reader has had time to read
+    start = "-"
+    while entries := await client.xrange(key, min=start, count=SCAN):
+        for entry_id, fields in entries:
+            if fields.get(b"c") in wanted:
+                doomed.append(entry_id)
+            elif fields.get(b"k") == FORGET and parse_id(entry_id.decode())[0] < cutoff_ms:
+                spent.append(entry_id)
+        start = "(" + entries[-1][0].decode()
+    erased = len(doomed)
+    doomed += spent
+    for first in range(0, len(doomed), SCAN):
+        await client.xdel(key, *doomed[first : first + SCAN])
+    control = {"k": FORGET, "c": b"", "d": orjson.dumps(sorted(call_sids))}
+    await client.xadd(key, control, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+    return erased
+
+
+async def erase_from_stream(settings: Settings, call_sids: Collection[str]) -> int:
+    """`erase_calls` from a process that has no feed of its own (`calls erase`): one client, then closed."""
+    assert settings.redis_url is not None
+    client = connect(settings.redis_url.get_secret_value(), read_timeout_s=TIMEOUT_S)
+    try:
+        return await erase_calls(
+            client, settings.live_redis_stream, call_sids, window_s=settings.live_replay_s,
+            maxlen=settings.live_redis_maxlen,
+        )  # fmt: skip
+    finally:
+        with contextlib.suppress(RedisError, OSError):
+            await client.aclose()
 
 
 class RedisFeed:
@@ -56,6 +105,7 @@ class RedisFeed:
         self._writer = connect(url, read_timeout_s=TIMEOUT_S)
         self._reader = connect(url, read_timeout_s=BLOCK_MS / 1000 + TIMEOUT_S)
         self._hub = hub
+        self._window_s = settings.live_replay_s
         self._key = settings.live_redis_stream
         self._maxlen = settings.live_redis_maxlen
         self._replay_events = settings.live_replay_max_events
@@ -134,7 +184,7 @@ class RedisFeed:
         else:
             self._hub.buffer.set_floor((0, 0))  # every event the stream holds is here
         for event in events:
-            self._hub.deliver(event)
+            self._take(event)
         return format_id(events[-1].id) if events else "0-0"
 
     async def _read(self, last: str) -> str:
@@ -142,9 +192,28 @@ class RedisFeed:
         for _key, entries in answer or ():
             for entry_id, fields in entries:
                 event = self._event(entry_id, fields)
-                self._hub.deliver(event)
+                self._take(event)
                 last = format_id(event.id)
         return last
+
+    def _take(self, event: LiveEvent) -> None:
+        """An entry into the hub: a call event delivered, a control entry's calls forgotten (never delivered)."""
+        if event.kind == FORGET.decode():
+            forgotten = self._hub.forget(orjson.loads(event.json()))
+            log.info("live.forgotten", events=forgotten, why="calls erased")
+        else:
+            self._hub.deliver(event)
+
+    async def forget(self, call_sids: Collection[str]) -> int:
+        """Erased calls: out of this process's queue and hub at once, and out of the stream, with the control
+        entry every other process's reader forgets them by; how many stream entries went. Raises RedisError
+        (or OSError) when Redis cannot be reached: the caller says so."""
+        wanted = frozenset(call_sids)
+        self._queue = deque(item for item in self._queue if item[1] not in wanted)
+        if not self._queue:
+            self._drained.set()
+        self._hub.forget(wanted)
+        return await erase_calls(self._writer, self._key, wanted, window_s=self._window_s, maxlen=self._maxlen)
 
     def _event(self, entry_id: bytes, fields: dict[bytes, bytes]) -> LiveEvent:
         event_id = parse_id(entry_id.decode())

@@ -9,7 +9,7 @@ an event twice (`Cursor`).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from service.live.format import EventId, LiveEvent
@@ -43,6 +43,14 @@ class ReplayBuffer:
         events, oldest = self._events, now - self._window_s
         while events and events[0].at < oldest:
             self._floor = events.popleft().id
+
+    def forget(self, call_sids: Collection[str]) -> int:
+        """Drop every kept event of `call_sids` (their erasure); how many. The floor stays: a client replaying
+        from before them is owed no gap, there is nothing of those calls to miss any more."""
+        kept = deque(event for event in self._events if event.call_sid not in call_sids)
+        forgotten = len(self._events) - len(kept)
+        self._events = kept
+        return forgotten
 
     def set_floor(self, floor: EventId) -> None:
         """Ids up to `floor` may be missing here (a process that loaded its buffer from a longer stream)."""

@@ -30,7 +30,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -179,6 +179,26 @@ class Spool:
         entry.meta_path.unlink(missing_ok=True)
         entry.wav_path.unlink(missing_ok=True)
         self._path(entry.id, _SIDECAR + _TMP).unlink(missing_ok=True)
+
+    def erase(self, call_sids: Collection[str]) -> int:
+        """Remove every entry of `call_sids`, complete or left by a crash, whoever holds it (an erasure outranks a
+        batch attempt in flight, which finds its sidecar gone and delivers nothing); not a segment a live process
+        is still writing (its call is on). How many went."""
+        wanted = set(call_sids)
+        removed = 0
+        for stem in sorted(self._files()):
+            meta = _read_json(self._path(stem, _SIDECAR)) or _read_json(self._path(stem, _SEGMENT))
+            if meta is None or meta.get("call_sid") not in wanted:
+                continue
+            with _locked(self._path(stem, _PART)) as (free, _):
+                if not free:
+                    continue  # being written: the call is still on
+                for suffix in (_SIDECAR, _SEGMENT, _WAV, _PART):  # the sidecar first, as `remove` does
+                    self._path(stem, suffix).unlink(missing_ok=True)
+            for temporary in self.directory.glob(f"{stem}.*{_TMP}"):
+                temporary.unlink(missing_ok=True)
+            removed += 1
+        return removed
 
     # --- After a crash ----------------------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ class SharedSpool(Protocol):
     async def claim(self) -> dict[str, Any] | None: ...
     async def wav(self, segment_id: str) -> bytes: ...
     async def remove(self, segment_id: str) -> None: ...
+    async def kept(self, segment_id: str) -> bool: ...
     async def failed(self, segment_id: str, error: str, *, retry_s: float) -> int: ...
     async def purge(self) -> int: ...
 
@@ -292,6 +293,8 @@ class BatchWorker:
         except SttError as exc:
             await self._failed_shared(shared, entry, exc.reason)
             return False
+        if not await shared.kept(entry.id):
+            return _erased(entry)
         if (error := self._emit(entry, transcripts)) is not None:
             await self._failed_shared(shared, entry, error)
             return False
@@ -335,6 +338,8 @@ class BatchWorker:
 
     def _deliver(self, entry: SpoolEntry, transcripts: list[Transcript]) -> bool:
         # Synchronous from the first transcript to the removal: see the module docstring on repeats.
+        if not entry.meta_path.exists():
+            return _erased(entry)
         if (error := self._emit(entry, transcripts)) is not None:
             self._failed(entry, error)
             return False
@@ -383,3 +388,9 @@ def _ids(entry: SpoolEntry) -> dict[str, str]:
         "track": entry.track,
         "spool_id": entry.id,
     }
+
+
+def _erased(entry: SpoolEntry) -> bool:
+    """The entry was erased while batch transcribed it (its call's erasure): its words must not come back."""
+    log.info("batch.erased", spool_id=entry.id, call_sid=entry.call_sid, why="erased while it was transcribed")
+    return True  # settled: nothing of it is left to deliver

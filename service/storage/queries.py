@@ -26,7 +26,6 @@ from sqlalchemy import (
     TextClause,
     and_,
     bindparam,
-    delete,
     func,
     literal_column,
     or_,
@@ -36,8 +35,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.calls.coverage import Part, stored_part, summarize
-from service.storage import search_terms
-from service.storage.schema import AlertRow, Analysis, Call, CoveragePart, Job, Stream, Utterance, WebhookDelivery
+from service.storage import erasure, search_terms
+from service.storage.schema import AlertRow, Call, CoveragePart, Utterance
 from service.storage.statuses import CallStatus
 from service.times import as_utc
 
@@ -271,21 +270,10 @@ async def first_lines(engine: AsyncEngine, call_sids: list[str]) -> dict[str, st
 
 
 async def delete_call(engine: AsyncEngine, call_sid: str) -> bool:
-    """Delete the call, its utterances, alerts, webhook deliveries, analysis, jobs and record of streams in one
-    transaction; False if there was no call. Its row in `streamed_calls` (the CallSid and a time) stays, so the
-    call's `/voice` request, replayed, cannot store it again (`storage/streams.py`)."""
-    async with AsyncSession(engine) as session, session.begin():
-        # Explicit deletes rather than ON DELETE CASCADE: deliveries have no foreign key, and an engine made
-        # without `schema.create_engine` leaves SQLite's foreign keys off.
-        await session.execute(delete(WebhookDelivery).where(WebhookDelivery.call_sid == call_sid))
-        await session.execute(delete(Analysis).where(Analysis.call_sid == call_sid))  # a summary is the call's words
-        await session.execute(delete(Job).where(Job.call_sid == call_sid))
-        await session.execute(delete(Utterance).where(Utterance.call_sid == call_sid))
-        await session.execute(delete(AlertRow).where(AlertRow.call_sid == call_sid))
-        await session.execute(delete(CoveragePart).where(CoveragePart.call_sid == call_sid))
-        await session.execute(delete(Stream).where(Stream.call_sid == call_sid))
-        deleted = await session.execute(delete(Call).where(Call.call_sid == call_sid))
-        return bool(deleted.rowcount)  # type: ignore[attr-defined]  # a DML result is a CursorResult
+    """Delete the call and everything of it the database keeps (`erasure.py`'s cascade) in one transaction; False
+    if there was no call. Its row in `streamed_calls` (the CallSid and a time) stays, so the call's `/voice`
+    request, replayed, cannot store it again (`storage/streams.py`)."""
+    return bool((await erasure.delete_call(engine, call_sid)).counts["calls"])
 
 
 def encode_cursor(call: CallRecord) -> str:

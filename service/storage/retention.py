@@ -1,6 +1,9 @@
-"""Storage layer: RETENTION_DAYS, that is calls older than that deleted with their utterances, alerts,
-deliveries, analyses, jobs, coverage and streams. A call's row in `streamed_calls` (its CallSid and a time,
-nothing more) stays: it is what refuses a replayed `/voice` request's stream for good (`storage/streams.py`).
+"""Storage layer: RETENTION_DAYS, that is calls older than that deleted with everything the database keeps of
+them, through the one cascade an erasure uses (`erasure.py`: utterances and their search index, alerts,
+deliveries, analyses, jobs, coverage, streams, controls, spool segments). A call's row in `streamed_calls` (its
+CallSid and a time, nothing more) stays: it is what refuses a replayed `/voice` request's stream for good
+(`storage/streams.py`). A spool segment's object in S3 is left to the shared spool's sweep, which deletes audio
+whose row is gone.
 
 `purge` is one pass on its own engine (`python -m service db purge`); `purge_hourly` is the loop the running
 service keeps (`TranscriptStore.start`), on the store's engine. Logs name an error's type, never its text.
@@ -10,30 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from typing import Any, cast
 
 import structlog
-from sqlalchemy import Table, delete, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.settings import Settings
-from service.storage.schema import Analysis, Job, Stream, WebhookDelivery, create_engine
-from service.storage.writes import ALERTS, CALLS, COVERAGE, UTTERANCES, describe
+from service.storage import erasure
+from service.storage.schema import create_engine
+from service.storage.writes import describe
 from service.times import Clock, as_utc, utc_now
 
 log = structlog.get_logger("callscribe.store")
 
 PURGE_INTERVAL_S = 3600.0
 
-WEBHOOK_DELIVERIES: Table = cast(Table, WebhookDelivery.__table__)
-STREAMS: Table = cast(Table, Stream.__table__)
-ANALYSES: Table = cast(Table, Analysis.__table__)
-JOBS: Table = cast(Table, Job.__table__)
-
 
 async def purge(settings: Settings, *, now: datetime.datetime | None = None) -> int:
-    """Delete calls that started more than RETENTION_DAYS ago, with their utterances, webhook deliveries and
-    streams."""
+    """Delete calls that started more than RETENTION_DAYS ago, with everything the database keeps of them."""
     if settings.retention_days is None:
         raise ValueError("RETENTION_DAYS is not set: nothing to purge by")
     engine = create_engine(settings.database_url)
@@ -59,28 +55,6 @@ async def purge_hourly(
 
 
 async def purge_older_than(engine: AsyncEngine, days: int, now: datetime.datetime) -> int:
-    """One transaction; returns the calls deleted. Children go explicitly: SQLite enforces no CASCADE without
-    its foreign-key pragma, and webhook deliveries and streams have no foreign key at all."""
-    cutoff = as_utc(now) - datetime.timedelta(days=days)
-    old = select(CALLS.c.call_sid).where(CALLS.c.started_at < cutoff)
-    async with engine.begin() as connection:
-        await _delete_children(connection, old)
-        await _delete_streams(connection, old, cutoff)
-        result = await connection.execute(delete(CALLS).where(CALLS.c.started_at < cutoff))
-    return int(result.rowcount)
-
-
-async def _delete_children(connection: AsyncConnection, calls: Any) -> None:
-    await connection.execute(delete(UTTERANCES).where(UTTERANCES.c.call_sid.in_(calls)))
-    await connection.execute(delete(ALERTS).where(ALERTS.c.call_sid.in_(calls)))
-    await connection.execute(delete(WEBHOOK_DELIVERIES).where(WEBHOOK_DELIVERIES.c.call_sid.in_(calls)))
-    await connection.execute(delete(ANALYSES).where(ANALYSES.c.call_sid.in_(calls)))
-    await connection.execute(delete(JOBS).where(JOBS.c.call_sid.in_(calls)))
-    await connection.execute(delete(COVERAGE).where(COVERAGE.c.call_sid.in_(calls)))
-
-
-async def _delete_streams(connection: AsyncConnection, calls: Any, cutoff: datetime.datetime) -> None:
-    # A stream is claimed before its call row is written, so one whose call never got a row (refused later, or
-    # the process died) goes by its own start: long past any token that could let its `start` in again.
-    old = or_(STREAMS.c.call_sid.in_(calls), STREAMS.c.started_at < cutoff)
-    await connection.execute(delete(STREAMS).where(old))
+    """One transaction; returns the calls deleted."""
+    erased = await erasure.erase_older_than(engine, as_utc(now) - datetime.timedelta(days=days))
+    return erased.counts["calls"]

@@ -87,6 +87,8 @@ def describe(exc: BaseException) -> str:
 class S3Audio:
     """Segments' WAVs as objects in one bucket, under one prefix."""
 
+    outside = True
+
     def __init__(self, settings: Settings) -> None:
         if settings.spool_url is None:
             raise ValueError("S3Audio needs SPOOL_URL")

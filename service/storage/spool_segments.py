@@ -51,6 +51,8 @@ def is_postgresql(database_url: str) -> bool:
 class AudioStore(Protocol):
     """Where a shared segment's WAV is kept, beside its row."""
 
+    outside: bool  # kept outside the database (`discard` deletes it), rather than in the row's transaction
+
     async def stage(self, segment_id: str, wav: bytes) -> None:
         """Before the row's transaction: keep the WAV outside the database (raises if it cannot)."""
         ...
@@ -78,6 +80,8 @@ class AudioStore(Protocol):
 
 class ChunkAudio:
     """The WAV in `spool_chunks`, CHUNK_BYTES a row, in the row's own transaction."""
+
+    outside = False
 
     async def stage(self, segment_id: str, wav: bytes) -> None:
         return None  # all of it goes in with the row (`write`)
@@ -179,6 +183,11 @@ class DatabaseSpool:
             await self._audio.forget(connection, segment_id)
             await connection.execute(delete(SEGMENTS).where(SEGMENTS.c.id == segment_id))
         await self._audio.discard([segment_id])
+
+    async def kept(self, segment_id: str) -> bool:
+        """Whether the segment is still here: an erasure may have removed it while batch transcribed it."""
+        async with self._engine().connect() as connection:
+            return await connection.scalar(select(SEGMENTS.c.id).where(SEGMENTS.c.id == segment_id)) is not None
 
     async def failed(self, segment_id: str, error: str, *, retry_s: float) -> int:
         """The attempt failed: the error kept, and no process claims the segment again for `retry_s` (the next

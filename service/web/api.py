@@ -26,10 +26,14 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from service import captions
 from service.captions import Format
 from service.settings import Settings
-from service.storage import analyses, queries, reports, search_terms
+from service.storage import analyses, audit, erasure, queries, reports, search_terms
+from service.storage.audit import Audited, AuditRecord
+from service.storage.erasure import BadNumber
 from service.storage.queries import AlertRecord, CallRecord, CursorError
 from service.times import as_utc, utc_now
+from service.web.erasing import Eraser, StreamUnreachable, erasure_json
 from service.web.pauses import add_pause_routes
+from service.web.request_rules import logged_path
 from service.web.responses import bearer_refusal, error_response, json_response, no_store, refuse
 
 log = structlog.get_logger("callscribe.api")
@@ -40,6 +44,7 @@ LIST_PARAMETERS: Final = frozenset({"limit", "cursor", "number", "since", "until
 MAX_SEARCH_CHARS: Final = 200
 MAX_NUMBER_CHARS: Final = 64  # the numbers' columns are as wide (storage/schema.py)
 MAX_MOMENT_CHARS: Final = 64  # the longest ISO 8601 form fromisoformat takes is 32 characters
+MAX_AUDIT_LIMIT: Final = 500
 # What `Accept` may name for a transcript, best first when the client does not mind (*/*).
 MEDIA_TYPES: Final[dict[str, Format]] = {
     "application/json": "json",
@@ -75,9 +80,12 @@ class ListQuery:
     q: str | None = None  # words said: calls one of whose utterances holds them all
 
 
-def api_blueprint(settings: Settings, engine_provider: Callable[[], AsyncEngine]) -> Blueprint:
-    """The /api blueprint; `engine_provider` is called per request because the app makes the engine at startup."""
-    api = _Api(settings, engine_provider)
+def api_blueprint(
+    settings: Settings, engine_provider: Callable[[], AsyncEngine], eraser: Eraser | None = None
+) -> Blueprint:
+    """The /api blueprint; `engine_provider` is called per request because the app makes the engine at startup;
+    `eraser` reaches what the process keeps beside the database (the database alone without one)."""
+    api = _Api(settings, engine_provider, eraser or Eraser(engine_provider))
     blueprint = Blueprint("api", __name__, url_prefix=PREFIX)
     blueprint.before_request(api.authenticate)
     blueprint.after_request(no_store)
@@ -86,6 +94,8 @@ def api_blueprint(settings: Settings, engine_provider: Callable[[], AsyncEngine]
     blueprint.add_url_rule("/calls/<call_sid>", view_func=api.delete_call, methods=["DELETE"])
     blueprint.add_url_rule("/calls/<call_sid>/transcript", view_func=api.transcript, methods=["GET"])
     blueprint.add_url_rule("/calls/<call_sid>/report", view_func=api.report, methods=["GET"])
+    blueprint.add_url_rule("/numbers/<number>", view_func=api.erase_number, methods=["DELETE"])
+    blueprint.add_url_rule("/audit", view_func=api.audit, methods=["GET"])
     blueprint.add_url_rule("/openapi.json", view_func=api.openapi, methods=["GET"])
     add_pause_routes(blueprint, settings, engine_provider)
     blueprint.register_error_handler(SQLAlchemyError, api.database_error)
@@ -100,9 +110,10 @@ def api_blueprint(settings: Settings, engine_provider: Callable[[], AsyncEngine]
 class _Api:
     """The routes' state: the token, the engine provider and the OpenAPI document."""
 
-    def __init__(self, settings: Settings, engine_provider: Callable[[], AsyncEngine]) -> None:
+    def __init__(self, settings: Settings, engine_provider: Callable[[], AsyncEngine], eraser: Eraser) -> None:
         self._token = settings.api_token.get_secret_value().encode() if settings.api_token else None
         self._engine = engine_provider
+        self._eraser = eraser
         self._openapi = OPENAPI_PATH.read_bytes()
 
     async def authenticate(self) -> Response | None:
@@ -144,12 +155,42 @@ class _Api:
         )
 
     async def delete_call(self, call_sid: str) -> Response:
-        if not await queries.delete_call(self._engine(), call_sid):
+        try:
+            who = _requester(request.args)
+            erased = await self._eraser.delete_call(call_sid, who)
+        except BadParameter as exc:
+            return bad_parameter(exc)
+        except StreamUnreachable as exc:
+            return _stream_unreachable(exc)
+        if not erased.counts["calls"]:
             return not_found(call_sid)
         log.info("api.call_deleted", call_sid=call_sid)
         response = Response(b"", status=204)
         del response.headers["Content-Type"]  # Quart defaults to text/html; a 204 has no content to type
         return response
+
+    async def erase_number(self, number: str) -> Response:
+        """Every call to or from `number`, erased; the counts. The number itself is never logged, only masked."""
+        try:
+            who = _requester(request.args)
+            erasure.checked_number(number)
+        except BadParameter as exc:
+            return bad_parameter(exc)
+        except BadNumber as exc:
+            return bad_parameter(BadParameter("number", str(exc)))
+        try:
+            erased = await self._eraser.erase_number(number, who)
+        except StreamUnreachable as exc:
+            return _stream_unreachable(exc)
+        return json_response(erasure_json(number, erased))
+
+    async def audit(self) -> Response:
+        try:
+            subject, limit = _audit_query(request.args)
+        except BadParameter as exc:
+            return bad_parameter(exc)
+        entries = await audit.audit_entries(self._engine(), subject=subject, limit=limit)
+        return json_response({"entries": [audit_json(entry) for entry in entries]})
 
     async def transcript(self, call_sid: str) -> Response:
         try:
@@ -178,7 +219,7 @@ class _Api:
         return Response(self._openapi, content_type="application/json")
 
     async def database_error(self, error: SQLAlchemyError) -> Response:
-        log.error("api.database_error", method=request.method, path=request.path, exc_info=error)
+        log.error("api.database_error", method=request.method, path=logged_path(request.path), exc_info=error)
         return error_response(
             503, "database_unavailable", "the database is unreachable or failed; the service log has the error"
         )
@@ -309,6 +350,45 @@ def _active(value: str | None) -> bool | None:
     if value not in {"true", "false"}:
         raise BadParameter("active", "must be true or false")
     return value == "true"
+
+
+def _requester(args: MultiDict[str, str]) -> Audited:
+    """Who asks (`?by=`, optional: else "api") and from where, for the audit log."""
+    for name in args:
+        if name != "by":
+            raise BadParameter(name, "unknown parameter; this route takes by")
+    by = _single(args, "by")
+    if by is not None and (not by.strip() or not by.isprintable() or len(by) > audit.ACTOR_MAX):
+        raise BadParameter("by", f"must be a name of 1 to {audit.ACTOR_MAX} printable characters")
+    return Audited.of(by, f"api {request.remote_addr or '-'}")
+
+
+def _audit_query(args: MultiDict[str, str]) -> tuple[str | None, int]:
+    for name in args:
+        if name not in {"subject", "limit"}:
+            raise BadParameter(name, "unknown parameter; this route takes limit, subject")
+    subject = _single(args, "subject")
+    if subject is not None and (not subject or len(subject) > MAX_NUMBER_CHARS * 2 or not subject.isprintable()):
+        raise BadParameter("subject", "must be a CallSid or a masked number (+*********00), printable, at most 128")
+    given = _single(args, "limit")
+    if given is None:
+        return subject, 100
+    if not given.isascii() or not given.isdigit() or not 1 <= int(given) <= MAX_AUDIT_LIMIT:
+        raise BadParameter("limit", f"must be a whole number from 1 to {MAX_AUDIT_LIMIT}")
+    return subject, int(given)
+
+
+def _stream_unreachable(exc: StreamUnreachable) -> Response:
+    why = f"Redis (REDIS_URL) did not answer ({exc}); nothing was erased: ask again once it does"
+    return refuse(503, "live_stream_unavailable", why)
+
+
+def audit_json(entry: AuditRecord) -> dict[str, Any]:
+    """One audit entry as the API's JSON object (the `AuditEntry` schema in openapi.json)."""
+    return {
+        "id": entry.id, "at": _timestamp(entry.at), "action": entry.action, "actor": entry.actor, "via": entry.via,
+        "subject": entry.subject, "detail": entry.detail,
+    }  # fmt: skip
 
 
 def call_json(call: CallRecord, coverage: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def create_app(runtime: Runtime, *, login_clock: Callable[[], float] = time.mono
     app.after_serving(runtime.shutdown)
     app.register_blueprint(voice_blueprint(runtime))
     # The engine is made at startup (before_serving), so the API asks for it per request.
-    app.register_blueprint(api_blueprint(runtime.settings, lambda: runtime.store.engine))
+    app.register_blueprint(api_blueprint(runtime.settings, lambda: runtime.store.engine, runtime.eraser))
     dashboard = Dashboard(
         runtime.settings,
         dashboard_keys(runtime.settings),

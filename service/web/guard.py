@@ -38,7 +38,7 @@ from hypercorn.typing import (
 
 from service.refusals import log_refusal
 from service.web import request_rules
-from service.web.request_rules import Refusal
+from service.web.request_rules import Refusal, logged_path
 
 log = structlog.get_logger("callscribe.http")
 
@@ -183,7 +183,7 @@ async def _answer(scope: HTTPScope, send: ASGISendCallable, why: Refusal) -> Non
         error=why.error,
         why=why.why,
         method=scope["method"],
-        path=scope["path"],
+        path=logged_path(scope["path"]),
     )
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
     if why.status == 503:

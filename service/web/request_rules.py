@@ -99,3 +99,15 @@ def too_slow(deadline_s: float) -> Refusal:
 def too_busy(pool: str, bound: int) -> Refusal:
     """The refusal of a request past the process's bound on requests in progress."""
     return Refusal(503, "busy", f"{bound} {pool} requests are in progress, the most this process serves at once")
+
+
+NUMBERS_PATH: Final = "/api/numbers/"  # DELETE /api/numbers/{number}: a number in the path
+
+
+def logged_path(path: str) -> str:
+    """A request's path as a log line may hold it: an erasure's number (`/api/numbers/{number}`) masked to its last
+    two characters, as the audit log keeps it; every other path unchanged."""
+    if not path.startswith(NUMBERS_PATH):
+        return path
+    number = path.removeprefix(NUMBERS_PATH)
+    return NUMBERS_PATH + "*" * max(0, len(number) - 2) + number[-2:]

@@ -9,6 +9,7 @@ import structlog
 from quart import Response, request
 
 from service.refusals import log_refusal
+from service.web.request_rules import logged_path
 
 log = structlog.get_logger("callscribe.api")
 
@@ -42,7 +43,7 @@ def refuse(
     Past 5 a minute from one address the lines are counted instead (`log_refusal`): a flood is one summary line.
     """
     named = {"parameter": parameter} if parameter else {}
-    fields = {"status": status, "error": error, "why": why, "method": request.method, "path": request.path}
+    fields = {"status": status, "error": error, "why": why, "method": request.method, "path": logged_path(request.path)}
     log_refusal(log, "api.refused", request.remote_addr, **fields, **named)
     response = error_response(status, error, why, **named)
     if challenge is not None:

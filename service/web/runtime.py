@@ -50,13 +50,14 @@ from service.spool.worker import BatchWorker
 from service.storage import migrate
 from service.storage.analyses import AnalysisWorker
 from service.storage.controls import DatabaseControls
-from service.storage.spool_segments import DatabaseSpool, is_postgresql
+from service.storage.spool_segments import AudioStore, DatabaseSpool, is_postgresql
 from service.storage.streams import DatabaseStreamClaims
 from service.storage.writer import TranscriptStore
 from service.times import utc_now
 from service.twilio.credentials import rest_credentials
 from service.twilio.signatures import TwilioSignatures, stream_token_key
 from service.twilio.urls import MEDIA_PATH, stream_url
+from service.web.erasing import Eraser
 from service.web.live import RETRY_MS
 from service.web.next_steps import next_steps
 from service.web.stream_watch import StreamWatch
@@ -169,7 +170,13 @@ class Runtime:
             lambda: self.store.engine, wait_s=settings.stream_start_timeout_s, spawn=self.tasks.start,
             record=self.store.call_not_streamed,
         )  # fmt: skip
+        self.spool_audio: AudioStore | None = None  # the shared spool's audio outside the database (S3)
         self.shared_spool = self._make_shared_spool()
+        # Erasures (DELETE /api/calls/{sid}, /api/numbers/{number}) reach this process's spool, feed and Redis too.
+        self.eraser = Eraser(
+            lambda: self.store.engine, spool=self.spool, hub=self.live,
+            stream=self.redis.forget if self.redis is not None else None, audio=self.spool_audio,
+        )  # fmt: skip
         self._batch = BatchWorker(
             settings, self.spool, self.observer.transcript, self.shared_spool, engines=batch_engines,
             order=self.stt.failover.engines_in_order, outcomes=self.observer.spool_outcome,
@@ -202,7 +209,7 @@ class Runtime:
             # aiobotocore (and aiohttp) only where SPOOL_URL asks for S3: 0.2 s of start-up CPU otherwise.
             from service.storage.spool_objects import S3Audio  # noqa: PLC0415
 
-            audio = S3Audio(settings)
+            audio = self.spool_audio = S3Audio(settings)
         return DatabaseSpool(
             lambda: self.store.engine, owner=f"{socket.gethostname()[:40]}:{os.getpid()}",
             max_bytes=settings.spool_shared_max_mb * 1024 * 1024, lease_s=settings.spool_claim_lease_s,

@@ -30,10 +30,13 @@ from quart import Quart
 from sqlalchemy.ext.asyncio import AsyncEngine
 from werkzeug.datastructures import Headers, ImmutableMultiDict, MultiDict
 
+from service.live.format import LiveEvent
 from service.live.hub import LiveHub
+from service.spool.directory import Spool
 from service.storage import queries
 from service.storage.schema import AlertRow, CoveragePart, create_engine
 from service.web.api import OPENAPI_PATH, BadParameter, api_blueprint, parse_list_query
+from service.web.erasing import Eraser
 from service.web.live import live_blueprint
 from tests.helpers.callsdb import (
     AGENT,
@@ -51,6 +54,7 @@ from tests.helpers.callsdb import (
 from tests.helpers.logs import LogLines
 from tests.helpers.paths import GOLDEN
 from tests.helpers.service import make_settings
+from tests.helpers.spool import AUDIO, spool_audio
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -187,7 +191,14 @@ def error(response: httpx.Response) -> dict[str, Any]:
 
 # --- Authentication -------------------------------------------------------------------------------------
 
-ROUTES = ["/api/calls", "/api/calls/CA1", "/api/calls/CA1/transcript", "/api/calls/CA1/report", "/api/openapi.json"]
+ROUTES = [
+    "/api/calls",
+    "/api/calls/CA1",
+    "/api/calls/CA1/transcript",
+    "/api/calls/CA1/report",
+    "/api/openapi.json",
+    "/api/audit",
+]
 
 
 @pytest.mark.parametrize("path", ROUTES)
@@ -600,6 +611,129 @@ async def test_delete_removes_the_call_and_its_utterances(api: ApiClient, log_li
     assert log_lines.events("api.call_deleted", call_sid="CA1")
 
 
+# --- Erasing on request -----------------------------------------------------------------------------------
+
+ENCODED_CALLER = "%2B" + CALLER.removeprefix("+")
+
+
+async def test_erasing_a_number_answers_its_counts_and_is_safe_to_repeat(api: ApiClient, log_lines: LogLines) -> None:
+    """Every call from or to the number goes, the answer counts each kind (the number masked), a call of another
+    number stays; the second time every count is 0, still 200; each request has its audit entry and log line, with
+    the number's last two digits only."""
+    await insert(api.engine, [
+        make_call("CA2", from_number="+14155550111", to_number="+14155550122", started_at=T0 - MINUTE),
+        make_utterance("CA2", "inbound", 0.0, 1.0, "stays"), make_delivery("CA1", "CA1/final/1"),
+    ])  # fmt: skip
+    response = await api.client.delete(f"/api/numbers/{ENCODED_CALLER}", params={"by": "dpo"}, headers=AUTH)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["subject"] == "+*********00"
+    assert body["in_progress"] == []
+    assert body["message"] == "erased 1 call to or from +*********00"
+    assert {kind: n for kind, n in body["counts"].items() if n} == {
+        "calls": 1,
+        "utterances": 4,
+        "webhook_deliveries": 1,
+    }
+    assert (await api.get("/api/calls", params={"number": CALLER})).json()["calls"] == []
+    assert [call["call_sid"] for call in (await api.get("/api/calls")).json()["calls"]] == ["CA2"]
+    again = await api.client.delete(f"/api/numbers/{ENCODED_CALLER}", headers=AUTH)
+    assert again.status_code == 200
+    assert set(again.json()["counts"].values()) == {0}
+    entries = (await api.get("/api/audit")).json()["entries"]
+    assert [(e["action"], e["actor"], e["subject"]) for e in entries] == [
+        ("erase_number", "api", "+*********00"),
+        ("erase_number", "dpo", "+*********00"),
+    ]
+    assert entries[1]["via"].startswith("api ")
+    assert entries[1]["detail"] == {**body["counts"], "in_progress": 0}
+    # The service's own lines (the libraries' DEBUG lines, such as the test client's URL, are not production's).
+    ours = [line for line in log_lines.all() if str(line.get("logger", "callscribe")).startswith("callscribe")]
+    assert ours
+    assert CALLER.removeprefix("+")[:-2] not in json.dumps(ours)
+    assert len(log_lines.events("audit", action="erase_number")) == 2
+
+
+async def test_a_call_still_on_is_not_erased_and_the_answer_says_so(api: ApiClient) -> None:
+    await insert(api.engine, [make_call("CAon", status="active", ended_at=None, started_at=T0 + MINUTE)])
+    body = (await api.client.delete(f"/api/numbers/{ENCODED_CALLER}", headers=AUTH)).json()
+    assert (body["counts"]["calls"], body["in_progress"]) == (1, ["CAon"])
+    assert "1 still on, not erased" in body["message"]
+    assert (await api.get("/api/calls/CAon")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter", "message"),
+    [
+        ("/api/numbers/%2B1%20415%20555%200100", "number", "digits with an optional leading +"),
+        ("/api/numbers/%2014155550100", "number", "starts or ends with a space"),
+        ("/api/numbers/client:alice", "number", "digits with an optional leading +"),
+        ("/api/numbers/%2B12", "number", "has 2 digits"),
+        ("/api/numbers/%2B1234567890123456", "number", "has 16 digits"),
+        (f"/api/numbers/{ENCODED_CALLER}?who=me", "who", "unknown parameter"),
+        (f"/api/numbers/{ENCODED_CALLER}?by=", "by", "printable characters"),
+    ],
+)
+async def test_a_number_that_cannot_be_erased_by_is_a_400_saying_why(
+    api: ApiClient, log_lines: LogLines, path: str, parameter: str, message: str
+) -> None:
+    """Nothing is erased, the answer names what is wrong, and its log line masks the number in the path."""
+    response = await api.raw.delete(path, headers=AUTH)
+    assert response.status_code == 400
+    assert error(response)["parameter"] == parameter
+    assert message in error(response)["message"]
+    [refused] = log_lines.events("api.refused", status=400)
+    assert "4155550" not in refused["path"]
+    assert await queries.get_call(api.engine, "CA1") is not None
+
+
+async def test_erasing_a_number_needs_the_token(api: ApiClient) -> None:
+    response = await api.raw.delete(f"/api/numbers/{ENCODED_CALLER}")
+    assert response.status_code == 401
+    assert await queries.get_call(api.engine, "CA1") is not None
+
+
+async def test_deleting_a_call_is_audited_with_who_asked(api: ApiClient) -> None:
+    assert (await api.client.delete("/api/calls/CA1", params={"by": "agent-7"}, headers=AUTH)).status_code == 204
+    [entry] = (await api.get("/api/audit", params={"subject": "CA1"})).json()["entries"]
+    assert (entry["action"], entry["actor"], entry["subject"]) == ("delete_call", "agent-7", "CA1")
+    assert entry["detail"]["utterances"] == 4
+    assert (await api.get("/api/audit", params={"subject": "CAother"})).json()["entries"] == []
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"), [({"limit": "0"}, "limit"), ({"limit": "501"}, "limit"), ({"since": "x"}, "since")]
+)
+async def test_the_audit_log_refuses_what_it_does_not_take(
+    api: ApiClient, query: dict[str, str], parameter: str
+) -> None:
+    response = await api.raw.get("/api/audit", params=query, headers=AUTH)
+    assert response.status_code == 400
+    assert error(response)["parameter"] == parameter
+
+
+async def test_an_erasure_reaches_the_process_feed_and_spool(engine: AsyncEngine, tmp_path: Path) -> None:
+    """With the process's parts (as the runtime hands them over), the number's events leave the replay buffer and
+    its spool entries the disk, counted in the answer; another call's stay."""
+    await insert(engine, [make_call("CA1"), make_call("CA2", from_number="+14155550111")])
+    hub = LiveHub(window_s=60, max_events=100, queue_bound=10, max_subscribers=10, floor=(0, 0))
+    for n, call_sid in enumerate(["CA1", "CA2", "CA1"]):
+        hub.deliver(LiveEvent((10 + n, 0), "call.state", call_sid, 0.0, data=b"{}"))
+    spool_audio(tmp_path / "spool", AUDIO, start_s=0.0, call_sid="CA1")
+    spool_audio(tmp_path / "spool", AUDIO, start_s=0.0, call_sid="CA2")
+    eraser = Eraser(lambda: engine, spool=Spool(tmp_path / "spool"), hub=hub)
+    app = Quart("api-test")
+    app.register_blueprint(api_blueprint(make_settings(None, api_token=TOKEN), lambda: engine, eraser))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=cast(Any, app)), base_url="http://callscribe.test"
+    ) as client:
+        response = await client.delete(f"/api/numbers/{ENCODED_CALLER}", headers=AUTH)
+    counts = response.json()["counts"]
+    assert (counts["calls"], counts["live_events"], counts["spool_local"]) == (1, 2, 1)
+    assert [event.call_sid for event in hub.buffer.after((0, 0)).events] == ["CA2"]
+    assert [entry.call_sid for entry in Spool(tmp_path / "spool").entries()] == ["CA2"]
+
+
 # --- The document, undocumented paths, failures ---------------------------------------------------------
 
 
@@ -621,7 +755,7 @@ async def test_the_document_covers_every_route_the_blueprint_has(engine: AsyncEn
     hub = LiveHub(window_s=10, max_events=10, queue_bound=1, max_subscribers=1, floor=(0, 0))
     app.register_blueprint(live_blueprint(make_settings(None), lambda: hub, lambda: asyncio.sleep(0)))
     served = {
-        (rule.rule.replace("<call_sid>", "{call_sid}"), method.lower())
+        (rule.rule.replace("<call_sid>", "{call_sid}").replace("<number>", "{number}"), method.lower())
         for rule in app.url_map.iter_rules() if rule.endpoint.startswith(("api.", "live."))
         for method in rule.methods or () if method not in {"HEAD", "OPTIONS"}
     }  # fmt: skip

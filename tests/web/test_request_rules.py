@@ -9,6 +9,7 @@ from service.web.request_rules import (
     OTHER_BODY_MAX,
     VOICE_BODY_MAX,
     body_limit,
+    logged_path,
     refusal,
     too_busy,
     too_large,
@@ -91,3 +92,18 @@ def test_refusals_found_while_reading_say_the_bound() -> None:
     busy = too_busy("other", 256)
     assert (busy.status, busy.error) == (503, "busy")
     assert "256 other requests" in busy.why
+
+
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/api/numbers/+14155550167", "/api/numbers/**********67"),
+        ("/api/numbers/7", "/api/numbers/7"),
+        ("/api/numbers/", "/api/numbers/"),
+        ("/api/calls/CA1", "/api/calls/CA1"),
+        ("/voice", "/voice"),
+    ],
+)
+def test_an_erasure_path_is_logged_with_its_number_masked(path: str, logged: str) -> None:
+    """A refusal's log line names the path; an erasure's number in it keeps its last two characters only."""
+    assert logged_path(path) == logged
