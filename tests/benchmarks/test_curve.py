@@ -1,0 +1,76 @@
+"""The dial's curve from bench reports: each variant's medians read, the table in the order given (the peer and the
+floors once), and the drawing: a point per variant with a latency, a line per floor, a PNG Chromium renders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import curve
+from tests.helpers.browser import CHROMIUM_VARIABLE, chromium_path
+
+
+def scenario(variant: str, served: str, cpu: float, p99: float | None, ratio: float | None = None) -> dict[str, Any]:
+    median = {curve.CPU: cpu, "forward_whole_p50_ms": p99 and p99 / 2, "forward_whole_p99_ms": p99, "frames_lost": 0}
+    entry: dict[str, Any] = {"variant": variant, "served": served, "median": median, "skipped": None}
+    if ratio is not None:
+        entry["cpu_to_inbound_floor"] = {curve.CPU: {"per_round": [ratio], "median": ratio}}
+    return entry
+
+
+def report(*scenarios: dict[str, Any]) -> dict[str, Any]:
+    return {"scenarios": list(scenarios)}
+
+
+FIRST = report(
+    scenario("batch20", "callscribe", 5.5, 40.0, 2.5),
+    scenario("peer", "peer", 2.9, 380.0),
+    scenario("inbound-floor", "inbound-floor", 2.2, None),
+    {"variant": "skipped", "served": "callscribe", "median": None, "skipped": "no room"},
+)
+SECOND = report(
+    scenario("batch400", "callscribe", 3.0, 390.0, 1.3), scenario("inbound-floor", "inbound-floor", 2.3, None)
+)
+
+
+def test_each_variant_that_ran_is_read_with_its_ratio_to_the_inbound_floor() -> None:
+    rows = curve.points(FIRST)
+    assert [(row.label, row.cpu, row.p99_ms, row.to_inbound_floor) for row in rows] == [
+        ("batch20", 5.5, 40.0, 2.5), ("peer", 2.9, 380.0, None), ("inbound-floor", 2.2, None, None)
+    ]  # fmt: skip
+
+
+def test_the_table_has_every_setting_and_the_references_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = []
+    for name, content in (("a.json", FIRST), ("b.json", SECOND)):
+        (tmp_path / name).write_text(json.dumps(content))
+        paths.append(str(tmp_path / name))
+    assert curve.main(paths) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" | ")[0].removeprefix("| ") for line in lines[2:]] == [
+        "batch20",
+        "peer",
+        "inbound-floor",
+        "batch400",
+    ]
+    assert lines[5] == "| batch400 | 3.00 | 1.30x | 195 ms | 390 ms | 0 |"
+
+
+def test_the_drawing_marks_every_latency_and_draws_floors_as_lines() -> None:
+    drawing = curve.svg(curve.points(FIRST) + curve.points(SECOND)[:1], "title")
+    assert drawing.count("<circle") == 3 + 2  # batch20, peer, batch400, and the legend's two
+    assert drawing.count('stroke-dasharray="4 3"') == 1 + 1  # the inbound floor, and the legend's
+    assert "<polyline" in drawing
+
+
+async def test_the_drawing_renders_to_a_png(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CHROMIUM_VARIABLE, chromium_path())
+    out = tmp_path / "curve.png"
+    await curve.render_png(curve.svg(curve.points(FIRST), "title"), out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(out.read_bytes()[16:20], "big") == curve.WIDTH
