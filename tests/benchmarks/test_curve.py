@@ -63,7 +63,7 @@ def test_the_table_has_every_setting_and_the_references_once(
 
 def test_the_drawing_marks_every_latency_and_draws_floors_as_lines() -> None:
     drawing = curve.svg(curve.points(FIRST) + curve.points(SECOND)[:1], "title")
-    assert drawing.count("<circle") == 3 + 2  # batch20, peer, batch400, and the legend's two
+    assert drawing.count("<circle") == 3 + len(curve.LEGEND)  # batch20, peer, batch400, and the legend's
     assert drawing.count('stroke-dasharray="4 3"') == 1 + 1  # the inbound floor, and the legend's
     assert "<polyline" in drawing
 
