@@ -13,6 +13,7 @@ PINNED = "yes (server on CPU 0, harness on CPU 1)"
 UNPINNED = "no (load generator, stand-in and server share the cores)"
 PER_SECOND_COLUMNS = 6  # scenarios shown side by side in the per-second table
 PER_SECOND_ROWS = 60
+P99_LIMIT_MS = 100.0  # forward p99 a call can take unnoticed (issue 25: where it is crossed is what a dyno carries)
 
 Column = tuple[str, str, int]  # (header, metric key, decimals)
 
@@ -181,10 +182,64 @@ def markdown_block(report: Mapping[str, Any]) -> str:
     seconds = per_second_table(entries)
     if seconds:
         lines += ["", "Forward p99 (ms) by second of call:", "", seconds]
+    crossings = crossing_lines(report.get("p99_crossing") or [])
+    if crossings:
+        lines += [
+            "",
+            "Where forward p99 over whole calls crosses 100 ms (the calls a dyno of these cores carries):",
+            "",
+        ]
+        lines += crossings
     first_limit = report.get("first_limit")
     if first_limit:
         lines += ["", f"First to give out: {first_limit['scenario']}: {', '.join(first_limit['limits'])}."]
     return "\n".join(lines)
+
+
+def p99_crossings(
+    entries: Sequence[Mapping[str, Any]], *, cores: int, limit_ms: float = P99_LIMIT_MS
+) -> list[dict[str, Any]]:
+    """For each variant, tracks and start whose grid has two call counts or more: the fewest calls at which forward
+    p99 (over whole calls) went past `limit_ms`, the most that stayed within, and those per core: the number a user
+    sizes dynos by. None where no count crossed it, or every one did."""
+    groups: dict[tuple[str, int, str], list[tuple[int, float]]] = {}
+    for entry in entries:
+        p99 = (entry.get("median") or {}).get("forward_whole_p99_ms")
+        if entry.get("skipped") or p99 is None:
+            continue
+        key = (str(entry["variant"]), int(entry["tracks"]), str(entry["start"]))
+        groups.setdefault(key, []).append((int(entry["calls"]), float(p99)))
+    crossings = []
+    for (variant, tracks, start), points in groups.items():
+        if len(points) < 2:
+            continue
+        points.sort()
+        within = [calls for calls, p99 in points if p99 <= limit_ms]
+        past = [calls for calls, p99 in points if p99 > limit_ms]
+        crossings.append({
+            "variant": variant, "tracks": tracks, "start": start, "limit_ms": limit_ms, "cores": cores,
+            "most_within": max(within) if within else None, "fewest_past": min(past) if past else None,
+            "calls_per_core_within": round(max(within) / cores, 1) if within else None,
+        })  # fmt: skip
+    return crossings
+
+
+def crossing_lines(crossings: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each crossing as a sentence."""
+    lines = []
+    for cross in crossings:
+        name = f"{cross['variant']}, {'both tracks' if cross['tracks'] == 2 else 'one track'}, {cross['start']}"
+        limit = f"{cross['limit_ms']:g} ms"
+        if cross["fewest_past"] is None:
+            lines.append(f"- {name}: forward p99 within {limit} up to {cross['most_within']} calls, the most tried "
+                         f"({cross['calls_per_core_within']} per core).")  # fmt: skip
+        elif cross["most_within"] is None:
+            lines.append(f"- {name}: forward p99 past {limit} from {cross['fewest_past']} calls, the fewest tried.")
+        else:
+            lines.append(f"- {name}: forward p99 within {limit} at {cross['most_within']} calls "
+                         f"({cross['calls_per_core_within']} per core on {cross['cores']} cores), past it at "
+                         f"{cross['fewest_past']}.")  # fmt: skip
+    return lines
 
 
 def startup_block(report: Mapping[str, Any]) -> str:

@@ -112,6 +112,7 @@ class Options:
     workdir: Path
     subscribers: int = 0  # live feed clients (benchmarks/subscribers.py) open during every run
     attackers: int = 0  # unauthenticated clients posting 15 MB forms (benchmarks/attackers.py) during every run
+    workers: int = 1  # callscribe's Hypercorn workers (`serve --workers`): WEB_CONCURRENCY on a dyno
 
 
 @dataclass
@@ -295,13 +296,14 @@ def start_standin(rundir: Path, options: Options, children: Children) -> tuple[s
     return standin, int(wait_for_file(rundir / "standin.port", standin, READY_TIMEOUT_S))
 
 
-def server_command(variant: Variant, port: int) -> list[str]:
+def server_command(variant: Variant, port: int, workers: int = 1) -> list[str]:
     if variant.served in ("floor", INBOUND_FLOOR):
         app = "benchmarks.floor:app" if variant.served == "floor" else "benchmarks.inbound_floor:app"
         return [PYTHON, "-m", "hypercorn", "--workers", "1", "--bind", f"127.0.0.1:{port}", app]
     if variant.served == "peer":
         return [PYTHON, "-m", "benchmarks.peer", "--port", str(port)]
-    return [variant.python, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    return [variant.python, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(workers)]  # fmt: skip
 
 
 def start_service(
@@ -317,7 +319,7 @@ def start_service(
     """A fresh server; its start-up (time and the CPU of its tree until /healthz answers) and, once warmed up
     and settled, idle memory."""
     spawned_ns = time.monotonic_ns()
-    command = [*options.wrapper, *server_command(variant, port)]
+    command = [*options.wrapper, *server_command(variant, port, options.workers)]
     if variant.served != "callscribe":
         env = env | {"PYTHONPATH": str(REPO)}
     service = children.spawn(command, cwd=rundir, env=env, out=log)
@@ -718,6 +720,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--attackers", type=int, default=0, help="unauthenticated clients posting 15 MB forms during every run"
     )
+    p.add_argument(
+        "--workers", type=int, default=1, help="callscribe's Hypercorn workers (WEB_CONCURRENCY on a dyno); default 1"
+    )
     p.add_argument("--keep-workdir", action="store_true", help="keep the run directories (logs, records)")
     p.add_argument("--out-json", type=Path, default=REPO / "docs" / "benchmarks.json")
     p.add_argument("--out-md", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -774,6 +779,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir=workdir,
         subscribers=args.subscribers,
         attackers=args.attackers,
+        workers=args.workers,
     )
     pin([os.getpid()], HARNESS_CPU, options)  # the runner is harness too
     children = Children()
@@ -834,11 +840,13 @@ def report_of(
         "floors": args.floors,
         "subscribers": args.subscribers,
         "attackers": args.attackers,
+        "workers": args.workers,
         "peer": args.peer,
         "startup_only": args.startup,
         "startup": startups,
         "scenarios": results,
         "first_limit": first_limit(results),
+        "p99_crossing": report.p99_crossings(results, cores=os.cpu_count() or 1),
     }
 
 
