@@ -24,8 +24,8 @@ from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
 from deepgram.listen.v1 import ListenV1Results
 from deepgram.listen.v1.socket_client import AsyncV1SocketClient
 
-ASGIReceive = Any
-ASGISend = Any
+from benchmarks import floor_http
+from benchmarks.floor_http import ASGIReceive, ASGISend
 
 # The stand-in's address, in the variable the benchmark sets for callscribe too (http://127.0.0.1:PORT).
 _REST_URL = os.environ.get("DEEPGRAM_URL", "http://127.0.0.1:1")
@@ -41,19 +41,8 @@ async def app(scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> No
     """/media bridges, every HTTP request answers 200 (the runner's /healthz), lifespan is acknowledged."""
     if scope["type"] == "websocket":
         await bridge(receive, send)
-    elif scope["type"] == "http" and scope["path"] == "/voice":
-        # The load generator asks /voice for each call's stream first, as Twilio does; the floor checks nothing.
-        host = dict(scope["headers"]).get(b"host", b"127.0.0.1").decode()
-        twiml = f'<Response><Start><Stream url="wss://{host}/media" track="both_tracks"/></Start></Response>'
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/xml")]})
-        await send({"type": "http.response.body", "body": twiml.encode()})
-    elif scope["type"] == "http":
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": b"ok\n"})
-    elif scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+    else:
+        await floor_http.answer(scope, receive, send)
 
 
 async def bridge(receive: ASGIReceive, send: ASGISend) -> None:

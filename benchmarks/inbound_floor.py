@@ -18,28 +18,19 @@ from typing import Any
 
 import orjson
 
-ASGIReceive = Any
-ASGISend = Any
+from benchmarks import floor_http
+from benchmarks.floor_http import ASGIReceive, ASGISend
 
 
 async def app(scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
     """/media is read and decoded, every HTTP request answers 200 (the runner's /healthz), lifespan is acknowledged.
 
-    As `floor.app` answers them, but without importing it: the SDK it loads is no part of this floor."""
+    HTTP and the lifespan as `floor.app` answers them (`floor_http`), without importing it: the SDK it loads is no
+    part of this floor."""
     if scope["type"] == "websocket":
         await read(receive, send)
-    elif scope["type"] == "http" and scope["path"] == "/voice":
-        host = dict(scope["headers"]).get(b"host", b"127.0.0.1").decode()
-        twiml = f'<Response><Start><Stream url="wss://{host}/media" track="both_tracks"/></Start></Response>'
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/xml")]})
-        await send({"type": "http.response.body", "body": twiml.encode()})
-    elif scope["type"] == "http":
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": b"ok\n"})
-    elif scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+    else:
+        await floor_http.answer(scope, receive, send)
 
 
 async def read(receive: ASGIReceive, send: ASGISend) -> None:
