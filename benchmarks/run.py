@@ -187,6 +187,10 @@ def service_env(
         "SPOOL_DIR": str(rundir / "spool"),
         "DB_JOURNAL_PATH": str(rundir / "journal.jsonl"),
         "MAX_CALLS": "10000",
+        # The load generator answers every call's /voice before the first stream opens (`loadgen.py`), so a call
+        # staggered late starts its stream up to --stagger-s after its answer: the watch for streams that never
+        # came must wait that long, or it records such calls as not streamed and their streams are refused.
+        "STREAM_START_TIMEOUT_S": str(min(120.0, max(10.0, options.stagger_s + 10.0))),
         # What /voice asks Twilio for, and so the track setting each call's stream token is issued for.
         "STREAM_TRACK": "both_tracks" if tracks == 2 else "inbound_track",
         # The stand-in's finals say ALERT_PHRASE: each caller final raises an alert (`analysis.alert_latencies`).
