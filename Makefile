@@ -15,8 +15,8 @@ serving: $(VENV)/.serving
 # uv builds .venv from uv.lock exactly; pip installs uv first on a machine that has only Python. The serving half
 # syncs --inexact, so after a `make setup` it keeps the tools it does not need instead of removing them.
 # Bytecode is compiled once here (the packages', then the service's own): where Python may not write it
-# (PYTHONDONTWRITEBYTECODE, a read-only image) every start would otherwise compile ~1,000 modules, 3.0 s of CPU
-# against 1.0 s (docs/benchmarks.md, start-up).
+# (PYTHONDONTWRITEBYTECODE, a read-only image) every start would otherwise compile ~1,000 modules, 2.35 s of CPU
+# against 0.82 s (docs/benchmarks.md, start-up).
 ifeq ($(UV),)
 UV_SYNC = $(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet --break-system-packages uv || $(PYTHON) -m pip install --quiet uv; $(PYTHON) -m uv sync --frozen --compile-bytecode --python $(PYTHON)
 else

@@ -30,8 +30,13 @@ log = structlog.get_logger("callscribe.pause")
 POLL_S = 0.2  # how soon a pause asked of another process takes effect here, at most (plus one query)
 
 
+class ControlsUnavailable(Exception):
+    """The pause records could not be read or written (the database did not answer); `__cause__` says why."""
+
+
 class PauseControls(Protocol):
-    """The calls' pause records (the database's `call_controls`)."""
+    """The calls' pause records (the database's `call_controls`); each method raises `ControlsUnavailable` when the
+    records cannot be reached."""
 
     async def of_calls(self, call_sids: Collection[str]) -> list[PauseControl]:
         """The records of those calls that have one."""
@@ -90,12 +95,12 @@ class PauseWatch:
             for control in controls:
                 current = await self._unexpired(control)
                 for session in held[current.call_sid]:
-                    at_s = session.apply_pause(current)
+                    at_s = session.apply_pause(current)  # no I/O: a fault in it is a bug, not the database's
                     if at_s is not None:
                         await self._controls.applied(current.call_sid, current.version, at_s)
-        except Exception as exc:  # noqa: BLE001 - the calls go on as they are; the next poll tries again
+        except ControlsUnavailable as exc:  # the calls go on as they are; the next poll tries again
             if not self._failing:
-                log.warning("pause.controls_unreadable", error=type(exc).__name__,
+                log.warning("pause.controls_unreadable", error=type(exc.__cause__ or exc).__name__,
                             why="the database did not answer: pauses asked now take effect once it does")  # fmt: skip
             self._failing = True
             return

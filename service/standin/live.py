@@ -38,9 +38,10 @@ import json
 import logging
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -152,16 +153,24 @@ def _first(query: dict[str, list[str]], name: str, default: str) -> str:
     return values[0] if values else default
 
 
-def _positive_int(query: dict[str, list[str]], name: str) -> int | None:
+T = TypeVar("T")
+
+
+def _parsed(query: dict[str, list[str]], name: str, parse: Callable[[str], T], kind: str) -> T | None:
+    """A query parameter's first value through `parse`, None when absent; a 400 naming it when it does not parse."""
     if name not in query:
         return None
     raw = query[name][0]
     try:
-        value = int(raw)
+        return parse(raw)
     except ValueError:
-        raise BadRequestError(f"{name}={raw!r} is not an integer") from None
-    if value <= 0:
-        raise BadRequestError(f"{name}={raw!r} must be positive")
+        raise BadRequestError(f"{name}={raw!r} is not {kind}") from None
+
+
+def _positive_int(query: dict[str, list[str]], name: str) -> int | None:
+    value = _parsed(query, name, int, "an integer")
+    if value is not None and value <= 0:
+        raise BadRequestError(f"{name}={query[name][0]!r} must be positive")
     return value
 
 
@@ -476,15 +485,9 @@ FLUX_QUERY = frozenset(
 
 
 def _bounded(query: dict[str, list[str]], name: str, low: float, high: float) -> float | None:
-    if name not in query:
-        return None
-    raw = query[name][0]
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadRequestError(f"{name}={raw!r} is not a number") from None
-    if not low <= value <= high:
-        raise BadRequestError(f"{name}={raw!r} must be between {low:g} and {high:g}")
+    value = _parsed(query, name, float, "a number")
+    if value is not None and not low <= value <= high:
+        raise BadRequestError(f"{name}={query[name][0]!r} must be between {low:g} and {high:g}")
     return value
 
 

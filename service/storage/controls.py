@@ -12,17 +12,19 @@ resume of an old pause cannot undo a newer one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import enum
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from service.calls.pausing import ControlsUnavailable
 from service.calls.stream.pause import PauseControl
 from service.storage.audit import Audited, record
 from service.storage.schema import CallControl
@@ -152,34 +154,45 @@ class DatabaseControls:
         self._engine = engine  # called per use: the store makes its engine at start-up
 
     async def of_calls(self, call_sids: Collection[str]) -> list[PauseControl]:
-        async with self._engine().connect() as connection:
-            rows = (
-                await connection.execute(select(CONTROLS).where(CONTROLS.c.call_sid.in_(list(call_sids))))
-            ).mappings().all()  # fmt: skip
+        with _unavailable():
+            async with self._engine().connect() as connection:
+                statement = select(CONTROLS).where(CONTROLS.c.call_sid.in_(list(call_sids)))
+                rows = (await connection.execute(statement)).mappings().all()
         return [_control(dict(row)) for row in rows]
 
     async def applied(self, call_sid: str, version: int, at_s: float) -> None:
-        async with self._engine().begin() as connection:
-            await connection.execute(
-                update(CONTROLS)
-                .where(CONTROLS.c.call_sid == call_sid, CONTROLS.c.version == version)
-                .values(applied_version=version, applied_at_s=at_s)
-            )
+        with _unavailable():
+            async with self._engine().begin() as connection:
+                await connection.execute(
+                    update(CONTROLS)
+                    .where(CONTROLS.c.call_sid == call_sid, CONTROLS.c.version == version)
+                    .values(applied_version=version, applied_at_s=at_s)
+                )
 
     async def expire(self, control: PauseControl, now: datetime.datetime) -> PauseControl | None:
         version = control.version + 1
-        async with self._engine().begin() as connection:
-            result = await connection.execute(
-                update(CONTROLS)
-                .where(CONTROLS.c.call_sid == control.call_sid, CONTROLS.c.version == control.version)
-                .values(version=version, paused=False, changed_at=now, changed_by=AUTO.actor, resume_at=None)
-            )
-            if not result.rowcount:
-                return None
-            paused_at = control.resume_at or now
-            await record(connection, AuditAction.AUTO_RESUME, AUTO, control.call_sid,
-                         detail={"version": version, "resume_at": paused_at.isoformat()}, at=now)  # fmt: skip
+        with _unavailable():
+            async with self._engine().begin() as connection:
+                result = await connection.execute(
+                    update(CONTROLS)
+                    .where(CONTROLS.c.call_sid == control.call_sid, CONTROLS.c.version == control.version)
+                    .values(version=version, paused=False, changed_at=now, changed_by=AUTO.actor, resume_at=None)
+                )
+                if not result.rowcount:
+                    return None
+                paused_at = control.resume_at or now
+                await record(connection, AuditAction.AUTO_RESUME, AUTO, control.call_sid,
+                             detail={"version": version, "resume_at": paused_at.isoformat()}, at=now)  # fmt: skip
         return PauseControl(control.call_sid, version, paused=False, by=AUTO.actor)
+
+
+@contextlib.contextmanager
+def _unavailable() -> Iterator[None]:
+    """The database's failures (and the network's under it) as the port's one error."""
+    try:
+        yield
+    except (SQLAlchemyError, OSError) as exc:
+        raise ControlsUnavailable(type(exc).__name__) from exc
 
 
 def _control(row: dict[str, Any]) -> PauseControl:
