@@ -150,7 +150,8 @@ async def test_retention_deletes_old_calls_alerts_only(migrated_url: str, tmp_pa
     """RETENTION_DAYS takes an old call's alerts with it and leaves a recent call's."""
     now = T0 + datetime.timedelta(days=40)
     settings = settings_for(migrated_url, tmp_path, retention_days=30)
-    store = new_store(settings)
+    # The store itself keeps no retention: its own purge, on the real clock, would race the one under test.
+    store = new_store(settings_for(migrated_url, tmp_path))
     await store.start()
     store.call_started(started("CA1"))
     store.transcript(result("CA1", "inbound", 1.0, "cancel my account"))

@@ -464,7 +464,8 @@ async def test_purge_deletes_old_calls_with_their_utterances_and_deliveries_only
     """Calls started before RETENTION_DAYS go, with their utterances and webhook deliveries; newer ones stay whole."""
     now = T0 + datetime.timedelta(days=40)
     settings = settings_for(migrated_url, tmp_path, retention_days=30)
-    store = new_store(settings)
+    # The store itself keeps no retention: its own purge, on the real clock, would race the one under test.
+    store = new_store(settings_for(migrated_url, tmp_path))
     await store.start()
     store_call(store, "CAold", finals=2)  # started at T0: 40 days before `now`
     store.call_started(started("CAnew", at=now - datetime.timedelta(days=1)))
