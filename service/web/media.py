@@ -139,7 +139,8 @@ class MediaStreams:
                         if reject is not None:
                             await socket.close(reject.code, reject.reason)
                             return
-                        await session.send_pushed()
+                        if session.pushed:
+                            await session.send_pushed()
                         if session.ended_by is not None:
                             await socket.close(close_codes.NORMAL, "stream stopped")
                             return

@@ -96,20 +96,18 @@ class TrackSender:
         """
         ledger = self._ledger
         if self.batching:
-            if not ledger.pending_chunks:
+            pending = ledger.pending_chunks
+            if not pending:
                 loop = asyncio.get_running_loop()
                 self.batch_started_at = now = loop.time()
                 self.wakeup.ring_at(now + self._batch.wait_s, loop)
             ledger.receive(payload)
-            if ledger.pending_chunks >= self.batch_chunks:
+            if pending + 1 >= self.batch_chunks:
                 self.wakeup.set()
         else:
             ledger.receive(payload)
             if self._side.state is not IDLE:
                 self.wakeup.set()
-        waiting = ledger.waiting_bytes
-        counters = self._counters
-        counters.peak_waiting_bytes = max(counters.peak_waiting_bytes, waiting)
 
     async def send_now(self) -> None:
         """Sending from the read loop: the frame `push` just queued goes to Deepgram from the caller's task.

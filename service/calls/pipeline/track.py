@@ -93,6 +93,8 @@ class TrackStream:
         self._wakeup = self._sender.wakeup
         # The read loop's send (see `TrackSender.send_now`), bound here so that call goes straight to the sender.
         self.send_now: Callable[[], Awaitable[None]] = self._sender.send_now
+        # Batching, the read loop never sends (`send_now` would return at once): it need not be awaited at all.
+        self.reader_sends = not self._sender.batching
         # Diarization separates voices sharing one track; with both tracks, each track is already one side.
         self._diarize = settings.deepgram_diarize and len(call.tracks) == 1
         timelines = [
@@ -113,15 +115,24 @@ class TrackStream:
         ]
         self._spooler: TrackSpooler | ChannelSpooler = spoolers[0] if len(spoolers) == 1 else ChannelSpooler(spoolers)
         self._interleaver = Interleaver(max_lag_ms=settings.deepgram_channel_lag_ms)
-        self._last_chunks = dict.fromkeys(self.channels, 0)
+        self._last_chunks = dict.fromkeys(self.channels, 0)  # both tracks on one stream (`push_channel`)
+        self._last_chunk = 0  # one track (`push`)
         self._max_bytes = max(mulaw.FRAME_BYTES, int(settings.audio_buffer_s * self.bytes_per_second))
         self._twilio_done = asyncio.Event()
 
     # --- Twilio side (synchronous, never blocks) --------------------------------------------------------
 
     def push(self, chunk: int, payload: bytes, _timestamp_ms: int = 0) -> None:
-        """Take a frame from Twilio (never waits); the caller then awaits `send_now`."""
-        self._count_frame(self.channels[0], chunk)
+        """Take a frame from Twilio (never waits); the caller then awaits `send_now`.
+
+        `_count_frame` and `_take` written out for the one track: this runs 50 times a second per track.
+        """
+        counters = self.counters
+        counters.frames_in += 1
+        last = self._last_chunk
+        if last and chunk > last + 1:
+            counters.tallies[self.name].chunks_missing += chunk - last - 1
+        self._last_chunk = chunk
         self._take(payload)
 
     def push_channel(self, track: str, chunk: int, payload: bytes, timestamp_ms: int) -> None:
@@ -146,13 +157,16 @@ class TrackStream:
         """Audio for Deepgram (one track's, or both interleaved): into the ledger, or to the spool."""
         ledger = self._ledger
         segment = self._spooler.segment
-        if segment is None and ledger.waiting_bytes + len(payload) > self._max_bytes:
+        waiting = ledger.waiting_bytes + len(payload)
+        if segment is None and waiting > self._max_bytes:
             segment = self._overflow()
         if segment is not None:
             segment.write(payload)
             ledger.skip(len(payload))
             return
         self._sender.queue(payload)
+        counters = self.counters
+        counters.peak_waiting_bytes = max(counters.peak_waiting_bytes, waiting)
 
     def end(self) -> None:
         """Twilio's stream ended: flush what is held, CloseStream, and close any spool segment."""
@@ -423,6 +437,7 @@ class ChannelInput:
         self.name = name
         self.stream = stream
         self.send_now = stream.send_now
+        self.reader_sends = stream.reader_sends
         self.received_bytes = 0  # audio Twilio delivered on this track
 
     def push(self, chunk: int, payload: bytes, timestamp_ms: int) -> None:

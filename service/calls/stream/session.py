@@ -109,11 +109,17 @@ class CallSession:
                 return self._reject(close_codes.POLICY_VIOLATION, f"media for track '{event.track}' not in start")
             payload = self.pause.silenced(event.track, event.payload) if self.pause.on else event.payload
             track.push(event.chunk, payload, event.timestamp_ms)
-            self._pushed = track
+            if track.reader_sends:
+                self._pushed = track
             return None
         if isinstance(event, Reject):
             return self._reject(event.code, event.reason)
         return self._on_control(event)
+
+    @property
+    def pushed(self) -> bool:
+        """`on_message` left a frame the read loop may send itself: it awaits `send_pushed` (batching, never)."""
+        return self._pushed is not None
 
     async def send_pushed(self) -> None:
         """After `on_message`: the frame it pushed goes to Deepgram now if its track's sender is idle.
