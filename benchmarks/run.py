@@ -91,6 +91,7 @@ class Variant:
     served: str  # "callscribe", "floor", INBOUND_FLOOR or "peer"
     checkout: Path = REPO  # callscribe's code and interpreter
     env: tuple[tuple[str, str], ...] = ()  # settings of its own, over --env (the Flux variant's DEEPGRAM_MODEL)
+    subscribers: int | None = None  # live feed clients of its own (--subscribers-ab), else --subscribers
 
     @property
     def python(self) -> str:
@@ -195,9 +196,10 @@ def service_env(
         "STREAM_TRACK": "both_tracks" if tracks == 2 else "inbound_track",
         # The stand-in's finals say ALERT_PHRASE: each caller final raises an alert (`analysis.alert_latencies`).
         "ALERT_RULES": json.dumps([{"name": "bench", "phrases": [ALERT_PHRASE], "speaker": "caller"}]),
+        # The live feed's clients authenticate with it; set in every run, so runs with and without them differ
+        # only in the clients.
+        "API_TOKEN": token,
     }
-    if options.subscribers:
-        env["API_TOKEN"] = token  # the live feed's clients authenticate with it
     return env | options.env | dict(variant.env)
 
 
@@ -359,6 +361,13 @@ def start_clients(
     return process
 
 
+def subscribers_of(variant: Variant, options: Options) -> int:
+    """How many live feed clients a run of `variant` has open: only callscribe serves the feed."""
+    if variant.served != "callscribe":
+        return 0
+    return variant.subscribers if variant.subscribers is not None else options.subscribers
+
+
 def run_once(
     scenario: Scenario, variant: Variant, options: Options, repeat: int, children: Children
 ) -> tuple[analysis.Metrics, dict[str, Any]]:
@@ -372,10 +381,10 @@ def run_once(
         env = service_env(options, variant, rundir, standin_port, token, tracks=scenario.tracks)
         service, startup, idle = start_service(rundir, options, variant, children, env=env, port=port, log=log)
         callscribe = variant.served == "callscribe"
+        subscriber_count = subscribers_of(variant, options)
         subscribers = start_clients(
-            rundir, options, children, "subscribers",
-            count=options.subscribers if callscribe else 0, extra=["--token", token], port=port,
-        )  # fmt: skip
+            rundir, options, children, "subscribers", count=subscriber_count, extra=["--token", token], port=port
+        )
         # The peer serves no /voice or /login to attack: only callscribe's runs get the attackers.
         attackers = start_clients(
             rundir, options, children, "attackers", count=options.attackers if callscribe else 0, extra=[], port=port
@@ -402,7 +411,7 @@ def run_once(
         metrics |= {"frames_received": None, "frames_lost": None}
     if subscribers is not None:
         record = json.loads((rundir / "subscribers.json").read_text())
-        details["subscribers"] = {"count": options.subscribers, "events": record["events"], "cpu_s": record["cpu_s"]}
+        details["subscribers"] = {"count": subscriber_count, "events": record["events"], "cpu_s": record["cpu_s"]}
     if attackers is not None:
         record = json.loads((rundir / "attackers.json").read_text())
         details["attackers"] = {"count": options.attackers, "statuses": record["statuses"], "cpu_s": record["cpu_s"]}
@@ -722,6 +731,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pin", action="store_true", help="the server on CPU 0, the harness on CPU 1 (default: shared)")
     p.add_argument("--subscribers", type=int, default=0, help="live feed clients (GET /api/live) open during every run")
     p.add_argument(
+        "--subscribers-ab", type=int, default=0, metavar="N",
+        help="also serve this checkout with N live feed clients open, right after it in every round: its ratios to "
+        "the first variant are what N open pages cost the calls",
+    )  # fmt: skip
+    p.add_argument(
         "--attackers", type=int, default=0, help="unauthenticated clients posting 15 MB forms during every run"
     )
     p.add_argument(
@@ -742,6 +756,8 @@ def variants_from(args: argparse.Namespace) -> list[Variant]:
         inbound.insert(0, Variant("floor", "floor"))
     variants = [Variant("baseline", "callscribe", args.baseline.resolve())] if args.baseline else []
     variants.append(Variant(args.label, "callscribe"))
+    if args.subscribers_ab:  # the same checkout with N pages open, in the same rounds
+        variants.append(Variant(f"{args.label}-{args.subscribers_ab}pages", "callscribe", subscribers=args.subscribers_ab))
     if not args.no_flux:  # the same checkout on Flux (/v2/listen; the stand-in speaks it too), in the same rounds
         variants.append(Variant(f"{args.label}-flux", "callscribe", env=(("DEEPGRAM_MODEL", FLUX_MODEL),)))
     if args.peer:
@@ -843,6 +859,7 @@ def report_of(
         "inbound_floor": args.inbound_floor or args.floors,
         "floors": args.floors,
         "subscribers": args.subscribers,
+        "subscribers_ab": args.subscribers_ab,
         "attackers": args.attackers,
         "workers": args.workers,
         "peer": args.peer,

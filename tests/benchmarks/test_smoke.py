@@ -67,17 +67,24 @@ def test_quick_benchmark_writes_a_well_formed_report(tmp_path: Path, served: str
 
 
 def test_subscribers_read_the_live_feed_through_the_run(tmp_path: Path) -> None:
-    """--subscribers N keeps N feed clients open during each run; each of them reads every call's events."""
+    """--subscribers-ab N serves the checkout twice a round, the second time with N feed clients open, each of which
+    reads every call's events; the first run has none."""
     result, _, _ = run_benchmark(
-        tmp_path, "--scenario", "2:1:together", "--duration-s", "2", "--repeats", "1", "--subscribers", "3"
-    )
-    assert result["subscribers"] == 3
-    [detail] = result["scenarios"][0]["details"]
+        tmp_path, "--scenario", "2:1:together", "--duration-s", "2", "--repeats", "1", "--subscribers-ab", "3",
+        "--no-flux",
+    )  # fmt: skip
+    assert result["subscribers_ab"] == 3
+    assert [v["label"] for v in result["variants"]] == ["callscribe", "callscribe-3pages"]
+    none, pages = result["scenarios"]
+    assert "subscribers" not in none["details"][0]
+    [detail] = pages["details"]
     events = detail["subscribers"]["events"]
+    assert detail["subscribers"]["count"] == 3
     assert len(events) == 3
     # Two calls: call.started, a call.state and call.ended each, and their transcripts, on every feed alike.
     assert len(set(events)) == 1
     assert events[0] > 6
+    assert pages["median"]["frames_lost"] == 0
 
 
 def test_attackers_post_huge_forms_through_the_run_and_every_frame_still_arrives(tmp_path: Path) -> None:
