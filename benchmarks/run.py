@@ -757,7 +757,8 @@ def variants_from(args: argparse.Namespace) -> list[Variant]:
     variants = [Variant("baseline", "callscribe", args.baseline.resolve())] if args.baseline else []
     variants.append(Variant(args.label, "callscribe"))
     if args.subscribers_ab:  # the same checkout with N pages open, in the same rounds
-        variants.append(Variant(f"{args.label}-{args.subscribers_ab}pages", "callscribe", subscribers=args.subscribers_ab))
+        pages = args.subscribers_ab
+        variants.append(Variant(f"{args.label}-{pages}pages", "callscribe", subscribers=pages))
     if not args.no_flux:  # the same checkout on Flux (/v2/listen; the stand-in speaks it too), in the same rounds
         variants.append(Variant(f"{args.label}-flux", "callscribe", env=(("DEEPGRAM_MODEL", FLUX_MODEL),)))
     if args.peer:

@@ -88,13 +88,21 @@ class Subscriber:
                 return None
             self._ready.clear()
             try:
-                await asyncio.wait_for(self._ready.wait(), heartbeat_s)
+                # A timeout scope, not wait_for: that makes a task per wait, and a feed waits once per burst.
+                async with asyncio.timeout(heartbeat_s):
+                    await self._ready.wait()
             except TimeoutError:
                 return None
         if self.queue:
             return self.queue.popleft()
         word, self._last_word = self._last_word, None
         return word
+
+    def take_queued(self) -> list[Item]:
+        """Every item queued now (the last word stays for `next`): what came in one burst goes out in one write."""
+        items = list(self.queue)
+        self.queue.clear()
+        return items
 
     @property
     def finished(self) -> bool:

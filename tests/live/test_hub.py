@@ -10,6 +10,7 @@ import pytest
 from service.live import format as live
 from service.live.format import LiveEvent
 from service.live.hub import LiveHub, LocalPublisher
+from service.web.live import OPENING, feed_chunks
 from tests.live.test_format import transcript
 
 
@@ -39,6 +40,29 @@ async def test_fifty_subscribers_cost_one_encode_per_event(monkeypatch: pytest.M
     assert made == [live.TRANSCRIPT], "one encode for 50 readers"
     assert all(frame is frames[0] for frame in frames)
     assert b'"text":"hello there"' in frames[0]
+
+
+async def test_a_burst_of_events_goes_to_a_feed_in_one_write_in_order() -> None:
+    """Events queued while the feed's loop waited (the results of calls that started together) leave as one chunk,
+    in order; the next chunk waits for the next event, and the last word still comes after the queue."""
+    feed = hub()
+    sub = feed.subscribe(None, None)
+    chunks = feed_chunks(feed, sub, heartbeat_s=5.0)
+    assert await anext(chunks) == OPENING
+    publisher = LocalPublisher(feed)
+    for call_sid in ("CA1", "CA2", "CA3"):
+        publisher.publish(live.TRANSCRIPT, call_sid, transcript(call_sid=call_sid))
+    burst = await anext(chunks)
+    assert burst.count(b"event: transcript\n") == 3
+    assert [burst.index(f'"call_sid":"{sid}"'.encode()) for sid in ("CA1", "CA2", "CA3")] == sorted(
+        burst.index(f'"call_sid":"{sid}"'.encode()) for sid in ("CA1", "CA2", "CA3")
+    )
+    publisher.publish(live.TRANSCRIPT, "CA4", transcript(call_sid="CA4"))
+    feed.close("restarting", retry_ms=2000)
+    rest = [chunk async for chunk in chunks]
+    assert len(rest) == 2
+    assert b'"call_sid":"CA4"' in rest[0]
+    assert b"feed.closing" in rest[1]
 
 
 def test_delivering_never_waits_for_a_reader() -> None:
