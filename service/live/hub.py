@@ -1,7 +1,8 @@
 """Adapter: this process's live feed, fanned out to its subscribers without ever making a call wait.
 
 `LiveHub.deliver` is synchronous: it appends the event to the replay buffer (`replay.py`) and offers it to each
-subscriber's bounded queue. A subscriber whose queue is full (a slow or stuck client) is dropped there and then:
+subscriber's bounded queue; the readers are woken together at most every FEED_FLUSH_S, each taking all it has
+queued in one write. A subscriber whose queue is full (a slow or stuck client) is dropped there and then:
 it gets what it had queued and one `feed.dropped` event saying why, and is counted. Nothing awaits a subscriber,
 so a call's path costs the same whoever watches. At most `max_subscribers` (LIVE_MAX_SUBSCRIBERS) read at once:
 each holds a queue and a response, so one more is refused (`FeedFull`) rather than let the process's memory and
@@ -64,14 +65,19 @@ class Subscriber:
 
     def offer(self, item: Item) -> bool:
         """Queue `item` unless the queue is full (False: the caller drops this subscriber); once ended, nothing more
-        is queued (its last word is said)."""
+        is queued (its last word is said). The reader is not woken here: the hub wakes its readers (`wake`) at most
+        every FEED_FLUSH_S."""
         if self.ended is not None:
             return True
         if len(self.queue) >= self.bound:
             return False
         self.queue.append(item)
-        self._ready.set()
         return True
+
+    def wake(self) -> None:
+        """Its reader takes what is queued now (`next`)."""
+        if self.queue:
+            self._ready.set()
 
     def end(self, kind: str, reason: str, last_word: bytes | None = None) -> None:
         """No more events: what is queued, then the last word (`feed_frame(kind, reason)` unless given), then the
@@ -109,6 +115,12 @@ class Subscriber:
         """Ended, and everything including the last word handed out."""
         return self.ended is not None and not self.queue and self._last_word is None
 
+
+# Readers are woken at most this often, each taking everything queued since in one write. Woken per event, 50 open
+# pages cost 50 task switches and writes for every event, in the turns of the loop that carry the calls' audio: at
+# the start of 40 calls (120 events one at a time) that held the frames back by 200 ms (docs/benchmarks.md).
+# A tenth of a second later on a page is not seen; a stop, a drop and a replay still go at once.
+FEED_FLUSH_S = 0.1
 
 MAX_BOARD_CALLS = 10_000  # a call whose process died never ends: the board forgets the oldest past this
 
@@ -157,6 +169,7 @@ class LiveHub:
         self._all_ended = asyncio.Event()
         self._all_ended.set()
         self.behind: str | None = None  # why the feed may be missing events right now (Redis unreachable)
+        self._flush: asyncio.TimerHandle | None = None  # the readers' next wake-up, while events wait for them
 
     def deliver(self, event: LiveEvent) -> None:
         """An event into the buffer and to every subscriber that wants it; never waits."""
@@ -166,6 +179,28 @@ class LiveHub:
         dropped = [sub for sub in self._subscribers if sub.cursor.takes(event) and not sub.offer(event)]
         for sub in dropped:
             self._drop(sub, f"more than LIVE_SUBSCRIBER_QUEUE ({sub.bound}) events waited for this client")
+        if self._subscribers:
+            self._wake_soon()
+
+    def _wake_soon(self) -> None:
+        """Every reader with something queued is woken within FEED_FLUSH_S, all at once."""
+        if self._flush is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a synchronous caller with no loop (a test): nobody can be waiting
+            return
+        self._flush = loop.call_later(FEED_FLUSH_S, self._wake_all)
+
+    def _wake_now(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        self._flush = None
+        for sub in self._subscribers:
+            sub.wake()
 
     def forget(self, call_sids: Collection[str]) -> int:
         """Erased calls: their events leave the replay buffer and the board (a subscriber's queue holds at most
@@ -221,6 +256,7 @@ class LiveHub:
         frame = feed_frame(FEED_BEHIND, reason) if reason is not None else feed_frame(FEED_LIVE, "caught up")
         for sub in [sub for sub in self._subscribers if not sub.offer(frame)]:
             self._drop(sub, f"more than LIVE_SUBSCRIBER_QUEUE ({sub.bound}) events waited for this client")
+        self._wake_now()  # rare, and news: at once
 
     def close(self, reason: str, retry_ms: int) -> None:
         """The process is stopping: every subscriber gets its queue, then `feed.closing` (reconnect after

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from typing import Any
 
@@ -43,16 +44,21 @@ async def test_fifty_subscribers_cost_one_encode_per_event(monkeypatch: pytest.M
 
 
 async def test_a_burst_of_events_goes_to_a_feed_in_one_write_in_order() -> None:
-    """Events queued while the feed's loop waited (the results of calls that started together) leave as one chunk,
-    in order; the next chunk waits for the next event, and the last word still comes after the queue."""
+    """Events delivered one at a time, the loop running between them (calls starting one after another), wake the
+    feed's reader once (FEED_FLUSH_S) and leave as one chunk, in order; the last word still comes after the queue."""
     feed = hub()
     sub = feed.subscribe(None, None)
     chunks = feed_chunks(feed, sub, heartbeat_s=5.0)
     assert await anext(chunks) == OPENING
+    reading = asyncio.ensure_future(anext(chunks))
+    await asyncio.sleep(0)  # the reader waits for events now
     publisher = LocalPublisher(feed)
     for call_sid in ("CA1", "CA2", "CA3"):
         publisher.publish(live.TRANSCRIPT, call_sid, transcript(call_sid=call_sid))
-    burst = await anext(chunks)
+        for _ in range(5):  # turns of the loop in which a reader woken per event would have taken it alone
+            await asyncio.sleep(0)
+        assert not reading.done()
+    burst = await reading
     assert burst.count(b"event: transcript\n") == 3
     assert [burst.index(f'"call_sid":"{sid}"'.encode()) for sid in ("CA1", "CA2", "CA3")] == sorted(
         burst.index(f'"call_sid":"{sid}"'.encode()) for sid in ("CA1", "CA2", "CA3")
