@@ -39,6 +39,10 @@ async def test_two_workers_under_the_supervisor_write_whole_lines(deepgram: Fake
     assert max(len(line) + 1 for line in lines) <= select.PIPE_BUF
     records = [json.loads(line) for line in lines]
     assert sum(record["event"] == "service.ready" for record in records) == 2  # both workers wrote
+    # Two workers on one SQLite file: the supervisor says once that they share its write lock, and what to do.
+    [shared] = [record for record in records if record["event"] == "settings.sqlite_workers"]
+    assert shared["workers"] == 2
+    assert "PostgreSQL" in shared["action"]
     refused = sorted(record["address"] for record in records if record["event"] == "api.refused")
     assert refused == sorted(_address(n) for n in range(REQUESTS))
 
