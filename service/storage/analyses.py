@@ -75,19 +75,25 @@ async def read_lines(connection: AsyncConnection, call_sid: str) -> list[Line]:
 
 
 async def enqueue_analysis(connection: AsyncConnection, write: Write, now: datetime.datetime) -> None:
-    """In the writer's transaction: the analysis job `write` makes due, if any (the call complete, or its
-    transcript changed by batch after it was)."""
+    """In the writer's transaction: the analysis job `write` makes due, if any (`analysis_due`)."""
+    if await analysis_due(connection, write):
+        await enqueue_version(connection, write.call_sid, now)
+
+
+async def analysis_due(connection: AsyncConnection, write: Write) -> bool:
+    """`write` makes its call's analysis due: the call is complete, or batch changed its transcript after it was."""
     if write.kind == "call_ended":
-        if write.row.get("handed_over"):
-            return  # the stream moved on: the call's end is the last stream's
-    elif write.kind == "utterance" and write.row.get("source") == "batch":
+        return not write.row.get("handed_over")  # a handed-over stream moved on: the call's end is the last stream's
+    if write.kind == "utterance" and write.row.get("source") == "batch":
         status = await connection.scalar(select(CALLS.c.status).where(CALLS.c.call_sid == write.call_sid))
-        if status != CallStatus.COMPLETED:
-            return  # the call's end queues it
-    else:
-        return
-    lines = await read_lines(connection, write.call_sid)
-    await enqueue(connection, kind=KIND, key=job_key(write.call_sid, version(lines)), call_sid=write.call_sid, now=now)
+        return status == CallStatus.COMPLETED  # else the call's end queues it
+    return False
+
+
+async def enqueue_version(connection: AsyncConnection, call_sid: str, now: datetime.datetime) -> None:
+    """The job for the call's transcript as it stands in this transaction (nothing if that version has one)."""
+    lines = await read_lines(connection, call_sid)
+    await enqueue(connection, kind=KIND, key=job_key(call_sid, version(lines)), call_sid=call_sid, now=now)
 
 
 async def stored_analysis(engine: AsyncEngine, call_sid: str) -> dict[str, Any] | None:

@@ -36,7 +36,7 @@ from service.calls.events import CallEnded, CallStarted, CallStateChanged, TurnC
 from service.calls.transcript import Transcript, speaker_for
 from service.retry import Outage, backoff
 from service.settings import Settings
-from service.storage.analyses import enqueue_analysis
+from service.storage.analyses import analysis_due, enqueue_version
 from service.storage.journal import Journal
 from service.storage.outbox import add_webhook_event
 from service.storage.queue import Batch, Closing, Placement, ReadJournal, RemoveJournal, WriteQueue
@@ -181,6 +181,7 @@ class _DatabaseWriter:
 
     async def _commit(self, writes: tuple[Write, ...]) -> None:
         now = self._clock()
+        due: dict[str, None] = {}  # calls whose analysis the batch made due, in order
         async with self._engine.begin() as connection:
             dialect = connection.dialect.name
             # One execute per row, not one executemany per batch: each await lets the event loop forward
@@ -199,8 +200,12 @@ class _DatabaseWriter:
                     # moves on a microsecond per write, so the outbox's (created_at, event_id) order is the
                     # batch's order: a call's last finals go before its call.completed.
                     await add_webhook_event(connection, write, now + datetime.timedelta(microseconds=index))
-                if self._analysis:
-                    await enqueue_analysis(connection, write, now)
+                if self._analysis and await analysis_due(connection, write):
+                    due[write.call_sid] = None
+            # Once per call, for its transcript after the whole batch: batch's finals of an ended call come
+            # together, and each one's own version (read whole) would queue an analysis of every step between.
+            for call_sid in due:
+                await enqueue_version(connection, call_sid, now)
 
     async def _failed(self, batch: Batch[Write], error: Exception) -> None:
         if not is_permanent(error):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from service.storage import queries
 from service.storage.analyses import AnalysisWorker, enqueue_analysis, read_lines, stored_analysis
 from service.storage.job_policy import Policy
 from service.storage.retention import purge_older_than
-from service.storage.schema import Job, WebhookDelivery
+from service.storage.schema import Job, WebhookDelivery, create_engine
 from service.storage.writes import Write
 from service.stt.analysis import version
 from tests.helpers.callsdb import insert, make_call, make_utterance
@@ -28,6 +29,9 @@ from tests.helpers.databases import database_url, migrated_url
 from tests.helpers.fakes.deepgram_batch import FakeDeepgramBatch, summary_for
 from tests.helpers.service import make_settings
 from tests.helpers.spool import Clock, engine
+from tests.storage.test_writer import ended as ended_event
+from tests.storage.test_writer import idle, new_store, result, started
+from tests.storage.test_writer import settings_for as writer_settings
 
 __all__ = ["database_url", "engine", "migrated_url"]  # fixtures: SQLite and PostgreSQL
 
@@ -103,6 +107,32 @@ async def test_a_job_is_queued_once_per_version_and_never_at_a_hand_overs_end(en
     async with engine.connect() as connection:
         second = version(await read_lines(connection, "CA1"))
     assert [key for key, *_ in await jobs(engine)] == [f"CA1:{first}", f"CA1:{second}"]  # batch filled a gap
+
+
+async def test_batch_finals_of_an_ended_call_written_together_queue_one_analysis(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    """The writer queues a call's analysis once per batch, for its transcript after the batch: three batch finals of
+    an ended call written together make one job (the last version), not one per intermediate version."""
+    store = new_store(writer_settings(migrated_url, tmp_path, analysis="on"))
+    await store.start()
+    store.call_started(started("CA1"))
+    store.transcript(result("CA1", "inbound", 0.5, "Hello there."))
+    store.call_ended(ended_event("CA1"))
+    await idle(store)
+    for start in (5.0, 7.0, 9.0):  # in one go: the writer takes them as one batch
+        store.transcript(result("CA1", "outbound", start, f"Filled in at {start:g} seconds.", batch=True))
+    await idle(store)
+    await store.stop(5)
+    engine = create_engine(migrated_url)
+    try:
+        async with engine.connect() as connection:
+            now = version(await read_lines(connection, "CA1"))
+        keys = [key for key, *_ in await jobs(engine)]
+    finally:
+        await engine.dispose()
+    assert len(keys) == 2, keys  # the call's end, then the batch
+    assert keys[-1] == f"CA1:{now}"
 
 
 async def test_batch_finals_of_a_call_still_on_queue_nothing(engine: AsyncEngine) -> None:
