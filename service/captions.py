@@ -71,7 +71,7 @@ def render(utterances: Sequence[Utterance], fmt: Format) -> str:
 def to_text(utterances: Sequence[Utterance]) -> str:
     """One line per utterance, `[00:01.50] caller: words`; hours appear once the call passes one."""
     return "".join(
-        f"[{_clock(utterance.start)}] {utterance.speaker}: {_one_line(utterance.text)}\n" for utterance in utterances
+        f"[{clock(utterance.start)}] {utterance.speaker}: {_one_line(utterance.text)}\n" for utterance in utterances
     )
 
 
@@ -157,13 +157,14 @@ def utterance_json(utterance: Utterance) -> dict[str, Any]:
     }
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """A time on the call's timeline as the text transcript gives it: mm:ss.cc, hh:mm:ss.cc past an hour."""
     # Whole centiseconds first, so 59.999 s reads 01:00.00 rather than 00:60.00.
     centiseconds = round(max(seconds, 0.0) * 100)
     minutes, centiseconds = divmod(centiseconds, 6000)
     hours, minutes = divmod(minutes, 60)
-    clock = f"{minutes:02d}:{centiseconds // 100:02d}.{centiseconds % 100:02d}"
-    return f"{hours:02d}:{clock}" if hours else clock
+    shown = f"{minutes:02d}:{centiseconds // 100:02d}.{centiseconds % 100:02d}"
+    return f"{hours:02d}:{shown}" if hours else shown
 
 
 def _ms(seconds: float) -> int:

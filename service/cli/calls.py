@@ -178,13 +178,27 @@ def show_call(args: argparse.Namespace) -> int:
     if found is None:
         sys.stderr.write(f"no call {args.call_sid}\n")
         return 1
-    transcript, call, coverage, words = found
+    transcript, call, coverage, words, alerts = found
     sys.stdout.write(transcript)
     if call.status == CallStatus.NOT_STREAMED:
         sys.stderr.write(not_streamed_note(call))  # nothing was streamed, so nothing was counted
     else:
         sys.stderr.write(coverage_lines(call, coverage, words=words))
+        sys.stderr.write(alert_lines(alerts))
     return 0
+
+
+def alert_lines(alerts: Sequence[queries.AlertRecord]) -> str:
+    """What `show` says of the call's live alerts (ALERT_RULES) on stderr, after its coverage: none, or each one
+    with where it was on the call's timeline and what fired it."""
+    if not alerts:
+        return "alerts: none\n"
+    lines = [f"alerts: {len(alerts)}"]
+    for alert in alerts:
+        where = f"{captions.clock(alert.start)}-{captions.clock(alert.end)}"
+        what = f'said "{alert.text}"' if alert.kind == "said" else "none of its phrases said in that window"
+        lines.append(f"  {where} {alert.rule} ({alert.speaker}): {what}")
+    return "".join(line + "\n" for line in lines)
 
 
 def not_streamed_note(call: CallRecord) -> str:
@@ -227,8 +241,9 @@ async def _read_calls(
 
 async def _read_transcript(
     database_url: str, call_sid: str, fmt: captions.Format
-) -> tuple[str, CallRecord, dict[str, Any] | None, int] | None:
-    """The rendered transcript, the call, its coverage and how many utterances it has; None for no call."""
+) -> tuple[str, CallRecord, dict[str, Any] | None, int, list[queries.AlertRecord]] | None:
+    """The rendered transcript, the call, its coverage, how many utterances it has and its alerts; None for no
+    call."""
     engine = create_engine(database_url)
     try:
         call = await queries.get_call(engine, call_sid)
@@ -236,7 +251,8 @@ async def _read_transcript(
             return None
         utterances = await queries.get_utterances(engine, call_sid)
         coverage = (await queries.get_coverage(engine, [call_sid])).get(call_sid)
-        return captions.render(utterances, fmt), call, coverage, len(utterances)
+        alerts = await queries.get_alerts(engine, call_sid)
+        return captions.render(utterances, fmt), call, coverage, len(utterances), alerts
     finally:
         await engine.dispose()
 
@@ -280,11 +296,12 @@ def calls_table(calls: Sequence[CallRecord], coverage: Mapping[str, dict[str, An
     if not calls:
         return "no calls"
     coverage = coverage or {}
-    header = ("CALL", "STARTED (UTC)", "DURATION", "FROM", "TO", "STATUS", "ENDED BY", "COVERAGE")
+    header = ("CALL", "STARTED (UTC)", "DURATION", "FROM", "TO", "STATUS", "ENDED BY", "COVERAGE", "ALERTS")
     rows = [
         (
             call.call_sid, call.started_at.strftime("%Y-%m-%d %H:%M:%S"), _duration(call), call.from_number or "-",
             call.to_number or "-", call.status, call.ended_by or "-", short_text(coverage.get(call.call_sid)),
+            str(call.alert_count) if call.alert_count else "-",
         )
         for call in calls
     ]  # fmt: skip

@@ -16,7 +16,7 @@ import pytest
 
 from service.cli import calls as calls_cli
 from service.storage import queries
-from service.storage.schema import CoveragePart
+from service.storage.schema import AlertRow, CoveragePart
 from tests.helpers.callsdb import (
     T0,
     insert,
@@ -69,9 +69,9 @@ def test_list_shows_calls_newest_first_as_a_table(database: Path, capsys: pytest
     )
     assert run("list") == 0
     assert capsys.readouterr().out.splitlines() == [
-        "CALL  STARTED (UTC)        DURATION  FROM          TO            STATUS     ENDED BY  COVERAGE",
-        "CA2   2025-01-02 03:05:05  -         +14155550100  +14155550199  active     -         -",
-        "CA1   2025-01-02 03:04:05  0:01:35   +14155550100  +14155550199  completed  stop      -",
+        "CALL  STARTED (UTC)        DURATION  FROM          TO            STATUS     ENDED BY  COVERAGE  ALERTS",
+        "CA2   2025-01-02 03:05:05  -         +14155550100  +14155550199  active     -         -         -",
+        "CA1   2025-01-02 03:04:05  0:01:35   +14155550100  +14155550199  completed  stop      -         -",
     ]
 
 
@@ -143,7 +143,7 @@ def test_show_says_a_complete_transcript_is_complete_on_stderr(
     assert run("show", "CA1") == 0
     captured = capsys.readouterr()
     assert captured.out == (GOLDEN / "two_speakers.txt").read_text(encoding="utf-8")
-    assert captured.err == "coverage: complete: all 95 s of audio transcribed\n"
+    assert captured.err == "coverage: complete: all 95 s of audio transcribed\nalerts: none\n"
 
 
 def test_show_of_a_call_waiting_for_batch_says_what_is_missing_and_why_it_is_empty(
@@ -158,6 +158,7 @@ def test_show_of_a_call_waiting_for_batch_says_what_is_missing_and_why_it_is_emp
     assert captured.err == (
         "coverage: incomplete: 5.1 s waiting for batch: DEEPGRAM_API_KEY is not set\n"
         "the transcript is empty: its audio is waiting for batch transcription (see coverage above)\n"
+        "alerts: none\n"
     )
 
 
@@ -182,7 +183,7 @@ def test_show_of_an_empty_transcript_says_why(
 ) -> None:
     seed(database, [call, *coverage_rows("CA1", *parts)])
     assert run("show", "CA1") == 0
-    assert capsys.readouterr().err == said
+    assert capsys.readouterr().err == said + "alerts: none\n"
 
 
 def test_list_shows_each_calls_coverage_in_a_few_words(database: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -193,8 +194,34 @@ def test_list_shows_each_calls_coverage_in_a_few_words(database: Path, capsys: p
     ])  # fmt: skip
     assert run("list") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].endswith("stop      5.1 s waiting, 0.4 s lost")
-    assert lines[2].endswith("stop      complete")
+    assert lines[1].endswith("stop      5.1 s waiting, 0.4 s lost  -")
+    assert lines[2].split("stop", 1)[1].split() == ["complete", "-"]
+
+
+def test_a_calls_alerts_are_counted_in_the_list_and_told_by_show(
+    database: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`list` gives each call's count of live alerts; `show` says each one on stderr, after the coverage: where on
+    the call's timeline, the rule, who, and the words that fired it (or that none of its phrases was said)."""
+    said = AlertRow(
+        alert_id="a1", call_sid="CA1", rule="cancel", kind="said", speaker="caller", track="inbound",
+        phrase="cancel my account", text="I want to cancel my account", start=61.5, end=63.25, raised_at=T0,
+    )  # fmt: skip
+    absent = AlertRow(
+        alert_id="a2", call_sid="CA1", rule="greeting", kind="absent", speaker="agent", track="outbound",
+        phrase="", text="", start=0.0, end=30.0, raised_at=T0,
+    )  # fmt: skip
+    seed(database, [make_call("CA1"), make_call("CA2", started_at=T0 + MINUTE), said, absent])
+    assert run("list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-1] == "ALERTS"
+    assert [line.split()[0] + " " + line.split()[-1] for line in lines[1:]] == ["CA2 -", "CA1 2"]
+    assert run("show", "CA1") == 0
+    assert capsys.readouterr().err.splitlines()[-3:] == [
+        "alerts: 2",
+        "  00:00.00-00:30.00 greeting (agent): none of its phrases said in that window",
+        '  01:01.50-01:03.25 cancel (caller): said "I want to cancel my account"',
+    ]
 
 
 def test_show_of_an_unknown_call_fails_with_a_message(database: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -216,7 +243,7 @@ def test_a_call_that_never_streamed_is_listed_and_shown_with_its_reason(
     )  # fmt: skip
     seed(database, [not_streamed])
     assert run("list") == 0
-    assert capsys.readouterr().out.splitlines()[1].split()[-3:] == ["not_streamed", "no_stream", "-"]
+    assert capsys.readouterr().out.splitlines()[1].split()[-4:] == ["not_streamed", "no_stream", "-", "-"]
     assert run("show", "CA9") == 0
     captured = capsys.readouterr()
     assert captured.out == ""
