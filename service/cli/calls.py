@@ -196,7 +196,8 @@ def alert_lines(alerts: Sequence[queries.AlertRecord]) -> str:
     lines = [f"alerts: {len(alerts)}"]
     for alert in alerts:
         where = f"{captions.clock(alert.start)}-{captions.clock(alert.end)}"
-        what = f'said "{alert.text}"' if alert.kind == "said" else "none of its phrases said in that window"
+        words = " ".join(alert.text.split())  # one line, as the transcript's own lines are
+        what = f'said "{words}"' if alert.kind == "said" else "none of its phrases said in that window"
         lines.append(f"  {where} {alert.rule} ({alert.speaker}): {what}")
     return "".join(line + "\n" for line in lines)
 

@@ -205,7 +205,7 @@ def test_a_calls_alerts_are_counted_in_the_list_and_told_by_show(
     the call's timeline, the rule, who, and the words that fired it (or that none of its phrases was said)."""
     said = AlertRow(
         alert_id="a1", call_sid="CA1", rule="cancel", kind="said", speaker="caller", track="inbound",
-        phrase="cancel my account", text="I want to cancel my account", start=61.5, end=63.25, raised_at=T0,
+        phrase="cancel my account", text="I want to cancel\nmy account", start=61.5, end=63.25, raised_at=T0,
     )  # fmt: skip
     absent = AlertRow(
         alert_id="a2", call_sid="CA1", rule="greeting", kind="absent", speaker="agent", track="outbound",
