@@ -102,6 +102,7 @@ async def test_a_call_without_a_deepgram_key_is_recorded_as_waiting_for_batch_an
     assert err == (
         "coverage: incomplete: 3 s waiting for batch: DEEPGRAM_API_KEY is not set\n"
         "the transcript is empty: its audio is waiting for batch transcription (see coverage above)\n"
+        "alerts: none\n"
     )
 
 
