@@ -22,6 +22,12 @@ log = structlog.get_logger("callscribe.audit")
 
 AUDIT: Table = cast(Table, AuditEntry.__table__)
 ACTOR_MAX = 128
+ACTOR_RULE = f"must be a name of 1 to {ACTOR_MAX} printable characters"  # what a refused `by` is told
+
+
+def valid_actor(by: str) -> bool:
+    """`by`, as a request names who asks, is a name the log can keep: not blank, printable, at most ACTOR_MAX."""
+    return bool(by.strip()) and by.isprintable() and len(by) <= ACTOR_MAX
 
 
 @dataclass(frozen=True, slots=True)

@@ -358,8 +358,8 @@ def _requester(args: MultiDict[str, str]) -> Audited:
         if name != "by":
             raise BadParameter(name, "unknown parameter; this route takes by")
     by = _single(args, "by")
-    if by is not None and (not by.strip() or not by.isprintable() or len(by) > audit.ACTOR_MAX):
-        raise BadParameter("by", f"must be a name of 1 to {audit.ACTOR_MAX} printable characters")
+    if by is not None and not audit.valid_actor(by):
+        raise BadParameter("by", audit.ACTOR_RULE)
     return Audited.of(by, f"api {request.remote_addr or '-'}")
 
 

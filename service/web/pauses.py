@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.settings import Settings
 from service.storage import controls
-from service.storage.audit import ACTOR_MAX, Audited
+from service.storage.audit import ACTOR_RULE, Audited, valid_actor
 from service.storage.controls import PauseState, Refused
 from service.times import utc_now
 from service.web.responses import json_response, refuse
@@ -47,7 +47,7 @@ class PauseBody:
 
 
 def parse_body(raw: str | bytes, *, pausing: bool) -> PauseBody:
-    """The optional JSON object: `by` (a name of at most ACTOR_MAX printable characters) and, pausing, `max_s`."""
+    """The optional JSON object: `by` (a name, `audit.valid_actor`) and, pausing, `max_s`."""
     if not raw.strip():
         return PauseBody()
     try:
@@ -61,8 +61,8 @@ def parse_body(raw: str | bytes, *, pausing: bool) -> PauseBody:
         if name not in allowed:
             raise BadBody(name, f"unknown field; this route takes {' and '.join(allowed)}")
     by = body.get("by")
-    if by is not None and (not isinstance(by, str) or not by.isprintable() or not 0 < len(by) <= ACTOR_MAX):
-        raise BadBody("by", f"must be a name of 1 to {ACTOR_MAX} printable characters")
+    if by is not None and (not isinstance(by, str) or not valid_actor(by)):
+        raise BadBody("by", ACTOR_RULE)
     max_s = body.get("max_s")
     if max_s is not None and (
         isinstance(max_s, bool)
