@@ -115,24 +115,15 @@ class TrackStream:
         ]
         self._spooler: TrackSpooler | ChannelSpooler = spoolers[0] if len(spoolers) == 1 else ChannelSpooler(spoolers)
         self._interleaver = Interleaver(max_lag_ms=settings.deepgram_channel_lag_ms)
-        self._last_chunks = dict.fromkeys(self.channels, 0)  # both tracks on one stream (`push_channel`)
-        self._last_chunk = 0  # one track (`push`)
+        self._last_chunks = dict.fromkeys(self.channels, 0)
         self._max_bytes = max(mulaw.FRAME_BYTES, int(settings.audio_buffer_s * self.bytes_per_second))
         self._twilio_done = asyncio.Event()
 
     # --- Twilio side (synchronous, never blocks) --------------------------------------------------------
 
     def push(self, chunk: int, payload: bytes, _timestamp_ms: int = 0) -> None:
-        """Take a frame from Twilio (never waits); the caller then awaits `send_now`.
-
-        `_count_frame` and `_take` written out for the one track: this runs 50 times a second per track.
-        """
-        counters = self.counters
-        counters.frames_in += 1
-        last = self._last_chunk
-        if last and chunk > last + 1:
-            counters.tallies[self.name].chunks_missing += chunk - last - 1
-        self._last_chunk = chunk
+        """Take a frame from Twilio (never waits); the caller then awaits `send_now`."""
+        self._count_frame(self.channels[0], chunk)
         self._take(payload)
 
     def push_channel(self, track: str, chunk: int, payload: bytes, timestamp_ms: int) -> None:
