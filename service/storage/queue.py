@@ -178,6 +178,11 @@ class WriteQueue(Generic[T]):
         self._on_change()
 
     @property
+    def batch_full(self) -> bool:
+        """Memory holds a whole batch: a writer letting writes gather need not wait for more."""
+        return len(self._memory) >= self._batch_max
+
+    @property
     def has_work(self) -> bool:
         return self.next_step() is not None
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.alerts.matching import Alert
 from service.calls.coverage import Outcome
@@ -44,6 +44,7 @@ from service.storage.retention import PURGE_INTERVAL_S, purge_hourly
 from service.storage.schema import create_engine
 from service.storage.statuses import NotStreamed
 from service.storage.writes import (
+    GROUPED,
     Write,
     alert_write,
     call_answered_write,
@@ -52,8 +53,10 @@ from service.storage.writes import (
     call_started_write,
     decision,
     describe,
+    grouped_statements,
     is_permanent,
     outcome_write,
+    runs,
     statements,
     utterance_write,
 )
@@ -62,6 +65,11 @@ from service.times import Clock, utc_now
 log = structlog.get_logger("callscribe.store")
 
 BATCH_MAX = 50  # writes per transaction: small, so one slow batch never holds much back
+# How long an idle writer lets writes gather before its next transaction: finals come one at a time, dozens a
+# second while the calls talk, and a transaction for each cost more CPU than writing them (docs/benchmarks.md).
+# A final is in the database a quarter of a second later at most; the live feed and the webhooks do not wait
+# for it (the outbox is written with it, but its sender polls). `stop` and `wait_idle` cut the wait short.
+GATHER_S = 0.25
 RETRY_BASE_S = 0.5
 RETRY_CAP_S = 30.0  # a database that is down for hours is tried about twice a minute
 
@@ -116,8 +124,11 @@ class _DatabaseWriter:
         delay: Callable[[int], float],
         webhooks: bool,
         analysis: bool = False,
+        gather_s: float = GATHER_S,
+        hurry: Callable[[], bool] = lambda: False,
     ) -> None:
         self._queue, self._changes, self._journal, self._counters = queue, changes, journal, counters
+        self._gather_s, self._hurry = gather_s, hurry  # hurry: somebody waits for what is queued (wait_idle)
         self._engine, self._clock, self._delay = engine, clock, delay
         self._webhooks = webhooks  # the outbox: an event for each write, in its transaction
         self._analysis = analysis  # ANALYSIS: a job when a call is complete, in its transaction (analyses.py)
@@ -128,6 +139,7 @@ class _DatabaseWriter:
             step = self._queue.next_step()
             if step is None:
                 await self._changes.until(lambda: self._queue.has_work)
+                await self._gather()
             elif isinstance(step, RemoveJournal | ReadJournal):
                 try:
                     batch = self._journal_step(step)
@@ -138,6 +150,24 @@ class _DatabaseWriter:
                         await self._write(batch)
             else:
                 await self._write(step)
+
+    async def _gather(self) -> None:
+        """Let more finals and alerts join the first one that woke the writer, for GATHER_S at most."""
+        if self._gather_s <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._gather_s):
+                await self._changes.until(self._gathered)
+
+    def _gathered(self) -> bool:
+        """Time to write: a whole batch waits, or the store stops, or somebody waits for the writes, or a write that
+        is not a final or an alert waits. A call's start or end goes at once, as it did before writes gathered:
+        a transaction of SQLite holds its one write lock, and the streams starting beside it wait for that lock
+        to claim their calls (`storage/streams.py`)."""
+        if self._queue.batch_full or self._queue.stopping or self._hurry():
+            return True
+        step = self._queue.next_step()
+        return not isinstance(step, Batch) or any(write.kind not in GROUPED for write in step.writes)
 
     def _journal_step(self, step: RemoveJournal | ReadJournal) -> Batch[Write] | None:
         if isinstance(step, RemoveJournal):
@@ -184,24 +214,26 @@ class _DatabaseWriter:
         due: dict[str, None] = {}  # calls whose analysis the batch made due, in order
         async with self._engine.begin() as connection:
             dialect = connection.dialect.name
-            # One execute per row, not one executemany per batch: each await lets the event loop forward
-            # audio, where a batch of 100 finals in one go held it for milliseconds (docs/benchmarks.md).
-            for index, write in enumerate(writes):
-                decides = decision(dialect, write)
-                if decides is not None and (await connection.execute(*decides)).first() is None:
-                    # The call already has its outcome: a stream of it started (here or in another process), or
-                    # it was recorded as not streamed (then a /voice answer for it is a replay, or came late).
-                    log.debug("store.write_skipped", kind=write.kind, call_sid=write.call_sid)
-                    continue
-                for statement, parameters in statements(dialect, write, now):
-                    await connection.execute(statement, parameters)
-                if self._webhooks:
-                    # The outbox: the event is committed with the data it describes, or not at all. Its time
-                    # moves on a microsecond per write, so the outbox's (created_at, event_id) order is the
-                    # batch's order: a call's last finals go before its call.completed.
-                    await add_webhook_event(connection, write, now + datetime.timedelta(microseconds=index))
-                if self._analysis and await analysis_due(connection, write):
-                    due[write.call_sid] = None
+            index = 0  # the write's place in the batch: its outbox event's order
+            for run in runs(writes):
+                # Finals and alerts in a row go in as one executemany per table: on SQLite each execute is three
+                # hops to aiosqlite's thread and back, each waking the event loop (docs/benchmarks.md). A batch is
+                # at most BATCH_MAX rows, so the loop is never held for long.
+                if len(run) > 1:
+                    for statement, rows in grouped_statements(dialect, run, now):
+                        await connection.execute(statement, rows)
+                    applied = run
+                else:
+                    applied = run if await _apply(connection, run[0], now) else ()
+                for write in applied:
+                    if self._webhooks:
+                        # The outbox: the event is committed with the data it describes, or not at all. Its time
+                        # moves on a microsecond per write, so the outbox's (created_at, event_id) order is the
+                        # batch's order: a call's last finals go before its call.completed.
+                        await add_webhook_event(connection, write, now + datetime.timedelta(microseconds=index))
+                    if self._analysis and await analysis_due(connection, write):
+                        due[write.call_sid] = None
+                    index += 1
             # Once per call, for its transcript after the whole batch: batch's finals of an ended call come
             # together, and each one's own version (read whole) would queue an analysis of every step between.
             for call_sid in due:
@@ -242,6 +274,20 @@ class _DatabaseWriter:
             self._outage.recovered()
 
 
+async def _apply(connection: AsyncConnection, write: Write, now: datetime.datetime) -> bool:
+    """`write`'s statements, one execute each; False when its `decision` says it does not apply."""
+    dialect = connection.dialect.name
+    decides = decision(dialect, write)
+    if decides is not None and (await connection.execute(*decides)).first() is None:
+        # The call already has its outcome: a stream of it started (here or in another process), or it was
+        # recorded as not streamed (then a /voice answer for it is a replay, or came late).
+        log.debug("store.write_skipped", kind=write.kind, call_sid=write.call_sid)
+        return False
+    for statement, parameters in statements(dialect, write, now):
+        await connection.execute(statement, parameters)
+    return True
+
+
 class _JournalAppender:
     """The journal task: what the queue sends to the journal, appended and fsynced in a thread, off the event loop."""
 
@@ -276,9 +322,12 @@ class TranscriptStore:
         retry_cap_s: float = RETRY_CAP_S,
         purge_interval_s: float = PURGE_INTERVAL_S,
         batch_max: int = BATCH_MAX,
+        gather_s: float = GATHER_S,
         clock: Clock = utc_now,
     ) -> None:
         self.settings = settings
+        self._gather_s = gather_s
+        self._waiting = 0  # wait_idle calls in progress: the writer does not let writes gather for them
         self.counters = StoreCounters()
         self._clock = clock
         self._changes = _Changes()
@@ -416,7 +465,7 @@ class TranscriptStore:
         writer = _DatabaseWriter(
             self._queue, self._changes, journal, self.counters, engine,
             clock=self._clock, delay=self._delay, webhooks=self.settings.transcript_webhook_url is not None,
-            analysis=bool(self.settings.analysis),
+            analysis=bool(self.settings.analysis), gather_s=self._gather_s, hurry=lambda: self._waiting > 0,
         )  # fmt: skip
         appender = _JournalAppender(self._queue, self._changes, journal, self.counters)
         self._writer = asyncio.create_task(writer.run(), name="store-writer")
@@ -448,7 +497,12 @@ class TranscriptStore:
 
     async def wait_idle(self) -> None:
         """Until everything given so far is in the database (the journal replayed and removed)."""
-        await self._changes.until(lambda: self._queue.idle)
+        self._waiting += 1
+        self._changes.notify()  # a writer letting writes gather takes them now
+        try:
+            await self._changes.until(lambda: self._queue.idle)
+        finally:
+            self._waiting -= 1
 
     def _journal_at_stop(self, closing: Closing[Write]) -> None:
         if not closing.needed:

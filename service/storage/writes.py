@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
@@ -244,6 +245,7 @@ def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
 
 
 Step = tuple[Executable, dict[str, Any]]  # a statement and the parameters of one row
+GroupStep = tuple[Executable, list[dict[str, Any]]]  # a statement and the parameters of each of its rows
 
 
 def statements(dialect: str, write: Write, now: datetime.datetime) -> list[Step]:
@@ -264,6 +266,43 @@ def statements(dialect: str, write: Write, now: datetime.datetime) -> list[Step]
     # An utterance or an alert: the call's row first (a stand-in, if its call_started has not come yet).
     insert = _alert if write.kind == "alert" else _utterance
     return [(_stand_in_call(dialect), _stand_in(write, now)), (insert(dialect), write.row)]
+
+
+# Kinds whose writes in a row are applied together, one executemany per statement (`grouped_statements`): the
+# finals, which come many to a batch while the calls talk, and the alerts their words raise. Every other write is
+# applied on its own.
+GROUPED: frozenset[Kind] = frozenset({"utterance", "alert"})
+
+
+def runs(writes: Sequence[Write]) -> list[tuple[Write, ...]]:
+    """`writes` in their order, cut into runs: consecutive writes of the kinds in `GROUPED` make one run, any
+    other write is a run of its own."""
+    cut: list[list[Write]] = []
+    for write in writes:
+        if cut and write.kind in GROUPED and cut[-1][0].kind in GROUPED:
+            cut[-1].append(write)
+        else:
+            cut.append([write])
+    return [tuple(run) for run in cut]
+
+
+def grouped_statements(dialect: str, run: Sequence[Write], now: datetime.datetime) -> list[GroupStep]:
+    """A run of finals and alerts as one statement per table, each with all of its rows: the stand-in call rows
+    (each call's from its first write in the run), then the utterances, then the alerts, each in the run's order.
+
+    The same rows as `statements` applied write by write: a stand-in changes nothing where the call has a row, so
+    each call's is the one its first write would make; utterances and alerts touch only their own tables; and the
+    rows of each keep their order, so a later delivery of the same utterance still wins (both drivers run an
+    executemany row by row)."""
+    stand_ins: dict[str, dict[str, Any]] = {}
+    for write in run:
+        stand_ins.setdefault(write.call_sid, _stand_in(write, now))
+    steps: list[GroupStep] = [(_stand_in_call(dialect), list(stand_ins.values()))]
+    for kind, insert in (("utterance", _utterance), ("alert", _alert)):
+        rows = [write.row for write in run if write.kind == kind]
+        if rows:
+            steps.append((insert(dialect), rows))
+    return steps
 
 
 def _stand_in(write: Write, now: datetime.datetime) -> dict[str, Any]:

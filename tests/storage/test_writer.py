@@ -11,9 +11,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, make_url, select
+from sqlalchemy import event, insert, make_url, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from service.alerts.matching import SAID, Alert
 from service.calls.events import CallEnded, CallStarted
 from service.calls.stream.admission import ClaimOutcome
 from service.calls.transcript import Transcript
@@ -419,6 +420,88 @@ def store_call(store: TranscriptStore, call_sid: str, finals: int) -> None:
     for index in range(finals):
         store.transcript(result(call_sid, "inbound", index, f"Words {index}."))
     store.call_ended(ended(call_sid))
+
+
+def commits(store: TranscriptStore) -> list[int]:
+    """A list that grows by one for each transaction the store's engine commits."""
+    counted: list[int] = []
+    event.listen(store.engine.sync_engine, "commit", lambda _connection: counted.append(1))
+    return counted
+
+
+async def test_finals_given_one_at_a_time_gather_into_one_transaction_that_wait_idle_takes_at_once(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    """Finals of two calls (one with no start yet) and an alert, each given while the writer waits for more: one
+    transaction, as soon as somebody waits for them (the gather is a minute here), with the rows each write makes
+    alone: CA2's stand-in row, and the later delivery of an utterance over the earlier one."""
+    store = new_store(settings_for(migrated_url, tmp_path), gather_s=60)
+    await store.start()
+    counted = commits(store)
+    store.call_started(started("CA1"))
+    await store.wait_idle()
+    given = [
+        result("CA1", "inbound", 0.5, "Hello there."),
+        result("CA2", "inbound", 0.5, "Other call."),
+        result("CA1", "outbound", 1.25, "Hi, how can I help?"),
+        result("CA1", "inbound", 0.5, "Hello there, again.", batch=True),  # the same utterance: it replaces it
+    ]
+    for transcript in given:
+        store.transcript(transcript)
+        await asyncio.sleep(0)  # the loop runs between them, as it does between the calls' results
+    store.alert(
+        Alert(
+            alert_id="CA2-cancel", call_sid="CA2", rule="cancel", kind=SAID, speaker="caller", track="inbound",
+            phrase="other call", text="Other call.", start=0.5, end=1.1, raised_at=T0,
+        )
+    )  # fmt: skip
+    await idle(store)
+    assert (len(counted), store.counters.written) == (2, 6)  # the start's transaction, then one for the rest
+    assert [alert.alert_id for alert in await queries.get_alerts(store.engine, "CA2")] == ["CA2-cancel"]
+    await store.stop(5)
+    calls, utterances = await rows(migrated_url)
+    assert [(call["call_sid"], call["stream_sid"]) for call in calls] == [("CA1", "MZCA1"), ("CA2", "MZCA2")]
+    assert sorted((u["call_sid"], u["track"], u["text"], u["source"]) for u in utterances) == [
+        ("CA1", "inbound", "Hello there, again.", "batch"),
+        ("CA1", "outbound", "Hi, how can I help?", "live"),
+        ("CA2", "inbound", "Other call.", "live"),
+    ]
+
+
+async def test_gathered_writes_go_in_when_the_gather_ends_or_the_store_stops(migrated_url: str, tmp_path: Path) -> None:
+    """Nobody waiting: the writes are in the database once the gather is over. A stop does not wait for the
+    gather: what was gathering goes to the database, not the journal."""
+    settings = settings_for(migrated_url, tmp_path)
+    brief = new_store(settings, gather_s=0.05)
+    await brief.start()
+    store_call(brief, "CA4", finals=3)
+    await eventually(lambda: brief.counters.written == 5)
+    await brief.stop(5)
+    long = new_store(settings, gather_s=60)
+    await long.start()
+    store_call(long, "CA5", finals=2)
+    await asyncio.wait_for(long.stop(5), 10)
+    assert (long.counters.written, long.counters.journaled) == (4, 0)
+    _, utterances = await rows(migrated_url)
+    assert [u["call_sid"] for u in utterances] == ["CA4"] * 3 + ["CA5"] * 2
+
+
+async def test_a_calls_start_or_end_does_not_wait_for_the_gather(migrated_url: str, tmp_path: Path) -> None:
+    """Only finals and alerts gather (for a minute here): a call's start is written at once, and its end takes the
+    finals gathering before it along, with nobody waiting for them."""
+    store = new_store(settings_for(migrated_url, tmp_path), gather_s=60)
+    await store.start()
+    store.call_started(started("CA6"))
+    await eventually(lambda: store.counters.written == 1)
+    store.transcript(result("CA6", "inbound", 0.5, "Gathering."))
+    await asyncio.sleep(0)
+    store.transcript(result("CA6", "inbound", 1.5, "Still gathering."))
+    await asyncio.sleep(0)
+    store.call_ended(ended("CA6"))
+    await eventually(lambda: store.counters.written == 4)
+    await store.stop(5)
+    [call], utterances = await rows(migrated_url)
+    assert (call["status"], [u["text"] for u in utterances]) == ("completed", ["Gathering.", "Still gathering."])
 
 
 async def test_a_write_the_database_refuses_is_dropped_alone(postgres_url: str, tmp_path: Path) -> None:
