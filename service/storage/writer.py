@@ -4,7 +4,7 @@
 `Write` (`writes.py`) and put it in the store's `WriteQueue` (`queue.py`), which decides every question of
 order: memory first, then the journal; what goes to the journal, and when it may be removed; what `stop`
 journals. Two tasks here do what it decides. The writer task takes its batches to the database, one
-transaction each, with idempotent upserts, so a retry, a journal replay or a batch delivery after a restart never
+transaction each (finals and alerts gather for GATHER_S first), with idempotent upserts, so a retry, a journal replay or a batch delivery after a restart never
 makes a second row; it retries an outage with full-jitter backoff. The journal task appends what the queue sends
 to the journal (`journal.py`, DB_JOURNAL_PATH), fsynced a batch at a time in a thread, off the event loop; from
 then on those writes survive a crash. Interim results are not stored. Retention is `retention.py`'s.
@@ -65,10 +65,11 @@ from service.times import Clock, utc_now
 log = structlog.get_logger("callscribe.store")
 
 BATCH_MAX = 50  # writes per transaction: small, so one slow batch never holds much back
-# How long an idle writer lets writes gather before its next transaction: finals come one at a time, dozens a
-# second while the calls talk, and a transaction for each cost more CPU than writing them (docs/benchmarks.md).
-# A final is in the database a quarter of a second later at most; the live feed and the webhooks do not wait
-# for it (the outbox is written with it, but its sender polls). `stop` and `wait_idle` cut the wait short.
+# How long an idle writer lets finals and alerts gather before its next transaction: they come one at a time,
+# dozens a second while the calls talk, and a transaction for each (on SQLite a dozen hand-offs to aiosqlite's
+# thread, each waking the event loop) made most of the loop's wake-ups beyond the audio's (docs/benchmarks.md).
+# A final is in the database this much later at most; the live feed does not wait for it, and its webhook event
+# (written with it) waits as long, beside the sender's poll of a second. `stop` and `wait_idle` cut it short.
 GATHER_S = 0.25
 RETRY_BASE_S = 0.5
 RETRY_CAP_S = 30.0  # a database that is down for hours is tried about twice a minute

@@ -3,7 +3,8 @@
 A `Write` is one change (a call answered by /voice, a call started, a final utterance, a call ended, a call
 recorded as never streamed) as the row's values. The store
 queues it, `encode`/`decode` make it a journal line and back, and `statements` turns it into upserts for
-SQLite or PostgreSQL that give the same rows however often, and in whatever order, they are applied: calls are
+SQLite or PostgreSQL (`grouped_statements` a run of finals and alerts, one executemany per table) that give the
+same rows however often, and in whatever order, they are applied: calls are
 keyed by call SID, utterances by `utterance_key` (call, stream, track, start); call_started never overwrites how
 a call ended, and an utterance whose call row is not there yet makes a stand-in one so its foreign key holds.
 
