@@ -4,8 +4,9 @@
 `Write` (`writes.py`) and put it in the store's `WriteQueue` (`queue.py`), which decides every question of
 order: memory first, then the journal; what goes to the journal, and when it may be removed; what `stop`
 journals. Two tasks here do what it decides. The writer task takes its batches to the database, one
-transaction each (finals and alerts gather for GATHER_S first), with idempotent upserts, so a retry, a journal replay or a batch delivery after a restart never
-makes a second row; it retries an outage with full-jitter backoff. The journal task appends what the queue sends
+transaction each (finals and alerts gather for GATHER_S first), with idempotent upserts, so a retry, a journal
+replay or a batch delivery after a restart never makes a second row; it retries an outage with full-jitter
+backoff. The journal task appends what the queue sends
 to the journal (`journal.py`, DB_JOURNAL_PATH), fsynced a batch at a time in a thread, off the event loop; from
 then on those writes survive a crash. Interim results are not stored. Retention is `retention.py`'s.
 
