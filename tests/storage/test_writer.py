@@ -468,24 +468,25 @@ async def test_finals_given_one_at_a_time_gather_into_one_transaction_that_wait_
     ]
 
 
+async def started_with_finals(store: TranscriptStore, call_sid: str, finals: int) -> None:
+    """The store started, its call's start written, then `finals` finals given, which gather."""
+    await store.start()
+    store.call_started(started(call_sid))
+    await eventually(lambda: store.counters.written == 1)
+    for index in range(finals):
+        store.transcript(result(call_sid, "inbound", index, f"Words {index}."))
+
+
 async def test_gathered_writes_go_in_when_the_gather_ends_or_the_store_stops(migrated_url: str, tmp_path: Path) -> None:
     """Finals alone, nobody waiting: they are in the database once the gather is over. A stop does not wait for
     the gather: what was gathering goes to the database, not the journal."""
     settings = settings_for(migrated_url, tmp_path)
     brief = new_store(settings, gather_s=0.05)
-    await brief.start()
-    brief.call_started(started("CA4"))
-    await eventually(lambda: brief.counters.written == 1)
-    for index in range(3):
-        brief.transcript(result("CA4", "inbound", index, f"Words {index}."))
+    await started_with_finals(brief, "CA4", finals=3)
     await eventually(lambda: brief.counters.written == 4)
     await brief.stop(5)
     long = new_store(settings, gather_s=60)
-    await long.start()
-    long.call_started(started("CA5"))
-    await eventually(lambda: long.counters.written == 1)
-    for index in range(2):
-        long.transcript(result("CA5", "inbound", index, f"Words {index}."))
+    await started_with_finals(long, "CA5", finals=2)
     await asyncio.wait_for(long.stop(5), 10)
     assert (long.counters.written, long.counters.journaled) == (3, 0)
     _, utterances = await rows(migrated_url)
