@@ -1,8 +1,9 @@
 """Storage layer: post-call analysis (ANALYSIS), on the job mechanism (`jobs.py`).
 
 When a call is complete, the writer's transaction queues an `analysis` job keyed by the call and the version of
-its transcript (`enqueue_analysis`): at the end of a call not handed over (a handed-over stream's end is not the
-call's: the last stream's is, after stitching), and again when batch adds utterances to an ended call. The same
+its transcript (`analysis_due`, then `enqueue_version` once per call of the batch): at the end of a call not
+handed over (a handed-over stream's end is not the call's: the last stream's is, after stitching), and again when
+batch adds utterances to an ended call. The same
 version is never queued twice, so a call is analysed once per version of its transcript.
 
 `AnalysisWorker`, a background task of every serving process, claims due jobs (one process per job, under a
@@ -72,12 +73,6 @@ async def read_lines(connection: AsyncConnection, call_sid: str) -> list[Line]:
     )  # fmt: skip
     return [Line(key, speaker, track, float(start), text, tuple(languages or ())) for key, speaker, track, start, text,
             languages in rows]  # fmt: skip
-
-
-async def enqueue_analysis(connection: AsyncConnection, write: Write, now: datetime.datetime) -> None:
-    """In the writer's transaction: the analysis job `write` makes due, if any (`analysis_due`)."""
-    if await analysis_due(connection, write):
-        await enqueue_version(connection, write.call_sid, now)
 
 
 async def analysis_due(connection: AsyncConnection, write: Write) -> bool:

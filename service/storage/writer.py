@@ -226,7 +226,7 @@ class _DatabaseWriter:
                         await connection.execute(statement, rows)
                     applied = run
                 else:
-                    applied = run if await _apply(connection, run[0], now) else ()
+                    applied = run if await _apply(connection, dialect, run[0], now) else ()
                 for write in applied:
                     if self._webhooks:
                         # The outbox: the event is committed with the data it describes, or not at all. Its time
@@ -276,9 +276,8 @@ class _DatabaseWriter:
             self._outage.recovered()
 
 
-async def _apply(connection: AsyncConnection, write: Write, now: datetime.datetime) -> bool:
+async def _apply(connection: AsyncConnection, dialect: str, write: Write, now: datetime.datetime) -> bool:
     """`write`'s statements, one execute each; False when its `decision` says it does not apply."""
-    dialect = connection.dialect.name
     decides = decision(dialect, write)
     if decides is not None and (await connection.execute(*decides)).first() is None:
         # The call already has its outcome: a stream of it started (here or in another process), or it was

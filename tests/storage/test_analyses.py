@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.deepgram.text import DeepgramText
 from service.settings import Settings
 from service.storage import queries
-from service.storage.analyses import AnalysisWorker, enqueue_analysis, read_lines, stored_analysis
+from service.storage.analyses import AnalysisWorker, analysis_due, enqueue_version, read_lines, stored_analysis
 from service.storage.job_policy import Policy
 from service.storage.retention import purge_older_than
 from service.storage.schema import Job, WebhookDelivery, create_engine
@@ -66,8 +66,10 @@ async def a_call(engine: AsyncEngine, call_sid: str = "CA1", *, lines: int = 4, 
 
 
 async def ended(engine: AsyncEngine, write: Write, clock: Clock) -> None:
+    """What the writer's transaction does with `write`: the call's analysis job, when `write` makes it due."""
     async with engine.begin() as connection:
-        await enqueue_analysis(connection, write, clock.now)
+        if await analysis_due(connection, write):
+            await enqueue_version(connection, write.call_sid, clock.now)
 
 
 async def jobs(engine: AsyncEngine) -> list[tuple[str, str, int, str | None]]:
