@@ -4,9 +4,14 @@
 callscribe, under the same load and the same Deepgram stand-in. Per Twilio message it does only what any
 bridge must: parse the JSON (orjson), decode the base64, and await the SDK's `send_media` right there in the
 connection's read loop. Per Deepgram result: the SDK's parse and one JSON line on stdout (the line the
-benchmark reads result latency from). Nothing else: no signature check, no validation, no buffer, no
+benchmark reads result latency from). Nothing else: no signature check, no validation, no timer, no
 reconnect, no spool, no database, no metrics, no error handling. It is not a product; it answers one
 question: how much of callscribe's cost is the stack's, and how much is callscribe's own.
+
+It batches as callscribe is told to: with `AUDIO_BATCH_MS=N` (the runner's `--env` reaches every server), a
+track's payloads are joined and sent once N ms of them are in, and what is left at `stop` goes before
+CloseStream. So the floor at 400 ms is what Hypercorn and the SDK cost when they send what callscribe sends at
+400 ms. `auto` sends each frame (an idle bridge sends at once, as callscribe's `auto` does).
 """
 
 from __future__ import annotations
@@ -35,6 +40,15 @@ CLIENT = AsyncDeepgramClient(
     environment=DeepgramClientEnvironment(base=_REST_URL, production=_LIVE_URL, agent=_LIVE_URL, agent_rest=_REST_URL),
 )
 OPTIONS: dict[str, Any] = {"model": "nova-3", "encoding": "mulaw", "sample_rate": 8000, "channels": 1}
+FRAME_MS = 20  # Twilio's frames
+
+
+def frames_per_send(batch_ms: str) -> int:
+    """AUDIO_BATCH_MS as whole frames per send: 1 for the default (20) and for `auto`."""
+    return max(1, int(batch_ms) // FRAME_MS) if batch_ms.isdigit() else 1
+
+
+FRAMES_PER_SEND = frames_per_send(os.environ.get("AUDIO_BATCH_MS", str(FRAME_MS)))
 
 
 async def app(scope: dict[str, Any], receive: ASGIReceive, send: ASGISend) -> None:
@@ -50,6 +64,7 @@ async def bridge(receive: ASGIReceive, send: ASGISend) -> None:
     await receive()  # websocket.connect
     await send({"type": "websocket.accept"})
     sockets: dict[str, AsyncV1SocketClient] = {}
+    batches: dict[str, list[bytes]] = {}
     readers: list[asyncio.Task[None]] = []
     async with contextlib.AsyncExitStack() as stack:
         while (message := await receive())["type"] == "websocket.receive":
@@ -57,14 +72,21 @@ async def bridge(receive: ASGIReceive, send: ASGISend) -> None:
             kind = event["event"]
             if kind == "media":
                 media = event["media"]
-                await sockets[media["track"]].send_media(base64.b64decode(media["payload"]))
+                batch = batches[media["track"]]
+                batch.append(base64.b64decode(media["payload"]))
+                if len(batch) >= FRAMES_PER_SEND:
+                    await sockets[media["track"]].send_media(b"".join(batch))
+                    batch.clear()
             elif kind == "start":
                 for track in event["start"]["tracks"]:
                     socket = await stack.enter_async_context(CLIENT.listen.v1.connect(**OPTIONS))
                     sockets[track] = socket
+                    batches[track] = []
                     readers.append(asyncio.create_task(print_results(socket)))
             elif kind == "stop":
-                for socket in sockets.values():
+                for track, socket in sockets.items():
+                    if batches[track]:
+                        await socket.send_media(b"".join(batches[track]))
                     await socket.send_close_stream()
                 await asyncio.gather(*readers)
                 await send({"type": "websocket.close", "code": 1000, "reason": ""})

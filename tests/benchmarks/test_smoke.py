@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.floor import frames_per_send
 from tests.helpers.paths import ROOT
 
 REPO = ROOT
@@ -133,6 +134,24 @@ def test_both_floors_run_in_the_same_rounds_and_callscribe_is_a_ratio_of_the_inb
     assert ratio["median"] == pytest.approx(sum(per_round) / 2)
     assert "CPU against the inbound floor" in out_md.read_text()
     assert "vs the inbound floor: CPU whole" in output
+
+
+def test_the_floor_batches_as_callscribe_is_told_to(tmp_path: Path) -> None:
+    """With AUDIO_BATCH_MS=400 the floor (Hypercorn + the SDK) joins 0.4 s of a track's frames per send, so its
+    cost at 400 ms is the stack's at that setting: every frame still arrives (the part-filled last batch before
+    CloseStream too), each having waited for its batch to fill (a frame sent as it came waits a few ms)."""
+    result, output, _ = run_benchmark(
+        tmp_path, "--scenario", "2:1:together", "--duration-s", "2", "--repeats", "1", "--no-flux", "--floor",
+        "--env", "AUDIO_BATCH_MS=400",
+    )  # fmt: skip
+    (floor,) = result["scenarios"]
+    assert floor["median"]["frames_lost"] == 0, output
+    assert floor["median"]["frames_received"] == 2 * 100
+    assert floor["median"]["forward_p50_ms"] > 100, "a frame waits for its batch: 190 ms on average at 400 ms"
+
+
+def test_floor_frames_per_send() -> None:
+    assert [frames_per_send(ms) for ms in ("20", "40", "100", "400", "auto", "30")] == [1, 2, 5, 20, 1, 1]
 
 
 def check_scenario(scenario: dict[str, Any], output: str, *, workers: int = 1) -> None:
