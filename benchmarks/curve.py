@@ -4,8 +4,10 @@
 reports (one per setting: `--env AUDIO_BATCH_MS=N --label batchN`, each with the inbound floor in its rounds), prints
 the curve as a Markdown table (the medians of each variant, and callscribe's CPU over the inbound floor of the same
 rounds) and draws it as a PNG: CPU per track-second of whole calls on one axis, forward p99 on the other, one point
-per setting, the peer and the floors as their own marks. The picture is an SVG laid out here and rendered to PNG by
-headless Chromium (Playwright, which the page's tests use): no plotting library.
+per setting, the peer and the floors as their own marks. The floor with the SDK batches as callscribe does, so a
+report run with `AUDIO_BATCH_MS=N` adds the floor at N ms (`floor, N ms`) beside the one at 20 ms. The picture is
+an SVG laid out here and rendered to PNG by headless Chromium (Playwright, which the page's tests use): no plotting
+library.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import html
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,15 @@ def points(report: dict[str, Any]) -> list[Point]:
             )
         )  # fmt: skip
     return found
+
+
+def batch_of(report: dict[str, Any]) -> str | None:
+    """The report's AUDIO_BATCH_MS (given with --env), or None for the default (20 ms)."""
+    for item in report.get("env") or []:
+        key, _, value = str(item).partition("=")
+        if key == "AUDIO_BATCH_MS":
+            return value
+    return None
 
 
 def table(rows: list[Point]) -> str:
@@ -160,9 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     rows: list[Point] = []
     for path in options.reports:
-        for row in points(json.loads(path.read_text(encoding="utf-8"))):
+        report = json.loads(path.read_text(encoding="utf-8"))
+        batch = batch_of(report)
+        for found in points(report):
+            # The floor with the SDK sends as batched as callscribe's run: each setting's floor is a point of its own.
+            row = replace(found, label=f"floor, {batch} ms") if found.served == "floor" and batch else found
             if row.served == "callscribe" or all(seen.label != row.label for seen in rows):
-                rows.append(row)  # the peer and the floors once: their first report's medians
+                rows.append(row)  # the peer and each floor once: their first report's medians
     print(table(rows))
     if options.png is not None:
         asyncio.run(render_png(svg(rows, options.title), options.png))

@@ -61,6 +61,28 @@ def test_the_table_has_every_setting_and_the_references_once(
     assert lines[5] == "| batch400 | 3.00 | 1.30x | 195 ms | 390 ms | 0 |"
 
 
+def test_a_floor_run_at_another_batch_is_a_point_of_its_own(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The floor batches as callscribe's run does: the one from a report run with AUDIO_BATCH_MS=400 is kept beside
+    the 20 ms one (the default) and named for its setting, not dropped as the same floor seen again."""
+    at_20 = report(scenario("batch20", "callscribe", 5.5, 40.0, 2.5), scenario("floor", "floor", 3.4, 12.0))
+    at_400 = report(scenario("batch400", "callscribe", 3.0, 390.0, 1.7), scenario("floor", "floor", 1.9, 388.0))
+    at_400["env"] = ["DATABASE_URL=sqlite:///x", "AUDIO_BATCH_MS=400"]
+    assert curve.batch_of(at_400) == "400"
+    assert curve.batch_of(at_20) is None
+    paths = []
+    for name, content in (("a.json", at_20), ("b.json", at_400)):
+        (tmp_path / name).write_text(json.dumps(content))
+        paths.append(str(tmp_path / name))
+    assert curve.main(paths) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2:] == [
+        "| batch20 | 5.50 | 2.50x | 20 ms | 40 ms | 0 |",
+        "| floor | 3.40 |  | 6 ms | 12 ms | 0 |",
+        "| batch400 | 3.00 | 1.70x | 195 ms | 390 ms | 0 |",
+        "| floor, 400 ms | 1.90 |  | 194 ms | 388 ms | 0 |",
+    ]
+
+
 def test_the_drawing_marks_every_latency_and_draws_floors_as_lines() -> None:
     drawing = curve.svg(curve.points(FIRST) + curve.points(SECOND)[:1], "title")
     assert drawing.count("<circle") == 3 + len(curve.LEGEND)  # batch20, peer, batch400, and the legend's
