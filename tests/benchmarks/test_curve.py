@@ -36,6 +36,17 @@ SECOND = report(
 )
 
 
+def table_of(tmp_path: Path, capsys: pytest.CaptureFixture[str], *reports: dict[str, Any]) -> list[str]:
+    """The lines `python -m benchmarks.curve` prints for these reports, in this order."""
+    paths = []
+    for index, content in enumerate(reports):
+        path = tmp_path / f"{index}.json"
+        path.write_text(json.dumps(content))
+        paths.append(str(path))
+    assert curve.main(paths) == 0
+    return capsys.readouterr().out.splitlines()
+
+
 def test_each_variant_that_ran_is_read_with_its_ratio_to_the_inbound_floor() -> None:
     rows = curve.points(FIRST)
     assert [(row.label, row.cpu, row.p99_ms, row.to_inbound_floor) for row in rows] == [
@@ -46,12 +57,7 @@ def test_each_variant_that_ran_is_read_with_its_ratio_to_the_inbound_floor() -> 
 def test_the_table_has_every_setting_and_the_references_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    paths = []
-    for name, content in (("a.json", FIRST), ("b.json", SECOND)):
-        (tmp_path / name).write_text(json.dumps(content))
-        paths.append(str(tmp_path / name))
-    assert curve.main(paths) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = table_of(tmp_path, capsys, FIRST, SECOND)
     assert [line.split(" | ")[0].removeprefix("| ") for line in lines[2:]] == [
         "batch20",
         "peer",
@@ -69,12 +75,7 @@ def test_a_floor_run_at_another_batch_is_a_point_of_its_own(tmp_path: Path, caps
     at_400["env"] = ["DATABASE_URL=sqlite:///x", "AUDIO_BATCH_MS=400"]
     assert curve.batch_of(at_400) == "400"
     assert curve.batch_of(at_20) is None
-    paths = []
-    for name, content in (("a.json", at_20), ("b.json", at_400)):
-        (tmp_path / name).write_text(json.dumps(content))
-        paths.append(str(tmp_path / name))
-    assert curve.main(paths) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = table_of(tmp_path, capsys, at_20, at_400)
     assert lines[2:] == [
         "| batch20 | 5.50 | 2.50x | 20 ms | 40 ms | 0 |",
         "| floor | 3.40 |  | 6 ms | 12 ms | 0 |",
