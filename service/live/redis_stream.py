@@ -16,6 +16,11 @@ CallSids and nothing else) that every process's reader takes as "forget these ca
 so every process's replay buffer forgets them, whichever one erased. A control entry is deleted by the next
 erasure once LIVE_REPLAY_S has passed: by then every reader has read it, or its buffer has let those calls'
 older events go anyway.
+
+An entry is checked before it is believed (`entry_event`): callscribe's processes are the stream's only writers,
+but a Redis shared with something else, or a release that writes entries otherwise, must neither stop a reader
+(every page of that process would go quiet) nor put a line of its own into the pages' event stream. An entry
+that fails is skipped, counted and said (`live.entry_skipped`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 import orjson
@@ -33,7 +38,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from service.live.format import LiveEvent, format_id, parse_id, payload
+from service.live.format import KINDS, BadEventId, LiveEvent, parse_id, payload
 from service.live.hub import LiveHub
 from service.metrics import LIVE_EVENTS_UNPUBLISHED
 from service.retry import backoff
@@ -46,6 +51,43 @@ BLOCK_MS: Final = 5000  # how long one XREAD waits for new entries
 TIMEOUT_S: Final = 3.0  # a Redis command that takes longer counts as Redis being slow
 FORGET: Final = b"callscribe.forget"  # a control entry: its readers forget the calls it names (`erase_calls`)
 SCAN: Final = 1000  # entries per XRANGE (and per XDEL) while erasing
+MAX_ENTRY_BYTES: Final = 256 * 1024  # an event's JSON; a transcript's is ~0.3 KB, a long final's a few KB
+MAX_CALL_SID: Final = 64  # characters, as the calls table keeps a SID
+
+
+class UnreadableEntry(ValueError):
+    """A stream entry this release cannot take; the message says what was wrong with it."""
+
+
+def entry_event(entry_id: bytes, fields: Mapping[bytes, bytes], *, wall_s: float, monotonic_s: float) -> LiveEvent:
+    """The event one entry of the stream is: a call event, or a control entry (kind FORGET); raises
+    UnreadableEntry unless its kind is one the feed sends, its CallSid a SID (none for a control entry) and its
+    data one line of JSON (an SSE `data:` line), an object for a call event and a list of CallSids for a
+    control entry. `wall_s` and `monotonic_s` are now: the replay window counts from when the event happened
+    (its id's milliseconds), in monotonic time."""
+    try:
+        event_id = parse_id(entry_id.decode("ascii"))
+        kind, call_sid = fields[b"k"].decode("ascii"), fields[b"c"].decode("ascii")
+        data = fields[b"d"]
+    except KeyError as exc:
+        raise UnreadableEntry(f"no field {exc.args[0]!r}") from exc
+    except (UnicodeDecodeError, BadEventId) as exc:
+        raise UnreadableEntry("an id, kind or CallSid that is not ASCII text") from exc
+    if kind != FORGET.decode() and kind not in KINDS:
+        raise UnreadableEntry(f"kind {kind[:40]!r} is not one the feed sends")
+    if len(data) > MAX_ENTRY_BYTES or b"\n" in data or b"\r" in data:
+        raise UnreadableEntry(f"data of {len(data)} bytes that is not one line of at most {MAX_ENTRY_BYTES}")
+    try:
+        loaded = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise UnreadableEntry("data that is not JSON") from exc
+    if kind == FORGET.decode():
+        if call_sid or not isinstance(loaded, list) or not all(isinstance(sid, str) for sid in loaded):
+            raise UnreadableEntry("a control entry that is not a list of CallSids")
+    elif not (0 < len(call_sid) <= MAX_CALL_SID and call_sid.isalnum()) or not isinstance(loaded, dict):
+        raise UnreadableEntry("a call event without a CallSid, or whose data is not a JSON object")
+    age_s = max(0.0, wall_s - event_id[0] / 1000)
+    return LiveEvent(event_id, kind, call_sid, monotonic_s - age_s, data=data)
 
 
 def connect(url: str, *, read_timeout_s: float) -> Redis:
@@ -117,6 +159,7 @@ class RedisFeed:
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._failing: dict[str, str] = {}  # which task cannot reach Redis, and why
         self.unpublished = 0
+        self.skipped = 0  # entries of the stream this reader could not take (`entry_event`)
 
     # --- the call's side: never waits -----------------------------------------------------------------------
 
@@ -178,22 +221,25 @@ class RedisFeed:
     async def _prefill(self) -> str:
         """Load what the stream holds of the replay window, so a client may reconnect to a fresh process."""
         entries = await self._reader.xrevrange(self._key, count=self._replay_events)
-        events = [self._event(entry_id, fields) for entry_id, fields in reversed(entries)]
+        entries.reverse()  # oldest first
+        events = [event for entry_id, fields in entries if (event := self._event(entry_id, fields)) is not None]
         if len(entries) == self._replay_events:
-            self._hub.buffer.set_floor(events[0].id)  # the stream may hold older events this process never saw
+            # The stream may hold older events this process never saw (Redis made every id: they parse).
+            self._hub.buffer.set_floor(parse_id(entries[0][0].decode()))
         else:
             self._hub.buffer.set_floor((0, 0))  # every event the stream holds is here
         for event in events:
             self._take(event)
-        return format_id(events[-1].id) if events else "0-0"
+        return entries[-1][0].decode() if entries else "0-0"
 
     async def _read(self, last: str) -> str:
         answer = await self._reader.xread({self._key: last}, count=BATCH, block=BLOCK_MS)
         for _key, entries in answer or ():
             for entry_id, fields in entries:
                 event = self._event(entry_id, fields)
-                self._take(event)
-                last = format_id(event.id)
+                if event is not None:
+                    self._take(event)
+                last = entry_id.decode()  # past a skipped entry too: it is never read again
         return last
 
     def _take(self, event: LiveEvent) -> None:
@@ -215,13 +261,18 @@ class RedisFeed:
         self._hub.forget(wanted)
         return await erase_calls(self._writer, self._key, wanted, window_s=self._window_s, maxlen=self._maxlen)
 
-    def _event(self, entry_id: bytes, fields: dict[bytes, bytes]) -> LiveEvent:
-        event_id = parse_id(entry_id.decode())
-        # The replay window counts from when the event happened (its id's milliseconds), in monotonic time.
-        age_s = max(0.0, time.time() - event_id[0] / 1000)
-        return LiveEvent(
-            event_id, fields[b"k"].decode(), fields[b"c"].decode(), time.monotonic() - age_s, data=fields[b"d"]
-        )
+    def _event(self, entry_id: bytes, fields: dict[bytes, bytes]) -> LiveEvent | None:
+        """The entry's event, or None for one it cannot take: counted, and said (the first, then every 1000th)."""
+        try:
+            return entry_event(entry_id, fields, wall_s=time.time(), monotonic_s=time.monotonic())
+        except UnreadableEntry as exc:
+            self.skipped += 1
+            if self.skipped == 1 or self.skipped % 1000 == 0:
+                log.warning(
+                    "live.entry_skipped", entry=entry_id.decode(errors="replace")[:40], why=str(exc),
+                    skipped=self.skipped, action="only callscribe should write to LIVE_REDIS_STREAM",
+                )  # fmt: skip
+            return None
 
     async def _wait_to_retry(self, task: str, exc: BaseException, attempt: int) -> None:
         why = f"redis_unreachable: {type(exc).__name__}"
