@@ -43,6 +43,7 @@ from service.live.hub import LiveHub
 from service.metrics import LIVE_EVENTS_UNPUBLISHED
 from service.retry import backoff
 from service.settings import Settings
+from service.twilio.protocol import is_sid
 
 log = structlog.get_logger("callscribe.live")
 
@@ -52,7 +53,6 @@ TIMEOUT_S: Final = 3.0  # a Redis command that takes longer counts as Redis bein
 FORGET: Final = b"callscribe.forget"  # a control entry: its readers forget the calls it names (`erase_calls`)
 SCAN: Final = 1000  # entries per XRANGE (and per XDEL) while erasing
 MAX_ENTRY_BYTES: Final = 256 * 1024  # an event's JSON; a transcript's is ~0.3 KB, a long final's a few KB
-MAX_CALL_SID: Final = 64  # characters, as the calls table keeps a SID
 
 
 class UnreadableEntry(ValueError):
@@ -84,7 +84,7 @@ def entry_event(entry_id: bytes, fields: Mapping[bytes, bytes], *, wall_s: float
     if kind == FORGET.decode():
         if call_sid or not isinstance(loaded, list) or not all(isinstance(sid, str) for sid in loaded):
             raise UnreadableEntry("a control entry that is not a list of CallSids")
-    elif not (0 < len(call_sid) <= MAX_CALL_SID and call_sid.isalnum()) or not isinstance(loaded, dict):
+    elif not is_sid(call_sid) or not isinstance(loaded, dict):
         raise UnreadableEntry("a call event without a CallSid, or whose data is not a JSON object")
     age_s = max(0.0, wall_s - event_id[0] / 1000)
     return LiveEvent(event_id, kind, call_sid, monotonic_s - age_s, data=data)

@@ -39,10 +39,10 @@ from service.storage import erasure, search_terms
 from service.storage.schema import AlertRow, Call, CoveragePart, Utterance
 from service.storage.statuses import CallStatus
 from service.times import as_utc
+from service.twilio.protocol import is_sid
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
-MAX_SID_CHARS = 64  # the widest SID the calls table holds
 # The longest cursor encode_cursor writes: base64 of {"s":<32 characters>,"c":<64>} is 148 characters.
 MAX_CURSOR_CHARS = 160
 _START_AGAIN = "start again without one"  # what a client does with a cursor it should not have sent
@@ -309,7 +309,7 @@ def decode_cursor(cursor: str) -> tuple[datetime.datetime, str]:
 
 
 def _is_sid(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_SID_CHARS and value.isascii() and value.isalnum()
+    return isinstance(value, str) and is_sid(value)
 
 
 def _call_record(call: Call) -> CallRecord:

@@ -220,11 +220,15 @@ def _object(message: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
+def is_sid(value: str) -> bool:
+    """A SID as callscribe takes one: two letters and 32 hex digits in practice; anything but 1 to MAX_SID_LENGTH
+    ASCII letters and digits is refused, because every SID is stored, keyed on and logged."""
+    return 0 < len(value) <= MAX_SID_LENGTH and value.isascii() and value.isalnum()
+
+
 def _sid(message: Mapping[str, Any], key: str) -> str:
-    """A Twilio SID: two letters and 32 hex digits in practice; anything with room for more than 64 ASCII letters
-    and digits is refused, because every SID is stored, keyed on and logged."""
     value = _str(message, key)
-    if len(value) > MAX_SID_LENGTH or not (value.isascii() and value.isalnum()):
+    if not is_sid(value):
         raise TwilioProtocolError(f"'{key}' is not a Twilio SID (letters and digits, at most {MAX_SID_LENGTH})")
     return value
 
