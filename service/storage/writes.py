@@ -265,14 +265,19 @@ def statements(dialect: str, write: Write, now: datetime.datetime) -> list[Step]
         outcome = _call_answered if write.kind == "call_answered" else _call_not_streamed
         return [(outcome(dialect), write.row)]
     # An utterance or an alert: the call's row first (a stand-in, if its call_started has not come yet).
-    insert = _alert if write.kind == "alert" else _utterance
-    return [(_stand_in_call(dialect), _stand_in(write, now)), (insert(dialect), write.row)]
+    return [(_stand_in_call(dialect), _stand_in(write, now)), (_row_insert(dialect, write.kind), write.row)]
 
 
-# Kinds whose writes in a row are applied together, one executemany per statement (`grouped_statements`): the
-# finals, which come many to a batch while the calls talk, and the alerts their words raise. Every other write is
-# applied on its own.
-GROUPED: frozenset[Kind] = frozenset({"utterance", "alert"})
+# Kinds whose writes in a row are applied together, one executemany per statement (`grouped_statements`), in
+# this order: the finals, which come many to a batch while the calls talk, and the alerts their words raise.
+# Every other write is applied on its own.
+_GROUPED_ORDER: tuple[Kind, ...] = ("utterance", "alert")
+GROUPED: frozenset[Kind] = frozenset(_GROUPED_ORDER)
+
+
+def _row_insert(dialect: str, kind: Kind) -> Executable:
+    """The upsert of a grouped kind's own row (after its call's stand-in)."""
+    return _alert(dialect) if kind == "alert" else _utterance(dialect)
 
 
 def runs(writes: Sequence[Write]) -> list[tuple[Write, ...]]:
@@ -299,10 +304,10 @@ def grouped_statements(dialect: str, run: Sequence[Write], now: datetime.datetim
     for write in run:
         stand_ins.setdefault(write.call_sid, _stand_in(write, now))
     steps: list[GroupStep] = [(_stand_in_call(dialect), list(stand_ins.values()))]
-    for kind, insert in (("utterance", _utterance), ("alert", _alert)):
+    for kind in _GROUPED_ORDER:
         rows = [write.row for write in run if write.kind == kind]
         if rows:
-            steps.append((insert(dialect), rows))
+            steps.append((_row_insert(dialect, kind), rows))
     return steps
 
 
