@@ -3,10 +3,11 @@
 `python -m benchmarks.run --floor` serves this ASGI app (`hypercorn benchmarks.floor:app`) instead of
 callscribe, under the same load and the same Deepgram stand-in. Per Twilio message it does only what any
 bridge must: parse the JSON (orjson), decode the base64, and await the SDK's `send_media` right there in the
-connection's read loop. Per Deepgram result: the SDK's parse and one JSON line on stdout (the line the
-benchmark reads result latency from). Nothing else: no signature check, no validation, no timer, no
-reconnect, no spool, no database, no metrics, no error handling. It is not a product; it answers one
-question: how much of callscribe's cost is the stack's, and how much is callscribe's own.
+connection's read loop, on connections that ask Deepgram for what callscribe asks by default. Per Deepgram
+message: the SDK's parse, and for a result one JSON line on stdout (the line the benchmark reads result latency
+from). Nothing else: no signature check, no validation, no timer, no reconnect, no spool, no database, no
+metrics, no error handling. It is not a product; it answers one question: how much of callscribe's cost is the
+stack's, and how much is callscribe's own.
 
 It batches as callscribe is told to: with `AUDIO_BATCH_MS=N` (the runner's `--env` reaches every server), a
 track's payloads are joined and sent once N ms of them are in, and what is left at `stop` goes before
@@ -39,7 +40,22 @@ CLIENT = AsyncDeepgramClient(
     api_key=os.environ.get("DEEPGRAM_API_KEY", "floor"),
     environment=DeepgramClientEnvironment(base=_REST_URL, production=_LIVE_URL, agent=_LIVE_URL, agent_rest=_REST_URL),
 )
-OPTIONS: dict[str, Any] = {"model": "nova-3", "encoding": "mulaw", "sample_rate": 8000, "channels": 1}
+# What callscribe asks of Deepgram with its default settings (`service/deepgram/protocol.py::live_options`; a test
+# keeps the two equal), so that a Deepgram which answers as asked (interim results, UtteranceEnd) sends the floor's
+# SDK what it sends callscribe's. The benchmark's stand-in answers every connection alike (a result a second).
+OPTIONS: dict[str, Any] = {
+    "model": "nova-3",
+    "language": "en-US",
+    "encoding": "mulaw",
+    "sample_rate": 8000,
+    "channels": 1,
+    "interim_results": True,
+    "punctuate": True,
+    "smart_format": True,
+    "endpointing": 300,
+    "utterance_end_ms": 1000,
+    "request_options": {"additional_query_parameters": {"mip_opt_out": "true"}},
+}
 FRAME_MS = 20  # Twilio's frames
 
 

@@ -96,7 +96,8 @@ def table(
 
 
 def inbound_floor_table(entries: Sequence[Mapping[str, Any]]) -> str | None:
-    """Each callscribe variant's CPU over the inbound floor's, round by round and the median (None without one)."""
+    """Each variant's CPU over the inbound floor's (the floor with the SDK and the peer too), round by round and the
+    median (None without one)."""
     chosen = [entry for entry in entries if entry.get("cpu_to_inbound_floor") and not entry.get("skipped")]
     if not chosen:
         return None

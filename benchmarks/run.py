@@ -6,8 +6,9 @@ measure its start-up (time and CPU until /healthz answers) and idle memory, run 
 sampling the server's process tree from /proc, stop everything, then join the records
 (benchmarks/analysis.py). Variants (callscribe from this checkout, from a `--baseline` checkout, the same
 checkout on Deepgram Flux unless `--no-flux`, the inbound floor, the peer) take their turns inside each round, so a
-machine that drifts over minutes drifts for all of them alike. With `--inbound-floor`, each callscribe variant's
-CPU is also divided by the inbound floor's of the same round (`cpu_to_inbound_floor`: per round, and the median).
+machine that drifts over minutes drifts for all of them alike. With `--inbound-floor`, every other variant's CPU
+(callscribe's, the floor's, the peer's) is also divided by the inbound floor's of the same round
+(`cpu_to_inbound_floor`: per round, and the median).
 
 By default nothing is pinned: the load generator, the stand-in and the server share the machine's cores, as
 on a laptop or a small dyno. `--pin` puts the server's tree on CPU 0 and the harness on CPU 1 instead. Each
@@ -509,7 +510,7 @@ def scenario_entry(
     floors = [v.label for v in options.variants if v.served == INBOUND_FLOOR]
     to_floor = (
         {key: stats.per_round_ratios(runs[variant.label], runs[floors[0]], key) for key in stats.FLOOR_RATIO_KEYS}
-        if floors and variant.served == "callscribe"
+        if floors and variant.served != INBOUND_FLOOR
         else {}
     )
     return {

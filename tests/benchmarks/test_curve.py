@@ -4,6 +4,7 @@ floors once), and the drawing: a point per variant with a latency, a line per fl
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,11 @@ def test_a_floor_run_at_another_batch_is_a_point_of_its_own(tmp_path: Path, caps
     at_400["env"] = ["DATABASE_URL=sqlite:///x", "AUDIO_BATCH_MS=400"]
     assert curve.batch_of(at_400) == "400"
     assert curve.batch_of(at_20) is None
+    assert curve.floor_label("auto") == "floor, auto"
     lines = table_of(tmp_path, capsys, at_20, at_400)
     assert lines[2:] == [
         "| batch20 | 5.50 | 2.50x | 20 ms | 40 ms | 0 |",
-        "| floor | 3.40 |  | 6 ms | 12 ms | 0 |",
+        "| floor, 20 ms | 3.40 |  | 6 ms | 12 ms | 0 |",
         "| batch400 | 3.00 | 1.70x | 195 ms | 390 ms | 0 |",
         "| floor, 400 ms | 1.90 |  | 194 ms | 388 ms | 0 |",
     ]
@@ -89,6 +91,29 @@ def test_the_drawing_marks_every_latency_and_draws_floors_as_lines() -> None:
     assert drawing.count("<circle") == 3 + len(curve.LEGEND)  # batch20, peer, batch400, and the legend's
     assert drawing.count('stroke-dasharray="4 3"') == 1 + 1  # the inbound floor, and the legend's
     assert "<polyline" in drawing
+
+
+def test_with_every_ratio_the_drawing_places_each_run_by_its_ratio_not_its_cpu() -> None:
+    """Settings are separate runs: two with the same ratio to their own inbound floor sit at the same CPU across,
+    whatever the machine's pace in each, and the inbound floor's line is at 1."""
+    slow = report(
+        scenario("batch20", "callscribe", 5.0, 40.0, 2.5), scenario("inbound-floor", "inbound-floor", 2.0, None)
+    )
+    fast = report(
+        scenario("batch400", "callscribe", 3.0, 390.0, 2.5), scenario("inbound-floor", "inbound-floor", 1.2, None)
+    )
+    rows = curve.points(slow) + curve.points(fast)[:1]
+    assert curve.relative(rows)
+    drawing = curve.svg(rows, "title")
+    centres = re.findall(r'<circle cx="([0-9.]+)"[^>]*/><text[^>]*>batch', drawing)
+    assert len(centres) == 2, drawing
+    assert centres[0] == centres[1], "the same ratio, the same place across"
+    floor_at = re.search(r'<line x1="([0-9.]+)" x2="[0-9.]+" y1="[0-9.]+" y2="[0-9.]+" stroke="#888"', drawing)
+    assert floor_at is not None
+    span = curve.WIDTH - curve.LEFT - curve.RIGHT
+    assert float(floor_at[1]) == pytest.approx(curve.LEFT + 1 / (2.5 * 1.15) * span, abs=0.1)
+    assert "over the inbound floor" in drawing
+    assert not curve.relative(curve.points(FIRST)), "the peer has no ratio there: CPU per track-second instead"
 
 
 async def test_the_drawing_renders_to_a_png(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
