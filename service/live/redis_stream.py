@@ -51,6 +51,7 @@ BATCH: Final = 500  # events per XADD pipeline
 BLOCK_MS: Final = 5000  # how long one XREAD waits for new entries
 TIMEOUT_S: Final = 3.0  # a Redis command that takes longer counts as Redis being slow
 FORGET: Final = b"callscribe.forget"  # a control entry: its readers forget the calls it names (`erase_calls`)
+FORGET_KIND: Final = FORGET.decode()  # the same, as an event's kind once read
 SCAN: Final = 1000  # entries per XRANGE (and per XDEL) while erasing
 MAX_ENTRY_BYTES: Final = 256 * 1024  # an event's JSON; a transcript's is ~0.3 KB, a long final's a few KB
 
@@ -73,7 +74,7 @@ def entry_event(entry_id: bytes, fields: Mapping[bytes, bytes], *, wall_s: float
         raise UnreadableEntry(f"no field {exc.args[0]!r}") from exc
     except (UnicodeDecodeError, BadEventId) as exc:
         raise UnreadableEntry("an id, kind or CallSid that is not ASCII text") from exc
-    if kind != FORGET.decode() and kind not in KINDS:
+    if kind != FORGET_KIND and kind not in KINDS:
         raise UnreadableEntry(f"kind {kind[:40]!r} is not one the feed sends")
     if len(data) > MAX_ENTRY_BYTES or b"\n" in data or b"\r" in data:
         raise UnreadableEntry(f"data of {len(data)} bytes that is not one line of at most {MAX_ENTRY_BYTES}")
@@ -81,7 +82,7 @@ def entry_event(entry_id: bytes, fields: Mapping[bytes, bytes], *, wall_s: float
         loaded = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise UnreadableEntry("data that is not JSON") from exc
-    if kind == FORGET.decode():
+    if kind == FORGET_KIND:
         if call_sid or not isinstance(loaded, list) or not all(isinstance(sid, str) for sid in loaded):
             raise UnreadableEntry("a control entry that is not a list of CallSids")
     elif not is_sid(call_sid) or not isinstance(loaded, dict):
@@ -244,7 +245,7 @@ class RedisFeed:
 
     def _take(self, event: LiveEvent) -> None:
         """An entry into the hub: a call event delivered, a control entry's calls forgotten (never delivered)."""
-        if event.kind == FORGET.decode():
+        if event.kind == FORGET_KIND:
             forgotten = self._hub.forget(orjson.loads(event.json()))
             log.info("live.forgotten", events=forgotten, why="calls erased")
         else:
